@@ -1,0 +1,551 @@
+//! `/v1/employees`: create, list, get, update (partial, optimistic), delete.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{ApiJson, ApiQuery};
+use super::{Caller, etag, if_match};
+use crate::app::AppState;
+use crate::auth::Scope;
+use crate::store::{Employee, EmployeeFields, StoreError};
+
+/// The model policy of an employee created without one: the built-in sandbox vendor.
+pub const DEFAULT_MODEL_POLICY: &str = "sandbox/sandbox-1";
+
+const MAX_NAME: usize = 64;
+const MAX_ROLE: usize = 200;
+const MAX_INSTRUCTIONS: usize = 32 * 1024;
+const MAX_CANDIDATES: usize = 8;
+const MAX_TOOLS: usize = 64;
+
+/// A new employee.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEmployee {
+    /// Unique in the tenant; letters, digits, `-`, `_`, `.`; 1–64 characters.
+    #[schema(example = "support-agent")]
+    pub name: String,
+    /// What the employee is, in a sentence (system prompt opening).
+    #[schema(example = "Customer support agent for ACME")]
+    pub role: String,
+    #[serde(default)]
+    pub instructions: String,
+    /// Ordered fallback chain of `provider/model`; default `["sandbox/sandbox-1"]`.
+    #[serde(default)]
+    pub model_policy: Option<Vec<String>>,
+    #[serde(default)]
+    pub allowed_tools: Vec<String>,
+    /// LLM ⇄ tool steps per task, 1–100; default 10.
+    #[serde(default)]
+    pub max_steps: Option<i64>,
+    /// Tokens one task may spend, 1–10,000,000; default 100,000.
+    #[serde(default)]
+    pub token_budget: Option<i64>,
+    /// 0–2; default 0.
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    #[serde(default)]
+    pub redact_prompts: bool,
+}
+
+/// A partial update: only the fields present change.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateEmployee {
+    pub name: Option<String>,
+    pub role: Option<String>,
+    pub instructions: Option<String>,
+    pub model_policy: Option<Vec<String>>,
+    pub allowed_tools: Option<Vec<String>>,
+    pub max_steps: Option<i64>,
+    pub token_budget: Option<i64>,
+    pub temperature: Option<f64>,
+    pub redact_prompts: Option<bool>,
+    /// The version the change is based on (alternative to `If-Match`); 409 if stale.
+    pub version: Option<i64>,
+}
+
+/// An employee as the API shows it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EmployeeView {
+    pub id: Uuid,
+    pub name: String,
+    pub role: String,
+    pub instructions: String,
+    pub model_policy: Vec<String>,
+    pub allowed_tools: Vec<String>,
+    pub max_steps: i32,
+    pub token_budget: i64,
+    pub temperature: f64,
+    pub redact_prompts: bool,
+    /// Bumped by every update; send it back as `If-Match` or `version`.
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Employee> for EmployeeView {
+    fn from(e: Employee) -> Self {
+        let f = e.fields;
+        Self {
+            id: e.id,
+            name: f.name,
+            role: f.role,
+            instructions: f.instructions,
+            model_policy: f.model_policy,
+            allowed_tools: f.allowed_tools,
+            max_steps: f.max_steps,
+            token_budget: f.token_budget,
+            temperature: f.temperature,
+            redact_prompts: f.redact_prompts,
+            version: e.version,
+            created_at: e.created_at,
+            updated_at: e.updated_at,
+        }
+    }
+}
+
+/// A page of employees, newest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EmployeePage {
+    pub data: Vec<EmployeeView>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// Page size, 1–100; default 20.
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+fn respond(status: StatusCode, e: Employee) -> Response {
+    (status, [etag(e.version)], Json(EmployeeView::from(e))).into_response()
+}
+
+/// Create an employee.
+#[utoipa::path(post, path = "/v1/employees", tag = "employees",
+    request_body = CreateEmployee,
+    responses(
+        (status = 201, description = "Created", body = EmployeeView),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody),
+        (status = 403, description = "Key lacks the write scope", body = ErrorBody),
+        (status = 409, description = "Name already used in this tenant", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "Invalid field", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<CreateEmployee>,
+) -> ApiResult<Response> {
+    caller.require(Scope::Write)?;
+    let fields = EmployeeFields {
+        name: body.name,
+        role: body.role,
+        instructions: body.instructions,
+        model_policy: body
+            .model_policy
+            .unwrap_or_else(|| vec![DEFAULT_MODEL_POLICY.to_string()]),
+        allowed_tools: body.allowed_tools,
+        max_steps: checked_i32(body.max_steps.unwrap_or(10), "max_steps")?,
+        token_budget: body.token_budget.unwrap_or(100_000),
+        temperature: body.temperature.unwrap_or(0.0),
+        redact_prompts: body.redact_prompts,
+    };
+    validate(&fields)?;
+    let e = state
+        .store
+        .create_employee(caller.0.tenant_id, &fields)
+        .await?;
+    tracing::info!(employee_id = %e.id, "employee created");
+    Ok(respond(StatusCode::CREATED, e))
+}
+
+/// List employees, newest first.
+#[utoipa::path(get, path = "/v1/employees", tag = "employees",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of employees", body = EmployeePage),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody),
+        (status = 422, description = "Invalid parameter", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> ApiResult<Json<EmployeePage>> {
+    caller.require(Scope::Read)?;
+    let limit = params.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::validation("limit", "must be between 1 and 100"));
+    }
+    let before = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let page = state
+        .store
+        .list_employees(caller.0.tenant_id, before, limit)
+        .await?;
+    Ok(Json(EmployeePage {
+        data: page.items.into_iter().map(EmployeeView::from).collect(),
+        next_cursor: page.next_cursor.map(encode_cursor),
+    }))
+}
+
+/// Get one employee.
+#[utoipa::path(get, path = "/v1/employees/{id}", tag = "employees",
+    params(("id" = Uuid, Path, description = "Employee id")),
+    responses(
+        (status = 200, description = "The employee", body = EmployeeView,
+            headers(("ETag" = String, description = "Quoted version"))),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody),
+        (status = 404, description = "No such employee in this tenant", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    caller.require(Scope::Read)?;
+    let id = parse_id(&id)?;
+    let e = state
+        .store
+        .get_employee(caller.0.tenant_id, id)
+        .await
+        .map_err(not_found)?;
+    Ok(respond(StatusCode::OK, e))
+}
+
+/// Update some fields of an employee.
+///
+/// Send the version you read as `If-Match: "N"` or `"version": N`; a stale version
+/// answers 409 and changes nothing. Without either, the update applies to the current
+/// version.
+#[utoipa::path(patch, path = "/v1/employees/{id}", tag = "employees",
+    params(
+        ("id" = Uuid, Path, description = "Employee id"),
+        ("If-Match" = Option<String>, Header, description = "Expected version, e.g. \"3\""),
+    ),
+    request_body = UpdateEmployee,
+    responses(
+        (status = 200, description = "Updated", body = EmployeeView),
+        (status = 400, description = "Malformed JSON or If-Match", body = ErrorBody),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody),
+        (status = 403, description = "Key lacks the write scope", body = ErrorBody),
+        (status = 404, description = "No such employee in this tenant", body = ErrorBody),
+        (status = 409, description = "Stale version or name taken", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "Invalid field", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(patch): ApiJson<UpdateEmployee>,
+) -> ApiResult<Response> {
+    caller.require(Scope::Write)?;
+    let id = parse_id(&id)?;
+    let expected = match (if_match(&headers)?, patch.version) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(ApiError::BadRequest("If-Match and version disagree".into()));
+        }
+        (a, b) => a.or(b),
+    };
+    let tenant = caller.0.tenant_id;
+    // Without a precondition a concurrent writer may bump the version between our read
+    // and write; retry a few times rather than report a conflict the caller never asked
+    // to be told about.
+    let attempts = if expected.is_some() { 1 } else { 3 };
+    let mut last = StoreError::VersionConflict;
+    for _ in 0..attempts {
+        let current = state
+            .store
+            .get_employee(tenant, id)
+            .await
+            .map_err(not_found)?;
+        if let Some(v) = expected {
+            if v != current.version {
+                return Err(StoreError::VersionConflict.into());
+            }
+        }
+        let fields = apply(current.fields.clone(), &patch)?;
+        validate(&fields)?;
+        match state
+            .store
+            .update_employee(tenant, id, current.version, &fields)
+            .await
+        {
+            Ok(e) => return Ok(respond(StatusCode::OK, e)),
+            Err(StoreError::VersionConflict) => last = StoreError::VersionConflict,
+            Err(e) => return Err(not_found(e)),
+        }
+    }
+    Err(last.into())
+}
+
+/// Delete an employee.
+#[utoipa::path(delete, path = "/v1/employees/{id}", tag = "employees",
+    params(
+        ("id" = Uuid, Path, description = "Employee id"),
+        ("If-Match" = Option<String>, Header, description = "Expected version, e.g. \"3\""),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody),
+        (status = 403, description = "Key lacks the write scope", body = ErrorBody),
+        (status = 404, description = "No such employee in this tenant", body = ErrorBody),
+        (status = 409, description = "Stale version", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    caller.require(Scope::Write)?;
+    let id = parse_id(&id)?;
+    state
+        .store
+        .delete_employee(caller.0.tenant_id, id, if_match(&headers)?)
+        .await
+        .map_err(not_found)?;
+    tracing::info!(employee_id = %id, "employee deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn not_found(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound => ApiError::NotFound("employee not found".into()),
+        other => other.into(),
+    }
+}
+
+/// An id that is not a UUID cannot name an employee: 404, like any unknown id.
+fn parse_id(s: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(s).map_err(|_| ApiError::NotFound("employee not found".into()))
+}
+
+fn checked_i32(v: i64, field: &str) -> ApiResult<i32> {
+    i32::try_from(v).map_err(|_| ApiError::validation(field, "out of range"))
+}
+
+fn apply(mut f: EmployeeFields, p: &UpdateEmployee) -> ApiResult<EmployeeFields> {
+    if let Some(v) = &p.name {
+        f.name = v.clone();
+    }
+    if let Some(v) = &p.role {
+        f.role = v.clone();
+    }
+    if let Some(v) = &p.instructions {
+        f.instructions = v.clone();
+    }
+    if let Some(v) = &p.model_policy {
+        f.model_policy = v.clone();
+    }
+    if let Some(v) = &p.allowed_tools {
+        f.allowed_tools = v.clone();
+    }
+    if let Some(v) = p.max_steps {
+        f.max_steps = checked_i32(v, "max_steps")?;
+    }
+    if let Some(v) = p.token_budget {
+        f.token_budget = v;
+    }
+    if let Some(v) = p.temperature {
+        f.temperature = v;
+    }
+    if let Some(v) = p.redact_prompts {
+        f.redact_prompts = v;
+    }
+    Ok(f)
+}
+
+/// Business rules of an employee; the first broken one answers 422 naming its field.
+pub fn validate(f: &EmployeeFields) -> ApiResult<()> {
+    let name_ok = !f.name.is_empty()
+        && f.name.len() <= MAX_NAME
+        && f.name.as_bytes()[0].is_ascii_alphanumeric()
+        && f.name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !name_ok {
+        return Err(ApiError::validation(
+            "name",
+            "must be 1-64 characters of letters, digits, '-', '_' or '.', starting with a letter or digit",
+        ));
+    }
+    if f.role.trim().is_empty() || f.role.chars().count() > MAX_ROLE {
+        return Err(ApiError::validation(
+            "role",
+            format!("must be 1-{MAX_ROLE} characters"),
+        ));
+    }
+    if f.instructions.len() > MAX_INSTRUCTIONS {
+        return Err(ApiError::validation(
+            "instructions",
+            format!("must be at most {MAX_INSTRUCTIONS} bytes"),
+        ));
+    }
+    if f.model_policy.is_empty() || f.model_policy.len() > MAX_CANDIDATES {
+        return Err(ApiError::validation(
+            "model_policy",
+            format!("must list 1-{MAX_CANDIDATES} provider/model candidates"),
+        ));
+    }
+    for (i, c) in f.model_policy.iter().enumerate() {
+        let ok = c.split_once('/').is_some_and(|(p, m)| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+                && !m.is_empty()
+                && m.len() <= 128
+                && !m.chars().any(char::is_whitespace)
+        });
+        if !ok {
+            return Err(ApiError::validation(
+                format!("model_policy[{i}]"),
+                "must be provider/model, e.g. openai/gpt-4o-mini",
+            ));
+        }
+    }
+    if f.allowed_tools.len() > MAX_TOOLS {
+        return Err(ApiError::validation(
+            "allowed_tools",
+            format!("must list at most {MAX_TOOLS} tools"),
+        ));
+    }
+    for (i, t) in f.allowed_tools.iter().enumerate() {
+        let ok = !t.is_empty()
+            && t.len() <= 64
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !ok {
+            return Err(ApiError::validation(
+                format!("allowed_tools[{i}]"),
+                "must be a tool name of letters, digits, '_' or '-'",
+            ));
+        }
+        if f.allowed_tools[..i].contains(t) {
+            return Err(ApiError::validation(
+                format!("allowed_tools[{i}]"),
+                "is listed twice",
+            ));
+        }
+    }
+    if !(1..=100).contains(&f.max_steps) {
+        return Err(ApiError::validation(
+            "max_steps",
+            "must be between 1 and 100",
+        ));
+    }
+    if !(1..=10_000_000).contains(&f.token_budget) {
+        return Err(ApiError::validation(
+            "token_budget",
+            "must be between 1 and 10000000",
+        ));
+    }
+    if !(0.0..=2.0).contains(&f.temperature) {
+        return Err(ApiError::validation(
+            "temperature",
+            "must be between 0 and 2",
+        ));
+    }
+    Ok(())
+}
+
+fn encode_cursor(id: Uuid) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.as_bytes())
+}
+
+fn decode_cursor(s: &str) -> ApiResult<Uuid> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .ok()
+        .and_then(|b| Uuid::from_slice(&b).ok())
+        .ok_or_else(|| ApiError::validation("cursor", "is not a cursor this API returned"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields() -> EmployeeFields {
+        EmployeeFields {
+            name: "ada".into(),
+            role: "analyst".into(),
+            instructions: String::new(),
+            model_policy: vec![
+                "openai/gpt-4o-mini".into(),
+                "anthropic/claude-3-5-haiku".into(),
+            ],
+            allowed_tools: vec!["calculator".into()],
+            max_steps: 10,
+            token_budget: 1000,
+            temperature: 0.2,
+            redact_prompts: false,
+        }
+    }
+
+    fn field_of(r: ApiResult<()>) -> String {
+        match r {
+            Err(ApiError::Validation { field, .. }) => field,
+            other => format!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        assert!(validate(&fields()).is_ok());
+        let mut f = fields();
+        f.name = "bad name".into();
+        assert_eq!(field_of(validate(&f)), "name");
+        let mut f = fields();
+        f.model_policy = vec!["openai/gpt".into(), "nomodel".into()];
+        assert_eq!(field_of(validate(&f)), "model_policy[1]");
+        let mut f = fields();
+        f.model_policy.clear();
+        assert_eq!(field_of(validate(&f)), "model_policy");
+        let mut f = fields();
+        f.allowed_tools = vec!["a".into(), "a".into()];
+        assert_eq!(field_of(validate(&f)), "allowed_tools[1]");
+        let mut f = fields();
+        f.temperature = 2.5;
+        assert_eq!(field_of(validate(&f)), "temperature");
+        let mut f = fields();
+        f.max_steps = 0;
+        assert_eq!(field_of(validate(&f)), "max_steps");
+        let mut f = fields();
+        f.token_budget = 0;
+        assert_eq!(field_of(validate(&f)), "token_budget");
+        let mut f = fields();
+        f.role = " ".into();
+        assert_eq!(field_of(validate(&f)), "role");
+    }
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let id = Uuid::now_v7();
+        assert_eq!(decode_cursor(&encode_cursor(id)).unwrap(), id);
+        assert!(decode_cursor("not-a-cursor!").is_err());
+    }
+}

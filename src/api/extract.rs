@@ -1,0 +1,162 @@
+//! Our own extractors, so malformed input gets our error shape rather than axum's text.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{StatusCode, header, request::Parts};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use crate::app::AppState;
+
+/// A JSON body: 415 without a JSON content type, 413 over the body limit, 400 when the
+/// bytes are not JSON, 422 (naming the field) when the JSON has the wrong shape.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        if !is_json(req.headers().get(header::CONTENT_TYPE)) {
+            return Err(ApiError::UnsupportedMediaType(
+                "expected Content-Type: application/json".into(),
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
+            if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(state.config.max_body_bytes)
+            } else {
+                ApiError::BadRequest("could not read the request body".into())
+            }
+        })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses JSON, classifying syntax errors (400) apart from shape errors (422).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(de) {
+        Ok(v) => Ok(v),
+        Err(err) => {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            match inner.classify() {
+                serde_json::error::Category::Data => {
+                    let field = if path == "." {
+                        missing_field(&inner.to_string()).unwrap_or_else(|| "body".into())
+                    } else {
+                        path
+                    };
+                    Err(ApiError::validation(field, strip_position(&inner)))
+                }
+                _ => Err(ApiError::BadRequest(format!(
+                    "request body is not valid JSON: {inner}"
+                ))),
+            }
+        }
+    }
+}
+
+/// serde reports a missing field at the parent path; name the field itself.
+fn missing_field(msg: &str) -> Option<String> {
+    let rest = msg.strip_prefix("missing field `")?;
+    Some(rest[..rest.find('`')?].to_string())
+}
+
+/// serde_json appends " at line L column C", which helps nobody reading a 422.
+fn strip_position(err: &serde_json::Error) -> String {
+    let s = err.to_string();
+    match s.rfind(" at line ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+fn is_json(value: Option<&header::HeaderValue>) -> bool {
+    let Some(v) = value.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let mime = v
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+/// A query string parsed into `T`, with 422 naming the parameter on bad values.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or("");
+        let de = serde_urlencoded_de(query)?;
+        Ok(ApiQuery(de))
+    }
+}
+
+fn serde_urlencoded_de<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let field = if path == "." {
+            missing_field(&inner.to_string()).unwrap_or_else(|| "query".into())
+        } else {
+            path
+        };
+        ApiError::validation(field, inner.to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct T {
+        name: String,
+        n: Option<u32>,
+    }
+
+    #[test]
+    fn syntax_errors_are_400_and_shape_errors_name_the_field() {
+        let e = parse_json::<T>(b"{not json").unwrap_err();
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        let e = parse_json::<T>(b"{}").unwrap_err();
+        assert!(matches!(e, ApiError::Validation { ref field, .. } if field == "name"));
+        let e = parse_json::<T>(br#"{"name":"a","n":"x"}"#).unwrap_err();
+        assert!(matches!(e, ApiError::Validation { ref field, .. } if field == "n"));
+        let e = parse_json::<T>(br#"{"name":"a","zzz":1}"#).unwrap_err();
+        assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    }
+
+    #[test]
+    fn content_types() {
+        let v = |s: &'static str| header::HeaderValue::from_static(s);
+        assert!(is_json(Some(&v("application/json"))));
+        assert!(is_json(Some(&v("application/json; charset=utf-8"))));
+        assert!(is_json(Some(&v("application/merge-patch+json"))));
+        assert!(!is_json(Some(&v("text/plain"))));
+        assert!(!is_json(None));
+    }
+
+    #[test]
+    fn queries_decode_and_name_bad_parameters() {
+        #[derive(serde::Deserialize)]
+        struct Q {
+            limit: Option<u32>,
+            cursor: Option<String>,
+        }
+        let q: Q = serde_urlencoded_de("limit=5&cursor=a%2Bb").unwrap();
+        assert_eq!(q.limit, Some(5));
+        assert_eq!(q.cursor.as_deref(), Some("a+b"));
+        let e = serde_urlencoded_de::<Q>("limit=-1").err().unwrap();
+        assert!(matches!(e, ApiError::Validation { ref field, .. } if field == "limit"));
+    }
+}

@@ -1,0 +1,135 @@
+//! Liveness and readiness probes (public).
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::error::{ErrorDetail, current_request_id};
+use crate::app::AppState;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+    #[schema(example = "0.1.0")]
+    pub version: &'static str,
+}
+
+/// Liveness: 200 while the process serves.
+#[utoipa::path(get, path = "/health", tag = "health",
+    responses((status = 200, description = "The process is alive", body = Health)))]
+pub async fn health() -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Check {
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` or `not_ready`.
+    pub status: &'static str,
+    pub version: &'static str,
+    /// `database`, `schema`, `draining`.
+    pub checks: std::collections::BTreeMap<&'static str, Check>,
+    /// Present when not ready: the error shape, naming the failing checks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDetail>,
+}
+
+const DB_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Readiness: 200 when the database answers, the schema is current and the process is
+/// not draining; 503 naming the failing check otherwise.
+#[utoipa::path(get, path = "/ready", tag = "health",
+    responses(
+        (status = 200, description = "Ready for traffic", body = Readiness),
+        (status = 503, description = "Not ready; `checks` names what failed", body = Readiness),
+    ))]
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+    let mut checks = std::collections::BTreeMap::new();
+    let draining = state.lifecycle.is_draining();
+    checks.insert(
+        "draining",
+        Check {
+            ok: !draining,
+            detail: draining.then(|| "shutting down".to_string()),
+        },
+    );
+    let db = tokio::time::timeout(DB_TIMEOUT, state.store.ping()).await;
+    let db_ok = matches!(db, Ok(Ok(())));
+    checks.insert(
+        "database",
+        Check {
+            ok: db_ok,
+            detail: match db {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "readiness: database check failed");
+                    Some("database did not answer".into())
+                }
+                Err(_) => Some(format!("no answer within {}s", DB_TIMEOUT.as_secs())),
+            },
+        },
+    );
+    let schema = if db_ok {
+        match tokio::time::timeout(DB_TIMEOUT, state.store.schema_status()).await {
+            Ok(Ok(s)) if s.is_current() => Check {
+                ok: true,
+                detail: None,
+            },
+            Ok(Ok(s)) => Check {
+                ok: false,
+                detail: Some(format!(
+                    "pending migrations {:?}; run `digital-employee migrate`",
+                    s.pending
+                )),
+            },
+            _ => Check {
+                ok: false,
+                detail: Some("could not read the schema version".into()),
+            },
+        }
+    } else {
+        Check {
+            ok: false,
+            detail: Some("database unavailable".into()),
+        }
+    };
+    checks.insert("schema", schema);
+
+    let failing: Vec<String> = checks
+        .iter()
+        .filter(|(_, c)| !c.ok)
+        .map(|(name, c)| format!("{name}: {}", c.detail.as_deref().unwrap_or("failed")))
+        .collect();
+    let ready = failing.is_empty();
+    let body = Readiness {
+        status: if ready { "ready" } else { "not_ready" },
+        version: env!("CARGO_PKG_VERSION"),
+        checks,
+        error: (!ready).then(|| ErrorDetail {
+            kind: "not_ready",
+            message: failing.join("; "),
+            request_id: current_request_id(),
+            field: None,
+        }),
+    };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
+}

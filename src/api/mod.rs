@@ -1,0 +1,232 @@
+//! The HTTP API: one route table, auth by default, one error shape.
+//!
+//! Every request passes the request middleware (request id, in-flight count, JSON
+//! access log, metrics labelled by route template) and then the auth middleware, which
+//! lets through only the paths on [`PUBLIC_PATHS`] without credentials.
+
+pub mod employees;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod openapi;
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tracing::Instrument;
+
+use crate::app::AppState;
+use crate::auth::{AuthError, Principal};
+use crate::telemetry::metrics as m;
+use error::{ApiError, REQUEST_ID};
+
+/// Paths served without credentials. Everything else requires a key.
+pub const PUBLIC_PATHS: &[&str] = &["/health", "/ready", "/openapi.json", "/docs"];
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
+/// The API router on port 8000.
+pub fn router(state: AppState) -> Router {
+    let limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .nest("/v1", v1())
+        .merge(openapi::docs_router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), require_auth))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn(request_context))
+        .with_state(state)
+}
+
+fn v1() -> Router<AppState> {
+    Router::new()
+        .route("/employees", get(employees::list).post(employees::create))
+        .route(
+            "/employees/{id}",
+            get(employees::get)
+                .patch(employees::update)
+                .delete(employees::delete),
+        )
+}
+
+/// The metrics router on port 9000: `/metrics` and nothing else.
+pub fn metrics_router(handle: PrometheusHandle) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let handle = handle.clone();
+            async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    handle.render(),
+                )
+            }
+        }),
+    )
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Request id, in-flight tracking, access log and HTTP metrics.
+async fn request_context(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = req
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| valid_request_id(v))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let endpoint = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| m::UNMATCHED_ENDPOINT.to_owned());
+
+    let span = tracing::info_span!("request", request_id = %request_id);
+    let mut resp = REQUEST_ID
+        .scope(request_id.clone(), next.run(req).instrument(span.clone()))
+        .await;
+
+    let elapsed = started.elapsed().as_secs_f64();
+    let status = resp.status().as_u16();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert(X_REQUEST_ID.clone(), v);
+    }
+    let method_label = method.as_str().to_owned();
+    metrics::counter!(m::HTTP_REQUESTS_TOTAL,
+        "method" => method_label.clone(), "endpoint" => endpoint.clone(), "status" => status.to_string())
+    .increment(1);
+    metrics::histogram!(m::HTTP_REQUEST_DURATION_SECONDS,
+        "method" => method_label, "endpoint" => endpoint)
+    .record(elapsed);
+    span.in_scope(|| {
+        tracing::info!(
+            method = %method,
+            path = %path,
+            status_code = status,
+            response_time = elapsed,
+            "request completed"
+        );
+    });
+    resp
+}
+
+/// Accepts a caller's request id if it is short printable ASCII; otherwise we mint one.
+fn valid_request_id(v: &str) -> bool {
+    !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Auth by default: only [`PUBLIC_PATHS`] pass without a valid key.
+async fn require_auth(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let public = PUBLIC_PATHS
+        .iter()
+        .any(|p| path == *p || path.starts_with(&format!("{p}/")));
+    // Requests are counted for draining only once they are known to be real work, so
+    // probes never hold up a shutdown.
+    if public {
+        return next.run(req).await;
+    }
+    let _guard = state.lifecycle.track();
+    let presented = req
+        .headers()
+        .get(&X_API_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| bearer(req.headers().get(header::AUTHORIZATION)));
+    let Some(key) = presented else {
+        return ApiError::Unauthorized(AuthError::Missing.to_string()).into_response();
+    };
+    match state.auth.authenticate_key(&key).await {
+        Ok(principal) => {
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
+        Err(AuthError::Store(e)) => ApiError::from(e).into_response(),
+        Err(e) => ApiError::Unauthorized(e.to_string()).into_response(),
+    }
+}
+
+fn bearer(v: Option<&HeaderValue>) -> Option<String> {
+    let v = v?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
+/// The authenticated caller, for handlers behind the auth middleware.
+pub struct Caller(pub Principal);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .map(Caller)
+            .ok_or_else(|| ApiError::Unauthorized(AuthError::Missing.to_string()))
+    }
+}
+
+impl Caller {
+    /// 403 unless the caller holds `scope` (or a higher one).
+    pub fn require(&self, scope: crate::auth::Scope) -> Result<(), ApiError> {
+        if self.0.allows(scope) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "this key lacks the {} scope",
+                scope.as_str()
+            )))
+        }
+    }
+}
+
+/// `ETag` of a versioned resource.
+pub fn etag(version: i64) -> (HeaderName, HeaderValue) {
+    (
+        header::ETAG,
+        HeaderValue::from_str(&format!("\"{version}\""))
+            .unwrap_or(HeaderValue::from_static("\"0\"")),
+    )
+}
+
+/// Reads `If-Match: "N"` (also `W/"N"` or `N`); 400 if present but not a version.
+pub fn if_match(headers: &axum::http::HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(v) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let s = v.to_str().unwrap_or("").trim();
+    let s = s.strip_prefix("W/").unwrap_or(s).trim_matches('"');
+    s.parse::<i64>().map(Some).map_err(|_| {
+        ApiError::BadRequest("If-Match must be the resource version, e.g. \"3\"".into())
+    })
+}

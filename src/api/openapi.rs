@@ -1,0 +1,56 @@
+//! The OpenAPI document, generated from the handlers' annotations, and the docs page.
+
+use axum::Router;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_swagger_ui::SwaggerUi;
+
+use super::{employees, health};
+use crate::app::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "digital-employee",
+        description = "Run AI digital employees: durable tasks, the LLM/tool loop, vendor fallback and accounting. \
+                       Every error answers {\"error\":{\"type\",\"message\",\"request_id\"}}.",
+    ),
+    paths(
+        health::health,
+        health::ready,
+        employees::create,
+        employees::list,
+        employees::get,
+        employees::update,
+        employees::delete,
+    ),
+    modifiers(&Security),
+    tags(
+        (name = "health", description = "Liveness and readiness probes (no auth)"),
+        (name = "employees", description = "Digital employees: role, instructions, model policy, tools, limits"),
+    )
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// `/openapi.json` and the browsable page at `/docs`.
+pub fn docs_router() -> Router<AppState> {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    SwaggerUi::new("/docs").url("/openapi.json", doc).into()
+}

@@ -1,0 +1,300 @@
+//! Builds the application state, starts the listeners and runs the graceful shutdown.
+//!
+//! Shutdown sequence (SIGTERM or Ctrl-C, or the future a test passes):
+//! 1. `/ready` turns 503 at once (draining), the listeners keep accepting so probes and
+//!    late requests are still answered;
+//! 2. in-flight requests get up to `SHUTDOWN_GRACE_PERIOD` to finish;
+//! 3. the listeners stop, open connections finish their current request, the database
+//!    pool closes, and `run` returns `Ok` (exit code 0).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{Authenticator, Scope, keys};
+use crate::config::Config;
+use crate::store::{self, DEFAULT_TENANT_ID, DynStore};
+use crate::telemetry;
+
+/// Shared state of one running app; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: DynStore,
+    pub auth: Arc<Authenticator>,
+    pub lifecycle: Arc<Lifecycle>,
+}
+
+/// Draining flag and in-flight request count, for readiness and graceful shutdown.
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    draining: AtomicBool,
+    in_flight: AtomicUsize,
+    idle: Notify,
+}
+
+impl Lifecycle {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Counts a request until the guard drops.
+    pub fn track(self: &Arc<Self>) -> InFlightGuard {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlightGuard(self.clone())
+    }
+
+    /// Waits until no request is in flight.
+    async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.in_flight() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Decrements the in-flight count on drop (also when a request is cancelled).
+pub struct InFlightGuard(Arc<Lifecycle>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// A built app: listeners bound, database connected and checked, not yet serving.
+pub struct App {
+    state: AppState,
+    api_listener: TcpListener,
+    metrics_listener: TcpListener,
+    bootstrap_key: Option<String>,
+}
+
+impl App {
+    /// Connects the store, checks (or, for the embedded SQLite default, applies) the
+    /// schema, creates a bootstrap admin key when no key exists, and binds both ports.
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        telemetry::metrics::install();
+        let store = store::connect(&store::ConnectOptions {
+            url: config.database_url.expose().to_string(),
+            max_connections: config.db_max_connections,
+        })
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the database at {}",
+                config.database_url.redacted()
+            )
+        })?;
+
+        let status = store
+            .schema_status()
+            .await
+            .context("cannot read the schema version")?;
+        if !status.unknown.is_empty() {
+            anyhow::bail!(
+                "the database has migrations {:?} that this binary does not know; \
+                 run a newer digital-employee",
+                status.unknown
+            );
+        }
+        if !status.is_current() {
+            if config.is_embedded_db() {
+                let applied = store
+                    .migrate()
+                    .await
+                    .context("migrating the embedded database")?;
+                tracing::info!(?applied, "applied migrations to the embedded database");
+            } else {
+                anyhow::bail!(
+                    "the database schema is outdated (pending migrations {:?}); \
+                     run `digital-employee migrate` first",
+                    status.pending
+                );
+            }
+        }
+
+        let bootstrap_key = if config.api_key_whitelist.is_empty()
+            && store.count_api_keys(DEFAULT_TENANT_ID).await? == 0
+        {
+            let issued = keys::issue(&store, DEFAULT_TENANT_ID, "bootstrap admin", Scope::Admin)
+                .await
+                .context("creating the bootstrap admin key")?;
+            tracing::info!(prefix = %issued.record.prefix, "created the bootstrap admin key");
+            Some(issued.secret)
+        } else {
+            None
+        };
+
+        let api_addr = SocketAddr::new(config.host, config.port);
+        let api_listener = TcpListener::bind(api_addr)
+            .await
+            .with_context(|| format!("cannot listen on {api_addr} (PORT)"))?;
+        let metrics_addr = SocketAddr::new(config.host, config.metrics_port);
+        let metrics_listener = TcpListener::bind(metrics_addr).await.with_context(|| {
+            format!("cannot listen on {metrics_addr} (PROMETHEUS_METRICS_PORT)")
+        })?;
+
+        let auth = Authenticator::new(&config.api_key_whitelist, store.clone());
+        Ok(App {
+            state: AppState {
+                config: Arc::new(config),
+                store,
+                auth,
+                lifecycle: Arc::new(Lifecycle::default()),
+            },
+            api_listener,
+            metrics_listener,
+            bootstrap_key,
+        })
+    }
+
+    pub fn api_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.api_listener.local_addr()?)
+    }
+
+    pub fn metrics_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.metrics_listener.local_addr()?)
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The admin key created on first start when `API_KEY_WHITELIST` is empty. The
+    /// caller shows it once; only its hash is stored.
+    pub fn take_bootstrap_key(&mut self) -> Option<String> {
+        self.bootstrap_key.take()
+    }
+
+    /// Serves until `shutdown` resolves, then drains (see the module docs).
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let App {
+            state,
+            api_listener,
+            metrics_listener,
+            ..
+        } = self;
+        let stop_listeners = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let handle = telemetry::metrics::install();
+
+        let metrics_router = crate::api::metrics_router(handle.clone());
+        let token = stop_listeners.clone();
+        tasks.spawn(async move {
+            let served = axum::serve(metrics_listener, metrics_router)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "metrics listener failed");
+            }
+        });
+
+        // Histograms need periodic upkeep when no exporter thread owns the recorder.
+        let token = stop_listeners.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => handle.run_upkeep(),
+                    _ = token.cancelled() => break,
+                }
+            }
+        });
+
+        let api_router = crate::api::router(state.clone());
+        let token = stop_listeners.clone();
+        let api = tasks.spawn(async move {
+            axum::serve(api_listener, api_router)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await
+        });
+        tasks.close();
+
+        let addr = SocketAddr::new(state.config.host, state.config.port);
+        tracing::info!(%addr, "serving");
+
+        shutdown.await;
+        let grace = state.config.shutdown_grace_period;
+        state.lifecycle.start_draining();
+        tracing::info!(
+            in_flight = state.lifecycle.in_flight(),
+            grace_period_seconds = grace.as_secs_f64(),
+            "shutdown requested: draining"
+        );
+        let started = tokio::time::Instant::now();
+        if tokio::time::timeout(grace, state.lifecycle.wait_idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_flight = state.lifecycle.in_flight(),
+                "grace period over with requests still in flight"
+            );
+        }
+        stop_listeners.cancel();
+        // Connections finishing their last request get what is left of the grace period
+        // (and at least one second).
+        let left = grace
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_secs(1));
+        match tokio::time::timeout(left, api).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "API listener failed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "API listener task failed"),
+            Err(_) => tracing::warn!("connections still open after the grace period; closing"),
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), tasks.wait()).await;
+        state.store.close().await;
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,84 @@
+//! Stored API keys: `de_<prefix>_<secret>`.
+//!
+//! The 12-hex-digit prefix is public (it identifies the key in lists and logs); the
+//! 32-byte secret is shown once at creation and only its SHA-256 is stored. A fast hash
+//! is right here: the secret is 256 random bits, so there is nothing to brute-force.
+
+use base64::Engine;
+use rand::RngCore;
+use uuid::Uuid;
+
+use super::{Scope, sha256};
+use crate::store::{ApiKeyRecord, DynStore, NewApiKey, StoreResult};
+
+const MARK: &str = "de_";
+
+/// A newly created key: the record and the secret, which exists only here.
+pub struct IssuedKey {
+    pub record: ApiKeyRecord,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for IssuedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedKey")
+            .field("prefix", &self.record.prefix)
+            .field("secret", &"[redacted]")
+            .finish()
+    }
+}
+
+/// Splits a presented key into prefix and secret, or `None` if it is not of our form.
+pub fn split(key: &str) -> Option<(&str, &str)> {
+    let rest = key.strip_prefix(MARK)?;
+    let (prefix, secret) = rest.split_once('_')?;
+    let ok =
+        prefix.len() == 12 && prefix.bytes().all(|b| b.is_ascii_hexdigit()) && !secret.is_empty();
+    ok.then_some((prefix, secret))
+}
+
+/// Creates and stores a key; returns it with its secret (the only time it is visible).
+pub async fn issue(
+    store: &DynStore,
+    tenant_id: Uuid,
+    name: &str,
+    scope: Scope,
+) -> StoreResult<IssuedKey> {
+    let mut rng = rand::rng();
+    let mut prefix_bytes = [0u8; 6];
+    rng.fill_bytes(&mut prefix_bytes);
+    let mut secret_bytes = [0u8; 32];
+    rng.fill_bytes(&mut secret_bytes);
+    let prefix = hex::encode(prefix_bytes);
+    let secret_part = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret_bytes);
+    let new = NewApiKey {
+        id: Uuid::now_v7(),
+        tenant_id,
+        name: name.to_string(),
+        prefix: prefix.clone(),
+        secret_hash: hex::encode(sha256(&secret_part)),
+        scopes: vec![scope.as_str().to_string()],
+    };
+    let record = store.insert_api_key(&new).await?;
+    Ok(IssuedKey {
+        record,
+        secret: format!("{MARK}{prefix}_{secret_part}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_accepts_only_our_form() {
+        assert_eq!(
+            split("de_0123456789ab_secret_with_underscore"),
+            Some(("0123456789ab", "secret_with_underscore"))
+        );
+        assert_eq!(split("de_0123456789ab_"), None);
+        assert_eq!(split("de_0123_secret"), None);
+        assert_eq!(split("sk-something"), None);
+        assert_eq!(split("de_zzzzzzzzzzzz_secret"), None);
+    }
+}

@@ -1,0 +1,82 @@
+//! The command line: one file per subcommand.
+
+pub mod config;
+pub mod migrate;
+pub mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "digital-employee",
+    version,
+    about = "Run AI digital employees: durable tasks, the LLM/tool loop, vendor fallback, accounting.",
+    long_about = "Run AI digital employees: durable tasks, the LLM/tool loop, vendor fallback, \
+                  accounting.\n\nConfiguration comes from the environment; `digital-employee config` \
+                  prints the effective values (secrets redacted)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the API (PORT, default 8000) and metrics (PROMETHEUS_METRICS_PORT, default 9000).
+    Serve(serve::Args),
+    /// Apply database migrations, or show their status.
+    Migrate(migrate::Args),
+    /// Print the effective configuration, secrets redacted.
+    Config(config::Args),
+}
+
+/// Runs a parsed command; the exit code is 0 on success, 1 on failure.
+pub fn run(cli: Cli) -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args, config).await,
+            Command::Migrate(args) => migrate::run(args, config).await,
+            Command::Config(args) => config::run(args, config),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "command failed");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,544 @@
+//! The one place that reads the environment.
+//!
+//! Every variable the service understands, with its default:
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `APP_ENV` | `development` | `development`, `testing`, `staging` or `production` |
+//! | `HOST` | `0.0.0.0` | address the API and metrics listeners bind to |
+//! | `PORT` | `8000` | API port |
+//! | `PROMETHEUS_METRICS_PORT` | `9000` | metrics port (`GET /metrics` only) |
+//! | `LOG_LEVEL` | `info` | `trace`, `debug`, `info`, `warn`, `error` (any case) or a tracing filter |
+//! | `DATA_DIR` | `./data` | where the embedded SQLite database lives |
+//! | `DATABASE_URL` | `sqlite://$DATA_DIR/digital-employee.db` | `sqlite://…` or `postgres://…` |
+//! | `DB_HOST`, `DB_PORT`, `DB_NAME`, `DB_USER`, `DB_PASSWORD` | unset, `5432`, `digital_employee`, `user`, empty | PostgreSQL by parts, used when `DB_HOST` is set and `DATABASE_URL` is not |
+//! | `DB_MAX_CONNECTIONS` | `16` | database pool size |
+//! | `REDIS_URL` | unset | `redis://…`; or `REDIS_HOST` + `REDIS_PORT` (`6379`) |
+//! | `AI_SERVICE_TIMEOUT` | `30` | seconds per vendor attempt |
+//! | `AI_SERVICE_RETRY_COUNT` | `3` | retries per candidate |
+//! | `AI_SERVICE_RETRY_DELAY` | `2` | seconds, base of the exponential backoff |
+//! | `HEALTH_CHECK_INTERVAL` | `30` | seconds between background health probes |
+//! | `JWT_SECRET_KEY` | unset | HS256 signing key (secret) |
+//! | `API_KEY_WHITELIST` | empty | comma-separated bootstrap admin keys (secret) |
+//! | `OPENAI_API_KEY` | unset | OpenAI key (secret) |
+//! | `CLAUDE_API_KEY` / `ANTHROPIC_API_KEY` | unset | Anthropic key (secret) |
+//! | `MAX_BODY_BYTES` | `1048576` | largest accepted request body |
+//! | `SHUTDOWN_GRACE_PERIOD` | `30` | seconds in-flight requests get after SIGTERM |
+//!
+//! Nothing else in the crate calls `std::env::var`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// A configuration error: names the variable, what it holds and what was expected.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {var}={value:?}: expected {expected}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+/// A secret value. It is never printed: `Debug`, `Display` and `Serialize` all redact it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself; call sites that need it are few and obvious.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("\"\"")
+        } else {
+            f.write_str("\"[redacted]\"")
+        }
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0.is_empty() {
+            s.serialize_str("")
+        } else {
+            s.serialize_str("[redacted]")
+        }
+    }
+}
+
+/// Deployment profile named by `APP_ENV`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppEnv {
+    Development,
+    Testing,
+    Staging,
+    Production,
+}
+
+/// A database URL whose password is redacted when printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(Secret);
+
+impl DatabaseUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(Secret::new(url))
+    }
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+    pub fn is_postgres(&self) -> bool {
+        let u = self.expose();
+        u.starts_with("postgres://") || u.starts_with("postgresql://")
+    }
+    /// The URL with any `user:password@` password replaced, safe to print.
+    pub fn redacted(&self) -> String {
+        redact_url_password(self.expose())
+    }
+}
+
+/// Replaces the password of `scheme://user:password@host…` with `***`.
+pub fn redact_url_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
+    let userinfo = &authority[..at];
+    match userinfo.find(':') {
+        Some(colon) => format!(
+            "{}://{}:***{}",
+            &url[..scheme_end],
+            &userinfo[..colon],
+            &rest[at..]
+        ),
+        None => url.to_string(),
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl Serialize for DatabaseUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.redacted())
+    }
+}
+
+/// The whole typed configuration, built once at start.
+#[derive(Clone, Debug, Serialize)]
+pub struct Config {
+    pub app_env: AppEnv,
+    pub host: IpAddr,
+    pub port: u16,
+    pub metrics_port: u16,
+    pub log_level: String,
+    pub data_dir: PathBuf,
+    pub database_url: DatabaseUrl,
+    pub db_max_connections: u32,
+    pub redis_url: Option<DatabaseUrl>,
+    #[serde(serialize_with = "ser_secs")]
+    pub ai_service_timeout: Duration,
+    pub ai_service_retry_count: u32,
+    #[serde(serialize_with = "ser_secs")]
+    pub ai_service_retry_delay: Duration,
+    #[serde(serialize_with = "ser_secs")]
+    pub health_check_interval: Duration,
+    pub jwt_secret_key: Secret,
+    pub api_key_whitelist: Vec<Secret>,
+    pub openai_api_key: Secret,
+    pub claude_api_key: Secret,
+    pub max_body_bytes: usize,
+    #[serde(serialize_with = "ser_secs")]
+    pub shutdown_grace_period: Duration,
+}
+
+fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let vars: HashMap<String, String> = std::env::vars().collect();
+        Self::from_lookup(|k| vars.get(k).cloned())
+    }
+
+    /// Builds the configuration from any key lookup (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        // An empty variable counts as unset, as shells and ConfigMaps often leave them so.
+        let get = |k: &str| {
+            get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+
+        let app_env = match get("APP_ENV").map(|v| v.to_ascii_lowercase()) {
+            None => AppEnv::Development,
+            Some(v) => match v.as_str() {
+                "development" | "dev" => AppEnv::Development,
+                "testing" | "test" => AppEnv::Testing,
+                "staging" => AppEnv::Staging,
+                "production" | "prod" => AppEnv::Production,
+                _ => {
+                    return Err(ConfigError {
+                        var: "APP_ENV",
+                        value: v,
+                        expected: "one of development, testing, staging, production",
+                    });
+                }
+            },
+        };
+        let host = parse(&get, "HOST", "0.0.0.0", "an IP address such as 0.0.0.0")?;
+        let port = parse(&get, "PORT", "8000", "a TCP port number (0-65535)")?;
+        let metrics_port = parse(
+            &get,
+            "PROMETHEUS_METRICS_PORT",
+            "9000",
+            "a TCP port number (0-65535)",
+        )?;
+        let log_level = parse_log_level(get("LOG_LEVEL"))?;
+        let data_dir = PathBuf::from(get("DATA_DIR").unwrap_or_else(|| "./data".into()));
+        let database_url = database_url(&get, &data_dir)?;
+        let db_max_connections: u32 = parse(
+            &get,
+            "DB_MAX_CONNECTIONS",
+            "16",
+            "a positive number of connections",
+        )?;
+        if db_max_connections == 0 {
+            return Err(ConfigError {
+                var: "DB_MAX_CONNECTIONS",
+                value: "0".into(),
+                expected: "a positive number of connections",
+            });
+        }
+        let redis_url = match (get("REDIS_URL"), get("REDIS_HOST")) {
+            (Some(url), _) => {
+                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                    return Err(ConfigError {
+                        var: "REDIS_URL",
+                        value: redact_url_password(&url),
+                        expected: "a redis:// or rediss:// URL",
+                    });
+                }
+                Some(DatabaseUrl::new(url))
+            }
+            (None, Some(host)) => {
+                let port: u16 = parse(&get, "REDIS_PORT", "6379", "a TCP port number")?;
+                Some(DatabaseUrl::new(format!("redis://{host}:{port}/0")))
+            }
+            (None, None) => None,
+        };
+        let ai_service_timeout = secs(&get, "AI_SERVICE_TIMEOUT", "30")?;
+        let ai_service_retry_count = parse(
+            &get,
+            "AI_SERVICE_RETRY_COUNT",
+            "3",
+            "a non-negative whole number of retries",
+        )?;
+        let ai_service_retry_delay = secs(&get, "AI_SERVICE_RETRY_DELAY", "2")?;
+        let health_check_interval = secs(&get, "HEALTH_CHECK_INTERVAL", "30")?;
+        let jwt_secret_key = Secret::new(get("JWT_SECRET_KEY").unwrap_or_default());
+        let api_key_whitelist = get("API_KEY_WHITELIST")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(Secret::new)
+            .collect();
+        let openai_api_key = Secret::new(get("OPENAI_API_KEY").unwrap_or_default());
+        let claude_api_key = Secret::new(
+            get("CLAUDE_API_KEY")
+                .or_else(|| get("ANTHROPIC_API_KEY"))
+                .unwrap_or_default(),
+        );
+        let max_body_bytes: usize = parse(
+            &get,
+            "MAX_BODY_BYTES",
+            "1048576",
+            "a positive number of bytes",
+        )?;
+        if max_body_bytes == 0 {
+            return Err(ConfigError {
+                var: "MAX_BODY_BYTES",
+                value: "0".into(),
+                expected: "a positive number of bytes",
+            });
+        }
+        let shutdown_grace_period = secs(&get, "SHUTDOWN_GRACE_PERIOD", "30")?;
+
+        Ok(Self {
+            app_env,
+            host,
+            port,
+            metrics_port,
+            log_level,
+            data_dir,
+            database_url,
+            db_max_connections,
+            redis_url,
+            ai_service_timeout,
+            ai_service_retry_count,
+            ai_service_retry_delay,
+            health_check_interval,
+            jwt_secret_key,
+            api_key_whitelist,
+            openai_api_key,
+            claude_api_key,
+            max_body_bytes,
+            shutdown_grace_period,
+        })
+    }
+
+    /// True when the database is the embedded SQLite file (the development default).
+    pub fn is_embedded_db(&self) -> bool {
+        !self.database_url.is_postgres()
+    }
+}
+
+fn parse<T: std::str::FromStr>(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: &str,
+    expected: &'static str,
+) -> Result<T, ConfigError> {
+    let value = get(var).unwrap_or_else(|| default.to_string());
+    value.parse().map_err(|_| ConfigError {
+        var,
+        value,
+        expected,
+    })
+}
+
+/// Seconds, whole or fractional (`2`, `0.5`).
+fn secs(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: &str,
+) -> Result<Duration, ConfigError> {
+    const EXPECTED: &str = "a non-negative number of seconds such as 30 or 0.5";
+    let value = get(var).unwrap_or_else(|| default.to_string());
+    let v: f64 = value.parse().map_err(|_| ConfigError {
+        var,
+        value: value.clone(),
+        expected: EXPECTED,
+    })?;
+    if !v.is_finite() || v < 0.0 || v > 86_400.0 * 365.0 {
+        return Err(ConfigError {
+            var,
+            value,
+            expected: EXPECTED,
+        });
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn parse_log_level(value: Option<String>) -> Result<String, ConfigError> {
+    let Some(v) = value else {
+        return Ok("info".into());
+    };
+    let lower = v.to_ascii_lowercase();
+    let lower = match lower.as_str() {
+        "warning" => "warn".to_string(),
+        "critical" | "fatal" => "error".to_string(),
+        _ => lower,
+    };
+    if tracing_subscriber::EnvFilter::try_new(&lower).is_err() {
+        return Err(ConfigError {
+            var: "LOG_LEVEL",
+            value: v,
+            expected: "trace, debug, info, warn or error (or a tracing filter directive)",
+        });
+    }
+    Ok(lower)
+}
+
+fn database_url(
+    get: &impl Fn(&str) -> Option<String>,
+    data_dir: &std::path::Path,
+) -> Result<DatabaseUrl, ConfigError> {
+    if let Some(url) = get("DATABASE_URL") {
+        let ok = url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://");
+        if !ok {
+            return Err(ConfigError {
+                var: "DATABASE_URL",
+                value: redact_url_password(&url),
+                expected: "a sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DB URL",
+            });
+        }
+        return Ok(DatabaseUrl::new(url));
+    }
+    if let Some(host) = get("DB_HOST") {
+        let port: u16 = parse(get, "DB_PORT", "5432", "a TCP port number (0-65535)")?;
+        let name = get("DB_NAME").unwrap_or_else(|| "digital_employee".into());
+        let user = get("DB_USER").unwrap_or_else(|| "user".into());
+        let password = get("DB_PASSWORD").unwrap_or_default();
+        let auth = if password.is_empty() {
+            pct(&user)
+        } else {
+            format!("{}:{}", pct(&user), pct(&password))
+        };
+        return Ok(DatabaseUrl::new(format!(
+            "postgres://{auth}@{host}:{port}/{}",
+            pct(&name)
+        )));
+    }
+    let path = data_dir.join("digital-employee.db");
+    Ok(DatabaseUrl::new(format!("sqlite://{}", path.display())))
+}
+
+/// Percent-encodes a URL userinfo or path component.
+fn pct(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_need_no_environment() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.app_env, AppEnv::Development);
+        assert_eq!(c.port, 8000);
+        assert_eq!(c.metrics_port, 9000);
+        assert_eq!(c.log_level, "info");
+        assert!(c.is_embedded_db());
+        assert_eq!(
+            c.database_url.expose(),
+            "sqlite://./data/digital-employee.db"
+        );
+        assert_eq!(c.ai_service_timeout, Duration::from_secs(30));
+        assert_eq!(c.ai_service_retry_count, 3);
+        assert_eq!(c.ai_service_retry_delay, Duration::from_secs(2));
+        assert_eq!(c.shutdown_grace_period, Duration::from_secs(30));
+        assert!(c.redis_url.is_none());
+    }
+
+    #[test]
+    fn db_parts_build_a_postgres_url() {
+        let c = cfg(&[
+            ("DB_HOST", "postgresql-service"),
+            ("DB_USER", "app"),
+            ("DB_PASSWORD", "p@ss/word"),
+        ])
+        .unwrap();
+        assert!(c.database_url.is_postgres());
+        assert_eq!(
+            c.database_url.expose(),
+            "postgres://app:p%40ss%2Fword@postgresql-service:5432/digital_employee"
+        );
+        assert!(!format!("{c:?}").contains("p%40ss"));
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        let e = cfg(&[("PORT", "eighty")]).unwrap_err();
+        assert_eq!(e.var, "PORT");
+        assert!(e.to_string().contains("PORT=\"eighty\""));
+        assert_eq!(cfg(&[("APP_ENV", "moon")]).unwrap_err().var, "APP_ENV");
+        assert_eq!(
+            cfg(&[("AI_SERVICE_TIMEOUT", "-1")]).unwrap_err().var,
+            "AI_SERVICE_TIMEOUT"
+        );
+        assert_eq!(cfg(&[("LOG_LEVEL", "loud[")]).unwrap_err().var, "LOG_LEVEL");
+        assert_eq!(
+            cfg(&[("DATABASE_URL", "mysql://x")]).unwrap_err().var,
+            "DATABASE_URL"
+        );
+        assert_eq!(
+            cfg(&[("MAX_BODY_BYTES", "0")]).unwrap_err().var,
+            "MAX_BODY_BYTES"
+        );
+    }
+
+    #[test]
+    fn uppercase_levels_from_the_specification_are_accepted() {
+        assert_eq!(cfg(&[("LOG_LEVEL", "INFO")]).unwrap().log_level, "info");
+        assert_eq!(cfg(&[("LOG_LEVEL", "WARNING")]).unwrap().log_level, "warn");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let c = cfg(&[
+            ("JWT_SECRET_KEY", "jwt-very-secret"),
+            ("API_KEY_WHITELIST", "key-one, key-two"),
+            ("OPENAI_API_KEY", "sk-openai-secret"),
+            ("ANTHROPIC_API_KEY", "sk-ant-secret"),
+            ("DATABASE_URL", "postgres://u:dbpass123@h/db"),
+            ("REDIS_URL", "redis://:redispass@h:6379/0"),
+        ])
+        .unwrap();
+        assert_eq!(c.api_key_whitelist.len(), 2);
+        assert_eq!(c.claude_api_key.expose(), "sk-ant-secret");
+        let dbg = format!("{c:?}");
+        let json = serde_json::to_string(&c).unwrap();
+        for s in [
+            "jwt-very-secret",
+            "key-one",
+            "key-two",
+            "sk-openai-secret",
+            "sk-ant-secret",
+            "dbpass123",
+            "redispass",
+        ] {
+            assert!(!dbg.contains(s), "Debug leaks {s}");
+            assert!(!json.contains(s), "JSON leaks {s}");
+        }
+        assert!(json.contains("postgres://u:***@h/db"));
+    }
+
+    #[test]
+    fn url_redaction_keeps_urls_without_password() {
+        assert_eq!(redact_url_password("sqlite://./x.db"), "sqlite://./x.db");
+        assert_eq!(
+            redact_url_password("postgres://u@h/db"),
+            "postgres://u@h/db"
+        );
+        assert_eq!(
+            redact_url_password("postgres://u:p@h:5/db?x=1"),
+            "postgres://u:***@h:5/db?x=1"
+        );
+    }
+}

@@ -1,0 +1,216 @@
+//! Durable storage behind one trait, with a SQLite and a PostgreSQL implementation.
+//!
+//! The store knows rows, not HTTP: it never validates business rules beyond what the
+//! schema enforces (uniqueness, optimistic versions) and imports nothing of the domain
+//! layers above it. Every query is scoped by tenant.
+
+mod models;
+pub mod postgres;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+pub use models::*;
+
+/// What can go wrong in the store, in terms callers act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A unique constraint refused the row (for instance an employee name in a tenant).
+    #[error("already exists: {0}")]
+    Duplicate(&'static str),
+    /// The row changed since the caller read it.
+    #[error("version conflict")]
+    VersionConflict,
+    #[error("database schema is not current: {0}")]
+    SchemaOutdated(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// True when the database itself could not be reached or answered with an I/O fault.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database(
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+            )
+        )
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Which backend a store runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Migration state of a database against the migrations built into this binary.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SchemaStatus {
+    pub backend: Backend,
+    /// Versions applied in the database, ascending.
+    pub applied: Vec<i64>,
+    /// Versions this binary ships that the database has not applied.
+    pub pending: Vec<i64>,
+    /// Versions applied in the database that this binary does not know (a newer binary ran).
+    pub unknown: Vec<i64>,
+}
+
+impl SchemaStatus {
+    pub fn is_current(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+/// A page of rows plus the cursor of the next page, if any.
+#[derive(Clone, Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<Uuid>,
+}
+
+/// Storage operations. Implementations must behave identically; the conformance
+/// suite in `tests/store_conformance.rs` runs against both.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    /// One round trip to the database.
+    async fn ping(&self) -> StoreResult<()>;
+    async fn schema_status(&self) -> StoreResult<SchemaStatus>;
+    /// Applies pending migrations; returns the versions applied now.
+    async fn migrate(&self) -> StoreResult<Vec<i64>>;
+    /// Closes the pool (waits for connections to be returned).
+    async fn close(&self);
+
+    async fn create_tenant(&self, name: &str) -> StoreResult<Tenant>;
+    async fn get_tenant(&self, id: Uuid) -> StoreResult<Tenant>;
+
+    async fn insert_api_key(&self, key: &NewApiKey) -> StoreResult<ApiKeyRecord>;
+    /// The non-revoked key with this public prefix.
+    async fn find_api_key(&self, prefix: &str) -> StoreResult<ApiKeyRecord>;
+    async fn count_api_keys(&self, tenant: Uuid) -> StoreResult<i64>;
+
+    /// Fails with `Duplicate("employee name")` when the name is taken in the tenant.
+    async fn create_employee(&self, tenant: Uuid, fields: &EmployeeFields)
+    -> StoreResult<Employee>;
+    async fn get_employee(&self, tenant: Uuid, id: Uuid) -> StoreResult<Employee>;
+    /// Newest first; `before` is the id of the last row of the previous page.
+    async fn list_employees(
+        &self,
+        tenant: Uuid,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Page<Employee>>;
+    /// Replaces the fields when the stored version is still `version`; bumps the version.
+    async fn update_employee(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        version: i64,
+        fields: &EmployeeFields,
+    ) -> StoreResult<Employee>;
+    /// Deletes; when `version` is given the stored version must match.
+    async fn delete_employee(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        version: Option<i64>,
+    ) -> StoreResult<()>;
+}
+
+pub type DynStore = Arc<dyn Store>;
+
+/// Options for opening a store.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+/// Opens the store the URL names. Does not migrate.
+pub async fn connect(opts: &ConnectOptions) -> StoreResult<DynStore> {
+    if opts.url.starts_with("postgres://") || opts.url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::connect(opts).await?))
+    } else {
+        Ok(Arc::new(sqlite::SqliteStore::connect(opts).await?))
+    }
+}
+
+/// Compares applied migration versions with the ones this binary ships.
+pub(crate) fn schema_status_from(
+    backend: Backend,
+    migrator: &sqlx::migrate::Migrator,
+    mut applied: Vec<i64>,
+) -> SchemaStatus {
+    applied.sort_unstable();
+    let known: Vec<i64> = migrator
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration())
+        .map(|m| m.version)
+        .collect();
+    let pending = known
+        .iter()
+        .copied()
+        .filter(|v| !applied.contains(v))
+        .collect();
+    let unknown = applied
+        .iter()
+        .copied()
+        .filter(|v| !known.contains(v))
+        .collect();
+    SchemaStatus {
+        backend,
+        applied,
+        pending,
+        unknown,
+    }
+}
+
+/// Maps a unique-constraint violation to `Duplicate(what)`, anything else to `Database`.
+pub(crate) fn map_unique(err: sqlx::Error, what: &'static str) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate(what),
+        _ => StoreError::Database(err),
+    }
+}
+
+/// Trims the extra look-ahead row and derives the next cursor.
+pub(crate) fn page<T: HasId>(items: &mut Vec<T>, limit: u32) -> Page<T> {
+    let more = items.len() > limit as usize;
+    items.truncate(limit as usize);
+    let next_cursor = if more {
+        items.last().map(HasId::id)
+    } else {
+        None
+    };
+    Page {
+        items: std::mem::take(items),
+        next_cursor,
+    }
+}
+
+/// Rows that paginate by their time-ordered id.
+pub(crate) trait HasId {
+    fn id(&self) -> Uuid;
+}
+
+impl HasId for Employee {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+}

@@ -1,0 +1,75 @@
+//! Row types shared by both backends.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The tenant every bootstrap key belongs to; created by the first migration.
+pub const DEFAULT_TENANT_ID: Uuid = Uuid::from_u128(1);
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Tenant {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A key to insert: only the hash of its secret is ever stored.
+#[derive(Clone, Debug)]
+pub struct NewApiKey {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub name: String,
+    pub prefix: String,
+    pub secret_hash: String,
+    pub scopes: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiKeyRecord {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub name: String,
+    pub prefix: String,
+    pub secret_hash: String,
+    pub scopes: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// The settable fields of an employee (everything but identity, version and times).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EmployeeFields {
+    pub name: String,
+    pub role: String,
+    pub instructions: String,
+    /// Ordered fallback chain of `provider/model` candidates.
+    pub model_policy: Vec<String>,
+    pub allowed_tools: Vec<String>,
+    pub max_steps: i32,
+    /// Tokens (input + output) one task may spend.
+    pub token_budget: i64,
+    pub temperature: f64,
+    /// Redact sensitive data from prompts before they leave for a vendor.
+    pub redact_prompts: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Employee {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    #[serde(flatten)]
+    pub fields: EmployeeFields,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Current time truncated to microseconds, the precision both backends keep, so a row
+/// read back equals the row written.
+pub fn now() -> DateTime<Utc> {
+    let t = Utc::now();
+    let micros = t.timestamp_micros();
+    DateTime::from_timestamp_micros(micros).unwrap_or(t)
+}

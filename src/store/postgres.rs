@@ -1,0 +1,324 @@
+//! The PostgreSQL backend (testing, staging, production).
+//!
+//! Native types: `UUID`, `TIMESTAMPTZ`, `JSONB`, `TEXT[]`. The pool is sized by
+//! `DB_MAX_CONNECTIONS`; every query is a single round trip.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::{Row, migrate::Migrator};
+use uuid::Uuid;
+
+use super::*;
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    pub async fn connect(opts: &ConnectOptions) -> StoreResult<Self> {
+        let options = PgConnectOptions::from_str(&opts.url)?.application_name("digital-employee");
+        let pool = PgPoolOptions::new()
+            .max_connections(opts.max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn missing_or_conflict(&self, tenant: Uuid, id: Uuid) -> StoreError {
+        match self.get_employee(tenant, id).await {
+            Ok(_) => StoreError::VersionConflict,
+            Err(e) => e,
+        }
+    }
+}
+
+fn tenant_row(r: &PgRow) -> StoreResult<Tenant> {
+    Ok(Tenant {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn key_row(r: &PgRow) -> StoreResult<ApiKeyRecord> {
+    Ok(ApiKeyRecord {
+        id: r.try_get("id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        name: r.try_get("name")?,
+        prefix: r.try_get("prefix")?,
+        secret_hash: r.try_get("secret_hash")?,
+        scopes: r.try_get("scopes")?,
+        created_at: r.try_get("created_at")?,
+        last_used_at: r.try_get("last_used_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+    })
+}
+
+fn employee_row(r: &PgRow) -> StoreResult<Employee> {
+    let Json(model_policy): Json<Vec<String>> = r.try_get("model_policy")?;
+    let Json(allowed_tools): Json<Vec<String>> = r.try_get("allowed_tools")?;
+    Ok(Employee {
+        id: r.try_get("id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        fields: EmployeeFields {
+            name: r.try_get("name")?,
+            role: r.try_get("role")?,
+            instructions: r.try_get("instructions")?,
+            model_policy,
+            allowed_tools,
+            max_steps: r.try_get("max_steps")?,
+            token_budget: r.try_get("token_budget")?,
+            temperature: r.try_get("temperature")?,
+            redact_prompts: r.try_get("redact_prompts")?,
+        },
+        version: r.try_get("version")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+/// The employee columns, as a macro so queries stay `&'static str` literals.
+macro_rules! employee_cols {
+    () => {
+        "id, tenant_id, name, role, instructions, model_policy, allowed_tools, \
+         max_steps, token_budget, temperature, redact_prompts, version, created_at, updated_at"
+    };
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn schema_status(&self) -> StoreResult<SchemaStatus> {
+        // `to_regclass` honours the search_path, so per-schema test databases work.
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+                .fetch_one(&self.pool)
+                .await?;
+        let applied = if exists.is_some() {
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await?
+        } else {
+            Vec::new()
+        };
+        Ok(schema_status_from(Backend::Postgres, &MIGRATOR, applied))
+    }
+
+    async fn migrate(&self) -> StoreResult<Vec<i64>> {
+        let before = self.schema_status().await?;
+        MIGRATOR.run(&self.pool).await?;
+        Ok(before.pending)
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn create_tenant(&self, name: &str) -> StoreResult<Tenant> {
+        let row = sqlx::query(
+            "INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3) \
+             RETURNING id, name, created_at",
+        )
+        .bind(Uuid::now_v7())
+        .bind(name)
+        .bind(now())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| map_unique(e, "tenant name"))?;
+        tenant_row(&row)
+    }
+
+    async fn get_tenant(&self, id: Uuid) -> StoreResult<Tenant> {
+        let row = sqlx::query("SELECT id, name, created_at FROM tenants WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        tenant_row(&row)
+    }
+
+    async fn insert_api_key(&self, key: &NewApiKey) -> StoreResult<ApiKeyRecord> {
+        let row = sqlx::query(
+            "INSERT INTO api_keys (id, tenant_id, name, prefix, secret_hash, scopes, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
+        )
+        .bind(key.id)
+        .bind(key.tenant_id)
+        .bind(&key.name)
+        .bind(&key.prefix)
+        .bind(&key.secret_hash)
+        .bind(&key.scopes)
+        .bind(now())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| map_unique(e, "api key prefix"))?;
+        key_row(&row)
+    }
+
+    async fn find_api_key(&self, prefix: &str) -> StoreResult<ApiKeyRecord> {
+        let row = sqlx::query("SELECT * FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL")
+            .bind(prefix)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        key_row(&row)
+    }
+
+    async fn count_api_keys(&self, tenant: Uuid) -> StoreResult<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE tenant_id = $1")
+                .bind(tenant)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn create_employee(
+        &self,
+        tenant: Uuid,
+        fields: &EmployeeFields,
+    ) -> StoreResult<Employee> {
+        let t = now();
+        let row = sqlx::query(concat!(
+            "INSERT INTO employees (",
+            employee_cols!(),
+            ") \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12) \
+             RETURNING ",
+            employee_cols!(),
+            ""
+        ))
+        .bind(Uuid::now_v7())
+        .bind(tenant)
+        .bind(&fields.name)
+        .bind(&fields.role)
+        .bind(&fields.instructions)
+        .bind(Json(&fields.model_policy))
+        .bind(Json(&fields.allowed_tools))
+        .bind(fields.max_steps)
+        .bind(fields.token_budget)
+        .bind(fields.temperature)
+        .bind(fields.redact_prompts)
+        .bind(t)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|err| map_unique(err, "employee name"))?;
+        employee_row(&row)
+    }
+
+    async fn get_employee(&self, tenant: Uuid, id: Uuid) -> StoreResult<Employee> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            employee_cols!(),
+            " FROM employees WHERE tenant_id = $1 AND id = $2"
+        ))
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        employee_row(&row)
+    }
+
+    async fn list_employees(
+        &self,
+        tenant: Uuid,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Page<Employee>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            employee_cols!(),
+            " FROM employees \
+             WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
+        ))
+        .bind(tenant)
+        .bind(before)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut items = rows
+            .iter()
+            .map(employee_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(page(&mut items, limit))
+    }
+
+    async fn update_employee(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        version: i64,
+        fields: &EmployeeFields,
+    ) -> StoreResult<Employee> {
+        let row = sqlx::query(concat!(
+            "UPDATE employees SET name = $1, role = $2, instructions = $3, model_policy = $4, \
+             allowed_tools = $5, max_steps = $6, token_budget = $7, temperature = $8, \
+             redact_prompts = $9, version = version + 1, updated_at = $10 \
+             WHERE tenant_id = $11 AND id = $12 AND version = $13 RETURNING ",
+            employee_cols!(),
+            ""
+        ))
+        .bind(&fields.name)
+        .bind(&fields.role)
+        .bind(&fields.instructions)
+        .bind(Json(&fields.model_policy))
+        .bind(Json(&fields.allowed_tools))
+        .bind(fields.max_steps)
+        .bind(fields.token_budget)
+        .bind(fields.temperature)
+        .bind(fields.redact_prompts)
+        .bind(now())
+        .bind(tenant)
+        .bind(id)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|err| map_unique(err, "employee name"))?;
+        match row {
+            Some(r) => employee_row(&r),
+            None => Err(self.missing_or_conflict(tenant, id).await),
+        }
+    }
+
+    async fn delete_employee(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        version: Option<i64>,
+    ) -> StoreResult<()> {
+        let done = sqlx::query(
+            "DELETE FROM employees WHERE tenant_id = $1 AND id = $2 \
+             AND ($3::bigint IS NULL OR version = $3)",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(version)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(self.missing_or_conflict(tenant, id).await)
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! The embedded SQLite backend (the development default).
+//!
+//! WAL journal so readers never block the writer; `synchronous=NORMAL` (durable across
+//! process crashes, the WAL is fsynced at checkpoints); a busy timeout so concurrent
+//! writers queue instead of failing. Ids and times are stored as text.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, migrate::Migrator};
+use uuid::Uuid;
+
+use super::*;
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn connect(opts: &ConnectOptions) -> StoreResult<Self> {
+        let url = opts.url.as_str();
+        let mut options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        // In-memory databases must share one connection or each would be a new database.
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        if let Some(parent) = options.get_filename().parent() {
+            if !in_memory && !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    StoreError::Database(sqlx::Error::Io(std::io::Error::new(
+                        e.kind(),
+                        format!("cannot create data directory {}: {e}", parent.display()),
+                    )))
+                })?;
+            }
+        }
+        options = options.pragma("temp_store", "memory");
+        let max = if in_memory { 1 } else { opts.max_connections };
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+fn ts(t: &DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn parse_ts(s: &str) -> StoreResult<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt(format!("timestamp {s:?}: {e}")))
+}
+
+fn parse_id(s: &str) -> StoreResult<Uuid> {
+    Uuid::parse_str(s).map_err(|e| StoreError::Corrupt(format!("id {s:?}: {e}")))
+}
+
+fn json_list(s: &str) -> StoreResult<Vec<String>> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("list {s:?}: {e}")))
+}
+
+fn to_json(v: &[String]) -> String {
+    serde_json::Value::from(v.to_vec()).to_string()
+}
+
+fn tenant_row(r: &SqliteRow) -> StoreResult<Tenant> {
+    Ok(Tenant {
+        id: parse_id(r.try_get("id")?)?,
+        name: r.try_get("name")?,
+        created_at: parse_ts(r.try_get("created_at")?)?,
+    })
+}
+
+fn key_row(r: &SqliteRow) -> StoreResult<ApiKeyRecord> {
+    let opt_ts = |col: &str| -> StoreResult<Option<DateTime<Utc>>> {
+        r.try_get::<Option<String>, _>(col)?
+            .map(|s| parse_ts(&s))
+            .transpose()
+    };
+    Ok(ApiKeyRecord {
+        id: parse_id(r.try_get("id")?)?,
+        tenant_id: parse_id(r.try_get("tenant_id")?)?,
+        name: r.try_get("name")?,
+        prefix: r.try_get("prefix")?,
+        secret_hash: r.try_get("secret_hash")?,
+        scopes: json_list(r.try_get("scopes")?)?,
+        created_at: parse_ts(r.try_get("created_at")?)?,
+        last_used_at: opt_ts("last_used_at")?,
+        revoked_at: opt_ts("revoked_at")?,
+    })
+}
+
+fn employee_row(r: &SqliteRow) -> StoreResult<Employee> {
+    Ok(Employee {
+        id: parse_id(r.try_get("id")?)?,
+        tenant_id: parse_id(r.try_get("tenant_id")?)?,
+        fields: EmployeeFields {
+            name: r.try_get("name")?,
+            role: r.try_get("role")?,
+            instructions: r.try_get("instructions")?,
+            model_policy: json_list(r.try_get("model_policy")?)?,
+            allowed_tools: json_list(r.try_get("allowed_tools")?)?,
+            max_steps: r.try_get("max_steps")?,
+            token_budget: r.try_get("token_budget")?,
+            temperature: r.try_get("temperature")?,
+            redact_prompts: r.try_get("redact_prompts")?,
+        },
+        version: r.try_get("version")?,
+        created_at: parse_ts(r.try_get("created_at")?)?,
+        updated_at: parse_ts(r.try_get("updated_at")?)?,
+    })
+}
+
+/// The employee columns, as a macro so queries stay `&'static str` literals.
+macro_rules! employee_cols {
+    () => {
+        "id, tenant_id, name, role, instructions, model_policy, allowed_tools, \
+         max_steps, token_budget, temperature, redact_prompts, version, created_at, updated_at"
+    };
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn schema_status(&self) -> StoreResult<SchemaStatus> {
+        let exists: Option<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        let applied = if exists.is_some() {
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = 1")
+                .fetch_all(&self.pool)
+                .await?
+        } else {
+            Vec::new()
+        };
+        Ok(schema_status_from(Backend::Sqlite, &MIGRATOR, applied))
+    }
+
+    async fn migrate(&self) -> StoreResult<Vec<i64>> {
+        let before = self.schema_status().await?;
+        MIGRATOR.run(&self.pool).await?;
+        Ok(before.pending)
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn create_tenant(&self, name: &str) -> StoreResult<Tenant> {
+        let t = Tenant {
+            id: Uuid::now_v7(),
+            name: name.to_string(),
+            created_at: now(),
+        };
+        sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)")
+            .bind(t.id.to_string())
+            .bind(&t.name)
+            .bind(ts(&t.created_at))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_unique(e, "tenant name"))?;
+        Ok(t)
+    }
+
+    async fn get_tenant(&self, id: Uuid) -> StoreResult<Tenant> {
+        let row = sqlx::query("SELECT id, name, created_at FROM tenants WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        tenant_row(&row)
+    }
+
+    async fn insert_api_key(&self, key: &NewApiKey) -> StoreResult<ApiKeyRecord> {
+        let created_at = now();
+        sqlx::query(
+            "INSERT INTO api_keys (id, tenant_id, name, prefix, secret_hash, scopes, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(key.id.to_string())
+        .bind(key.tenant_id.to_string())
+        .bind(&key.name)
+        .bind(&key.prefix)
+        .bind(&key.secret_hash)
+        .bind(to_json(&key.scopes))
+        .bind(ts(&created_at))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| map_unique(e, "api key prefix"))?;
+        Ok(ApiKeyRecord {
+            id: key.id,
+            tenant_id: key.tenant_id,
+            name: key.name.clone(),
+            prefix: key.prefix.clone(),
+            secret_hash: key.secret_hash.clone(),
+            scopes: key.scopes.clone(),
+            created_at,
+            last_used_at: None,
+            revoked_at: None,
+        })
+    }
+
+    async fn find_api_key(&self, prefix: &str) -> StoreResult<ApiKeyRecord> {
+        let row = sqlx::query(
+            "SELECT id, tenant_id, name, prefix, secret_hash, scopes, created_at, last_used_at, \
+             revoked_at FROM api_keys WHERE prefix = ? AND revoked_at IS NULL",
+        )
+        .bind(prefix)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        key_row(&row)
+    }
+
+    async fn count_api_keys(&self, tenant: Uuid) -> StoreResult<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE tenant_id = ?")
+                .bind(tenant.to_string())
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn create_employee(
+        &self,
+        tenant: Uuid,
+        fields: &EmployeeFields,
+    ) -> StoreResult<Employee> {
+        let t = now();
+        let e = Employee {
+            id: Uuid::now_v7(),
+            tenant_id: tenant,
+            fields: fields.clone(),
+            version: 1,
+            created_at: t,
+            updated_at: t,
+        };
+        sqlx::query(concat!(
+            "INSERT INTO employees (",
+            employee_cols!(),
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(e.id.to_string())
+        .bind(tenant.to_string())
+        .bind(&fields.name)
+        .bind(&fields.role)
+        .bind(&fields.instructions)
+        .bind(to_json(&fields.model_policy))
+        .bind(to_json(&fields.allowed_tools))
+        .bind(fields.max_steps)
+        .bind(fields.token_budget)
+        .bind(fields.temperature)
+        .bind(fields.redact_prompts)
+        .bind(e.version)
+        .bind(ts(&t))
+        .bind(ts(&t))
+        .execute(&self.pool)
+        .await
+        .map_err(|err| map_unique(err, "employee name"))?;
+        Ok(e)
+    }
+
+    async fn get_employee(&self, tenant: Uuid, id: Uuid) -> StoreResult<Employee> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            employee_cols!(),
+            " FROM employees WHERE tenant_id = ? AND id = ?"
+        ))
+        .bind(tenant.to_string())
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        employee_row(&row)
+    }
+
+    async fn list_employees(
+        &self,
+        tenant: Uuid,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Page<Employee>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            employee_cols!(),
+            " FROM employees WHERE tenant_id = ? AND (? IS NULL OR id < ?) \
+             ORDER BY id DESC LIMIT ?"
+        ))
+        .bind(tenant.to_string())
+        .bind(before.map(|b| b.to_string()))
+        .bind(before.map(|b| b.to_string()))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut items = rows
+            .iter()
+            .map(employee_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(page(&mut items, limit))
+    }
+
+    async fn update_employee(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        version: i64,
+        fields: &EmployeeFields,
+    ) -> StoreResult<Employee> {
+        let t = now();
+        let row = sqlx::query(concat!(
+            "UPDATE employees SET name = ?, role = ?, instructions = ?, model_policy = ?, \
+             allowed_tools = ?, max_steps = ?, token_budget = ?, temperature = ?, \
+             redact_prompts = ?, version = version + 1, updated_at = ? \
+             WHERE tenant_id = ? AND id = ? AND version = ? RETURNING ",
+            employee_cols!(),
+            ""
+        ))
+        .bind(&fields.name)
+        .bind(&fields.role)
+        .bind(&fields.instructions)
+        .bind(to_json(&fields.model_policy))
+        .bind(to_json(&fields.allowed_tools))
+        .bind(fields.max_steps)
+        .bind(fields.token_budget)
+        .bind(fields.temperature)
+        .bind(fields.redact_prompts)
+        .bind(ts(&t))
+        .bind(tenant.to_string())
+        .bind(id.to_string())
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|err| map_unique(err, "employee name"))?;
+        match row {
+            Some(r) => employee_row(&r),
+            None => Err(self.missing_or_conflict(tenant, id).await),
+        }
+    }
+
+    async fn delete_employee(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        version: Option<i64>,
+    ) -> StoreResult<()> {
+        let done = sqlx::query(
+            "DELETE FROM employees WHERE tenant_id = ? AND id = ? AND (? IS NULL OR version = ?)",
+        )
+        .bind(tenant.to_string())
+        .bind(id.to_string())
+        .bind(version)
+        .bind(version)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(self.missing_or_conflict(tenant, id).await)
+        }
+    }
+}
+
+impl SqliteStore {
+    /// After a fenced write touched no row: was the row gone, or at another version?
+    async fn missing_or_conflict(&self, tenant: Uuid, id: Uuid) -> StoreError {
+        match self.get_employee(tenant, id).await {
+            Ok(_) => StoreError::VersionConflict,
+            Err(e) => e,
+        }
+    }
+}

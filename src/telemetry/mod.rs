@@ -1,0 +1,7 @@
+//! Telemetry: JSON logs and Prometheus metrics.
+//!
+//! Metric names are fixed by the alerts and the dashboard under `deploy/monitoring/`;
+//! they are declared once in [`metrics`] and nowhere else.
+
+pub mod logging;
+pub mod metrics;
