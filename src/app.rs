@@ -57,6 +57,7 @@ impl Lifecycle {
     /// Counts a request until the guard drops.
     pub fn track(self: &Arc<Self>) -> InFlightGuard {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
+        metrics::gauge!(telemetry::metrics::HTTP_REQUESTS_IN_FLIGHT).increment(1.0);
         InFlightGuard(self.clone())
     }
 
@@ -77,6 +78,7 @@ pub struct InFlightGuard(Arc<Lifecycle>);
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
+        metrics::gauge!(telemetry::metrics::HTTP_REQUESTS_IN_FLIGHT).decrement(1.0);
         if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.0.idle.notify_waiters();
         }

@@ -346,7 +346,7 @@ fn secs(
         value: value.clone(),
         expected: EXPECTED,
     })?;
-    if !v.is_finite() || v < 0.0 || v > 86_400.0 * 365.0 {
+    if !v.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&v) {
         return Err(ConfigError {
             var,
             value,

@@ -282,10 +282,8 @@ pub async fn update(
             .get_employee(tenant, id)
             .await
             .map_err(not_found)?;
-        if let Some(v) = expected {
-            if v != current.version {
-                return Err(StoreError::VersionConflict.into());
-            }
+        if expected.is_some_and(|v| v != current.version) {
+            return Err(StoreError::VersionConflict.into());
         }
         let fields = apply(current.fields.clone(), &patch)?;
         validate(&fields)?;

@@ -35,15 +35,16 @@ impl SqliteStore {
             .foreign_keys(true);
         // In-memory databases must share one connection or each would be a new database.
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        if let Some(parent) = options.get_filename().parent() {
-            if !in_memory && !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent).map_err(|e| {
-                    StoreError::Database(sqlx::Error::Io(std::io::Error::new(
-                        e.kind(),
-                        format!("cannot create data directory {}: {e}", parent.display()),
-                    )))
-                })?;
-            }
+        if let Some(parent) = options.get_filename().parent()
+            && !in_memory
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Database(sqlx::Error::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot create data directory {}: {e}", parent.display()),
+                )))
+            })?;
         }
         options = options.pragma("temp_store", "memory");
         let max = if in_memory { 1 } else { opts.max_connections };

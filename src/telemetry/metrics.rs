@@ -13,7 +13,7 @@ pub const HTTP_REQUESTS_TOTAL: &str = "http_requests_total";
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "http_request_duration_seconds";
 /// Gauge `{version}` = 1.
 pub const BUILD_INFO: &str = "digital_employee_build_info";
-/// Gauge: requests being served right now.
+/// Gauge: authenticated-path requests being served right now (probes excluded).
 pub const HTTP_REQUESTS_IN_FLIGHT: &str = "http_requests_in_flight";
 
 /// The `endpoint` label of requests that matched no route, so raw paths never become

@@ -48,9 +48,7 @@ impl TestDb {
                 })
             }
             Backend::Postgres => {
-                let Some(base) = postgres_url() else {
-                    return None;
-                };
+                let base = postgres_url()?;
                 let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
                 run_pg(&base, &format!("CREATE SCHEMA {schema}")).await;
                 let sep = if base.contains('?') { '&' } else { '?' };
@@ -200,10 +198,10 @@ impl TestApp {
     pub async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok(r) = self.client.get(self.url("/ready")).send().await {
-                if r.status() == 200 {
-                    return;
-                }
+            if let Ok(r) = self.client.get(self.url("/ready")).send().await
+                && r.status() == 200
+            {
+                return;
             }
             assert!(Instant::now() < deadline, "app not ready within 10s");
             tokio::time::sleep(Duration::from_millis(20)).await;
