@@ -30,10 +30,12 @@ RUN mkdir -p src \
     && cargo build --release --locked \
     && rm -rf src
 
-# 2. The real crate. Migrations are embedded at compile time, so they are part
-#    of the build context. `cargo clean -p` drops the stub's artifacts: COPY
-#    keeps the files' original mtimes, which can be older than the stub build,
-#    and cargo would otherwise think the stub binary is still fresh.
+# 2. The real crate. Migrations are embedded at compile time (build.rs makes
+#    cargo rebuild when they change), so they are part of the build context.
+#    `cargo clean -p` drops the stub's artifacts: COPY keeps the files'
+#    original mtimes, which can be older than the stub build, and cargo would
+#    otherwise think the stub binary is still fresh.
+COPY build.rs ./
 COPY src ./src
 COPY migrations ./migrations
 RUN cargo clean --release -p digital-employee \
