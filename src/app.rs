@@ -29,6 +29,7 @@ use crate::telemetry;
 pub struct AppState {
     pub config: Arc<Config>,
     pub store: DynStore,
+    pub ai: Arc<crate::ai::AiRouter>,
     pub auth: Arc<Authenticator>,
     pub lifecycle: Arc<Lifecycle>,
 }
@@ -91,6 +92,7 @@ pub struct App {
     api_listener: TcpListener,
     metrics_listener: TcpListener,
     bootstrap_key: Option<String>,
+    ai_writer: crate::ai::accounting::Writer,
 }
 
 impl App {
@@ -159,16 +161,21 @@ impl App {
         })?;
 
         let auth = Authenticator::new(&config.api_key_whitelist, store.clone());
+        let (ai, ai_writer) = crate::ai::build(&config.ai, store.clone())
+            .await
+            .context("setting up the AI providers")?;
         Ok(App {
             state: AppState {
                 config: Arc::new(config),
                 store,
+                ai,
                 auth,
                 lifecycle: Arc::new(Lifecycle::default()),
             },
             api_listener,
             metrics_listener,
             bootstrap_key,
+            ai_writer,
         })
     }
 
@@ -199,6 +206,7 @@ impl App {
             state,
             api_listener,
             metrics_listener,
+            ai_writer,
             ..
         } = self;
         let stop_listeners = CancellationToken::new();
@@ -227,6 +235,10 @@ impl App {
                 }
             }
         });
+
+        // AI call records are written until the API has stopped, then drained.
+        let stop_writer = CancellationToken::new();
+        tasks.spawn(ai_writer.run(stop_writer.clone()));
 
         let api_router = crate::api::router(state.clone());
         let token = stop_listeners.clone();
@@ -270,7 +282,8 @@ impl App {
             Ok(Err(e)) => tracing::error!(error = %e, "API listener task failed"),
             Err(_) => tracing::warn!("connections still open after the grace period; closing"),
         }
-        let _ = tokio::time::timeout(Duration::from_secs(2), tasks.wait()).await;
+        stop_writer.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
         state.store.close().await;
         tracing::info!("shutdown complete");
         Ok(())

@@ -22,6 +22,17 @@
 //! | `API_KEY_WHITELIST` | empty | comma-separated bootstrap admin keys (secret) |
 //! | `OPENAI_API_KEY` | unset | OpenAI key (secret) |
 //! | `CLAUDE_API_KEY` / `ANTHROPIC_API_KEY` | unset | Anthropic key (secret) |
+//! | `OPENAI_BASE_URL` | `https://api.openai.com/v1` | OpenAI-format endpoint (any compatible server) |
+//! | `ANTHROPIC_BASE_URL` | `https://api.anthropic.com` | Anthropic endpoint |
+//! | `AI_PROVIDERS` | empty | JSON list of extra providers `[{"name","format":"openai"\|"anthropic","base_url","api_key"?,"api_version"?}]` |
+//! | `AI_MODEL_ALIASES` | empty | JSON map alias → fallback chain, e.g. `{"fast":["openai/gpt-4o-mini","anthropic/claude-3-5-haiku-latest"]}` |
+//! | `AI_PRICES` | built-in table | JSON map overriding prices (USD per million tokens) |
+//! | `AI_RETRY_AFTER_MAX` | `60` | longest `Retry-After` (seconds) honoured before moving on |
+//! | `AI_BREAKER_THRESHOLD` | `5` | consecutive failures that open a provider's circuit |
+//! | `AI_BREAKER_COOLDOWN` | `30` | seconds before an open circuit lets a probe through |
+//! | `AI_CACHE` | `on` | exact-match result cache `on`/`off` |
+//! | `AI_CACHE_TTL` | `300` | seconds a cached result lives |
+//! | `AI_CACHE_MAX_ENTRIES` | `10000` | in-memory cache capacity |
 //! | `MAX_BODY_BYTES` | `1048576` | largest accepted request body |
 //! | `SHUTDOWN_GRACE_PERIOD` | `30` | seconds in-flight requests get after SIGTERM |
 //!
@@ -173,6 +184,61 @@ pub struct Config {
     pub max_body_bytes: usize,
     #[serde(serialize_with = "ser_secs")]
     pub shutdown_grace_period: Duration,
+    pub ai: AiConfig,
+}
+
+/// Wire format of a configured AI provider.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderFormat {
+    Openai,
+    Anthropic,
+}
+
+/// An extra provider from `AI_PROVIDERS`.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct ProviderSpec {
+    pub name: String,
+    pub format: ProviderFormat,
+    pub base_url: String,
+    #[serde(default, deserialize_with = "de_secret")]
+    pub api_key: Secret,
+    #[serde(default)]
+    pub api_version: Option<String>,
+}
+
+fn de_secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+    Ok(Secret::new(<String as serde::Deserialize>::deserialize(d)?))
+}
+
+/// Settings of the AI Service Layer (vendors, router, cache).
+#[derive(Clone, Debug, Serialize)]
+pub struct AiConfig {
+    #[serde(serialize_with = "ser_secs")]
+    pub timeout: Duration,
+    pub retries: u32,
+    #[serde(serialize_with = "ser_secs")]
+    pub retry_delay: Duration,
+    #[serde(serialize_with = "ser_secs")]
+    pub max_retry_after: Duration,
+    pub breaker_threshold: u32,
+    #[serde(serialize_with = "ser_secs")]
+    pub breaker_cooldown: Duration,
+    pub openai_api_key: Secret,
+    pub openai_base_url: String,
+    pub openai_base_url_set: bool,
+    pub anthropic_api_key: Secret,
+    pub anthropic_base_url: String,
+    pub anthropic_base_url_set: bool,
+    pub extra_providers: Vec<ProviderSpec>,
+    pub aliases: HashMap<String, Vec<String>>,
+    #[serde(skip)]
+    pub prices: HashMap<String, crate::ai::pricing::PriceSpec>,
+    pub cache_enabled: bool,
+    #[serde(serialize_with = "ser_secs")]
+    pub cache_ttl: Duration,
+    pub cache_max_entries: u64,
+    pub redis_url: Option<DatabaseUrl>,
 }
 
 fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -289,6 +355,15 @@ impl Config {
             });
         }
         let shutdown_grace_period = secs(&get, "SHUTDOWN_GRACE_PERIOD", "30")?;
+        let ai = ai_config(
+            &get,
+            ai_service_timeout,
+            ai_service_retry_count,
+            ai_service_retry_delay,
+            &openai_api_key,
+            &claude_api_key,
+            redis_url.clone(),
+        )?;
 
         Ok(Self {
             app_env,
@@ -310,6 +385,7 @@ impl Config {
             claude_api_key,
             max_body_bytes,
             shutdown_grace_period,
+            ai,
         })
     }
 
@@ -317,6 +393,138 @@ impl Config {
     pub fn is_embedded_db(&self) -> bool {
         !self.database_url.is_postgres()
     }
+}
+
+fn ai_config(
+    get: &impl Fn(&str) -> Option<String>,
+    timeout: Duration,
+    retries: u32,
+    retry_delay: Duration,
+    openai_api_key: &Secret,
+    anthropic_api_key: &Secret,
+    redis_url: Option<DatabaseUrl>,
+) -> Result<AiConfig, ConfigError> {
+    let url = |var: &'static str, default: &str| -> Result<(String, bool), ConfigError> {
+        match get(var) {
+            Some(u) if u.starts_with("http://") || u.starts_with("https://") => Ok((u, true)),
+            Some(u) => Err(ConfigError {
+                var,
+                value: u,
+                expected: "an http:// or https:// URL",
+            }),
+            None => Ok((default.to_string(), false)),
+        }
+    };
+    let (openai_base_url, openai_base_url_set) =
+        url("OPENAI_BASE_URL", "https://api.openai.com/v1")?;
+    let (anthropic_base_url, anthropic_base_url_set) =
+        url("ANTHROPIC_BASE_URL", "https://api.anthropic.com")?;
+    let json_var = |var: &'static str,
+                    expected: &'static str|
+     -> Result<Option<serde_json::Value>, ConfigError> {
+        get(var)
+            .map(|v| {
+                serde_json::from_str(&v).map_err(|_| ConfigError {
+                    var,
+                    // Never echo a value that may hold keys.
+                    value: if var == "AI_PROVIDERS" {
+                        "[redacted]".into()
+                    } else {
+                        v.clone()
+                    },
+                    expected,
+                })
+            })
+            .transpose()
+    };
+    const PROVIDERS: &str = "a JSON list of {\"name\",\"format\":\"openai\"|\"anthropic\",\"base_url\",\"api_key\"?,\"api_version\"?}";
+    let extra_providers: Vec<ProviderSpec> = match json_var("AI_PROVIDERS", PROVIDERS)? {
+        None => Vec::new(),
+        Some(v) => serde_json::from_value(v).map_err(|_| ConfigError {
+            var: "AI_PROVIDERS",
+            value: "[redacted]".into(),
+            expected: PROVIDERS,
+        })?,
+    };
+    for p in &extra_providers {
+        let name_ok = !p.name.is_empty()
+            && p.name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !name_ok || !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
+            return Err(ConfigError {
+                var: "AI_PROVIDERS",
+                value: p.name.clone(),
+                expected: "provider names of a-z, 0-9, '-', '_' and http(s) base URLs",
+            });
+        }
+    }
+    const ALIASES: &str = "a JSON object mapping an alias to a list of provider/model";
+    let aliases: HashMap<String, Vec<String>> = match json_var("AI_MODEL_ALIASES", ALIASES)? {
+        None => HashMap::new(),
+        Some(v) => serde_json::from_value(v.clone()).map_err(|_| ConfigError {
+            var: "AI_MODEL_ALIASES",
+            value: v.to_string(),
+            expected: ALIASES,
+        })?,
+    };
+    if let Some((alias, _)) = aliases
+        .iter()
+        .find(|(_, chain)| chain.is_empty() || chain.iter().any(|c| !c.contains('/')))
+    {
+        return Err(ConfigError {
+            var: "AI_MODEL_ALIASES",
+            value: alias.clone(),
+            expected: ALIASES,
+        });
+    }
+    const PRICES: &str = "a JSON object {\"model\": {\"input\": USD, \"output\": USD, \"cached_input\"?: USD}} per million tokens";
+    let prices = match json_var("AI_PRICES", PRICES)? {
+        None => HashMap::new(),
+        Some(v) => serde_json::from_value(v.clone()).map_err(|_| ConfigError {
+            var: "AI_PRICES",
+            value: v.to_string(),
+            expected: PRICES,
+        })?,
+    };
+    let cache_enabled = match get("AI_CACHE").map(|v| v.to_ascii_lowercase()) {
+        None => true,
+        Some(v) if matches!(v.as_str(), "on" | "true" | "1" | "yes") => true,
+        Some(v) if matches!(v.as_str(), "off" | "false" | "0" | "no") => false,
+        Some(v) => {
+            return Err(ConfigError {
+                var: "AI_CACHE",
+                value: v,
+                expected: "on or off",
+            });
+        }
+    };
+    Ok(AiConfig {
+        timeout,
+        retries,
+        retry_delay,
+        max_retry_after: secs(get, "AI_RETRY_AFTER_MAX", "60")?,
+        breaker_threshold: parse(get, "AI_BREAKER_THRESHOLD", "5", "a positive whole number")?,
+        breaker_cooldown: secs(get, "AI_BREAKER_COOLDOWN", "30")?,
+        openai_api_key: openai_api_key.clone(),
+        openai_base_url,
+        openai_base_url_set,
+        anthropic_api_key: anthropic_api_key.clone(),
+        anthropic_base_url,
+        anthropic_base_url_set,
+        extra_providers,
+        aliases,
+        prices,
+        cache_enabled,
+        cache_ttl: secs(get, "AI_CACHE_TTL", "300")?,
+        cache_max_entries: parse(
+            get,
+            "AI_CACHE_MAX_ENTRIES",
+            "10000",
+            "a whole number of entries",
+        )?,
+        redis_url,
+    })
 }
 
 fn parse<T: std::str::FromStr>(
@@ -491,6 +699,35 @@ mod tests {
             cfg(&[("MAX_BODY_BYTES", "0")]).unwrap_err().var,
             "MAX_BODY_BYTES"
         );
+    }
+
+    #[test]
+    fn ai_settings_parse_and_name_bad_values() {
+        let c = cfg(&[
+            ("AI_PROVIDERS", r#"[{"name":"local","format":"openai","base_url":"http://127.0.0.1:9/v1","api_key":"sk-local-secret"}]"#),
+            ("AI_MODEL_ALIASES", r#"{"fast":["local/llama","sandbox/sandbox-1"]}"#),
+            ("AI_PRICES", r#"{"local/llama":{"input":0.1,"output":0.2}}"#),
+            ("AI_CACHE", "off"),
+        ])
+        .unwrap();
+        assert_eq!(c.ai.extra_providers[0].format, ProviderFormat::Openai);
+        assert_eq!(c.ai.aliases["fast"].len(), 2);
+        assert!(!c.ai.cache_enabled);
+        assert!(!format!("{c:?}").contains("sk-local-secret"));
+        let e = cfg(&[("AI_PROVIDERS", r#"[{"name":"x","api_key":"sk-leak"}]"#)]).unwrap_err();
+        assert_eq!(e.var, "AI_PROVIDERS");
+        assert!(!e.to_string().contains("sk-leak"));
+        assert_eq!(
+            cfg(&[("AI_MODEL_ALIASES", r#"{"a":["nomodel"]}"#)])
+                .unwrap_err()
+                .var,
+            "AI_MODEL_ALIASES"
+        );
+        assert_eq!(
+            cfg(&[("OPENAI_BASE_URL", "ftp://x")]).unwrap_err().var,
+            "OPENAI_BASE_URL"
+        );
+        assert_eq!(cfg(&[("AI_CACHE", "maybe")]).unwrap_err().var, "AI_CACHE");
     }
 
     #[test]

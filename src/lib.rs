@@ -4,6 +4,7 @@
 //! `cli` → `app` → `api` → `auth` → `store`, `telemetry`; `config` is read once at start.
 //! See `docs/ARCHITECTURE.md`.
 
+pub mod ai;
 pub mod api;
 pub mod app;
 pub mod auth;

@@ -42,6 +42,10 @@ pub struct ErrorDetail {
     /// For validation errors: the offending field (dotted path).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// For upstream (AI vendor) failures: every attempt made, in order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub attempts: Option<Vec<crate::ai::router::AttemptReport>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +70,14 @@ pub enum ApiError {
     Validation { field: String, message: String },
     #[error("{0}")]
     Unavailable(String),
+    /// Every AI candidate failed; the status says how (502, or 400/429/503 when all
+    /// attempts failed the same way).
+    #[error("{message}")]
+    Upstream {
+        status: StatusCode,
+        message: String,
+        attempts: Vec<crate::ai::router::AttemptReport>,
+    },
     /// Anything unexpected. The cause is logged, never sent.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -91,6 +103,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Upstream { status, .. } => *status,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -107,6 +120,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Validation { .. } => "validation_error",
             Self::Unavailable(_) => "unavailable",
+            Self::Upstream { .. } => "upstream_error",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -134,12 +148,17 @@ impl IntoResponse for ApiError {
                 (other.to_string(), None)
             }
         };
+        let attempts = match &self {
+            Self::Upstream { attempts, .. } => Some(attempts.clone()),
+            _ => None,
+        };
         let body = ErrorBody {
             error: ErrorDetail {
                 kind: self.kind(),
                 message,
                 request_id,
                 field,
+                attempts,
             },
         };
         let mut resp = (status, axum::Json(body)).into_response();

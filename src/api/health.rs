@@ -124,6 +124,7 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
             message: failing.join("; "),
             request_id: current_request_id(),
             field: None,
+            attempts: None,
         }),
     };
     let status = if ready {

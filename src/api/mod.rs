@@ -4,6 +4,7 @@
 //! access log, metrics labelled by route template) and then the auth middleware, which
 //! lets through only the paths on [`PUBLIC_PATHS`] without credentials.
 
+pub mod chat;
 pub mod employees;
 pub mod error;
 pub mod extract;
@@ -17,7 +18,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tracing::Instrument;
 
@@ -57,6 +58,7 @@ fn v1() -> Router<AppState> {
                 .patch(employees::update)
                 .delete(employees::delete),
         )
+        .route("/chat/completions", post(chat::completions))
 }
 
 /// The metrics router on port 9000: `/metrics` and nothing else.

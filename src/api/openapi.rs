@@ -5,7 +5,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{employees, health};
+use super::{chat, employees, health};
 use crate::app::AppState;
 
 #[derive(OpenApi)]
@@ -23,11 +23,13 @@ use crate::app::AppState;
         employees::get,
         employees::update,
         employees::delete,
+        chat::completions,
     ),
     modifiers(&Security),
     tags(
         (name = "health", description = "Liveness and readiness probes (no auth)"),
         (name = "employees", description = "Digital employees: role, instructions, model policy, tools, limits"),
+        (name = "gateway", description = "OpenAI-compatible chat completions through the AI router"),
     )
 )]
 pub struct ApiDoc;

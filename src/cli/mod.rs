@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod migrate;
+pub mod sandbox;
 pub mod serve;
 
 use std::process::ExitCode;
@@ -32,6 +33,8 @@ pub enum Command {
     Migrate(migrate::Args),
     /// Print the effective configuration, secrets redacted.
     Config(config::Args),
+    /// Run the deterministic fake AI vendor (OpenAI and Anthropic wire formats).
+    Sandbox(sandbox::Args),
 }
 
 /// Runs a parsed command; the exit code is 0 on success, 1 on failure.
@@ -58,6 +61,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Serve(args) => serve::run(args, config).await,
             Command::Migrate(args) => migrate::run(args, config).await,
             Command::Config(args) => config::run(args, config),
+            Command::Sandbox(args) => sandbox::run(args, config).await,
         }
     });
     match result {

@@ -131,6 +131,16 @@ pub trait Store: Send + Sync + 'static {
         id: Uuid,
         version: Option<i64>,
     ) -> StoreResult<()>;
+
+    /// Inserts a batch of AI call records in one transaction.
+    async fn insert_ai_calls(&self, calls: &[AiCallRecord]) -> StoreResult<()>;
+    /// The tenant's AI calls, oldest first; optionally only those of one task.
+    async fn list_ai_calls(
+        &self,
+        tenant: Uuid,
+        task: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Vec<AiCallRecord>>;
 }
 
 pub type DynStore = Arc<dyn Store>;

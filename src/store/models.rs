@@ -73,3 +73,27 @@ pub fn now() -> DateTime<Utc> {
     let micros = t.timestamp_micros();
     DateTime::from_timestamp_micros(micros).unwrap_or(t)
 }
+
+/// One AI vendor attempt or cache hit, as recorded for usage and cost.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AiCallRecord {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub task_id: Option<Uuid>,
+    pub provider: String,
+    pub model: String,
+    /// `ok`, `error` or `cache_hit`.
+    pub status: String,
+    pub error_kind: Option<String>,
+    pub http_status: Option<i32>,
+    pub latency_us: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cached_tokens: i64,
+    pub cache_write_tokens: i64,
+    /// Cost in nano-dollars (exact integer).
+    pub cost_nanos: i64,
+    pub cache_hit: bool,
+    pub streamed: bool,
+    pub created_at: DateTime<Utc>,
+}

@@ -139,6 +139,40 @@ macro_rules! employee_cols {
     };
 }
 
+/// The ai_calls columns, as a macro so queries stay `&'static str` literals.
+macro_rules! ai_call_cols {
+    () => {
+        "id, tenant_id, task_id, provider, model, status, error_kind, http_status, latency_us, \
+         input_tokens, output_tokens, cached_tokens, cache_write_tokens, cost_nanos, cache_hit, \
+         streamed, created_at"
+    };
+}
+
+fn ai_call_row(r: &SqliteRow) -> StoreResult<AiCallRecord> {
+    Ok(AiCallRecord {
+        id: parse_id(r.try_get("id")?)?,
+        tenant_id: parse_id(r.try_get("tenant_id")?)?,
+        task_id: r
+            .try_get::<Option<String>, _>("task_id")?
+            .map(|s| parse_id(&s))
+            .transpose()?,
+        provider: r.try_get("provider")?,
+        model: r.try_get("model")?,
+        status: r.try_get("status")?,
+        error_kind: r.try_get("error_kind")?,
+        http_status: r.try_get("http_status")?,
+        latency_us: r.try_get("latency_us")?,
+        input_tokens: r.try_get("input_tokens")?,
+        output_tokens: r.try_get("output_tokens")?,
+        cached_tokens: r.try_get("cached_tokens")?,
+        cache_write_tokens: r.try_get("cache_write_tokens")?,
+        cost_nanos: r.try_get("cost_nanos")?,
+        cache_hit: r.try_get("cache_hit")?,
+        streamed: r.try_get("streamed")?,
+        created_at: parse_ts(r.try_get("created_at")?)?,
+    })
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> Backend {
@@ -387,6 +421,59 @@ impl Store for SqliteStore {
         } else {
             Err(self.missing_or_conflict(tenant, id).await)
         }
+    }
+    async fn insert_ai_calls(&self, calls: &[AiCallRecord]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for c in calls {
+            sqlx::query(concat!(
+                "INSERT INTO ai_calls (",
+                ai_call_cols!(),
+                ") ",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ))
+            .bind(c.id.to_string())
+            .bind(c.tenant_id.to_string())
+            .bind(c.task_id.map(|t| t.to_string()))
+            .bind(&c.provider)
+            .bind(&c.model)
+            .bind(&c.status)
+            .bind(&c.error_kind)
+            .bind(c.http_status)
+            .bind(c.latency_us)
+            .bind(c.input_tokens)
+            .bind(c.output_tokens)
+            .bind(c.cached_tokens)
+            .bind(c.cache_write_tokens)
+            .bind(c.cost_nanos)
+            .bind(c.cache_hit)
+            .bind(c.streamed)
+            .bind(ts(&c.created_at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_ai_calls(
+        &self,
+        tenant: Uuid,
+        task: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Vec<AiCallRecord>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            ai_call_cols!(),
+            " FROM ai_calls WHERE tenant_id = ? ",
+            "AND (? IS NULL OR task_id = ?) ORDER BY id LIMIT ?"
+        ))
+        .bind(tenant.to_string())
+        .bind(task.map(|t| t.to_string()))
+        .bind(task.map(|t| t.to_string()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(ai_call_row).collect()
     }
 }
 

@@ -16,9 +16,34 @@ pub const BUILD_INFO: &str = "digital_employee_build_info";
 /// Gauge: authenticated-path requests being served right now (probes excluded).
 pub const HTTP_REQUESTS_IN_FLIGHT: &str = "http_requests_in_flight";
 
+/// Counter `{service, model, status}`: AI vendor attempts; `status` is `success`,
+/// `error` or `cache_hit` (the alert reads `status="error"`).
+pub const AI_REQUESTS_TOTAL: &str = "ai_requests_total";
+/// Counter `{service, model, type}`: tokens by `input`, `output`, `cached_input`, `cache_write`.
+pub const AI_TOKENS_USED_TOTAL: &str = "ai_tokens_used_total";
+/// Histogram `{service, model}`: vendor attempt latency, seconds.
+pub const AI_REQUEST_DURATION_SECONDS: &str = "ai_request_duration_seconds";
+/// Monotonic gauge `{service, model}`: spend in US dollars (a gauge because the facade's
+/// counters are integers; it never decreases).
+pub const AI_COST_USD_TOTAL: &str = "ai_cost_usd_total";
+/// Gauge `{provider}`: 0 closed, 1 half-open, 2 open.
+pub const AI_CIRCUIT_BREAKER_STATE: &str = "ai_circuit_breaker_state";
+/// Counters: result-cache hits and misses.
+pub const AI_CACHE_HITS_TOTAL: &str = "ai_cache_hits_total";
+pub const AI_CACHE_MISSES_TOTAL: &str = "ai_cache_misses_total";
+/// Histogram: time a routed call spent outside vendors and backoff (the router's own cost).
+pub const AI_GATEWAY_OVERHEAD_SECONDS: &str = "ai_gateway_overhead_seconds";
+/// Counter: AI call records dropped because the accounting queue was full.
+pub const AI_CALL_RECORDS_DROPPED_TOTAL: &str = "ai_call_records_dropped_total";
+
 /// The `endpoint` label of requests that matched no route, so raw paths never become
 /// label values.
 pub const UNMATCHED_ENDPOINT: &str = "unmatched";
+
+/// Fine buckets for the router's own overhead (microseconds matter there).
+const OVERHEAD_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05,
+];
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -35,6 +60,12 @@ pub fn install() -> PrometheusHandle {
                     Matcher::Suffix("_duration_seconds".into()),
                     LATENCY_BUCKETS,
                 )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(AI_GATEWAY_OVERHEAD_SECONDS.into()),
+                        OVERHEAD_BUCKETS,
+                    )
+                })
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
@@ -58,6 +89,35 @@ fn describe() {
         "HTTP request latency by method and route template"
     );
     metrics::describe_gauge!(HTTP_REQUESTS_IN_FLIGHT, "HTTP requests being served");
+    metrics::describe_counter!(
+        AI_REQUESTS_TOTAL,
+        "AI vendor attempts by service, model and status"
+    );
+    metrics::describe_counter!(AI_TOKENS_USED_TOTAL, "AI tokens by service, model and type");
+    metrics::describe_histogram!(
+        AI_REQUEST_DURATION_SECONDS,
+        metrics::Unit::Seconds,
+        "AI vendor attempt latency"
+    );
+    metrics::describe_gauge!(
+        AI_COST_USD_TOTAL,
+        "AI spend in US dollars by service and model (only grows)"
+    );
+    metrics::describe_gauge!(
+        AI_CIRCUIT_BREAKER_STATE,
+        "Circuit breaker per provider: 0 closed, 1 half-open, 2 open"
+    );
+    metrics::describe_counter!(AI_CACHE_HITS_TOTAL, "AI result cache hits");
+    metrics::describe_counter!(AI_CACHE_MISSES_TOTAL, "AI result cache misses");
+    metrics::describe_histogram!(
+        AI_GATEWAY_OVERHEAD_SECONDS,
+        metrics::Unit::Seconds,
+        "Time a routed AI call spent in the router itself"
+    );
+    metrics::describe_counter!(
+        AI_CALL_RECORDS_DROPPED_TOTAL,
+        "AI call records dropped because the accounting queue was full"
+    );
     metrics::describe_gauge!(BUILD_INFO, "Always 1; labelled with the running version");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }

@@ -1,0 +1,169 @@
+//! Vendor call failures, classified by what the router should do next.
+
+use std::time::Duration;
+
+/// What went wrong with one attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// 429: retry after a pause (honouring `Retry-After`).
+    RateLimited,
+    /// 5xx: retry.
+    Server,
+    /// No answer within the attempt timeout: retry.
+    Timeout,
+    /// Could not connect or the connection broke: retry.
+    Connection,
+    /// 401/403: this provider will not serve us; next candidate.
+    Auth,
+    /// 400/404/422: this request is wrong for this provider; next candidate.
+    BadRequest,
+    /// The prompt does not fit the model's context window.
+    ContextLength,
+    /// The vendor answered something we cannot parse.
+    Malformed,
+    /// A stream failed after it had started.
+    StreamBroken,
+    /// The provider is skipped while its circuit breaker is open.
+    CircuitOpen,
+    /// No such provider is configured.
+    UnknownProvider,
+}
+
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{kind:?}{}: {message}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
+pub struct AiError {
+    pub kind: ErrorKind,
+    pub status: Option<u16>,
+    /// Safe to show: never contains keys or full vendor payloads.
+    pub message: String,
+    pub retry_after: Option<Duration>,
+}
+
+impl AiError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            status: None,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// Classifies an HTTP error status (with the vendor's message, truncated).
+    pub fn from_status(status: u16, body: &str, retry_after: Option<Duration>) -> Self {
+        let lower = body.to_ascii_lowercase();
+        let kind = match status {
+            429 => ErrorKind::RateLimited,
+            401 | 403 => ErrorKind::Auth,
+            400 | 413 | 422
+                if lower.contains("context_length")
+                    || lower.contains("context length")
+                    || lower.contains("maximum context")
+                    || lower.contains("prompt is too long")
+                    || lower.contains("too many tokens") =>
+            {
+                ErrorKind::ContextLength
+            }
+            408 => ErrorKind::Timeout,
+            500..=599 => ErrorKind::Server,
+            _ => ErrorKind::BadRequest,
+        };
+        let mut message: String = body.chars().take(300).collect();
+        if message.is_empty() {
+            message = format!("HTTP {status}");
+        }
+        Self {
+            kind,
+            status: Some(status),
+            message,
+            retry_after,
+        }
+    }
+
+    /// Retrying the same candidate may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::RateLimited
+                | ErrorKind::Server
+                | ErrorKind::Timeout
+                | ErrorKind::Connection
+                | ErrorKind::Malformed
+        )
+    }
+
+    /// Counts against the provider's circuit breaker (the provider, not the request, failed).
+    pub fn is_provider_fault(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::RateLimited
+                | ErrorKind::Server
+                | ErrorKind::Timeout
+                | ErrorKind::Connection
+                | ErrorKind::Malformed
+                | ErrorKind::StreamBroken
+        )
+    }
+
+    pub fn from_reqwest(e: &reqwest::Error) -> Self {
+        if e.is_timeout() {
+            Self::new(ErrorKind::Timeout, "the vendor did not answer in time")
+        } else if e.is_connect() {
+            Self::new(ErrorKind::Connection, "cannot connect to the vendor")
+        } else if e.is_decode() {
+            Self::new(
+                ErrorKind::Malformed,
+                "the vendor's answer could not be read",
+            )
+        } else {
+            Self::new(ErrorKind::Connection, "the connection to the vendor failed")
+        }
+    }
+}
+
+/// Parses `Retry-After` (seconds or an HTTP date).
+pub fn parse_retry_after(v: Option<&reqwest::header::HeaderValue>) -> Option<Duration> {
+    let s = v?.to_str().ok()?.trim();
+    if let Ok(secs) = s.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(s).ok()?;
+    let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(delta.to_std().unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_classified() {
+        assert_eq!(
+            AiError::from_status(429, "", None).kind,
+            ErrorKind::RateLimited
+        );
+        assert_eq!(AiError::from_status(503, "", None).kind, ErrorKind::Server);
+        assert_eq!(AiError::from_status(401, "", None).kind, ErrorKind::Auth);
+        assert_eq!(
+            AiError::from_status(400, "bad", None).kind,
+            ErrorKind::BadRequest
+        );
+        assert_eq!(
+            AiError::from_status(400, "{\"code\":\"context_length_exceeded\"}", None).kind,
+            ErrorKind::ContextLength
+        );
+        assert!(AiError::from_status(502, "", None).is_retryable());
+        assert!(!AiError::from_status(403, "", None).is_retryable());
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let v = reqwest::header::HeaderValue::from_static("3");
+        assert_eq!(parse_retry_after(Some(&v)), Some(Duration::from_secs(3)));
+        let v = reqwest::header::HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT");
+        assert_eq!(parse_retry_after(Some(&v)), Some(Duration::ZERO));
+        let v = reqwest::header::HeaderValue::from_static("soon");
+        assert_eq!(parse_retry_after(Some(&v)), None);
+    }
+}

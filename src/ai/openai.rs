@@ -1,0 +1,864 @@
+//! The OpenAI Chat Completions wire format: types, conversions both ways (we are a
+//! client of it and we also serve it, from the gateway and the sandbox), and the client.
+//!
+//! A base URL makes the client serve any compatible server (vLLM, Ollama, llama.cpp);
+//! `api_version` switches to Azure-style auth (`api-key` header, `api-version` query).
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::error::{AiError, ErrorKind, parse_retry_after};
+use super::provider::{EventStream, Provider};
+use super::sse::SseDecoder;
+use super::types::*;
+use crate::config::Secret;
+
+// ---------------------------------------------------------------- wire types
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OaRequest {
+    pub model: String,
+    pub messages: Vec<OaMessage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<OaTool>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_completion_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_options: Option<OaStreamOptions>,
+    /// Parameters we do not interpret (top_p, user, seed, …), kept for pass-through.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OaStreamOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_usage: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OaMessage {
+    pub role: String,
+    #[serde(default)]
+    pub content: Option<OaContent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<OaToolCall>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OaContent {
+    Text(String),
+    Parts(Vec<OaPart>),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OaPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+impl OaContent {
+    fn text(&self) -> String {
+        match self {
+            OaContent::Text(t) => t.clone(),
+            OaContent::Parts(parts) => parts
+                .iter()
+                .filter_map(|p| p.text.as_deref())
+                .collect::<Vec<_>>()
+                .join(""),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OaToolCall {
+    pub id: String,
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    pub function: OaFunctionCall,
+}
+
+fn function_type() -> String {
+    "function".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OaFunctionCall {
+    pub name: String,
+    #[serde(default)]
+    pub arguments: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OaTool {
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    pub function: OaFunction,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OaFunction {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default = "empty_object")]
+    pub parameters: Value,
+}
+
+fn empty_object() -> Value {
+    serde_json::json!({"type": "object", "properties": {}})
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OaResponse {
+    pub id: String,
+    #[serde(default = "completion_object")]
+    pub object: String,
+    #[serde(default)]
+    pub created: i64,
+    pub model: String,
+    pub choices: Vec<OaChoice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<OaUsage>,
+}
+
+fn completion_object() -> String {
+    "chat.completion".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OaChoice {
+    pub index: u32,
+    pub message: OaMessage,
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+    #[serde(default)]
+    pub logprobs: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OaUsage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<OaPromptDetails>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OaPromptDetails {
+    #[serde(default)]
+    pub cached_tokens: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OaChunk {
+    pub id: String,
+    #[serde(default = "chunk_object")]
+    pub object: String,
+    #[serde(default)]
+    pub created: i64,
+    #[serde(default)]
+    pub model: String,
+    #[serde(default)]
+    pub choices: Vec<OaChunkChoice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<OaUsage>,
+}
+
+fn chunk_object() -> String {
+    "chat.completion.chunk".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OaChunkChoice {
+    pub index: u32,
+    pub delta: OaDelta,
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OaDelta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<OaToolCallDelta>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OaToolCallDelta {
+    pub index: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<OaFunctionDelta>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OaFunctionDelta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
+}
+
+// ---------------------------------------------------------------- conversions
+
+/// A wire request as we receive it (gateway, sandbox) → the neutral request.
+/// Returns the request and whether a stream (and usage in it) was asked for.
+pub fn request_to_internal(req: OaRequest) -> Result<(ChatRequest, bool, bool), String> {
+    let mut messages = Vec::with_capacity(req.messages.len());
+    for (i, m) in req.messages.into_iter().enumerate() {
+        let role = match m.role.as_str() {
+            "system" | "developer" => Role::System,
+            "user" => Role::User,
+            "assistant" => Role::Assistant,
+            "tool" => Role::Tool,
+            other => return Err(format!("messages[{i}].role: unknown role {other:?}")),
+        };
+        if role == Role::Tool && m.tool_call_id.is_none() {
+            return Err(format!(
+                "messages[{i}].tool_call_id: required for a tool message"
+            ));
+        }
+        messages.push(Message {
+            role,
+            content: m.content.map(|c| c.text()),
+            tool_calls: m
+                .tool_calls
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| ToolCall {
+                    id: c.id,
+                    name: c.function.name,
+                    arguments: c.function.arguments,
+                })
+                .collect(),
+            tool_call_id: m.tool_call_id,
+        });
+    }
+    if messages.is_empty() {
+        return Err("messages: at least one message is required".into());
+    }
+    let tool_choice = match &req.tool_choice {
+        None => None,
+        Some(Value::String(s)) => Some(match s.as_str() {
+            "auto" => ToolChoice::Auto,
+            "none" => ToolChoice::None,
+            "required" => ToolChoice::Required,
+            other => return Err(format!("tool_choice: unknown value {other:?}")),
+        }),
+        Some(v) => match v.pointer("/function/name").and_then(Value::as_str) {
+            Some(name) => Some(ToolChoice::Tool(name.to_string())),
+            None => return Err("tool_choice: expected a string or a function".into()),
+        },
+    };
+    let stream = req.stream.unwrap_or(false);
+    let include_usage = req
+        .stream_options
+        .as_ref()
+        .and_then(|o| o.include_usage)
+        .unwrap_or(false);
+    let cache = req.extra.get("cache").and_then(Value::as_bool);
+    Ok((
+        ChatRequest {
+            model: req.model,
+            messages,
+            tools: req
+                .tools
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| ToolDef {
+                    name: t.function.name,
+                    description: t.function.description,
+                    parameters: t.function.parameters,
+                })
+                .collect(),
+            tool_choice,
+            temperature: req.temperature,
+            max_tokens: req.max_completion_tokens.or(req.max_tokens),
+            response_format: req.response_format,
+            cache,
+        },
+        stream,
+        include_usage,
+    ))
+}
+
+/// The neutral request → the wire request we send as a client.
+pub fn request_from_internal(req: &ChatRequest, stream: bool, modern_limits: bool) -> OaRequest {
+    let messages = req
+        .messages
+        .iter()
+        .map(|m| OaMessage {
+            role: match m.role {
+                Role::System => "system",
+                Role::User => "user",
+                Role::Assistant => "assistant",
+                Role::Tool => "tool",
+            }
+            .to_string(),
+            content: m.content.clone().map(OaContent::Text),
+            tool_calls: (!m.tool_calls.is_empty()).then(|| {
+                m.tool_calls
+                    .iter()
+                    .map(|c| OaToolCall {
+                        id: c.id.clone(),
+                        kind: function_type(),
+                        function: OaFunctionCall {
+                            name: c.name.clone(),
+                            arguments: c.arguments.clone(),
+                        },
+                    })
+                    .collect()
+            }),
+            tool_call_id: m.tool_call_id.clone(),
+            name: None,
+        })
+        .collect();
+    let tools = (!req.tools.is_empty()).then(|| {
+        req.tools
+            .iter()
+            .map(|t| OaTool {
+                kind: function_type(),
+                function: OaFunction {
+                    name: t.name.clone(),
+                    description: t.description.clone(),
+                    parameters: t.parameters.clone(),
+                },
+            })
+            .collect()
+    });
+    let tool_choice = req.tool_choice.as_ref().map(|c| match c {
+        ToolChoice::Auto => Value::from("auto"),
+        ToolChoice::None => Value::from("none"),
+        ToolChoice::Required => Value::from("required"),
+        ToolChoice::Tool(name) => {
+            serde_json::json!({"type": "function", "function": {"name": name}})
+        }
+    });
+    let (max_tokens, max_completion_tokens) = if modern_limits {
+        (None, req.max_tokens)
+    } else {
+        (req.max_tokens, None)
+    };
+    OaRequest {
+        model: req.model.clone(),
+        messages,
+        tools,
+        tool_choice,
+        temperature: req.temperature,
+        max_tokens,
+        max_completion_tokens,
+        response_format: req.response_format.clone(),
+        stream: stream.then_some(true),
+        stream_options: stream.then_some(OaStreamOptions {
+            include_usage: Some(true),
+        }),
+        extra: Map::new(),
+    }
+}
+
+pub fn finish_to_wire(r: FinishReason) -> &'static str {
+    match r {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+        FinishReason::ToolCalls => "tool_calls",
+        FinishReason::ContentFilter => "content_filter",
+    }
+}
+
+fn finish_from_wire(s: Option<&str>) -> FinishReason {
+    match s {
+        Some("length") => FinishReason::Length,
+        Some("tool_calls") | Some("function_call") => FinishReason::ToolCalls,
+        Some("content_filter") => FinishReason::ContentFilter,
+        _ => FinishReason::Stop,
+    }
+}
+
+pub fn usage_to_wire(u: &Usage) -> OaUsage {
+    OaUsage {
+        prompt_tokens: u.input_tokens,
+        completion_tokens: u.output_tokens,
+        total_tokens: u.total(),
+        prompt_tokens_details: Some(OaPromptDetails {
+            cached_tokens: u.cached_input_tokens,
+        }),
+    }
+}
+
+fn usage_from_wire(u: &OaUsage) -> Usage {
+    Usage {
+        input_tokens: u.prompt_tokens,
+        output_tokens: u.completion_tokens,
+        cached_input_tokens: u
+            .prompt_tokens_details
+            .as_ref()
+            .map(|d| d.cached_tokens)
+            .unwrap_or(0),
+        cache_write_tokens: 0,
+    }
+}
+
+/// The neutral response → the wire response we serve.
+pub fn response_to_wire(resp: &ChatResponse, created: i64) -> OaResponse {
+    OaResponse {
+        id: resp.id.clone(),
+        object: completion_object(),
+        created,
+        model: resp.model.clone(),
+        choices: vec![OaChoice {
+            index: 0,
+            message: OaMessage {
+                role: "assistant".into(),
+                content: resp.content.clone().map(OaContent::Text),
+                tool_calls: (!resp.tool_calls.is_empty()).then(|| {
+                    resp.tool_calls
+                        .iter()
+                        .map(|c| OaToolCall {
+                            id: c.id.clone(),
+                            kind: function_type(),
+                            function: OaFunctionCall {
+                                name: c.name.clone(),
+                                arguments: c.arguments.clone(),
+                            },
+                        })
+                        .collect()
+                }),
+                tool_call_id: None,
+                name: None,
+            },
+            finish_reason: Some(finish_to_wire(resp.finish_reason).into()),
+            logprobs: None,
+        }],
+        usage: Some(usage_to_wire(&resp.usage)),
+    }
+}
+
+/// A wire response we received → the neutral response.
+pub fn response_from_wire(resp: OaResponse) -> Result<ChatResponse, AiError> {
+    let usage = resp.usage.as_ref().map(usage_from_wire).unwrap_or_default();
+    let choice = resp
+        .choices
+        .into_iter()
+        .next()
+        .ok_or_else(|| AiError::new(ErrorKind::Malformed, "response has no choices"))?;
+    Ok(ChatResponse {
+        id: resp.id,
+        model: resp.model,
+        content: choice.message.content.map(|c| c.text()),
+        tool_calls: choice
+            .message
+            .tool_calls
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| ToolCall {
+                id: c.id,
+                name: c.function.name,
+                arguments: c.function.arguments,
+            })
+            .collect(),
+        finish_reason: finish_from_wire(choice.finish_reason.as_deref()),
+        usage,
+    })
+}
+
+/// Renders one stream event as a wire chunk (`None` for events with no wire form).
+pub fn event_to_chunk(ev: &StreamEvent, id: &str, model: &str, created: i64) -> Option<OaChunk> {
+    let chunk = |delta: OaDelta, finish: Option<String>| OaChunk {
+        id: id.to_string(),
+        object: chunk_object(),
+        created,
+        model: model.to_string(),
+        choices: vec![OaChunkChoice {
+            index: 0,
+            delta,
+            finish_reason: finish,
+        }],
+        usage: None,
+    };
+    Some(match ev {
+        StreamEvent::Start { .. } => chunk(
+            OaDelta {
+                role: Some("assistant".into()),
+                content: Some(String::new()),
+                tool_calls: None,
+            },
+            None,
+        ),
+        StreamEvent::Text(t) => chunk(
+            OaDelta {
+                content: Some(t.clone()),
+                ..Default::default()
+            },
+            None,
+        ),
+        StreamEvent::ToolCallStart { index, id, name } => chunk(
+            OaDelta {
+                tool_calls: Some(vec![OaToolCallDelta {
+                    index: *index,
+                    id: Some(id.clone()),
+                    kind: Some(function_type()),
+                    function: Some(OaFunctionDelta {
+                        name: Some(name.clone()),
+                        arguments: Some(String::new()),
+                    }),
+                }]),
+                ..Default::default()
+            },
+            None,
+        ),
+        StreamEvent::ToolCallArgs { index, delta } => chunk(
+            OaDelta {
+                tool_calls: Some(vec![OaToolCallDelta {
+                    index: *index,
+                    id: None,
+                    kind: None,
+                    function: Some(OaFunctionDelta {
+                        name: None,
+                        arguments: Some(delta.clone()),
+                    }),
+                }]),
+                ..Default::default()
+            },
+            None,
+        ),
+        StreamEvent::Finish(r) => chunk(OaDelta::default(), Some(finish_to_wire(*r).into())),
+        StreamEvent::Usage(u) => OaChunk {
+            id: id.to_string(),
+            object: chunk_object(),
+            created,
+            model: model.to_string(),
+            choices: Vec::new(),
+            usage: Some(usage_to_wire(u)),
+        },
+    })
+}
+
+/// Turns received wire chunks into stream events, tracking which tool calls started.
+#[derive(Default)]
+pub struct ChunkParser {
+    started: bool,
+    calls_started: Vec<bool>,
+}
+
+impl ChunkParser {
+    pub fn parse(&mut self, chunk: OaChunk) -> Vec<StreamEvent> {
+        let mut out = Vec::new();
+        if !self.started {
+            self.started = true;
+            out.push(StreamEvent::Start {
+                id: chunk.id.clone(),
+                model: chunk.model.clone(),
+            });
+        }
+        for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
+            if let Some(t) = choice.delta.content.filter(|t| !t.is_empty()) {
+                out.push(StreamEvent::Text(t));
+            }
+            for tc in choice.delta.tool_calls.unwrap_or_default() {
+                let i = tc.index;
+                if self.calls_started.len() <= i {
+                    self.calls_started.resize(i + 1, false);
+                }
+                let f = tc.function.unwrap_or_default();
+                if !self.calls_started[i] {
+                    self.calls_started[i] = true;
+                    out.push(StreamEvent::ToolCallStart {
+                        index: i,
+                        id: tc.id.unwrap_or_default(),
+                        name: f.name.unwrap_or_default(),
+                    });
+                }
+                if let Some(a) = f.arguments.filter(|a| !a.is_empty()) {
+                    out.push(StreamEvent::ToolCallArgs { index: i, delta: a });
+                }
+            }
+            if let Some(r) = choice.finish_reason {
+                out.push(StreamEvent::Finish(finish_from_wire(Some(&r))));
+            }
+        }
+        if let Some(u) = chunk.usage {
+            out.push(StreamEvent::Usage(usage_from_wire(&u)));
+        }
+        out
+    }
+}
+
+// ---------------------------------------------------------------- client
+
+/// An OpenAI-format vendor reached over HTTP.
+pub struct OpenAiProvider {
+    name: String,
+    base_url: String,
+    api_key: Secret,
+    api_version: Option<String>,
+    modern_limits: bool,
+    http: reqwest::Client,
+}
+
+impl OpenAiProvider {
+    pub fn new(
+        name: impl Into<String>,
+        base_url: &str,
+        api_key: Secret,
+        api_version: Option<String>,
+        http: reqwest::Client,
+    ) -> Self {
+        let base_url = base_url.trim_end_matches('/').to_string();
+        // The official API prefers max_completion_tokens; compatible servers know max_tokens.
+        let modern_limits = base_url.contains("api.openai.com");
+        Self {
+            name: name.into(),
+            base_url,
+            api_key,
+            api_version,
+            modern_limits,
+            http,
+        }
+    }
+
+    async fn send(&self, body: &OaRequest) -> Result<reqwest::Response, AiError> {
+        let mut url = format!("{}/chat/completions", self.base_url);
+        let mut req = self.http.post(&url);
+        if let Some(v) = &self.api_version {
+            url.push_str("?api-version=");
+            url.push_str(v);
+            req = self
+                .http
+                .post(&url)
+                .header("api-key", self.api_key.expose());
+        } else if !self.api_key.is_empty() {
+            req = req.bearer_auth(self.api_key.expose());
+        }
+        let resp = req
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| AiError::from_reqwest(&e))?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            let retry_after = parse_retry_after(resp.headers().get("retry-after"));
+            let text = resp.text().await.unwrap_or_default();
+            return Err(AiError::from_status(status, &text, retry_after));
+        }
+        Ok(resp)
+    }
+}
+
+#[async_trait]
+impl Provider for OpenAiProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, AiError> {
+        let resp = self
+            .send(&request_from_internal(req, false, self.modern_limits))
+            .await?;
+        let bytes = resp.bytes().await.map_err(|e| AiError::from_reqwest(&e))?;
+        let wire: OaResponse = serde_json::from_slice(&bytes).map_err(|e| {
+            AiError::new(ErrorKind::Malformed, format!("invalid response JSON: {e}"))
+        })?;
+        response_from_wire(wire)
+    }
+
+    async fn chat_stream(&self, req: &ChatRequest) -> Result<EventStream, AiError> {
+        let resp = self
+            .send(&request_from_internal(req, true, self.modern_limits))
+            .await?;
+        let bytes = resp.bytes_stream();
+        let state = (
+            bytes,
+            SseDecoder::new(),
+            ChunkParser::default(),
+            std::collections::VecDeque::new(),
+            false,
+        );
+        let stream = futures_util::stream::unfold(
+            state,
+            |(mut bytes, mut dec, mut parser, mut queue, mut done)| async move {
+                loop {
+                    if let Some(ev) = queue.pop_front() {
+                        return Some((ev, (bytes, dec, parser, queue, done)));
+                    }
+                    if done {
+                        return None;
+                    }
+                    match bytes.next().await {
+                        None => {
+                            done = true;
+                            // A stream that ends without [DONE] was cut off.
+                            queue.push_back(Err(AiError::new(
+                                ErrorKind::StreamBroken,
+                                "the vendor stream ended early",
+                            )));
+                        }
+                        Some(Err(e)) => {
+                            done = true;
+                            let mut err = AiError::from_reqwest(&e);
+                            err.kind = ErrorKind::StreamBroken;
+                            queue.push_back(Err(err));
+                        }
+                        Some(Ok(chunk)) => match dec.feed(&chunk) {
+                            Err(m) => {
+                                done = true;
+                                queue.push_back(Err(AiError::new(ErrorKind::StreamBroken, m)));
+                            }
+                            Ok(events) => {
+                                for ev in events {
+                                    if ev.data.trim() == "[DONE]" {
+                                        done = true;
+                                        break;
+                                    }
+                                    match serde_json::from_str::<OaChunk>(&ev.data) {
+                                        Ok(c) => queue.extend(parser.parse(c).into_iter().map(Ok)),
+                                        Err(_) => {
+                                            let err = serde_json::from_str::<Value>(&ev.data)
+                                                .ok()
+                                                .and_then(|v| {
+                                                    v.pointer("/error/message")
+                                                        .and_then(Value::as_str)
+                                                        .map(str::to_owned)
+                                                })
+                                                .unwrap_or_else(|| "malformed stream chunk".into());
+                                            done = true;
+                                            queue.push_back(Err(AiError::new(
+                                                ErrorKind::StreamBroken,
+                                                err,
+                                            )));
+                                            break;
+                                        }
+                                    }
+                                }
+                            }
+                        },
+                    }
+                }
+            },
+        );
+        Ok(Box::pin(stream))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_request_round_trips_through_internal() {
+        let wire: OaRequest = serde_json::from_value(serde_json::json!({
+            "model": "gpt-4o-mini",
+            "messages": [
+                {"role": "developer", "content": "be brief"},
+                {"role": "user", "content": [{"type": "text", "text": "hi "}, {"type": "text", "text": "there"}]},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "calc", "arguments": "{\"x\":1}"}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "2"}
+            ],
+            "tools": [{"type": "function", "function": {"name": "calc", "parameters": {"type": "object"}}}],
+            "tool_choice": {"type": "function", "function": {"name": "calc"}},
+            "max_completion_tokens": 50,
+            "stream": true,
+            "stream_options": {"include_usage": true},
+            "top_p": 0.5
+        }))
+        .unwrap();
+        let (req, stream, usage) = request_to_internal(wire).unwrap();
+        assert!(stream && usage);
+        assert_eq!(req.messages[0].role, Role::System);
+        assert_eq!(req.messages[1].content.as_deref(), Some("hi there"));
+        assert_eq!(req.messages[2].tool_calls[0].arguments, "{\"x\":1}");
+        assert_eq!(req.tool_choice, Some(ToolChoice::Tool("calc".into())));
+        assert_eq!(req.max_tokens, Some(50));
+        let back = request_from_internal(&req, false, true);
+        assert_eq!(back.max_completion_tokens, Some(50));
+        assert_eq!(back.max_tokens, None);
+        let (again, _, _) = request_to_internal(back).unwrap();
+        assert_eq!(again, req);
+    }
+
+    #[test]
+    fn bad_roles_are_named() {
+        let wire: OaRequest = serde_json::from_value(serde_json::json!({
+            "model": "m", "messages": [{"role": "wizard", "content": "x"}]
+        }))
+        .unwrap();
+        assert!(
+            request_to_internal(wire)
+                .unwrap_err()
+                .contains("messages[0].role")
+        );
+    }
+
+    #[test]
+    fn chunks_round_trip_through_events() {
+        let events = vec![
+            StreamEvent::Start {
+                id: "x".into(),
+                model: "m".into(),
+            },
+            StreamEvent::Text("Hel".into()),
+            StreamEvent::Text("lo".into()),
+            StreamEvent::ToolCallStart {
+                index: 0,
+                id: "c".into(),
+                name: "calc".into(),
+            },
+            StreamEvent::ToolCallArgs {
+                index: 0,
+                delta: "{\"a\":".into(),
+            },
+            StreamEvent::ToolCallArgs {
+                index: 0,
+                delta: "1}".into(),
+            },
+            StreamEvent::Finish(FinishReason::ToolCalls),
+            StreamEvent::Usage(Usage {
+                input_tokens: 3,
+                output_tokens: 4,
+                cached_input_tokens: 1,
+                cache_write_tokens: 0,
+            }),
+        ];
+        let mut parser = ChunkParser::default();
+        let mut acc = StreamAccumulator::default();
+        for ev in &events {
+            let chunk = event_to_chunk(ev, "x", "m", 0).unwrap();
+            let text = serde_json::to_string(&chunk).unwrap();
+            for e in parser.parse(serde_json::from_str(&text).unwrap()) {
+                acc.push(&e);
+            }
+        }
+        let r = acc.finish().unwrap();
+        assert_eq!(r.content.as_deref(), Some("Hello"));
+        assert_eq!(r.tool_calls[0].arguments, "{\"a\":1}");
+        assert_eq!(r.finish_reason, FinishReason::ToolCalls);
+        assert_eq!(r.usage.cached_input_tokens, 1);
+    }
+}

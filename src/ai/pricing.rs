@@ -1,0 +1,209 @@
+//! Model prices and context windows; cost of a call in integer nano-dollars.
+//!
+//! Prices are USD per million tokens as published by the vendors (list prices, without
+//! batch or volume discounts). Internally a price is kept in nano-dollars per token
+//! (USD per million × 1000), so every cost is an exact integer and sums never drift.
+//! `AI_PRICES` overrides or adds entries: a JSON object
+//! `{"provider/model" or "model": {"input": 2.5, "output": 10, "cached_input": 1.25,
+//! "cache_write": 0, "context_window": 128000}}` (USD per million tokens).
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use super::types::Usage;
+
+/// Prices of one model, nano-dollars per token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Price {
+    pub input: i64,
+    pub output: i64,
+    pub cached_input: i64,
+    pub cache_write: i64,
+    pub context_window: u64,
+}
+
+impl Price {
+    /// Cost of `usage` in nano-dollars.
+    pub fn cost(&self, u: &Usage) -> i64 {
+        let cached = u.cached_input_tokens.min(u.input_tokens);
+        let written = u.cache_write_tokens.min(u.input_tokens - cached);
+        let plain = u.input_tokens - cached - written;
+        let n = |t: u64| i64::try_from(t).unwrap_or(i64::MAX);
+        n(plain)
+            .saturating_mul(self.input)
+            .saturating_add(n(cached).saturating_mul(self.cached_input))
+            .saturating_add(n(written).saturating_mul(self.cache_write))
+            .saturating_add(n(u.output_tokens).saturating_mul(self.output))
+    }
+}
+
+/// USD per million tokens, as configured.
+#[derive(Clone, Copy, Debug, Deserialize)]
+pub struct PriceSpec {
+    pub input: f64,
+    pub output: f64,
+    #[serde(default)]
+    pub cached_input: Option<f64>,
+    #[serde(default)]
+    pub cache_write: Option<f64>,
+    #[serde(default)]
+    pub context_window: Option<u64>,
+}
+
+fn nanos(usd_per_million: f64) -> i64 {
+    (usd_per_million * 1000.0).round() as i64
+}
+
+impl From<PriceSpec> for Price {
+    fn from(s: PriceSpec) -> Self {
+        Price {
+            input: nanos(s.input),
+            output: nanos(s.output),
+            cached_input: nanos(s.cached_input.unwrap_or(s.input)),
+            cache_write: nanos(s.cache_write.unwrap_or(s.input)),
+            context_window: s.context_window.unwrap_or(128_000),
+        }
+    }
+}
+
+/// (model, input, cached input, cache write, output, context window) — USD per million.
+const BUILT_IN: &[(&str, f64, f64, f64, f64, u64)] = &[
+    ("gpt-5", 1.25, 0.125, 1.25, 10.0, 400_000),
+    ("gpt-5-mini", 0.25, 0.025, 0.25, 2.0, 400_000),
+    ("gpt-5-nano", 0.05, 0.005, 0.05, 0.40, 400_000),
+    ("gpt-4.1", 2.0, 0.50, 2.0, 8.0, 1_047_576),
+    ("gpt-4.1-mini", 0.40, 0.10, 0.40, 1.60, 1_047_576),
+    ("gpt-4.1-nano", 0.10, 0.025, 0.10, 0.40, 1_047_576),
+    ("gpt-4o", 2.50, 1.25, 2.50, 10.0, 128_000),
+    ("gpt-4o-mini", 0.15, 0.075, 0.15, 0.60, 128_000),
+    ("o3", 2.0, 0.50, 2.0, 8.0, 200_000),
+    ("o4-mini", 1.10, 0.275, 1.10, 4.40, 200_000),
+    ("claude-opus-4", 15.0, 1.50, 18.75, 75.0, 200_000),
+    ("claude-sonnet-4", 3.0, 0.30, 3.75, 15.0, 200_000),
+    ("claude-3-7-sonnet", 3.0, 0.30, 3.75, 15.0, 200_000),
+    ("claude-haiku-4", 1.0, 0.10, 1.25, 5.0, 200_000),
+    ("claude-3-5-haiku", 0.80, 0.08, 1.0, 4.0, 200_000),
+    // The sandbox bills fictional, round prices so accounting is visible and testable.
+    ("sandbox-1", 1.0, 0.5, 1.0, 2.0, 32_000),
+    ("sandbox-large", 1.0, 0.5, 1.0, 2.0, 1_000_000),
+];
+
+#[derive(Clone, Debug)]
+pub struct PriceTable {
+    entries: HashMap<String, Price>,
+}
+
+impl Default for PriceTable {
+    fn default() -> Self {
+        let entries = BUILT_IN
+            .iter()
+            .map(|&(m, i, c, w, o, ctx)| {
+                (
+                    m.to_string(),
+                    Price {
+                        input: nanos(i),
+                        output: nanos(o),
+                        cached_input: nanos(c),
+                        cache_write: nanos(w),
+                        context_window: ctx,
+                    },
+                )
+            })
+            .collect();
+        Self { entries }
+    }
+}
+
+impl PriceTable {
+    /// The built-in table with `overrides` (parsed `AI_PRICES`) applied.
+    pub fn with_overrides(overrides: HashMap<String, PriceSpec>) -> Self {
+        let mut t = Self::default();
+        for (k, v) in overrides {
+            t.entries.insert(k, v.into());
+        }
+        t
+    }
+
+    /// The price of `provider/model`: exact `provider/model`, exact model, then the
+    /// longest known model name that prefixes it (dated snapshots such as
+    /// `gpt-4o-2024-08-06` or `claude-sonnet-4-20250514` price as their family).
+    pub fn lookup(&self, provider: &str, model: &str) -> Option<Price> {
+        if let Some(p) = self.entries.get(&format!("{provider}/{model}")) {
+            return Some(*p);
+        }
+        if let Some(p) = self.entries.get(model) {
+            return Some(*p);
+        }
+        self.entries
+            .iter()
+            .filter(|(k, _)| !k.contains('/') && model.starts_with(k.as_str()))
+            .max_by_key(|(k, _)| k.len())
+            .map(|(_, p)| *p)
+    }
+
+    /// Cost in nano-dollars; 0 for an unknown model (and the caller is told by `None`).
+    pub fn cost(&self, provider: &str, model: &str, usage: &Usage) -> Option<i64> {
+        self.lookup(provider, model).map(|p| p.cost(usage))
+    }
+
+    pub fn context_window(&self, provider: &str, model: &str) -> Option<u64> {
+        self.lookup(provider, model).map(|p| p.context_window)
+    }
+}
+
+/// Nano-dollars → dollars, for display.
+pub fn usd(nanos: i64) -> f64 {
+    nanos as f64 / 1e9
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn costs_are_exact_integers() {
+        let t = PriceTable::default();
+        let u = Usage {
+            input_tokens: 1_000_000,
+            output_tokens: 1_000_000,
+            cached_input_tokens: 0,
+            cache_write_tokens: 0,
+        };
+        assert_eq!(t.cost("openai", "gpt-4o-mini", &u), Some(750_000_000)); // $0.75
+        let cached = Usage {
+            input_tokens: 1000,
+            output_tokens: 10,
+            cached_input_tokens: 600,
+            cache_write_tokens: 100,
+        };
+        // 300 plain × 3000 + 600 × 300 + 100 × 3750 + 10 × 15000 (claude-sonnet-4)
+        assert_eq!(
+            t.cost("anthropic", "claude-sonnet-4-20250514", &cached),
+            Some(300 * 3000 + 600 * 300 + 100 * 3750 + 10 * 15000)
+        );
+        assert_eq!(t.cost("x", "unknown-model", &u), None);
+    }
+
+    #[test]
+    fn longest_prefix_wins_and_overrides_apply() {
+        let t = PriceTable::default();
+        assert_eq!(
+            t.lookup("openai", "gpt-4o-mini-2024-07-18").unwrap().input,
+            150
+        );
+        assert_eq!(t.lookup("openai", "gpt-4o-2024-08-06").unwrap().input, 2500);
+        let o = PriceTable::with_overrides(HashMap::from([(
+            "local/llama3".to_string(),
+            PriceSpec {
+                input: 0.0,
+                output: 0.0,
+                cached_input: None,
+                cache_write: None,
+                context_window: Some(8192),
+            },
+        )]));
+        assert_eq!(o.context_window("local", "llama3"), Some(8192));
+        assert_eq!(o.lookup("other", "llama3"), None);
+    }
+}

@@ -1,0 +1,812 @@
+//! The router: one call = an ordered fallback chain of `provider/model` candidates.
+//!
+//! Per candidate: the circuit breaker may skip it; each attempt has the attempt timeout;
+//! retryable failures (429, 5xx, timeouts, connection errors, unreadable answers) are
+//! retried with exponential backoff plus jitter, honouring `Retry-After` up to a cap;
+//! auth and bad-request errors move straight to the next candidate; a context-length
+//! error moves to the next candidate with a larger context window. Every attempt is
+//! counted in metrics and recorded in `ai_calls` (asynchronously, off the request path).
+//!
+//! Streams: fallback happens only before the first event reaches the caller; a failure
+//! after that ends the stream with an error item, never a silent truncation.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use rand::Rng;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::cache::{self, ResultCache};
+use super::error::{AiError, ErrorKind};
+use super::pricing::{PriceTable, usd};
+use super::provider::{EventStream, Provider};
+use super::types::*;
+use crate::store::AiCallRecord;
+use crate::telemetry::metrics as m;
+
+#[derive(Clone, Debug)]
+pub struct RouterConfig {
+    pub attempt_timeout: Duration,
+    pub retries: u32,
+    pub base_delay: Duration,
+    /// Longest `Retry-After` we wait; longer ones move to the next candidate.
+    pub max_retry_after: Duration,
+    pub breaker_threshold: u32,
+    pub breaker_cooldown: Duration,
+}
+
+/// Who a call is for, so its records land on the right tenant and task.
+#[derive(Clone, Copy, Debug)]
+pub struct CallContext {
+    pub tenant_id: Uuid,
+    pub task_id: Option<Uuid>,
+}
+
+/// One failed (or skipped) attempt, for the caller's error report.
+#[derive(Clone, Debug, Serialize)]
+pub struct AttemptReport {
+    pub provider: String,
+    pub model: String,
+    pub status: Option<u16>,
+    pub kind: ErrorKind,
+    pub reason: String,
+}
+
+/// All candidates failed.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("all AI candidates failed: {}", summary(.attempts))]
+pub struct RouteError {
+    pub attempts: Vec<AttemptReport>,
+}
+
+fn summary(a: &[AttemptReport]) -> String {
+    a.iter()
+        .map(|r| {
+            format!(
+                "{}/{} {}{}",
+                r.provider,
+                r.model,
+                serde_json::to_value(r.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                r.status.map(|s| format!(" ({s})")).unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A successful routed call.
+#[derive(Clone, Debug)]
+pub struct Routed {
+    pub response: ChatResponse,
+    pub provider: String,
+    pub model: String,
+    pub cost_nanos: i64,
+    pub cache_hit: bool,
+    /// Failed attempts before the one that answered.
+    pub failed_attempts: Vec<AttemptReport>,
+}
+
+/// A routed stream whose first event has already arrived.
+pub struct RoutedStream {
+    pub provider: String,
+    pub model: String,
+    pub events: EventStream,
+    pub failed_attempts: Vec<AttemptReport>,
+}
+
+// ---------------------------------------------------------------- circuit breaker
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BreakerState {
+    Closed,
+    HalfOpen,
+    Open,
+}
+
+#[derive(Debug)]
+struct BreakerInner {
+    failures: u32,
+    open_until: Option<Instant>,
+    probing: bool,
+}
+
+/// Opens after `threshold` consecutive provider faults; after `cooldown` lets exactly
+/// one probe through (half-open); the probe's outcome closes or reopens it.
+#[derive(Debug)]
+pub struct Breaker {
+    provider: String,
+    threshold: u32,
+    cooldown: Duration,
+    inner: Mutex<BreakerInner>,
+}
+
+impl Breaker {
+    fn new(provider: &str, threshold: u32, cooldown: Duration) -> Self {
+        metrics::gauge!(m::AI_CIRCUIT_BREAKER_STATE, "provider" => provider.to_string()).set(0.0);
+        Self {
+            provider: provider.to_string(),
+            threshold: threshold.max(1),
+            cooldown,
+            inner: Mutex::new(BreakerInner {
+                failures: 0,
+                open_until: None,
+                probing: false,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BreakerInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn state(&self) -> BreakerState {
+        let b = self.lock();
+        match b.open_until {
+            None => BreakerState::Closed,
+            Some(t) if Instant::now() >= t || b.probing => BreakerState::HalfOpen,
+            Some(_) => BreakerState::Open,
+        }
+    }
+
+    fn publish(&self, s: BreakerState) {
+        let v = match s {
+            BreakerState::Closed => 0.0,
+            BreakerState::HalfOpen => 1.0,
+            BreakerState::Open => 2.0,
+        };
+        metrics::gauge!(m::AI_CIRCUIT_BREAKER_STATE, "provider" => self.provider.clone()).set(v);
+    }
+
+    /// May a call go to this provider now? Claims the single probe when half-open.
+    fn allow(&self) -> bool {
+        let mut b = self.lock();
+        match b.open_until {
+            None => true,
+            Some(t) if Instant::now() >= t && !b.probing => {
+                b.probing = true;
+                drop(b);
+                self.publish(BreakerState::HalfOpen);
+                true
+            }
+            Some(_) => false,
+        }
+    }
+
+    fn success(&self) {
+        let mut b = self.lock();
+        let was_open = b.open_until.is_some();
+        b.failures = 0;
+        b.open_until = None;
+        b.probing = false;
+        drop(b);
+        if was_open {
+            tracing::info!(provider = %self.provider, "circuit breaker closed");
+            self.publish(BreakerState::Closed);
+        }
+    }
+
+    fn failure(&self) {
+        let mut b = self.lock();
+        b.failures += 1;
+        if b.probing || b.failures >= self.threshold {
+            let reopened = b.probing;
+            b.probing = false;
+            b.open_until = Some(Instant::now() + self.cooldown);
+            drop(b);
+            tracing::warn!(provider = %self.provider, reopened, "circuit breaker open");
+            self.publish(BreakerState::Open);
+        }
+    }
+
+    /// Ends a probe that neither proved nor disproved the provider (e.g. a bad request).
+    fn neutral(&self) {
+        let mut b = self.lock();
+        if b.probing {
+            b.probing = false;
+            b.failures = 0;
+            b.open_until = None;
+            drop(b);
+            self.publish(BreakerState::Closed);
+        }
+    }
+}
+
+// ---------------------------------------------------------------- router
+
+pub struct AiRouter {
+    providers: HashMap<String, Arc<dyn Provider>>,
+    breakers: HashMap<String, Breaker>,
+    cfg: RouterConfig,
+    prices: PriceTable,
+    cache: Option<Arc<dyn ResultCache>>,
+    records: Option<mpsc::Sender<AiCallRecord>>,
+    aliases: HashMap<String, Vec<String>>,
+}
+
+impl AiRouter {
+    pub fn new(
+        providers: Vec<Arc<dyn Provider>>,
+        cfg: RouterConfig,
+        prices: PriceTable,
+        cache: Option<Arc<dyn ResultCache>>,
+        records: Option<mpsc::Sender<AiCallRecord>>,
+        aliases: HashMap<String, Vec<String>>,
+    ) -> Self {
+        let breakers = providers
+            .iter()
+            .map(|p| {
+                (
+                    p.name().to_string(),
+                    Breaker::new(p.name(), cfg.breaker_threshold, cfg.breaker_cooldown),
+                )
+            })
+            .collect();
+        let providers = providers
+            .into_iter()
+            .map(|p| (p.name().to_string(), p))
+            .collect();
+        Self {
+            providers,
+            breakers,
+            cfg,
+            prices,
+            cache,
+            records,
+            aliases,
+        }
+    }
+
+    pub fn prices(&self) -> &PriceTable {
+        &self.prices
+    }
+
+    pub fn provider_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.providers.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    pub fn breaker_state(&self, provider: &str) -> Option<BreakerState> {
+        self.breakers.get(provider).map(Breaker::state)
+    }
+
+    /// The fallback chain a gateway `model` names: an alias, `provider/model`, or a bare
+    /// vendor model name (its provider inferred from the name).
+    pub fn resolve(&self, model: &str) -> Option<Vec<String>> {
+        if let Some(chain) = self.aliases.get(model) {
+            return Some(chain.clone());
+        }
+        if let Some((p, _)) = model.split_once('/')
+            && self.providers.contains_key(p)
+        {
+            return Some(vec![model.to_string()]);
+        }
+        let guess = if model.starts_with("claude") {
+            "anthropic"
+        } else if model.starts_with("gpt-")
+            || model.starts_with("o1")
+            || model.starts_with("o3")
+            || model.starts_with("o4")
+            || model.starts_with("chatgpt")
+        {
+            "openai"
+        } else if model.starts_with("sandbox") {
+            "sandbox"
+        } else {
+            return None;
+        };
+        self.providers
+            .contains_key(guess)
+            .then(|| vec![format!("{guess}/{model}")])
+    }
+
+    fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Option<Duration> {
+        if let Some(ra) = retry_after {
+            return (ra <= self.cfg.max_retry_after).then_some(ra);
+        }
+        let base = self.cfg.base_delay.as_secs_f64();
+        let exp = base * 2f64.powi(attempt.min(16) as i32);
+        let jitter = if base > 0.0 {
+            rand::rng().random_range(0.0..base)
+        } else {
+            0.0
+        };
+        Some(Duration::from_secs_f64((exp + jitter).min(300.0)))
+    }
+
+    /// A non-streaming call over `candidates`.
+    pub async fn chat(
+        &self,
+        candidates: &[String],
+        req: &ChatRequest,
+        ctx: CallContext,
+    ) -> Result<Routed, RouteError> {
+        let started = Instant::now();
+        let mut outside = Duration::ZERO;
+        let cache_key =
+            (self.cache.is_some() && cache::cacheable(req)).then(|| cache::key(candidates, req));
+        if let (Some(cache), Some(key)) = (&self.cache, &cache_key) {
+            if let Some(hit) = cache.get(key).await {
+                metrics::counter!(m::AI_CACHE_HITS_TOTAL).increment(1);
+                let (provider, model) = split(
+                    candidates
+                        .first()
+                        .map(String::as_str)
+                        .unwrap_or("cache/unknown"),
+                );
+                self.record_hit(ctx, provider, model, false);
+                metrics::histogram!(m::AI_GATEWAY_OVERHEAD_SECONDS)
+                    .record(started.elapsed().as_secs_f64());
+                return Ok(Routed {
+                    response: hit,
+                    provider: provider.to_string(),
+                    model: model.to_string(),
+                    cost_nanos: 0,
+                    cache_hit: true,
+                    failed_attempts: Vec::new(),
+                });
+            }
+            metrics::counter!(m::AI_CACHE_MISSES_TOTAL).increment(1);
+        }
+
+        let mut failed = Vec::new();
+        let mut need_context: Option<u64> = None;
+        for cand in candidates {
+            let (pname, model) = split(cand);
+            let Some(provider) = self.usable(pname, model, need_context, &mut failed) else {
+                continue;
+            };
+            let mut call = req.clone();
+            call.model = model.to_string();
+            let mut attempt = 0;
+            loop {
+                let t0 = Instant::now();
+                let result = match tokio::time::timeout(
+                    self.cfg.attempt_timeout,
+                    provider.chat(&call),
+                )
+                .await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(timeout_error(self.cfg.attempt_timeout)),
+                };
+                let latency = t0.elapsed();
+                outside += latency;
+                match result {
+                    Ok(resp) => {
+                        self.breaker(pname, Breaker::success);
+                        let cost = self.record_ok(ctx, pname, model, &resp.usage, latency, false);
+                        if let (Some(cache), Some(key)) = (&self.cache, &cache_key) {
+                            cache.put(key, &resp).await;
+                        }
+                        metrics::histogram!(m::AI_GATEWAY_OVERHEAD_SECONDS)
+                            .record(started.elapsed().saturating_sub(outside).as_secs_f64());
+                        return Ok(Routed {
+                            response: resp,
+                            provider: pname.to_string(),
+                            model: model.to_string(),
+                            cost_nanos: cost,
+                            cache_hit: false,
+                            failed_attempts: failed,
+                        });
+                    }
+                    Err(e) => {
+                        self.on_failure(ctx, pname, model, &e, latency, false, &mut failed);
+                        if e.kind == ErrorKind::ContextLength {
+                            need_context =
+                                Some(self.prices.context_window(pname, model).unwrap_or(0));
+                            break;
+                        }
+                        if !e.is_retryable() || attempt >= self.cfg.retries || !self.can_call(pname)
+                        {
+                            break;
+                        }
+                        let Some(pause) = self.backoff(attempt, e.retry_after) else {
+                            break;
+                        };
+                        let t1 = Instant::now();
+                        tokio::time::sleep(pause).await;
+                        outside += t1.elapsed();
+                        attempt += 1;
+                    }
+                }
+            }
+        }
+        Err(RouteError { attempts: failed })
+    }
+
+    /// A streaming call: returns once the first event has arrived from some candidate.
+    pub async fn chat_stream(
+        self: &Arc<Self>,
+        candidates: &[String],
+        req: &ChatRequest,
+        ctx: CallContext,
+    ) -> Result<RoutedStream, RouteError> {
+        let mut failed = Vec::new();
+        let mut need_context: Option<u64> = None;
+        for cand in candidates {
+            let (pname, model) = split(cand);
+            let Some(provider) = self.usable(pname, model, need_context, &mut failed) else {
+                continue;
+            };
+            let mut call = req.clone();
+            call.model = model.to_string();
+            let mut attempt = 0;
+            loop {
+                let t0 = Instant::now();
+                let timeout = self.cfg.attempt_timeout;
+                let opened = async {
+                    let mut s = provider.chat_stream(&call).await?;
+                    match s.next().await {
+                        Some(Ok(first)) => Ok((first, s)),
+                        Some(Err(e)) => Err(e),
+                        None => Err(AiError::new(ErrorKind::StreamBroken, "empty stream")),
+                    }
+                };
+                let result = match tokio::time::timeout(timeout, opened).await {
+                    Ok(r) => r,
+                    Err(_) => Err(timeout_error(timeout)),
+                };
+                match result {
+                    Ok((first, rest)) => {
+                        let events = self.clone().account_stream(
+                            ctx,
+                            pname.to_string(),
+                            model.to_string(),
+                            t0,
+                            first,
+                            rest,
+                        );
+                        return Ok(RoutedStream {
+                            provider: pname.to_string(),
+                            model: model.to_string(),
+                            events,
+                            failed_attempts: failed,
+                        });
+                    }
+                    Err(e) => {
+                        self.on_failure(ctx, pname, model, &e, t0.elapsed(), true, &mut failed);
+                        if e.kind == ErrorKind::ContextLength {
+                            need_context =
+                                Some(self.prices.context_window(pname, model).unwrap_or(0));
+                            break;
+                        }
+                        if !e.is_retryable() || attempt >= self.cfg.retries || !self.can_call(pname)
+                        {
+                            break;
+                        }
+                        let Some(pause) = self.backoff(attempt, e.retry_after) else {
+                            break;
+                        };
+                        tokio::time::sleep(pause).await;
+                        attempt += 1;
+                    }
+                }
+            }
+        }
+        Err(RouteError { attempts: failed })
+    }
+
+    /// Wraps a started stream: per-event idle timeout, accounting and breaker update at
+    /// the end, and an error item (never a silent end) when it breaks.
+    fn account_stream(
+        self: Arc<Self>,
+        ctx: CallContext,
+        provider: String,
+        model: String,
+        started: Instant,
+        first: StreamEvent,
+        rest: EventStream,
+    ) -> EventStream {
+        struct St {
+            router: Arc<AiRouter>,
+            rest: EventStream,
+            pending: Option<StreamEvent>,
+            acc: StreamAccumulator,
+            done: bool,
+        }
+        let st = St {
+            router: self,
+            rest,
+            pending: Some(first),
+            acc: StreamAccumulator::default(),
+            done: false,
+        };
+        let ctx2 = ctx;
+        let stream = futures_util::stream::unfold(st, move |mut st| {
+            let provider = provider.clone();
+            let model = model.clone();
+            async move {
+                if st.done {
+                    return None;
+                }
+                if let Some(ev) = st.pending.take() {
+                    st.acc.push(&ev);
+                    return Some((Ok(ev), st));
+                }
+                let timeout = st.router.cfg.attempt_timeout;
+                let next = match tokio::time::timeout(timeout, st.rest.next()).await {
+                    Ok(n) => n,
+                    Err(_) => Some(Err(AiError::new(
+                        ErrorKind::StreamBroken,
+                        format!("no stream data for {}s", timeout.as_secs_f64()),
+                    ))),
+                };
+                match next {
+                    Some(Ok(ev)) => {
+                        st.acc.push(&ev);
+                        Some((Ok(ev), st))
+                    }
+                    Some(Err(mut e)) => {
+                        st.done = true;
+                        e.kind = ErrorKind::StreamBroken;
+                        let mut sink = Vec::new();
+                        st.router.on_failure(
+                            ctx2,
+                            &provider,
+                            &model,
+                            &e,
+                            started.elapsed(),
+                            true,
+                            &mut sink,
+                        );
+                        Some((Err(e), st))
+                    }
+                    None => {
+                        st.done = true;
+                        let acc = std::mem::take(&mut st.acc);
+                        match acc.finish() {
+                            Some(resp) => {
+                                st.router.breaker(&provider, Breaker::success);
+                                st.router.record_ok(
+                                    ctx2,
+                                    &provider,
+                                    &model,
+                                    &resp.usage,
+                                    started.elapsed(),
+                                    true,
+                                );
+                                None
+                            }
+                            None => {
+                                let e = AiError::new(
+                                    ErrorKind::StreamBroken,
+                                    "the stream ended without finishing",
+                                );
+                                let mut sink = Vec::new();
+                                st.router.on_failure(
+                                    ctx2,
+                                    &provider,
+                                    &model,
+                                    &e,
+                                    started.elapsed(),
+                                    true,
+                                    &mut sink,
+                                );
+                                Some((Err(e), st))
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Box::pin(stream)
+    }
+
+    /// The provider for a candidate, or why it is skipped (recorded in `failed`).
+    fn usable(
+        &self,
+        pname: &str,
+        model: &str,
+        need_context: Option<u64>,
+        failed: &mut Vec<AttemptReport>,
+    ) -> Option<Arc<dyn Provider>> {
+        let skip = |failed: &mut Vec<AttemptReport>, kind, reason: &str| {
+            failed.push(AttemptReport {
+                provider: pname.to_string(),
+                model: model.to_string(),
+                status: None,
+                kind,
+                reason: reason.to_string(),
+            });
+        };
+        let Some(provider) = self.providers.get(pname) else {
+            skip(
+                failed,
+                ErrorKind::UnknownProvider,
+                "no such provider is configured",
+            );
+            return None;
+        };
+        if let Some(min) = need_context {
+            let window = self.prices.context_window(pname, model).unwrap_or(0);
+            if window <= min {
+                skip(
+                    failed,
+                    ErrorKind::ContextLength,
+                    "context window not larger than the one that overflowed",
+                );
+                return None;
+            }
+        }
+        if !self.breakers.get(pname).is_none_or(Breaker::allow) {
+            skip(failed, ErrorKind::CircuitOpen, "circuit breaker open");
+            return None;
+        }
+        Some(provider.clone())
+    }
+
+    fn can_call(&self, pname: &str) -> bool {
+        self.breakers
+            .get(pname)
+            .is_none_or(|b| b.state() == BreakerState::Closed)
+    }
+
+    fn breaker(&self, pname: &str, f: impl FnOnce(&Breaker)) {
+        if let Some(b) = self.breakers.get(pname) {
+            f(b);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_failure(
+        &self,
+        ctx: CallContext,
+        pname: &str,
+        model: &str,
+        e: &AiError,
+        latency: Duration,
+        streamed: bool,
+        failed: &mut Vec<AttemptReport>,
+    ) {
+        if e.is_provider_fault() {
+            self.breaker(pname, Breaker::failure);
+        } else {
+            self.breaker(pname, Breaker::neutral);
+        }
+        tracing::warn!(provider = pname, model, kind = ?e.kind, status = e.status, "AI attempt failed");
+        metrics::counter!(m::AI_REQUESTS_TOTAL, "service" => pname.to_string(), "model" => model.to_string(), "status" => "error")
+            .increment(1);
+        metrics::histogram!(m::AI_REQUEST_DURATION_SECONDS, "service" => pname.to_string(), "model" => model.to_string())
+            .record(latency.as_secs_f64());
+        self.send(AiCallRecord {
+            id: Uuid::now_v7(),
+            tenant_id: ctx.tenant_id,
+            task_id: ctx.task_id,
+            provider: pname.to_string(),
+            model: model.to_string(),
+            status: "error".into(),
+            error_kind: serde_json::to_value(e.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned)),
+            http_status: e.status.map(i32::from),
+            latency_us: micros(latency),
+            input_tokens: 0,
+            output_tokens: 0,
+            cached_tokens: 0,
+            cache_write_tokens: 0,
+            cost_nanos: 0,
+            cache_hit: false,
+            streamed,
+            created_at: crate::store::now(),
+        });
+        failed.push(AttemptReport {
+            provider: pname.to_string(),
+            model: model.to_string(),
+            status: e.status,
+            kind: e.kind,
+            reason: e.message.chars().take(200).collect(),
+        });
+    }
+
+    /// Records a success; returns its cost in nano-dollars.
+    fn record_ok(
+        &self,
+        ctx: CallContext,
+        pname: &str,
+        model: &str,
+        u: &Usage,
+        latency: Duration,
+        streamed: bool,
+    ) -> i64 {
+        let cost = self.prices.cost(pname, model, u).unwrap_or(0);
+        let (svc, mdl) = (pname.to_string(), model.to_string());
+        metrics::counter!(m::AI_REQUESTS_TOTAL, "service" => svc.clone(), "model" => mdl.clone(), "status" => "success")
+            .increment(1);
+        metrics::histogram!(m::AI_REQUEST_DURATION_SECONDS, "service" => svc.clone(), "model" => mdl.clone())
+            .record(latency.as_secs_f64());
+        for (kind, n) in [
+            ("input", u.input_tokens),
+            ("output", u.output_tokens),
+            ("cached_input", u.cached_input_tokens),
+            ("cache_write", u.cache_write_tokens),
+        ] {
+            if n > 0 {
+                metrics::counter!(m::AI_TOKENS_USED_TOTAL, "service" => svc.clone(), "model" => mdl.clone(), "type" => kind)
+                    .increment(n);
+            }
+        }
+        if cost > 0 {
+            // The facade's counters are integers, so spend is a gauge that only grows;
+            // `increase()` in the budget alert reads it like a counter. The exact integer
+            // cost lives in `ai_calls`.
+            metrics::gauge!(m::AI_COST_USD_TOTAL, "service" => svc, "model" => mdl)
+                .increment(usd(cost));
+        }
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.send(AiCallRecord {
+            id: Uuid::now_v7(),
+            tenant_id: ctx.tenant_id,
+            task_id: ctx.task_id,
+            provider: pname.to_string(),
+            model: model.to_string(),
+            status: "ok".into(),
+            error_kind: None,
+            http_status: None,
+            latency_us: micros(latency),
+            input_tokens: n(u.input_tokens),
+            output_tokens: n(u.output_tokens),
+            cached_tokens: n(u.cached_input_tokens),
+            cache_write_tokens: n(u.cache_write_tokens),
+            cost_nanos: cost,
+            cache_hit: false,
+            streamed,
+            created_at: crate::store::now(),
+        });
+        cost
+    }
+
+    fn record_hit(&self, ctx: CallContext, pname: &str, model: &str, streamed: bool) {
+        metrics::counter!(m::AI_REQUESTS_TOTAL, "service" => pname.to_string(), "model" => model.to_string(), "status" => "cache_hit")
+            .increment(1);
+        self.send(AiCallRecord {
+            id: Uuid::now_v7(),
+            tenant_id: ctx.tenant_id,
+            task_id: ctx.task_id,
+            provider: pname.to_string(),
+            model: model.to_string(),
+            status: "cache_hit".into(),
+            error_kind: None,
+            http_status: None,
+            latency_us: 0,
+            input_tokens: 0,
+            output_tokens: 0,
+            cached_tokens: 0,
+            cache_write_tokens: 0,
+            cost_nanos: 0,
+            cache_hit: true,
+            streamed,
+            created_at: crate::store::now(),
+        });
+    }
+
+    fn send(&self, rec: AiCallRecord) {
+        if let Some(tx) = &self.records
+            && tx.try_send(rec).is_err()
+        {
+            metrics::counter!(m::AI_CALL_RECORDS_DROPPED_TOTAL).increment(1);
+        }
+    }
+}
+
+fn split(candidate: &str) -> (&str, &str) {
+    candidate.split_once('/').unwrap_or(("", candidate))
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+fn timeout_error(t: Duration) -> AiError {
+    AiError::new(
+        ErrorKind::Timeout,
+        format!("no answer within {}s", t.as_secs_f64()),
+    )
+}

@@ -1,0 +1,683 @@
+//! The sandbox vendor: deterministic answers, tool calls with schema-valid arguments,
+//! scripted scenarios and injected faults. It runs in-process as the `sandbox` provider
+//! (the development default) and behind both wire formats in `sandbox_server`.
+//!
+//! Default behaviour, decided from the request alone (same request → same answer):
+//! - tools offered, `tool_choice` not `none`, and no tool result since the last user
+//!   message → call one tool (the forced one, else the first whose name the user
+//!   mentions, else the first) with arguments generated from its JSON schema;
+//! - otherwise answer in text, quoting the tool results when there are some.
+//!
+//! Usage is about four characters a token, counted on what was sent and returned.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::error::AiError;
+use super::provider::{EventStream, Provider};
+use super::types::*;
+
+/// The deterministic answer to a request.
+pub fn respond(req: &ChatRequest) -> ChatResponse {
+    let digest = hex::encode(Sha256::digest(serde_json::to_vec(req).unwrap_or_default()));
+    let id = format!("sb-{}", &digest[..24]);
+    let last_user = req.messages.iter().rposition(|m| m.role == Role::User);
+    let user_text = last_user
+        .and_then(|i| req.messages[i].content.clone())
+        .unwrap_or_default();
+    let results: Vec<&Message> = req.messages[last_user.map_or(0, |i| i + 1)..]
+        .iter()
+        .filter(|m| m.role == Role::Tool)
+        .collect();
+    let input_tokens = estimate_input(req);
+
+    let wants_tool =
+        !req.tools.is_empty() && req.tool_choice != Some(ToolChoice::None) && results.is_empty();
+    if wants_tool {
+        let tool = pick_tool(req, &user_text);
+        let args = example_for(&tool.parameters, &tool.name, &user_text).to_string();
+        let output_tokens = tokens(args.len() + tool.name.len());
+        return ChatResponse {
+            id,
+            model: req.model.clone(),
+            content: None,
+            tool_calls: vec![ToolCall {
+                id: format!("call_{}", &digest[24..40]),
+                name: tool.name.clone(),
+                arguments: args,
+            }],
+            finish_reason: FinishReason::ToolCalls,
+            usage: Usage {
+                input_tokens,
+                output_tokens,
+                ..Usage::default()
+            },
+        };
+    }
+
+    let mut text = if results.is_empty() {
+        format!("Sandbox reply to: {}", clip(&user_text, 200))
+    } else {
+        let parts: Vec<String> = results
+            .iter()
+            .map(|m| clip(m.content.as_deref().unwrap_or(""), 200))
+            .collect();
+        format!("Based on the tool results: {}", parts.join("; "))
+    };
+    if is_json_format(req.response_format.as_ref()) {
+        text = json!({ "answer": text }).to_string();
+    }
+    let mut finish = FinishReason::Stop;
+    if let Some(max) = req.max_tokens {
+        let max_chars = (max as usize).saturating_mul(4);
+        if text.chars().count() > max_chars {
+            text = text.chars().take(max_chars).collect();
+            finish = FinishReason::Length;
+        }
+    }
+    ChatResponse {
+        id,
+        model: req.model.clone(),
+        content: Some(text.clone()),
+        tool_calls: Vec::new(),
+        finish_reason: finish,
+        usage: Usage {
+            input_tokens,
+            output_tokens: tokens(text.len()),
+            ..Usage::default()
+        },
+    }
+}
+
+fn is_json_format(f: Option<&Value>) -> bool {
+    matches!(
+        f.and_then(|v| v.get("type")).and_then(Value::as_str),
+        Some("json_object") | Some("json_schema")
+    )
+}
+
+fn tokens(chars: usize) -> u64 {
+    (chars as u64).div_ceil(4).max(1)
+}
+
+fn estimate_input(req: &ChatRequest) -> u64 {
+    let mut n = 0usize;
+    for m in &req.messages {
+        n += m.content.as_deref().map_or(0, str::len) + 4;
+        for c in &m.tool_calls {
+            n += c.name.len() + c.arguments.len();
+        }
+    }
+    for t in &req.tools {
+        n += t.name.len() + t.parameters.to_string().len();
+    }
+    tokens(n)
+}
+
+fn clip(s: &str, n: usize) -> String {
+    let mut out: String = s.chars().take(n).collect();
+    if s.chars().count() > n {
+        out.push('…');
+    }
+    out
+}
+
+fn pick_tool<'a>(req: &'a ChatRequest, user_text: &str) -> &'a ToolDef {
+    if let Some(ToolChoice::Tool(name)) = &req.tool_choice
+        && let Some(t) = req.tools.iter().find(|t| &t.name == name)
+    {
+        return t;
+    }
+    let lower = user_text.to_lowercase();
+    req.tools
+        .iter()
+        .find(|t| lower.contains(&t.name.to_lowercase()))
+        .unwrap_or(&req.tools[0])
+}
+
+/// A value valid for `schema` (the subset of JSON Schema tools use), shaped by the
+/// property name and the user's words where that helps a real tool do something useful.
+pub fn example_for(schema: &Value, name: &str, context: &str) -> Value {
+    if let Some(v) = schema.get("const") {
+        return v.clone();
+    }
+    if let Some(first) = schema
+        .get("enum")
+        .and_then(Value::as_array)
+        .and_then(|a| a.first())
+    {
+        return first.clone();
+    }
+    if let Some(v) = schema.get("default") {
+        return v.clone();
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        if let Some(first) = schema
+            .get(key)
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+        {
+            return example_for(first, name, context);
+        }
+    }
+    let ty = match schema.get("type") {
+        Some(Value::String(s)) => s.as_str(),
+        Some(Value::Array(types)) => types
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|t| *t != "null")
+            .unwrap_or("null"),
+        _ if schema.get("properties").is_some() => "object",
+        _ => "string",
+    };
+    match ty {
+        "object" => {
+            let mut obj = serde_json::Map::new();
+            if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+                for (k, s) in props {
+                    obj.insert(k.clone(), example_for(s, k, context));
+                }
+            }
+            Value::Object(obj)
+        }
+        "array" => {
+            let item = schema
+                .get("items")
+                .cloned()
+                .unwrap_or(json!({"type": "string"}));
+            let n = schema
+                .get("minItems")
+                .and_then(Value::as_u64)
+                .unwrap_or(1)
+                .max(1);
+            Value::Array((0..n).map(|_| example_for(&item, name, context)).collect())
+        }
+        "integer" => {
+            let min = schema.get("minimum").and_then(Value::as_i64).unwrap_or(1);
+            Value::from(
+                min.max(
+                    schema
+                        .get("exclusiveMinimum")
+                        .and_then(Value::as_i64)
+                        .map_or(min, |m| m + 1),
+                ),
+            )
+        }
+        "number" => Value::from(schema.get("minimum").and_then(Value::as_f64).unwrap_or(1.0)),
+        "boolean" => Value::Bool(true),
+        "null" => Value::Null,
+        _ => Value::from(example_string(schema, name, context)),
+    }
+}
+
+fn example_string(schema: &Value, name: &str, context: &str) -> String {
+    let lname = name.to_lowercase();
+    let s = match schema.get("format").and_then(Value::as_str) {
+        Some("date-time") => "2025-01-01T00:00:00Z".to_string(),
+        Some("date") => "2025-01-01".to_string(),
+        Some("email") => "user@example.com".to_string(),
+        Some("uri") | Some("url") => "https://example.com/".to_string(),
+        Some("uuid") => "00000000-0000-4000-8000-000000000000".to_string(),
+        _ if lname.contains("expression") || lname == "expr" => arithmetic_in(context),
+        _ if lname.contains("url") => "https://example.com/".to_string(),
+        _ if lname.contains("method") => "GET".to_string(),
+        _ if lname.contains("timezone") || lname == "tz" => "UTC".to_string(),
+        _ if lname == "key" || lname.ends_with("_key") => "note".to_string(),
+        _ if !context.trim().is_empty() => clip(context.trim(), 60),
+        _ => "sample".to_string(),
+    };
+    let min = schema.get("minLength").and_then(Value::as_u64).unwrap_or(0) as usize;
+    let max = schema
+        .get("maxLength")
+        .and_then(Value::as_u64)
+        .map(|m| m as usize);
+    let mut s = s;
+    while s.chars().count() < min {
+        s.push('x');
+    }
+    if let Some(max) = max {
+        s = s.chars().take(max).collect();
+    }
+    s
+}
+
+/// The longest arithmetic-looking run in the text (digits and operators), or `2 + 2`.
+fn arithmetic_in(text: &str) -> String {
+    let allowed = |c: char| c.is_ascii_digit() || " +-*/().^%".contains(c);
+    let best = text
+        .split(|c: char| !allowed(c))
+        .map(str::trim)
+        .filter(|s| {
+            s.chars().any(|c| c.is_ascii_digit()) && s.chars().any(|c| "+-*/^%".contains(c))
+        })
+        .max_by_key(|s| s.len());
+    best.map(str::to_string).unwrap_or_else(|| "2 + 2".into())
+}
+
+/// The events of a streamed `resp`, text and arguments in small pieces.
+pub fn response_to_events(resp: &ChatResponse) -> Vec<StreamEvent> {
+    let mut out = vec![StreamEvent::Start {
+        id: resp.id.clone(),
+        model: resp.model.clone(),
+    }];
+    if let Some(t) = &resp.content {
+        for piece in super::anthropic::chunks(t, 12) {
+            out.push(StreamEvent::Text(piece));
+        }
+    }
+    for (i, c) in resp.tool_calls.iter().enumerate() {
+        out.push(StreamEvent::ToolCallStart {
+            index: i,
+            id: c.id.clone(),
+            name: c.name.clone(),
+        });
+        for piece in super::anthropic::chunks(&c.arguments, 12) {
+            out.push(StreamEvent::ToolCallArgs {
+                index: i,
+                delta: piece,
+            });
+        }
+    }
+    out.push(StreamEvent::Finish(resp.finish_reason));
+    out.push(StreamEvent::Usage(resp.usage));
+    out
+}
+
+// ---------------------------------------------------------------- scripts and faults
+
+/// A fault to inject into one response.
+#[derive(Clone, Debug, PartialEq, Deserialize, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Fault {
+    /// Delay the answer by `ms` plus a uniform `0..=jitter_ms`.
+    Latency {
+        ms: u64,
+        #[serde(default)]
+        jitter_ms: u64,
+    },
+    /// Answer with this HTTP status (429 carries `Retry-After` when given).
+    Status {
+        status: u16,
+        #[serde(default)]
+        retry_after: Option<u64>,
+        /// Error message in the body (e.g. one naming `context_length_exceeded`).
+        #[serde(default)]
+        message: Option<String>,
+    },
+    /// Never answer; the client's timeout must fire.
+    Hang,
+    /// Stream `after_chunks` chunks, then cut the connection.
+    BreakStream { after_chunks: usize },
+    /// Answer with a body that is not valid JSON.
+    Malformed,
+}
+
+/// When a fault applies: for matching models, the first `times` requests, or each with
+/// probability `rate` (seeded, so a run is reproducible).
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
+pub struct FaultRule {
+    #[serde(default)]
+    pub model: Option<String>,
+    pub fault: Fault,
+    #[serde(default)]
+    pub times: Option<u32>,
+    #[serde(default)]
+    pub rate: Option<f64>,
+}
+
+/// One scripted answer: text and/or tool calls, optionally with a fault.
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
+pub struct ScriptStep {
+    #[serde(default)]
+    pub content: Option<String>,
+    #[serde(default)]
+    pub tool_calls: Vec<ScriptedCall>,
+    #[serde(default)]
+    pub usage: Option<Usage>,
+    #[serde(default)]
+    pub fault: Option<Fault>,
+}
+
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
+pub struct ScriptedCall {
+    pub name: String,
+    #[serde(default)]
+    pub arguments: Value,
+}
+
+/// A file or admin-endpoint body: fault rules and scripts per model.
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
+pub struct SandboxSetup {
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub faults: Vec<FaultRule>,
+    #[serde(default)]
+    pub scripts: HashMap<String, Vec<ScriptStep>>,
+}
+
+struct EngineState {
+    rng: StdRng,
+    rules: Vec<FaultRule>,
+    scripts: HashMap<String, VecDeque<ScriptStep>>,
+    requests: HashMap<String, u64>,
+}
+
+/// What to do for one request: the response (or a scripted one) and the faults to apply.
+pub struct Plan {
+    pub response: ChatResponse,
+    pub faults: Vec<Fault>,
+}
+
+/// Shared scripts, fault rules and request counts.
+pub struct SandboxEngine {
+    state: Mutex<EngineState>,
+}
+
+impl Default for SandboxEngine {
+    fn default() -> Self {
+        Self::new(SandboxSetup::default())
+    }
+}
+
+impl SandboxEngine {
+    pub fn new(setup: SandboxSetup) -> Self {
+        let e = Self {
+            state: Mutex::new(EngineState {
+                rng: StdRng::seed_from_u64(0),
+                rules: Vec::new(),
+                scripts: HashMap::new(),
+                requests: HashMap::new(),
+            }),
+        };
+        e.apply(setup);
+        e
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, EngineState> {
+        // A panic while holding the lock cannot leave the state inconsistent in a way
+        // that matters for a test vendor; keep serving.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces the fault rules (and seed) and appends the scripts.
+    pub fn apply(&self, setup: SandboxSetup) {
+        let mut s = self.lock();
+        if let Some(seed) = setup.seed {
+            s.rng = StdRng::seed_from_u64(seed);
+        }
+        s.rules = setup.faults;
+        for (model, steps) in setup.scripts {
+            s.scripts.entry(model).or_default().extend(steps);
+        }
+    }
+
+    /// Forgets rules, scripts and counts.
+    pub fn reset(&self) {
+        let mut s = self.lock();
+        s.rules.clear();
+        s.scripts.clear();
+        s.requests.clear();
+        s.rng = StdRng::seed_from_u64(0);
+    }
+
+    /// Requests received per model.
+    pub fn stats(&self) -> HashMap<String, u64> {
+        self.lock().requests.clone()
+    }
+
+    /// Decides the answer and faults for a request (and counts it).
+    pub fn plan(&self, req: &ChatRequest, extra_faults: Vec<Fault>) -> Plan {
+        let mut s = self.lock();
+        *s.requests.entry(req.model.clone()).or_default() += 1;
+        let mut faults = extra_faults;
+        let mut response = None;
+        if let Some(step) = s.scripts.get_mut(&req.model).and_then(VecDeque::pop_front) {
+            faults.extend(step.fault.clone());
+            response = Some(scripted(req, step));
+        }
+        let EngineState { rng, rules, .. } = &mut *s;
+        for rule in rules.iter_mut() {
+            if rule.model.as_ref().is_some_and(|m| m != &req.model) {
+                continue;
+            }
+            let hit = match (rule.times.as_mut(), rule.rate) {
+                (Some(n), _) if *n > 0 => {
+                    *n -= 1;
+                    true
+                }
+                (Some(_), _) => false,
+                (None, Some(rate)) => rng.random::<f64>() < rate,
+                (None, None) => true,
+            };
+            if hit {
+                faults.push(match &rule.fault {
+                    Fault::Latency { ms, jitter_ms } if *jitter_ms > 0 => Fault::Latency {
+                        ms: ms + rng.random_range(0..=*jitter_ms),
+                        jitter_ms: 0,
+                    },
+                    f => f.clone(),
+                });
+            }
+        }
+        drop(s);
+        Plan {
+            response: response.unwrap_or_else(|| respond(req)),
+            faults,
+        }
+    }
+}
+
+fn scripted(req: &ChatRequest, step: ScriptStep) -> ChatResponse {
+    let mut base = respond(req);
+    let calls: Vec<ToolCall> = step
+        .tool_calls
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| ToolCall {
+            id: format!("call_s{i}_{}", &base.id[3..15]),
+            name: c.name,
+            arguments: if c.arguments.is_string() {
+                c.arguments.as_str().unwrap_or("").to_string()
+            } else {
+                c.arguments.to_string()
+            },
+        })
+        .collect();
+    base.finish_reason = if calls.is_empty() {
+        FinishReason::Stop
+    } else {
+        FinishReason::ToolCalls
+    };
+    if step.content.is_some() || !calls.is_empty() {
+        base.content = step.content;
+    }
+    base.tool_calls = calls;
+    if let Some(u) = step.usage {
+        base.usage = u;
+    } else {
+        let out_len = base.content.as_deref().map_or(0, str::len)
+            + base
+                .tool_calls
+                .iter()
+                .map(|c| c.arguments.len())
+                .sum::<usize>();
+        base.usage.output_tokens = tokens(out_len);
+    }
+    base
+}
+
+/// The total delay the latency faults ask for.
+pub fn latency_of(faults: &[Fault]) -> Duration {
+    let ms: u64 = faults
+        .iter()
+        .map(|f| match f {
+            Fault::Latency { ms, .. } => *ms,
+            _ => 0,
+        })
+        .sum();
+    Duration::from_millis(ms)
+}
+
+// ---------------------------------------------------------------- in-process provider
+
+/// The sandbox as an in-process provider: no network, scripts honoured, faults other
+/// than latency and status ignored (they need a wire).
+pub struct SandboxProvider {
+    name: String,
+    engine: std::sync::Arc<SandboxEngine>,
+}
+
+impl SandboxProvider {
+    pub fn new(name: impl Into<String>, engine: std::sync::Arc<SandboxEngine>) -> Self {
+        Self {
+            name: name.into(),
+            engine,
+        }
+    }
+
+    async fn planned(&self, req: &ChatRequest) -> Result<ChatResponse, AiError> {
+        let plan = self.engine.plan(req, Vec::new());
+        let delay = latency_of(&plan.faults);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        for f in &plan.faults {
+            if let Fault::Status {
+                status,
+                retry_after,
+                message,
+            } = f
+            {
+                return Err(AiError::from_status(
+                    *status,
+                    message.as_deref().unwrap_or("injected fault"),
+                    retry_after.map(Duration::from_secs),
+                ));
+            }
+        }
+        Ok(plan.response)
+    }
+}
+
+#[async_trait]
+impl Provider for SandboxProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, AiError> {
+        self.planned(req).await
+    }
+
+    async fn chat_stream(&self, req: &ChatRequest) -> Result<EventStream, AiError> {
+        let resp = self.planned(req).await?;
+        let events = response_to_events(&resp);
+        Ok(Box::pin(futures_util::stream::iter(
+            events.into_iter().map(Ok),
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tool_req() -> ChatRequest {
+        let mut r = ChatRequest::new("sandbox-1", vec![Message::user("what is 12 * (3 + 4)?")]);
+        r.tools.push(ToolDef {
+            name: "calculator".into(),
+            description: None,
+            parameters: json!({"type": "object", "properties": {
+                "expression": {"type": "string"},
+                "precision": {"type": "integer", "minimum": 0},
+                "mode": {"enum": ["exact", "approx"]},
+                "tags": {"type": "array", "items": {"type": "string"}, "minItems": 2}
+            }, "required": ["expression"]}),
+        });
+        r
+    }
+
+    #[test]
+    fn same_request_same_answer() {
+        let r = tool_req();
+        assert_eq!(respond(&r), respond(&r));
+    }
+
+    #[test]
+    fn calls_a_tool_with_schema_valid_arguments_then_answers() {
+        let mut r = tool_req();
+        let first = respond(&r);
+        assert_eq!(first.finish_reason, FinishReason::ToolCalls);
+        let call = &first.tool_calls[0];
+        let args: Value = serde_json::from_str(&call.arguments).unwrap();
+        assert_eq!(args["expression"], "12 * (3 + 4)");
+        assert_eq!(args["precision"], 0);
+        assert_eq!(args["mode"], "exact");
+        assert_eq!(args["tags"].as_array().unwrap().len(), 2);
+        r.messages.push(Message {
+            role: Role::Assistant,
+            content: None,
+            tool_calls: first.tool_calls.clone(),
+            tool_call_id: None,
+        });
+        r.messages.push(Message::tool_result(&call.id, "84"));
+        let second = respond(&r);
+        assert_eq!(second.finish_reason, FinishReason::Stop);
+        assert!(second.content.unwrap().contains("84"));
+    }
+
+    #[test]
+    fn scripts_and_counted_faults_apply_in_order() {
+        let engine = SandboxEngine::new(SandboxSetup {
+            seed: Some(7),
+            faults: vec![FaultRule {
+                model: Some("m".into()),
+                fault: Fault::Status {
+                    status: 503,
+                    retry_after: None,
+                    message: None,
+                },
+                times: Some(2),
+                rate: None,
+            }],
+            scripts: HashMap::from([(
+                "m".to_string(),
+                vec![ScriptStep {
+                    content: Some("scripted".into()),
+                    ..Default::default()
+                }],
+            )]),
+        });
+        let req = ChatRequest::new("m", vec![Message::user("x")]);
+        let p1 = engine.plan(&req, vec![]);
+        assert_eq!(p1.response.content.as_deref(), Some("scripted"));
+        assert_eq!(p1.faults.len(), 1);
+        assert_eq!(engine.plan(&req, vec![]).faults.len(), 1);
+        let p3 = engine.plan(&req, vec![]);
+        assert!(p3.faults.is_empty());
+        assert!(p3.response.content.unwrap().starts_with("Sandbox reply"));
+        assert_eq!(engine.stats()["m"], 3);
+    }
+
+    #[test]
+    fn json_format_and_length_limit() {
+        let mut r = ChatRequest::new("m", vec![Message::user("hello")]);
+        r.response_format = Some(json!({"type": "json_object"}));
+        let v: Value = serde_json::from_str(&respond(&r).content.unwrap()).unwrap();
+        assert!(v["answer"].is_string());
+        r.response_format = None;
+        r.max_tokens = Some(2);
+        let short = respond(&r);
+        assert_eq!(short.finish_reason, FinishReason::Length);
+        assert_eq!(short.content.unwrap().chars().count(), 8);
+    }
+}

@@ -1,0 +1,243 @@
+//! The provider-neutral chat types every vendor adapter converts to and from.
+//!
+//! They follow the shape of a chat completion (messages with roles, tool calls whose
+//! arguments are JSON text) because both vendor formats map onto it without loss for
+//! the features we use.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+    Tool,
+}
+
+/// A tool invocation proposed by the model. `arguments` is JSON text as the model wrote it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: Role,
+    /// Text content; `None` for an assistant turn that only calls tools.
+    pub content: Option<String>,
+    /// Assistant turns: the tools it called.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// Tool turns: which call this result answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+impl Message {
+    pub fn system(text: impl Into<String>) -> Self {
+        Self::text(Role::System, text)
+    }
+    pub fn user(text: impl Into<String>) -> Self {
+        Self::text(Role::User, text)
+    }
+    pub fn assistant(text: impl Into<String>) -> Self {
+        Self::text(Role::Assistant, text)
+    }
+    pub fn text(role: Role, text: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: Some(text.into()),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
+    pub fn tool_result(call_id: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            role: Role::Tool,
+            content: Some(content.into()),
+            tool_calls: Vec::new(),
+            tool_call_id: Some(call_id.into()),
+        }
+    }
+}
+
+/// A tool offered to the model: name, description and JSON-schema parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolDef {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub parameters: Value,
+}
+
+/// How the model may use the offered tools.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "mode", content = "name")]
+pub enum ToolChoice {
+    Auto,
+    None,
+    /// Must call some tool.
+    Required,
+    /// Must call this tool.
+    Tool(String),
+}
+
+/// One chat completion request, before routing: `model` is the vendor's model name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<Message>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolDef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<ToolChoice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// `{"type":"json_object"}` or a JSON-schema format, passed through to vendors that
+    /// support it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<Value>,
+    /// Ask for the result cache even when the temperature is not 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<bool>,
+}
+
+impl ChatRequest {
+    pub fn new(model: impl Into<String>, messages: Vec<Message>) -> Self {
+        Self {
+            model: model.into(),
+            messages,
+            tools: Vec::new(),
+            tool_choice: None,
+            temperature: None,
+            max_tokens: None,
+            response_format: None,
+            cache: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    Stop,
+    Length,
+    ToolCalls,
+    ContentFilter,
+}
+
+/// Tokens of one vendor call. `cached_input_tokens` are part of `input_tokens` billed at
+/// the cached price; `cache_write_tokens` are input tokens written to a prompt cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    #[serde(default)]
+    pub cached_input_tokens: u64,
+    #[serde(default)]
+    pub cache_write_tokens: u64,
+}
+
+impl Usage {
+    pub fn total(&self) -> u64 {
+        self.input_tokens + self.output_tokens
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChatResponse {
+    pub id: String,
+    pub model: String,
+    pub content: Option<String>,
+    #[serde(default)]
+    pub tool_calls: Vec<ToolCall>,
+    pub finish_reason: FinishReason,
+    pub usage: Usage,
+}
+
+/// Incremental pieces of a streamed response, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamEvent {
+    Start {
+        id: String,
+        model: String,
+    },
+    Text(String),
+    /// A new tool call at `index`.
+    ToolCallStart {
+        index: usize,
+        id: String,
+        name: String,
+    },
+    /// More argument text for the tool call at `index`.
+    ToolCallArgs {
+        index: usize,
+        delta: String,
+    },
+    Finish(FinishReason),
+    Usage(Usage),
+}
+
+/// Folds stream events into the response they describe.
+#[derive(Debug, Default)]
+pub struct StreamAccumulator {
+    id: String,
+    model: String,
+    text: String,
+    has_text: bool,
+    calls: Vec<ToolCall>,
+    finish: Option<FinishReason>,
+    usage: Usage,
+}
+
+impl StreamAccumulator {
+    pub fn push(&mut self, ev: &StreamEvent) {
+        match ev {
+            StreamEvent::Start { id, model } => {
+                self.id.clone_from(id);
+                self.model.clone_from(model);
+            }
+            StreamEvent::Text(t) => {
+                self.has_text = true;
+                self.text.push_str(t);
+            }
+            StreamEvent::ToolCallStart { index, id, name } => {
+                while self.calls.len() <= *index {
+                    self.calls.push(ToolCall {
+                        id: String::new(),
+                        name: String::new(),
+                        arguments: String::new(),
+                    });
+                }
+                self.calls[*index].id.clone_from(id);
+                self.calls[*index].name.clone_from(name);
+            }
+            StreamEvent::ToolCallArgs { index, delta } => {
+                if let Some(c) = self.calls.get_mut(*index) {
+                    c.arguments.push_str(delta);
+                }
+            }
+            StreamEvent::Finish(r) => self.finish = Some(*r),
+            StreamEvent::Usage(u) => self.usage = *u,
+        }
+    }
+
+    /// The response, or `None` if the stream never said how it finished.
+    pub fn finish(self) -> Option<ChatResponse> {
+        let finish_reason = self.finish?;
+        Some(ChatResponse {
+            id: self.id,
+            model: self.model,
+            content: self.has_text.then_some(self.text),
+            tool_calls: self.calls,
+            finish_reason,
+            usage: self.usage,
+        })
+    }
+}

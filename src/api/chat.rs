@@ -1,0 +1,167 @@
+//! `POST /v1/chat/completions`: the OpenAI-compatible gateway.
+//!
+//! `model` is a configured alias (a fallback chain), `provider/model`, or a bare vendor
+//! model name; the call goes through the router (fallback, retries, breakers, cache,
+//! accounting). Works unchanged with OpenAI SDKs: the API key is the bearer token.
+
+use std::convert::Infallible;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde_json::json;
+
+use super::Caller;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::ApiJson;
+use crate::ai::error::ErrorKind;
+use crate::ai::openai::{self, OaRequest};
+use crate::ai::router::{AttemptReport, CallContext, RouteError};
+use crate::ai::sse;
+use crate::ai::types::StreamEvent;
+use crate::app::AppState;
+use crate::auth::Scope;
+
+/// Create a chat completion (OpenAI-compatible, streaming with `"stream": true`).
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "gateway",
+    request_body(content = Object, description = "An OpenAI Chat Completions request"),
+    responses(
+        (status = 200, description = "A chat.completion object, or an SSE stream of chat.completion.chunk objects ending with [DONE]", body = Object),
+        (status = 400, description = "Malformed JSON, or every vendor rejected the request", body = ErrorBody),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody),
+        (status = 403, description = "Key lacks the write scope", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "Invalid field or unknown model", body = ErrorBody),
+        (status = 429, description = "Every vendor attempt was rate limited", body = ErrorBody),
+        (status = 502, description = "Every vendor attempt failed; `attempts` lists them", body = ErrorBody),
+        (status = 503, description = "Every provider's circuit breaker is open", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn completions(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(wire): ApiJson<OaRequest>,
+) -> ApiResult<Response> {
+    caller.require(Scope::Write)?;
+    let requested = wire.model.clone();
+    let (req, stream, include_usage) = openai::request_to_internal(wire).map_err(|m| {
+        let field = m.split(':').next().unwrap_or("body").to_string();
+        let msg = m.split_once(": ").map(|(_, r)| r).unwrap_or(&m).to_string();
+        ApiError::validation(field, msg)
+    })?;
+    let chain = state.ai.resolve(&requested).ok_or_else(|| {
+        ApiError::validation(
+            "model",
+            format!(
+                "unknown model {requested:?}: use an alias, provider/model, or a vendor model name"
+            ),
+        )
+    })?;
+    let ctx = CallContext {
+        tenant_id: caller.0.tenant_id,
+        task_id: None,
+    };
+    let created = chrono::Utc::now().timestamp();
+    let id = format!("chatcmpl-{}", uuid::Uuid::now_v7().simple());
+
+    if !stream {
+        let routed = state.ai.chat(&chain, &req, ctx).await.map_err(upstream)?;
+        let mut wire = openai::response_to_wire(&routed.response, created);
+        wire.id = id;
+        let mut resp = Json(wire).into_response();
+        decorate(
+            &mut resp,
+            &routed.provider,
+            &routed.model,
+            Some(routed.cost_nanos),
+            routed.cache_hit,
+        );
+        return Ok(resp);
+    }
+
+    let routed = state
+        .ai
+        .chat_stream(&chain, &req, ctx)
+        .await
+        .map_err(upstream)?;
+    let model = routed.model.clone();
+    // Each event becomes a chunk; a clean end adds `[DONE]`; a failure after the first
+    // byte (no fallback is possible any more) ends with an error chunk and no `[DONE]`.
+    let frames =
+        futures_util::stream::unfold((routed.events, false), move |(mut events, finished)| {
+            let (id, model) = (id.clone(), model.clone());
+            async move {
+                if finished {
+                    return None;
+                }
+                let (text, finished) = match events.next().await {
+                    Some(Ok(StreamEvent::Usage(_))) if !include_usage => (String::new(), false),
+                    Some(Ok(ev)) => (
+                        openai::event_to_chunk(&ev, &id, &model, created)
+                            .and_then(|c| serde_json::to_string(&c).ok())
+                            .map(|d| sse::encode(None, &d))
+                            .unwrap_or_default(),
+                        false,
+                    ),
+                    Some(Err(e)) => {
+                        let body = json!({"error": {
+                            "type": "upstream_error",
+                            "message": format!("the vendor stream failed: {}", e.message),
+                            "request_id": super::error::current_request_id(),
+                        }});
+                        (sse::encode(None, &body.to_string()), true)
+                    }
+                    None => (sse::encode(None, "[DONE]"), true),
+                };
+                Some((Ok::<_, Infallible>(Bytes::from(text)), (events, finished)))
+            }
+        });
+    let mut resp = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .header("x-accel-buffering", "no")
+        .body(Body::from_stream(frames))
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    decorate(&mut resp, &routed.provider, &routed.model, None, false);
+    Ok(resp)
+}
+
+fn decorate(resp: &mut Response, provider: &str, model: &str, cost: Option<i64>, cache_hit: bool) {
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("{provider}/{model}")) {
+        h.insert("x-de-model", v);
+    }
+    if let Some(c) = cost
+        && let Ok(v) = HeaderValue::from_str(&format!("{:.9}", crate::ai::pricing::usd(c)))
+    {
+        h.insert("x-de-cost-usd", v);
+    }
+    if cache_hit {
+        h.insert("x-de-cache", HeaderValue::from_static("hit"));
+    }
+}
+
+/// Maps "every candidate failed" to the status that says most about why.
+pub fn upstream(e: RouteError) -> ApiError {
+    let all =
+        |pred: fn(&AttemptReport) -> bool| !e.attempts.is_empty() && e.attempts.iter().all(pred);
+    let status = if all(|a| matches!(a.kind, ErrorKind::BadRequest | ErrorKind::ContextLength)) {
+        StatusCode::BAD_REQUEST
+    } else if all(|a| a.kind == ErrorKind::RateLimited) {
+        StatusCode::TOO_MANY_REQUESTS
+    } else if all(|a| a.kind == ErrorKind::CircuitOpen) {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    ApiError::Upstream {
+        status,
+        message: e.to_string(),
+        attempts: e.attempts,
+    }
+}
