@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Router overhead: the same chat completion sent straight to the sandbox vendor and
+# through the gateway (/v1/chat/completions → router → sandbox over HTTP, zero vendor
+# latency, cache off), at fixed rates and flat out. Reports p50/p99 of both, the added
+# latency, the maximum throughput, RSS under load, and the router's own overhead
+# histogram (ai_gateway_overhead_seconds).
+#
+#   cargo build --release && bench/gateway.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+bin=target/release/digital-employee
+[ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 2; }
+command -v wrk >/dev/null || { echo "install wrk (apt-get install wrk)" >&2; exit 2; }
+duration=${DURATION:-15s}
+rates=${RATES:-"500 1000 2000"}
+conns=${CONNS:-32}
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+export BENCH_KEY=bench-key-0123456789 CONNS=$conns
+
+env -i PATH="$PATH" "$bin" sandbox --port 0 >"$work/sandbox.log" 2>&1 &
+pids+=($!)
+vendor=$(wait_field "$work/sandbox.log" "sandbox vendor listening" addr)
+
+env -i PATH="$PATH" HOST=127.0.0.1 PORT=0 PROMETHEUS_METRICS_PORT=0 LOG_LEVEL=info \
+    DATA_DIR="$work/data" API_KEY_WHITELIST=$BENCH_KEY AI_CACHE=off \
+    OPENAI_BASE_URL="http://$vendor/v1" OPENAI_API_KEY=sk-bench \
+    "$bin" serve >"$work/serve.log" 2>&1 &
+pids+=($!)
+gw_pid=$!
+api=$(wait_field "$work/serve.log" "listening" api)
+metrics=$(wait_field "$work/serve.log" "listening" metrics)
+echo "vendor http://$vendor  gateway http://$api"
+
+for rate in $rates; do
+    direct=$(RATE=$rate wrk -t2 -c"$conns" -d"$duration" --latency -s bench/chat.lua \
+        "http://$vendor/v1/chat/completions")
+    via=$(RATE=$rate wrk -t2 -c"$conns" -d"$duration" --latency -s bench/chat.lua \
+        "http://$api/v1/chat/completions")
+    echo "rate $rate/s  direct:  $(wrk_summary "$direct")"
+    echo "rate $rate/s  gateway: $(wrk_summary "$via")  RSS $(rss_mib "$gw_pid") MiB"
+done
+flat=$(RATE=0 wrk -t2 -c"$conns" -d"$duration" --latency -s bench/chat.lua "http://$api/v1/chat/completions")
+echo "flat out gateway: $(wrk_summary "$flat")  RSS $(rss_mib "$gw_pid") MiB"
+flat=$(RATE=0 wrk -t2 -c"$conns" -d"$duration" --latency -s bench/chat.lua "http://$vendor/v1/chat/completions")
+echo "flat out direct:  $(wrk_summary "$flat")"
+echo "router overhead histogram (seconds, cumulative):"
+curl -fs "http://$metrics/metrics" | grep '^ai_gateway_overhead_seconds' | sed 's/^/  /'
