@@ -759,3 +759,50 @@ async fn gateway_tool_calls_round_trip() {
             .contains("18C and sunny")
     );
 }
+
+/// Two routers (two replicas) on one Redis share cache hits.
+#[tokio::test]
+async fn redis_result_cache_is_shared_between_replicas() {
+    let url = match std::env::var("TEST_REDIS_URL") {
+        Ok(u) if !u.is_empty() => u,
+        _ => {
+            assert!(
+                std::env::var("REQUIRE_BACKEND_TESTS").as_deref() != Ok("1"),
+                "REQUIRE_BACKEND_TESTS=1 but TEST_REDIS_URL is not set"
+            );
+            return;
+        }
+    };
+    let v = Vendor::start().await;
+    let replica = |cache: Arc<dyn digital_employee::ai::cache::ResultCache>| {
+        Arc::new(AiRouter::new(
+            vec![v.openai(KEY)],
+            cfg(),
+            PriceTable::default(),
+            Some(cache),
+            None,
+            HashMap::new(),
+        ))
+    };
+    let ttl = Duration::from_secs(60);
+    let a = replica(Arc::new(
+        digital_employee::ai::cache::RedisCache::connect(&url, ttl)
+            .await
+            .unwrap(),
+    ));
+    let b = replica(Arc::new(
+        digital_employee::ai::cache::RedisCache::connect(&url, ttl)
+            .await
+            .unwrap(),
+    ));
+    // A model name of its own keeps this run's keys apart from any earlier run's.
+    let model = format!("openai/m-{}", uuid::Uuid::now_v7().simple());
+    let mut req = calc_request("x");
+    req.cache = Some(true);
+    let first = a.chat(&chain(&[&model]), &req, ctx()).await.unwrap();
+    assert!(!first.cache_hit);
+    let second = b.chat(&chain(&[&model]), &req, ctx()).await.unwrap();
+    assert!(second.cache_hit, "replica B hit what replica A stored");
+    assert_eq!(second.response, first.response);
+    assert_eq!(v.engine.stats().values().sum::<u64>(), 1);
+}
