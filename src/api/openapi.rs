@@ -5,7 +5,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{employees, health};
+use super::{employees, health, keys, tenants};
 use crate::app::AppState;
 
 #[derive(OpenApi)]
@@ -23,11 +23,20 @@ use crate::app::AppState;
         employees::get,
         employees::update,
         employees::delete,
+        keys::create,
+        keys::list,
+        keys::get,
+        keys::revoke,
+        tenants::create,
+        tenants::list,
+        tenants::get,
     ),
     modifiers(&Security),
     tags(
         (name = "health", description = "Liveness and readiness probes (no auth)"),
         (name = "employees", description = "Digital employees: role, instructions, model policy, tools, limits"),
+        (name = "keys", description = "API keys of a tenant (admin): the secret is shown once, at creation"),
+        (name = "tenants", description = "Tenants (admin of the default tenant)"),
     )
 )]
 pub struct ApiDoc;

@@ -1,8 +1,10 @@
 //! The command line: one file per subcommand.
 
 pub mod config;
+pub mod keys;
 pub mod migrate;
 pub mod serve;
+pub mod token;
 
 use std::process::ExitCode;
 
@@ -32,6 +34,10 @@ pub enum Command {
     Migrate(migrate::Args),
     /// Print the effective configuration, secrets redacted.
     Config(config::Args),
+    /// Create, list or revoke stored API keys.
+    Keys(keys::Args),
+    /// Mint a JWT (HS256, JWT_SECRET_KEY) for a tenant and scope.
+    Token(token::Args),
 }
 
 /// Runs a parsed command; the exit code is 0 on success, 1 on failure.
@@ -58,6 +64,8 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Serve(args) => serve::run(args, config).await,
             Command::Migrate(args) => migrate::run(args, config).await,
             Command::Config(args) => config::run(args, config),
+            Command::Keys(args) => keys::run(args, config).await,
+            Command::Token(args) => token::run(args, config).await,
         }
     });
     match result {

@@ -16,6 +16,12 @@ pub const BUILD_INFO: &str = "digital_employee_build_info";
 /// Gauge: authenticated-path requests being served right now (probes excluded).
 pub const HTTP_REQUESTS_IN_FLIGHT: &str = "http_requests_in_flight";
 
+/// Counter `{tenant}`: requests refused with 429 by the rate limiter.
+pub const RATE_LIMITED_TOTAL: &str = "rate_limited_total";
+/// Counter `{policy}`: requests whose rate limit could not be checked because Redis was
+/// unreachable (`policy="open"`: let through; `"closed"`: refused with 503).
+pub const RATE_LIMIT_REDIS_ERRORS_TOTAL: &str = "rate_limit_redis_errors_total";
+
 /// The `endpoint` label of requests that matched no route, so raw paths never become
 /// label values.
 pub const UNMATCHED_ENDPOINT: &str = "unmatched";
@@ -58,6 +64,14 @@ fn describe() {
         "HTTP request latency by method and route template"
     );
     metrics::describe_gauge!(HTTP_REQUESTS_IN_FLIGHT, "HTTP requests being served");
+    metrics::describe_counter!(
+        RATE_LIMITED_TOTAL,
+        "Requests refused by the rate limiter, by tenant"
+    );
+    metrics::describe_counter!(
+        RATE_LIMIT_REDIS_ERRORS_TOTAL,
+        "Requests whose rate limit could not be checked because Redis was unreachable"
+    );
     metrics::describe_gauge!(BUILD_INFO, "Always 1; labelled with the running version");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
