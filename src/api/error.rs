@@ -139,6 +139,9 @@ impl IntoResponse for ApiError {
                 (other.to_string(), None)
             }
         };
+        // Messages may quote the caller's input (serde names the offending value); pass
+        // them through the redactor so no credential or configured secret is echoed.
+        let (message, _) = crate::auth::redact::redact(&message);
         let body = ErrorBody {
             error: ErrorDetail {
                 kind: self.kind(),
