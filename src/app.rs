@@ -19,7 +19,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{Authenticator, Scope, keys};
+use crate::auth::ratelimit::RateLimiter;
+use crate::auth::{Authenticator, Scope, keys, redact};
 use crate::config::Config;
 use crate::store::{self, DEFAULT_TENANT_ID, DynStore};
 use crate::telemetry;
@@ -31,8 +32,12 @@ pub struct AppState {
     pub store: DynStore,
     pub ai: Arc<crate::ai::AiRouter>,
     pub auth: Arc<Authenticator>,
+    pub rate_limiter: Arc<RateLimiter>,
     pub lifecycle: Arc<Lifecycle>,
 }
+
+/// How often the `last_used_at` times collected in memory are written.
+const KEY_USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Draining flag and in-flight request count, for readiness and graceful shutdown.
 #[derive(Debug, Default)]
@@ -100,6 +105,7 @@ impl App {
     /// schema, creates a bootstrap admin key when no key exists, and binds both ports.
     pub async fn build(config: Config) -> anyhow::Result<App> {
         telemetry::metrics::install();
+        redact::install(&config.redact_extra_patterns, config.secret_values());
         let store = store::connect(&store::ConnectOptions {
             url: config.database_url.expose().to_string(),
             max_connections: config.db_max_connections,
@@ -142,9 +148,15 @@ impl App {
         let bootstrap_key = if config.api_key_whitelist.is_empty()
             && store.count_api_keys(DEFAULT_TENANT_ID).await? == 0
         {
-            let issued = keys::issue(&store, DEFAULT_TENANT_ID, "bootstrap admin", Scope::Admin)
-                .await
-                .context("creating the bootstrap admin key")?;
+            let issued = keys::issue(
+                &store,
+                DEFAULT_TENANT_ID,
+                "bootstrap admin",
+                Scope::Admin,
+                None,
+            )
+            .await
+            .context("creating the bootstrap admin key")?;
             tracing::info!(prefix = %issued.record.prefix, "created the bootstrap admin key");
             Some(issued.secret)
         } else {
@@ -160,7 +172,19 @@ impl App {
             format!("cannot listen on {metrics_addr} (PROMETHEUS_METRICS_PORT)")
         })?;
 
-        let auth = Authenticator::new(&config.api_key_whitelist, store.clone());
+        let auth = Authenticator::with_jwt(
+            &config.api_key_whitelist,
+            &config.jwt_secret_key,
+            store.clone(),
+        );
+        let rate_limiter = match &config.redis_url {
+            Some(url) => RateLimiter::redis(
+                url.expose(),
+                &config.rate_limit_key_prefix,
+                config.rate_limit_window,
+            )?,
+            None => RateLimiter::memory(config.rate_limit_window),
+        };
         let (ai, ai_writer) = crate::ai::build(&config.ai, store.clone())
             .await
             .context("setting up the AI providers")?;
@@ -170,6 +194,7 @@ impl App {
                 store,
                 ai,
                 auth,
+                rate_limiter: Arc::new(rate_limiter),
                 lifecycle: Arc::new(Lifecycle::default()),
             },
             api_listener,
@@ -240,13 +265,23 @@ impl App {
         let stop_writer = CancellationToken::new();
         tasks.spawn(ai_writer.run(stop_writer.clone()));
 
+        // `last_used_at` of API keys, written in batches (and once more at shutdown).
+        let token = stop_listeners.clone();
+        let flush_state = state.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(KEY_USAGE_FLUSH_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => flush_key_usage(&flush_state).await,
+                    _ = token.cancelled() => break,
+                }
+            }
+        });
+
         let api_router = crate::api::router(state.clone());
         let token = stop_listeners.clone();
-        let api = tasks.spawn(async move {
-            axum::serve(api_listener, api_router)
-                .with_graceful_shutdown(token.cancelled_owned())
-                .await
-        });
+        let header_timeout = state.config.request_header_timeout;
+        let api = tasks.spawn(serve_api(api_listener, api_router, header_timeout, token));
         tasks.close();
 
         let addr = SocketAddr::new(state.config.host, state.config.port);
@@ -284,32 +319,107 @@ impl App {
         }
         stop_writer.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
+        flush_key_usage(&state).await;
         state.store.close().await;
         tracing::info!("shutdown complete");
         Ok(())
     }
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
+async fn flush_key_usage(state: &AppState) {
+    if let Err(e) = state.auth.usage.flush(&state.store).await {
+        tracing::warn!(error = %e, "could not record API key usage; will retry");
+    }
+}
+
+/// Serves the API like `axum::serve`, plus a deadline for reading request headers
+/// (`REQUEST_HEADER_TIMEOUT`), which `axum::serve` does not offer: a client that opens a
+/// connection and trickles its headers is disconnected instead of holding a slot.
+/// On `stop` it accepts no more connections, asks open ones to finish their current
+/// request, and returns when all are closed.
+async fn serve_api(
+    listener: TcpListener,
+    router: axum::Router,
+    header_timeout: Duration,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let builder = Arc::new(builder);
+    let connections = TaskTracker::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let builder = builder.clone();
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                done = conn.as_mut() => {
+                    if let Err(e) = done {
+                        tracing::debug!(error = %e, "connection closed with an error");
+                    }
+                    return;
+                }
+                _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+            }
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is called, not
+/// when the future is first polled, so call it before announcing readiness: a signal that
+/// arrives in between is then a clean shutdown rather than the default "terminate".
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = wait(term) => {},
+                _ = wait(int) => {},
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
     }
 }

@@ -35,6 +35,14 @@
 //! | `AI_CACHE_MAX_ENTRIES` | `10000` | in-memory cache capacity |
 //! | `MAX_BODY_BYTES` | `1048576` | largest accepted request body |
 //! | `SHUTDOWN_GRACE_PERIOD` | `30` | seconds in-flight requests get after SIGTERM |
+//! | `RATE_LIMIT_REQUESTS` | `100` | requests per key (or token subject) per window; a key's own `rate_limit` overrides it |
+//! | `RATE_LIMIT_WINDOW_SECONDS` | `60` | length of the sliding window, whole seconds |
+//! | `RATE_LIMIT_REDIS_FAILURE` | `open` | when Redis is unreachable: `open` (allow, count `rate_limit_redis_errors_total`) or `closed` (503) |
+//! | `RATE_LIMIT_KEY_PREFIX` | `de:rl:` | prefix of the rate-limit keys in Redis |
+//! | `CORS_ALLOWED_ORIGINS` | empty | comma-separated origins allowed cross-origin (`*` for any); empty = CORS closed |
+//! | `REDACT_EXTRA_PATTERNS` | empty | extra regexes redacted from logs: a JSON array of strings, or one regex per line |
+//! | `REQUEST_HEADER_TIMEOUT` | `10` | seconds a client gets to send the request headers |
+//! | `REQUEST_BODY_TIMEOUT` | `30` | seconds a client gets to send the request body |
 //!
 //! Nothing else in the crate calls `std::env::var`.
 
@@ -123,6 +131,36 @@ impl DatabaseUrl {
     }
 }
 
+/// The password of `scheme://user:password@host…`, as written and percent-decoded.
+fn url_password(url: &str) -> Vec<String> {
+    let Some(scheme_end) = url.find("://") else {
+        return Vec::new();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let Some(at) = authority.rfind('@') else {
+        return Vec::new();
+    };
+    let userinfo = &authority[..at];
+    let Some(colon) = userinfo.find(':') else {
+        return Vec::new();
+    };
+    let raw = &userinfo[colon + 1..];
+    if raw.is_empty() {
+        return Vec::new();
+    }
+    let mut out = vec![raw.to_string()];
+    let decoded: String =
+        form_urlencoded::parse(format!("p={}", raw.replace('+', "%2B")).as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+    if !decoded.is_empty() && decoded != raw {
+        out.push(decoded);
+    }
+    out
+}
+
 /// Replaces the password of `scheme://user:password@host…` with `***`.
 pub fn redact_url_password(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
@@ -184,7 +222,29 @@ pub struct Config {
     pub max_body_bytes: usize,
     #[serde(serialize_with = "ser_secs")]
     pub shutdown_grace_period: Duration,
+    pub rate_limit_requests: u32,
+    #[serde(serialize_with = "ser_secs")]
+    pub rate_limit_window: Duration,
+    pub rate_limit_redis_failure: RedisFailure,
+    pub rate_limit_key_prefix: String,
+    pub cors_allowed_origins: Vec<String>,
+    pub redact_extra_patterns: Vec<String>,
+    #[serde(serialize_with = "ser_secs")]
+    pub request_header_timeout: Duration,
+    #[serde(serialize_with = "ser_secs")]
+    pub request_body_timeout: Duration,
     pub ai: AiConfig,
+}
+
+/// What the rate limiter does when Redis cannot be reached (`RATE_LIMIT_REDIS_FAILURE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisFailure {
+    /// Let the request through unlimited and count the failure (the default: an outage of
+    /// the limiter's store should not become an outage of the API).
+    Open,
+    /// Refuse the request with 503 until Redis answers again.
+    Closed,
 }
 
 /// Wire format of a configured AI provider.
@@ -364,6 +424,61 @@ impl Config {
             &claude_api_key,
             redis_url.clone(),
         )?;
+        if matches!(app_env, AppEnv::Staging | AppEnv::Production)
+            && !jwt_secret_key.is_empty()
+            && jwt_secret_key.expose().len() < 32
+        {
+            return Err(ConfigError {
+                var: "JWT_SECRET_KEY",
+                value: "[redacted]".into(),
+                expected: "at least 32 bytes in staging and production",
+            });
+        }
+        let rate_limit_requests: u32 = parse(
+            &get,
+            "RATE_LIMIT_REQUESTS",
+            "100",
+            "a positive whole number of requests",
+        )?;
+        if rate_limit_requests == 0 {
+            return Err(ConfigError {
+                var: "RATE_LIMIT_REQUESTS",
+                value: "0".into(),
+                expected: "a positive whole number of requests",
+            });
+        }
+        let window: u64 = parse(
+            &get,
+            "RATE_LIMIT_WINDOW_SECONDS",
+            "60",
+            "a whole number of seconds between 1 and 86400",
+        )?;
+        if !(1..=86_400).contains(&window) {
+            return Err(ConfigError {
+                var: "RATE_LIMIT_WINDOW_SECONDS",
+                value: window.to_string(),
+                expected: "a whole number of seconds between 1 and 86400",
+            });
+        }
+        let rate_limit_redis_failure = match get("RATE_LIMIT_REDIS_FAILURE")
+            .map(|v| v.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("open") => RedisFailure::Open,
+            Some("closed") => RedisFailure::Closed,
+            Some(other) => {
+                return Err(ConfigError {
+                    var: "RATE_LIMIT_REDIS_FAILURE",
+                    value: other.to_string(),
+                    expected: "open or closed",
+                });
+            }
+        };
+        let rate_limit_key_prefix = get("RATE_LIMIT_KEY_PREFIX").unwrap_or_else(|| "de:rl:".into());
+        let cors_allowed_origins = cors_origins(get("CORS_ALLOWED_ORIGINS"))?;
+        let redact_extra_patterns = redact_patterns(get("REDACT_EXTRA_PATTERNS"))?;
+        let request_header_timeout = positive_secs(&get, "REQUEST_HEADER_TIMEOUT", "10")?;
+        let request_body_timeout = positive_secs(&get, "REQUEST_BODY_TIMEOUT", "30")?;
 
         Ok(Self {
             app_env,
@@ -386,7 +501,35 @@ impl Config {
             max_body_bytes,
             shutdown_grace_period,
             ai,
+            rate_limit_requests,
+            rate_limit_window: Duration::from_secs(window),
+            rate_limit_redis_failure,
+            rate_limit_key_prefix,
+            cors_allowed_origins,
+            redact_extra_patterns,
+            request_header_timeout,
+            request_body_timeout,
         })
+    }
+
+    /// The values of every configured secret, for the log redactor to remove should one
+    /// ever reach a log line: keys, the JWT secret, and the passwords of database and
+    /// Redis URLs.
+    pub fn secret_values(&self) -> Vec<String> {
+        let mut out: Vec<String> = [
+            &self.jwt_secret_key,
+            &self.openai_api_key,
+            &self.claude_api_key,
+        ]
+        .into_iter()
+        .chain(self.api_key_whitelist.iter())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.expose().to_string())
+        .collect();
+        for url in std::iter::once(&self.database_url).chain(self.redis_url.iter()) {
+            out.extend(url_password(url.expose()));
+        }
+        out
     }
 
     /// True when the database is the embedded SQLite file (the development default).
@@ -564,6 +707,90 @@ fn secs(
     Ok(Duration::from_secs_f64(v))
 }
 
+/// Like [`secs`] but zero is refused (a zero timeout would refuse every request).
+fn positive_secs(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: &str,
+) -> Result<Duration, ConfigError> {
+    let d = secs(get, var, default)?;
+    if d.is_zero() {
+        return Err(ConfigError {
+            var,
+            value: "0".into(),
+            expected: "a positive number of seconds",
+        });
+    }
+    Ok(d)
+}
+
+/// `https://a.example, https://b.example`, or `*`; each an origin without a path.
+fn cors_origins(value: Option<String>) -> Result<Vec<String>, ConfigError> {
+    let Some(v) = value else {
+        return Ok(Vec::new());
+    };
+    let origins: Vec<String> = v
+        .split(',')
+        .map(|o| o.trim().trim_end_matches('/').to_string())
+        .filter(|o| !o.is_empty())
+        .collect();
+    for o in &origins {
+        let ok = o == "*"
+            || ((o.starts_with("http://") || o.starts_with("https://"))
+                && !o
+                    .split_once("://")
+                    .is_some_and(|(_, rest)| rest.contains('/'))
+                && axum::http::HeaderValue::from_str(o).is_ok());
+        if !ok {
+            return Err(ConfigError {
+                var: "CORS_ALLOWED_ORIGINS",
+                value: v.clone(),
+                expected: "comma-separated origins such as https://app.example.com, or *",
+            });
+        }
+    }
+    if origins.len() > 1 && origins.iter().any(|o| o == "*") {
+        return Err(ConfigError {
+            var: "CORS_ALLOWED_ORIGINS",
+            value: v,
+            expected: "either * alone or a list of origins",
+        });
+    }
+    Ok(origins)
+}
+
+/// A JSON array of regexes, or one regex per line; each must compile.
+fn redact_patterns(value: Option<String>) -> Result<Vec<String>, ConfigError> {
+    const EXPECTED: &str =
+        "a JSON array of regular expressions, or one regular expression per line";
+    let Some(v) = value else {
+        return Ok(Vec::new());
+    };
+    let patterns: Vec<String> = if v.starts_with('[') {
+        serde_json::from_str(&v).map_err(|_| ConfigError {
+            var: "REDACT_EXTRA_PATTERNS",
+            value: v.clone(),
+            expected: EXPECTED,
+        })?
+    } else {
+        v.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    for p in &patterns {
+        if p.is_empty() || regex::Regex::new(p).is_err() {
+            return Err(ConfigError {
+                var: "REDACT_EXTRA_PATTERNS",
+                value: p.clone(),
+                expected: EXPECTED,
+            });
+        }
+    }
+    Ok(patterns)
+}
+
 fn parse_log_level(value: Option<String>) -> Result<String, ConfigError> {
     let Some(v) = value else {
         return Ok("info".into());
@@ -662,6 +889,52 @@ mod tests {
         assert_eq!(c.ai_service_retry_delay, Duration::from_secs(2));
         assert_eq!(c.shutdown_grace_period, Duration::from_secs(30));
         assert!(c.redis_url.is_none());
+        assert_eq!(c.rate_limit_requests, 100);
+        assert_eq!(c.rate_limit_window, Duration::from_secs(60));
+        assert_eq!(c.rate_limit_redis_failure, RedisFailure::Open);
+        assert!(c.cors_allowed_origins.is_empty());
+        assert!(c.redact_extra_patterns.is_empty());
+        assert_eq!(c.request_header_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn security_settings_are_validated() {
+        for (var, value) in [
+            ("RATE_LIMIT_REQUESTS", "0"),
+            ("RATE_LIMIT_REQUESTS", "many"),
+            ("RATE_LIMIT_WINDOW_SECONDS", "0"),
+            ("RATE_LIMIT_REDIS_FAILURE", "maybe"),
+            ("CORS_ALLOWED_ORIGINS", "app.example.com"),
+            ("CORS_ALLOWED_ORIGINS", "https://a.example/path"),
+            ("CORS_ALLOWED_ORIGINS", "*,https://a.example"),
+            ("REDACT_EXTRA_PATTERNS", "(unclosed"),
+            ("REDACT_EXTRA_PATTERNS", "[\"ok\", 3]"),
+            ("REQUEST_HEADER_TIMEOUT", "0"),
+        ] {
+            assert_eq!(cfg(&[(var, value)]).unwrap_err().var, var, "{var}={value}");
+        }
+        let c = cfg(&[
+            ("RATE_LIMIT_REDIS_FAILURE", "CLOSED"),
+            (
+                "CORS_ALLOWED_ORIGINS",
+                "https://a.example/, http://localhost:3000",
+            ),
+            ("REDACT_EXTRA_PATTERNS", "[\"ORD-\\\\d+\", \"x{2,3}\"]"),
+        ])
+        .unwrap();
+        assert_eq!(c.rate_limit_redis_failure, RedisFailure::Closed);
+        assert_eq!(
+            c.cors_allowed_origins,
+            vec!["https://a.example", "http://localhost:3000"]
+        );
+        assert_eq!(c.redact_extra_patterns, vec!["ORD-\\d+", "x{2,3}"]);
+        let e = cfg(&[
+            ("APP_ENV", "production"),
+            ("JWT_SECRET_KEY", "short-secret"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.var, "JWT_SECRET_KEY");
+        assert!(!e.to_string().contains("short-secret"));
     }
 
     #[test]

@@ -12,6 +12,7 @@ backend_tests!(
     migrations_apply_once_and_report_status,
     tenants_are_unique_by_name,
     api_keys_round_trip_by_prefix,
+    api_keys_list_revoke_touch_scoped_by_tenant,
     employees_round_trip_exactly,
     employee_names_are_unique_per_tenant,
     updates_are_fenced_by_version,
@@ -83,8 +84,10 @@ async fn api_keys_round_trip_by_prefix(backend: Backend) {
         prefix: "0123456789ab".into(),
         secret_hash: "ab".repeat(32),
         scopes: vec!["write".into(), "read".into()],
+        rate_limit: Some(7),
     };
     let rec = store.insert_api_key(&new).await.unwrap();
+    assert_eq!(rec.rate_limit, Some(7));
     assert_eq!(rec.scopes, new.scopes);
     let found = store.find_api_key("0123456789ab").await.unwrap();
     assert_eq!(found, rec);
@@ -103,6 +106,120 @@ async fn api_keys_round_trip_by_prefix(backend: Backend) {
         store.find_api_key("ffffffffffff").await,
         Err(StoreError::NotFound)
     ));
+}
+
+async fn api_keys_list_revoke_touch_scoped_by_tenant(backend: Backend) {
+    let db = TestDb::new(backend).await.unwrap();
+    let store = db.migrated_store().await;
+    let other = store.create_tenant("other").await.unwrap();
+    let key = |prefix: &str, tenant: Uuid| NewApiKey {
+        id: Uuid::now_v7(),
+        tenant_id: tenant,
+        name: prefix.into(),
+        prefix: prefix.into(),
+        secret_hash: "cd".repeat(32),
+        scopes: vec!["read".into()],
+        rate_limit: None,
+    };
+    let a1 = store
+        .insert_api_key(&key("aaaaaaaaaaa1", DEFAULT_TENANT_ID))
+        .await
+        .unwrap();
+    let a2 = store
+        .insert_api_key(&key("aaaaaaaaaaa2", DEFAULT_TENANT_ID))
+        .await
+        .unwrap();
+    let b1 = store
+        .insert_api_key(&key("bbbbbbbbbbb1", other.id))
+        .await
+        .unwrap();
+
+    // Lists are per tenant, newest first, paginated.
+    let page = store
+        .list_api_keys(DEFAULT_TENANT_ID, None, 1)
+        .await
+        .unwrap();
+    assert_eq!(page.items, vec![a2.clone()]);
+    let next = store
+        .list_api_keys(DEFAULT_TENANT_ID, page.next_cursor, 1)
+        .await
+        .unwrap();
+    assert_eq!(next.items, vec![a1.clone()]);
+    assert!(next.next_cursor.is_none());
+    let theirs = store.list_api_keys(other.id, None, 10).await.unwrap();
+    assert_eq!(theirs.items, vec![b1.clone()]);
+
+    // Another tenant's key is not found, for get and revoke alike.
+    assert!(matches!(
+        store.get_api_key(DEFAULT_TENANT_ID, b1.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.revoke_api_key(DEFAULT_TENANT_ID, b1.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(
+        store
+            .get_api_key(other.id, b1.id)
+            .await
+            .unwrap()
+            .revoked_at
+            .is_none()
+    );
+
+    // Revocation hides the key from lookups by prefix and keeps its first time.
+    let revoked = store
+        .revoke_api_key(DEFAULT_TENANT_ID, a1.id)
+        .await
+        .unwrap();
+    let first = revoked.revoked_at.unwrap();
+    assert!(matches!(
+        store.find_api_key("aaaaaaaaaaa1").await,
+        Err(StoreError::NotFound)
+    ));
+    let again = store
+        .revoke_api_key(DEFAULT_TENANT_ID, a1.id)
+        .await
+        .unwrap();
+    assert_eq!(again.revoked_at, Some(first));
+
+    // Usage times are written in a batch; an older time never replaces a newer one, and a
+    // pair naming the wrong tenant changes nothing.
+    let t1 = digital_employee::store::now();
+    let t0 = t1 - chrono::Duration::seconds(60);
+    store
+        .touch_api_keys(&[
+            (DEFAULT_TENANT_ID, a2.id, t1),
+            (DEFAULT_TENANT_ID, b1.id, t1),
+        ])
+        .await
+        .unwrap();
+    store
+        .touch_api_keys(&[(DEFAULT_TENANT_ID, a2.id, t0)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_api_key(DEFAULT_TENANT_ID, a2.id)
+            .await
+            .unwrap()
+            .last_used_at,
+        Some(t1)
+    );
+    assert!(
+        store
+            .get_api_key(other.id, b1.id)
+            .await
+            .unwrap()
+            .last_used_at
+            .is_none()
+    );
+    store.touch_api_keys(&[]).await.unwrap();
+
+    // Tenants list newest first; the default tenant (id 1) sorts last.
+    let tenants = store.list_tenants(None, 10).await.unwrap();
+    assert_eq!(tenants.items.first().map(|t| t.id), Some(other.id));
+    assert_eq!(tenants.items.last().map(|t| t.id), Some(DEFAULT_TENANT_ID));
 }
 
 async fn employees_round_trip_exactly(backend: Backend) {

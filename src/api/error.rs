@@ -68,6 +68,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{field}: {message}")]
     Validation { field: String, message: String },
+    /// Too many requests; the caller may retry after this many seconds.
+    #[error("rate limit exceeded; retry after {retry_after} s")]
+    RateLimited { retry_after: u64 },
     #[error("{0}")]
     Unavailable(String),
     /// Every AI candidate failed; the status says how (502, or 400/429/503 when all
@@ -102,6 +105,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Upstream { status, .. } => *status,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -119,6 +123,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Validation { .. } => "validation_error",
+            Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable(_) => "unavailable",
             Self::Upstream { .. } => "upstream_error",
             Self::Internal(_) => "internal_error",
@@ -152,6 +157,9 @@ impl IntoResponse for ApiError {
             Self::Upstream { attempts, .. } => Some(attempts.clone()),
             _ => None,
         };
+        // Messages may quote the caller's input (serde names the offending value); pass
+        // them through the redactor so no credential or configured secret is echoed.
+        let (message, _) = crate::auth::redact::redact(&message);
         let body = ErrorBody {
             error: ErrorDetail {
                 kind: self.kind(),
@@ -162,6 +170,10 @@ impl IntoResponse for ApiError {
             },
         };
         let mut resp = (status, axum::Json(body)).into_response();
+        if let Self::RateLimited { retry_after } = self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 
 use super::error::{ErrorDetail, current_request_id};
 use crate::app::AppState;
+use crate::config::RedisFailure;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
@@ -41,7 +42,7 @@ pub struct Readiness {
     /// `ready` or `not_ready`.
     pub status: &'static str,
     pub version: &'static str,
-    /// `database`, `schema`, `draining`.
+    /// `database`, `schema`, `draining`, and `redis` when `REDIS_URL` is set.
     pub checks: std::collections::BTreeMap<&'static str, Check>,
     /// Present when not ready: the error shape, naming the failing checks.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -51,7 +52,10 @@ pub struct Readiness {
 const DB_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Readiness: 200 when the database answers, the schema is current and the process is
-/// not draining; 503 naming the failing check otherwise.
+/// not draining; 503 naming the failing check otherwise. With Redis configured a `redis`
+/// check reports whether it answers; it fails readiness only under
+/// `RATE_LIMIT_REDIS_FAILURE=closed` (under `open` requests are served unlimited, so
+/// taking the replica out of rotation would make things worse).
 #[utoipa::path(get, path = "/ready", tag = "health",
     responses(
         (status = 200, description = "Ready for traffic", body = Readiness),
@@ -108,10 +112,37 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
         }
     };
     checks.insert("schema", schema);
+    let redis_required = state.config.rate_limit_redis_failure == RedisFailure::Closed;
+    match state.rate_limiter.ping().await {
+        Ok(None) => {}
+        Ok(Some(())) => {
+            checks.insert(
+                "redis",
+                Check {
+                    ok: true,
+                    detail: None,
+                },
+            );
+        }
+        Err(_) => {
+            checks.insert(
+                "redis",
+                Check {
+                    ok: false,
+                    detail: Some(if redis_required {
+                        "unreachable; requests are refused (RATE_LIMIT_REDIS_FAILURE=closed)".into()
+                    } else {
+                        "unreachable; requests are not rate limited (RATE_LIMIT_REDIS_FAILURE=open)"
+                            .into()
+                    }),
+                },
+            );
+        }
+    }
 
     let failing: Vec<String> = checks
         .iter()
-        .filter(|(_, c)| !c.ok)
+        .filter(|(name, c)| !c.ok && (**name != "redis" || redis_required))
         .map(|(name, c)| format!("{name}: {}", c.detail.as_deref().unwrap_or("failed")))
         .collect();
     let ready = failing.is_empty();

@@ -9,7 +9,10 @@ pub mod employees;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod keys;
 pub mod openapi;
+pub mod security;
+pub mod tenants;
 
 use std::time::Instant;
 
@@ -36,7 +39,8 @@ static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 /// The API router on port 8000.
 pub fn router(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
-    Router::new()
+    let cors = security::cors(&state.config);
+    let router = Router::new()
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .nest("/v1", v1())
@@ -45,7 +49,16 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_auth))
         .layer(DefaultBodyLimit::max(limit))
-        .layer(middleware::from_fn(request_context))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            state.config.request_body_timeout,
+        ))
+        .layer(middleware::from_fn(request_context));
+    let router = match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router
+        .layer(middleware::from_fn(security::security_headers))
         .with_state(state)
 }
 
@@ -59,6 +72,10 @@ fn v1() -> Router<AppState> {
                 .delete(employees::delete),
         )
         .route("/chat/completions", post(chat::completions))
+        .route("/keys", get(keys::list).post(keys::create))
+        .route("/keys/{id}", get(keys::get).delete(keys::revoke))
+        .route("/tenants", get(tenants::list).post(tenants::create))
+        .route("/tenants/{id}", get(tenants::get))
 }
 
 /// The metrics router on port 9000: `/metrics` and nothing else.
@@ -161,10 +178,10 @@ async fn require_auth(State(state): State<AppState>, mut req: Request, next: Nex
     let Some(key) = presented else {
         return ApiError::Unauthorized(AuthError::Missing.to_string()).into_response();
     };
-    match state.auth.authenticate_key(&key).await {
+    match state.auth.authenticate(&key).await {
         Ok(principal) => {
-            req.extensions_mut().insert(principal);
-            next.run(req).await
+            req.extensions_mut().insert(principal.clone());
+            security::rate_limited(&state, &principal, req, next).await
         }
         Err(AuthError::Store(e)) => ApiError::from(e).into_response(),
         Err(e) => ApiError::Unauthorized(e.to_string()).into_response(),

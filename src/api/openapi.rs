@@ -5,7 +5,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{chat, employees, health};
+use super::{chat, employees, health, keys, tenants};
 use crate::app::AppState;
 
 #[derive(OpenApi)]
@@ -24,12 +24,21 @@ use crate::app::AppState;
         employees::update,
         employees::delete,
         chat::completions,
+        keys::create,
+        keys::list,
+        keys::get,
+        keys::revoke,
+        tenants::create,
+        tenants::list,
+        tenants::get,
     ),
     modifiers(&Security),
     tags(
         (name = "health", description = "Liveness and readiness probes (no auth)"),
         (name = "employees", description = "Digital employees: role, instructions, model policy, tools, limits"),
         (name = "gateway", description = "OpenAI-compatible chat completions through the AI router"),
+        (name = "keys", description = "API keys of a tenant (admin): the secret is shown once, at creation"),
+        (name = "tenants", description = "Tenants (admin of the default tenant)"),
     )
 )]
 pub struct ApiDoc;

@@ -43,12 +43,16 @@ pub async fn issue(
     tenant_id: Uuid,
     name: &str,
     scope: Scope,
+    rate_limit: Option<i32>,
 ) -> StoreResult<IssuedKey> {
-    let mut rng = rand::rng();
     let mut prefix_bytes = [0u8; 6];
-    rng.fill_bytes(&mut prefix_bytes);
     let mut secret_bytes = [0u8; 32];
-    rng.fill_bytes(&mut secret_bytes);
+    {
+        // The thread-local generator is not `Send`: drop it before any await.
+        let mut rng = rand::rng();
+        rng.fill_bytes(&mut prefix_bytes);
+        rng.fill_bytes(&mut secret_bytes);
+    }
     let prefix = hex::encode(prefix_bytes);
     let secret_part = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret_bytes);
     let new = NewApiKey {
@@ -58,6 +62,7 @@ pub async fn issue(
         prefix: prefix.clone(),
         secret_hash: hex::encode(sha256(&secret_part)),
         scopes: vec![scope.as_str().to_string()],
+        rate_limit,
     };
     let record = store.insert_api_key(&new).await?;
     Ok(IssuedKey {

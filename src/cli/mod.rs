@@ -1,9 +1,11 @@
 //! The command line: one file per subcommand.
 
 pub mod config;
+pub mod keys;
 pub mod migrate;
 pub mod sandbox;
 pub mod serve;
+pub mod token;
 
 use std::process::ExitCode;
 
@@ -35,6 +37,10 @@ pub enum Command {
     Config(config::Args),
     /// Run the deterministic fake AI vendor (OpenAI and Anthropic wire formats).
     Sandbox(sandbox::Args),
+    /// Create, list or revoke stored API keys.
+    Keys(keys::Args),
+    /// Mint a JWT (HS256, JWT_SECRET_KEY) for a tenant and scope.
+    Token(token::Args),
 }
 
 /// Runs a parsed command; the exit code is 0 on success, 1 on failure.
@@ -62,6 +68,8 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Migrate(args) => migrate::run(args, config).await,
             Command::Config(args) => config::run(args, config),
             Command::Sandbox(args) => sandbox::run(args, config).await,
+            Command::Keys(args) => keys::run(args, config).await,
+            Command::Token(args) => token::run(args, config).await,
         }
     });
     match result {

@@ -8,6 +8,8 @@ use crate::telemetry;
 pub struct Args {}
 
 pub async fn run(_args: Args, config: Config) -> anyhow::Result<()> {
+    // The redactor first: the logger applies it to every line from the first one on.
+    crate::auth::redact::install(&config.redact_extra_patterns, config.secret_values());
     telemetry::logging::init(&config.log_level);
     tracing::info!(
         app_env = ?config.app_env,
@@ -15,6 +17,7 @@ pub async fn run(_args: Args, config: Config) -> anyhow::Result<()> {
         version = env!("CARGO_PKG_VERSION"),
         "starting"
     );
+    let shutdown = shutdown_signal();
     let mut app = App::build(config).await?;
     if let Some(key) = app.take_bootstrap_key() {
         // Shown once, on stderr, never logged: only its hash is stored.
@@ -29,5 +32,5 @@ pub async fn run(_args: Args, config: Config) -> anyhow::Result<()> {
         metrics = %app.metrics_addr()?,
         "listening"
     );
-    app.run(shutdown_signal()).await
+    app.run(shutdown).await
 }

@@ -11,6 +11,7 @@ pub mod sqlite;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use models::*;
@@ -99,11 +100,27 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_tenant(&self, name: &str) -> StoreResult<Tenant>;
     async fn get_tenant(&self, id: Uuid) -> StoreResult<Tenant>;
+    /// All tenants, newest first (the default tenant, id 1, sorts last). For the
+    /// operator's admin only; tenant-scoped callers use `get_tenant` on their own id.
+    async fn list_tenants(&self, before: Option<Uuid>, limit: u32) -> StoreResult<Page<Tenant>>;
 
     async fn insert_api_key(&self, key: &NewApiKey) -> StoreResult<ApiKeyRecord>;
     /// The non-revoked key with this public prefix.
     async fn find_api_key(&self, prefix: &str) -> StoreResult<ApiKeyRecord>;
     async fn count_api_keys(&self, tenant: Uuid) -> StoreResult<i64>;
+    /// Keys of a tenant (revoked ones included), newest first.
+    async fn list_api_keys(
+        &self,
+        tenant: Uuid,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Page<ApiKeyRecord>>;
+    async fn get_api_key(&self, tenant: Uuid, id: Uuid) -> StoreResult<ApiKeyRecord>;
+    /// Sets `revoked_at` (once; revoking again keeps the first time) and returns the key.
+    async fn revoke_api_key(&self, tenant: Uuid, id: Uuid) -> StoreResult<ApiKeyRecord>;
+    /// Records `last_used_at` for a batch of `(tenant, key id, time)`; a time older than the
+    /// stored one is ignored.
+    async fn touch_api_keys(&self, used: &[(Uuid, Uuid, DateTime<Utc>)]) -> StoreResult<()>;
 
     /// Fails with `Duplicate("employee name")` when the name is taken in the tenant.
     async fn create_employee(&self, tenant: Uuid, fields: &EmployeeFields)
@@ -220,6 +237,18 @@ pub(crate) trait HasId {
 }
 
 impl HasId for Employee {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+}
+
+impl HasId for Tenant {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+}
+
+impl HasId for ApiKeyRecord {
     fn id(&self) -> Uuid {
         self.id
     }

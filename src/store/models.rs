@@ -23,6 +23,8 @@ pub struct NewApiKey {
     pub prefix: String,
     pub secret_hash: String,
     pub scopes: Vec<String>,
+    /// Requests per rate-limit window for this key; `None` = the configured default.
+    pub rate_limit: Option<i32>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -36,6 +38,7 @@ pub struct ApiKeyRecord {
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    pub rate_limit: Option<i32>,
 }
 
 /// The settable fields of an employee (everything but identity, version and times).

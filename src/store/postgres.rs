@@ -62,6 +62,7 @@ fn key_row(r: &PgRow) -> StoreResult<ApiKeyRecord> {
         created_at: r.try_get("created_at")?,
         last_used_at: r.try_get("last_used_at")?,
         revoked_at: r.try_get("revoked_at")?,
+        rate_limit: r.try_get("rate_limit")?,
     })
 }
 
@@ -189,8 +190,8 @@ impl Store for PgStore {
 
     async fn insert_api_key(&self, key: &NewApiKey) -> StoreResult<ApiKeyRecord> {
         let row = sqlx::query(
-            "INSERT INTO api_keys (id, tenant_id, name, prefix, secret_hash, scopes, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
+            "INSERT INTO api_keys (id, tenant_id, name, prefix, secret_hash, scopes, created_at, \
+             rate_limit) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
         )
         .bind(key.id)
         .bind(key.tenant_id)
@@ -199,6 +200,7 @@ impl Store for PgStore {
         .bind(&key.secret_hash)
         .bind(&key.scopes)
         .bind(now())
+        .bind(key.rate_limit)
         .fetch_one(&self.pool)
         .await
         .map_err(|e| map_unique(e, "api key prefix"))?;
@@ -221,6 +223,90 @@ impl Store for PgStore {
                 .fetch_one(&self.pool)
                 .await?,
         )
+    }
+
+    async fn list_tenants(&self, before: Option<Uuid>, limit: u32) -> StoreResult<Page<Tenant>> {
+        let rows = sqlx::query(
+            "SELECT id, name, created_at FROM tenants WHERE ($1::uuid IS NULL OR id < $1) \
+             ORDER BY id DESC LIMIT $2",
+        )
+        .bind(before)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut items = rows
+            .iter()
+            .map(tenant_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(page(&mut items, limit))
+    }
+
+    async fn list_api_keys(
+        &self,
+        tenant: Uuid,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Page<ApiKeyRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM api_keys WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id < $2) \
+             ORDER BY id DESC LIMIT $3",
+        )
+        .bind(tenant)
+        .bind(before)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut items = rows.iter().map(key_row).collect::<StoreResult<Vec<_>>>()?;
+        Ok(page(&mut items, limit))
+    }
+
+    async fn get_api_key(&self, tenant: Uuid, id: Uuid) -> StoreResult<ApiKeyRecord> {
+        let row = sqlx::query("SELECT * FROM api_keys WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        key_row(&row)
+    }
+
+    async fn revoke_api_key(&self, tenant: Uuid, id: Uuid) -> StoreResult<ApiKeyRecord> {
+        let row = sqlx::query(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) \
+             WHERE tenant_id = $2 AND id = $3 RETURNING *",
+        )
+        .bind(now())
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        key_row(&row)
+    }
+
+    async fn touch_api_keys(
+        &self,
+        used: &[(Uuid, Uuid, chrono::DateTime<chrono::Utc>)],
+    ) -> StoreResult<()> {
+        if used.is_empty() {
+            return Ok(());
+        }
+        let tenants: Vec<Uuid> = used.iter().map(|u| u.0).collect();
+        let ids: Vec<Uuid> = used.iter().map(|u| u.1).collect();
+        let times: Vec<chrono::DateTime<chrono::Utc>> = used.iter().map(|u| u.2).collect();
+        // One statement for the whole batch.
+        sqlx::query(
+            "UPDATE api_keys k SET last_used_at = u.at \
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[]) AS u(tenant_id, id, at) \
+             WHERE k.tenant_id = u.tenant_id AND k.id = u.id \
+             AND (k.last_used_at IS NULL OR k.last_used_at < u.at)",
+        )
+        .bind(&tenants)
+        .bind(&ids)
+        .bind(&times)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn create_employee(

@@ -107,6 +107,7 @@ fn key_row(r: &SqliteRow) -> StoreResult<ApiKeyRecord> {
         created_at: parse_ts(r.try_get("created_at")?)?,
         last_used_at: opt_ts("last_used_at")?,
         revoked_at: opt_ts("revoked_at")?,
+        rate_limit: r.try_get("rate_limit")?,
     })
 }
 
@@ -129,6 +130,14 @@ fn employee_row(r: &SqliteRow) -> StoreResult<Employee> {
         created_at: parse_ts(r.try_get("created_at")?)?,
         updated_at: parse_ts(r.try_get("updated_at")?)?,
     })
+}
+
+/// The api key columns, as a macro so queries stay `&'static str` literals.
+macro_rules! key_cols {
+    () => {
+        "id, tenant_id, name, prefix, secret_hash, scopes, created_at, last_used_at, \
+         revoked_at, rate_limit"
+    };
 }
 
 /// The employee columns, as a macro so queries stay `&'static str` literals.
@@ -238,8 +247,8 @@ impl Store for SqliteStore {
     async fn insert_api_key(&self, key: &NewApiKey) -> StoreResult<ApiKeyRecord> {
         let created_at = now();
         sqlx::query(
-            "INSERT INTO api_keys (id, tenant_id, name, prefix, secret_hash, scopes, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO api_keys (id, tenant_id, name, prefix, secret_hash, scopes, created_at, \
+             rate_limit) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(key.id.to_string())
         .bind(key.tenant_id.to_string())
@@ -248,6 +257,7 @@ impl Store for SqliteStore {
         .bind(&key.secret_hash)
         .bind(to_json(&key.scopes))
         .bind(ts(&created_at))
+        .bind(key.rate_limit)
         .execute(&self.pool)
         .await
         .map_err(|e| map_unique(e, "api key prefix"))?;
@@ -261,14 +271,16 @@ impl Store for SqliteStore {
             created_at,
             last_used_at: None,
             revoked_at: None,
+            rate_limit: key.rate_limit,
         })
     }
 
     async fn find_api_key(&self, prefix: &str) -> StoreResult<ApiKeyRecord> {
-        let row = sqlx::query(
-            "SELECT id, tenant_id, name, prefix, secret_hash, scopes, created_at, last_used_at, \
-             revoked_at FROM api_keys WHERE prefix = ? AND revoked_at IS NULL",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            key_cols!(),
+            " FROM api_keys WHERE prefix = ? AND revoked_at IS NULL"
+        ))
         .bind(prefix)
         .fetch_optional(&self.pool)
         .await?
@@ -283,6 +295,97 @@ impl Store for SqliteStore {
                 .fetch_one(&self.pool)
                 .await?,
         )
+    }
+
+    async fn list_tenants(&self, before: Option<Uuid>, limit: u32) -> StoreResult<Page<Tenant>> {
+        let rows = sqlx::query(
+            "SELECT id, name, created_at FROM tenants WHERE (? IS NULL OR id < ?) \
+             ORDER BY id DESC LIMIT ?",
+        )
+        .bind(before.map(|b| b.to_string()))
+        .bind(before.map(|b| b.to_string()))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut items = rows
+            .iter()
+            .map(tenant_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(page(&mut items, limit))
+    }
+
+    async fn list_api_keys(
+        &self,
+        tenant: Uuid,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Page<ApiKeyRecord>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            key_cols!(),
+            " FROM api_keys WHERE tenant_id = ? AND (? IS NULL OR id < ?) \
+             ORDER BY id DESC LIMIT ?"
+        ))
+        .bind(tenant.to_string())
+        .bind(before.map(|b| b.to_string()))
+        .bind(before.map(|b| b.to_string()))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut items = rows.iter().map(key_row).collect::<StoreResult<Vec<_>>>()?;
+        Ok(page(&mut items, limit))
+    }
+
+    async fn get_api_key(&self, tenant: Uuid, id: Uuid) -> StoreResult<ApiKeyRecord> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            key_cols!(),
+            " FROM api_keys WHERE tenant_id = ? AND id = ?"
+        ))
+        .bind(tenant.to_string())
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        key_row(&row)
+    }
+
+    async fn revoke_api_key(&self, tenant: Uuid, id: Uuid) -> StoreResult<ApiKeyRecord> {
+        let row = sqlx::query(concat!(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) \
+             WHERE tenant_id = ? AND id = ? RETURNING ",
+            key_cols!(),
+            ""
+        ))
+        .bind(ts(&now()))
+        .bind(tenant.to_string())
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        key_row(&row)
+    }
+
+    async fn touch_api_keys(&self, used: &[(Uuid, Uuid, DateTime<Utc>)]) -> StoreResult<()> {
+        if used.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for (tenant, id, at) in used {
+            // Text timestamps of one fixed format compare in time order.
+            sqlx::query(
+                "UPDATE api_keys SET last_used_at = ? WHERE tenant_id = ? AND id = ? \
+                 AND (last_used_at IS NULL OR last_used_at < ?)",
+            )
+            .bind(ts(at))
+            .bind(tenant.to_string())
+            .bind(id.to_string())
+            .bind(ts(at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn create_employee(

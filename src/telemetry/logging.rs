@@ -4,6 +4,10 @@
 //! `target`, then the fields of the enclosing spans (so `request_id` appears on every
 //! line logged while serving a request), then the event's own fields. The log analyzer
 //! reads exactly these names.
+//!
+//! Every string value is passed through the redactor (`auth::redact`) before the line is
+//! written: e-mail addresses, card numbers, SSNs, credentials, configured patterns and the
+//! values of configured secrets never reach the output, whatever a caller logs.
 
 use std::io::Write;
 
@@ -131,6 +135,18 @@ where
             }
         }
         event.record(&mut JsonVisitor(&mut line));
+        let redactor = crate::auth::redact::global();
+        for (key, value) in line.iter_mut() {
+            if matches!(key.as_str(), "timestamp" | "level" | "target") {
+                continue;
+            }
+            if let Value::String(text) = value {
+                let (clean, n) = redactor.redact(text);
+                if n > 0 {
+                    *text = clean;
+                }
+            }
+        }
         let mut bytes = match serde_json::to_vec(&Value::Object(line)) {
             Ok(b) => b,
             Err(_) => return,
@@ -196,5 +212,26 @@ mod tests {
         assert!(chrono::DateTime::parse_from_rfc3339(first["timestamp"].as_str().unwrap()).is_ok());
         assert_eq!(lines[1]["level"], "WARN");
         assert_eq!(lines[1]["request_id"], "req-1");
+    }
+
+    #[test]
+    fn string_values_are_redacted() {
+        let buf = Buf::default();
+        let subscriber = tracing_subscriber::registry().with(JsonLayer::new(buf.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("request", caller = "ada@example.com");
+            let _g = span.enter();
+            tracing::info!(
+                card = "4111 1111 1111 1111",
+                order = "order 1234567890123",
+                "sent to bob@example.org with Bearer abc.def"
+            );
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        for gone in ["ada@example.com", "bob@example.org", "4111 1111", "abc.def"] {
+            assert!(!text.contains(gone), "{gone} in {text}");
+        }
+        assert!(text.contains("order 1234567890123"), "{text}");
+        assert!(text.contains("[REDACTED_EMAIL]"));
     }
 }

@@ -35,6 +35,11 @@ pub const AI_CACHE_MISSES_TOTAL: &str = "ai_cache_misses_total";
 pub const AI_GATEWAY_OVERHEAD_SECONDS: &str = "ai_gateway_overhead_seconds";
 /// Counter: AI call records dropped because the accounting queue was full.
 pub const AI_CALL_RECORDS_DROPPED_TOTAL: &str = "ai_call_records_dropped_total";
+/// Counter `{tenant}`: requests refused with 429 by the rate limiter.
+pub const RATE_LIMITED_TOTAL: &str = "rate_limited_total";
+/// Counter `{policy}`: requests whose rate limit could not be checked because Redis was
+/// unreachable (`policy="open"`: let through; `"closed"`: refused with 503).
+pub const RATE_LIMIT_REDIS_ERRORS_TOTAL: &str = "rate_limit_redis_errors_total";
 
 /// The `endpoint` label of requests that matched no route, so raw paths never become
 /// label values.
@@ -117,6 +122,14 @@ fn describe() {
     metrics::describe_counter!(
         AI_CALL_RECORDS_DROPPED_TOTAL,
         "AI call records dropped because the accounting queue was full"
+    );
+    metrics::describe_counter!(
+        RATE_LIMITED_TOTAL,
+        "Requests refused by the rate limiter, by tenant"
+    );
+    metrics::describe_counter!(
+        RATE_LIMIT_REDIS_ERRORS_TOTAL,
+        "Requests whose rate limit could not be checked because Redis was unreachable"
     );
     metrics::describe_gauge!(BUILD_INFO, "Always 1; labelled with the running version");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);

@@ -123,6 +123,27 @@ pub fn postgres_url() -> Option<String> {
     }
 }
 
+/// The Redis URL for tests, or `None` to skip; panics if required but missing (like
+/// [`postgres_url`]). Tests that use it have `redis` in their name, so `.ci/run` can check
+/// they all ran.
+pub fn redis_url() -> Option<String> {
+    match std::env::var("TEST_REDIS_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            if std::env::var("REQUIRE_BACKEND_TESTS").is_ok_and(|v| v == "1") {
+                panic!("REQUIRE_BACKEND_TESTS=1 but TEST_REDIS_URL is not set");
+            }
+            eprintln!("skipping: TEST_REDIS_URL is not set");
+            None
+        }
+    }
+}
+
+/// A Redis key prefix of its own for one test, so tests sharing a server never meet.
+pub fn redis_prefix() -> String {
+    format!("de:test:{}:", uuid::Uuid::now_v7().simple())
+}
+
 /// Configuration for a test app: loopback, port 0, the test admin key.
 pub fn test_config(db_url: &str, extra: &[(&str, &str)]) -> Config {
     let mut map: HashMap<String, String> = [
@@ -301,6 +322,21 @@ impl Drop for TestApp {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+/// Sends the request built by `make` until it answers 200, failing after a deadline (for
+/// an instance started without `TestApp`).
+pub async fn poll_ok(make: impl Fn() -> reqwest::RequestBuilder) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(r) = make().send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no 200 within 10s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -1,0 +1,176 @@
+//! `/v1/tenants` (admin): the operator (an admin of the default tenant) creates and lists
+//! tenants; an admin of any other tenant sees only its own.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::Caller;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{ApiJson, ApiQuery};
+use super::keys::{decode_cursor, encode_cursor};
+use crate::app::AppState;
+use crate::auth::Scope;
+use crate::store::{Page, StoreError, Tenant};
+
+const MAX_NAME: usize = 64;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    /// Unique; letters, digits, `-`, `_`, `.`; 1–64 characters.
+    #[schema(example = "acme")]
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TenantView {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<Tenant> for TenantView {
+    fn from(t: Tenant) -> Self {
+        Self {
+            id: t.id,
+            name: t.name,
+            created_at: t.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TenantPage {
+    pub data: Vec<TenantView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListTenants {
+    /// Page size, 1–100; default 20.
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Create a tenant (operator only). Give it an admin key with `POST /v1/keys` and
+/// `tenant_id`.
+#[utoipa::path(post, path = "/v1/tenants", tag = "tenants",
+    request_body = CreateTenant,
+    responses(
+        (status = 201, description = "Created", body = TenantView),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "Caller is not the operator", body = ErrorBody),
+        (status = 409, description = "Name already used", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "Invalid field", body = ErrorBody),
+        (status = 429, description = "Rate limit exceeded", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<CreateTenant>,
+) -> ApiResult<(StatusCode, Json<TenantView>)> {
+    caller.require(Scope::Admin)?;
+    if !caller.0.is_operator() {
+        return Err(ApiError::Forbidden(
+            "only an admin of the default tenant manages tenants".into(),
+        ));
+    }
+    let name = body.name.as_str();
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !ok {
+        return Err(ApiError::validation(
+            "name",
+            "must be 1-64 characters of letters, digits, '-', '_' or '.', starting with a letter or digit",
+        ));
+    }
+    let t = state.store.create_tenant(name).await?;
+    tracing::info!(tenant_id = %t.id, "tenant created");
+    Ok((StatusCode::CREATED, Json(t.into())))
+}
+
+/// List tenants: all of them for the operator, only its own for another admin.
+#[utoipa::path(get, path = "/v1/tenants", tag = "tenants",
+    params(ListTenants),
+    responses(
+        (status = 200, description = "A page of tenants", body = TenantPage),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "Caller lacks the admin scope", body = ErrorBody),
+        (status = 422, description = "Invalid parameter", body = ErrorBody),
+        (status = 429, description = "Rate limit exceeded", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<ListTenants>,
+) -> ApiResult<Json<TenantPage>> {
+    caller.require(Scope::Admin)?;
+    let limit = params.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::validation("limit", "must be between 1 and 100"));
+    }
+    let before = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let page = if caller.0.is_operator() {
+        state.store.list_tenants(before, limit).await?
+    } else {
+        let own = state.store.get_tenant(caller.0.tenant_id).await?;
+        Page {
+            items: if before.is_none() {
+                vec![own]
+            } else {
+                Vec::new()
+            },
+            next_cursor: None,
+        }
+    };
+    Ok(Json(TenantPage {
+        data: page.items.into_iter().map(TenantView::from).collect(),
+        next_cursor: page.next_cursor.map(encode_cursor),
+    }))
+}
+
+/// Get a tenant: any for the operator, only its own for another admin (404 otherwise).
+#[utoipa::path(get, path = "/v1/tenants/{id}", tag = "tenants",
+    params(("id" = Uuid, Path, description = "Tenant id")),
+    responses(
+        (status = 200, description = "The tenant", body = TenantView),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "Caller lacks the admin scope", body = ErrorBody),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+        (status = 429, description = "Rate limit exceeded", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TenantView>> {
+    caller.require(Scope::Admin)?;
+    let not_found = || ApiError::NotFound("tenant not found".into());
+    let id = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    if id != caller.0.tenant_id && !caller.0.is_operator() {
+        return Err(not_found());
+    }
+    match state.store.get_tenant(id).await {
+        Ok(t) => Ok(Json(t.into())),
+        Err(StoreError::NotFound) => Err(not_found()),
+        Err(e) => Err(e.into()),
+    }
+}
