@@ -24,6 +24,9 @@
 //! | `CLAUDE_API_KEY` / `ANTHROPIC_API_KEY` | unset | Anthropic key (secret) |
 //! | `MAX_BODY_BYTES` | `1048576` | largest accepted request body |
 //! | `SHUTDOWN_GRACE_PERIOD` | `30` | seconds in-flight requests get after SIGTERM |
+//! | `BACKUP_DIR` | `./backups` | where `digital-employee backup` writes `db_backup_*` files and `backup.log` |
+//! | `RETENTION_DAYS` | `7` | backups older than this many days are deleted after a backup (`0` keeps all) |
+//! | `AWS_S3_BUCKET` | unset | when set, each backup is also uploaded with the `aws` CLI to `s3://BUCKET/backups/` |
 //!
 //! Nothing else in the crate calls `std::env::var`.
 
@@ -173,6 +176,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     #[serde(serialize_with = "ser_secs")]
     pub shutdown_grace_period: Duration,
+    pub backup_dir: PathBuf,
+    pub retention_days: u32,
+    pub aws_s3_bucket: Option<String>,
 }
 
 fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -289,6 +295,14 @@ impl Config {
             });
         }
         let shutdown_grace_period = secs(&get, "SHUTDOWN_GRACE_PERIOD", "30")?;
+        let backup_dir = PathBuf::from(get("BACKUP_DIR").unwrap_or_else(|| "./backups".into()));
+        let retention_days = parse(
+            &get,
+            "RETENTION_DAYS",
+            "7",
+            "a non-negative whole number of days (0 keeps every backup)",
+        )?;
+        let aws_s3_bucket = get("AWS_S3_BUCKET");
 
         Ok(Self {
             app_env,
@@ -310,6 +324,9 @@ impl Config {
             claude_api_key,
             max_body_bytes,
             shutdown_grace_period,
+            backup_dir,
+            retention_days,
+            aws_s3_bucket,
         })
     }
 
@@ -454,6 +471,9 @@ mod tests {
         assert_eq!(c.ai_service_retry_delay, Duration::from_secs(2));
         assert_eq!(c.shutdown_grace_period, Duration::from_secs(30));
         assert!(c.redis_url.is_none());
+        assert_eq!(c.backup_dir, PathBuf::from("./backups"));
+        assert_eq!(c.retention_days, 7);
+        assert!(c.aws_s3_bucket.is_none());
     }
 
     #[test]
@@ -490,6 +510,10 @@ mod tests {
         assert_eq!(
             cfg(&[("MAX_BODY_BYTES", "0")]).unwrap_err().var,
             "MAX_BODY_BYTES"
+        );
+        assert_eq!(
+            cfg(&[("RETENTION_DAYS", "a week")]).unwrap_err().var,
+            "RETENTION_DAYS"
         );
     }
 

@@ -9,5 +9,6 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod ops;
 pub mod store;
 pub mod telemetry;

@@ -1,8 +1,13 @@
 //! The command line: one file per subcommand.
 
+pub mod analyze_logs;
+pub mod backup;
 pub mod config;
+pub mod health_check;
 pub mod migrate;
+pub mod restore;
 pub mod serve;
+pub mod smoke;
 
 use std::process::ExitCode;
 
@@ -32,6 +37,16 @@ pub enum Command {
     Migrate(migrate::Args),
     /// Print the effective configuration, secrets redacted.
     Config(config::Args),
+    /// Check the app, database, Redis, AI providers, system and disk; exit 1 if unhealthy.
+    HealthCheck(health_check::Args),
+    /// Summarise the server's JSON log: requests, errors, latency percentiles, tokens.
+    AnalyzeLogs(analyze_logs::Args),
+    /// Back up the database (verified, timestamped, with retention clean-up).
+    Backup(backup::Args),
+    /// Restore a backup over the configured database.
+    Restore(restore::Args),
+    /// End-to-end smoke test of a running instance.
+    Smoke(smoke::Args),
 }
 
 /// Runs a parsed command; the exit code is 0 on success, 1 on failure.
@@ -58,6 +73,11 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Serve(args) => serve::run(args, config).await,
             Command::Migrate(args) => migrate::run(args, config).await,
             Command::Config(args) => config::run(args, config),
+            Command::HealthCheck(args) => health_check::run(args, config).await,
+            Command::AnalyzeLogs(args) => analyze_logs::run(args, config).await,
+            Command::Backup(args) => backup::run(args, config).await,
+            Command::Restore(args) => restore::run(args, config).await,
+            Command::Smoke(args) => smoke::run(args, config).await,
         }
     });
     match result {
