@@ -33,7 +33,7 @@ fn fields(name: &str, i: usize) -> EmployeeFields {
         max_steps: (i % 100) as i32 + 1,
         token_budget: 1000 * i as i64,
         temperature: (i % 20) as f64 / 10.0 + 0.05,
-        redact_prompts: i % 2 == 0,
+        redact_prompts: i.is_multiple_of(2),
     }
 }
 
@@ -71,7 +71,7 @@ async fn populate(store: &DynStore) {
                 .create_employee(*tenant, &fields(&format!("emp-{ti}-{i}"), i))
                 .await
                 .unwrap();
-            if i % 3 == 0 {
+            if i.is_multiple_of(3) {
                 store
                     .update_employee(
                         *tenant,
