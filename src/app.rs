@@ -249,13 +249,18 @@ impl App {
             }
         });
 
-        // Histograms need periodic upkeep when no exporter thread owns the recorder.
+        // Histograms need periodic upkeep when no exporter thread owns the recorder; the
+        // same tick samples the process and database-pool gauges.
         let token = stop_listeners.clone();
+        let sampled_store = state.store.clone();
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             loop {
                 tokio::select! {
-                    _ = tick.tick() => handle.run_upkeep(),
+                    _ = tick.tick() => {
+                        handle.run_upkeep();
+                        telemetry::process::sample(sampled_store.pool_stats());
+                    }
                     _ = token.cancelled() => break,
                 }
             }

@@ -43,6 +43,9 @@
 //! | `REDACT_EXTRA_PATTERNS` | empty | extra regexes redacted from logs: a JSON array of strings, or one regex per line |
 //! | `REQUEST_HEADER_TIMEOUT` | `10` | seconds a client gets to send the request headers |
 //! | `REQUEST_BODY_TIMEOUT` | `30` | seconds a client gets to send the request body |
+//! | `BACKUP_DIR` | `./backups` | where `digital-employee backup` writes `db_backup_*` files and `backup.log` |
+//! | `RETENTION_DAYS` | `7` | backups older than this many days are deleted after a backup (`0` keeps all) |
+//! | `AWS_S3_BUCKET` | unset | when set, each backup is also uploaded with the `aws` CLI to `s3://BUCKET/backups/` |
 //!
 //! Nothing else in the crate calls `std::env::var`.
 
@@ -222,6 +225,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     #[serde(serialize_with = "ser_secs")]
     pub shutdown_grace_period: Duration,
+    pub backup_dir: PathBuf,
+    pub retention_days: u32,
+    pub aws_s3_bucket: Option<String>,
     pub rate_limit_requests: u32,
     #[serde(serialize_with = "ser_secs")]
     pub rate_limit_window: Duration,
@@ -479,6 +485,14 @@ impl Config {
         let redact_extra_patterns = redact_patterns(get("REDACT_EXTRA_PATTERNS"))?;
         let request_header_timeout = positive_secs(&get, "REQUEST_HEADER_TIMEOUT", "10")?;
         let request_body_timeout = positive_secs(&get, "REQUEST_BODY_TIMEOUT", "30")?;
+        let backup_dir = PathBuf::from(get("BACKUP_DIR").unwrap_or_else(|| "./backups".into()));
+        let retention_days = parse(
+            &get,
+            "RETENTION_DAYS",
+            "7",
+            "a non-negative whole number of days (0 keeps every backup)",
+        )?;
+        let aws_s3_bucket = get("AWS_S3_BUCKET");
 
         Ok(Self {
             app_env,
@@ -509,6 +523,9 @@ impl Config {
             redact_extra_patterns,
             request_header_timeout,
             request_body_timeout,
+            backup_dir,
+            retention_days,
+            aws_s3_bucket,
         })
     }
 
@@ -889,6 +906,9 @@ mod tests {
         assert_eq!(c.ai_service_retry_delay, Duration::from_secs(2));
         assert_eq!(c.shutdown_grace_period, Duration::from_secs(30));
         assert!(c.redis_url.is_none());
+        assert_eq!(c.backup_dir, PathBuf::from("./backups"));
+        assert_eq!(c.retention_days, 7);
+        assert!(c.aws_s3_bucket.is_none());
         assert_eq!(c.rate_limit_requests, 100);
         assert_eq!(c.rate_limit_window, Duration::from_secs(60));
         assert_eq!(c.rate_limit_redis_failure, RedisFailure::Open);
@@ -971,6 +991,10 @@ mod tests {
         assert_eq!(
             cfg(&[("MAX_BODY_BYTES", "0")]).unwrap_err().var,
             "MAX_BODY_BYTES"
+        );
+        assert_eq!(
+            cfg(&[("RETENTION_DAYS", "a week")]).unwrap_err().var,
+            "RETENTION_DAYS"
         );
     }
 

@@ -10,5 +10,6 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod ops;
 pub mod store;
 pub mod telemetry;

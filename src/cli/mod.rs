@@ -1,10 +1,15 @@
 //! The command line: one file per subcommand.
 
+pub mod analyze_logs;
+pub mod backup;
 pub mod config;
+pub mod health_check;
 pub mod keys;
 pub mod migrate;
+pub mod restore;
 pub mod sandbox;
 pub mod serve;
+pub mod smoke;
 pub mod token;
 
 use std::process::ExitCode;
@@ -41,6 +46,16 @@ pub enum Command {
     Keys(keys::Args),
     /// Mint a JWT (HS256, JWT_SECRET_KEY) for a tenant and scope.
     Token(token::Args),
+    /// Check the app, database, Redis, AI providers, system and disk; exit 1 if unhealthy.
+    HealthCheck(health_check::Args),
+    /// Summarise the server's JSON log: requests, errors, latency percentiles, tokens.
+    AnalyzeLogs(analyze_logs::Args),
+    /// Back up the database (verified, timestamped, with retention clean-up).
+    Backup(backup::Args),
+    /// Restore a backup over the configured database.
+    Restore(restore::Args),
+    /// End-to-end smoke test of a running instance.
+    Smoke(smoke::Args),
 }
 
 /// Runs a parsed command; the exit code is 0 on success, 1 on failure.
@@ -70,6 +85,11 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Sandbox(args) => sandbox::run(args, config).await,
             Command::Keys(args) => keys::run(args, config).await,
             Command::Token(args) => token::run(args, config).await,
+            Command::HealthCheck(args) => health_check::run(args, config).await,
+            Command::AnalyzeLogs(args) => analyze_logs::run(args, config).await,
+            Command::Backup(args) => backup::run(args, config).await,
+            Command::Restore(args) => restore::run(args, config).await,
+            Command::Smoke(args) => smoke::run(args, config).await,
         }
     });
     match result {

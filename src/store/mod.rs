@@ -77,6 +77,15 @@ impl SchemaStatus {
     }
 }
 
+/// Connection pool occupancy, for the pool gauges.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Connections open now (idle + in use).
+    pub size: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
 /// A page of rows plus the cursor of the next page, if any.
 #[derive(Clone, Debug)]
 pub struct Page<T> {
@@ -97,6 +106,10 @@ pub trait Store: Send + Sync + 'static {
     async fn migrate(&self) -> StoreResult<Vec<i64>>;
     /// Closes the pool (waits for connections to be returned).
     async fn close(&self);
+    /// Pool occupancy; `None` for stores without a pool.
+    fn pool_stats(&self) -> Option<PoolStats> {
+        None
+    }
 
     async fn create_tenant(&self, name: &str) -> StoreResult<Tenant>;
     async fn get_tenant(&self, id: Uuid) -> StoreResult<Tenant>;

@@ -165,6 +165,14 @@ impl Store for PgStore {
         self.pool.close().await;
     }
 
+    fn pool_stats(&self) -> Option<PoolStats> {
+        Some(PoolStats {
+            size: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            max: self.pool.options().get_max_connections(),
+        })
+    }
+
     async fn create_tenant(&self, name: &str) -> StoreResult<Tenant> {
         let row = sqlx::query(
             "INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3) \

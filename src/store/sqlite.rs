@@ -219,6 +219,14 @@ impl Store for SqliteStore {
         self.pool.close().await;
     }
 
+    fn pool_stats(&self) -> Option<PoolStats> {
+        Some(PoolStats {
+            size: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            max: self.pool.options().get_max_connections(),
+        })
+    }
+
     async fn create_tenant(&self, name: &str) -> StoreResult<Tenant> {
         let t = Tenant {
             id: Uuid::now_v7(),

@@ -40,6 +40,14 @@ pub const RATE_LIMITED_TOTAL: &str = "rate_limited_total";
 /// Counter `{policy}`: requests whose rate limit could not be checked because Redis was
 /// unreachable (`policy="open"`: let through; `"closed"`: refused with 503).
 pub const RATE_LIMIT_REDIS_ERRORS_TOTAL: &str = "rate_limit_redis_errors_total";
+/// Gauge: resident set size of the process, bytes.
+pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "process_resident_memory_bytes";
+/// Gauge: open file descriptors of the process.
+pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
+/// Gauge `{state}`: database pool connections, `state` = `idle` or `in_use`.
+pub const DB_POOL_CONNECTIONS: &str = "db_pool_connections";
+/// Gauge: the pool's upper bound (`DB_MAX_CONNECTIONS`).
+pub const DB_POOL_MAX_CONNECTIONS: &str = "db_pool_max_connections";
 
 /// The `endpoint` label of requests that matched no route, so raw paths never become
 /// label values.
@@ -132,5 +140,19 @@ fn describe() {
         "Requests whose rate limit could not be checked because Redis was unreachable"
     );
     metrics::describe_gauge!(BUILD_INFO, "Always 1; labelled with the running version");
+    metrics::describe_gauge!(
+        PROCESS_RESIDENT_MEMORY_BYTES,
+        metrics::Unit::Bytes,
+        "Resident memory of the process"
+    );
+    metrics::describe_gauge!(PROCESS_OPEN_FDS, "Open file descriptors of the process");
+    metrics::describe_gauge!(
+        DB_POOL_CONNECTIONS,
+        "Database pool connections by state (idle, in_use)"
+    );
+    metrics::describe_gauge!(
+        DB_POOL_MAX_CONNECTIONS,
+        "Largest number of connections the database pool may open"
+    );
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }

@@ -30,6 +30,7 @@ pub struct TestDb {
     pub backend: Backend,
     dir: Option<PathBuf>,
     pg_schema: Option<(String, String)>,
+    pg_database: Option<(String, String)>,
 }
 
 impl TestDb {
@@ -45,6 +46,7 @@ impl TestDb {
                     backend,
                     dir: Some(dir),
                     pg_schema: None,
+                    pg_database: None,
                 })
             }
             Backend::Postgres => {
@@ -58,9 +60,33 @@ impl TestDb {
                     backend,
                     dir: None,
                     pg_schema: Some((base, schema)),
+                    pg_database: None,
                 })
             }
         }
+    }
+
+    /// Like [`TestDb::new`], but on PostgreSQL a whole database of its own rather than a
+    /// schema, for tests of whole-database tools (`pg_dump`, `pg_restore`).
+    pub async fn new_database(backend: Backend) -> Option<TestDb> {
+        if backend == Backend::Sqlite {
+            return Self::new(backend).await;
+        }
+        let base = postgres_url()?;
+        let name = format!("de_{}", uuid::Uuid::now_v7().simple());
+        run_pg(&base, &format!("CREATE DATABASE {name}")).await;
+        let (head, query) = match base.split_once('?') {
+            Some((h, q)) => (h, format!("?{q}")),
+            None => (base.as_str(), String::new()),
+        };
+        let prefix = head.rsplit_once('/').map(|(p, _)| p).unwrap_or(head);
+        Some(TestDb {
+            url: format!("{prefix}/{name}{query}"),
+            backend,
+            dir: None,
+            pg_schema: None,
+            pg_database: Some((base, name)),
+        })
     }
 
     pub async fn store(&self) -> DynStore {
@@ -93,6 +119,20 @@ impl Drop for TestDb {
                     .build()
                 {
                     rt.block_on(run_pg(&base, &format!("DROP SCHEMA {schema} CASCADE")));
+                }
+            })
+            .join();
+        }
+        if let Some((base, name)) = self.pg_database.take() {
+            let _ = std::thread::spawn(move || {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    rt.block_on(run_pg(
+                        &base,
+                        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                    ));
                 }
             })
             .join();
@@ -183,11 +223,17 @@ impl TestApp {
 
     pub async fn spawn_with(backend: Backend, extra: &[(&str, &str)]) -> Option<TestApp> {
         let db = TestDb::new(backend).await?;
+        Some(Self::spawn_on(db, extra).await)
+    }
+
+    /// Boots the app on a given database (PostgreSQL migrated first).
+    pub async fn spawn_on(db: TestDb, extra: &[(&str, &str)]) -> TestApp {
+        let backend = db.backend;
         if backend == Backend::Postgres {
             db.migrated_store().await.close().await;
         }
         let app = App::build(test_config(&db.url, extra)).await.unwrap();
-        Some(Self::start(app, db).await)
+        Self::start(app, db).await
     }
 
     pub async fn start(app: App, db: TestDb) -> TestApp {
