@@ -6,16 +6,13 @@
 //! are `tool_result` blocks inside a *user* turn; `max_tokens` is required; streams are
 //! typed events (`message_start`, `content_block_*`, `message_delta`, `message_stop`).
 
-use std::collections::VecDeque;
-
 use async_trait::async_trait;
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::{AiError, ErrorKind, parse_retry_after};
 use super::provider::{EventStream, Provider};
-use super::sse::SseDecoder;
+use super::sse::{self, Step};
 use super::types::*;
 use crate::config::Secret;
 
@@ -653,69 +650,17 @@ impl Provider for AnthropicProvider {
 
     async fn chat_stream(&self, req: &ChatRequest) -> Result<EventStream, AiError> {
         let resp = self.send(&request_from_internal(req, true)).await?;
-        let state = (
-            resp.bytes_stream(),
-            SseDecoder::new(),
-            EventParser::default(),
-            VecDeque::new(),
-            false,
-        );
-        let stream = futures_util::stream::unfold(
-            state,
-            |(mut bytes, mut dec, mut parser, mut queue, mut done)| async move {
-                loop {
-                    if let Some(ev) = queue.pop_front() {
-                        return Some((ev, (bytes, dec, parser, queue, done)));
-                    }
-                    if done {
-                        return None;
-                    }
-                    let fail = |queue: &mut VecDeque<Result<StreamEvent, AiError>>, m: String| {
-                        queue.push_back(Err(AiError::new(ErrorKind::StreamBroken, m)));
-                    };
-                    match bytes.next().await {
-                        None => {
-                            done = true;
-                            if !parser.finished() {
-                                fail(&mut queue, "the vendor stream ended early".into());
-                            }
-                        }
-                        Some(Err(e)) => {
-                            done = true;
-                            let mut err = AiError::from_reqwest(&e);
-                            err.kind = ErrorKind::StreamBroken;
-                            queue.push_back(Err(err));
-                        }
-                        Some(Ok(chunk)) => match dec.feed(&chunk) {
-                            Err(m) => {
-                                done = true;
-                                fail(&mut queue, m);
-                            }
-                            Ok(events) => {
-                                for ev in events {
-                                    let parsed = serde_json::from_str::<Value>(&ev.data)
-                                        .map_err(|_| "malformed stream event".to_string())
-                                        .and_then(|v| parser.parse(&v));
-                                    match parsed {
-                                        Ok(evs) => queue.extend(evs.into_iter().map(Ok)),
-                                        Err(m) => {
-                                            done = true;
-                                            fail(&mut queue, m);
-                                            break;
-                                        }
-                                    }
-                                    if parser.finished() {
-                                        done = true;
-                                        break;
-                                    }
-                                }
-                            }
-                        },
-                    }
-                }
-            },
-        );
-        Ok(Box::pin(stream))
+        let mut parser = EventParser::default();
+        Ok(sse::events(resp, move |ev| {
+            let parsed = serde_json::from_str::<Value>(&ev.data)
+                .map_err(|_| "malformed stream event".to_string())
+                .and_then(|v| parser.parse(&v));
+            match parsed {
+                Ok(evs) if parser.finished() => Step::Done(evs),
+                Ok(evs) => Step::Emit(evs),
+                Err(m) => Step::Fail(m),
+            }
+        }))
     }
 }
 

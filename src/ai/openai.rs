@@ -5,13 +5,12 @@
 //! `api_version` switches to Azure-style auth (`api-key` header, `api-version` query).
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::error::{AiError, ErrorKind, parse_retry_after};
 use super::provider::{EventStream, Provider};
-use super::sse::SseDecoder;
+use super::sse::{self, Step};
 use super::types::*;
 use crate::config::Secret;
 
@@ -692,77 +691,25 @@ impl Provider for OpenAiProvider {
         let resp = self
             .send(&request_from_internal(req, true, self.modern_limits))
             .await?;
-        let bytes = resp.bytes_stream();
-        let state = (
-            bytes,
-            SseDecoder::new(),
-            ChunkParser::default(),
-            std::collections::VecDeque::new(),
-            false,
-        );
-        let stream = futures_util::stream::unfold(
-            state,
-            |(mut bytes, mut dec, mut parser, mut queue, mut done)| async move {
-                loop {
-                    if let Some(ev) = queue.pop_front() {
-                        return Some((ev, (bytes, dec, parser, queue, done)));
-                    }
-                    if done {
-                        return None;
-                    }
-                    match bytes.next().await {
-                        None => {
-                            done = true;
-                            // A stream that ends without [DONE] was cut off.
-                            queue.push_back(Err(AiError::new(
-                                ErrorKind::StreamBroken,
-                                "the vendor stream ended early",
-                            )));
-                        }
-                        Some(Err(e)) => {
-                            done = true;
-                            let mut err = AiError::from_reqwest(&e);
-                            err.kind = ErrorKind::StreamBroken;
-                            queue.push_back(Err(err));
-                        }
-                        Some(Ok(chunk)) => match dec.feed(&chunk) {
-                            Err(m) => {
-                                done = true;
-                                queue.push_back(Err(AiError::new(ErrorKind::StreamBroken, m)));
-                            }
-                            Ok(events) => {
-                                for ev in events {
-                                    if ev.data.trim() == "[DONE]" {
-                                        done = true;
-                                        break;
-                                    }
-                                    match serde_json::from_str::<OaChunk>(&ev.data) {
-                                        Ok(c) => queue.extend(parser.parse(c).into_iter().map(Ok)),
-                                        Err(_) => {
-                                            let err = serde_json::from_str::<Value>(&ev.data)
-                                                .ok()
-                                                .and_then(|v| {
-                                                    v.pointer("/error/message")
-                                                        .and_then(Value::as_str)
-                                                        .map(str::to_owned)
-                                                })
-                                                .unwrap_or_else(|| "malformed stream chunk".into());
-                                            done = true;
-                                            queue.push_back(Err(AiError::new(
-                                                ErrorKind::StreamBroken,
-                                                err,
-                                            )));
-                                            break;
-                                        }
-                                    }
-                                }
-                            }
-                        },
-                    }
-                }
-            },
-        );
-        Ok(Box::pin(stream))
+        let mut parser = ChunkParser::default();
+        Ok(sse::events(resp, move |ev| {
+            if ev.data.trim() == "[DONE]" {
+                return Step::Done(Vec::new());
+            }
+            match serde_json::from_str::<OaChunk>(&ev.data) {
+                Ok(c) => Step::Emit(parser.parse(c)),
+                Err(_) => Step::Fail(
+                    serde_json::from_str::<Value>(&ev.data)
+                        .ok()
+                        .and_then(|v| {
+                            v.pointer("/error/message")
+                                .and_then(Value::as_str)
+                                .map(str::to_owned)
+                        })
+                        .unwrap_or_else(|| "malformed stream chunk".into()),
+                ),
+            }
+        }))
     }
 }
 

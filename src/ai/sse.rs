@@ -1,5 +1,13 @@
 //! Server-Sent Events: an incremental decoder for vendor streams and an encoder for ours.
 
+use std::collections::VecDeque;
+
+use futures_util::StreamExt;
+
+use super::error::{AiError, ErrorKind};
+use super::provider::EventStream;
+use super::types::StreamEvent;
+
 /// One decoded event: its `event:` name (empty when absent) and joined `data:` lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SseEvent {
@@ -62,6 +70,86 @@ impl SseDecoder {
         }
         Ok(out)
     }
+}
+
+/// What a wire format's parser makes of one decoded event.
+pub enum Step {
+    /// These events, and the stream goes on.
+    Emit(Vec<StreamEvent>),
+    /// These events, and the stream is complete.
+    Done(Vec<StreamEvent>),
+    /// The vendor reported an error or sent something unreadable.
+    Fail(String),
+}
+
+/// Turns a vendor's SSE response body into neutral stream events using `parse` for each
+/// event. A body that ends before `parse` says `Done`, breaks, or is unreadable ends the
+/// stream with a `StreamBroken` error item — never a silent, truncated success.
+pub fn events(
+    resp: reqwest::Response,
+    parse: impl FnMut(&SseEvent) -> Step + Send + 'static,
+) -> EventStream {
+    struct St<B, P> {
+        bytes: B,
+        dec: SseDecoder,
+        parse: P,
+        queue: VecDeque<Result<StreamEvent, AiError>>,
+        done: bool,
+    }
+    let broken = |m: String| Err(AiError::new(ErrorKind::StreamBroken, m));
+    let st = St {
+        bytes: resp.bytes_stream(),
+        dec: SseDecoder::new(),
+        parse,
+        queue: VecDeque::new(),
+        done: false,
+    };
+    Box::pin(futures_util::stream::unfold(st, move |mut st| async move {
+        loop {
+            if let Some(item) = st.queue.pop_front() {
+                return Some((item, st));
+            }
+            if st.done {
+                return None;
+            }
+            match st.bytes.next().await {
+                None => {
+                    st.done = true;
+                    st.queue
+                        .push_back(broken("the vendor stream ended early".into()));
+                }
+                Some(Err(e)) => {
+                    st.done = true;
+                    let mut err = AiError::from_reqwest(&e);
+                    err.kind = ErrorKind::StreamBroken;
+                    st.queue.push_back(Err(err));
+                }
+                Some(Ok(chunk)) => match st.dec.feed(&chunk) {
+                    Err(m) => {
+                        st.done = true;
+                        st.queue.push_back(broken(m));
+                    }
+                    Ok(decoded) => {
+                        for ev in decoded {
+                            match (st.parse)(&ev) {
+                                Step::Emit(evs) => st.queue.extend(evs.into_iter().map(Ok)),
+                                Step::Done(evs) => {
+                                    st.queue.extend(evs.into_iter().map(Ok));
+                                    st.done = true;
+                                    break;
+                                }
+                                Step::Fail(m) => {
+                                    st.queue.push_back(broken(m));
+                                    st.done = true;
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                },
+            }
+        }
+    }))
 }
 
 /// Encodes one event (`event:` line only when named).
