@@ -14,6 +14,8 @@ use uuid::Uuid;
 
 use super::*;
 
+mod tasks;
+
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 pub struct PgStore {
@@ -68,6 +70,7 @@ fn key_row(r: &PgRow) -> StoreResult<ApiKeyRecord> {
 fn employee_row(r: &PgRow) -> StoreResult<Employee> {
     let Json(model_policy): Json<Vec<String>> = r.try_get("model_policy")?;
     let Json(allowed_tools): Json<Vec<String>> = r.try_get("allowed_tools")?;
+    let Json(approval_tools): Json<Vec<String>> = r.try_get("approval_tools")?;
     Ok(Employee {
         id: r.try_get("id")?,
         tenant_id: r.try_get("tenant_id")?,
@@ -81,6 +84,7 @@ fn employee_row(r: &PgRow) -> StoreResult<Employee> {
             token_budget: r.try_get("token_budget")?,
             temperature: r.try_get("temperature")?,
             redact_prompts: r.try_get("redact_prompts")?,
+            approval_tools,
         },
         version: r.try_get("version")?,
         created_at: r.try_get("created_at")?,
@@ -92,7 +96,8 @@ fn employee_row(r: &PgRow) -> StoreResult<Employee> {
 macro_rules! employee_cols {
     () => {
         "id, tenant_id, name, role, instructions, model_policy, allowed_tools, \
-         max_steps, token_budget, temperature, redact_prompts, version, created_at, updated_at"
+         max_steps, token_budget, temperature, redact_prompts, version, created_at, updated_at, \
+         approval_tools"
     };
 }
 
@@ -233,7 +238,7 @@ impl Store for PgStore {
             "INSERT INTO employees (",
             employee_cols!(),
             ") \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12, $13) \
              RETURNING ",
             employee_cols!(),
             ""
@@ -250,6 +255,7 @@ impl Store for PgStore {
         .bind(fields.temperature)
         .bind(fields.redact_prompts)
         .bind(t)
+        .bind(Json(&fields.approval_tools))
         .fetch_one(&self.pool)
         .await
         .map_err(|err| map_unique(err, "employee name"))?;
@@ -304,7 +310,7 @@ impl Store for PgStore {
         let row = sqlx::query(concat!(
             "UPDATE employees SET name = $1, role = $2, instructions = $3, model_policy = $4, \
              allowed_tools = $5, max_steps = $6, token_budget = $7, temperature = $8, \
-             redact_prompts = $9, version = version + 1, updated_at = $10 \
+             redact_prompts = $9, version = version + 1, updated_at = $10, approval_tools = $14 \
              WHERE tenant_id = $11 AND id = $12 AND version = $13 RETURNING ",
             employee_cols!(),
             ""
@@ -322,6 +328,7 @@ impl Store for PgStore {
         .bind(tenant)
         .bind(id)
         .bind(version)
+        .bind(Json(&fields.approval_tools))
         .fetch_optional(&self.pool)
         .await
         .map_err(|err| map_unique(err, "employee name"))?;

@@ -18,6 +18,8 @@ use uuid::Uuid;
 
 use super::*;
 
+mod tasks;
+
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 pub struct SqliteStore {
@@ -124,6 +126,7 @@ fn employee_row(r: &SqliteRow) -> StoreResult<Employee> {
             token_budget: r.try_get("token_budget")?,
             temperature: r.try_get("temperature")?,
             redact_prompts: r.try_get("redact_prompts")?,
+            approval_tools: json_list(r.try_get("approval_tools")?)?,
         },
         version: r.try_get("version")?,
         created_at: parse_ts(r.try_get("created_at")?)?,
@@ -135,7 +138,8 @@ fn employee_row(r: &SqliteRow) -> StoreResult<Employee> {
 macro_rules! employee_cols {
     () => {
         "id, tenant_id, name, role, instructions, model_policy, allowed_tools, \
-         max_steps, token_budget, temperature, redact_prompts, version, created_at, updated_at"
+         max_steps, token_budget, temperature, redact_prompts, version, created_at, updated_at, \
+         approval_tools"
     };
 }
 
@@ -302,7 +306,7 @@ impl Store for SqliteStore {
         sqlx::query(concat!(
             "INSERT INTO employees (",
             employee_cols!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
         .bind(e.id.to_string())
         .bind(tenant.to_string())
@@ -318,6 +322,7 @@ impl Store for SqliteStore {
         .bind(e.version)
         .bind(ts(&t))
         .bind(ts(&t))
+        .bind(to_json(&fields.approval_tools))
         .execute(&self.pool)
         .await
         .map_err(|err| map_unique(err, "employee name"))?;
@@ -374,7 +379,7 @@ impl Store for SqliteStore {
         let row = sqlx::query(concat!(
             "UPDATE employees SET name = ?, role = ?, instructions = ?, model_policy = ?, \
              allowed_tools = ?, max_steps = ?, token_budget = ?, temperature = ?, \
-             redact_prompts = ?, version = version + 1, updated_at = ? \
+             redact_prompts = ?, approval_tools = ?, version = version + 1, updated_at = ? \
              WHERE tenant_id = ? AND id = ? AND version = ? RETURNING ",
             employee_cols!(),
             ""
@@ -388,6 +393,7 @@ impl Store for SqliteStore {
         .bind(fields.token_budget)
         .bind(fields.temperature)
         .bind(fields.redact_prompts)
+        .bind(to_json(&fields.approval_tools))
         .bind(ts(&t))
         .bind(tenant.to_string())
         .bind(id.to_string())
