@@ -32,6 +32,7 @@ pub struct AppState {
     pub ai: Arc<crate::ai::AiRouter>,
     pub auth: Arc<Authenticator>,
     pub lifecycle: Arc<Lifecycle>,
+    pub tasks: Arc<crate::orchestrator::Hub>,
 }
 
 /// Draining flag and in-flight request count, for readiness and graceful shutdown.
@@ -171,6 +172,7 @@ impl App {
                 ai,
                 auth,
                 lifecycle: Arc::new(Lifecycle::default()),
+                tasks: Arc::new(crate::orchestrator::Hub::new()),
             },
             api_listener,
             metrics_listener,
@@ -247,6 +249,9 @@ impl App {
                 .with_graceful_shutdown(token.cancelled_owned())
                 .await
         });
+        // Task workers, reaper, scheduler: they stop claiming at once on shutdown and
+        // get the same grace period as requests (see `orchestrator`).
+        let workers = crate::orchestrator::Workers::start(&state, &tasks);
         tasks.close();
 
         let addr = SocketAddr::new(state.config.host, state.config.port);
@@ -261,10 +266,13 @@ impl App {
             "shutdown requested: draining"
         );
         let started = tokio::time::Instant::now();
-        if tokio::time::timeout(grace, state.lifecycle.wait_idle())
-            .await
-            .is_err()
-        {
+        workers.stop_claiming();
+        state.tasks.shutdown.cancel();
+        let (idle, ()) = tokio::join!(
+            tokio::time::timeout(grace, state.lifecycle.wait_idle()),
+            workers.drain(grace)
+        );
+        if idle.is_err() {
             tracing::warn!(
                 in_flight = state.lifecycle.in_flight(),
                 "grace period over with requests still in flight"

@@ -10,5 +10,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod orchestrator;
+pub mod runtime;
 pub mod store;
 pub mod telemetry;

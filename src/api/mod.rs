@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod openapi;
+pub mod tasks;
 
 use std::time::Instant;
 
@@ -59,6 +60,12 @@ fn v1() -> Router<AppState> {
                 .delete(employees::delete),
         )
         .route("/chat/completions", post(chat::completions))
+        .route("/tasks", get(tasks::list).post(tasks::create))
+        .route("/tasks/{id}", get(tasks::get))
+        .route("/tasks/{id}/cancel", post(tasks::cancel))
+        .route("/tasks/{id}/approve", post(tasks::approve))
+        .route("/tasks/{id}/reject", post(tasks::reject))
+        .route("/tasks/{id}/events", get(tasks::events))
 }
 
 /// The metrics router on port 9000: `/metrics` and nothing else.

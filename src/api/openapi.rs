@@ -5,7 +5,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{chat, employees, health};
+use super::{chat, employees, health, tasks};
 use crate::app::AppState;
 
 #[derive(OpenApi)]
@@ -24,11 +24,19 @@ use crate::app::AppState;
         employees::update,
         employees::delete,
         chat::completions,
+        tasks::create,
+        tasks::list,
+        tasks::get,
+        tasks::cancel,
+        tasks::approve,
+        tasks::reject,
+        tasks::events,
     ),
     modifiers(&Security),
     tags(
         (name = "health", description = "Liveness and readiness probes (no auth)"),
         (name = "employees", description = "Digital employees: role, instructions, model policy, tools, limits"),
+        (name = "tasks", description = "Durable tasks: submit, follow, cancel, approve"),
         (name = "gateway", description = "OpenAI-compatible chat completions through the AI router"),
     )
 )]

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::*;
 
 mod tasks;
+pub use tasks::TASKS_CHANNEL;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 

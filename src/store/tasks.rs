@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{Page, StoreResult};
+use super::{Employee, Page, StoreResult};
 
 /// Task statuses (DESIGN §5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -281,6 +281,8 @@ impl super::HasId for Schedule {
 /// conformance suite checks they agree.
 #[async_trait]
 pub trait TaskStore: Send + Sync {
+    /// The tenant's employee with this name.
+    async fn find_employee_by_name(&self, tenant: Uuid, name: &str) -> StoreResult<Employee>;
     /// Inserts the task and its first `status` event. With an idempotency key already
     /// used in the tenant, inserts nothing and returns the existing task and `false`.
     async fn create_task(&self, t: &NewTask) -> StoreResult<(Task, bool)>;

@@ -150,6 +150,17 @@ async fn append(
 
 #[async_trait]
 impl TaskStore for PgStore {
+    async fn find_employee_by_name(&self, tenant: Uuid, name: &str) -> StoreResult<Employee> {
+        let id: Uuid =
+            sqlx::query_scalar("SELECT id FROM employees WHERE tenant_id = $1 AND name = $2")
+                .bind(tenant)
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+        self.get_employee(tenant, id).await
+    }
+
     async fn create_task(&self, t: &NewTask) -> StoreResult<(Task, bool)> {
         let id = Uuid::now_v7();
         let created = now();

@@ -157,6 +157,17 @@ async fn append(
 
 #[async_trait]
 impl TaskStore for SqliteStore {
+    async fn find_employee_by_name(&self, tenant: Uuid, name: &str) -> StoreResult<Employee> {
+        let id: String =
+            sqlx::query_scalar("SELECT id FROM employees WHERE tenant_id = ? AND name = ?")
+                .bind(tenant.to_string())
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+        self.get_employee(tenant, parse_id(&id)?).await
+    }
+
     async fn create_task(&self, t: &NewTask) -> StoreResult<(Task, bool)> {
         let id = Uuid::now_v7();
         let created = now();
