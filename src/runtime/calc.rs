@@ -44,10 +44,10 @@ impl Parser<'_> {
     }
 
     fn product(&mut self) -> Result<f64, String> {
-        let mut v = self.power()?;
+        let mut v = self.unary()?;
         while let Some(op @ ('*' | '/' | '%')) = self.peek() {
             self.i += 1;
-            let r = self.power()?;
+            let r = self.unary()?;
             if op != '*' && r == 0.0 {
                 return Err("division by zero".into());
             }
@@ -60,11 +60,12 @@ impl Parser<'_> {
         Ok(v)
     }
 
+    /// `^` binds tighter than a leading minus (`-2^2` is -4) and to the right.
     fn power(&mut self) -> Result<f64, String> {
-        let base = self.unary()?;
+        let base = self.atom()?;
         if self.peek() == Some('^') {
             self.i += 1;
-            let exp = self.power()?;
+            let exp = self.unary()?;
             return Ok(base.powf(exp));
         }
         Ok(base)
@@ -80,7 +81,7 @@ impl Parser<'_> {
                 self.i += 1;
                 self.unary()
             }
-            _ => self.atom(),
+            _ => self.power(),
         }
     }
 
