@@ -34,6 +34,7 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     pub rate_limiter: Arc<RateLimiter>,
     pub lifecycle: Arc<Lifecycle>,
+    pub tasks: Arc<crate::orchestrator::Hub>,
 }
 
 /// How often the `last_used_at` times collected in memory are written.
@@ -196,6 +197,7 @@ impl App {
                 auth,
                 rate_limiter: Arc::new(rate_limiter),
                 lifecycle: Arc::new(Lifecycle::default()),
+                tasks: Arc::new(crate::orchestrator::Hub::new()),
             },
             api_listener,
             metrics_listener,
@@ -287,6 +289,9 @@ impl App {
         let token = stop_listeners.clone();
         let header_timeout = state.config.request_header_timeout;
         let api = tasks.spawn(serve_api(api_listener, api_router, header_timeout, token));
+        // Task workers, reaper, scheduler: they stop claiming at once on shutdown and
+        // get the same grace period as requests (see `orchestrator`).
+        let workers = crate::orchestrator::Workers::start(&state, &tasks);
         tasks.close();
 
         let addr = SocketAddr::new(state.config.host, state.config.port);
@@ -301,10 +306,13 @@ impl App {
             "shutdown requested: draining"
         );
         let started = tokio::time::Instant::now();
-        if tokio::time::timeout(grace, state.lifecycle.wait_idle())
-            .await
-            .is_err()
-        {
+        workers.stop_claiming();
+        state.tasks.shutdown.cancel();
+        let (idle, ()) = tokio::join!(
+            tokio::time::timeout(grace, state.lifecycle.wait_idle()),
+            workers.drain(grace)
+        );
+        if idle.is_err() {
             tracing::warn!(
                 in_flight = state.lifecycle.in_flight(),
                 "grace period over with requests still in flight"

@@ -46,6 +46,19 @@
 //! | `BACKUP_DIR` | `./backups` | where `digital-employee backup` writes `db_backup_*` files and `backup.log` |
 //! | `RETENTION_DAYS` | `7` | backups older than this many days are deleted after a backup (`0` keeps all) |
 //! | `AWS_S3_BUCKET` | unset | when set, each backup is also uploaded with the `aws` CLI to `s3://BUCKET/backups/` |
+//! | `WORKERS_ENABLED` | `on` | run the task worker pool, reaper and scheduler in this replica (`on`/`off`) |
+//! | `WORKER_CONCURRENCY` | `16` | tasks one replica runs at once |
+//! | `TASK_LEASE_SECONDS` | `30` | lease of a running task; renewed every third of it |
+//! | `TASK_POLL_INTERVAL` | `1` | seconds between queue polls when no wake-up arrives |
+//! | `TASK_MAX_ATTEMPTS` | `3` | default attempts of a task (1–20) |
+//! | `TASK_RETRY_BASE_DELAY` | `2` | seconds, base of the exponential retry backoff |
+//! | `TASK_DEADLINE_SECONDS` | `600` | wall-clock limit of one attempt; past it the task fails |
+//! | `TASK_COST_CAP_USD` | unset | cost one task may reach (USD); unset = no cap |
+//! | `DELEGATION_MAX_DEPTH` | `3` | how deep `delegate` may nest sub-tasks |
+//! | `HTTP_TOOL_ALLOWED_HOSTS` | empty | comma-separated hosts (`host` or `host:port`) the `http_request` tool may call |
+//! | `HTTP_TOOL_TIMEOUT` | `10` | seconds per `http_request` call |
+//! | `HTTP_TOOL_MAX_BYTES` | `65536` | response bytes kept by `http_request` |
+//! | `SCHEDULER_INTERVAL` | `1` | seconds between scans for due schedules |
 //!
 //! Nothing else in the crate calls `std::env::var`.
 
@@ -240,6 +253,101 @@ pub struct Config {
     #[serde(serialize_with = "ser_secs")]
     pub request_body_timeout: Duration,
     pub ai: AiConfig,
+    pub tasks: TaskConfig,
+}
+
+/// Settings of the Task Orchestrator and the Agent Runtime.
+#[derive(Clone, Debug, Serialize)]
+pub struct TaskConfig {
+    pub workers_enabled: bool,
+    pub worker_concurrency: u32,
+    #[serde(serialize_with = "ser_secs")]
+    pub lease: Duration,
+    #[serde(serialize_with = "ser_secs")]
+    pub poll_interval: Duration,
+    pub max_attempts: i32,
+    #[serde(serialize_with = "ser_secs")]
+    pub retry_base_delay: Duration,
+    #[serde(serialize_with = "ser_secs")]
+    pub deadline: Duration,
+    /// Nano-dollars; `None` = no cap.
+    pub cost_cap_nanos: Option<i64>,
+    pub delegation_max_depth: i32,
+    pub http_allowed_hosts: Vec<String>,
+    #[serde(serialize_with = "ser_secs")]
+    pub http_timeout: Duration,
+    pub http_max_bytes: usize,
+    #[serde(serialize_with = "ser_secs")]
+    pub scheduler_interval: Duration,
+}
+
+fn task_config(get: &impl Fn(&str) -> Option<String>) -> Result<TaskConfig, ConfigError> {
+    let workers_enabled = match get("WORKERS_ENABLED").map(|v| v.to_ascii_lowercase()) {
+        None => true,
+        Some(v) if matches!(v.as_str(), "on" | "true" | "1" | "yes") => true,
+        Some(v) if matches!(v.as_str(), "off" | "false" | "0" | "no") => false,
+        Some(v) => {
+            return Err(ConfigError {
+                var: "WORKERS_ENABLED",
+                value: v,
+                expected: "on or off",
+            });
+        }
+    };
+    let positive = |var: &'static str, default: &str, max: u64| -> Result<u64, ConfigError> {
+        let v: u64 = parse(get, var, default, "a positive whole number")?;
+        if v == 0 || v > max {
+            return Err(ConfigError {
+                var,
+                value: v.to_string(),
+                expected: "a positive whole number within range",
+            });
+        }
+        Ok(v)
+    };
+    let lease = secs(get, "TASK_LEASE_SECONDS", "30")?;
+    if lease < Duration::from_millis(100) {
+        return Err(ConfigError {
+            var: "TASK_LEASE_SECONDS",
+            value: format!("{}", lease.as_secs_f64()),
+            expected: "at least 0.1 seconds",
+        });
+    }
+    let poll_interval = secs(get, "TASK_POLL_INTERVAL", "1")?.max(Duration::from_millis(10));
+    let cost_cap_nanos = match get("TASK_COST_CAP_USD") {
+        None => None,
+        Some(v) => match v.parse::<f64>() {
+            Ok(usd) if usd.is_finite() && usd >= 0.0 => Some((usd * 1e9) as i64),
+            _ => {
+                return Err(ConfigError {
+                    var: "TASK_COST_CAP_USD",
+                    value: v,
+                    expected: "a non-negative amount of US dollars such as 0.50",
+                });
+            }
+        },
+    };
+    let http_allowed_hosts = get("HTTP_TOOL_ALLOWED_HOSTS")
+        .unwrap_or_default()
+        .split(',')
+        .map(|h| h.trim().to_ascii_lowercase())
+        .filter(|h| !h.is_empty())
+        .collect();
+    Ok(TaskConfig {
+        workers_enabled,
+        worker_concurrency: positive("WORKER_CONCURRENCY", "16", 4096)? as u32,
+        lease,
+        poll_interval,
+        max_attempts: positive("TASK_MAX_ATTEMPTS", "3", 20)? as i32,
+        retry_base_delay: secs(get, "TASK_RETRY_BASE_DELAY", "2")?,
+        deadline: secs(get, "TASK_DEADLINE_SECONDS", "600")?,
+        cost_cap_nanos,
+        delegation_max_depth: positive("DELEGATION_MAX_DEPTH", "3", 16)? as i32,
+        http_allowed_hosts,
+        http_timeout: secs(get, "HTTP_TOOL_TIMEOUT", "10")?,
+        http_max_bytes: positive("HTTP_TOOL_MAX_BYTES", "65536", 16 * 1024 * 1024)? as usize,
+        scheduler_interval: secs(get, "SCHEDULER_INTERVAL", "1")?.max(Duration::from_millis(10)),
+    })
 }
 
 /// What the rate limiter does when Redis cannot be reached (`RATE_LIMIT_REDIS_FAILURE`).
@@ -493,6 +601,7 @@ impl Config {
             "a non-negative whole number of days (0 keeps every backup)",
         )?;
         let aws_s3_bucket = get("AWS_S3_BUCKET");
+        let tasks = task_config(&get)?;
 
         Ok(Self {
             app_env,
@@ -526,6 +635,7 @@ impl Config {
             backup_dir,
             retention_days,
             aws_s3_bucket,
+            tasks,
         })
     }
 

@@ -11,5 +11,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod ops;
+pub mod orchestrator;
+pub mod runtime;
 pub mod store;
 pub mod telemetry;

@@ -34,6 +34,11 @@ fn fields(name: &str, i: usize) -> EmployeeFields {
         token_budget: 1000 * i as i64,
         temperature: (i % 20) as f64 / 10.0 + 0.05,
         redact_prompts: i.is_multiple_of(2),
+        approval_tools: if i.is_multiple_of(3) {
+            vec!["calculator".into()]
+        } else {
+            Vec::new()
+        },
     }
 }
 

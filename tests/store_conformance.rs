@@ -31,6 +31,7 @@ fn fields(name: &str) -> EmployeeFields {
         token_budget: 123_456,
         temperature: 0.25,
         redact_prompts: true,
+        approval_tools: Vec::new(),
     }
 }
 

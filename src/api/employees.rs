@@ -54,6 +54,9 @@ pub struct CreateEmployee {
     pub temperature: Option<f64>,
     #[serde(default)]
     pub redact_prompts: bool,
+    /// Allowed tools that pause the task for a human `approve`/`reject` before running.
+    #[serde(default)]
+    pub approval_tools: Vec<String>,
 }
 
 /// A partial update: only the fields present change.
@@ -69,6 +72,7 @@ pub struct UpdateEmployee {
     pub token_budget: Option<i64>,
     pub temperature: Option<f64>,
     pub redact_prompts: Option<bool>,
+    pub approval_tools: Option<Vec<String>>,
     /// The version the change is based on (alternative to `If-Match`); 409 if stale.
     pub version: Option<i64>,
 }
@@ -86,6 +90,7 @@ pub struct EmployeeView {
     pub token_budget: i64,
     pub temperature: f64,
     pub redact_prompts: bool,
+    pub approval_tools: Vec<String>,
     /// Bumped by every update; send it back as `If-Match` or `version`.
     pub version: i64,
     pub created_at: DateTime<Utc>,
@@ -106,6 +111,7 @@ impl From<Employee> for EmployeeView {
             token_budget: f.token_budget,
             temperature: f.temperature,
             redact_prompts: f.redact_prompts,
+            approval_tools: f.approval_tools,
             version: e.version,
             created_at: e.created_at,
             updated_at: e.updated_at,
@@ -167,6 +173,7 @@ pub async fn create(
         token_budget: body.token_budget.unwrap_or(100_000),
         temperature: body.temperature.unwrap_or(0.0),
         redact_prompts: body.redact_prompts,
+        approval_tools: body.approval_tools,
     };
     validate(&fields)?;
     let e = state
@@ -375,6 +382,9 @@ fn apply(mut f: EmployeeFields, p: &UpdateEmployee) -> ApiResult<EmployeeFields>
     if let Some(v) = p.redact_prompts {
         f.redact_prompts = v;
     }
+    if let Some(v) = &p.approval_tools {
+        f.approval_tools = v.clone();
+    }
     Ok(f)
 }
 
@@ -450,6 +460,14 @@ pub fn validate(f: &EmployeeFields) -> ApiResult<()> {
             ));
         }
     }
+    for (i, t) in f.approval_tools.iter().enumerate() {
+        if !f.allowed_tools.contains(t) {
+            return Err(ApiError::validation(
+                format!("approval_tools[{i}]"),
+                "must be one of allowed_tools",
+            ));
+        }
+    }
     if !(1..=100).contains(&f.max_steps) {
         return Err(ApiError::validation(
             "max_steps",
@@ -501,6 +519,7 @@ mod tests {
             token_budget: 1000,
             temperature: 0.2,
             redact_prompts: false,
+            approval_tools: Vec::new(),
         }
     }
 

@@ -12,6 +12,7 @@ pub mod health;
 pub mod keys;
 pub mod openapi;
 pub mod security;
+pub mod tasks;
 pub mod tenants;
 
 use std::time::Instant;
@@ -76,6 +77,12 @@ fn v1() -> Router<AppState> {
         .route("/keys/{id}", get(keys::get).delete(keys::revoke))
         .route("/tenants", get(tenants::list).post(tenants::create))
         .route("/tenants/{id}", get(tenants::get))
+        .route("/tasks", get(tasks::list).post(tasks::create))
+        .route("/tasks/{id}", get(tasks::get))
+        .route("/tasks/{id}/cancel", post(tasks::cancel))
+        .route("/tasks/{id}/approve", post(tasks::approve))
+        .route("/tasks/{id}/reject", post(tasks::reject))
+        .route("/tasks/{id}/events", get(tasks::events))
 }
 
 /// The metrics router on port 9000: `/metrics` and nothing else.

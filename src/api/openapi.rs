@@ -5,7 +5,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{chat, employees, health, keys, tenants};
+use super::{chat, employees, health, keys, tasks, tenants};
 use crate::app::AppState;
 
 #[derive(OpenApi)]
@@ -31,11 +31,19 @@ use crate::app::AppState;
         tenants::create,
         tenants::list,
         tenants::get,
+        tasks::create,
+        tasks::list,
+        tasks::get,
+        tasks::cancel,
+        tasks::approve,
+        tasks::reject,
+        tasks::events,
     ),
     modifiers(&Security),
     tags(
         (name = "health", description = "Liveness and readiness probes (no auth)"),
         (name = "employees", description = "Digital employees: role, instructions, model policy, tools, limits"),
+        (name = "tasks", description = "Durable tasks: submit, follow, cancel, approve"),
         (name = "gateway", description = "OpenAI-compatible chat completions through the AI router"),
         (name = "keys", description = "API keys of a tenant (admin): the secret is shown once, at creation"),
         (name = "tenants", description = "Tenants (admin of the default tenant)"),

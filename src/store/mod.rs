@@ -7,6 +7,7 @@
 mod models;
 pub mod postgres;
 pub mod sqlite;
+mod tasks;
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use models::*;
+pub use tasks::*;
 
 /// What can go wrong in the store, in terms callers act on.
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +98,7 @@ pub struct Page<T> {
 /// Storage operations. Implementations must behave identically; the conformance
 /// suite in `tests/store_conformance.rs` runs against both.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: TaskStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// One round trip to the database.

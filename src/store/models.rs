@@ -56,6 +56,9 @@ pub struct EmployeeFields {
     pub temperature: f64,
     /// Redact sensitive data from prompts before they leave for a vendor.
     pub redact_prompts: bool,
+    /// Allowed tools that pause the task for a human decision before they run.
+    #[serde(default)]
+    pub approval_tools: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

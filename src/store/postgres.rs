@@ -14,6 +14,9 @@ use uuid::Uuid;
 
 use super::*;
 
+mod tasks;
+pub use tasks::TASKS_CHANNEL;
+
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 pub struct PgStore {
@@ -69,6 +72,7 @@ fn key_row(r: &PgRow) -> StoreResult<ApiKeyRecord> {
 fn employee_row(r: &PgRow) -> StoreResult<Employee> {
     let Json(model_policy): Json<Vec<String>> = r.try_get("model_policy")?;
     let Json(allowed_tools): Json<Vec<String>> = r.try_get("allowed_tools")?;
+    let Json(approval_tools): Json<Vec<String>> = r.try_get("approval_tools")?;
     Ok(Employee {
         id: r.try_get("id")?,
         tenant_id: r.try_get("tenant_id")?,
@@ -82,6 +86,7 @@ fn employee_row(r: &PgRow) -> StoreResult<Employee> {
             token_budget: r.try_get("token_budget")?,
             temperature: r.try_get("temperature")?,
             redact_prompts: r.try_get("redact_prompts")?,
+            approval_tools,
         },
         version: r.try_get("version")?,
         created_at: r.try_get("created_at")?,
@@ -93,7 +98,8 @@ fn employee_row(r: &PgRow) -> StoreResult<Employee> {
 macro_rules! employee_cols {
     () => {
         "id, tenant_id, name, role, instructions, model_policy, allowed_tools, \
-         max_steps, token_budget, temperature, redact_prompts, version, created_at, updated_at"
+         max_steps, token_budget, temperature, redact_prompts, version, created_at, updated_at, \
+         approval_tools"
     };
 }
 
@@ -327,7 +333,7 @@ impl Store for PgStore {
             "INSERT INTO employees (",
             employee_cols!(),
             ") \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12, $13) \
              RETURNING ",
             employee_cols!(),
             ""
@@ -344,6 +350,7 @@ impl Store for PgStore {
         .bind(fields.temperature)
         .bind(fields.redact_prompts)
         .bind(t)
+        .bind(Json(&fields.approval_tools))
         .fetch_one(&self.pool)
         .await
         .map_err(|err| map_unique(err, "employee name"))?;
@@ -398,7 +405,7 @@ impl Store for PgStore {
         let row = sqlx::query(concat!(
             "UPDATE employees SET name = $1, role = $2, instructions = $3, model_policy = $4, \
              allowed_tools = $5, max_steps = $6, token_budget = $7, temperature = $8, \
-             redact_prompts = $9, version = version + 1, updated_at = $10 \
+             redact_prompts = $9, version = version + 1, updated_at = $10, approval_tools = $14 \
              WHERE tenant_id = $11 AND id = $12 AND version = $13 RETURNING ",
             employee_cols!(),
             ""
@@ -416,6 +423,7 @@ impl Store for PgStore {
         .bind(tenant)
         .bind(id)
         .bind(version)
+        .bind(Json(&fields.approval_tools))
         .fetch_optional(&self.pool)
         .await
         .map_err(|err| map_unique(err, "employee name"))?;

@@ -18,6 +18,8 @@ use uuid::Uuid;
 
 use super::*;
 
+mod tasks;
+
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 pub struct SqliteStore {
@@ -125,6 +127,7 @@ fn employee_row(r: &SqliteRow) -> StoreResult<Employee> {
             token_budget: r.try_get("token_budget")?,
             temperature: r.try_get("temperature")?,
             redact_prompts: r.try_get("redact_prompts")?,
+            approval_tools: json_list(r.try_get("approval_tools")?)?,
         },
         version: r.try_get("version")?,
         created_at: parse_ts(r.try_get("created_at")?)?,
@@ -144,7 +147,8 @@ macro_rules! key_cols {
 macro_rules! employee_cols {
     () => {
         "id, tenant_id, name, role, instructions, model_policy, allowed_tools, \
-         max_steps, token_budget, temperature, redact_prompts, version, created_at, updated_at"
+         max_steps, token_budget, temperature, redact_prompts, version, created_at, updated_at, \
+         approval_tools"
     };
 }
 
@@ -413,7 +417,7 @@ impl Store for SqliteStore {
         sqlx::query(concat!(
             "INSERT INTO employees (",
             employee_cols!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
         .bind(e.id.to_string())
         .bind(tenant.to_string())
@@ -429,6 +433,7 @@ impl Store for SqliteStore {
         .bind(e.version)
         .bind(ts(&t))
         .bind(ts(&t))
+        .bind(to_json(&fields.approval_tools))
         .execute(&self.pool)
         .await
         .map_err(|err| map_unique(err, "employee name"))?;
@@ -485,7 +490,7 @@ impl Store for SqliteStore {
         let row = sqlx::query(concat!(
             "UPDATE employees SET name = ?, role = ?, instructions = ?, model_policy = ?, \
              allowed_tools = ?, max_steps = ?, token_budget = ?, temperature = ?, \
-             redact_prompts = ?, version = version + 1, updated_at = ? \
+             redact_prompts = ?, approval_tools = ?, version = version + 1, updated_at = ? \
              WHERE tenant_id = ? AND id = ? AND version = ? RETURNING ",
             employee_cols!(),
             ""
@@ -499,6 +504,7 @@ impl Store for SqliteStore {
         .bind(fields.token_budget)
         .bind(fields.temperature)
         .bind(fields.redact_prompts)
+        .bind(to_json(&fields.approval_tools))
         .bind(ts(&t))
         .bind(tenant.to_string())
         .bind(id.to_string())

@@ -49,6 +49,23 @@ pub const DB_POOL_CONNECTIONS: &str = "db_pool_connections";
 /// Gauge: the pool's upper bound (`DB_MAX_CONNECTIONS`).
 pub const DB_POOL_MAX_CONNECTIONS: &str = "db_pool_max_connections";
 
+/// Counter: tasks that reached an end, by `status` (succeeded, failed, cancelled).
+pub const TASKS_TOTAL: &str = "tasks_total";
+/// Histogram: seconds from a task's first start to its end.
+pub const TASK_DURATION_SECONDS: &str = "task_duration_seconds";
+/// Gauge: tasks per `status`, sampled periodically from the database.
+pub const QUEUE_DEPTH: &str = "digital_employee_queue_depth";
+/// Counter: tasks claimed by this replica's workers.
+pub const TASKS_CLAIMED_TOTAL: &str = "tasks_claimed_total";
+/// Counter: tasks rescued from an expired lease, by the `status` they went to.
+pub const TASKS_RESCUED_TOTAL: &str = "tasks_rescued_total";
+/// Counter: tasks queued again after a retryable failure.
+pub const TASKS_RETRIED_TOTAL: &str = "tasks_retried_total";
+/// Counter: tool calls by `tool` and `outcome` (ok, error, invalid, rejected, denied).
+pub const TOOL_CALLS_TOTAL: &str = "tool_calls_total";
+/// Counter: schedule fires that created a task.
+pub const SCHEDULE_FIRES_TOTAL: &str = "schedule_fires_total";
+
 /// The `endpoint` label of requests that matched no route, so raw paths never become
 /// label values.
 pub const UNMATCHED_ENDPOINT: &str = "unmatched";
@@ -139,6 +156,21 @@ fn describe() {
         RATE_LIMIT_REDIS_ERRORS_TOTAL,
         "Requests whose rate limit could not be checked because Redis was unreachable"
     );
+    metrics::describe_counter!(TASKS_TOTAL, "Tasks that ended, by status");
+    metrics::describe_histogram!(
+        TASK_DURATION_SECONDS,
+        metrics::Unit::Seconds,
+        "Seconds from a task's first start to its end"
+    );
+    metrics::describe_gauge!(QUEUE_DEPTH, "Tasks per status (sampled)");
+    metrics::describe_counter!(TASKS_CLAIMED_TOTAL, "Tasks claimed by this replica");
+    metrics::describe_counter!(TASKS_RESCUED_TOTAL, "Tasks rescued from an expired lease");
+    metrics::describe_counter!(
+        TASKS_RETRIED_TOTAL,
+        "Tasks queued again after a retryable failure"
+    );
+    metrics::describe_counter!(TOOL_CALLS_TOTAL, "Tool calls by tool and outcome");
+    metrics::describe_counter!(SCHEDULE_FIRES_TOTAL, "Schedule fires that created a task");
     metrics::describe_gauge!(BUILD_INFO, "Always 1; labelled with the running version");
     metrics::describe_gauge!(
         PROCESS_RESIDENT_MEMORY_BYTES,

@@ -194,6 +194,9 @@ pub fn test_config(db_url: &str, extra: &[(&str, &str)]) -> Config {
         ("DATABASE_URL", db_url),
         ("DB_MAX_CONNECTIONS", "4"),
         ("SHUTDOWN_GRACE_PERIOD", "5"),
+        // Scenarios send more than the default 100 requests a minute; the rate-limit
+        // tests set their own limit.
+        ("RATE_LIMIT_REQUESTS", "1000000"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

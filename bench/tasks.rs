@@ -1,0 +1,152 @@
+//! End-to-end task throughput (submit → succeeded) of one replica with the in-process
+//! sandbox vendor, and submit latency. Not a test: run it with `bench/tasks.sh`.
+//!
+//! Environment: `BENCH_DB` (`sqlite` or a `postgres://` URL), `BENCH_TASKS` (default
+//! 2000), `BENCH_SUBMITTERS` (concurrent HTTP clients, default 32), `WORKER_CONCURRENCY`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use digital_employee::app::App;
+use digital_employee::config::Config;
+use digital_employee::store::{self, DEFAULT_TENANT_ID, EmployeeFields, TaskStatus};
+
+const KEY: &str = "bench-admin-key-0123456789";
+
+#[tokio::main]
+async fn main() {
+    let db = std::env::var("BENCH_DB").unwrap_or_else(|_| "sqlite".into());
+    let n: usize = std::env::var("BENCH_TASKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let submitters: usize = std::env::var("BENCH_SUBMITTERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32);
+    let workers = std::env::var("WORKER_CONCURRENCY").unwrap_or_else(|_| "32".into());
+    let dir = std::env::temp_dir().join(format!("de-bench-{}", uuid::Uuid::now_v7().simple()));
+    let url = if db == "sqlite" {
+        std::fs::create_dir_all(&dir).unwrap();
+        format!("sqlite://{}/bench.db", dir.display())
+    } else {
+        use sqlx::Connection;
+        let schema = format!("bench_{}", uuid::Uuid::now_v7().simple());
+        let mut c = sqlx::PgConnection::connect(&db).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&mut c)
+            .await
+            .unwrap();
+        let sep = if db.contains('?') { '&' } else { '?' };
+        format!("{db}{sep}options=-c%20search_path%3D{schema}")
+    };
+    let vars: HashMap<&str, String> = [
+        ("HOST", "127.0.0.1".to_string()),
+        ("PORT", "0".into()),
+        ("PROMETHEUS_METRICS_PORT", "0".into()),
+        ("API_KEY_WHITELIST", KEY.into()),
+        ("DATABASE_URL", url.clone()),
+        ("DB_MAX_CONNECTIONS", "32".into()),
+        ("WORKER_CONCURRENCY", workers.clone()),
+        ("LOG_LEVEL", "warn".into()),
+    ]
+    .into_iter()
+    .collect();
+    let cfg = Config::from_lookup(|k| vars.get(k).cloned()).unwrap();
+    let s = store::connect(&store::ConnectOptions {
+        url: url.clone(),
+        max_connections: 4,
+    })
+    .await
+    .unwrap();
+    s.migrate().await.unwrap();
+    s.create_employee(
+        DEFAULT_TENANT_ID,
+        &EmployeeFields {
+            name: "bench".into(),
+            role: "benchmark".into(),
+            instructions: String::new(),
+            model_policy: vec!["sandbox/sandbox-1".into()],
+            allowed_tools: vec![],
+            max_steps: 5,
+            token_budget: 100_000,
+            temperature: 0.0,
+            redact_prompts: false,
+            approval_tools: vec![],
+        },
+    )
+    .await
+    .unwrap();
+    let app = App::build(cfg).await.unwrap();
+    let addr = app.api_addr().unwrap();
+    let store = app.state().store.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app.run(async move {
+        let _ = rx.await;
+    }));
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let per = n.div_ceil(submitters);
+    let mut handles = Vec::new();
+    for w in 0..submitters {
+        let client = client.clone();
+        handles.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            for i in 0..per {
+                let t0 = Instant::now();
+                let r = client
+                    .post(format!("http://{addr}/v1/tasks"))
+                    .header("X-API-Key", KEY)
+                    .json(
+                        &serde_json::json!({"employee": "bench", "input": format!("task {w}-{i}")}),
+                    )
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 202);
+                lat.push(t0.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for h in handles {
+        lat.extend(h.await.unwrap());
+    }
+    let submitted = started.elapsed();
+    let total = per * submitters;
+    loop {
+        let counts = store.count_tasks_by_status().await.unwrap();
+        let done = counts
+            .iter()
+            .filter(|(s, _)| s.is_terminal())
+            .map(|(_, c)| *c)
+            .sum::<i64>();
+        if done as usize >= total {
+            let failed = counts
+                .iter()
+                .find(|(s, _)| *s == TaskStatus::Failed)
+                .map_or(0, |c| c.1);
+            assert_eq!(failed, 0, "no task may fail");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed();
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    println!(
+        "db={} workers={} tasks={} submit_rate={:.0}/s end_to_end={:.0} tasks/s submit_p50={:.2}ms submit_p99={:.2}ms",
+        if db == "sqlite" { "sqlite" } else { "postgres" },
+        workers,
+        total,
+        total as f64 / submitted.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64(),
+        pct(0.50).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3,
+    );
+    let _ = tx.send(());
+    let _ = running.await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

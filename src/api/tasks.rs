@@ -1,0 +1,667 @@
+//! `/v1/tasks`: submit (idempotent), list, get, cancel, approve/reject a paused step, and
+//! the step log as JSON or a live, resumable Server-Sent Events stream.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::Caller;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{ApiJson, ApiQuery};
+use crate::app::AppState;
+use crate::auth::Scope;
+use crate::store::{
+    CancelOutcome, Employee, NewTask, StoreError, Task, TaskEvent, TaskFilter, TaskStatus, now,
+};
+
+const MAX_INPUT_BYTES: usize = 256 * 1024;
+
+/// A task to run.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTask {
+    /// Employee id or name (in the caller's tenant).
+    #[schema(example = "support-agent")]
+    pub employee: String,
+    /// What to do: a string, or any JSON (sent to the model as JSON text).
+    #[schema(value_type = Object, example = "Summarise ticket 42")]
+    pub input: Value,
+    /// Higher runs first; -100–100, default 0.
+    #[serde(default)]
+    pub priority: Option<i32>,
+    /// Not before this time (RFC 3339); default now.
+    #[serde(default)]
+    pub run_at: Option<DateTime<Utc>>,
+    /// 1–20; default `TASK_MAX_ATTEMPTS`.
+    #[serde(default)]
+    pub max_attempts: Option<i32>,
+    /// Conversation to continue (created on first use).
+    #[serde(default)]
+    pub session_id: Option<Uuid>,
+    #[serde(default)]
+    pub callback_url: Option<String>,
+    /// Free JSON object kept with the task.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+}
+
+/// A task as the API shows it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TaskView {
+    pub id: Uuid,
+    pub employee_id: Uuid,
+    pub status: TaskStatus,
+    #[schema(value_type = Object)]
+    pub input: Value,
+    pub priority: i32,
+    pub run_at: DateTime<Utc>,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub parent_task_id: Option<Uuid>,
+    pub session_id: Option<Uuid>,
+    pub idempotency_key: Option<String>,
+    pub callback_url: Option<String>,
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    /// `{"output": "<final answer>"}` once succeeded.
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<Value>,
+    pub error: Option<String>,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    /// Cost in nano-dollars (exact) and in US dollars.
+    pub cost_nanos: i64,
+    pub cost_usd: f64,
+    pub steps: i32,
+    pub cancel_requested: bool,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Task> for TaskView {
+    fn from(t: Task) -> Self {
+        Self {
+            id: t.id,
+            employee_id: t.employee_id,
+            status: t.status,
+            input: t.input,
+            priority: t.priority,
+            run_at: t.run_at,
+            attempt: t.attempt,
+            max_attempts: t.max_attempts,
+            parent_task_id: t.parent_task_id,
+            session_id: t.session_id,
+            idempotency_key: t.idempotency_key,
+            callback_url: t.callback_url,
+            metadata: t.metadata,
+            result: t.result,
+            error: t.error,
+            tokens_in: t.tokens_in,
+            tokens_out: t.tokens_out,
+            cost_nanos: t.cost_nanos,
+            cost_usd: t.cost_nanos as f64 / 1e9,
+            steps: t.steps,
+            cancel_requested: t.cancel_requested,
+            created_at: t.created_at,
+            started_at: t.started_at,
+            finished_at: t.finished_at,
+            updated_at: t.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TaskPage {
+    pub data: Vec<TaskView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// Only tasks in this status.
+    pub status: Option<String>,
+    /// Only tasks of this employee (id or name).
+    pub employee: Option<String>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+    /// Page size, 1–100; default 20.
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EventList {
+    pub data: Vec<TaskEvent>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EventParams {
+    /// Only events with a greater `seq` (same as `Last-Event-ID`).
+    pub after: Option<i64>,
+}
+
+/// A human decision on the paused tool call.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Decision {
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+fn parse_id(s: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(s).map_err(|_| ApiError::NotFound("no such task".into()))
+}
+
+fn not_found(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound => ApiError::NotFound("no such task".into()),
+        e => e.into(),
+    }
+}
+
+/// The tenant's employee by id or name.
+pub async fn resolve_employee(state: &AppState, tenant: Uuid, key: &str) -> ApiResult<Employee> {
+    let found = match Uuid::parse_str(key) {
+        Ok(id) => state.store.get_employee(tenant, id).await,
+        Err(_) => state.store.find_employee_by_name(tenant, key).await,
+    };
+    match found {
+        Ok(e) => Ok(e),
+        Err(StoreError::NotFound) => Err(ApiError::validation(
+            "employee",
+            format!("no employee '{key}' in this tenant"),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn request_hash(body: &CreateTask) -> String {
+    let canonical =
+        serde_json::to_vec(&serde_json::to_value(body).unwrap_or(Value::Null)).unwrap_or_default();
+    hex::encode(Sha256::digest(canonical))
+}
+
+/// Submit a task.
+///
+/// With `Idempotency-Key`, a second submit with the same key returns the first task
+/// (same body) or 409 (different body).
+#[utoipa::path(post, path = "/v1/tasks", tag = "tasks",
+    request_body = CreateTask,
+    params(("Idempotency-Key" = Option<String>, Header, description = "At most 200 characters")),
+    responses(
+        (status = 202, description = "Accepted (or the existing task for this key)", body = TaskView),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody),
+        (status = 403, description = "Key lacks the write scope", body = ErrorBody),
+        (status = 409, description = "Idempotency key reused with another body", body = ErrorBody),
+        (status = 422, description = "Invalid field", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CreateTask>,
+) -> ApiResult<Response> {
+    caller.require(Scope::Write)?;
+    let tenant = caller.0.tenant_id;
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let k = v.to_str().unwrap_or("").trim();
+            if k.is_empty() || k.len() > 200 {
+                return Err(ApiError::BadRequest(
+                    "Idempotency-Key must be 1-200 visible characters".into(),
+                ));
+            }
+            Some(k.to_string())
+        }
+    };
+    if body.input.is_null() || body.input.as_str().is_some_and(|s| s.trim().is_empty()) {
+        return Err(ApiError::validation("input", "must not be empty"));
+    }
+    if body.input.to_string().len() > MAX_INPUT_BYTES {
+        return Err(ApiError::validation(
+            "input",
+            format!("must be at most {MAX_INPUT_BYTES} bytes"),
+        ));
+    }
+    let priority = body.priority.unwrap_or(0);
+    if !(-100..=100).contains(&priority) {
+        return Err(ApiError::validation(
+            "priority",
+            "must be between -100 and 100",
+        ));
+    }
+    let max_attempts = body.max_attempts.unwrap_or(state.config.tasks.max_attempts);
+    if !(1..=20).contains(&max_attempts) {
+        return Err(ApiError::validation(
+            "max_attempts",
+            "must be between 1 and 20",
+        ));
+    }
+    if let Some(u) = &body.callback_url
+        && !(u.starts_with("http://") || u.starts_with("https://"))
+    {
+        return Err(ApiError::validation(
+            "callback_url",
+            "must be an http(s) URL",
+        ));
+    }
+    let metadata = body.metadata.clone().unwrap_or_else(|| json!({}));
+    if !metadata.is_object() {
+        return Err(ApiError::validation("metadata", "must be a JSON object"));
+    }
+    let employee = resolve_employee(&state, tenant, &body.employee).await?;
+    if let Some(sid) = body.session_id {
+        match state.store.ensure_session(tenant, sid, employee.id).await {
+            Ok(_) => {}
+            Err(StoreError::NotFound) => {
+                return Err(ApiError::validation(
+                    "session_id",
+                    "belongs to another employee",
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let hash = key.as_ref().map(|_| request_hash(&body));
+    let new = NewTask {
+        tenant_id: tenant,
+        employee_id: employee.id,
+        input: body.input,
+        priority,
+        run_at: body.run_at.unwrap_or_else(now),
+        max_attempts,
+        idempotency_key: key,
+        request_hash: hash.clone(),
+        parent_task_id: None,
+        depth: 0,
+        session_id: body.session_id,
+        callback_url: body.callback_url,
+        metadata,
+    };
+    let (task, created) = state.store.create_task(&new).await?;
+    if created {
+        state.tasks.wake();
+        tracing::info!(task_id = %task.id, "task submitted");
+    } else if task.request_hash != hash {
+        return Err(ApiError::Conflict(
+            "this Idempotency-Key was used with a different request body".into(),
+        ));
+    }
+    let mut resp = (StatusCode::ACCEPTED, Json(TaskView::from(task))).into_response();
+    if !created {
+        resp.headers_mut().insert(
+            "idempotent-replayed",
+            header::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(resp)
+}
+
+/// List tasks, newest first.
+#[utoipa::path(get, path = "/v1/tasks", tag = "tasks", params(ListParams),
+    responses(
+        (status = 200, description = "A page of tasks", body = TaskPage),
+        (status = 422, description = "Invalid parameter", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(p): ApiQuery<ListParams>,
+) -> ApiResult<Json<TaskPage>> {
+    caller.require(Scope::Read)?;
+    let tenant = caller.0.tenant_id;
+    let limit = p.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::validation("limit", "must be between 1 and 100"));
+    }
+    let status = match &p.status {
+        None => None,
+        Some(s) => Some(TaskStatus::parse(s).ok_or_else(|| {
+            ApiError::validation(
+                "status",
+                "must be one of queued, running, succeeded, failed, cancelled, waiting_approval, retrying",
+            )
+        })?),
+    };
+    let employee_id = match &p.employee {
+        None => None,
+        Some(e) => Some(resolve_employee(&state, tenant, e).await?.id),
+    };
+    let before = match &p.cursor {
+        None => None,
+        Some(c) => Some(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(c)
+                .ok()
+                .and_then(|b| Uuid::from_slice(&b).ok())
+                .ok_or_else(|| ApiError::validation("cursor", "is not a cursor from this API"))?,
+        ),
+    };
+    let filter = TaskFilter {
+        status,
+        employee_id,
+        created_after: p.created_after,
+        created_before: p.created_before,
+        parent_task_id: None,
+    };
+    let page = state
+        .store
+        .list_tasks(tenant, &filter, before, limit)
+        .await?;
+    Ok(Json(TaskPage {
+        data: page.items.into_iter().map(TaskView::from).collect(),
+        next_cursor: page
+            .next_cursor
+            .map(|id| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.as_bytes())),
+    }))
+}
+
+/// Get one task: status, result, error, attempts, tokens, cost, timings.
+#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks",
+    params(("id" = Uuid, Path, description = "Task id")),
+    responses(
+        (status = 200, description = "The task", body = TaskView),
+        (status = 404, description = "No such task in this tenant", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TaskView>> {
+    caller.require(Scope::Read)?;
+    let t = state
+        .store
+        .get_task(caller.0.tenant_id, parse_id(&id)?)
+        .await
+        .map_err(not_found)?;
+    Ok(Json(t.into()))
+}
+
+/// Cancel a task: at once when not running; at its next step boundary when running.
+#[utoipa::path(post, path = "/v1/tasks/{id}/cancel", tag = "tasks",
+    params(("id" = Uuid, Path, description = "Task id")),
+    responses(
+        (status = 202, description = "Cancelled, or cancellation requested", body = TaskView),
+        (status = 404, description = "No such task in this tenant", body = ErrorBody),
+        (status = 409, description = "The task already ended", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    caller.require(Scope::Write)?;
+    let id = parse_id(&id)?;
+    match state
+        .store
+        .cancel_task(caller.0.tenant_id, id)
+        .await
+        .map_err(not_found)?
+    {
+        CancelOutcome::Cancelled(t) => {
+            metrics::counter!(crate::telemetry::metrics::TASKS_TOTAL, "status" => "cancelled")
+                .increment(1);
+            state.tasks.finished.notify_waiters();
+            let _ = state.tasks.events.send(id);
+            Ok((StatusCode::ACCEPTED, Json(TaskView::from(t))).into_response())
+        }
+        CancelOutcome::Requested(t) => {
+            Ok((StatusCode::ACCEPTED, Json(TaskView::from(t))).into_response())
+        }
+        CancelOutcome::AlreadyFinished(t) => Err(ApiError::Conflict(format!(
+            "the task already ended ({})",
+            t.status.as_str()
+        ))),
+    }
+}
+
+/// Approve the tool call a task is waiting on; the task resumes and runs it.
+#[utoipa::path(post, path = "/v1/tasks/{id}/approve", tag = "tasks",
+    params(("id" = Uuid, Path, description = "Task id")),
+    request_body(content = Option<Decision>),
+    responses(
+        (status = 202, description = "Resumed", body = TaskView),
+        (status = 404, description = "No such task in this tenant", body = ErrorBody),
+        (status = 409, description = "The task is not waiting for approval", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn approve(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    decide(state, caller, id, true, decision_body(&body)?).await
+}
+
+/// Reject the tool call a task is waiting on; the model is told and continues.
+#[utoipa::path(post, path = "/v1/tasks/{id}/reject", tag = "tasks",
+    params(("id" = Uuid, Path, description = "Task id")),
+    request_body(content = Option<Decision>),
+    responses(
+        (status = 202, description = "Resumed without the call", body = TaskView),
+        (status = 404, description = "No such task in this tenant", body = ErrorBody),
+        (status = 409, description = "The task is not waiting for approval", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn reject(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    decide(state, caller, id, false, decision_body(&body)?).await
+}
+
+/// The optional JSON body of approve/reject.
+fn decision_body(b: &[u8]) -> ApiResult<Decision> {
+    if b.iter().all(u8::is_ascii_whitespace) {
+        Ok(Decision::default())
+    } else {
+        super::extract::parse_json(b)
+    }
+}
+
+async fn decide(
+    state: AppState,
+    caller: Caller,
+    id: String,
+    approve: bool,
+    d: Decision,
+) -> ApiResult<Response> {
+    caller.require(Scope::Write)?;
+    let tenant = caller.0.tenant_id;
+    let id = parse_id(&id)?;
+    let task = state.store.get_task(tenant, id).await.map_err(not_found)?;
+    if task.status != TaskStatus::WaitingApproval {
+        return Err(ApiError::Conflict(format!(
+            "the task is not waiting for approval ({})",
+            task.status.as_str()
+        )));
+    }
+    // The call it waits on: the last waiting_approval status event.
+    let events = all_events(&state, id).await?;
+    let call_id = events
+        .iter()
+        .rev()
+        .find(|e| e.kind == "status" && e.payload["status"] == "waiting_approval")
+        .and_then(|e| e.payload["call_id"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let decision = json!({
+        "decision": if approve { "approve" } else { "reject" },
+        "call_id": call_id,
+        "reason": d.reason.unwrap_or_default(),
+    });
+    match state.store.resolve_approval(tenant, id, decision).await? {
+        Some(t) => {
+            state.tasks.wake();
+            let _ = state.tasks.events.send(id);
+            Ok((StatusCode::ACCEPTED, Json(TaskView::from(t))).into_response())
+        }
+        None => Err(ApiError::Conflict(
+            "the task is not waiting for approval".into(),
+        )),
+    }
+}
+
+async fn all_events(state: &AppState, id: Uuid) -> ApiResult<Vec<TaskEvent>> {
+    let mut out = Vec::new();
+    loop {
+        let after = out.last().map_or(0, |e: &TaskEvent| e.seq);
+        let page = state.store.list_events(id, after, 1000).await?;
+        if page.is_empty() {
+            return Ok(out);
+        }
+        out.extend(page);
+    }
+}
+
+/// The step log: JSON, or with `Accept: text/event-stream` a live stream.
+///
+/// The stream sends each event with `id: <seq>` and `event: <kind>`, resumes after
+/// `Last-Event-ID` (or `?after=`) without gaps or duplicates, and ends once the task has
+/// ended and every event has been sent.
+#[utoipa::path(get, path = "/v1/tasks/{id}/events", tag = "tasks",
+    params(("id" = Uuid, Path, description = "Task id"), EventParams,
+        ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this seq")),
+    responses(
+        (status = 200, description = "Events in order (or an SSE stream)", body = EventList),
+        (status = 404, description = "No such task in this tenant", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn events(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ApiQuery(p): ApiQuery<EventParams>,
+) -> ApiResult<Response> {
+    caller.require(Scope::Read)?;
+    let tenant = caller.0.tenant_id;
+    let id = parse_id(&id)?;
+    state.store.get_task(tenant, id).await.map_err(not_found)?;
+    let last_id = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .ok_or_else(|| ApiError::BadRequest("Last-Event-ID must be an event seq".into()))?,
+        ),
+    };
+    let after = last_id.or(p.after).unwrap_or(0).max(0);
+    let wants_sse = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"));
+    if !wants_sse {
+        let mut data = all_events(&state, id).await?;
+        data.retain(|e| e.seq > after);
+        return Ok(Json(EventList { data }).into_response());
+    }
+    Ok(Sse::new(follow(state, tenant, id, after))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+struct Follow {
+    state: AppState,
+    tenant: Uuid,
+    id: Uuid,
+    after: i64,
+    buf: VecDeque<TaskEvent>,
+    rx: tokio::sync::broadcast::Receiver<Uuid>,
+    done: bool,
+}
+
+/// Events after `after`, live, until the task has ended and all were sent.
+fn follow(
+    state: AppState,
+    tenant: Uuid,
+    id: Uuid,
+    after: i64,
+) -> impl futures_util::Stream<Item = Result<Event, Infallible>> {
+    let rx = state.tasks.events.subscribe();
+    let f = Follow {
+        state,
+        tenant,
+        id,
+        after,
+        buf: VecDeque::new(),
+        rx,
+        done: false,
+    };
+    futures_util::stream::unfold(f, |mut f| async move {
+        loop {
+            if let Some(e) = f.buf.pop_front() {
+                f.after = e.seq;
+                let ev = Event::default()
+                    .id(e.seq.to_string())
+                    .event(e.kind.clone())
+                    .data(serde_json::to_string(&e).unwrap_or_default());
+                return Some((Ok(ev), f));
+            }
+            if f.done || f.state.tasks.shutdown.is_cancelled() {
+                return None;
+            }
+            // Read the status before the events, so an end seen here has all its
+            // events visible in the read that follows.
+            let ended = match f.state.store.get_task(f.tenant, f.id).await {
+                Ok(t) => t.status.is_terminal(),
+                Err(_) => true,
+            };
+            match f.state.store.list_events(f.id, f.after, 500).await {
+                Ok(page) if !page.is_empty() => {
+                    f.buf.extend(page);
+                    continue;
+                }
+                Ok(_) if ended => return None,
+                Ok(_) => {}
+                Err(_) => f.done = true,
+            }
+            // Wait for news of this task (this replica), or poll (other replicas).
+            let wait = async {
+                loop {
+                    match f.rx.recv().await {
+                        Ok(changed) if changed == f.id => return,
+                        Ok(_) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                        Err(_) => {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                }
+            };
+            let shutdown = f.state.tasks.shutdown.clone();
+            tokio::select! {
+                _ = wait => {},
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {},
+                _ = shutdown.cancelled() => return None,
+            }
+        }
+    })
+}

@@ -1,0 +1,548 @@
+//! The Task Orchestrator: the worker pool of this replica, the lease reaper, wake-ups,
+//! the queue-depth sampler and the scheduler (DESIGN §5, ADR 0005).
+//!
+//! It owns task statuses and leases; the Agent Runtime only reports an [`Outcome`].
+//! Every write about a running task goes through the fenced store operations, so a
+//! worker that lost its lease (it was presumed dead and the task rescued) writes nothing.
+//!
+//! Shutdown: [`Workers::stop_claiming`] at once, then [`Workers::drain`] gives in-flight
+//! tasks the grace period and releases the rest (lease cleared, back to `queued`, the
+//! attempt given back) for another replica.
+
+pub mod scheduler;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::json;
+use tokio::sync::{Notify, Semaphore, broadcast};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::ai::types::Message;
+use crate::app::AppState;
+use crate::runtime::{self, Limits, Outcome, Run, Sink};
+use crate::store::{
+    Finish, Lease, NewEvent, SessionMessage, StepUpdate, StoreResult, Task, TaskStatus, now,
+};
+use crate::telemetry::metrics as m;
+
+/// In-process signals shared by the API and the workers of one replica.
+pub struct Hub {
+    /// Work may be available (a submit, a release, a slot freed).
+    wake: Notify,
+    /// Some task ended (delegation waits on it).
+    pub finished: Notify,
+    /// Ids of tasks with new events (SSE followers listen).
+    pub events: broadcast::Sender<Uuid>,
+    /// Cancelled when the replica shuts down (SSE streams end).
+    pub shutdown: CancellationToken,
+    /// Client of the `http_request` tool (no redirects to unchecked hosts).
+    pub http: reqwest::Client,
+}
+
+impl Hub {
+    pub fn new() -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_default();
+        Self {
+            wake: Notify::new(),
+            finished: Notify::new(),
+            events: broadcast::channel(4096).0,
+            shutdown: CancellationToken::new(),
+            http,
+        }
+    }
+
+    /// Wakes one idle claimer of this replica.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    fn task_changed(&self, id: Uuid) {
+        let _ = self.events.send(id);
+    }
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Exponential backoff of a retry: base · 2^(attempt−1), at most an hour.
+pub fn backoff(base: Duration, attempt: i32) -> Duration {
+    let exp = attempt.clamp(1, 20) - 1;
+    base.saturating_mul(1u32 << exp)
+        .min(Duration::from_secs(3600))
+}
+
+/// The background parts of the orchestrator in one replica.
+pub struct Workers {
+    stop_claiming: CancellationToken,
+    hard_stop: CancellationToken,
+    runs: TaskTracker,
+}
+
+impl Workers {
+    /// Starts the claim loop, reaper, sampler, wake-up listener and scheduler on
+    /// `tracker`. Per-task runs are tracked separately so shutdown can wait for them.
+    pub fn start(state: &AppState, tracker: &TaskTracker) -> Workers {
+        let w = Workers {
+            stop_claiming: CancellationToken::new(),
+            hard_stop: CancellationToken::new(),
+            runs: TaskTracker::new(),
+        };
+        let owner = format!("{}", Uuid::now_v7());
+        let cfg = &state.config.tasks;
+        if cfg.workers_enabled {
+            tracker.spawn(claim_loop(
+                state.clone(),
+                owner.clone(),
+                w.stop_claiming.clone(),
+                w.hard_stop.clone(),
+                w.runs.clone(),
+            ));
+            tracker.spawn(reaper(state.clone(), w.stop_claiming.clone()));
+            tracker.spawn(scheduler::run(state.clone(), w.stop_claiming.clone()));
+            if state.config.database_url.is_postgres() {
+                tracker.spawn(listen(state.clone(), w.stop_claiming.clone()));
+            }
+        }
+        tracker.spawn(sample_depth(state.clone(), w.stop_claiming.clone()));
+        tracing::info!(
+            worker_id = %owner,
+            enabled = cfg.workers_enabled,
+            concurrency = cfg.worker_concurrency,
+            "task workers started"
+        );
+        w
+    }
+
+    /// No new claims from now on.
+    pub fn stop_claiming(&self) {
+        self.stop_claiming.cancel();
+    }
+
+    /// Waits up to `grace` for in-flight tasks, then releases the rest.
+    pub async fn drain(&self, grace: Duration) {
+        self.stop_claiming.cancel();
+        self.runs.close();
+        if tokio::time::timeout(grace, self.runs.wait()).await.is_err() {
+            tracing::warn!(
+                running = self.runs.len(),
+                "grace period over with tasks running: releasing them"
+            );
+            self.hard_stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.runs.wait()).await;
+        }
+    }
+}
+
+async fn claim_loop(
+    state: AppState,
+    owner: String,
+    stop: CancellationToken,
+    hard_stop: CancellationToken,
+    runs: TaskTracker,
+) {
+    let cfg = state.config.tasks.clone();
+    let slots = Arc::new(Semaphore::new(cfg.worker_concurrency as usize));
+    let mut backoff_on_error = Duration::from_millis(100);
+    while !stop.is_cancelled() {
+        // Wait for at least one free slot.
+        let first = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = stop.cancelled() => break,
+        };
+        let free = slots.available_permits() as u32 + 1;
+        let batch = free.min(64);
+        let claimed = match state.store.claim_tasks(&owner, batch, cfg.lease).await {
+            Ok(c) => {
+                backoff_on_error = Duration::from_millis(100);
+                c
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "claim failed");
+                drop(first);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff_on_error) => {},
+                    _ = stop.cancelled() => break,
+                }
+                backoff_on_error = (backoff_on_error * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        let n = claimed.len() as u32;
+        if n > 0 {
+            metrics::counter!(m::TASKS_CLAIMED_TOTAL).increment(u64::from(n));
+        }
+        let mut first = Some(first);
+        for task in claimed {
+            state.tasks.task_changed(task.id);
+            let permit = match first.take() {
+                Some(p) => p,
+                None => match slots.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    // Cannot happen (we claimed at most the free slots), but never
+                    // run more than the configured concurrency.
+                    Err(_) => match slots.clone().acquire_owned().await {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                },
+            };
+            let st = state.clone();
+            let hs = hard_stop.clone();
+            runs.spawn(async move {
+                execute(st, task, hs).await;
+                drop(permit);
+            });
+        }
+        drop(first);
+        if n < batch {
+            // Queue drained: sleep until a wake-up, the poll interval, or shutdown.
+            tokio::select! {
+                _ = state.tasks.wake.notified() => {},
+                _ = tokio::time::sleep(cfg.poll_interval) => {},
+                _ = stop.cancelled() => break,
+            }
+        }
+    }
+}
+
+/// Records steps of a leased task (fenced) and tells followers.
+struct TaskSink<'a> {
+    state: &'a AppState,
+    lease: &'a Lease,
+}
+
+#[async_trait]
+impl Sink for TaskSink<'_> {
+    async fn step(&self, step: StepUpdate) -> StoreResult<Option<bool>> {
+        let r = self.state.store.record_step(self.lease, &step).await;
+        self.state.tasks.task_changed(self.lease.task_id);
+        r
+    }
+}
+
+/// Runs one claimed task to its end, renewing the lease meanwhile.
+async fn execute(state: AppState, task: Task, hard_stop: CancellationToken) {
+    let Some(lease) = task.lease() else { return };
+    let cfg = state.config.tasks.clone();
+    let started = Instant::now();
+    let run = run_task(&state, &task, &lease);
+    tokio::pin!(run);
+    let mut renew = tokio::time::interval(cfg.lease / 3);
+    renew.tick().await;
+    let outcome = loop {
+        tokio::select! {
+            o = &mut run => break Some(o),
+            _ = renew.tick() => {
+                match state.store.renew_lease(&lease, cfg.lease).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        tracing::warn!(task_id = %task.id, "lease lost; abandoning the task");
+                        break Some(Outcome::LeaseLost);
+                    }
+                    Err(e) => tracing::warn!(task_id = %task.id, error = %e, "lease renewal failed"),
+                }
+            }
+            _ = hard_stop.cancelled() => break None,
+        }
+    };
+    let Some(outcome) = outcome else {
+        // Shutdown: hand the task back for another replica, attempt given back.
+        let f = Finish {
+            status: TaskStatus::Queued,
+            result: None,
+            error: None,
+            run_at: Some(now()),
+            step: StepUpdate {
+                events: vec![NewEvent::status(
+                    TaskStatus::Queued,
+                    json!({"reason": "released at shutdown", "reset": true}),
+                )],
+                ..Default::default()
+            },
+        };
+        if let Err(e) = state.store.finish_task(&lease, &f).await {
+            tracing::warn!(task_id = %task.id, error = %e, "could not release the task; its lease will expire");
+        }
+        return;
+    };
+    finish(&state, &task, &lease, outcome, started).await;
+}
+
+async fn run_task(state: &AppState, task: &Task, lease: &Lease) -> Outcome {
+    let employee = match state
+        .store
+        .get_employee(task.tenant_id, task.employee_id)
+        .await
+    {
+        Ok(e) => e,
+        Err(crate::store::StoreError::NotFound) => {
+            return Outcome::Failed {
+                error: "the employee of this task no longer exists".into(),
+                retryable: false,
+            };
+        }
+        Err(e) => {
+            return Outcome::Failed {
+                error: format!("storage unavailable: {e}"),
+                retryable: true,
+            };
+        }
+    };
+    let cfg = &state.config.tasks;
+    let mut messages = vec![Message::system(runtime::system_prompt(&employee))];
+    if let Some(sid) = task.session_id {
+        match state.store.list_messages(task.tenant_id, sid, 50).await {
+            Ok(history) => messages.extend(history.into_iter().map(|m| {
+                if m.role == "assistant" {
+                    Message::assistant(m.content)
+                } else {
+                    Message::user(m.content)
+                }
+            })),
+            Err(e) => tracing::warn!(error = %e, "session history unavailable"),
+        }
+    }
+    messages.push(Message::user(runtime::input_text(&task.input)));
+    let limits = Limits {
+        max_steps: employee.fields.max_steps,
+        token_budget: employee.fields.token_budget,
+        cost_cap_nanos: cfg.cost_cap_nanos,
+        deadline: Instant::now() + cfg.deadline,
+    };
+    let mut run = Run::new(
+        state,
+        &employee,
+        Some(task.id),
+        task.depth,
+        limits,
+        messages,
+    );
+    run.totals = runtime::Totals {
+        tokens_in: task.tokens_in,
+        tokens_out: task.tokens_out,
+        cost_nanos: task.cost_nanos,
+        steps: task.steps,
+    };
+    // Resuming after an approval: rebuild the conversation from the step log.
+    if task.steps > 0 {
+        let mut events = Vec::new();
+        let mut after = 0;
+        loop {
+            match state.store.list_events(task.id, after, 1000).await {
+                Ok(page) if page.is_empty() => break,
+                Ok(page) => {
+                    after = page.last().map_or(after, |e| e.seq);
+                    events.extend(page);
+                }
+                Err(e) => {
+                    return Outcome::Failed {
+                        error: format!("storage unavailable: {e}"),
+                        retryable: true,
+                    };
+                }
+            }
+        }
+        run.replay(&events);
+    }
+    let sink = TaskSink { state, lease };
+    run.run(&sink).await
+}
+
+async fn finish(state: &AppState, task: &Task, lease: &Lease, outcome: Outcome, started: Instant) {
+    let cfg = &state.config.tasks;
+    let (status, result, error, run_at, extra) = match &outcome {
+        Outcome::LeaseLost => return,
+        Outcome::Succeeded { answer } => (
+            TaskStatus::Succeeded,
+            Some(json!({ "output": answer })),
+            None,
+            None,
+            json!({}),
+        ),
+        Outcome::Cancelled => (
+            TaskStatus::Cancelled,
+            None,
+            Some("cancelled on request".to_string()),
+            None,
+            json!({"reason": "cancelled on request"}),
+        ),
+        Outcome::WaitingApproval => (TaskStatus::WaitingApproval, None, None, None, json!({})),
+        Outcome::Failed { error, retryable } if *retryable && lease.attempt < task.max_attempts => {
+            let delay = backoff(cfg.retry_base_delay, lease.attempt);
+            (
+                TaskStatus::Retrying,
+                None,
+                Some(error.clone()),
+                Some(now() + chrono::Duration::from_std(delay).unwrap_or_default()),
+                json!({"error": error, "retry_in_seconds": delay.as_secs_f64(), "reset": true}),
+            )
+        }
+        Outcome::Failed { error, .. } => (
+            TaskStatus::Failed,
+            None,
+            Some(error.clone()),
+            None,
+            json!({"error": error}),
+        ),
+    };
+    // The waiting_approval status event was written by the runtime with the call.
+    let events = if status == TaskStatus::WaitingApproval {
+        Vec::new()
+    } else {
+        vec![NewEvent::status(status, extra)]
+    };
+    let f = Finish {
+        status,
+        result,
+        error,
+        run_at,
+        step: StepUpdate {
+            events,
+            ..Default::default()
+        },
+    };
+    match state.store.finish_task(lease, &f).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(task_id = %task.id, "late completion rejected: the lease was lost");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(task_id = %task.id, error = %e, "cannot record the end of a task; its lease will expire");
+            return;
+        }
+    }
+    state.tasks.task_changed(task.id);
+    match status {
+        TaskStatus::Retrying => {
+            metrics::counter!(m::TASKS_RETRIED_TOTAL).increment(1);
+        }
+        s if s.is_terminal() => {
+            metrics::counter!(m::TASKS_TOTAL, "status" => s.as_str()).increment(1);
+            let since = task.started_at.unwrap_or(task.created_at);
+            let secs = (now() - since).num_microseconds().unwrap_or(0) as f64 / 1e6;
+            metrics::histogram!(m::TASK_DURATION_SECONDS)
+                .record(secs.max(started.elapsed().as_secs_f64()));
+            state.tasks.finished.notify_waiters();
+        }
+        _ => {}
+    }
+    if let (Outcome::Succeeded { answer }, Some(sid)) = (&outcome, task.session_id) {
+        let msgs = [
+            SessionMessage {
+                id: Uuid::now_v7(),
+                session_id: sid,
+                role: "user".into(),
+                content: runtime::input_text(&task.input),
+                task_id: Some(task.id),
+                created_at: now(),
+            },
+            SessionMessage {
+                id: Uuid::now_v7(),
+                session_id: sid,
+                role: "assistant".into(),
+                content: answer.clone(),
+                task_id: Some(task.id),
+                created_at: now(),
+            },
+        ];
+        if let Err(e) = state.store.append_messages(task.tenant_id, &msgs).await {
+            tracing::warn!(task_id = %task.id, error = %e, "cannot store the session messages");
+        }
+    }
+}
+
+/// Rescues tasks whose lease expired (their worker is presumed dead).
+async fn reaper(state: AppState, stop: CancellationToken) {
+    let cfg = state.config.tasks.clone();
+    let every = (cfg.lease / 2).min(cfg.poll_interval.max(Duration::from_millis(100)));
+    let base = cfg.retry_base_delay;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {},
+            _ = stop.cancelled() => return,
+        }
+        match state.store.rescue_expired(&|a| backoff(base, a)).await {
+            Ok(r) if !r.is_empty() => {
+                for t in &r {
+                    tracing::warn!(task_id = %t.task_id, to = t.status.as_str(), "rescued a task from an expired lease");
+                    metrics::counter!(m::TASKS_RESCUED_TOTAL, "status" => t.status.as_str())
+                        .increment(1);
+                    if t.status.is_terminal() {
+                        metrics::counter!(m::TASKS_TOTAL, "status" => t.status.as_str())
+                            .increment(1);
+                        state.tasks.finished.notify_waiters();
+                    }
+                    state.tasks.task_changed(t.task_id);
+                }
+                state.tasks.wake();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "lease reaper failed"),
+        }
+    }
+}
+
+/// Samples the queue depth per status for `digital_employee_queue_depth`.
+async fn sample_depth(state: AppState, stop: CancellationToken) {
+    loop {
+        if let Ok(counts) = state.store.count_tasks_by_status().await {
+            for s in TaskStatus::ALL {
+                let n = counts.iter().find(|(k, _)| *k == s).map_or(0, |(_, n)| *n);
+                metrics::gauge!(m::QUEUE_DEPTH, "status" => s.as_str()).set(n as f64);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {},
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// PostgreSQL `LISTEN de_tasks`: a submit on any replica wakes this one's claimer.
+async fn listen(state: AppState, stop: CancellationToken) {
+    use sqlx::postgres::PgListener;
+    loop {
+        let connected = async {
+            let mut l = PgListener::connect(state.config.database_url.expose()).await?;
+            l.listen(crate::store::postgres::TASKS_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(l)
+        };
+        let mut listener = tokio::select! {
+            l = connected => match l {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "LISTEN failed; polling only, retrying in 5s");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                        _ = stop.cancelled() => return,
+                    }
+                }
+            },
+            _ = stop.cancelled() => return,
+        };
+        loop {
+            tokio::select! {
+                n = listener.recv() => match n {
+                    Ok(_) => state.tasks.wake(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+                        break;
+                    }
+                },
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,438 @@
+//! The Agent Runtime: runs one employee's LLM ⇄ tool loop to a final answer or to a
+//! limit, recording every step through a [`Sink`].
+//!
+//! It owns the conversation (system prompt from role and instructions, session history,
+//! the input, and — when resuming after an approval — the steps already recorded in
+//! `task_events`), the limits (steps, tokens, cost, deadline) and the cancel checks. It
+//! does not own leases or task statuses: the orchestrator turns an [`Outcome`] into the
+//! task's end. Vendors are reached only through `state.ai`.
+
+pub mod calc;
+pub mod schema;
+pub mod tools;
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::ai::CallContext;
+use crate::ai::types::{ChatRequest, Message, Role, ToolCall};
+use crate::app::AppState;
+use crate::store::{Employee, NewEvent, StepUpdate, StoreResult, TaskEvent, TaskStatus};
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Succeeded {
+        answer: String,
+    },
+    /// `retryable` failures (vendor exhausted, storage unavailable) may run again.
+    Failed {
+        error: String,
+        retryable: bool,
+    },
+    Cancelled,
+    /// Paused on a tool call that needs a human decision.
+    WaitingApproval,
+    /// The worker no longer holds the task; stop without writing anything.
+    LeaseLost,
+}
+
+/// Where a run records its steps. `Ok(None)`: the run must stop (lease lost);
+/// `Ok(Some(cancel))`: whether a cancel was requested.
+#[async_trait]
+pub trait Sink: Send + Sync {
+    async fn step(&self, step: StepUpdate) -> StoreResult<Option<bool>>;
+}
+
+/// Limits of one run.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_steps: i32,
+    pub token_budget: i64,
+    pub cost_cap_nanos: Option<i64>,
+    pub deadline: Instant,
+}
+
+/// Usage so far (including earlier attempts when resuming).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Totals {
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cost_nanos: i64,
+    pub steps: i32,
+}
+
+/// A human decision on a paused tool call.
+#[derive(Clone, Debug)]
+struct Decision {
+    approve: bool,
+    reason: String,
+}
+
+/// One run of an employee.
+pub struct Run<'a> {
+    pub state: &'a AppState,
+    pub employee: &'a Employee,
+    pub task_id: Option<Uuid>,
+    pub depth: i32,
+    pub limits: Limits,
+    pub totals: Totals,
+    /// Synchronous chat cannot pause for a human: approval tools answer with an error.
+    pub can_pause: bool,
+    messages: Vec<Message>,
+    pending: Vec<ToolCall>,
+    decisions: HashMap<String, Decision>,
+    /// Call ids that already have a recorded result.
+    answered: Vec<String>,
+}
+
+/// The system prompt of an employee.
+pub fn system_prompt(e: &Employee) -> String {
+    let mut s = format!(
+        "You are {}, {}.",
+        e.fields.name,
+        e.fields.role.trim_end_matches('.')
+    );
+    if !e.fields.instructions.trim().is_empty() {
+        s.push_str("\n\n");
+        s.push_str(&e.fields.instructions);
+    }
+    s
+}
+
+/// A task input as the user turn: a string as is, anything else as JSON text.
+pub fn input_text(input: &Value) -> String {
+    match input {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl<'a> Run<'a> {
+    /// A run over `messages` (system, history and the user turn, already built).
+    pub fn new(
+        state: &'a AppState,
+        employee: &'a Employee,
+        task_id: Option<Uuid>,
+        depth: i32,
+        limits: Limits,
+        messages: Vec<Message>,
+    ) -> Self {
+        Self {
+            state,
+            employee,
+            task_id,
+            depth,
+            limits,
+            totals: Totals::default(),
+            can_pause: task_id.is_some(),
+            messages,
+            pending: Vec::new(),
+            decisions: HashMap::new(),
+            answered: Vec::new(),
+        }
+    }
+
+    /// Replays the steps recorded since the last reset (a retry or a rescue starts the
+    /// conversation over; an approval pause does not), so a task resumed after approval
+    /// continues where it stopped, on any replica.
+    pub fn replay(&mut self, events: &[TaskEvent]) {
+        let start = events
+            .iter()
+            .rposition(|e| e.kind == "status" && e.payload.get("reset") == Some(&json!(true)))
+            .map_or(0, |i| i + 1);
+        for e in &events[start..] {
+            match e.kind.as_str() {
+                "llm_call" => {
+                    let m = &e.payload["message"];
+                    let calls: Vec<ToolCall> =
+                        serde_json::from_value(m["tool_calls"].clone()).unwrap_or_default();
+                    if calls.is_empty() {
+                        continue;
+                    }
+                    self.messages.push(Message {
+                        role: Role::Assistant,
+                        content: m["content"].as_str().map(str::to_owned),
+                        tool_calls: calls.clone(),
+                        tool_call_id: None,
+                    });
+                    self.pending = calls;
+                }
+                "tool_result" => {
+                    let id = e.payload["call_id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    self.messages.push(Message::tool_result(
+                        id.clone(),
+                        e.payload["content"].to_string(),
+                    ));
+                    self.answered.push(id);
+                }
+                "approval" => {
+                    if let Some(id) = e.payload["call_id"].as_str() {
+                        self.decisions.insert(
+                            id.to_string(),
+                            Decision {
+                                approve: e.payload["decision"] == "approve",
+                                reason: e.payload["reason"].as_str().unwrap_or("").to_string(),
+                            },
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn ctx(&self) -> CallContext {
+        CallContext {
+            tenant_id: self.employee.tenant_id,
+            task_id: self.task_id,
+        }
+    }
+
+    fn limit_reached(&self) -> Option<String> {
+        let l = &self.limits;
+        let used = self.totals.tokens_in + self.totals.tokens_out;
+        if used > l.token_budget {
+            return Some(format!(
+                "token budget exceeded: {used} tokens used of {} allowed",
+                l.token_budget
+            ));
+        }
+        if let Some(cap) = l.cost_cap_nanos
+            && self.totals.cost_nanos > cap
+        {
+            return Some(format!(
+                "cost cap exceeded: ${:.6} spent of ${:.6} allowed",
+                self.totals.cost_nanos as f64 / 1e9,
+                cap as f64 / 1e9
+            ));
+        }
+        if Instant::now() >= l.deadline {
+            return Some("deadline exceeded before a final answer".into());
+        }
+        None
+    }
+
+    /// Runs to an outcome.
+    pub async fn run(&mut self, sink: &dyn Sink) -> Outcome {
+        let tools = tools::offered(self.employee);
+        loop {
+            // 1. Tool calls of the last model turn that have no result yet.
+            let pending = std::mem::take(&mut self.pending);
+            for call in &pending {
+                if self.answered.contains(&call.id) {
+                    continue;
+                }
+                let needs_approval = self.employee.fields.approval_tools.contains(&call.name);
+                let (outcome, content) = if needs_approval && self.can_pause {
+                    match self.decisions.get(&call.id).cloned() {
+                        None => {
+                            let ev = NewEvent::status(
+                                TaskStatus::WaitingApproval,
+                                json!({"call_id": call.id, "tool": call.name,
+                                       "arguments": call.arguments}),
+                            );
+                            return match self
+                                .record(
+                                    sink,
+                                    StepUpdate {
+                                        events: vec![ev],
+                                        ..Default::default()
+                                    },
+                                )
+                                .await
+                            {
+                                Err(o) => o,
+                                Ok(_) => Outcome::WaitingApproval,
+                            };
+                        }
+                        Some(d) if d.approve => {
+                            let r = self.tool(call).await;
+                            (r.outcome, r.content)
+                        }
+                        Some(d) => (
+                            "rejected",
+                            json!({"error": format!("a human reviewer rejected this call{}",
+                                if d.reason.is_empty() { String::new() } else { format!(": {}", d.reason) })}),
+                        ),
+                    }
+                } else if needs_approval {
+                    (
+                        "denied",
+                        json!({"error": "this tool needs a human approval and cannot run in a synchronous chat"}),
+                    )
+                } else {
+                    let r = self.tool(call).await;
+                    (r.outcome, r.content)
+                };
+                self.messages
+                    .push(Message::tool_result(call.id.clone(), content.to_string()));
+                self.answered.push(call.id.clone());
+                let ev = NewEvent::new(
+                    "tool_result",
+                    json!({"call_id": call.id, "tool": call.name, "outcome": outcome,
+                           "content": content}),
+                );
+                match self
+                    .record(
+                        sink,
+                        StepUpdate {
+                            events: vec![ev],
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                {
+                    Err(o) => return o,
+                    Ok(true) => return Outcome::Cancelled,
+                    Ok(false) => {}
+                }
+            }
+
+            // 2. Limits, before any further vendor call.
+            if let Some(reason) = self.limit_reached() {
+                return Outcome::Failed {
+                    error: reason,
+                    retryable: false,
+                };
+            }
+            if self.totals.steps >= self.limits.max_steps {
+                return Outcome::Failed {
+                    error: format!(
+                        "max_steps reached: {} steps without a final answer",
+                        self.limits.max_steps
+                    ),
+                    retryable: false,
+                };
+            }
+
+            // 3. One model call.
+            let mut req = ChatRequest::new("", self.messages.clone());
+            req.tools = tools.clone();
+            req.temperature = Some(self.employee.fields.temperature);
+            let routed = match self
+                .state
+                .ai
+                .chat(&self.employee.fields.model_policy, &req, self.ctx())
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    return Outcome::Failed {
+                        error: e.to_string(),
+                        retryable: true,
+                    };
+                }
+            };
+            let resp = routed.response;
+            let usage = resp.usage;
+            let mut update = StepUpdate {
+                tokens_in: usage.input_tokens as i64,
+                tokens_out: usage.output_tokens as i64,
+                cost_nanos: routed.cost_nanos,
+                steps: 1,
+                events: vec![NewEvent::new(
+                    "llm_call",
+                    json!({
+                        "provider": routed.provider, "model": routed.model,
+                        "tokens_in": usage.input_tokens, "tokens_out": usage.output_tokens,
+                        "cost_nanos": routed.cost_nanos, "cache_hit": routed.cache_hit,
+                        "failed_attempts": routed.failed_attempts.len(),
+                        "message": {"content": resp.content, "tool_calls": resp.tool_calls},
+                    }),
+                )],
+            };
+            for c in &resp.tool_calls {
+                update.events.push(NewEvent::new(
+                    "tool_call",
+                    json!({"call_id": c.id, "tool": c.name, "arguments": c.arguments}),
+                ));
+            }
+            let answer = resp.content.clone().unwrap_or_default();
+            let final_turn = resp.tool_calls.is_empty();
+            if final_turn {
+                update.events.push(NewEvent::new(
+                    "message",
+                    json!({"role": "assistant", "content": answer}),
+                ));
+            }
+            let cancel = match self.record(sink, update).await {
+                Err(o) => return o,
+                Ok(c) => c,
+            };
+            if let Some(reason) = self.limit_reached() {
+                return Outcome::Failed {
+                    error: reason,
+                    retryable: false,
+                };
+            }
+            if final_turn {
+                return Outcome::Succeeded { answer };
+            }
+            if cancel {
+                return Outcome::Cancelled;
+            }
+            self.messages.push(Message {
+                role: Role::Assistant,
+                content: resp.content,
+                tool_calls: resp.tool_calls.clone(),
+                tool_call_id: None,
+            });
+            self.pending = resp.tool_calls;
+        }
+    }
+
+    async fn tool(&self, call: &ToolCall) -> tools::ToolOutcome {
+        let ctx = tools::ToolCtx {
+            state: self.state,
+            employee: self.employee,
+            task_id: self.task_id,
+            depth: self.depth,
+            deadline: self.limits.deadline,
+        };
+        tools::run(&ctx, &call.name, &call.arguments).await
+    }
+
+    /// Writes a step; `Ok(cancel requested)`, or the outcome that ends the run.
+    async fn record(&mut self, sink: &dyn Sink, step: StepUpdate) -> Result<bool, Outcome> {
+        self.totals.tokens_in += step.tokens_in;
+        self.totals.tokens_out += step.tokens_out;
+        self.totals.cost_nanos += step.cost_nanos;
+        self.totals.steps += step.steps;
+        match sink.step(step).await {
+            Ok(Some(cancel)) => Ok(cancel),
+            Ok(None) => Err(Outcome::LeaseLost),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot record a step");
+                Err(Outcome::Failed {
+                    error: "storage unavailable while recording a step".into(),
+                    retryable: true,
+                })
+            }
+        }
+    }
+}
+
+/// A sink that keeps steps in memory (synchronous chat: no task row).
+#[derive(Default)]
+pub struct MemorySink {
+    pub events: std::sync::Mutex<Vec<NewEvent>>,
+}
+
+#[async_trait]
+impl Sink for MemorySink {
+    async fn step(&self, step: StepUpdate) -> StoreResult<Option<bool>> {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(step.events);
+        Ok(Some(false))
+    }
+}

@@ -1,0 +1,343 @@
+//! Built-in tools: `calculator`, `current_time`, `memory_get`, `memory_set`,
+//! `http_request` and `delegate`. An employee is offered only the tools on its
+//! `allowed_tools`; arguments are validated against the tool's schema before it runs,
+//! and every failure is returned to the model as a tool error it can act on.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::schema;
+use crate::ai::types::ToolDef;
+use crate::app::AppState;
+use crate::store::{Employee, NewTask, StoreError, TaskStatus, now};
+
+/// Names of the built-in tools.
+pub const BUILTIN: &[&str] = &[
+    "calculator",
+    "current_time",
+    "memory_get",
+    "memory_set",
+    "http_request",
+    "delegate",
+];
+
+/// Who is calling a tool, for tools that touch tenant data or spawn work.
+pub struct ToolCtx<'a> {
+    pub state: &'a AppState,
+    pub employee: &'a Employee,
+    pub task_id: Option<Uuid>,
+    pub depth: i32,
+    pub deadline: Instant,
+}
+
+/// The definition of a built-in tool, or `None` for an unknown name.
+pub fn definition(name: &str) -> Option<ToolDef> {
+    let (description, parameters) = match name {
+        "calculator" => (
+            "Evaluate an arithmetic expression (+ - * / % ^ and parentheses).",
+            json!({"type": "object", "required": ["expression"], "additionalProperties": false,
+                   "properties": {"expression": {"type": "string", "maxLength": 1000}}}),
+        ),
+        "current_time" => (
+            "The current date and time in UTC (RFC 3339).",
+            json!({"type": "object", "properties": {}, "additionalProperties": false}),
+        ),
+        "memory_get" => (
+            "Read a value this employee saved earlier under a key.",
+            json!({"type": "object", "required": ["key"], "additionalProperties": false,
+                   "properties": {"key": {"type": "string", "maxLength": 200}}}),
+        ),
+        "memory_set" => (
+            "Save a value under a key, for later tasks of this employee.",
+            json!({"type": "object", "required": ["key", "value"], "additionalProperties": false,
+                   "properties": {"key": {"type": "string", "maxLength": 200},
+                                  "value": {"type": "string", "maxLength": 10000}}}),
+        ),
+        "http_request" => (
+            "Fetch a URL on an allowed host with GET or POST; returns status and body.",
+            json!({"type": "object", "required": ["method", "url"], "additionalProperties": false,
+                   "properties": {"method": {"type": "string", "enum": ["GET", "POST"]},
+                                  "url": {"type": "string", "maxLength": 2000},
+                                  "body": {"type": "string", "maxLength": 100000}}}),
+        ),
+        "delegate" => (
+            "Hand a sub-task to another employee (by name) and wait for its answer.",
+            json!({"type": "object", "required": ["employee", "input"], "additionalProperties": false,
+                   "properties": {"employee": {"type": "string", "maxLength": 64},
+                                  "input": {"type": "string", "maxLength": 100000}}}),
+        ),
+        _ => return None,
+    };
+    Some(ToolDef {
+        name: name.to_string(),
+        description: Some(description.to_string()),
+        parameters,
+    })
+}
+
+/// The tools offered to an employee: its allowed tools that exist.
+pub fn offered(employee: &Employee) -> Vec<ToolDef> {
+    employee
+        .fields
+        .allowed_tools
+        .iter()
+        .filter_map(|n| definition(n))
+        .collect()
+}
+
+/// How a tool call ended, for the model and the metrics.
+pub struct ToolOutcome {
+    /// `ok`, `error`, `invalid` or `denied`.
+    pub outcome: &'static str,
+    pub content: Value,
+}
+
+impl ToolOutcome {
+    fn ok(content: Value) -> Self {
+        Self {
+            outcome: "ok",
+            content,
+        }
+    }
+    fn err(outcome: &'static str, msg: impl Into<String>) -> Self {
+        Self {
+            outcome,
+            content: json!({ "error": msg.into() }),
+        }
+    }
+    pub fn is_error(&self) -> bool {
+        self.outcome != "ok"
+    }
+}
+
+/// Parses, validates and runs one call.
+pub async fn run(ctx: &ToolCtx<'_>, name: &str, arguments: &str) -> ToolOutcome {
+    let outcome = run_inner(ctx, name, arguments).await;
+    metrics::counter!(crate::telemetry::metrics::TOOL_CALLS_TOTAL,
+        "tool" => if BUILTIN.contains(&name) { name.to_string() } else { "unknown".to_string() },
+        "outcome" => outcome.outcome)
+    .increment(1);
+    outcome
+}
+
+async fn run_inner(ctx: &ToolCtx<'_>, name: &str, arguments: &str) -> ToolOutcome {
+    if !ctx.employee.fields.allowed_tools.iter().any(|t| t == name) {
+        return ToolOutcome::err("denied", format!("tool '{name}' is not allowed"));
+    }
+    let Some(def) = definition(name) else {
+        return ToolOutcome::err("denied", format!("unknown tool '{name}'"));
+    };
+    let args: Value = if arguments.trim().is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_str(arguments) {
+            Ok(v) => v,
+            Err(e) => return ToolOutcome::err("invalid", format!("arguments are not JSON: {e}")),
+        }
+    };
+    if let Err(e) = schema::validate(&def.parameters, &args) {
+        return ToolOutcome::err("invalid", format!("invalid arguments: {e}"));
+    }
+    let s = |k: &str| args.get(k).and_then(Value::as_str).unwrap_or_default();
+    let tenant = ctx.employee.tenant_id;
+    match name {
+        "calculator" => match super::calc::eval(s("expression")) {
+            Ok(v) => ToolOutcome::ok(json!({ "result": v })),
+            Err(e) => ToolOutcome::err("error", e),
+        },
+        "current_time" => ToolOutcome::ok(json!({ "utc": now().to_rfc3339() })),
+        "memory_get" => match ctx
+            .state
+            .store
+            .memory_get(tenant, ctx.employee.id, s("key"))
+            .await
+        {
+            Ok(v) => ToolOutcome::ok(json!({ "key": s("key"), "value": v })),
+            Err(e) => ToolOutcome::err("error", store_msg(&e)),
+        },
+        "memory_set" => match ctx
+            .state
+            .store
+            .memory_set(tenant, ctx.employee.id, s("key"), &Value::from(s("value")))
+            .await
+        {
+            Ok(()) => ToolOutcome::ok(json!({ "saved": s("key") })),
+            Err(e) => ToolOutcome::err("error", store_msg(&e)),
+        },
+        "http_request" => http_request(ctx, s("method"), s("url"), args.get("body")).await,
+        "delegate" => delegate(ctx, s("employee"), s("input")).await,
+        _ => ToolOutcome::err("denied", format!("unknown tool '{name}'")),
+    }
+}
+
+fn store_msg(e: &StoreError) -> String {
+    tracing::warn!(error = %e, "tool storage error");
+    "storage is unavailable; try again later".into()
+}
+
+async fn http_request(
+    ctx: &ToolCtx<'_>,
+    method: &str,
+    url: &str,
+    body: Option<&Value>,
+) -> ToolOutcome {
+    let cfg = &ctx.state.config.tasks;
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return ToolOutcome::err("invalid", "url is not a valid absolute URL");
+    };
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return ToolOutcome::err("invalid", "only http and https URLs are allowed");
+    }
+    let host = parsed.host_str().unwrap_or_default().to_ascii_lowercase();
+    let with_port = parsed
+        .port_or_known_default()
+        .map(|p| format!("{host}:{p}"))
+        .unwrap_or_else(|| host.clone());
+    if !cfg
+        .http_allowed_hosts
+        .iter()
+        .any(|h| *h == host || *h == with_port)
+    {
+        return ToolOutcome::err("denied", format!("host '{host}' is not on the allow-list"));
+    }
+    let client = &ctx.state.tasks.http;
+    let req = if method == "POST" {
+        client
+            .post(parsed)
+            .body(body.and_then(Value::as_str).unwrap_or_default().to_string())
+    } else {
+        client.get(parsed)
+    };
+    let timeout = cfg
+        .http_timeout
+        .min(ctx.deadline.saturating_duration_since(Instant::now()));
+    let fetch = async {
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let mut stream = resp.bytes_stream();
+        let mut buf = Vec::new();
+        let mut truncated = false;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            let room = cfg.http_max_bytes.saturating_sub(buf.len());
+            if chunk.len() > room {
+                buf.extend_from_slice(&chunk[..room]);
+                truncated = true;
+                break;
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok::<_, reqwest::Error>((status, buf, truncated))
+    };
+    match tokio::time::timeout(timeout, fetch).await {
+        Err(_) => ToolOutcome::err("error", format!("timed out after {timeout:?}")),
+        Ok(Err(e)) => ToolOutcome::err("error", format!("request failed: {}", e.without_url())),
+        Ok(Ok((status, buf, truncated))) => ToolOutcome::ok(json!({
+            "status": status,
+            "body": String::from_utf8_lossy(&buf),
+            "truncated": truncated,
+        })),
+    }
+}
+
+/// Runs a sub-task on another employee of the tenant and waits for its end. Refuses a
+/// cycle (an employee already working on this chain of tasks) and a chain deeper than
+/// `DELEGATION_MAX_DEPTH`.
+async fn delegate(ctx: &ToolCtx<'_>, target: &str, input: &str) -> ToolOutcome {
+    let store = &ctx.state.store;
+    let tenant = ctx.employee.tenant_id;
+    let max_depth = ctx.state.config.tasks.delegation_max_depth;
+    if ctx.depth + 1 > max_depth {
+        return ToolOutcome::err(
+            "denied",
+            format!("delegation depth limit ({max_depth}) reached"),
+        );
+    }
+    let callee = match store.find_employee_by_name(tenant, target).await {
+        Ok(e) => e,
+        Err(StoreError::NotFound) => {
+            return ToolOutcome::err("error", format!("no employee named '{target}'"));
+        }
+        Err(e) => return ToolOutcome::err("error", store_msg(&e)),
+    };
+    // The chain of employees already working: this one and those of the parent tasks.
+    let mut chain = vec![ctx.employee.id];
+    let mut cursor = match ctx.task_id {
+        Some(id) => store.get_task(tenant, id).await.ok(),
+        None => None,
+    };
+    while let Some(t) = cursor {
+        chain.push(t.employee_id);
+        cursor = match t.parent_task_id {
+            Some(p) if chain.len() < 64 => store.get_task(tenant, p).await.ok(),
+            _ => None,
+        };
+    }
+    if chain.contains(&callee.id) {
+        return ToolOutcome::err(
+            "denied",
+            format!(
+                "delegation cycle refused: '{target}' is already working on this chain of tasks"
+            ),
+        );
+    }
+    let new = NewTask {
+        tenant_id: tenant,
+        employee_id: callee.id,
+        input: Value::from(input),
+        priority: 0,
+        run_at: now(),
+        max_attempts: ctx.state.config.tasks.max_attempts,
+        idempotency_key: ctx
+            .task_id
+            .map(|t| format!("delegate:{t}:{}:{input}", callee.id)),
+        request_hash: None,
+        parent_task_id: ctx.task_id,
+        depth: ctx.depth + 1,
+        session_id: None,
+        callback_url: None,
+        metadata: json!({ "delegated_by": ctx.employee.fields.name }),
+    };
+    let child = match store.create_task(&new).await {
+        Ok((t, _)) => t,
+        Err(e) => return ToolOutcome::err("error", store_msg(&e)),
+    };
+    ctx.state.tasks.wake();
+    loop {
+        let waiter = ctx.state.tasks.finished.notified();
+        match store.get_task(tenant, child.id).await {
+            Ok(t) if t.status.is_terminal() => {
+                return if t.status == TaskStatus::Succeeded {
+                    ToolOutcome::ok(json!({
+                        "task_id": t.id,
+                        "employee": target,
+                        "output": t.result.as_ref().and_then(|r| r.get("output")).cloned(),
+                    }))
+                } else {
+                    ToolOutcome::err(
+                        "error",
+                        format!(
+                            "sub-task {} ended {}: {}",
+                            t.id,
+                            t.status.as_str(),
+                            t.error.unwrap_or_default()
+                        ),
+                    )
+                };
+            }
+            Ok(_) => {}
+            Err(e) => return ToolOutcome::err("error", store_msg(&e)),
+        }
+        let left = ctx.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return ToolOutcome::err(
+                "error",
+                format!("sub-task {} did not finish before the deadline", child.id),
+            );
+        }
+        let _ = tokio::time::timeout(left.min(Duration::from_millis(250)), waiter).await;
+    }
+}

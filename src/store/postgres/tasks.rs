@@ -1,0 +1,828 @@
+//! [`TaskStore`] on PostgreSQL. The claim is one statement with `FOR UPDATE SKIP LOCKED`,
+//! so concurrent claimers take disjoint rows without waiting on each other. Event appends
+//! always follow a write to the task row in the same transaction: the row lock
+//! serialises appends per task, so `seq` has no gaps and no duplicates.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::postgres::PgRow;
+use sqlx::types::Json;
+use sqlx::{Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use super::PgStore;
+use crate::store::*;
+
+/// The channel `LISTEN`ed to by workers; the payload is unused (a wake-up only).
+pub const TASKS_CHANNEL: &str = "de_tasks";
+
+macro_rules! task_cols {
+    () => {
+        "id, tenant_id, employee_id, input, status, priority, run_at, attempt, max_attempts, \
+         lease_owner, lease_expires_at, idempotency_key, request_hash, parent_task_id, depth, \
+         session_id, callback_url, metadata, result, error, tokens_in, tokens_out, cost_nanos, \
+         steps, cancel_requested, created_at, started_at, finished_at, updated_at"
+    };
+}
+
+macro_rules! schedule_cols {
+    () => {
+        "id, tenant_id, employee_id, cron, timezone, input, priority, enabled, next_fire_at, \
+         last_fired_at, created_at, updated_at"
+    };
+}
+
+fn status(s: &str) -> StoreResult<TaskStatus> {
+    TaskStatus::parse(s).ok_or_else(|| StoreError::Corrupt(format!("task status {s:?}")))
+}
+
+fn task_row(r: &PgRow) -> StoreResult<Task> {
+    let Json(input): Json<Value> = r.try_get("input")?;
+    let Json(metadata): Json<Value> = r.try_get("metadata")?;
+    let result: Option<Json<Value>> = r.try_get("result")?;
+    Ok(Task {
+        id: r.try_get("id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        employee_id: r.try_get("employee_id")?,
+        input,
+        status: status(r.try_get("status")?)?,
+        priority: r.try_get("priority")?,
+        run_at: r.try_get("run_at")?,
+        attempt: r.try_get("attempt")?,
+        max_attempts: r.try_get("max_attempts")?,
+        lease_owner: r.try_get("lease_owner")?,
+        lease_expires_at: r.try_get("lease_expires_at")?,
+        idempotency_key: r.try_get("idempotency_key")?,
+        request_hash: r.try_get("request_hash")?,
+        parent_task_id: r.try_get("parent_task_id")?,
+        depth: r.try_get("depth")?,
+        session_id: r.try_get("session_id")?,
+        callback_url: r.try_get("callback_url")?,
+        metadata,
+        result: result.map(|Json(v)| v),
+        error: r.try_get("error")?,
+        tokens_in: r.try_get("tokens_in")?,
+        tokens_out: r.try_get("tokens_out")?,
+        cost_nanos: r.try_get("cost_nanos")?,
+        steps: r.try_get("steps")?,
+        cancel_requested: r.try_get("cancel_requested")?,
+        created_at: r.try_get("created_at")?,
+        started_at: r.try_get("started_at")?,
+        finished_at: r.try_get("finished_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn event_row(r: &PgRow) -> StoreResult<TaskEvent> {
+    let Json(payload): Json<Value> = r.try_get("payload")?;
+    Ok(TaskEvent {
+        task_id: r.try_get("task_id")?,
+        seq: r.try_get("seq")?,
+        kind: r.try_get("kind")?,
+        payload,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn schedule_row(r: &PgRow) -> StoreResult<Schedule> {
+    let Json(input): Json<Value> = r.try_get("input")?;
+    Ok(Schedule {
+        id: r.try_get("id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        fields: ScheduleFields {
+            employee_id: r.try_get("employee_id")?,
+            cron: r.try_get("cron")?,
+            timezone: r.try_get("timezone")?,
+            input,
+            priority: r.try_get("priority")?,
+            enabled: r.try_get("enabled")?,
+        },
+        next_fire_at: r.try_get("next_fire_at")?,
+        last_fired_at: r.try_get("last_fired_at")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn message_row(r: &PgRow) -> StoreResult<SessionMessage> {
+    Ok(SessionMessage {
+        id: r.try_get("id")?,
+        session_id: r.try_get("session_id")?,
+        role: r.try_get("role")?,
+        content: r.try_get("content")?,
+        task_id: r.try_get("task_id")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn after(d: Duration) -> DateTime<Utc> {
+    now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// Appends events after the last `seq` of the task (the caller holds the row lock).
+async fn append(
+    tx: &mut Transaction<'_, Postgres>,
+    task: Uuid,
+    events: &[NewEvent],
+) -> StoreResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
+    let payloads: Vec<Json<&Value>> = events.iter().map(|e| Json(&e.payload)).collect();
+    sqlx::query(
+        "INSERT INTO task_events (task_id, seq, kind, payload, created_at) \
+         SELECT $1, (SELECT COALESCE(MAX(seq), 0) FROM task_events WHERE task_id = $1) + e.n, \
+         e.kind, e.payload, $4 \
+         FROM UNNEST($2::text[], $3::jsonb[]) WITH ORDINALITY AS e(kind, payload, n)",
+    )
+    .bind(task)
+    .bind(&kinds)
+    .bind(&payloads)
+    .bind(now())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl TaskStore for PgStore {
+    async fn find_employee_by_name(&self, tenant: Uuid, name: &str) -> StoreResult<Employee> {
+        let id: Uuid =
+            sqlx::query_scalar("SELECT id FROM employees WHERE tenant_id = $1 AND name = $2")
+                .bind(tenant)
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+        self.get_employee(tenant, id).await
+    }
+
+    async fn create_task(&self, t: &NewTask) -> StoreResult<(Task, bool)> {
+        let id = Uuid::now_v7();
+        let created = now();
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(concat!(
+            "INSERT INTO tasks (id, tenant_id, employee_id, input, status, priority, run_at, \
+             max_attempts, idempotency_key, request_hash, parent_task_id, depth, session_id, \
+             callback_url, metadata, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15) \
+             ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL \
+             DO NOTHING RETURNING ",
+            task_cols!()
+        ))
+        .bind(id)
+        .bind(t.tenant_id)
+        .bind(t.employee_id)
+        .bind(Json(&t.input))
+        .bind(t.priority)
+        .bind(t.run_at)
+        .bind(t.max_attempts)
+        .bind(&t.idempotency_key)
+        .bind(&t.request_hash)
+        .bind(t.parent_task_id)
+        .bind(t.depth)
+        .bind(t.session_id)
+        .bind(&t.callback_url)
+        .bind(Json(&t.metadata))
+        .bind(created)
+        .fetch_optional(&mut *tx)
+        .await?;
+        match inserted {
+            Some(row) => {
+                let task = task_row(&row)?;
+                append(
+                    &mut tx,
+                    id,
+                    &[NewEvent::status(TaskStatus::Queued, Value::Null)],
+                )
+                .await?;
+                sqlx::query("SELECT pg_notify($1, '')")
+                    .bind(TASKS_CHANNEL)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok((task, true))
+            }
+            None => {
+                let row = sqlx::query(concat!(
+                    "SELECT ",
+                    task_cols!(),
+                    " FROM tasks WHERE tenant_id = $1 AND idempotency_key = $2"
+                ))
+                .bind(t.tenant_id)
+                .bind(&t.idempotency_key)
+                .fetch_one(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok((task_row(&row)?, false))
+            }
+        }
+    }
+
+    async fn get_task(&self, tenant: Uuid, id: Uuid) -> StoreResult<Task> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            task_cols!(),
+            " FROM tasks WHERE tenant_id = $1 AND id = $2"
+        ))
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        task_row(&row)
+    }
+
+    async fn list_tasks(
+        &self,
+        tenant: Uuid,
+        f: &TaskFilter,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Page<Task>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            task_cols!(),
+            " FROM tasks WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id < $2) \
+             AND ($3::text IS NULL OR status = $3) AND ($4::uuid IS NULL OR employee_id = $4) \
+             AND ($5::timestamptz IS NULL OR created_at >= $5) \
+             AND ($6::timestamptz IS NULL OR created_at < $6) \
+             AND ($7::uuid IS NULL OR parent_task_id = $7) \
+             ORDER BY id DESC LIMIT $8"
+        ))
+        .bind(tenant)
+        .bind(before)
+        .bind(f.status.map(TaskStatus::as_str))
+        .bind(f.employee_id)
+        .bind(f.created_after)
+        .bind(f.created_before)
+        .bind(f.parent_task_id)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut items = rows.iter().map(task_row).collect::<StoreResult<Vec<_>>>()?;
+        Ok(page(&mut items, limit))
+    }
+
+    async fn claim_tasks(&self, owner: &str, n: u32, lease: Duration) -> StoreResult<Vec<Task>> {
+        let t = now();
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(concat!(
+            "UPDATE tasks SET status = 'running', attempt = attempt + 1, lease_owner = $1, \
+             lease_expires_at = $2, started_at = COALESCE(started_at, $3), updated_at = $3 \
+             WHERE id IN (SELECT id FROM tasks WHERE status IN ('queued', 'retrying') \
+             AND run_at <= $3 ORDER BY priority DESC, run_at, id LIMIT $4 \
+             FOR UPDATE SKIP LOCKED) RETURNING ",
+            task_cols!()
+        ))
+        .bind(owner)
+        .bind(after(lease))
+        .bind(t)
+        .bind(i64::from(n))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut tasks = rows.iter().map(task_row).collect::<StoreResult<Vec<_>>>()?;
+        if !tasks.is_empty() {
+            let ids: Vec<Uuid> = tasks.iter().map(|t| t.id).collect();
+            let payloads: Vec<Json<Value>> = tasks
+                .iter()
+                .map(|t| Json(serde_json::json!({"status": "running", "attempt": t.attempt})))
+                .collect();
+            sqlx::query(
+                "INSERT INTO task_events (task_id, seq, kind, payload, created_at) \
+                 SELECT e.id, (SELECT COALESCE(MAX(seq), 0) + 1 FROM task_events \
+                 WHERE task_id = e.id), 'status', e.payload, $3 \
+                 FROM UNNEST($1::uuid[], $2::jsonb[]) AS e(id, payload)",
+            )
+            .bind(&ids)
+            .bind(&payloads)
+            .bind(t)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        tasks.sort_by(|a, b| {
+            b.priority
+                .cmp(&a.priority)
+                .then(a.run_at.cmp(&b.run_at))
+                .then(a.id.cmp(&b.id))
+        });
+        Ok(tasks)
+    }
+
+    async fn renew_lease(&self, lease: &Lease, duration: Duration) -> StoreResult<Option<bool>> {
+        Ok(sqlx::query_scalar(
+            "UPDATE tasks SET lease_expires_at = $1 WHERE id = $2 AND lease_owner = $3 \
+             AND attempt = $4 AND status = 'running' RETURNING cancel_requested",
+        )
+        .bind(after(duration))
+        .bind(lease.task_id)
+        .bind(&lease.owner)
+        .bind(lease.attempt)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn record_step(&self, lease: &Lease, step: &StepUpdate) -> StoreResult<Option<bool>> {
+        let mut tx = self.pool.begin().await?;
+        let cancel: Option<bool> = sqlx::query_scalar(
+            "UPDATE tasks SET tokens_in = tokens_in + $1, tokens_out = tokens_out + $2, \
+             cost_nanos = cost_nanos + $3, steps = steps + $4, updated_at = $5 \
+             WHERE id = $6 AND lease_owner = $7 AND attempt = $8 AND status = 'running' \
+             RETURNING cancel_requested",
+        )
+        .bind(step.tokens_in)
+        .bind(step.tokens_out)
+        .bind(step.cost_nanos)
+        .bind(step.steps)
+        .bind(now())
+        .bind(lease.task_id)
+        .bind(&lease.owner)
+        .bind(lease.attempt)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if cancel.is_some() {
+            append(&mut tx, lease.task_id, &step.events).await?;
+        }
+        tx.commit().await?;
+        Ok(cancel)
+    }
+
+    async fn finish_task(&self, lease: &Lease, f: &Finish) -> StoreResult<bool> {
+        let t = now();
+        let give_back = matches!(f.status, TaskStatus::Queued | TaskStatus::WaitingApproval);
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE tasks SET status = $1, result = COALESCE($2, result), error = $3, \
+             run_at = COALESCE($4, run_at), lease_owner = NULL, lease_expires_at = NULL, \
+             attempt = CASE WHEN $5 THEN attempt - 1 ELSE attempt END, \
+             finished_at = CASE WHEN $6 THEN $7 ELSE finished_at END, \
+             tokens_in = tokens_in + $8, tokens_out = tokens_out + $9, \
+             cost_nanos = cost_nanos + $10, steps = steps + $11, updated_at = $7 \
+             WHERE id = $12 AND lease_owner = $13 AND attempt = $14 AND status = 'running'",
+        )
+        .bind(f.status.as_str())
+        .bind(f.result.as_ref().map(Json))
+        .bind(&f.error)
+        .bind(f.run_at)
+        .bind(give_back)
+        .bind(f.status.is_terminal())
+        .bind(t)
+        .bind(f.step.tokens_in)
+        .bind(f.step.tokens_out)
+        .bind(f.step.cost_nanos)
+        .bind(f.step.steps)
+        .bind(lease.task_id)
+        .bind(&lease.owner)
+        .bind(lease.attempt)
+        .execute(&mut *tx)
+        .await?;
+        let won = done.rows_affected() == 1;
+        if won {
+            append(&mut tx, lease.task_id, &f.step.events).await?;
+            if matches!(f.status, TaskStatus::Queued | TaskStatus::Retrying) {
+                sqlx::query("SELECT pg_notify($1, '')")
+                    .bind(TASKS_CHANNEL)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(won)
+    }
+
+    async fn rescue_expired(
+        &self,
+        backoff: &(dyn Fn(i32) -> Duration + Send + Sync),
+    ) -> StoreResult<Vec<Rescued>> {
+        let t = now();
+        let rows = sqlx::query(
+            "SELECT id, attempt, max_attempts, lease_owner FROM tasks \
+             WHERE status = 'running' AND lease_expires_at < $1 LIMIT 100",
+        )
+        .bind(t)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut rescued = Vec::new();
+        for r in rows {
+            let id: Uuid = r.try_get("id")?;
+            let attempt: i32 = r.try_get("attempt")?;
+            let max: i32 = r.try_get("max_attempts")?;
+            let owner: Option<String> = r.try_get("lease_owner")?;
+            let (to, run_at, error) = if attempt >= max {
+                (
+                    TaskStatus::Failed,
+                    t,
+                    format!("lease expired (worker lost) and all {max} attempts are used"),
+                )
+            } else {
+                (
+                    TaskStatus::Retrying,
+                    after(backoff(attempt)),
+                    "lease expired (worker lost); retrying".to_string(),
+                )
+            };
+            let mut tx = self.pool.begin().await?;
+            let done = sqlx::query(
+                "UPDATE tasks SET status = $1, run_at = $2, error = $3, lease_owner = NULL, \
+                 lease_expires_at = NULL, finished_at = CASE WHEN $4 THEN $5 ELSE NULL END, \
+                 updated_at = $5 WHERE id = $6 AND lease_owner IS NOT DISTINCT FROM $7 \
+                 AND attempt = $8 AND status = 'running' AND lease_expires_at < $5",
+            )
+            .bind(to.as_str())
+            .bind(run_at)
+            .bind(&error)
+            .bind(to.is_terminal())
+            .bind(t)
+            .bind(id)
+            .bind(&owner)
+            .bind(attempt)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 1 {
+                let ev = NewEvent::status(
+                    to,
+                    serde_json::json!({"reason": "lease_expired", "error": error, "reset": true}),
+                );
+                append(&mut tx, id, &[ev]).await?;
+                rescued.push(Rescued {
+                    task_id: id,
+                    status: to,
+                });
+            }
+            tx.commit().await?;
+        }
+        Ok(rescued)
+    }
+
+    async fn cancel_task(&self, tenant: Uuid, id: Uuid) -> StoreResult<CancelOutcome> {
+        let t = now();
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(concat!(
+            "UPDATE tasks SET status = 'cancelled', cancel_requested = true, finished_at = $1, \
+             updated_at = $1, error = 'cancelled on request' WHERE tenant_id = $2 AND id = $3 \
+             AND status IN ('queued', 'retrying', 'waiting_approval') RETURNING ",
+            task_cols!()
+        ))
+        .bind(t)
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = row {
+            let ev = NewEvent::status(
+                TaskStatus::Cancelled,
+                serde_json::json!({"reason": "cancelled on request"}),
+            );
+            append(&mut tx, id, &[ev]).await?;
+            tx.commit().await?;
+            return Ok(CancelOutcome::Cancelled(task_row(&row)?));
+        }
+        let row = sqlx::query(concat!(
+            "UPDATE tasks SET cancel_requested = true, updated_at = $1 WHERE tenant_id = $2 \
+             AND id = $3 AND status = 'running' RETURNING ",
+            task_cols!()
+        ))
+        .bind(t)
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        match row {
+            Some(row) => Ok(CancelOutcome::Requested(task_row(&row)?)),
+            None => Ok(CancelOutcome::AlreadyFinished(
+                self.get_task(tenant, id).await?,
+            )),
+        }
+    }
+
+    async fn resolve_approval(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        decision: Value,
+    ) -> StoreResult<Option<Task>> {
+        let t = now();
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(concat!(
+            "UPDATE tasks SET status = 'queued', run_at = $1, updated_at = $1 \
+             WHERE tenant_id = $2 AND id = $3 AND status = 'waiting_approval' RETURNING ",
+            task_cols!()
+        ))
+        .bind(t)
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        append(
+            &mut tx,
+            id,
+            &[
+                NewEvent::new("approval", decision),
+                NewEvent::status(TaskStatus::Queued, Value::Null),
+            ],
+        )
+        .await?;
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(TASKS_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(task_row(&row)?))
+    }
+
+    async fn list_events(&self, task: Uuid, after: i64, limit: u32) -> StoreResult<Vec<TaskEvent>> {
+        let rows = sqlx::query(
+            "SELECT task_id, seq, kind, payload, created_at FROM task_events \
+             WHERE task_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(task)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_row).collect()
+    }
+
+    async fn count_tasks_by_status(&self) -> StoreResult<Vec<(TaskStatus, i64)>> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((status(r.try_get("status")?)?, r.try_get("n")?)))
+            .collect()
+    }
+
+    async fn ensure_session(&self, tenant: Uuid, id: Uuid, employee: Uuid) -> StoreResult<Session> {
+        let t = now();
+        sqlx::query(
+            "INSERT INTO sessions (id, tenant_id, employee_id, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $4) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(tenant)
+        .bind(employee)
+        .bind(t)
+        .execute(&self.pool)
+        .await?;
+        let row = sqlx::query(
+            "SELECT id, tenant_id, employee_id, created_at, updated_at FROM sessions \
+             WHERE id = $1 AND tenant_id = $2 AND employee_id = $3",
+        )
+        .bind(id)
+        .bind(tenant)
+        .bind(employee)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        Ok(Session {
+            id: row.try_get("id")?,
+            tenant_id: row.try_get("tenant_id")?,
+            employee_id: row.try_get("employee_id")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+
+    async fn list_messages(
+        &self,
+        tenant: Uuid,
+        session: Uuid,
+        limit: u32,
+    ) -> StoreResult<Vec<SessionMessage>> {
+        let rows = sqlx::query(
+            "SELECT m.id, m.session_id, m.role, m.content, m.task_id, m.created_at \
+             FROM messages m JOIN sessions s ON s.id = m.session_id \
+             WHERE s.tenant_id = $1 AND m.session_id = $2 ORDER BY m.id DESC LIMIT $3",
+        )
+        .bind(tenant)
+        .bind(session)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = rows
+            .iter()
+            .map(message_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    async fn append_messages(&self, tenant: Uuid, msgs: &[SessionMessage]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for m in msgs {
+            let done =
+                sqlx::query("UPDATE sessions SET updated_at = $1 WHERE id = $2 AND tenant_id = $3")
+                    .bind(now())
+                    .bind(m.session_id)
+                    .bind(tenant)
+                    .execute(&mut *tx)
+                    .await?;
+            if done.rows_affected() != 1 {
+                return Err(StoreError::NotFound);
+            }
+            sqlx::query(
+                "INSERT INTO messages (id, session_id, role, content, task_id, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(m.id)
+            .bind(m.session_id)
+            .bind(&m.role)
+            .bind(&m.content)
+            .bind(m.task_id)
+            .bind(m.created_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn memory_get(
+        &self,
+        tenant: Uuid,
+        employee: Uuid,
+        key: &str,
+    ) -> StoreResult<Option<Value>> {
+        let v: Option<Json<Value>> = sqlx::query_scalar(
+            "SELECT value FROM employee_memory WHERE tenant_id = $1 AND employee_id = $2 \
+             AND key = $3",
+        )
+        .bind(tenant)
+        .bind(employee)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(v.map(|Json(v)| v))
+    }
+
+    async fn memory_set(
+        &self,
+        tenant: Uuid,
+        employee: Uuid,
+        key: &str,
+        value: &Value,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO employee_memory (tenant_id, employee_id, key, value, updated_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, employee_id, key) \
+             DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(tenant)
+        .bind(employee)
+        .bind(key)
+        .bind(Json(value))
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn create_schedule(
+        &self,
+        tenant: Uuid,
+        f: &ScheduleFields,
+        next_fire_at: DateTime<Utc>,
+    ) -> StoreResult<Schedule> {
+        let row = sqlx::query(concat!(
+            "INSERT INTO schedules (",
+            schedule_cols!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $10) RETURNING ",
+            schedule_cols!()
+        ))
+        .bind(Uuid::now_v7())
+        .bind(tenant)
+        .bind(f.employee_id)
+        .bind(&f.cron)
+        .bind(&f.timezone)
+        .bind(Json(&f.input))
+        .bind(f.priority)
+        .bind(f.enabled)
+        .bind(next_fire_at)
+        .bind(now())
+        .fetch_one(&self.pool)
+        .await?;
+        schedule_row(&row)
+    }
+
+    async fn get_schedule(&self, tenant: Uuid, id: Uuid) -> StoreResult<Schedule> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            schedule_cols!(),
+            " FROM schedules WHERE tenant_id = $1 AND id = $2"
+        ))
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        schedule_row(&row)
+    }
+
+    async fn list_schedules(
+        &self,
+        tenant: Uuid,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Page<Schedule>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            schedule_cols!(),
+            " FROM schedules WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id < $2) \
+             ORDER BY id DESC LIMIT $3"
+        ))
+        .bind(tenant)
+        .bind(before)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut items = rows
+            .iter()
+            .map(schedule_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(page(&mut items, limit))
+    }
+
+    async fn update_schedule(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        f: &ScheduleFields,
+        next_fire_at: DateTime<Utc>,
+    ) -> StoreResult<Schedule> {
+        let row = sqlx::query(concat!(
+            "UPDATE schedules SET employee_id = $1, cron = $2, timezone = $3, input = $4, \
+             priority = $5, enabled = $6, next_fire_at = $7, updated_at = $8 \
+             WHERE tenant_id = $9 AND id = $10 RETURNING ",
+            schedule_cols!()
+        ))
+        .bind(f.employee_id)
+        .bind(&f.cron)
+        .bind(&f.timezone)
+        .bind(Json(&f.input))
+        .bind(f.priority)
+        .bind(f.enabled)
+        .bind(next_fire_at)
+        .bind(now())
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        schedule_row(&row)
+    }
+
+    async fn delete_schedule(&self, tenant: Uuid, id: Uuid) -> StoreResult<()> {
+        let done = sqlx::query("DELETE FROM schedules WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound)
+        }
+    }
+
+    async fn due_schedules(&self, at: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Schedule>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            schedule_cols!(),
+            " FROM schedules WHERE enabled AND next_fire_at <= $1 ORDER BY next_fire_at LIMIT $2"
+        ))
+        .bind(at)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(schedule_row).collect()
+    }
+
+    async fn claim_fire(
+        &self,
+        id: Uuid,
+        expected: DateTime<Utc>,
+        next: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE schedules SET next_fire_at = $1, last_fired_at = $2, updated_at = $2 \
+             WHERE id = $3 AND next_fire_at = $4 AND enabled",
+        )
+        .bind(next)
+        .bind(now())
+        .bind(id)
+        .bind(expected)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

@@ -1,0 +1,827 @@
+//! [`TaskStore`] on SQLite. Every multi-statement write is one transaction whose first
+//! statement writes, so SQLite takes the write lock before reading: two claimers (or a
+//! claimer and the reaper) are serialised by the database, never interleaved.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, Sqlite, Transaction};
+use uuid::Uuid;
+
+use super::{SqliteStore, parse_id, parse_ts, ts};
+use crate::store::*;
+
+macro_rules! task_cols {
+    () => {
+        "id, tenant_id, employee_id, input, status, priority, run_at, attempt, max_attempts, \
+         lease_owner, lease_expires_at, idempotency_key, request_hash, parent_task_id, depth, \
+         session_id, callback_url, metadata, result, error, tokens_in, tokens_out, cost_nanos, \
+         steps, cancel_requested, created_at, started_at, finished_at, updated_at"
+    };
+}
+
+macro_rules! schedule_cols {
+    () => {
+        "id, tenant_id, employee_id, cron, timezone, input, priority, enabled, next_fire_at, \
+         last_fired_at, created_at, updated_at"
+    };
+}
+
+fn json(s: &str) -> StoreResult<Value> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("json {s:?}: {e}")))
+}
+
+fn opt_ts(r: &SqliteRow, col: &str) -> StoreResult<Option<DateTime<Utc>>> {
+    r.try_get::<Option<String>, _>(col)?
+        .map(|s| parse_ts(&s))
+        .transpose()
+}
+
+fn opt_id(r: &SqliteRow, col: &str) -> StoreResult<Option<Uuid>> {
+    r.try_get::<Option<String>, _>(col)?
+        .map(|s| parse_id(&s))
+        .transpose()
+}
+
+fn status(s: &str) -> StoreResult<TaskStatus> {
+    TaskStatus::parse(s).ok_or_else(|| StoreError::Corrupt(format!("task status {s:?}")))
+}
+
+fn task_row(r: &SqliteRow) -> StoreResult<Task> {
+    Ok(Task {
+        id: parse_id(r.try_get("id")?)?,
+        tenant_id: parse_id(r.try_get("tenant_id")?)?,
+        employee_id: parse_id(r.try_get("employee_id")?)?,
+        input: json(r.try_get("input")?)?,
+        status: status(r.try_get("status")?)?,
+        priority: r.try_get("priority")?,
+        run_at: parse_ts(r.try_get("run_at")?)?,
+        attempt: r.try_get("attempt")?,
+        max_attempts: r.try_get("max_attempts")?,
+        lease_owner: r.try_get("lease_owner")?,
+        lease_expires_at: opt_ts(r, "lease_expires_at")?,
+        idempotency_key: r.try_get("idempotency_key")?,
+        request_hash: r.try_get("request_hash")?,
+        parent_task_id: opt_id(r, "parent_task_id")?,
+        depth: r.try_get("depth")?,
+        session_id: opt_id(r, "session_id")?,
+        callback_url: r.try_get("callback_url")?,
+        metadata: json(r.try_get("metadata")?)?,
+        result: r
+            .try_get::<Option<String>, _>("result")?
+            .map(|s| json(&s))
+            .transpose()?,
+        error: r.try_get("error")?,
+        tokens_in: r.try_get("tokens_in")?,
+        tokens_out: r.try_get("tokens_out")?,
+        cost_nanos: r.try_get("cost_nanos")?,
+        steps: r.try_get("steps")?,
+        cancel_requested: r.try_get("cancel_requested")?,
+        created_at: parse_ts(r.try_get("created_at")?)?,
+        started_at: opt_ts(r, "started_at")?,
+        finished_at: opt_ts(r, "finished_at")?,
+        updated_at: parse_ts(r.try_get("updated_at")?)?,
+    })
+}
+
+fn event_row(r: &SqliteRow) -> StoreResult<TaskEvent> {
+    Ok(TaskEvent {
+        task_id: parse_id(r.try_get("task_id")?)?,
+        seq: r.try_get("seq")?,
+        kind: r.try_get("kind")?,
+        payload: json(r.try_get("payload")?)?,
+        created_at: parse_ts(r.try_get("created_at")?)?,
+    })
+}
+
+fn schedule_row(r: &SqliteRow) -> StoreResult<Schedule> {
+    Ok(Schedule {
+        id: parse_id(r.try_get("id")?)?,
+        tenant_id: parse_id(r.try_get("tenant_id")?)?,
+        fields: ScheduleFields {
+            employee_id: parse_id(r.try_get("employee_id")?)?,
+            cron: r.try_get("cron")?,
+            timezone: r.try_get("timezone")?,
+            input: json(r.try_get("input")?)?,
+            priority: r.try_get("priority")?,
+            enabled: r.try_get("enabled")?,
+        },
+        next_fire_at: parse_ts(r.try_get("next_fire_at")?)?,
+        last_fired_at: opt_ts(r, "last_fired_at")?,
+        created_at: parse_ts(r.try_get("created_at")?)?,
+        updated_at: parse_ts(r.try_get("updated_at")?)?,
+    })
+}
+
+fn message_row(r: &SqliteRow) -> StoreResult<SessionMessage> {
+    Ok(SessionMessage {
+        id: parse_id(r.try_get("id")?)?,
+        session_id: parse_id(r.try_get("session_id")?)?,
+        role: r.try_get("role")?,
+        content: r.try_get("content")?,
+        task_id: opt_id(r, "task_id")?,
+        created_at: parse_ts(r.try_get("created_at")?)?,
+    })
+}
+
+fn after(d: Duration) -> DateTime<Utc> {
+    now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// Appends events after the last `seq` of the task. Callers have already written the
+/// task row in the same transaction, which serialises appends per task.
+async fn append(
+    tx: &mut Transaction<'_, Sqlite>,
+    task: Uuid,
+    events: &[NewEvent],
+) -> StoreResult<()> {
+    let t = ts(&now());
+    for e in events {
+        sqlx::query(
+            "INSERT INTO task_events (task_id, seq, kind, payload, created_at) VALUES \
+             (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM task_events WHERE task_id = ?), ?, ?, ?)",
+        )
+        .bind(task.to_string())
+        .bind(task.to_string())
+        .bind(e.kind)
+        .bind(e.payload.to_string())
+        .bind(&t)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl TaskStore for SqliteStore {
+    async fn find_employee_by_name(&self, tenant: Uuid, name: &str) -> StoreResult<Employee> {
+        let id: String =
+            sqlx::query_scalar("SELECT id FROM employees WHERE tenant_id = ? AND name = ?")
+                .bind(tenant.to_string())
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+        self.get_employee(tenant, parse_id(&id)?).await
+    }
+
+    async fn create_task(&self, t: &NewTask) -> StoreResult<(Task, bool)> {
+        let id = Uuid::now_v7();
+        let created = now();
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(concat!(
+            "INSERT INTO tasks (id, tenant_id, employee_id, input, status, priority, run_at, \
+             max_attempts, idempotency_key, request_hash, parent_task_id, depth, session_id, \
+             callback_url, metadata, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL \
+             DO NOTHING RETURNING ",
+            task_cols!()
+        ))
+        .bind(id.to_string())
+        .bind(t.tenant_id.to_string())
+        .bind(t.employee_id.to_string())
+        .bind(t.input.to_string())
+        .bind(t.priority)
+        .bind(ts(&t.run_at))
+        .bind(t.max_attempts)
+        .bind(&t.idempotency_key)
+        .bind(&t.request_hash)
+        .bind(t.parent_task_id.map(|p| p.to_string()))
+        .bind(t.depth)
+        .bind(t.session_id.map(|s| s.to_string()))
+        .bind(&t.callback_url)
+        .bind(t.metadata.to_string())
+        .bind(ts(&created))
+        .bind(ts(&created))
+        .fetch_optional(&mut *tx)
+        .await?;
+        match inserted {
+            Some(row) => {
+                let task = task_row(&row)?;
+                append(
+                    &mut tx,
+                    id,
+                    &[NewEvent::status(TaskStatus::Queued, Value::Null)],
+                )
+                .await?;
+                tx.commit().await?;
+                Ok((task, true))
+            }
+            None => {
+                let row = sqlx::query(concat!(
+                    "SELECT ",
+                    task_cols!(),
+                    " FROM tasks WHERE tenant_id = ? AND idempotency_key = ?"
+                ))
+                .bind(t.tenant_id.to_string())
+                .bind(&t.idempotency_key)
+                .fetch_one(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok((task_row(&row)?, false))
+            }
+        }
+    }
+
+    async fn get_task(&self, tenant: Uuid, id: Uuid) -> StoreResult<Task> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            task_cols!(),
+            " FROM tasks WHERE tenant_id = ? AND id = ?"
+        ))
+        .bind(tenant.to_string())
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        task_row(&row)
+    }
+
+    async fn list_tasks(
+        &self,
+        tenant: Uuid,
+        f: &TaskFilter,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Page<Task>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            task_cols!(),
+            " FROM tasks WHERE tenant_id = ? AND (? IS NULL OR id < ?) \
+             AND (? IS NULL OR status = ?) AND (? IS NULL OR employee_id = ?) \
+             AND (? IS NULL OR created_at >= ?) AND (? IS NULL OR created_at < ?) \
+             AND (? IS NULL OR parent_task_id = ?) \
+             ORDER BY id DESC LIMIT ?"
+        ))
+        .bind(tenant.to_string())
+        .bind(before.map(|b| b.to_string()))
+        .bind(before.map(|b| b.to_string()))
+        .bind(f.status.map(TaskStatus::as_str))
+        .bind(f.status.map(TaskStatus::as_str))
+        .bind(f.employee_id.map(|e| e.to_string()))
+        .bind(f.employee_id.map(|e| e.to_string()))
+        .bind(f.created_after.as_ref().map(ts))
+        .bind(f.created_after.as_ref().map(ts))
+        .bind(f.created_before.as_ref().map(ts))
+        .bind(f.created_before.as_ref().map(ts))
+        .bind(f.parent_task_id.map(|e| e.to_string()))
+        .bind(f.parent_task_id.map(|e| e.to_string()))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut items = rows.iter().map(task_row).collect::<StoreResult<Vec<_>>>()?;
+        Ok(page(&mut items, limit))
+    }
+
+    async fn claim_tasks(&self, owner: &str, n: u32, lease: Duration) -> StoreResult<Vec<Task>> {
+        let t = now();
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(concat!(
+            "UPDATE tasks SET status = 'running', attempt = attempt + 1, lease_owner = ?, \
+             lease_expires_at = ?, started_at = COALESCE(started_at, ?), updated_at = ? \
+             WHERE id IN (SELECT id FROM tasks WHERE status IN ('queued', 'retrying') \
+             AND run_at <= ? ORDER BY priority DESC, run_at, id LIMIT ?) RETURNING ",
+            task_cols!()
+        ))
+        .bind(owner)
+        .bind(ts(&after(lease)))
+        .bind(ts(&t))
+        .bind(ts(&t))
+        .bind(ts(&t))
+        .bind(i64::from(n))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut tasks = rows.iter().map(task_row).collect::<StoreResult<Vec<_>>>()?;
+        for task in &tasks {
+            let ev = NewEvent::status(
+                TaskStatus::Running,
+                serde_json::json!({ "attempt": task.attempt }),
+            );
+            append(&mut tx, task.id, &[ev]).await?;
+        }
+        tx.commit().await?;
+        tasks.sort_by(|a, b| {
+            b.priority
+                .cmp(&a.priority)
+                .then(a.run_at.cmp(&b.run_at))
+                .then(a.id.cmp(&b.id))
+        });
+        Ok(tasks)
+    }
+
+    async fn renew_lease(&self, lease: &Lease, duration: Duration) -> StoreResult<Option<bool>> {
+        Ok(sqlx::query_scalar(
+            "UPDATE tasks SET lease_expires_at = ? WHERE id = ? AND lease_owner = ? \
+             AND attempt = ? AND status = 'running' RETURNING cancel_requested",
+        )
+        .bind(ts(&after(duration)))
+        .bind(lease.task_id.to_string())
+        .bind(&lease.owner)
+        .bind(lease.attempt)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn record_step(&self, lease: &Lease, step: &StepUpdate) -> StoreResult<Option<bool>> {
+        let mut tx = self.pool.begin().await?;
+        let cancel: Option<bool> = sqlx::query_scalar(
+            "UPDATE tasks SET tokens_in = tokens_in + ?, tokens_out = tokens_out + ?, \
+             cost_nanos = cost_nanos + ?, steps = steps + ?, updated_at = ? \
+             WHERE id = ? AND lease_owner = ? AND attempt = ? AND status = 'running' \
+             RETURNING cancel_requested",
+        )
+        .bind(step.tokens_in)
+        .bind(step.tokens_out)
+        .bind(step.cost_nanos)
+        .bind(step.steps)
+        .bind(ts(&now()))
+        .bind(lease.task_id.to_string())
+        .bind(&lease.owner)
+        .bind(lease.attempt)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if cancel.is_some() {
+            append(&mut tx, lease.task_id, &step.events).await?;
+        }
+        tx.commit().await?;
+        Ok(cancel)
+    }
+
+    async fn finish_task(&self, lease: &Lease, f: &Finish) -> StoreResult<bool> {
+        let t = now();
+        let give_back = matches!(f.status, TaskStatus::Queued | TaskStatus::WaitingApproval);
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE tasks SET status = ?, result = COALESCE(?, result), error = ?, \
+             run_at = COALESCE(?, run_at), lease_owner = NULL, lease_expires_at = NULL, \
+             attempt = CASE WHEN ? THEN attempt - 1 ELSE attempt END, \
+             finished_at = CASE WHEN ? THEN ? ELSE finished_at END, \
+             tokens_in = tokens_in + ?, tokens_out = tokens_out + ?, \
+             cost_nanos = cost_nanos + ?, steps = steps + ?, updated_at = ? \
+             WHERE id = ? AND lease_owner = ? AND attempt = ? AND status = 'running'",
+        )
+        .bind(f.status.as_str())
+        .bind(f.result.as_ref().map(Value::to_string))
+        .bind(&f.error)
+        .bind(f.run_at.as_ref().map(ts))
+        .bind(give_back)
+        .bind(f.status.is_terminal())
+        .bind(ts(&t))
+        .bind(f.step.tokens_in)
+        .bind(f.step.tokens_out)
+        .bind(f.step.cost_nanos)
+        .bind(f.step.steps)
+        .bind(ts(&t))
+        .bind(lease.task_id.to_string())
+        .bind(&lease.owner)
+        .bind(lease.attempt)
+        .execute(&mut *tx)
+        .await?;
+        let won = done.rows_affected() == 1;
+        if won {
+            append(&mut tx, lease.task_id, &f.step.events).await?;
+        }
+        tx.commit().await?;
+        Ok(won)
+    }
+
+    async fn rescue_expired(
+        &self,
+        backoff: &(dyn Fn(i32) -> Duration + Send + Sync),
+    ) -> StoreResult<Vec<Rescued>> {
+        let t = now();
+        let rows = sqlx::query(
+            "SELECT id, attempt, max_attempts, lease_owner FROM tasks \
+             WHERE status = 'running' AND lease_expires_at < ? LIMIT 100",
+        )
+        .bind(ts(&t))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut rescued = Vec::new();
+        for r in rows {
+            let id = parse_id(r.try_get("id")?)?;
+            let attempt: i32 = r.try_get("attempt")?;
+            let max: i32 = r.try_get("max_attempts")?;
+            let owner: Option<String> = r.try_get("lease_owner")?;
+            let (to, run_at, error) = if attempt >= max {
+                (
+                    TaskStatus::Failed,
+                    t,
+                    format!("lease expired (worker lost) and all {max} attempts are used"),
+                )
+            } else {
+                (
+                    TaskStatus::Retrying,
+                    after(backoff(attempt)),
+                    "lease expired (worker lost); retrying".to_string(),
+                )
+            };
+            let mut tx = self.pool.begin().await?;
+            let done = sqlx::query(
+                "UPDATE tasks SET status = ?, run_at = ?, error = ?, lease_owner = NULL, \
+                 lease_expires_at = NULL, finished_at = CASE WHEN ? THEN ? ELSE NULL END, \
+                 updated_at = ? WHERE id = ? AND lease_owner IS ? AND attempt = ? \
+                 AND status = 'running' AND lease_expires_at < ?",
+            )
+            .bind(to.as_str())
+            .bind(ts(&run_at))
+            .bind(&error)
+            .bind(to.is_terminal())
+            .bind(ts(&t))
+            .bind(ts(&t))
+            .bind(id.to_string())
+            .bind(&owner)
+            .bind(attempt)
+            .bind(ts(&t))
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 1 {
+                let ev = NewEvent::status(
+                    to,
+                    serde_json::json!({"reason": "lease_expired", "error": error, "reset": true}),
+                );
+                append(&mut tx, id, &[ev]).await?;
+                rescued.push(Rescued {
+                    task_id: id,
+                    status: to,
+                });
+            }
+            tx.commit().await?;
+        }
+        Ok(rescued)
+    }
+
+    async fn cancel_task(&self, tenant: Uuid, id: Uuid) -> StoreResult<CancelOutcome> {
+        let t = ts(&now());
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(concat!(
+            "UPDATE tasks SET status = 'cancelled', cancel_requested = 1, finished_at = ?, \
+             updated_at = ?, error = 'cancelled on request' WHERE tenant_id = ? AND id = ? \
+             AND status IN ('queued', 'retrying', 'waiting_approval') RETURNING ",
+            task_cols!()
+        ))
+        .bind(&t)
+        .bind(&t)
+        .bind(tenant.to_string())
+        .bind(id.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = row {
+            let ev = NewEvent::status(
+                TaskStatus::Cancelled,
+                serde_json::json!({"reason": "cancelled on request"}),
+            );
+            append(&mut tx, id, &[ev]).await?;
+            tx.commit().await?;
+            return Ok(CancelOutcome::Cancelled(task_row(&row)?));
+        }
+        let row = sqlx::query(concat!(
+            "UPDATE tasks SET cancel_requested = 1, updated_at = ? WHERE tenant_id = ? \
+             AND id = ? AND status = 'running' RETURNING ",
+            task_cols!()
+        ))
+        .bind(&t)
+        .bind(tenant.to_string())
+        .bind(id.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        match row {
+            Some(row) => Ok(CancelOutcome::Requested(task_row(&row)?)),
+            None => Ok(CancelOutcome::AlreadyFinished(
+                self.get_task(tenant, id).await?,
+            )),
+        }
+    }
+
+    async fn resolve_approval(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        decision: Value,
+    ) -> StoreResult<Option<Task>> {
+        let t = ts(&now());
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(concat!(
+            "UPDATE tasks SET status = 'queued', run_at = ?, updated_at = ? \
+             WHERE tenant_id = ? AND id = ? AND status = 'waiting_approval' RETURNING ",
+            task_cols!()
+        ))
+        .bind(&t)
+        .bind(&t)
+        .bind(tenant.to_string())
+        .bind(id.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        append(
+            &mut tx,
+            id,
+            &[
+                NewEvent::new("approval", decision),
+                NewEvent::status(TaskStatus::Queued, Value::Null),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(task_row(&row)?))
+    }
+
+    async fn list_events(&self, task: Uuid, after: i64, limit: u32) -> StoreResult<Vec<TaskEvent>> {
+        let rows = sqlx::query(
+            "SELECT task_id, seq, kind, payload, created_at FROM task_events \
+             WHERE task_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(task.to_string())
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_row).collect()
+    }
+
+    async fn count_tasks_by_status(&self) -> StoreResult<Vec<(TaskStatus, i64)>> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((status(r.try_get("status")?)?, r.try_get("n")?)))
+            .collect()
+    }
+
+    async fn ensure_session(&self, tenant: Uuid, id: Uuid, employee: Uuid) -> StoreResult<Session> {
+        let t = ts(&now());
+        sqlx::query(
+            "INSERT INTO sessions (id, tenant_id, employee_id, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id.to_string())
+        .bind(tenant.to_string())
+        .bind(employee.to_string())
+        .bind(&t)
+        .bind(&t)
+        .execute(&self.pool)
+        .await?;
+        let row = sqlx::query(
+            "SELECT id, tenant_id, employee_id, created_at, updated_at FROM sessions \
+             WHERE id = ? AND tenant_id = ? AND employee_id = ?",
+        )
+        .bind(id.to_string())
+        .bind(tenant.to_string())
+        .bind(employee.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        Ok(Session {
+            id: parse_id(row.try_get("id")?)?,
+            tenant_id: parse_id(row.try_get("tenant_id")?)?,
+            employee_id: parse_id(row.try_get("employee_id")?)?,
+            created_at: parse_ts(row.try_get("created_at")?)?,
+            updated_at: parse_ts(row.try_get("updated_at")?)?,
+        })
+    }
+
+    async fn list_messages(
+        &self,
+        tenant: Uuid,
+        session: Uuid,
+        limit: u32,
+    ) -> StoreResult<Vec<SessionMessage>> {
+        let rows = sqlx::query(
+            "SELECT m.id, m.session_id, m.role, m.content, m.task_id, m.created_at \
+             FROM messages m JOIN sessions s ON s.id = m.session_id \
+             WHERE s.tenant_id = ? AND m.session_id = ? ORDER BY m.id DESC LIMIT ?",
+        )
+        .bind(tenant.to_string())
+        .bind(session.to_string())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = rows
+            .iter()
+            .map(message_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    async fn append_messages(&self, tenant: Uuid, msgs: &[SessionMessage]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for m in msgs {
+            let done =
+                sqlx::query("UPDATE sessions SET updated_at = ? WHERE id = ? AND tenant_id = ?")
+                    .bind(ts(&now()))
+                    .bind(m.session_id.to_string())
+                    .bind(tenant.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+            if done.rows_affected() != 1 {
+                return Err(StoreError::NotFound);
+            }
+            sqlx::query(
+                "INSERT INTO messages (id, session_id, role, content, task_id, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(m.id.to_string())
+            .bind(m.session_id.to_string())
+            .bind(&m.role)
+            .bind(&m.content)
+            .bind(m.task_id.map(|t| t.to_string()))
+            .bind(ts(&m.created_at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn memory_get(
+        &self,
+        tenant: Uuid,
+        employee: Uuid,
+        key: &str,
+    ) -> StoreResult<Option<Value>> {
+        let v: Option<String> = sqlx::query_scalar(
+            "SELECT value FROM employee_memory WHERE tenant_id = ? AND employee_id = ? AND key = ?",
+        )
+        .bind(tenant.to_string())
+        .bind(employee.to_string())
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        v.map(|s| json(&s)).transpose()
+    }
+
+    async fn memory_set(
+        &self,
+        tenant: Uuid,
+        employee: Uuid,
+        key: &str,
+        value: &Value,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO employee_memory (tenant_id, employee_id, key, value, updated_at) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, employee_id, key) \
+             DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(tenant.to_string())
+        .bind(employee.to_string())
+        .bind(key)
+        .bind(value.to_string())
+        .bind(ts(&now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn create_schedule(
+        &self,
+        tenant: Uuid,
+        f: &ScheduleFields,
+        next_fire_at: DateTime<Utc>,
+    ) -> StoreResult<Schedule> {
+        let t = ts(&now());
+        let row = sqlx::query(concat!(
+            "INSERT INTO schedules (",
+            schedule_cols!(),
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?) RETURNING ",
+            schedule_cols!()
+        ))
+        .bind(Uuid::now_v7().to_string())
+        .bind(tenant.to_string())
+        .bind(f.employee_id.to_string())
+        .bind(&f.cron)
+        .bind(&f.timezone)
+        .bind(f.input.to_string())
+        .bind(f.priority)
+        .bind(f.enabled)
+        .bind(ts(&next_fire_at))
+        .bind(&t)
+        .bind(&t)
+        .fetch_one(&self.pool)
+        .await?;
+        schedule_row(&row)
+    }
+
+    async fn get_schedule(&self, tenant: Uuid, id: Uuid) -> StoreResult<Schedule> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            schedule_cols!(),
+            " FROM schedules WHERE tenant_id = ? AND id = ?"
+        ))
+        .bind(tenant.to_string())
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        schedule_row(&row)
+    }
+
+    async fn list_schedules(
+        &self,
+        tenant: Uuid,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Page<Schedule>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            schedule_cols!(),
+            " FROM schedules WHERE tenant_id = ? AND (? IS NULL OR id < ?) \
+             ORDER BY id DESC LIMIT ?"
+        ))
+        .bind(tenant.to_string())
+        .bind(before.map(|b| b.to_string()))
+        .bind(before.map(|b| b.to_string()))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut items = rows
+            .iter()
+            .map(schedule_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(page(&mut items, limit))
+    }
+
+    async fn update_schedule(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        f: &ScheduleFields,
+        next_fire_at: DateTime<Utc>,
+    ) -> StoreResult<Schedule> {
+        let row = sqlx::query(concat!(
+            "UPDATE schedules SET employee_id = ?, cron = ?, timezone = ?, input = ?, \
+             priority = ?, enabled = ?, next_fire_at = ?, updated_at = ? \
+             WHERE tenant_id = ? AND id = ? RETURNING ",
+            schedule_cols!()
+        ))
+        .bind(f.employee_id.to_string())
+        .bind(&f.cron)
+        .bind(&f.timezone)
+        .bind(f.input.to_string())
+        .bind(f.priority)
+        .bind(f.enabled)
+        .bind(ts(&next_fire_at))
+        .bind(ts(&now()))
+        .bind(tenant.to_string())
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        schedule_row(&row)
+    }
+
+    async fn delete_schedule(&self, tenant: Uuid, id: Uuid) -> StoreResult<()> {
+        let done = sqlx::query("DELETE FROM schedules WHERE tenant_id = ? AND id = ?")
+            .bind(tenant.to_string())
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound)
+        }
+    }
+
+    async fn due_schedules(&self, at: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Schedule>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            schedule_cols!(),
+            " FROM schedules WHERE enabled = 1 AND next_fire_at <= ? ORDER BY next_fire_at LIMIT ?"
+        ))
+        .bind(ts(&at))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(schedule_row).collect()
+    }
+
+    async fn claim_fire(
+        &self,
+        id: Uuid,
+        expected: DateTime<Utc>,
+        next: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let t = ts(&now());
+        let done = sqlx::query(
+            "UPDATE schedules SET next_fire_at = ?, last_fired_at = ?, updated_at = ? \
+             WHERE id = ? AND next_fire_at = ? AND enabled = 1",
+        )
+        .bind(ts(&next))
+        .bind(&t)
+        .bind(&t)
+        .bind(id.to_string())
+        .bind(ts(&expected))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

@@ -1,0 +1,397 @@
+//! Rows and storage operations of the Task Orchestrator and the Agent Runtime: tasks and
+//! their step log, sessions and messages, employee memory and schedules.
+//!
+//! Queue semantics (DESIGN §5, ADR 0005) live in the SQL of these operations:
+//! - a claim is one statement (PostgreSQL `FOR UPDATE SKIP LOCKED`; SQLite a single
+//!   `UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING`, one write transaction);
+//! - every write a worker makes about a running task is **fenced** by [`Lease`]
+//!   (`lease_owner` and `attempt`): a worker presumed dead cannot overwrite a newer
+//!   attempt, and learns from the `None`/`false` answer that it must stop.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{Employee, Page, StoreResult};
+
+/// Task statuses (DESIGN §5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    WaitingApproval,
+    Retrying,
+}
+
+impl TaskStatus {
+    pub const ALL: [TaskStatus; 7] = [
+        TaskStatus::Queued,
+        TaskStatus::Running,
+        TaskStatus::Succeeded,
+        TaskStatus::Failed,
+        TaskStatus::Cancelled,
+        TaskStatus::WaitingApproval,
+        TaskStatus::Retrying,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Queued => "queued",
+            TaskStatus::Running => "running",
+            TaskStatus::Succeeded => "succeeded",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
+            TaskStatus::WaitingApproval => "waiting_approval",
+            TaskStatus::Retrying => "retrying",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TaskStatus> {
+        TaskStatus::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// No further transition happens from a terminal status.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Cancelled
+        )
+    }
+}
+
+/// A task row.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub employee_id: Uuid,
+    pub input: Value,
+    pub status: TaskStatus,
+    pub priority: i32,
+    pub run_at: DateTime<Utc>,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub idempotency_key: Option<String>,
+    pub request_hash: Option<String>,
+    pub parent_task_id: Option<Uuid>,
+    /// Delegation depth: 0 for a task submitted by a caller.
+    pub depth: i32,
+    pub session_id: Option<Uuid>,
+    pub callback_url: Option<String>,
+    pub metadata: Value,
+    pub result: Option<Value>,
+    pub error: Option<String>,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cost_nanos: i64,
+    pub steps: i32,
+    pub cancel_requested: bool,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Task {
+    /// The lease this row was claimed with (meaningful while `running`).
+    pub fn lease(&self) -> Option<Lease> {
+        self.lease_owner.as_ref().map(|owner| Lease {
+            task_id: self.id,
+            owner: owner.clone(),
+            attempt: self.attempt,
+        })
+    }
+}
+
+/// A task to insert.
+#[derive(Clone, Debug)]
+pub struct NewTask {
+    pub tenant_id: Uuid,
+    pub employee_id: Uuid,
+    pub input: Value,
+    pub priority: i32,
+    pub run_at: DateTime<Utc>,
+    pub max_attempts: i32,
+    pub idempotency_key: Option<String>,
+    pub request_hash: Option<String>,
+    pub parent_task_id: Option<Uuid>,
+    pub depth: i32,
+    pub session_id: Option<Uuid>,
+    pub callback_url: Option<String>,
+    pub metadata: Value,
+}
+
+/// The fence of a running task: only the holder of this lease may write its progress.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub task_id: Uuid,
+    pub owner: String,
+    pub attempt: i32,
+}
+
+/// One entry of a task's step log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TaskEvent {
+    pub task_id: Uuid,
+    /// 1, 2, 3… per task, without gaps; the SSE event id.
+    pub seq: i64,
+    /// `status`, `llm_call`, `tool_call`, `tool_result`, `message` or `approval`.
+    pub kind: String,
+    #[schema(value_type = Object)]
+    pub payload: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An event to append (its `seq` is assigned by the store).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewEvent {
+    pub kind: &'static str,
+    pub payload: Value,
+}
+
+impl NewEvent {
+    pub fn new(kind: &'static str, payload: Value) -> Self {
+        Self { kind, payload }
+    }
+    pub fn status(status: TaskStatus, extra: Value) -> Self {
+        let mut payload = serde_json::json!({ "status": status.as_str() });
+        if let (Some(p), Value::Object(e)) = (payload.as_object_mut(), extra) {
+            p.extend(e);
+        }
+        Self::new("status", payload)
+    }
+}
+
+/// Progress of one step, written atomically with its events.
+#[derive(Clone, Debug, Default)]
+pub struct StepUpdate {
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cost_nanos: i64,
+    /// Steps (LLM calls) to add.
+    pub steps: i32,
+    pub events: Vec<NewEvent>,
+}
+
+/// How a worker ends its hold on a task.
+#[derive(Clone, Debug)]
+pub struct Finish {
+    /// `succeeded`, `failed`, `cancelled` (terminal), `retrying` (with `run_at`),
+    /// `waiting_approval` or `queued` (released; the attempt is given back).
+    pub status: TaskStatus,
+    pub result: Option<Value>,
+    pub error: Option<String>,
+    /// When a `retrying` task is due again.
+    pub run_at: Option<DateTime<Utc>>,
+    pub step: StepUpdate,
+}
+
+/// Filters of `GET /v1/tasks`.
+#[derive(Clone, Debug, Default)]
+pub struct TaskFilter {
+    pub status: Option<TaskStatus>,
+    pub employee_id: Option<Uuid>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+    pub parent_task_id: Option<Uuid>,
+}
+
+/// What a cancel request did.
+#[derive(Clone, Debug)]
+pub enum CancelOutcome {
+    /// It was not running: cancelled now.
+    Cancelled(Task),
+    /// It is running: the flag is set, the runtime stops at its next step boundary.
+    Requested(Task),
+    /// It had already ended; nothing changed.
+    AlreadyFinished(Task),
+}
+
+/// A task rescued from an expired lease.
+#[derive(Clone, Debug)]
+pub struct Rescued {
+    pub task_id: Uuid,
+    pub status: TaskStatus,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub employee_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionMessage {
+    pub id: Uuid,
+    pub session_id: Uuid,
+    /// `user` or `assistant`.
+    pub role: String,
+    pub content: String,
+    pub task_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The settable fields of a schedule.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleFields {
+    pub employee_id: Uuid,
+    pub cron: String,
+    pub timezone: String,
+    pub input: Value,
+    pub priority: i32,
+    pub enabled: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    #[serde(flatten)]
+    pub fields: ScheduleFields,
+    pub next_fire_at: DateTime<Utc>,
+    pub last_fired_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl super::HasId for Task {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+}
+
+impl super::HasId for Schedule {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+}
+
+/// Operations of the orchestrator and runtime; both backends implement them and the
+/// conformance suite checks they agree.
+#[async_trait]
+pub trait TaskStore: Send + Sync {
+    /// The tenant's employee with this name.
+    async fn find_employee_by_name(&self, tenant: Uuid, name: &str) -> StoreResult<Employee>;
+    /// Inserts the task and its first `status` event. With an idempotency key already
+    /// used in the tenant, inserts nothing and returns the existing task and `false`.
+    async fn create_task(&self, t: &NewTask) -> StoreResult<(Task, bool)>;
+    async fn get_task(&self, tenant: Uuid, id: Uuid) -> StoreResult<Task>;
+    /// Newest first; `before` is the id of the last row of the previous page.
+    async fn list_tasks(
+        &self,
+        tenant: Uuid,
+        filter: &TaskFilter,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Page<Task>>;
+
+    /// Claims up to `n` due tasks (highest priority, then oldest `run_at`) for `owner`,
+    /// with a lease until `now + lease`; bumps `attempt`; records a `running` event.
+    async fn claim_tasks(
+        &self,
+        owner: &str,
+        n: u32,
+        lease: std::time::Duration,
+    ) -> StoreResult<Vec<Task>>;
+    /// Extends the lease. `None` when the lease is no longer held (stop working);
+    /// otherwise whether a cancel was requested.
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        duration: std::time::Duration,
+    ) -> StoreResult<Option<bool>>;
+    /// Adds usage and appends events, fenced. `None` when the lease is lost; otherwise
+    /// whether a cancel was requested.
+    async fn record_step(&self, lease: &Lease, step: &StepUpdate) -> StoreResult<Option<bool>>;
+    /// Ends the worker's hold (see [`Finish`]), fenced; `false` when the lease was lost
+    /// and nothing was written (a late completion).
+    async fn finish_task(&self, lease: &Lease, finish: &Finish) -> StoreResult<bool>;
+    /// Running tasks whose lease expired go to `retrying` (due after `backoff(attempt)`)
+    /// or, with attempts used up, to `failed`.
+    async fn rescue_expired(
+        &self,
+        backoff: &(dyn Fn(i32) -> std::time::Duration + Send + Sync),
+    ) -> StoreResult<Vec<Rescued>>;
+    async fn cancel_task(&self, tenant: Uuid, id: Uuid) -> StoreResult<CancelOutcome>;
+    /// Resumes a task waiting for approval (back to `queued`) with an `approval` event.
+    /// `None` when the task is not waiting for approval.
+    async fn resolve_approval(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        decision: Value,
+    ) -> StoreResult<Option<Task>>;
+    /// Events with `seq > after`, in order.
+    async fn list_events(&self, task: Uuid, after: i64, limit: u32) -> StoreResult<Vec<TaskEvent>>;
+    /// Number of tasks per status (statuses with none are absent).
+    async fn count_tasks_by_status(&self) -> StoreResult<Vec<(TaskStatus, i64)>>;
+
+    /// Creates the session when `id` is new; errors with `NotFound` when `id` belongs to
+    /// another tenant or employee.
+    async fn ensure_session(&self, tenant: Uuid, id: Uuid, employee: Uuid) -> StoreResult<Session>;
+    /// The last `limit` messages, oldest first.
+    async fn list_messages(
+        &self,
+        tenant: Uuid,
+        session: Uuid,
+        limit: u32,
+    ) -> StoreResult<Vec<SessionMessage>>;
+    async fn append_messages(&self, tenant: Uuid, msgs: &[SessionMessage]) -> StoreResult<()>;
+
+    async fn memory_get(
+        &self,
+        tenant: Uuid,
+        employee: Uuid,
+        key: &str,
+    ) -> StoreResult<Option<Value>>;
+    async fn memory_set(
+        &self,
+        tenant: Uuid,
+        employee: Uuid,
+        key: &str,
+        value: &Value,
+    ) -> StoreResult<()>;
+
+    async fn create_schedule(
+        &self,
+        tenant: Uuid,
+        fields: &ScheduleFields,
+        next_fire_at: DateTime<Utc>,
+    ) -> StoreResult<Schedule>;
+    async fn get_schedule(&self, tenant: Uuid, id: Uuid) -> StoreResult<Schedule>;
+    async fn list_schedules(
+        &self,
+        tenant: Uuid,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Page<Schedule>>;
+    async fn update_schedule(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        fields: &ScheduleFields,
+        next_fire_at: DateTime<Utc>,
+    ) -> StoreResult<Schedule>;
+    async fn delete_schedule(&self, tenant: Uuid, id: Uuid) -> StoreResult<()>;
+    /// Enabled schedules with `next_fire_at <= now`, across tenants.
+    async fn due_schedules(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Schedule>>;
+    /// Claims one fire: moves `next_fire_at` from `expected` to `next` only if nobody did
+    /// it first. `true` for exactly one of several schedulers.
+    async fn claim_fire(
+        &self,
+        id: Uuid,
+        expected: DateTime<Utc>,
+        next: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+}

@@ -1,0 +1,344 @@
+//! Conformance of the task queue storage (DESIGN §5) on SQLite and PostgreSQL: claim
+//! order, disjoint concurrent claims, lease fencing, rescue, idempotency, cancel,
+//! approval, sessions, memory and schedule fires.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::Utc;
+use common::{Backend, TestDb};
+use digital_employee::store::*;
+use serde_json::json;
+use uuid::Uuid;
+
+backend_tests!(
+    claim_orders_by_priority_then_age_and_respects_run_at,
+    concurrent_claims_never_share_a_task,
+    late_completion_is_rejected_after_rescue,
+    rescue_fails_a_task_whose_attempts_are_used,
+    idempotency_key_returns_the_existing_task,
+    cancel_queued_running_and_finished,
+    approval_resumes_a_waiting_task,
+    sessions_memory_and_schedule_fires,
+);
+
+fn new_task(employee: Uuid, priority: i32) -> NewTask {
+    NewTask {
+        tenant_id: DEFAULT_TENANT_ID,
+        employee_id: employee,
+        input: json!("hello"),
+        priority,
+        run_at: now(),
+        max_attempts: 3,
+        idempotency_key: None,
+        request_hash: None,
+        parent_task_id: None,
+        depth: 0,
+        session_id: None,
+        callback_url: None,
+        metadata: json!({}),
+    }
+}
+
+const LEASE: Duration = Duration::from_secs(30);
+
+async fn claim_orders_by_priority_then_age_and_respects_run_at(backend: Backend) {
+    let db = TestDb::new(backend).await.unwrap();
+    let s = db.migrated_store().await;
+    let e = Uuid::now_v7();
+    let (low, _) = s.create_task(&new_task(e, 0)).await.unwrap();
+    let (high, _) = s.create_task(&new_task(e, 5)).await.unwrap();
+    let (low2, _) = s.create_task(&new_task(e, 0)).await.unwrap();
+    let mut later = new_task(e, 9);
+    later.run_at = now() + chrono::Duration::hours(1);
+    let (future, _) = s.create_task(&later).await.unwrap();
+
+    let got = s.claim_tasks("w1", 2, LEASE).await.unwrap();
+    assert_eq!(
+        got.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![high.id, low.id]
+    );
+    assert!(got.iter().all(|t| t.status == TaskStatus::Running
+        && t.attempt == 1
+        && t.lease_owner.as_deref() == Some("w1")
+        && t.lease_expires_at.is_some()));
+    let got = s.claim_tasks("w1", 10, LEASE).await.unwrap();
+    assert_eq!(got.iter().map(|t| t.id).collect::<Vec<_>>(), vec![low2.id]);
+    assert!(s.claim_tasks("w1", 10, LEASE).await.unwrap().is_empty());
+    let f = s.get_task(DEFAULT_TENANT_ID, future.id).await.unwrap();
+    assert_eq!(f.status, TaskStatus::Queued, "not due yet");
+    let ev = s.list_events(high.id, 0, 100).await.unwrap();
+    assert_eq!(ev.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(ev[1].payload["status"], "running");
+}
+
+async fn concurrent_claims_never_share_a_task(backend: Backend) {
+    let db = TestDb::new(backend).await.unwrap();
+    let s = db.migrated_store().await;
+    let e = Uuid::now_v7();
+    for _ in 0..60 {
+        s.create_task(&new_task(e, 0)).await.unwrap();
+    }
+    let mut handles = Vec::new();
+    for w in 0..4 {
+        let s = s.clone();
+        handles.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = s.claim_tasks(&format!("w{w}"), 3, LEASE).await.unwrap();
+                if got.is_empty() {
+                    return mine;
+                }
+                mine.extend(got.into_iter().map(|t| t.id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.unwrap());
+    }
+    let unique: HashSet<_> = all.iter().collect();
+    assert_eq!(all.len(), 60, "every task claimed once");
+    assert_eq!(unique.len(), 60, "no task claimed twice");
+}
+
+async fn late_completion_is_rejected_after_rescue(backend: Backend) {
+    let db = TestDb::new(backend).await.unwrap();
+    let s = db.migrated_store().await;
+    let (t, _) = s.create_task(&new_task(Uuid::now_v7(), 0)).await.unwrap();
+    let a = s.claim_tasks("a", 1, Duration::ZERO).await.unwrap();
+    let lease_a = a[0].lease().unwrap();
+    // The lease of `a` has expired: the reaper rescues the task.
+    let rescued = s.rescue_expired(&|_| Duration::ZERO).await.unwrap();
+    assert_eq!(rescued.len(), 1);
+    assert_eq!(rescued[0].status, TaskStatus::Retrying);
+    assert_eq!(s.renew_lease(&lease_a, LEASE).await.unwrap(), None);
+    let b = s.claim_tasks("b", 1, LEASE).await.unwrap();
+    assert_eq!(b[0].id, t.id);
+    assert_eq!(b[0].attempt, 2);
+    let lease_b = b[0].lease().unwrap();
+    assert_eq!(s.renew_lease(&lease_b, LEASE).await.unwrap(), Some(false));
+
+    let done = |who: &str| Finish {
+        status: TaskStatus::Succeeded,
+        result: Some(json!({"by": who})),
+        error: None,
+        run_at: None,
+        step: StepUpdate {
+            tokens_in: 1,
+            events: vec![NewEvent::status(TaskStatus::Succeeded, json!({"by": who}))],
+            ..StepUpdate::default()
+        },
+    };
+    assert!(
+        s.record_step(&lease_a, &StepUpdate::default())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(!s.finish_task(&lease_a, &done("a")).await.unwrap());
+    assert!(s.finish_task(&lease_b, &done("b")).await.unwrap());
+    assert!(
+        !s.finish_task(&lease_b, &done("b")).await.unwrap(),
+        "exactly once"
+    );
+    let t = s.get_task(DEFAULT_TENANT_ID, t.id).await.unwrap();
+    assert_eq!(t.status, TaskStatus::Succeeded);
+    assert_eq!(t.result, Some(json!({"by": "b"})));
+    assert_eq!(t.tokens_in, 1);
+    assert!(t.finished_at.is_some() && t.lease_owner.is_none());
+    let ev = s.list_events(t.id, 0, 100).await.unwrap();
+    let seqs: Vec<i64> = ev.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=ev.len() as i64).collect::<Vec<_>>());
+    assert_eq!(ev.last().unwrap().payload["by"], "b");
+    assert_eq!(s.list_events(t.id, 3, 100).await.unwrap()[0].seq, 4);
+}
+
+async fn rescue_fails_a_task_whose_attempts_are_used(backend: Backend) {
+    let db = TestDb::new(backend).await.unwrap();
+    let s = db.migrated_store().await;
+    let mut n = new_task(Uuid::now_v7(), 0);
+    n.max_attempts = 1;
+    let (t, _) = s.create_task(&n).await.unwrap();
+    s.claim_tasks("a", 1, Duration::ZERO).await.unwrap();
+    let r = s.rescue_expired(&|_| Duration::ZERO).await.unwrap();
+    assert_eq!(r[0].status, TaskStatus::Failed);
+    let t = s.get_task(DEFAULT_TENANT_ID, t.id).await.unwrap();
+    assert_eq!(t.status, TaskStatus::Failed);
+    assert!(t.error.unwrap().contains("attempts"));
+    assert!(s.claim_tasks("b", 1, LEASE).await.unwrap().is_empty());
+}
+
+async fn idempotency_key_returns_the_existing_task(backend: Backend) {
+    let db = TestDb::new(backend).await.unwrap();
+    let s = db.migrated_store().await;
+    let other = s.create_tenant("other").await.unwrap();
+    let mut n = new_task(Uuid::now_v7(), 0);
+    n.idempotency_key = Some("k1".into());
+    n.request_hash = Some("h1".into());
+    let (a, created) = s.create_task(&n).await.unwrap();
+    assert!(created);
+    n.request_hash = Some("h2".into());
+    let (b, created) = s.create_task(&n).await.unwrap();
+    assert!(!created);
+    assert_eq!(b.id, a.id);
+    assert_eq!(b.request_hash.as_deref(), Some("h1"));
+    n.tenant_id = other.id;
+    let (c, created) = s.create_task(&n).await.unwrap();
+    assert!(created, "keys are per tenant");
+    assert_ne!(c.id, a.id);
+    assert!(matches!(
+        s.get_task(DEFAULT_TENANT_ID, c.id).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn cancel_queued_running_and_finished(backend: Backend) {
+    let db = TestDb::new(backend).await.unwrap();
+    let s = db.migrated_store().await;
+    let e = Uuid::now_v7();
+    let (q, _) = s.create_task(&new_task(e, 0)).await.unwrap();
+    assert!(matches!(
+        s.cancel_task(DEFAULT_TENANT_ID, q.id).await.unwrap(),
+        CancelOutcome::Cancelled(t) if t.status == TaskStatus::Cancelled
+    ));
+    let (r, _) = s.create_task(&new_task(e, 0)).await.unwrap();
+    let claimed = s.claim_tasks("w", 1, LEASE).await.unwrap();
+    assert_eq!(claimed[0].id, r.id);
+    assert!(matches!(
+        s.cancel_task(DEFAULT_TENANT_ID, r.id).await.unwrap(),
+        CancelOutcome::Requested(t) if t.cancel_requested && t.status == TaskStatus::Running
+    ));
+    let lease = claimed[0].lease().unwrap();
+    assert_eq!(s.renew_lease(&lease, LEASE).await.unwrap(), Some(true));
+    assert_eq!(
+        s.record_step(&lease, &StepUpdate::default()).await.unwrap(),
+        Some(true)
+    );
+    assert!(matches!(
+        s.cancel_task(DEFAULT_TENANT_ID, q.id).await.unwrap(),
+        CancelOutcome::AlreadyFinished(_)
+    ));
+    assert!(matches!(
+        s.cancel_task(DEFAULT_TENANT_ID, Uuid::now_v7()).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn approval_resumes_a_waiting_task(backend: Backend) {
+    let db = TestDb::new(backend).await.unwrap();
+    let s = db.migrated_store().await;
+    let (t, _) = s.create_task(&new_task(Uuid::now_v7(), 0)).await.unwrap();
+    let c = s.claim_tasks("w", 1, LEASE).await.unwrap();
+    let lease = c[0].lease().unwrap();
+    assert!(
+        s.resolve_approval(DEFAULT_TENANT_ID, t.id, json!({}))
+            .await
+            .unwrap()
+            .is_none(),
+        "not waiting"
+    );
+    let park = Finish {
+        status: TaskStatus::WaitingApproval,
+        result: None,
+        error: None,
+        run_at: None,
+        step: StepUpdate::default(),
+    };
+    assert!(s.finish_task(&lease, &park).await.unwrap());
+    let w = s.get_task(DEFAULT_TENANT_ID, t.id).await.unwrap();
+    assert_eq!(w.status, TaskStatus::WaitingApproval);
+    assert_eq!(w.attempt, 0, "parking gives the attempt back");
+    assert!(s.claim_tasks("w", 1, LEASE).await.unwrap().is_empty());
+    let r = s
+        .resolve_approval(DEFAULT_TENANT_ID, t.id, json!({"decision": "approve"}))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status, TaskStatus::Queued);
+    let again = s.claim_tasks("w2", 1, LEASE).await.unwrap();
+    assert_eq!(again[0].id, t.id);
+    let ev = s.list_events(t.id, 0, 100).await.unwrap();
+    assert!(
+        ev.iter()
+            .any(|e| e.kind == "approval" && e.payload["decision"] == "approve")
+    );
+}
+
+async fn sessions_memory_and_schedule_fires(backend: Backend) {
+    let db = TestDb::new(backend).await.unwrap();
+    let s = db.migrated_store().await;
+    let e = Uuid::now_v7();
+    let sid = Uuid::now_v7();
+    s.ensure_session(DEFAULT_TENANT_ID, sid, e).await.unwrap();
+    s.ensure_session(DEFAULT_TENANT_ID, sid, e).await.unwrap();
+    assert!(matches!(
+        s.ensure_session(DEFAULT_TENANT_ID, sid, Uuid::now_v7())
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    let msgs: Vec<SessionMessage> = (0..3)
+        .map(|i| SessionMessage {
+            id: Uuid::now_v7(),
+            session_id: sid,
+            role: if i % 2 == 0 { "user" } else { "assistant" }.into(),
+            content: format!("m{i}"),
+            task_id: None,
+            created_at: now(),
+        })
+        .collect();
+    s.append_messages(DEFAULT_TENANT_ID, &msgs).await.unwrap();
+    let got = s.list_messages(DEFAULT_TENANT_ID, sid, 2).await.unwrap();
+    assert_eq!(
+        got.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(),
+        vec!["m1", "m2"]
+    );
+
+    assert_eq!(s.memory_get(DEFAULT_TENANT_ID, e, "k").await.unwrap(), None);
+    s.memory_set(DEFAULT_TENANT_ID, e, "k", &json!(1))
+        .await
+        .unwrap();
+    s.memory_set(DEFAULT_TENANT_ID, e, "k", &json!({"v": 2}))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.memory_get(DEFAULT_TENANT_ID, e, "k").await.unwrap(),
+        Some(json!({"v": 2}))
+    );
+    assert_eq!(
+        s.memory_get(DEFAULT_TENANT_ID, Uuid::now_v7(), "k")
+            .await
+            .unwrap(),
+        None
+    );
+
+    let fire = now() - chrono::Duration::seconds(1);
+    let f = ScheduleFields {
+        employee_id: e,
+        cron: "* * * * * *".into(),
+        timezone: "UTC".into(),
+        input: json!("tick"),
+        priority: 0,
+        enabled: true,
+    };
+    let sch = s
+        .create_schedule(DEFAULT_TENANT_ID, &f, fire)
+        .await
+        .unwrap();
+    let due = s.due_schedules(Utc::now(), 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    let next = fire + chrono::Duration::minutes(1);
+    let (a, b) = tokio::join!(
+        s.claim_fire(sch.id, due[0].next_fire_at, next),
+        s.claim_fire(sch.id, due[0].next_fire_at, next)
+    );
+    assert!(
+        a.unwrap() ^ b.unwrap(),
+        "exactly one scheduler claims a fire"
+    );
+    assert!(s.due_schedules(Utc::now(), 10).await.unwrap().is_empty());
+    s.delete_schedule(DEFAULT_TENANT_ID, sch.id).await.unwrap();
+}

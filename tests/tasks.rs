@@ -1,0 +1,732 @@
+//! The Task Orchestrator and Agent Runtime end to end, on SQLite and PostgreSQL: the
+//! real app, vendors through the sandbox (in-process, or over HTTP for faults).
+//! Readiness and completion by polling with deadlines, never by sleeping.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Backend, TestApp, TestDb, test_config};
+use digital_employee::ai::sandbox::{Fault, FaultRule, SandboxEngine, SandboxSetup};
+use digital_employee::app::App;
+use digital_employee::store::{
+    DEFAULT_TENANT_ID, Finish, NewTask, ScheduleFields, StepUpdate, TaskStatus, now,
+};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+backend_tests!(
+    task_runs_the_tool_loop_to_success,
+    idempotency_key_same_body_same_task_other_body_conflict,
+    cancel_queued_and_finished,
+    cancel_running_stops_before_the_next_vendor_call,
+    two_apps_drain_all_tasks_exactly_once,
+    stalled_worker_is_rescued_and_its_late_completion_rejected,
+    max_steps_and_token_budget_end_as_failed,
+    vendor_failure_retries_with_backoff_then_fails,
+    approval_survives_a_restart_then_succeeds,
+    delegation_runs_a_subtask_and_refuses_a_cycle,
+    schedule_fires_once_with_two_schedulers,
+    sse_resumes_after_last_event_id_and_ends,
+);
+
+const FAST: &[(&str, &str)] = &[
+    ("TASK_POLL_INTERVAL", "0.05"),
+    ("TASK_RETRY_BASE_DELAY", "0.05"),
+    ("SCHEDULER_INTERVAL", "0.05"),
+];
+
+fn with<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut v = FAST.to_vec();
+    v.extend_from_slice(extra);
+    v
+}
+
+async fn employee(app: &TestApp, body: Value) -> Value {
+    let r = app.post_json("/v1/employees", &body).send().await.unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    r.json().await.unwrap()
+}
+
+async fn submit(app: &TestApp, body: Value) -> Value {
+    let r = app.post_json("/v1/tasks", &body).send().await.unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    r.json().await.unwrap()
+}
+
+async fn task(app: &TestApp, id: &str) -> Value {
+    let r = app.get(&format!("/v1/tasks/{id}")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// Polls the task until `pred` holds, failing after a deadline.
+async fn wait_for(app: &TestApp, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let t = task(app, id).await;
+        if pred(&t) {
+            return t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task {id} never became {what}: {t}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_status(app: &TestApp, id: &str, status: &str) -> Value {
+    wait_for(app, id, status, |t| t["status"] == status).await
+}
+
+async fn events(app: &TestApp, id: &str) -> Vec<Value> {
+    let r = app
+        .get(&format!("/v1/tasks/{id}/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    v["data"].as_array().unwrap().clone()
+}
+
+fn id_of(v: &Value) -> String {
+    v["id"].as_str().unwrap().to_string()
+}
+
+/// A second app on the database of `first`.
+async fn second_app(first: &TestApp, extra: &[(&str, &str)]) -> TestApp {
+    let app = App::build(test_config(&first.db().url, extra))
+        .await
+        .unwrap();
+    TestApp::start(app, TestDb::new(Backend::Sqlite).await.unwrap()).await
+}
+
+/// A sandbox vendor over HTTP, named `vendor` in `AI_PROVIDERS`.
+struct Vendor {
+    engine: Arc<SandboxEngine>,
+    providers: String,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Vendor {
+    async fn start() -> Vendor {
+        let engine = Arc::new(SandboxEngine::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/v1", listener.local_addr().unwrap());
+        let router =
+            digital_employee::ai::sandbox_server::router(engine.clone(), Some("sk-v".into()));
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        Vendor {
+            engine,
+            providers: json!([{"name": "vendor", "format": "openai", "base_url": base,
+                               "api_key": "sk-v"}])
+            .to_string(),
+            _task: task,
+        }
+    }
+
+    fn fault(&self, model: &str, fault: Fault) {
+        self.engine.apply(SandboxSetup {
+            seed: Some(1),
+            faults: vec![FaultRule {
+                model: Some(model.into()),
+                fault,
+                times: None,
+                rate: None,
+            }],
+            scripts: HashMap::new(),
+        });
+    }
+
+    fn count(&self, model: &str) -> u64 {
+        self.engine.stats().get(model).copied().unwrap_or(0)
+    }
+}
+
+async fn task_runs_the_tool_loop_to_success(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, &with(&[])).await else {
+        return;
+    };
+    employee(
+        &app,
+        json!({"name": "calc", "role": "a careful accountant", "allowed_tools": ["calculator"]}),
+    )
+    .await;
+    let t = submit(
+        &app,
+        json!({"employee": "calc", "input": "What is 2 + 3 * 4?"}),
+    )
+    .await;
+    assert_eq!(t["status"], "queued");
+    let id = id_of(&t);
+    let done = wait_status(&app, &id, "succeeded").await;
+    assert!(
+        done["result"]["output"].as_str().unwrap().contains("14"),
+        "{done}"
+    );
+    assert_eq!(done["steps"], 2);
+    assert_eq!(done["attempt"], 1);
+    assert!(done["tokens_in"].as_i64().unwrap() > 0 && done["tokens_out"].as_i64().unwrap() > 0);
+    assert!(done["finished_at"].is_string() && done["started_at"].is_string());
+    let ev = events(&app, &id).await;
+    let kinds: Vec<&str> = ev.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    for k in ["status", "llm_call", "tool_call", "tool_result", "message"] {
+        assert!(kinds.contains(&k), "{k} in {kinds:?}");
+    }
+    let seqs: Vec<i64> = ev.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=ev.len() as i64).collect::<Vec<_>>());
+    assert_eq!(ev.last().unwrap()["payload"]["status"], "succeeded");
+    let llm = ev.iter().find(|e| e["kind"] == "llm_call").unwrap();
+    assert_eq!(llm["payload"]["model"], "sandbox-1");
+
+    // Listing with filters, and tenant scoping.
+    let r: Value = app
+        .get("/v1/tasks?status=succeeded&employee=calc")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["data"][0]["id"], id.as_str());
+    let r: Value = app
+        .get("/v1/tasks?status=queued")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(r["data"].as_array().unwrap().is_empty());
+    let other = app.store.create_tenant("other").await.unwrap();
+    let (foreign, _) = app
+        .store
+        .create_task(&NewTask {
+            tenant_id: other.id,
+            employee_id: Uuid::now_v7(),
+            input: json!("x"),
+            priority: 0,
+            run_at: now() + chrono::Duration::hours(1),
+            max_attempts: 1,
+            idempotency_key: None,
+            request_hash: None,
+            parent_task_id: None,
+            depth: 0,
+            session_id: None,
+            callback_url: None,
+            metadata: json!({}),
+        })
+        .await
+        .unwrap();
+    for path in ["", "/events"] {
+        let r = app
+            .get(&format!("/v1/tasks/{}{path}", foreign.id))
+            .send()
+            .await
+            .unwrap();
+        common::assert_error(r, 404, "not_found").await;
+    }
+    let r = app
+        .post_json(&format!("/v1/tasks/{}/cancel", foreign.id), &json!({}))
+        .send()
+        .await
+        .unwrap();
+    common::assert_error(r, 404, "not_found").await;
+    let m = app.metrics().await;
+    assert!(m.contains("tasks_total{status=\"succeeded\"}"), "{m}");
+    assert!(m.contains("tool_calls_total{tool=\"calculator\",outcome=\"ok\"}"));
+    assert!(m.contains("task_duration_seconds_bucket"));
+}
+
+async fn idempotency_key_same_body_same_task_other_body_conflict(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, &with(&[])).await else {
+        return;
+    };
+    employee(&app, json!({"name": "idem", "role": "r"})).await;
+    let body = json!({"employee": "idem", "input": "hello", "priority": 3});
+    let send = |b: &Value| {
+        app.post_json("/v1/tasks", b)
+            .header("Idempotency-Key", "order-17")
+    };
+    let a: Value = send(&body).send().await.unwrap().json().await.unwrap();
+    let r = send(&body).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.headers()["idempotent-replayed"], "true");
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(a["id"], b["id"]);
+    let r = send(&json!({"employee": "idem", "input": "other"}))
+        .send()
+        .await
+        .unwrap();
+    common::assert_error(r, 409, "conflict").await;
+    let r = app
+        .post_json("/v1/tasks", &json!({"employee": "nobody", "input": "x"}))
+        .send()
+        .await
+        .unwrap();
+    common::assert_error(r, 422, "validation_error").await;
+}
+
+async fn cancel_queued_and_finished(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, &with(&[])).await else {
+        return;
+    };
+    employee(&app, json!({"name": "later", "role": "r"})).await;
+    let run_at = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let t = submit(
+        &app,
+        json!({"employee": "later", "input": "x", "run_at": run_at}),
+    )
+    .await;
+    let id = id_of(&t);
+    let r = app
+        .post_json(&format!("/v1/tasks/{id}/cancel"), &json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(task(&app, &id).await["status"], "cancelled");
+    let r = app
+        .post_json(&format!("/v1/tasks/{id}/cancel"), &json!({}))
+        .send()
+        .await
+        .unwrap();
+    common::assert_error(r, 409, "conflict").await;
+}
+
+async fn cancel_running_stops_before_the_next_vendor_call(backend: Backend) {
+    let vendor = Vendor::start().await;
+    vendor.fault(
+        "slow",
+        Fault::Latency {
+            ms: 400,
+            jitter_ms: 0,
+        },
+    );
+    let Some(app) = TestApp::spawn_with(
+        backend,
+        &with(&[("AI_PROVIDERS", &vendor.providers), ("AI_CACHE", "off")]),
+    )
+    .await
+    else {
+        return;
+    };
+    employee(
+        &app,
+        json!({"name": "slowpoke", "role": "r", "model_policy": ["vendor/slow"],
+               "allowed_tools": ["calculator"]}),
+    )
+    .await;
+    let id = id_of(&submit(&app, json!({"employee": "slowpoke", "input": "1 + 1"})).await);
+    wait_status(&app, &id, "running").await;
+    let r = app
+        .post_json(&format!("/v1/tasks/{id}/cancel"), &json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let t = wait_status(&app, &id, "cancelled").await;
+    assert_eq!(t["cancel_requested"], true);
+    assert_eq!(vendor.count("slow"), 1, "no vendor call after the cancel");
+}
+
+async fn two_apps_drain_all_tasks_exactly_once(backend: Backend) {
+    let extra = with(&[("WORKER_CONCURRENCY", "4")]);
+    let Some(a) = TestApp::spawn_with(backend, &extra).await else {
+        return;
+    };
+    let b = second_app(&a, &extra).await;
+    employee(&a, json!({"name": "bulk", "role": "r"})).await;
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let app = if i % 2 == 0 { &a } else { &b };
+        ids.push(id_of(
+            &submit(
+                app,
+                json!({"employee": "bulk", "input": format!("job {i}")}),
+            )
+            .await,
+        ));
+    }
+    for id in &ids {
+        let t = wait_status(&a, id, "succeeded").await;
+        assert_eq!(t["attempt"], 1, "{t}");
+    }
+    for id in &ids {
+        let ev = events(&a, id).await;
+        let ends = ev
+            .iter()
+            .filter(|e| e["kind"] == "status" && e["payload"]["status"] == "succeeded")
+            .count();
+        assert_eq!(ends, 1, "succeeded exactly once: {ev:?}");
+    }
+    let unique: HashSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), 40);
+}
+
+async fn stalled_worker_is_rescued_and_its_late_completion_rejected(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let store = db.migrated_store().await;
+    let emp = store
+        .create_employee(
+            DEFAULT_TENANT_ID,
+            &digital_employee::store::EmployeeFields {
+                name: "steady".into(),
+                role: "r".into(),
+                instructions: String::new(),
+                model_policy: vec!["sandbox/sandbox-1".into()],
+                allowed_tools: vec![],
+                max_steps: 5,
+                token_budget: 100_000,
+                temperature: 0.0,
+                redact_prompts: false,
+                approval_tools: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    let (t, _) = store
+        .create_task(&NewTask {
+            tenant_id: DEFAULT_TENANT_ID,
+            employee_id: emp.id,
+            input: json!("hello"),
+            priority: 0,
+            run_at: now(),
+            max_attempts: 3,
+            idempotency_key: None,
+            request_hash: None,
+            parent_task_id: None,
+            depth: 0,
+            session_id: None,
+            callback_url: None,
+            metadata: json!({}),
+        })
+        .await
+        .unwrap();
+    // A worker claims it, then "crashes": it never renews its short lease.
+    let ghost = store
+        .claim_tasks("ghost", 1, Duration::from_millis(300))
+        .await
+        .unwrap();
+    let ghost_lease = ghost[0].lease().unwrap();
+    store.close().await;
+    let app = App::build(test_config(&db.url, &with(&[("TASK_LEASE_SECONDS", "1")])))
+        .await
+        .unwrap();
+    let app = TestApp::start(app, db).await;
+    let id = t.id.to_string();
+    let done = wait_status(&app, &id, "succeeded").await;
+    assert_eq!(done["attempt"], 2);
+    let late = Finish {
+        status: TaskStatus::Failed,
+        result: None,
+        error: Some("late".into()),
+        run_at: None,
+        step: StepUpdate::default(),
+    };
+    assert!(!app.store.finish_task(&ghost_lease, &late).await.unwrap());
+    assert_eq!(task(&app, &id).await["status"], "succeeded");
+    let ev = events(&app, &id).await;
+    assert!(ev.iter().any(|e| e["payload"]["reason"] == "lease_expired"));
+    assert!(app.metrics().await.contains("tasks_rescued_total"));
+}
+
+async fn max_steps_and_token_budget_end_as_failed(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, &with(&[])).await else {
+        return;
+    };
+    employee(
+        &app,
+        json!({"name": "short", "role": "r", "allowed_tools": ["calculator"], "max_steps": 1}),
+    )
+    .await;
+    employee(
+        &app,
+        json!({"name": "poor", "role": "r", "token_budget": 1}),
+    )
+    .await;
+    let a = id_of(&submit(&app, json!({"employee": "short", "input": "2 + 2"})).await);
+    let b = id_of(&submit(&app, json!({"employee": "poor", "input": "hello"})).await);
+    let ta = wait_status(&app, &a, "failed").await;
+    assert!(ta["error"].as_str().unwrap().contains("max_steps"), "{ta}");
+    assert_eq!(ta["attempt"], 1, "a limit is not retried");
+    let tb = wait_status(&app, &b, "failed").await;
+    assert!(
+        tb["error"].as_str().unwrap().contains("token budget"),
+        "{tb}"
+    );
+    assert!(tb["result"].is_null());
+}
+
+async fn vendor_failure_retries_with_backoff_then_fails(backend: Backend) {
+    let vendor = Vendor::start().await;
+    vendor.fault(
+        "down",
+        Fault::Status {
+            status: 500,
+            retry_after: None,
+            message: None,
+        },
+    );
+    let extra = with(&[
+        ("AI_PROVIDERS", &vendor.providers),
+        ("AI_SERVICE_RETRY_COUNT", "0"),
+        ("AI_BREAKER_THRESHOLD", "1000"),
+    ]);
+    let Some(app) = TestApp::spawn_with(backend, &extra).await else {
+        return;
+    };
+    employee(
+        &app,
+        json!({"name": "unlucky", "role": "r", "model_policy": ["vendor/down"]}),
+    )
+    .await;
+    let id = id_of(
+        &submit(
+            &app,
+            json!({"employee": "unlucky", "input": "hi", "max_attempts": 3}),
+        )
+        .await,
+    );
+    let t = wait_status(&app, &id, "failed").await;
+    assert_eq!(t["attempt"], 3);
+    assert!(
+        t["error"]
+            .as_str()
+            .unwrap()
+            .contains("all AI candidates failed")
+    );
+    assert_eq!(vendor.count("down"), 3);
+    let ev = events(&app, &id).await;
+    let retries: Vec<f64> = ev
+        .iter()
+        .filter(|e| e["payload"]["status"] == "retrying")
+        .map(|e| e["payload"]["retry_in_seconds"].as_f64().unwrap())
+        .collect();
+    assert_eq!(retries, vec![0.05, 0.1], "exponential backoff");
+    assert!(app.metrics().await.contains("tasks_retried_total"));
+}
+
+async fn approval_survives_a_restart_then_succeeds(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, &with(&[])).await else {
+        return;
+    };
+    employee(
+        &app,
+        json!({"name": "careful", "role": "r", "allowed_tools": ["calculator"],
+               "approval_tools": ["calculator"]}),
+    )
+    .await;
+    let id = id_of(&submit(&app, json!({"employee": "careful", "input": "6 * 7"})).await);
+    wait_status(&app, &id, "waiting_approval").await;
+    let ev = events(&app, &id).await;
+    let paused = ev
+        .iter()
+        .find(|e| e["payload"]["status"] == "waiting_approval")
+        .unwrap();
+    assert_eq!(paused["payload"]["tool"], "calculator");
+    assert!(
+        paused["payload"]["arguments"]
+            .as_str()
+            .unwrap()
+            .contains("6 * 7")
+    );
+
+    // Restart: a new app on the same database.
+    let db = app.stop_keep_db().await;
+    let app = App::build(test_config(&db.url, &with(&[]))).await.unwrap();
+    let app = TestApp::start(app, db).await;
+    assert_eq!(task(&app, &id).await["status"], "waiting_approval");
+    let r = app
+        .post_json(
+            &format!("/v1/tasks/{id}/approve"),
+            &json!({"reason": "fine"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let t = wait_status(&app, &id, "succeeded").await;
+    assert!(
+        t["result"]["output"].as_str().unwrap().contains("42"),
+        "{t}"
+    );
+    let ev = events(&app, &id).await;
+    assert!(
+        ev.iter()
+            .any(|e| e["kind"] == "approval" && e["payload"]["decision"] == "approve")
+    );
+    assert!(
+        ev.iter()
+            .any(|e| e["kind"] == "tool_result" && e["payload"]["outcome"] == "ok")
+    );
+    let r = app
+        .post_json(&format!("/v1/tasks/{id}/approve"), &json!({}))
+        .send()
+        .await
+        .unwrap();
+    common::assert_error(r, 409, "conflict").await;
+
+    // Reject: the model is told and finishes without the tool.
+    let id = id_of(&submit(&app, json!({"employee": "careful", "input": "1 + 1"})).await);
+    wait_status(&app, &id, "waiting_approval").await;
+    let r = app
+        .post_json(&format!("/v1/tasks/{id}/reject"), &json!({"reason": "no"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    wait_status(&app, &id, "succeeded").await;
+    let ev = events(&app, &id).await;
+    assert!(
+        ev.iter()
+            .any(|e| e["kind"] == "tool_result" && e["payload"]["outcome"] == "rejected")
+    );
+}
+
+async fn delegation_runs_a_subtask_and_refuses_a_cycle(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, &with(&[])).await else {
+        return;
+    };
+    employee(
+        &app,
+        json!({"name": "lead", "role": "r", "allowed_tools": ["delegate"]}),
+    )
+    .await;
+    employee(&app, json!({"name": "helper-b", "role": "r"})).await;
+    // The sandbox fills `employee` and `input` from the user's words.
+    let id = id_of(&submit(&app, json!({"employee": "lead", "input": "helper-b"})).await);
+    let t = wait_status(&app, &id, "succeeded").await;
+    let ev = events(&app, &id).await;
+    let result = ev.iter().find(|e| e["kind"] == "tool_result").unwrap();
+    assert_eq!(result["payload"]["outcome"], "ok", "{result}");
+    let child = result["payload"]["content"]["task_id"].as_str().unwrap();
+    let c = task(&app, child).await;
+    assert_eq!(c["parent_task_id"], t["id"]);
+    assert_eq!(c["status"], "succeeded");
+
+    let id = id_of(&submit(&app, json!({"employee": "lead", "input": "lead"})).await);
+    wait_status(&app, &id, "succeeded").await;
+    let ev = events(&app, &id).await;
+    let result = ev.iter().find(|e| e["kind"] == "tool_result").unwrap();
+    assert_eq!(result["payload"]["outcome"], "denied");
+    assert!(
+        result["payload"]["content"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("cycle")
+    );
+}
+
+async fn schedule_fires_once_with_two_schedulers(backend: Backend) {
+    let Some(a) = TestApp::spawn_with(backend, &with(&[])).await else {
+        return;
+    };
+    let b = second_app(&a, &with(&[])).await;
+    let e = employee(&a, json!({"name": "cronjob", "role": "r"})).await;
+    let emp = Uuid::parse_str(e["id"].as_str().unwrap()).unwrap();
+    let fire = now() - chrono::Duration::seconds(1);
+    let s = a
+        .store
+        .create_schedule(
+            DEFAULT_TENANT_ID,
+            &ScheduleFields {
+                employee_id: emp,
+                cron: "0 0 1 1 *".into(),
+                timezone: "UTC".into(),
+                input: json!("yearly report"),
+                priority: 0,
+                enabled: true,
+            },
+            fire,
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = a.store.get_schedule(DEFAULT_TENANT_ID, s.id).await.unwrap();
+        if got.next_fire_at > now() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "schedule never fired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Both schedulers keep scanning; the fire is taken, so no second task appears.
+    let r: Value = a
+        .get("/v1/tasks?employee=cronjob")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tasks = r["data"].as_array().unwrap();
+    assert_eq!(tasks.len(), 1, "{r}");
+    assert_eq!(tasks[0]["metadata"]["schedule_id"], s.id.to_string());
+    wait_status(&b, tasks[0]["id"].as_str().unwrap(), "succeeded").await;
+}
+
+async fn sse_resumes_after_last_event_id_and_ends(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, &with(&[])).await else {
+        return;
+    };
+    employee(
+        &app,
+        json!({"name": "streamer", "role": "r", "allowed_tools": ["calculator"]}),
+    )
+    .await;
+    let id = id_of(&submit(&app, json!({"employee": "streamer", "input": "3 + 4"})).await);
+    // Follow live from the start.
+    let live = app
+        .get(&format!("/v1/tasks/{id}/events"))
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    assert!(
+        live.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let body = tokio::time::timeout(Duration::from_secs(20), live.text())
+        .await
+        .expect("stream ends when the task ends")
+        .unwrap();
+    let ids = sse_ids(&body);
+    let all = events(&app, &id).await;
+    assert_eq!(ids, (1..=all.len() as i64).collect::<Vec<_>>(), "{body}");
+    assert!(body.contains("event: llm_call"));
+    // Resume after seq 3.
+    let resumed = app
+        .get(&format!("/v1/tasks/{id}/events"))
+        .header("Accept", "text/event-stream")
+        .header("Last-Event-ID", "3")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        sse_ids(&resumed),
+        (4..=all.len() as i64).collect::<Vec<_>>()
+    );
+}
+
+fn sse_ids(body: &str) -> Vec<i64> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("id:"))
+        .map(|v| v.trim().parse().unwrap())
+        .collect()
+}
