@@ -91,6 +91,25 @@ pub struct Run<'a> {
 }
 
 /// The system prompt of an employee.
+/// The conversation with e-mails, card numbers, SSNs, credentials and configured patterns
+/// replaced in every message text; returns how many were replaced.
+fn redact_messages(messages: &[Message]) -> (Vec<Message>, usize) {
+    let mut total = 0;
+    let out = messages
+        .iter()
+        .map(|m| {
+            let mut m = m.clone();
+            if let Some(text) = &m.content {
+                let (clean, n) = crate::auth::redact::redact(text);
+                total += n;
+                m.content = Some(clean);
+            }
+            m
+        })
+        .collect();
+    (out, total)
+}
+
 pub fn system_prompt(e: &Employee) -> String {
     let mut s = format!(
         "You are {}, {}.",
@@ -313,8 +332,14 @@ impl<'a> Run<'a> {
                 };
             }
 
-            // 3. One model call.
-            let mut req = ChatRequest::new("", self.messages.clone());
+            // 3. One model call. With `redact_prompts`, sensitive data never leaves for a
+            // vendor; the count is recorded in the step's event.
+            let (messages, redactions) = if self.employee.fields.redact_prompts {
+                redact_messages(&self.messages)
+            } else {
+                (self.messages.clone(), 0)
+            };
+            let mut req = ChatRequest::new("", messages);
             req.tools = tools.clone();
             req.temperature = Some(self.employee.fields.temperature);
             let routed = match self
@@ -345,6 +370,7 @@ impl<'a> Run<'a> {
                         "tokens_in": usage.input_tokens, "tokens_out": usage.output_tokens,
                         "cost_nanos": routed.cost_nanos, "cache_hit": routed.cache_hit,
                         "failed_attempts": routed.failed_attempts.len(),
+                        "redactions": redactions,
                         "message": {"content": resp.content, "tool_calls": resp.tool_calls},
                     }),
                 )],
