@@ -13,6 +13,7 @@ pub mod keys;
 pub mod openapi;
 pub mod security;
 pub mod tenants;
+pub mod usage;
 
 use std::time::Instant;
 
@@ -76,6 +77,7 @@ fn v1() -> Router<AppState> {
         .route("/keys/{id}", get(keys::get).delete(keys::revoke))
         .route("/tenants", get(tenants::list).post(tenants::create))
         .route("/tenants/{id}", get(tenants::get))
+        .route("/usage", get(usage::report))
 }
 
 /// The metrics router on port 9000: `/metrics` and nothing else.
