@@ -123,6 +123,7 @@ fn ctx() -> CallContext {
     CallContext {
         tenant_id: DEFAULT_TENANT_ID,
         task_id: None,
+        employee_id: None,
     }
 }
 
@@ -504,9 +505,11 @@ async fn accounting_and_cache(backend: common::Backend) {
     let mut req = calc_request("x");
     req.temperature = Some(0.0);
     let task = uuid::Uuid::now_v7();
+    let employee = uuid::Uuid::now_v7();
     let tctx = CallContext {
         tenant_id: DEFAULT_TENANT_ID,
         task_id: Some(task),
+        employee_id: Some(employee),
     };
     let out = r
         .chat(&chain(&["openai/sandbox-1"]), &req, tctx)
@@ -530,6 +533,7 @@ async fn accounting_and_cache(backend: common::Backend) {
     let rows = wait_calls(&store, 3).await;
     assert_eq!(rows.len(), 3);
     assert!(rows.iter().all(|r| r.task_id == Some(task)));
+    assert!(rows.iter().all(|r| r.employee_id == Some(employee)));
     assert_eq!(rows[0].status, "error");
     assert_eq!(rows[0].http_status, Some(500));
     let ok = &rows[1];

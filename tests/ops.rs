@@ -225,6 +225,7 @@ async fn smoke_test_passes_and_cleans_up(backend: Backend) {
             "create employee",
             "get employee",
             "list employees",
+            "gateway completion",
             "delete employee",
             "employee is gone (404)"
         ]

@@ -86,4 +86,25 @@ async fn prompts_are_redacted_before_they_reach_the_vendor(backend: Backend) {
     );
     let llm = events.iter().find(|e| e["kind"] == "llm_call").unwrap();
     assert_eq!(llm["payload"]["redactions"], 0);
+
+    // The runtime's AI calls are attributed to the employee in usage reports.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let usage: Value = app
+            .get("/v1/usage?group_by=employee")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let groups = usage["groups"].as_array().cloned().unwrap_or_default();
+        let named = groups.iter().filter(|g| !g["key"].is_null()).count();
+        if named == 2 {
+            assert!(groups.iter().all(|g| g["requests"].as_i64().unwrap() >= 1));
+            break;
+        }
+        assert!(Instant::now() < deadline, "usage by employee: {usage}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

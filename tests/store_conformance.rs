@@ -5,7 +5,10 @@
 mod common;
 
 use common::{Backend, TestDb};
-use digital_employee::store::{DEFAULT_TENANT_ID, EmployeeFields, NewApiKey, StoreError};
+use digital_employee::store::{
+    AiCallRecord, DEFAULT_TENANT_ID, EmployeeFields, NewApiKey, StoreError, UsageGroup,
+    UsageGroupBy,
+};
 use uuid::Uuid;
 
 backend_tests!(
@@ -18,6 +21,7 @@ backend_tests!(
     updates_are_fenced_by_version,
     deletes_are_fenced_and_scoped,
     listing_pages_newest_first_within_tenant,
+    usage_report_groups_and_sums_exactly,
 );
 
 fn fields(name: &str) -> EmployeeFields {
@@ -375,4 +379,232 @@ async fn listing_pages_newest_first_within_tenant(backend: Backend) {
         .unwrap();
     assert_eq!(exact.items.len(), 7);
     assert!(exact.next_cursor.is_none(), "no empty trailing page");
+}
+
+fn at(s: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+}
+
+/// An AI call row; `tokens` = (input, output, cached, cache write).
+fn call(
+    tenant: Uuid,
+    employee: Option<Uuid>,
+    provider_model: &str,
+    status: &str,
+    when: &str,
+    tokens: (i64, i64, i64, i64),
+    cost_nanos: i64,
+) -> AiCallRecord {
+    let (provider, model) = provider_model.split_once('/').unwrap();
+    AiCallRecord {
+        id: Uuid::now_v7(),
+        tenant_id: tenant,
+        task_id: None,
+        provider: provider.into(),
+        model: model.into(),
+        status: status.into(),
+        error_kind: (status == "error").then(|| "server".into()),
+        http_status: (status == "error").then_some(500),
+        latency_us: 1234,
+        input_tokens: tokens.0,
+        output_tokens: tokens.1,
+        cached_tokens: tokens.2,
+        cache_write_tokens: tokens.3,
+        cost_nanos,
+        cache_hit: status == "cache_hit",
+        streamed: false,
+        created_at: at(when),
+        employee_id: employee,
+    }
+}
+
+/// A usage group from `[requests, successes, errors, cache hits, input, output, cached,
+/// cache write, cost nanos]`.
+fn group(key: Option<&str>, n: [i64; 9]) -> UsageGroup {
+    UsageGroup {
+        key: key.map(str::to_owned),
+        requests: n[0],
+        successes: n[1],
+        errors: n[2],
+        cache_hits: n[3],
+        input_tokens: n[4],
+        output_tokens: n[5],
+        cached_tokens: n[6],
+        cache_write_tokens: n[7],
+        cost_nanos: n[8],
+    }
+}
+
+async fn usage_report_groups_and_sums_exactly(backend: Backend) {
+    let db = TestDb::new(backend).await.unwrap();
+    let store = db.migrated_store().await;
+    let t = DEFAULT_TENANT_ID;
+    let other = store.create_tenant("other").await.unwrap().id;
+    let a = Uuid::from_u128(0xa);
+    let b = Uuid::from_u128(0xb);
+    let rows = vec![
+        // In the window [2025-03-01, 2025-03-03): the lower bound is included.
+        call(
+            t,
+            Some(a),
+            "openai/gpt-4o",
+            "ok",
+            "2025-03-01T00:00:00Z",
+            (100, 50, 10, 0),
+            1_000_000_001,
+        ),
+        call(
+            t,
+            Some(a),
+            "openai/gpt-4o",
+            "error",
+            "2025-03-01T12:00:00Z",
+            (0, 0, 0, 0),
+            0,
+        ),
+        // A non-UTC offset is stored as its UTC instant: 2025-03-01T23:59:59.999999Z.
+        call(
+            t,
+            Some(b),
+            "anthropic/claude-x",
+            "ok",
+            "2025-03-02T01:59:59.999999+02:00",
+            (200, 80, 0, 30),
+            2_500_000_000,
+        ),
+        call(
+            t,
+            None,
+            "openai/gpt-4o",
+            "cache_hit",
+            "2025-03-02T01:00:00Z",
+            (0, 0, 0, 0),
+            0,
+        ),
+        call(
+            t,
+            None,
+            "sandbox/sandbox-1",
+            "ok",
+            "2025-03-02T10:00:00Z",
+            (7, 3, 0, 0),
+            5,
+        ),
+        call(
+            t,
+            Some(b),
+            "openai/gpt-4o",
+            "ok",
+            "2025-03-02T23:00:00Z",
+            (1, 1, 0, 0),
+            3,
+        ),
+        // Outside: the upper bound is excluded, earlier rows, another tenant.
+        call(
+            t,
+            Some(a),
+            "openai/gpt-4o",
+            "ok",
+            "2025-03-03T00:00:00Z",
+            (9, 9, 9, 9),
+            999,
+        ),
+        call(
+            t,
+            Some(a),
+            "openai/gpt-4o",
+            "ok",
+            "2025-02-28T23:59:59.999999Z",
+            (9, 9, 9, 9),
+            999,
+        ),
+        call(
+            other,
+            Some(a),
+            "openai/gpt-4o",
+            "ok",
+            "2025-03-01T06:00:00Z",
+            (9, 9, 9, 9),
+            999,
+        ),
+    ];
+    store.insert_ai_calls(&rows).await.unwrap();
+    // The employee link round-trips.
+    let listed = store.list_ai_calls(t, None, 100).await.unwrap();
+    assert_eq!(listed.len(), 8);
+    assert!(
+        listed.iter().all(|r| rows.contains(r)),
+        "rows read back exactly"
+    );
+
+    let (from, to) = (at("2025-03-01T00:00:00Z"), at("2025-03-03T00:00:00Z"));
+    let report = |g| {
+        let store = store.clone();
+        async move { store.usage_report(t, from, to, g).await.unwrap() }
+    };
+    assert_eq!(
+        report(UsageGroupBy::Day).await,
+        vec![
+            group(
+                Some("2025-03-01"),
+                [3, 2, 1, 0, 300, 130, 10, 30, 3_500_000_001]
+            ),
+            group(Some("2025-03-02"), [3, 2, 0, 1, 8, 4, 0, 0, 8]),
+        ]
+    );
+    assert_eq!(
+        report(UsageGroupBy::Employee).await,
+        vec![
+            group(
+                Some(&a.to_string()),
+                [2, 1, 1, 0, 100, 50, 10, 0, 1_000_000_001]
+            ),
+            group(
+                Some(&b.to_string()),
+                [2, 2, 0, 0, 201, 81, 0, 30, 2_500_000_003]
+            ),
+            group(None, [2, 1, 0, 1, 7, 3, 0, 0, 5]),
+        ]
+    );
+    assert_eq!(
+        report(UsageGroupBy::Model).await,
+        vec![
+            group(
+                Some("claude-x"),
+                [1, 1, 0, 0, 200, 80, 0, 30, 2_500_000_000]
+            ),
+            group(Some("gpt-4o"), [4, 2, 1, 1, 101, 51, 10, 0, 1_000_000_004]),
+            group(Some("sandbox-1"), [1, 1, 0, 0, 7, 3, 0, 0, 5]),
+        ]
+    );
+    assert_eq!(
+        report(UsageGroupBy::Provider).await,
+        vec![
+            group(
+                Some("anthropic"),
+                [1, 1, 0, 0, 200, 80, 0, 30, 2_500_000_000]
+            ),
+            group(Some("openai"), [4, 2, 1, 1, 101, 51, 10, 0, 1_000_000_004]),
+            group(Some("sandbox"), [1, 1, 0, 0, 7, 3, 0, 0, 5]),
+        ]
+    );
+    // Another tenant sees only its own row; an empty window has no groups.
+    let theirs = store
+        .usage_report(other, from, to, UsageGroupBy::Provider)
+        .await
+        .unwrap();
+    assert_eq!(
+        theirs,
+        vec![group(Some("openai"), [1, 1, 0, 0, 9, 9, 9, 9, 999])]
+    );
+    let none = store
+        .usage_report(
+            t,
+            at("2024-01-01T00:00:00Z"),
+            at("2024-02-01T00:00:00Z"),
+            UsageGroupBy::Day,
+        )
+        .await
+        .unwrap();
+    assert!(none.is_empty());
 }

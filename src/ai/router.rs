@@ -44,6 +44,8 @@ pub struct RouterConfig {
 pub struct CallContext {
     pub tenant_id: Uuid,
     pub task_id: Option<Uuid>,
+    /// The employee the call runs for, so usage can be reported per employee.
+    pub employee_id: Option<Uuid>,
 }
 
 /// One failed (or skipped) attempt, for the caller's error report.
@@ -696,6 +698,7 @@ impl AiRouter {
             cache_hit: false,
             streamed,
             created_at: crate::store::now(),
+            employee_id: ctx.employee_id,
         });
         failed.push(AttemptReport {
             provider: pname.to_string(),
@@ -759,6 +762,7 @@ impl AiRouter {
             cache_hit: false,
             streamed,
             created_at: crate::store::now(),
+            employee_id: ctx.employee_id,
         });
         cost
     }
@@ -784,6 +788,7 @@ impl AiRouter {
             cache_hit: true,
             streamed,
             created_at: crate::store::now(),
+            employee_id: ctx.employee_id,
         });
     }
 

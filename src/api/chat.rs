@@ -64,6 +64,7 @@ pub async fn completions(
     let ctx = CallContext {
         tenant_id: caller.0.tenant_id,
         task_id: None,
+        employee_id: None,
     };
     let created = chrono::Utc::now().timestamp();
     let id = format!("chatcmpl-{}", uuid::Uuid::now_v7().simple());

@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod security;
 pub mod tasks;
 pub mod tenants;
+pub mod usage;
 
 use std::time::Instant;
 
@@ -83,6 +84,7 @@ fn v1() -> Router<AppState> {
         .route("/tasks/{id}/approve", post(tasks::approve))
         .route("/tasks/{id}/reject", post(tasks::reject))
         .route("/tasks/{id}/events", get(tasks::events))
+        .route("/usage", get(usage::report))
 }
 
 /// The metrics router on port 9000: `/metrics` and nothing else.

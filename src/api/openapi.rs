@@ -5,7 +5,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{chat, employees, health, keys, tasks, tenants};
+use super::{chat, employees, health, keys, tasks, tenants, usage};
 use crate::app::AppState;
 
 #[derive(OpenApi)]
@@ -38,6 +38,7 @@ use crate::app::AppState;
         tasks::approve,
         tasks::reject,
         tasks::events,
+        usage::report,
     ),
     modifiers(&Security),
     tags(
@@ -47,6 +48,7 @@ use crate::app::AppState;
         (name = "gateway", description = "OpenAI-compatible chat completions through the AI router"),
         (name = "keys", description = "API keys of a tenant (admin): the secret is shown once, at creation"),
         (name = "tenants", description = "Tenants (admin of the default tenant)"),
+        (name = "usage", description = "AI usage and cost of the caller's tenant, from the recorded AI calls"),
     )
 )]
 pub struct ApiDoc;

@@ -11,6 +11,7 @@ pub mod sandbox;
 pub mod serve;
 pub mod smoke;
 pub mod token;
+pub mod usage;
 
 use std::process::ExitCode;
 
@@ -56,6 +57,8 @@ pub enum Command {
     Restore(restore::Args),
     /// End-to-end smoke test of a running instance.
     Smoke(smoke::Args),
+    /// AI usage and cost by employee, model, day or provider (table, CSV or JSON).
+    Usage(usage::Args),
 }
 
 /// Runs a parsed command; the exit code is 0 on success, 1 on failure.
@@ -90,6 +93,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Backup(args) => backup::run(args, config).await,
             Command::Restore(args) => restore::run(args, config).await,
             Command::Smoke(args) => smoke::run(args, config).await,
+            Command::Usage(args) => usage::run(args, config).await,
         }
     });
     match result {

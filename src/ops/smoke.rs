@@ -3,6 +3,9 @@
 //! Steps run in order over plain HTTP with the operator's key; a failed step stops the
 //! run, but what was created is still deleted. Every step is reported with its time.
 //!
+//! The last step sends one gateway completion to the built-in sandbox model, so the AI
+//! layer and its accounting are exercised on every deploy.
+//!
 //! Extension point: when tasks land, add steps after `get employee` — submit a task to
 //! the throw-away employee (sandbox model), poll it to a terminal status, read its
 //! events — in [`run`], before the clean-up; the created ids go into [`Created`] so the
@@ -227,5 +230,69 @@ async fn scenario(r: &mut Runner<'_>, created: &mut Created) -> anyhow::Result<(
         Ok(())
     })
     .await?;
+
+    // The AI gateway end to end, through the built-in in-process sandbox vendor (always
+    // available, no key, no cost): a completion with content and token usage.
+    let url = r.url("/v1/chat/completions");
+    let (cc, k) = (c.clone(), key.clone());
+    r.step("gateway completion", async move {
+        let body = json!({
+            "model": SMOKE_MODEL,
+            "messages": [{"role": "user", "content": "Smoke test: reply with anything."}]
+        });
+        let v = expect(
+            cc.post(url)
+                .header("X-API-Key", k)
+                .json(&body)
+                .send()
+                .await?,
+            200,
+        )
+        .await?;
+        check_completion(&v)
+    })
+    .await?;
     Ok(())
+}
+
+/// The model the gateway step asks for: the built-in sandbox provider.
+pub const SMOKE_MODEL: &str = "sandbox-1";
+
+/// A chat completion with non-empty content and positive token usage.
+fn check_completion(v: &Value) -> anyhow::Result<()> {
+    let content = v
+        .pointer("/choices/0/message/content")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if content.trim().is_empty() {
+        bail!(
+            "completion has no content: {}",
+            truncate(&v.to_string(), 300)
+        );
+    }
+    let tokens = |k: &str| v.pointer(&format!("/usage/{k}")).and_then(Value::as_u64);
+    match (tokens("prompt_tokens"), tokens("completion_tokens")) {
+        (Some(p), Some(c)) if p > 0 && c > 0 => Ok(()),
+        _ => bail!(
+            "completion has no token usage: {}",
+            truncate(&v.to_string(), 300)
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completions_need_content_and_usage() {
+        let ok = json!({"choices": [{"message": {"content": "hi"}}],
+                        "usage": {"prompt_tokens": 3, "completion_tokens": 1}});
+        assert!(check_completion(&ok).is_ok());
+        let empty = json!({"choices": [{"message": {"content": " "}}],
+                           "usage": {"prompt_tokens": 3, "completion_tokens": 1}});
+        assert!(check_completion(&empty).is_err());
+        let no_usage = json!({"choices": [{"message": {"content": "hi"}}]});
+        assert!(check_completion(&no_usage).is_err());
+    }
 }

@@ -212,6 +212,7 @@ impl<'a> Run<'a> {
         CallContext {
             tenant_id: self.employee.tenant_id,
             task_id: self.task_id,
+            employee_id: Some(self.employee.id),
         }
     }
 

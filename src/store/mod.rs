@@ -173,6 +173,15 @@ pub trait Store: TaskStore + Send + Sync + 'static {
         task: Option<Uuid>,
         limit: u32,
     ) -> StoreResult<Vec<AiCallRecord>>;
+    /// Sums of the tenant's AI calls with `from <= created_at < to`, one group per
+    /// `group_by` key, sorted by key with the `None` group (no employee) last.
+    async fn usage_report(
+        &self,
+        tenant: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        group_by: UsageGroupBy,
+    ) -> StoreResult<Vec<UsageGroup>>;
 }
 
 pub type DynStore = Arc<dyn Store>;
@@ -229,6 +238,17 @@ pub(crate) fn map_unique(err: sqlx::Error, what: &'static str) -> StoreError {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate(what),
         _ => StoreError::Database(err),
     }
+}
+
+/// The one order of usage groups on every backend (database collations differ): by key
+/// bytes, the `None` group last.
+pub(crate) fn sort_usage(groups: &mut [UsageGroup]) {
+    groups.sort_by(|a, b| match (&a.key, &b.key) {
+        (Some(x), Some(y)) => x.as_bytes().cmp(y.as_bytes()),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    });
 }
 
 /// Trims the extra look-ahead row and derives the next cursor.

@@ -102,4 +102,61 @@ pub struct AiCallRecord {
     pub cache_hit: bool,
     pub streamed: bool,
     pub created_at: DateTime<Utc>,
+    /// The employee the call was made for; `None` for gateway calls.
+    #[serde(default)]
+    pub employee_id: Option<Uuid>,
+}
+
+/// How a usage report groups AI calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UsageGroupBy {
+    /// By `employee_id` (calls without one form the `None` group).
+    Employee,
+    Model,
+    /// By UTC calendar day of `created_at`, `YYYY-MM-DD`.
+    Day,
+    Provider,
+}
+
+impl UsageGroupBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Employee => "employee",
+            Self::Model => "model",
+            Self::Day => "day",
+            Self::Provider => "provider",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "employee" => Some(Self::Employee),
+            "model" => Some(Self::Model),
+            "day" => Some(Self::Day),
+            "provider" => Some(Self::Provider),
+            _ => None,
+        }
+    }
+}
+
+/// One group of a usage report: sums over the tenant's `ai_calls` rows with
+/// `from <= created_at < to` that share `key`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageGroup {
+    /// Employee id, model, `YYYY-MM-DD` or provider; `None` for calls without an employee.
+    pub key: Option<String>,
+    /// Rows: vendor attempts plus cache hits.
+    pub requests: i64,
+    /// Rows with status `ok`.
+    pub successes: i64,
+    /// Rows with status `error`.
+    pub errors: i64,
+    /// Rows with status `cache_hit`.
+    pub cache_hits: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cached_tokens: i64,
+    pub cache_write_tokens: i64,
+    pub cost_nanos: i64,
 }

@@ -108,7 +108,7 @@ macro_rules! ai_call_cols {
     () => {
         "id, tenant_id, task_id, provider, model, status, error_kind, http_status, latency_us, \
          input_tokens, output_tokens, cached_tokens, cache_write_tokens, cost_nanos, cache_hit, \
-         streamed, created_at"
+         streamed, created_at, employee_id"
     };
 }
 
@@ -131,6 +131,22 @@ fn ai_call_row(r: &PgRow) -> StoreResult<AiCallRecord> {
         cache_hit: r.try_get("cache_hit")?,
         streamed: r.try_get("streamed")?,
         created_at: r.try_get("created_at")?,
+        employee_id: r.try_get("employee_id")?,
+    })
+}
+
+fn usage_row(r: &PgRow) -> StoreResult<UsageGroup> {
+    Ok(UsageGroup {
+        key: r.try_get("key")?,
+        requests: r.try_get("requests")?,
+        successes: r.try_get("successes")?,
+        errors: r.try_get("errors")?,
+        cache_hits: r.try_get("cache_hits")?,
+        input_tokens: r.try_get("input_tokens")?,
+        output_tokens: r.try_get("output_tokens")?,
+        cached_tokens: r.try_get("cached_tokens")?,
+        cache_write_tokens: r.try_get("cache_write_tokens")?,
+        cost_nanos: r.try_get("cost_nanos")?,
     })
 }
 
@@ -461,7 +477,7 @@ impl Store for PgStore {
                 "INSERT INTO ai_calls (",
                 ai_call_cols!(),
                 ") VALUES ",
-                "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+                "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
             ))
             .bind(c.id)
             .bind(c.tenant_id)
@@ -480,6 +496,7 @@ impl Store for PgStore {
             .bind(c.cache_hit)
             .bind(c.streamed)
             .bind(c.created_at)
+            .bind(c.employee_id)
             .execute(&mut *tx)
             .await?;
         }
@@ -505,5 +522,52 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(ai_call_row).collect()
+    }
+
+    async fn usage_report(
+        &self,
+        tenant: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        group_by: UsageGroupBy,
+    ) -> StoreResult<Vec<UsageGroup>> {
+        // SUM(bigint) is numeric in PostgreSQL: cast back (an overflow errors, never wraps).
+        macro_rules! usage_sql {
+            ($key:literal) => {
+                concat!(
+                    "SELECT ",
+                    $key,
+                    " AS key, COUNT(*) AS requests, \
+                     COUNT(*) FILTER (WHERE status = 'ok') AS successes, \
+                     COUNT(*) FILTER (WHERE status = 'error') AS errors, \
+                     COUNT(*) FILTER (WHERE status = 'cache_hit') AS cache_hits, \
+                     SUM(input_tokens)::bigint AS input_tokens, \
+                     SUM(output_tokens)::bigint AS output_tokens, \
+                     SUM(cached_tokens)::bigint AS cached_tokens, \
+                     SUM(cache_write_tokens)::bigint AS cache_write_tokens, \
+                     SUM(cost_nanos)::bigint AS cost_nanos \
+                     FROM ai_calls WHERE tenant_id = $1 AND created_at >= $2 AND created_at < $3 \
+                     GROUP BY 1"
+                )
+            };
+        }
+        let sql = match group_by {
+            UsageGroupBy::Employee => usage_sql!("employee_id::text"),
+            UsageGroupBy::Model => usage_sql!("model"),
+            UsageGroupBy::Day => usage_sql!("to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"),
+            UsageGroupBy::Provider => usage_sql!("provider"),
+        };
+        let rows = sqlx::query(sql)
+            .bind(tenant)
+            .bind(from)
+            .bind(to)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut groups = rows
+            .iter()
+            .map(usage_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        sort_usage(&mut groups);
+        Ok(groups)
     }
 }

@@ -157,7 +157,7 @@ macro_rules! ai_call_cols {
     () => {
         "id, tenant_id, task_id, provider, model, status, error_kind, http_status, latency_us, \
          input_tokens, output_tokens, cached_tokens, cache_write_tokens, cost_nanos, cache_hit, \
-         streamed, created_at"
+         streamed, created_at, employee_id"
     };
 }
 
@@ -183,6 +183,25 @@ fn ai_call_row(r: &SqliteRow) -> StoreResult<AiCallRecord> {
         cache_hit: r.try_get("cache_hit")?,
         streamed: r.try_get("streamed")?,
         created_at: parse_ts(r.try_get("created_at")?)?,
+        employee_id: r
+            .try_get::<Option<String>, _>("employee_id")?
+            .map(|s| parse_id(&s))
+            .transpose()?,
+    })
+}
+
+fn usage_row(r: &SqliteRow) -> StoreResult<UsageGroup> {
+    Ok(UsageGroup {
+        key: r.try_get("key")?,
+        requests: r.try_get("requests")?,
+        successes: r.try_get("successes")?,
+        errors: r.try_get("errors")?,
+        cache_hits: r.try_get("cache_hits")?,
+        input_tokens: r.try_get("input_tokens")?,
+        output_tokens: r.try_get("output_tokens")?,
+        cached_tokens: r.try_get("cached_tokens")?,
+        cache_write_tokens: r.try_get("cache_write_tokens")?,
+        cost_nanos: r.try_get("cost_nanos")?,
     })
 }
 
@@ -546,7 +565,7 @@ impl Store for SqliteStore {
                 "INSERT INTO ai_calls (",
                 ai_call_cols!(),
                 ") ",
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             ))
             .bind(c.id.to_string())
             .bind(c.tenant_id.to_string())
@@ -565,6 +584,7 @@ impl Store for SqliteStore {
             .bind(c.cache_hit)
             .bind(c.streamed)
             .bind(ts(&c.created_at))
+            .bind(c.employee_id.map(|e| e.to_string()))
             .execute(&mut *tx)
             .await?;
         }
@@ -591,6 +611,53 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(ai_call_row).collect()
+    }
+
+    async fn usage_report(
+        &self,
+        tenant: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        group_by: UsageGroupBy,
+    ) -> StoreResult<Vec<UsageGroup>> {
+        // Times are stored as fixed-width UTC text, so text comparison is time order and
+        // the first ten characters are the UTC day.
+        macro_rules! usage_sql {
+            ($key:literal) => {
+                concat!(
+                    "SELECT ",
+                    $key,
+                    " AS key, COUNT(*) AS requests, \
+                     SUM(CASE WHEN status = 'ok' THEN 1 ELSE 0 END) AS successes, \
+                     SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END) AS errors, \
+                     SUM(CASE WHEN status = 'cache_hit' THEN 1 ELSE 0 END) AS cache_hits, \
+                     SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens, \
+                     SUM(cached_tokens) AS cached_tokens, \
+                     SUM(cache_write_tokens) AS cache_write_tokens, \
+                     SUM(cost_nanos) AS cost_nanos \
+                     FROM ai_calls WHERE tenant_id = ? AND created_at >= ? AND created_at < ? \
+                     GROUP BY 1"
+                )
+            };
+        }
+        let sql = match group_by {
+            UsageGroupBy::Employee => usage_sql!("employee_id"),
+            UsageGroupBy::Model => usage_sql!("model"),
+            UsageGroupBy::Day => usage_sql!("substr(created_at, 1, 10)"),
+            UsageGroupBy::Provider => usage_sql!("provider"),
+        };
+        let rows = sqlx::query(sql)
+            .bind(tenant.to_string())
+            .bind(ts(&from))
+            .bind(ts(&to))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut groups = rows
+            .iter()
+            .map(usage_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        sort_usage(&mut groups);
+        Ok(groups)
     }
 }
 

@@ -44,6 +44,9 @@ pub const RATE_LIMIT_REDIS_ERRORS_TOTAL: &str = "rate_limit_redis_errors_total";
 pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "process_resident_memory_bytes";
 /// Gauge: open file descriptors of the process.
 pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
+/// Gauge: the container's (cgroup) memory limit, bytes; absent when there is none. The
+/// `HighMemoryUsage` alert divides the resident memory by it.
+pub const MEMORY_LIMIT_BYTES: &str = "digital_employee_memory_limit_bytes";
 /// Gauge `{state}`: database pool connections, `state` = `idle` or `in_use`.
 pub const DB_POOL_CONNECTIONS: &str = "db_pool_connections";
 /// Gauge: the pool's upper bound (`DB_MAX_CONNECTIONS`).
@@ -179,6 +182,11 @@ fn describe() {
     );
     metrics::describe_gauge!(PROCESS_OPEN_FDS, "Open file descriptors of the process");
     metrics::describe_gauge!(
+        MEMORY_LIMIT_BYTES,
+        metrics::Unit::Bytes,
+        "Memory limit of the container (cgroup), when it has one"
+    );
+    metrics::describe_gauge!(
         DB_POOL_CONNECTIONS,
         "Database pool connections by state (idle, in_use)"
     );
@@ -187,4 +195,17 @@ fn describe() {
         "Largest number of connections the database pool may open"
     );
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    // Unlabelled counters are exported from start, at 0, so a scrape (and an alert's
+    // `increase()`) sees them before their first event.
+    for name in [
+        AI_CACHE_HITS_TOTAL,
+        AI_CACHE_MISSES_TOTAL,
+        AI_CALL_RECORDS_DROPPED_TOTAL,
+        TASKS_CLAIMED_TOTAL,
+        TASKS_RESCUED_TOTAL,
+        TASKS_RETRIED_TOTAL,
+        SCHEDULE_FIRES_TOTAL,
+    ] {
+        metrics::counter!(name).increment(0);
+    }
 }

@@ -19,8 +19,36 @@ pub fn open_fds() -> Option<u64> {
     Some(std::fs::read_dir("/proc/self/fd").ok()?.count() as u64)
 }
 
+/// cgroup v2, then v1: the memory limit of the container the process runs in.
+const CGROUP_MEMORY_LIMIT_FILES: &[&str] = &[
+    "/sys/fs/cgroup/memory.max",
+    "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+];
+
+/// cgroup v1 reports "no limit" as a huge number (close to `i64::MAX`, rounded down to a
+/// page); anything at or above this is no limit.
+const V1_UNLIMITED: u64 = 1 << 62;
+
+/// The cgroup memory limit in bytes; `None` when there is no cgroup file or no limit.
+pub fn memory_limit_bytes() -> Option<u64> {
+    CGROUP_MEMORY_LIMIT_FILES
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .and_then(|text| parse_memory_limit(&text))
+}
+
+/// Parses `memory.max` / `memory.limit_in_bytes`: `max` (v2) or the v1 sentinel mean no
+/// limit.
+fn parse_memory_limit(text: &str) -> Option<u64> {
+    let v: u64 = text.trim().parse().ok()?;
+    (v > 0 && v < V1_UNLIMITED).then_some(v)
+}
+
 /// Sets the process gauges and, when given, the pool gauges.
 pub fn sample(pool: Option<PoolStats>) {
+    if let Some(limit) = memory_limit_bytes() {
+        metrics::gauge!(m::MEMORY_LIMIT_BYTES).set(limit as f64);
+    }
     if let Some(rss) = resident_memory_bytes() {
         metrics::gauge!(m::PROCESS_RESIDENT_MEMORY_BYTES).set(rss as f64);
     }
@@ -38,6 +66,14 @@ pub fn sample(pool: Option<PoolStats>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_limits_parse_and_unlimited_is_absent() {
+        assert_eq!(parse_memory_limit("536870912\n"), Some(536_870_912));
+        assert_eq!(parse_memory_limit("max\n"), None);
+        assert_eq!(parse_memory_limit("9223372036854771712\n"), None);
+        assert_eq!(parse_memory_limit(""), None);
+    }
 
     #[test]
     fn reads_this_process() {
