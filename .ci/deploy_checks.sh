@@ -156,6 +156,10 @@ check_nginx_invariants() {
     for header in Strict-Transport-Security X-Frame-Options X-Content-Type-Options X-XSS-Protection Referrer-Policy; do
         grep -Eq "add_header $header .* always;" "$conf" || fail "header $header (with always)"
     done
+    # Headers the application sets as well are hidden from the upstream, or they go out twice.
+    for header in X-Frame-Options X-Content-Type-Options Referrer-Policy; do
+        grep -q "proxy_hide_header $header;" "$conf" || fail "proxy_hide_header $header"
+    done
     # Docker Compose's upstream rewrite keeps exactly one `server app:8000`.
     sed -f deploy/nginx/compose-upstream.sed "$conf" >"$compose"
     [[ $(grep -c 'server app:8000 max_fails=3 fail_timeout=10s;' "$compose") -eq 1 ]] ||
