@@ -34,8 +34,9 @@
 # database topo_<random> is created and dropped), Redis on 127.0.0.1:6379 (keys under a
 # unique RATE_LIMIT_KEY_PREFIX, deleted at the end), ports 8001-8003 and 9101-9103 free.
 # Installs nginx, prometheus, openssl, wrk, curl and python3-yaml from Debian when missing.
-# Every process it starts is stopped by PID on exit; the whole run is bounded by
-# TOPOLOGY_TIMEOUT seconds (default 170). TOPOLOGY_KEEP=1 keeps the temp dir (logs).
+# Every process it starts is stopped by PID on exit; the run (after installing tools and
+# building a missing binary) is bounded by TOPOLOGY_TIMEOUT seconds (default 170).
+# TOPOLOGY_KEEP=1 keeps the temp dir (derived configs, logs, wrk output).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
