@@ -12,6 +12,10 @@ Run by .ci/deploy_checks.sh with the virtualenv's Python (it has PyYAML):
                                     alert rules is in FILE (a /metrics scrape
                                     of a running instance), except the ones
                                     that come from Prometheus or the exporters
+                                    and the ones named in
+                                    DEPLOY_CHECKS_PENDING_METRICS (space-separated;
+                                    their code is on another branch: reported, and
+                                    refused once they are exported)
 
 Each prints what it checked and exits 1 with a reason on the first problem.
 """
@@ -19,6 +23,7 @@ Each prints what it checked and exits 1 with a reason on the first problem.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -196,15 +201,33 @@ def referenced_metrics() -> set[str]:
     return names
 
 
+def pending_metrics() -> set[str]:
+    """DEPLOY_CHECKS_PENDING_METRICS: space-separated metric names that the dashboard or
+    the alerts may name before the service exports them (their code is on another
+    branch). A histogram's name covers its _bucket, _sum and _count series."""
+    names = set(os.environ.get("DEPLOY_CHECKS_PENDING_METRICS", "").split())
+    return names | {f"{n}{s}" for n in names for s in ("_bucket", "_sum", "_count")}
+
+
 def check_metrics(path: str) -> None:
     exported = set()
     for line in Path(path).read_text().splitlines():
         if line and not line.startswith("#"):
             exported.add(re.split(r"[{\s]", line, maxsplit=1)[0])
     wanted = {n for n in referenced_metrics() if not EXTERNAL.match(n)}
-    missing = sorted(wanted - exported)
+    pending = pending_metrics()
+    missing = sorted(wanted - exported - pending)
     require(not missing, f"named by the dashboard or alerts but not exported: {missing}")
-    print(f"metrics: all {len(wanted)} application metrics referenced are exported")
+    declared = set(os.environ.get("DEPLOY_CHECKS_PENDING_METRICS", "").split())
+    landed = sorted(n for n in declared
+                    if n in exported or any(f"{n}{s}" in exported for s in ("_bucket", "_sum", "_count")))
+    require(not landed, f"exported now, remove from the pending list: {landed}")
+    unused = sorted(n for n in declared
+                    if not ({n} | {f"{n}{s}" for s in ("_bucket", "_sum", "_count")}) & wanted)
+    require(not unused, f"pending but named by no dashboard query or alert: {unused}")
+    waiting = sorted(wanted & pending - exported)
+    print(f"metrics: {len(wanted) - len(waiting)} of {len(wanted)} application metrics referenced are exported"
+          + (f"; pending (not exported yet): {waiting}" if waiting else ""))
 
 
 def main(argv: list[str]) -> int:

@@ -18,6 +18,8 @@
 #   DEPLOY_CHECKS_METRICS_FILE  a /metrics scrape of a running instance: every
 #                               metric named by the dashboard and the alert
 #                               rules must appear in it (skipped when unset)
+#   DEPLOY_CHECKS_PENDING_METRICS  names allowed to be missing from that scrape
+#                               (see .ci/deploy_checks.py; .ci/topology.sh sets it)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -156,6 +158,10 @@ check_nginx_invariants() {
     for header in Strict-Transport-Security X-Frame-Options X-Content-Type-Options X-XSS-Protection Referrer-Policy; do
         grep -Eq "add_header $header .* always;" "$conf" || fail "header $header (with always)"
     done
+    # Headers the application sets as well are hidden from the upstream, or they go out twice.
+    for header in X-Frame-Options X-Content-Type-Options Referrer-Policy; do
+        grep -q "proxy_hide_header $header;" "$conf" || fail "proxy_hide_header $header"
+    done
     # Docker Compose's upstream rewrite keeps exactly one `server app:8000`.
     sed -f deploy/nginx/compose-upstream.sed "$conf" >"$compose"
     [[ $(grep -c 'server app:8000 max_fails=3 fail_timeout=10s;' "$compose") -eq 1 ]] ||
@@ -232,7 +238,7 @@ check_shellcheck() {
             continue
         fi
         case "$file" in
-            scripts/*.sh | .ci/deploy_checks.sh) strict+=("$file") ;;
+            scripts/*.sh | .ci/deploy_checks.sh | .ci/topology.sh) strict+=("$file") ;;
             *) relaxed+=("$file") ;;
         esac
     done
