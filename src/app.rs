@@ -308,8 +308,16 @@ impl App {
         let started = tokio::time::Instant::now();
         workers.stop_claiming();
         state.tasks.shutdown.cancel();
+        // Keep answering for the drain delay (with `Connection: close`, so proxies drop their
+        // pooled connections to us after each response) before waiting for the last
+        // requests: closing at once would cut connections a proxy is about to reuse.
+        let drain_delay = state.config.shutdown_drain_delay.min(grace);
+        let in_flight_done = async {
+            tokio::time::sleep(drain_delay).await;
+            state.lifecycle.wait_idle().await;
+        };
         let (idle, ()) = tokio::join!(
-            tokio::time::timeout(grace, state.lifecycle.wait_idle()),
+            tokio::time::timeout(grace, in_flight_done),
             workers.drain(grace)
         );
         if idle.is_err() {

@@ -35,6 +35,7 @@
 //! | `AI_CACHE_MAX_ENTRIES` | `10000` | in-memory cache capacity |
 //! | `MAX_BODY_BYTES` | `1048576` | largest accepted request body |
 //! | `SHUTDOWN_GRACE_PERIOD` | `30` | seconds in-flight requests get after SIGTERM |
+//! | `SHUTDOWN_DRAIN_DELAY` | `1` | seconds the listener keeps answering (with `Connection: close`) after SIGTERM before it may close |
 //! | `RATE_LIMIT_REQUESTS` | `100` | requests per key (or token subject) per window; a key's own `rate_limit` overrides it |
 //! | `RATE_LIMIT_WINDOW_SECONDS` | `60` | length of the sliding window, whole seconds |
 //! | `RATE_LIMIT_REDIS_FAILURE` | `open` | when Redis is unreachable: `open` (allow, count `rate_limit_redis_errors_total`) or `closed` (503) |
@@ -238,6 +239,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     #[serde(serialize_with = "ser_secs")]
     pub shutdown_grace_period: Duration,
+    #[serde(serialize_with = "ser_secs")]
+    pub shutdown_drain_delay: Duration,
     pub backup_dir: PathBuf,
     pub retention_days: u32,
     pub aws_s3_bucket: Option<String>,
@@ -529,6 +532,7 @@ impl Config {
             });
         }
         let shutdown_grace_period = secs(&get, "SHUTDOWN_GRACE_PERIOD", "30")?;
+        let shutdown_drain_delay = secs(&get, "SHUTDOWN_DRAIN_DELAY", "1")?;
         let ai = ai_config(
             &get,
             ai_service_timeout,
@@ -623,6 +627,7 @@ impl Config {
             claude_api_key,
             max_body_bytes,
             shutdown_grace_period,
+            shutdown_drain_delay,
             ai,
             rate_limit_requests,
             rate_limit_window: Duration::from_secs(window),

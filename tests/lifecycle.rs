@@ -170,6 +170,11 @@ async fn sigterm_during_a_slow_request_drains_and_exits_zero() {
     })
     .await;
     let r = client.get(&ready_url).send().await.unwrap();
+    assert_eq!(
+        r.headers().get("connection").map(|v| v.to_str().unwrap()),
+        Some("close"),
+        "draining responses close their connection"
+    );
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["checks"]["draining"]["ok"], false);
     assert!(server.child.try_wait().unwrap().is_none(), "still serving");

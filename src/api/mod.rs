@@ -54,7 +54,10 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             state.config.request_body_timeout,
         ))
-        .layer(middleware::from_fn(request_context));
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_context,
+        ));
     let router = match cors {
         Some(cors) => router.layer(cors),
         None => router,
@@ -115,7 +118,7 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// Request id, in-flight tracking, access log and HTTP metrics.
-async fn request_context(req: Request, next: Next) -> Response {
+async fn request_context(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id = req
         .headers()
@@ -141,6 +144,12 @@ async fn request_context(req: Request, next: Next) -> Response {
     let status = resp.status().as_u16();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert(X_REQUEST_ID.clone(), v);
+    }
+    // While draining, every connection closes after its response, so a proxy never reuses
+    // one that the shutdown is about to cut.
+    if state.lifecycle.is_draining() {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     let method_label = method.as_str().to_owned();
     metrics::counter!(m::HTTP_REQUESTS_TOTAL,
