@@ -46,6 +46,8 @@ async fn main() {
         ("PORT", "0".into()),
         ("PROMETHEUS_METRICS_PORT", "0".into()),
         ("API_KEY_WHITELIST", KEY.into()),
+        ("RATE_LIMIT_REQUESTS", "1000000000".into()),
+        ("RATE_LIMIT_WINDOW_SECONDS", "1".into()),
         ("DATABASE_URL", url.clone()),
         ("DB_MAX_CONNECTIONS", "32".into()),
         ("WORKER_CONCURRENCY", workers.clone()),
