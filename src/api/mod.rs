@@ -5,6 +5,7 @@
 //! lets through only the paths on [`PUBLIC_PATHS`] without credentials.
 
 pub mod chat;
+pub mod employee_chat;
 pub mod employees;
 pub mod error;
 pub mod extract;
@@ -72,6 +73,7 @@ fn v1() -> Router<AppState> {
                 .patch(employees::update)
                 .delete(employees::delete),
         )
+        .route("/employees/{id}/chat", post(employee_chat::chat))
         .route("/chat/completions", post(chat::completions))
         .route("/keys", get(keys::list).post(keys::create))
         .route("/keys/{id}", get(keys::get).delete(keys::revoke))

@@ -5,7 +5,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{chat, employees, health, keys, tasks, tenants};
+use super::{chat, employee_chat, employees, health, keys, tasks, tenants};
 use crate::app::AppState;
 
 #[derive(OpenApi)]
@@ -23,6 +23,7 @@ use crate::app::AppState;
         employees::get,
         employees::update,
         employees::delete,
+        employee_chat::chat,
         chat::completions,
         keys::create,
         keys::list,

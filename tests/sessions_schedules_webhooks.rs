@@ -1,0 +1,306 @@
+//! The synchronous chat turn, the schedules API and the completion webhooks, end to end
+//! on SQLite and PostgreSQL: the real app with the in-process sandbox vendor. Readiness
+//! and completion by polling with deadlines, never by sleeping.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Backend, TestApp};
+use digital_employee::store::DEFAULT_TENANT_ID;
+use reqwest::Method;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+backend_tests!(
+    chat_turns_share_a_session_with_tasks,
+    chat_is_tenant_scoped,
+);
+
+const FAST: &[(&str, &str)] = &[
+    ("TASK_POLL_INTERVAL", "0.05"),
+    ("TASK_RETRY_BASE_DELAY", "0.05"),
+    ("SCHEDULER_INTERVAL", "0.05"),
+];
+
+fn with<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut v = FAST.to_vec();
+    v.extend_from_slice(extra);
+    v
+}
+
+async fn employee(app: &TestApp, body: Value) -> Value {
+    let r = app.post_json("/v1/employees", &body).send().await.unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    r.json().await.unwrap()
+}
+
+async fn submit(app: &TestApp, body: Value) -> Value {
+    let r = app.post_json("/v1/tasks", &body).send().await.unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    r.json().await.unwrap()
+}
+
+async fn task(app: &TestApp, id: &str) -> Value {
+    let r = app.get(&format!("/v1/tasks/{id}")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// Polls the task until it ends, failing after a deadline.
+async fn wait_end(app: &TestApp, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let t = task(app, id).await;
+        if ["succeeded", "failed", "cancelled"].contains(&t["status"].as_str().unwrap()) {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "task {id} never ended: {t}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn id_of(v: &Value) -> String {
+    v["id"].as_str().unwrap().to_string()
+}
+
+fn with_key(app: &TestApp, method: Method, path: &str, key: &str) -> reqwest::RequestBuilder {
+    app.client
+        .request(method, app.url(path))
+        .header("X-API-Key", key)
+}
+
+/// A new tenant with an admin key of its own: (tenant id, key).
+async fn other_tenant(app: &TestApp, name: &str) -> (String, String) {
+    let r = app
+        .post_json("/v1/tenants", &json!({"name": name}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let t: Value = r.json().await.unwrap();
+    let tenant = id_of(&t);
+    let r = app
+        .post_json(
+            "/v1/keys",
+            &json!({"name": "admin", "scope": "admin", "tenant_id": tenant}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let k: Value = r.json().await.unwrap();
+    (tenant, k["secret"].as_str().unwrap().to_string())
+}
+
+async fn chat(app: &TestApp, employee: &str, body: Value) -> reqwest::Response {
+    app.post_json(&format!("/v1/employees/{employee}/chat"), &body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn chat_turns_share_a_session_with_tasks(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, &with(&[])).await else {
+        return;
+    };
+    let e = employee(
+        &app,
+        json!({"name": "calc", "role": "a careful accountant", "allowed_tools": ["calculator"]}),
+    )
+    .await;
+    let eid = id_of(&e);
+
+    // First turn: a new session, the tool loop runs (calculator, then the answer).
+    let r = chat(&app, &eid, json!({"message": "What is 2 + 3 * 4?"})).await;
+    assert_eq!(r.status(), 200);
+    let first: Value = r.json().await.unwrap();
+    let sid = first["session_id"].as_str().unwrap().to_string();
+    assert!(first["answer"].as_str().unwrap().contains("14"), "{first}");
+    assert_eq!(first["steps"], 2);
+    assert!(first["usage"]["input_tokens"].as_i64().unwrap() > 0);
+    assert!(first["usage"]["output_tokens"].as_i64().unwrap() > 0);
+    assert!(first["usage"]["cost_usd"].is_number());
+
+    // Second turn in the same session: the history is sent, so more input tokens than
+    // the same message in a fresh session.
+    let r = chat(
+        &app,
+        &eid,
+        json!({"session_id": sid, "message": "And 1 + 1?"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let second: Value = r.json().await.unwrap();
+    assert_eq!(second["session_id"], sid.as_str());
+    let r = chat(&app, &eid, json!({"message": "And 1 + 1?"})).await;
+    let fresh: Value = r.json().await.unwrap();
+    assert_ne!(fresh["session_id"], sid.as_str());
+    assert!(
+        second["usage"]["input_tokens"].as_i64().unwrap()
+            > fresh["usage"]["input_tokens"].as_i64().unwrap(),
+        "{second} vs {fresh}"
+    );
+    let session = Uuid::parse_str(&sid).unwrap();
+    let msgs = app
+        .store
+        .list_messages(DEFAULT_TENANT_ID, session, 100)
+        .await
+        .unwrap();
+    let roles: Vec<&str> = msgs.iter().map(|m| m.role.as_str()).collect();
+    assert_eq!(roles, ["user", "assistant", "user", "assistant"]);
+    assert_eq!(msgs[0].content, "What is 2 + 3 * 4?");
+    assert!(msgs[1].content.contains("14"));
+    // No task row is made for a chat turn.
+    let r: Value = app
+        .get("/v1/tasks")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(r["data"].as_array().unwrap().is_empty(), "{r}");
+
+    // A task in that session sees the same history (more input than without it) and
+    // adds its own turn to it.
+    let plain = submit(&app, json!({"employee": "calc", "input": "Sum 5 + 5"})).await;
+    let in_session = submit(
+        &app,
+        json!({"employee": "calc", "input": "Sum 5 + 5", "session_id": sid}),
+    )
+    .await;
+    let plain = wait_end(&app, &id_of(&plain)).await;
+    let in_session = wait_end(&app, &id_of(&in_session)).await;
+    assert_eq!(in_session["status"], "succeeded", "{in_session}");
+    assert!(
+        in_session["tokens_in"].as_i64().unwrap() > plain["tokens_in"].as_i64().unwrap(),
+        "{in_session} vs {plain}"
+    );
+    // The worker appends the task's turn just after recording its end.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let msgs = app
+            .store
+            .list_messages(DEFAULT_TENANT_ID, session, 100)
+            .await
+            .unwrap();
+        if msgs.len() == 6 {
+            assert_eq!(msgs[4].content, "Sum 5 + 5");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{msgs:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // And a chat turn after the task sees the task's turn.
+    let r = chat(
+        &app,
+        &eid,
+        json!({"session_id": sid, "message": "And 1 + 1?"}),
+    )
+    .await;
+    let third: Value = r.json().await.unwrap();
+    assert!(
+        third["usage"]["input_tokens"].as_i64().unwrap()
+            > second["usage"]["input_tokens"].as_i64().unwrap()
+    );
+
+    // Validation.
+    let r = chat(&app, &eid, json!({"message": "  "})).await;
+    let b = common::assert_error(r, 422, "validation_error").await;
+    assert_eq!(b["error"]["field"], "message");
+    let r = chat(&app, &eid, json!({"text": "hi"})).await;
+    common::assert_error(r, 422, "validation_error").await;
+
+    // A limit ends the turn with a clear reason and stores nothing.
+    let tight = employee(
+        &app,
+        json!({"name": "tight", "role": "r", "allowed_tools": ["calculator"], "max_steps": 1}),
+    )
+    .await;
+    let r = chat(&app, &id_of(&tight), json!({"message": "What is 1 + 2?"})).await;
+    let b = common::assert_error(r, 422, "validation_error").await;
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_steps"),
+        "{b}"
+    );
+}
+
+async fn chat_is_tenant_scoped(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, &with(&[])).await else {
+        return;
+    };
+    let mine = employee(&app, json!({"name": "mine", "role": "r"})).await;
+    let r = chat(&app, &id_of(&mine), json!({"message": "hello"})).await;
+    assert_eq!(r.status(), 200);
+    let turn: Value = r.json().await.unwrap();
+    let sid = turn["session_id"].as_str().unwrap().to_string();
+
+    let (_, key) = other_tenant(&app, "tenant-b").await;
+    let r = with_key(&app, Method::POST, "/v1/employees", &key)
+        .json(&json!({"name": "theirs", "role": "r"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let theirs: Value = r.json().await.unwrap();
+
+    // Another tenant's employee: 404, both ways.
+    let r = with_key(
+        &app,
+        Method::POST,
+        &format!("/v1/employees/{}/chat", id_of(&mine)),
+        &key,
+    )
+    .json(&json!({"message": "hello"}))
+    .send()
+    .await
+    .unwrap();
+    common::assert_error(r, 404, "not_found").await;
+    let r = chat(&app, &id_of(&theirs), json!({"message": "hello"})).await;
+    common::assert_error(r, 404, "not_found").await;
+    // Another tenant's session: 404, and it is not read.
+    let r = with_key(
+        &app,
+        Method::POST,
+        &format!("/v1/employees/{}/chat", id_of(&theirs)),
+        &key,
+    )
+    .json(&json!({"session_id": sid, "message": "hello"}))
+    .send()
+    .await
+    .unwrap();
+    common::assert_error(r, 404, "not_found").await;
+    // Another employee's session in the same tenant: 404 too.
+    let other = employee(&app, json!({"name": "other", "role": "r"})).await;
+    let r = chat(
+        &app,
+        &id_of(&other),
+        json!({"session_id": sid, "message": "hello"}),
+    )
+    .await;
+    common::assert_error(r, 404, "not_found").await;
+    // A read-only key cannot chat.
+    let r = app
+        .post_json("/v1/keys", &json!({"name": "ro", "scope": "read"}))
+        .send()
+        .await
+        .unwrap();
+    let ro: Value = r.json().await.unwrap();
+    let r = with_key(
+        &app,
+        Method::POST,
+        &format!("/v1/employees/{}/chat", id_of(&mine)),
+        ro["secret"].as_str().unwrap(),
+    )
+    .json(&json!({"message": "hello"}))
+    .send()
+    .await
+    .unwrap();
+    common::assert_error(r, 403, "forbidden").await;
+}
+
