@@ -7,7 +7,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Backend, TestApp};
+use common::{Backend, TestApp, TestDb, test_config};
+use digital_employee::app::App;
 use digital_employee::store::DEFAULT_TENANT_ID;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -16,6 +17,8 @@ use uuid::Uuid;
 backend_tests!(
     chat_turns_share_a_session_with_tasks,
     chat_is_tenant_scoped,
+    schedules_crud_validation_and_scoping,
+    schedule_created_through_the_api_fires_once_per_tick_with_two_apps,
 );
 
 const FAST: &[(&str, &str)] = &[
@@ -92,6 +95,14 @@ async fn other_tenant(app: &TestApp, name: &str) -> (String, String) {
     assert_eq!(r.status(), 201);
     let k: Value = r.json().await.unwrap();
     (tenant, k["secret"].as_str().unwrap().to_string())
+}
+
+/// A second app on the database of `first`.
+async fn second_app(first: &TestApp, extra: &[(&str, &str)]) -> TestApp {
+    let app = App::build(test_config(&first.db().url, extra))
+        .await
+        .unwrap();
+    TestApp::start(app, TestDb::new(Backend::Sqlite).await.unwrap()).await
 }
 
 async fn chat(app: &TestApp, employee: &str, body: Value) -> reqwest::Response {
@@ -302,5 +313,273 @@ async fn chat_is_tenant_scoped(backend: Backend) {
     .await
     .unwrap();
     common::assert_error(r, 403, "forbidden").await;
+}
+
+async fn schedules_crud_validation_and_scoping(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, &with(&[])).await else {
+        return;
+    };
+    employee(&app, json!({"name": "reporter", "role": "r"})).await;
+    let create = |body: Value| app.post_json("/v1/schedules", &body).send();
+
+    // 422 naming the bad field.
+    for (body, field) in [
+        (
+            json!({"employee": "reporter", "cron": "every day", "input": "x"}),
+            "cron",
+        ),
+        (
+            json!({"employee": "reporter", "cron": "61 * * * *", "input": "x"}),
+            "cron",
+        ),
+        (
+            json!({"employee": "reporter", "cron": "0 9 * * *", "timezone": "Mars/Base", "input": "x"}),
+            "timezone",
+        ),
+        (
+            json!({"employee": "nobody", "cron": "0 9 * * *", "input": "x"}),
+            "employee",
+        ),
+        (
+            json!({"employee": "reporter", "cron": "0 9 * * *", "input": ""}),
+            "input",
+        ),
+        (
+            json!({"employee": "reporter", "cron": "0 9 * * *"}),
+            "input",
+        ),
+    ] {
+        let r = create(body.clone()).await.unwrap();
+        let b = common::assert_error(r, 422, "validation_error").await;
+        assert_eq!(b["error"]["field"], field, "{body} -> {b}");
+    }
+
+    // Create: default time zone UTC, next fire computed in the zone.
+    let r = create(json!({"employee": "reporter", "cron": "0 9 * * *", "input": "daily"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let utc: Value = r.json().await.unwrap();
+    assert_eq!(utc["timezone"], "UTC");
+    assert_eq!(utc["enabled"], true);
+    let next: chrono::DateTime<chrono::Utc> =
+        utc["next_fire_at"].as_str().unwrap().parse().unwrap();
+    assert!(next > chrono::Utc::now());
+    assert_eq!(next.format("%H:%M:%S").to_string(), "09:00:00");
+    let r = create(
+        json!({"employee": "reporter", "cron": "0 0 9 * * *", "timezone": "Asia/Tokyo",
+                          "input": {"report": "daily"}, "enabled": false, "priority": 5}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let tokyo: Value = r.json().await.unwrap();
+    let next: chrono::DateTime<chrono::Utc> =
+        tokyo["next_fire_at"].as_str().unwrap().parse().unwrap();
+    assert_eq!(next.format("%H:%M:%S").to_string(), "00:00:00");
+    assert_eq!(tokyo["enabled"], false);
+    assert_eq!(tokyo["priority"], 5);
+
+    // Get, list with cursor pagination (newest first).
+    let r: Value = app
+        .get(&format!("/v1/schedules/{}", id_of(&utc)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r, utc);
+    let page: Value = app
+        .get("/v1/schedules?limit=1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["data"][0]["id"], tokyo["id"]);
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let page: Value = app
+        .get(&format!("/v1/schedules?limit=1&cursor={cursor}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["data"][0]["id"], utc["id"]);
+    assert!(page.get("next_cursor").is_none());
+    let r = app.get("/v1/schedules?cursor=zzz").send().await.unwrap();
+    common::assert_error(r, 422, "validation_error").await;
+
+    // Partial update recomputes the next fire; a bad value changes nothing.
+    let path = format!("/v1/schedules/{}", id_of(&utc));
+    let r = app
+        .patch_json(
+            &path,
+            &json!({"cron": "30 18 * * *", "timezone": "America/New_York"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let upd: Value = r.json().await.unwrap();
+    assert_eq!(upd["cron"], "30 18 * * *");
+    assert_eq!(upd["input"], "daily");
+    assert_ne!(upd["next_fire_at"], utc["next_fire_at"]);
+    let r = app
+        .patch_json(&path, &json!({"timezone": "Nowhere/Land"}))
+        .send()
+        .await
+        .unwrap();
+    let b = common::assert_error(r, 422, "validation_error").await;
+    assert_eq!(b["error"]["field"], "timezone");
+    let r = app
+        .patch_json(&path, &json!({"cron": "* *"}))
+        .send()
+        .await
+        .unwrap();
+    let b = common::assert_error(r, 422, "validation_error").await;
+    assert_eq!(b["error"]["field"], "cron");
+    let again: Value = app.get(&path).send().await.unwrap().json().await.unwrap();
+    assert_eq!(again["cron"], "30 18 * * *");
+
+    // Another tenant sees none of it.
+    let (_, key) = other_tenant(&app, "tenant-b").await;
+    for m in [Method::GET, Method::DELETE] {
+        let r = with_key(&app, m, &path, &key).send().await.unwrap();
+        common::assert_error(r, 404, "not_found").await;
+    }
+    let r = with_key(&app, Method::PATCH, &path, &key)
+        .json(&json!({"enabled": false}))
+        .send()
+        .await
+        .unwrap();
+    common::assert_error(r, 404, "not_found").await;
+    let r: Value = with_key(&app, Method::GET, "/v1/schedules", &key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(r["data"].as_array().unwrap().is_empty());
+    // Its own schedule cannot name our employee.
+    let r = with_key(&app, Method::POST, "/v1/schedules", &key)
+        .json(&json!({"employee": "reporter", "cron": "0 9 * * *", "input": "x"}))
+        .send()
+        .await
+        .unwrap();
+    common::assert_error(r, 422, "validation_error").await;
+
+    // Scopes: read may list, not create.
+    let r = app
+        .post_json("/v1/keys", &json!({"name": "ro", "scope": "read"}))
+        .send()
+        .await
+        .unwrap();
+    let ro: Value = r.json().await.unwrap();
+    let ro = ro["secret"].as_str().unwrap();
+    let r = with_key(&app, Method::GET, "/v1/schedules", ro)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = with_key(&app, Method::POST, "/v1/schedules", ro)
+        .json(&json!({"employee": "reporter", "cron": "0 9 * * *", "input": "x"}))
+        .send()
+        .await
+        .unwrap();
+    common::assert_error(r, 403, "forbidden").await;
+    let r = with_key(&app, Method::DELETE, &path, ro)
+        .send()
+        .await
+        .unwrap();
+    common::assert_error(r, 403, "forbidden").await;
+
+    // Delete.
+    let r = app.delete(&path).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let r = app.get(&path).send().await.unwrap();
+    common::assert_error(r, 404, "not_found").await;
+    let r = app.delete(&path).send().await.unwrap();
+    common::assert_error(r, 404, "not_found").await;
+}
+
+async fn schedule_created_through_the_api_fires_once_per_tick_with_two_apps(backend: Backend) {
+    let Some(a) = TestApp::spawn_with(backend, &with(&[])).await else {
+        return;
+    };
+    let b = second_app(&a, &with(&[])).await;
+    employee(&a, json!({"name": "ticker", "role": "r"})).await;
+    let started = Instant::now();
+    let r = a
+        .post_json(
+            "/v1/schedules",
+            &json!({"employee": "ticker", "cron": "*/1 * * * * *", "input": "tick"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let s: Value = r.json().await.unwrap();
+    let path = format!("/v1/schedules/{}", id_of(&s));
+
+    // Poll for the created tasks: two fires, to see that it keeps firing once per tick.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let tasks = loop {
+        let r: Value = b
+            .get("/v1/tasks?employee=ticker")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let tasks = r["data"].as_array().unwrap().clone();
+        if tasks.len() >= 2 {
+            break tasks;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the schedule did not fire twice: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let r = a
+        .patch_json(&path, &json!({"enabled": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r: Value = a
+        .get("/v1/tasks?employee=ticker&limit=100")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let all = r["data"].as_array().unwrap();
+    assert!(all.len() >= tasks.len());
+    // One task per fire, never two, whichever app's scheduler took it.
+    let mut fires: Vec<&str> = all
+        .iter()
+        .map(|t| {
+            assert_eq!(t["metadata"]["schedule_id"], s["id"]);
+            t["metadata"]["fire_at"].as_str().unwrap()
+        })
+        .collect();
+    let n = fires.len();
+    fires.sort_unstable();
+    fires.dedup();
+    assert_eq!(fires.len(), n, "a fire created two tasks: {r}");
+    let elapsed = started.elapsed().as_secs() as usize;
+    assert!(n <= elapsed + 2, "{n} tasks in {elapsed}s");
+    wait_end(&a, &id_of(&tasks[0])).await;
+    let got: Value = a.get(&path).send().await.unwrap().json().await.unwrap();
+    assert!(got["last_fired_at"].is_string(), "{got}");
+    assert_eq!(got["enabled"], false);
 }
 

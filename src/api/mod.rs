@@ -12,6 +12,7 @@ pub mod extract;
 pub mod health;
 pub mod keys;
 pub mod openapi;
+pub mod schedules;
 pub mod security;
 pub mod tasks;
 pub mod tenants;
@@ -85,6 +86,13 @@ fn v1() -> Router<AppState> {
         .route("/tasks/{id}/approve", post(tasks::approve))
         .route("/tasks/{id}/reject", post(tasks::reject))
         .route("/tasks/{id}/events", get(tasks::events))
+        .route("/schedules", get(schedules::list).post(schedules::create))
+        .route(
+            "/schedules/{id}",
+            get(schedules::get)
+                .patch(schedules::update)
+                .delete(schedules::delete),
+        )
 }
 
 /// The metrics router on port 9000: `/metrics` and nothing else.

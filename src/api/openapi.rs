@@ -5,7 +5,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{chat, employee_chat, employees, health, keys, tasks, tenants};
+use super::{chat, employee_chat, employees, health, keys, schedules, tasks, tenants};
 use crate::app::AppState;
 
 #[derive(OpenApi)]
@@ -39,12 +39,18 @@ use crate::app::AppState;
         tasks::approve,
         tasks::reject,
         tasks::events,
+        schedules::create,
+        schedules::list,
+        schedules::get,
+        schedules::update,
+        schedules::delete,
     ),
     modifiers(&Security),
     tags(
         (name = "health", description = "Liveness and readiness probes (no auth)"),
         (name = "employees", description = "Digital employees: role, instructions, model policy, tools, limits"),
         (name = "tasks", description = "Durable tasks: submit, follow, cancel, approve"),
+        (name = "schedules", description = "Cron schedules that submit a task on every tick"),
         (name = "gateway", description = "OpenAI-compatible chat completions through the AI router"),
         (name = "keys", description = "API keys of a tenant (admin): the secret is shown once, at creation"),
         (name = "tenants", description = "Tenants (admin of the default tenant)"),
