@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Backend, TestApp, TestDb, test_config};
@@ -19,6 +20,7 @@ backend_tests!(
     chat_is_tenant_scoped,
     schedules_crud_validation_and_scoping,
     schedule_created_through_the_api_fires_once_per_tick_with_two_apps,
+    webhooks_deliver_signed_final_tasks_and_retry,
 );
 
 const FAST: &[(&str, &str)] = &[
@@ -583,3 +585,292 @@ async fn schedule_created_through_the_api_fires_once_per_tick_with_two_apps(back
     assert_eq!(got["enabled"], false);
 }
 
+/// One request a receiver got.
+#[derive(Clone, Debug)]
+struct Received {
+    headers: axum::http::HeaderMap,
+    body: Vec<u8>,
+    answered: u16,
+}
+
+/// A local webhook receiver on port 0: answers 500 to the first `fail_first` requests
+/// (`u32::MAX` for always), 200 afterwards, and keeps every request.
+struct Receiver {
+    url: String,
+    got: Arc<Mutex<Vec<Received>>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start(fail_first: u32) -> Receiver {
+        let got: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let seen = got.clone();
+        let router = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let seen = seen.clone();
+                    async move {
+                        let mut seen = seen.lock().unwrap();
+                        let status = if (seen.len() as u32) < fail_first {
+                            500
+                        } else {
+                            200
+                        };
+                        seen.push(Received {
+                            headers,
+                            body: body.to_vec(),
+                            answered: status,
+                        });
+                        axum::http::StatusCode::from_u16(status).unwrap()
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        Receiver {
+            url,
+            got,
+            _task: task,
+        }
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Polls until at least `n` requests arrived, failing after a deadline.
+    async fn wait_for(&self, n: usize) -> Vec<Received> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = self.received();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} webhook requests of {n} within 20s",
+                got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Checks the signature of a received webhook the way the README tells receivers to.
+fn verify(secret: &str, r: &Received) -> Value {
+    use hmac::{Hmac, Mac};
+    let header = r.headers["x-digital-employee-signature"].to_str().unwrap();
+    let hex_sig = header.strip_prefix("sha256=").expect("sha256= prefix");
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(&r.body);
+    mac.verify_slice(&hex::decode(hex_sig).unwrap())
+        .expect("valid signature");
+    assert_eq!(r.headers["x-digital-employee-event"], "task.finished");
+    assert_eq!(r.headers["content-type"], "application/json");
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+async fn webhooks_deliver_signed_final_tasks_and_retry(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(
+        backend,
+        &with(&[
+            ("WEBHOOK_RETRY_BASE_DELAY", "0.05"),
+            ("WEBHOOK_POLL_INTERVAL", "0.05"),
+            ("WEBHOOK_MAX_ATTEMPTS", "3"),
+        ]),
+    )
+    .await
+    else {
+        return;
+    };
+    // Rotating shows the secret once; only admins may.
+    let r = app
+        .post_json("/v1/keys", &json!({"name": "w", "scope": "write"}))
+        .send()
+        .await
+        .unwrap();
+    let w: Value = r.json().await.unwrap();
+    let r = with_key(
+        &app,
+        Method::POST,
+        "/v1/webhooks/secret",
+        w["secret"].as_str().unwrap(),
+    )
+    .send()
+    .await
+    .unwrap();
+    common::assert_error(r, 403, "forbidden").await;
+    let r = app
+        .client
+        .post(app.url("/v1/webhooks/secret"))
+        .header("X-API-Key", common::ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let secret = v["secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("whsec_"));
+
+    employee(
+        &app,
+        json!({"name": "hooked", "role": "r", "allowed_tools": ["calculator"]}),
+    )
+    .await;
+    employee(
+        &app,
+        json!({"name": "tight", "role": "r", "allowed_tools": ["calculator"], "max_steps": 1}),
+    )
+    .await;
+
+    // callback_url must be an absolute http(s) URL.
+    for bad in [
+        "ftp://example.com/x",
+        "not a url",
+        "http://",
+        "file:///etc/passwd",
+    ] {
+        let r = app
+            .post_json(
+                "/v1/tasks",
+                &json!({"employee": "hooked", "input": "x", "callback_url": bad}),
+            )
+            .send()
+            .await
+            .unwrap();
+        let b = common::assert_error(r, 422, "validation_error").await;
+        assert_eq!(b["error"]["field"], "callback_url", "{bad}");
+    }
+
+    // Succeeded: one signed delivery of the final task.
+    let ok = Receiver::start(0).await;
+    let t = submit(
+        &app,
+        json!({"employee": "hooked", "input": "What is 6 * 7?", "callback_url": ok.url}),
+    )
+    .await;
+    let done = wait_end(&app, &id_of(&t)).await;
+    assert_eq!(done["status"], "succeeded");
+    let got = ok.wait_for(1).await;
+    let body = verify(&secret, &got[0]);
+    assert_eq!(body, done, "the final task JSON");
+    let delivery_id = got[0].headers["x-digital-employee-delivery"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(Uuid::parse_str(&delivery_id).is_ok());
+
+    // Failed and cancelled tasks are delivered too.
+    let failed = submit(
+        &app,
+        json!({"employee": "tight", "input": "What is 1 + 2?", "callback_url": ok.url}),
+    )
+    .await;
+    assert_eq!(wait_end(&app, &id_of(&failed)).await["status"], "failed");
+    let later = submit(
+        &app,
+        json!({"employee": "hooked", "input": "later", "callback_url": ok.url,
+               "run_at": "2999-01-01T00:00:00Z"}),
+    )
+    .await;
+    let r = app
+        .post_json(&format!("/v1/tasks/{}/cancel", id_of(&later)), &json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let got = ok.wait_for(3).await;
+    let mut ended: Vec<(String, String)> = got[1..]
+        .iter()
+        .map(|r| {
+            let b = verify(&secret, r);
+            (
+                b["id"].as_str().unwrap().to_string(),
+                b["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    ended.sort();
+    let mut want = vec![
+        (id_of(&failed), "failed".to_string()),
+        (id_of(&later), "cancelled".to_string()),
+    ];
+    want.sort();
+    assert_eq!(ended, want);
+
+    // A receiver failing twice: the same delivery, retried, then delivered.
+    let flaky = Receiver::start(2).await;
+    let t = submit(
+        &app,
+        json!({"employee": "hooked", "input": "What is 2 + 2?", "callback_url": flaky.url}),
+    )
+    .await;
+    let got = flaky.wait_for(3).await;
+    let answered: Vec<u16> = got.iter().map(|r| r.answered).collect();
+    assert_eq!(answered, [500, 500, 200]);
+    let ids: Vec<&str> = got
+        .iter()
+        .map(|r| r.headers["x-digital-employee-delivery"].to_str().unwrap())
+        .collect();
+    assert!(ids.iter().all(|i| *i == ids[0]), "{ids:?}");
+    let attempts: Vec<&str> = got
+        .iter()
+        .map(|r| r.headers["x-digital-employee-attempt"].to_str().unwrap())
+        .collect();
+    assert_eq!(attempts, ["1", "2", "3"]);
+    for r in &got {
+        assert_eq!(verify(&secret, r)["id"], t["id"]);
+    }
+    let tid = Uuid::parse_str(&id_of(&t)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let d = app
+            .store
+            .list_deliveries(DEFAULT_TENANT_ID, tid)
+            .await
+            .unwrap();
+        if d.len() == 1 && d[0].status == "delivered" {
+            assert_eq!(d[0].attempts, 3);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{d:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A receiver that always fails: given up after WEBHOOK_MAX_ATTEMPTS, no more.
+    let down = Receiver::start(u32::MAX).await;
+    let t = submit(
+        &app,
+        json!({"employee": "hooked", "input": "hello", "callback_url": down.url}),
+    )
+    .await;
+    let tid = Uuid::parse_str(&id_of(&t)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let d = loop {
+        let d = app
+            .store
+            .list_deliveries(DEFAULT_TENANT_ID, tid)
+            .await
+            .unwrap();
+        if d.len() == 1 && d[0].status == "failed" {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "{d:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(d[0].attempts, 3);
+    assert!(d[0].last_error.as_deref().unwrap().contains("500"), "{d:?}");
+    assert_eq!(down.received().len(), 3);
+    // Exactly one delivery per ended task reached the first receiver.
+    assert_eq!(ok.received().len(), 3);
+    let m = app.metrics().await;
+    assert!(
+        m.contains("webhook_deliveries_total{outcome=\"failed\"}"),
+        "{m}"
+    );
+}

@@ -16,6 +16,7 @@ pub mod schedules;
 pub mod security;
 pub mod tasks;
 pub mod tenants;
+pub mod webhooks;
 
 use std::time::Instant;
 
@@ -86,6 +87,7 @@ fn v1() -> Router<AppState> {
         .route("/tasks/{id}/approve", post(tasks::approve))
         .route("/tasks/{id}/reject", post(tasks::reject))
         .route("/tasks/{id}/events", get(tasks::events))
+        .route("/webhooks/secret", post(webhooks::rotate_secret))
         .route("/schedules", get(schedules::list).post(schedules::create))
         .route(
             "/schedules/{id}",
