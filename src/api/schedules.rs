@@ -39,8 +39,8 @@ pub struct CreateSchedule {
     #[serde(default)]
     #[schema(example = "Europe/Paris")]
     pub timezone: Option<String>,
-    /// The input of every task it creates.
-    #[schema(value_type = Object, example = "Send the daily report")]
+    /// The input of every task it creates: a string, or any JSON.
+    #[schema(example = "Send the daily report")]
     pub input: Value,
     /// Priority of its tasks, -100–100; default 0.
     #[serde(default)]
@@ -57,7 +57,6 @@ pub struct UpdateSchedule {
     pub employee: Option<String>,
     pub cron: Option<String>,
     pub timezone: Option<String>,
-    #[schema(value_type = Option<Object>)]
     pub input: Option<Value>,
     pub priority: Option<i32>,
     pub enabled: Option<bool>,
@@ -70,7 +69,7 @@ pub struct ScheduleView {
     pub employee_id: Uuid,
     pub cron: String,
     pub timezone: String,
-    #[schema(value_type = Object)]
+    /// The input of its tasks (any JSON).
     pub input: Value,
     pub priority: i32,
     pub enabled: bool,
