@@ -60,6 +60,10 @@
 //! | `HTTP_TOOL_TIMEOUT` | `10` | seconds per `http_request` call |
 //! | `HTTP_TOOL_MAX_BYTES` | `65536` | response bytes kept by `http_request` |
 //! | `SCHEDULER_INTERVAL` | `1` | seconds between scans for due schedules |
+//! | `WEBHOOK_MAX_ATTEMPTS` | `5` | attempts of a completion webhook before it is given up (1–50) |
+//! | `WEBHOOK_RETRY_BASE_DELAY` | `2` | seconds, base of the webhook retry backoff (doubles per attempt) |
+//! | `WEBHOOK_TIMEOUT` | `10` | seconds one webhook attempt may take |
+//! | `WEBHOOK_POLL_INTERVAL` | `1` | seconds between scans for due webhook deliveries |
 //!
 //! Nothing else in the crate calls `std::env::var`.
 
@@ -282,6 +286,13 @@ pub struct TaskConfig {
     pub http_max_bytes: usize,
     #[serde(serialize_with = "ser_secs")]
     pub scheduler_interval: Duration,
+    pub webhook_max_attempts: i32,
+    #[serde(serialize_with = "ser_secs")]
+    pub webhook_retry_base_delay: Duration,
+    #[serde(serialize_with = "ser_secs")]
+    pub webhook_timeout: Duration,
+    #[serde(serialize_with = "ser_secs")]
+    pub webhook_poll_interval: Duration,
 }
 
 fn task_config(get: &impl Fn(&str) -> Option<String>) -> Result<TaskConfig, ConfigError> {
@@ -350,6 +361,11 @@ fn task_config(get: &impl Fn(&str) -> Option<String>) -> Result<TaskConfig, Conf
         http_timeout: secs(get, "HTTP_TOOL_TIMEOUT", "10")?,
         http_max_bytes: positive("HTTP_TOOL_MAX_BYTES", "65536", 16 * 1024 * 1024)? as usize,
         scheduler_interval: secs(get, "SCHEDULER_INTERVAL", "1")?.max(Duration::from_millis(10)),
+        webhook_max_attempts: positive("WEBHOOK_MAX_ATTEMPTS", "5", 50)? as i32,
+        webhook_retry_base_delay: secs(get, "WEBHOOK_RETRY_BASE_DELAY", "2")?,
+        webhook_timeout: secs(get, "WEBHOOK_TIMEOUT", "10")?.max(Duration::from_millis(10)),
+        webhook_poll_interval: secs(get, "WEBHOOK_POLL_INTERVAL", "1")?
+            .max(Duration::from_millis(10)),
     })
 }
 

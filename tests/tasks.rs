@@ -660,15 +660,23 @@ async fn schedule_fires_once_with_two_schedulers(backend: Backend) {
         assert!(Instant::now() < deadline, "schedule never fired");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Both schedulers keep scanning; the fire is taken, so no second task appears.
-    let r: Value = a
-        .get("/v1/tasks?employee=cronjob")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // The winner inserts the task just after claiming the fire: poll for it. Both
+    // schedulers keep scanning; the fire is taken, so no second task appears.
+    let r = loop {
+        let r: Value = a
+            .get("/v1/tasks?employee=cronjob")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if !r["data"].as_array().unwrap().is_empty() {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "the fire created no task");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let tasks = r["data"].as_array().unwrap();
     assert_eq!(tasks.len(), 1, "{r}");
     assert_eq!(tasks[0]["metadata"]["schedule_id"], s.id.to_string());

@@ -5,16 +5,19 @@
 //! lets through only the paths on [`PUBLIC_PATHS`] without credentials.
 
 pub mod chat;
+pub mod employee_chat;
 pub mod employees;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod keys;
 pub mod openapi;
+pub mod schedules;
 pub mod security;
 pub mod tasks;
 pub mod tenants;
 pub mod usage;
+pub mod webhooks;
 
 use std::time::Instant;
 
@@ -76,6 +79,7 @@ fn v1() -> Router<AppState> {
                 .patch(employees::update)
                 .delete(employees::delete),
         )
+        .route("/employees/{id}/chat", post(employee_chat::chat))
         .route("/chat/completions", post(chat::completions))
         .route("/keys", get(keys::list).post(keys::create))
         .route("/keys/{id}", get(keys::get).delete(keys::revoke))
@@ -88,6 +92,14 @@ fn v1() -> Router<AppState> {
         .route("/tasks/{id}/reject", post(tasks::reject))
         .route("/tasks/{id}/events", get(tasks::events))
         .route("/usage", get(usage::report))
+        .route("/webhooks/secret", post(webhooks::rotate_secret))
+        .route("/schedules", get(schedules::list).post(schedules::create))
+        .route(
+            "/schedules/{id}",
+            get(schedules::get)
+                .patch(schedules::update)
+                .delete(schedules::delete),
+        )
 }
 
 /// The metrics router on port 9000: `/metrics` and nothing else.

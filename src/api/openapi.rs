@@ -5,7 +5,9 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{chat, employees, health, keys, tasks, tenants, usage};
+use super::{
+    chat, employee_chat, employees, health, keys, schedules, tasks, tenants, usage, webhooks,
+};
 use crate::app::AppState;
 
 #[derive(OpenApi)]
@@ -23,6 +25,7 @@ use crate::app::AppState;
         employees::get,
         employees::update,
         employees::delete,
+        employee_chat::chat,
         chat::completions,
         keys::create,
         keys::list,
@@ -39,12 +42,20 @@ use crate::app::AppState;
         tasks::reject,
         tasks::events,
         usage::report,
+        schedules::create,
+        schedules::list,
+        schedules::get,
+        schedules::update,
+        schedules::delete,
+        webhooks::rotate_secret,
     ),
     modifiers(&Security),
     tags(
         (name = "health", description = "Liveness and readiness probes (no auth)"),
         (name = "employees", description = "Digital employees: role, instructions, model policy, tools, limits"),
         (name = "tasks", description = "Durable tasks: submit, follow, cancel, approve"),
+        (name = "webhooks", description = "Signing secret of the completion webhooks (admin)"),
+        (name = "schedules", description = "Cron schedules that submit a task on every tick"),
         (name = "gateway", description = "OpenAI-compatible chat completions through the AI router"),
         (name = "keys", description = "API keys of a tenant (admin): the secret is shown once, at creation"),
         (name = "tenants", description = "Tenants (admin of the default tenant)"),

@@ -51,6 +51,7 @@ pub struct CreateTask {
     /// Conversation to continue (created on first use).
     #[serde(default)]
     pub session_id: Option<Uuid>,
+    /// Completion webhook (http or https): receives the final task, signed (see README).
     #[serde(default)]
     pub callback_url: Option<String>,
     /// Free JSON object kept with the task.
@@ -194,6 +195,22 @@ pub async fn resolve_employee(state: &AppState, tenant: Uuid, key: &str) -> ApiR
     }
 }
 
+/// A completion webhook target: an absolute http(s) URL with a host.
+fn validate_callback_url(u: &str) -> ApiResult<()> {
+    let bad = || ApiError::validation("callback_url", "must be an absolute http or https URL");
+    if u.len() > 2000 {
+        return Err(ApiError::validation(
+            "callback_url",
+            "must be at most 2000 characters",
+        ));
+    }
+    let url = reqwest::Url::parse(u).map_err(|_| bad())?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(bad());
+    }
+    Ok(())
+}
+
 fn request_hash(body: &CreateTask) -> String {
     let canonical =
         serde_json::to_vec(&serde_json::to_value(body).unwrap_or(Value::Null)).unwrap_or_default();
@@ -258,13 +275,8 @@ pub async fn create(
             "must be between 1 and 20",
         ));
     }
-    if let Some(u) = &body.callback_url
-        && !(u.starts_with("http://") || u.starts_with("https://"))
-    {
-        return Err(ApiError::validation(
-            "callback_url",
-            "must be an http(s) URL",
-        ));
+    if let Some(u) = &body.callback_url {
+        validate_callback_url(u)?;
     }
     let metadata = body.metadata.clone().unwrap_or_else(|| json!({}));
     if !metadata.is_object() {
@@ -425,6 +437,7 @@ pub async fn cancel(
         CancelOutcome::Cancelled(t) => {
             metrics::counter!(crate::telemetry::metrics::TASKS_TOTAL, "status" => "cancelled")
                 .increment(1);
+            crate::orchestrator::webhooks::task_ended(&state, &t).await;
             state.tasks.finished.notify_waiters();
             let _ = state.tasks.events.send(id);
             Ok((StatusCode::ACCEPTED, Json(TaskView::from(t))).into_response())

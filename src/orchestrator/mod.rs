@@ -10,6 +10,7 @@
 //! attempt given back) for another replica.
 
 pub mod scheduler;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,8 +40,10 @@ pub struct Hub {
     pub events: broadcast::Sender<Uuid>,
     /// Cancelled when the replica shuts down (SSE streams end).
     pub shutdown: CancellationToken,
-    /// Client of the `http_request` tool (no redirects to unchecked hosts).
+    /// Client of the `http_request` tool and of webhooks (no redirects).
     pub http: reqwest::Client,
+    /// A completion webhook was queued (the delivery loop listens).
+    pub webhooks: Notify,
 }
 
 impl Hub {
@@ -56,6 +59,7 @@ impl Hub {
             events: broadcast::channel(4096).0,
             shutdown: CancellationToken::new(),
             http,
+            webhooks: Notify::new(),
         }
     }
 
@@ -110,6 +114,7 @@ impl Workers {
             ));
             tracker.spawn(reaper(state.clone(), w.stop_claiming.clone()));
             tracker.spawn(scheduler::run(state.clone(), w.stop_claiming.clone()));
+            tracker.spawn(webhooks::run(state.clone(), w.stop_claiming.clone()));
             if state.config.database_url.is_postgres() {
                 tracker.spawn(listen(state.clone(), w.stop_claiming.clone()));
             }
@@ -435,6 +440,9 @@ async fn finish(state: &AppState, task: &Task, lease: &Lease, outcome: Outcome, 
             metrics::histogram!(m::TASK_DURATION_SECONDS)
                 .record(secs.max(started.elapsed().as_secs_f64()));
             state.tasks.finished.notify_waiters();
+            if task.callback_url.is_some() {
+                webhooks::task_ended_by_id(state, task.tenant_id, task.id).await;
+            }
         }
         _ => {}
     }
@@ -483,6 +491,7 @@ async fn reaper(state: AppState, stop: CancellationToken) {
                         metrics::counter!(m::TASKS_TOTAL, "status" => t.status.as_str())
                             .increment(1);
                         state.tasks.finished.notify_waiters();
+                        webhooks::task_ended_by_id(&state, t.tenant_id, t.task_id).await;
                     }
                     state.tasks.task_changed(t.task_id);
                 }

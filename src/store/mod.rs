@@ -8,6 +8,7 @@ mod models;
 pub mod postgres;
 pub mod sqlite;
 mod tasks;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use uuid::Uuid;
 
 pub use models::*;
 pub use tasks::*;
+pub use webhooks::*;
 
 /// What can go wrong in the store, in terms callers act on.
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +100,7 @@ pub struct Page<T> {
 /// Storage operations. Implementations must behave identically; the conformance
 /// suite in `tests/store_conformance.rs` runs against both.
 #[async_trait]
-pub trait Store: TaskStore + Send + Sync + 'static {
+pub trait Store: TaskStore + WebhookStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// One round trip to the database.

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::*;
 
 mod tasks;
+mod webhooks;
 pub use tasks::TASKS_CHANNEL;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");

@@ -19,6 +19,7 @@ use uuid::Uuid;
 use super::*;
 
 mod tasks;
+mod webhooks;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 

@@ -219,6 +219,7 @@ pub enum CancelOutcome {
 #[derive(Clone, Debug)]
 pub struct Rescued {
     pub task_id: Uuid,
+    pub tenant_id: Uuid,
     pub status: TaskStatus,
 }
 

@@ -68,6 +68,7 @@ pub const TASKS_RETRIED_TOTAL: &str = "tasks_retried_total";
 pub const TOOL_CALLS_TOTAL: &str = "tool_calls_total";
 /// Counter: schedule fires that created a task.
 pub const SCHEDULE_FIRES_TOTAL: &str = "schedule_fires_total";
+pub const WEBHOOK_DELIVERIES_TOTAL: &str = "webhook_deliveries_total";
 
 /// The `endpoint` label of requests that matched no route, so raw paths never become
 /// label values.
@@ -174,6 +175,10 @@ fn describe() {
     );
     metrics::describe_counter!(TOOL_CALLS_TOTAL, "Tool calls by tool and outcome");
     metrics::describe_counter!(SCHEDULE_FIRES_TOTAL, "Schedule fires that created a task");
+    metrics::describe_counter!(
+        WEBHOOK_DELIVERIES_TOTAL,
+        "Completion webhook attempts by outcome (delivered, retrying, failed)"
+    );
     metrics::describe_gauge!(BUILD_INFO, "Always 1; labelled with the running version");
     metrics::describe_gauge!(
         PROCESS_RESIDENT_MEMORY_BYTES,

@@ -401,7 +401,7 @@ impl TaskStore for PgStore {
     ) -> StoreResult<Vec<Rescued>> {
         let t = now();
         let rows = sqlx::query(
-            "SELECT id, attempt, max_attempts, lease_owner FROM tasks \
+            "SELECT id, tenant_id, attempt, max_attempts, lease_owner FROM tasks \
              WHERE status = 'running' AND lease_expires_at < $1 LIMIT 100",
         )
         .bind(t)
@@ -410,6 +410,7 @@ impl TaskStore for PgStore {
         let mut rescued = Vec::new();
         for r in rows {
             let id: Uuid = r.try_get("id")?;
+            let tenant_id: Uuid = r.try_get("tenant_id")?;
             let attempt: i32 = r.try_get("attempt")?;
             let max: i32 = r.try_get("max_attempts")?;
             let owner: Option<String> = r.try_get("lease_owner")?;
@@ -451,6 +452,7 @@ impl TaskStore for PgStore {
                 append(&mut tx, id, &[ev]).await?;
                 rescued.push(Rescued {
                     task_id: id,
+                    tenant_id,
                     status: to,
                 });
             }

@@ -395,7 +395,7 @@ impl TaskStore for SqliteStore {
     ) -> StoreResult<Vec<Rescued>> {
         let t = now();
         let rows = sqlx::query(
-            "SELECT id, attempt, max_attempts, lease_owner FROM tasks \
+            "SELECT id, tenant_id, attempt, max_attempts, lease_owner FROM tasks \
              WHERE status = 'running' AND lease_expires_at < ? LIMIT 100",
         )
         .bind(ts(&t))
@@ -404,6 +404,7 @@ impl TaskStore for SqliteStore {
         let mut rescued = Vec::new();
         for r in rows {
             let id = parse_id(r.try_get("id")?)?;
+            let tenant_id: Uuid = parse_id(r.try_get("tenant_id")?)?;
             let attempt: i32 = r.try_get("attempt")?;
             let max: i32 = r.try_get("max_attempts")?;
             let owner: Option<String> = r.try_get("lease_owner")?;
@@ -447,6 +448,7 @@ impl TaskStore for SqliteStore {
                 append(&mut tx, id, &[ev]).await?;
                 rescued.push(Rescued {
                     task_id: id,
+                    tenant_id,
                     status: to,
                 });
             }

@@ -1,0 +1,190 @@
+//! `POST /v1/employees/{id}/chat`: one synchronous turn of an employee in a session.
+//!
+//! The turn runs through the same Agent Runtime as a task (system prompt, session
+//! history, the LLM ⇄ tool loop, the employee's limits) but without the queue: no task
+//! row, no lease, steps kept in memory. A tool that needs approval cannot pause a
+//! synchronous turn, so the model is told it cannot run. The user and assistant messages
+//! are stored in the session only when the turn ends with an answer, so a task submitted
+//! later with the same `session_id` sees the same history.
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::Caller;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::ApiJson;
+use crate::ai::types::Message;
+use crate::app::AppState;
+use crate::auth::Scope;
+use crate::runtime::{self, Limits, MemorySink, Outcome, Run};
+use crate::store::{SessionMessage, StoreError, now};
+
+const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+/// Messages of the session history sent with a turn (the most recent ones).
+const HISTORY_MESSAGES: u32 = 50;
+
+/// One user turn.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChatTurn {
+    /// Session to continue; a new one is created when absent (or when this id is new).
+    #[serde(default)]
+    pub session_id: Option<Uuid>,
+    /// What the user says.
+    #[schema(example = "What is 2 + 3 * 4?")]
+    pub message: String,
+}
+
+/// Tokens and cost of a turn, all steps included.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TurnUsage {
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    /// Cost in nano-dollars (exact) and in US dollars.
+    pub cost_nanos: i64,
+    pub cost_usd: f64,
+}
+
+/// The employee's answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ChatReply {
+    pub session_id: Uuid,
+    pub answer: String,
+    pub usage: TurnUsage,
+    /// LLM calls made for this turn.
+    pub steps: i32,
+}
+
+/// Run one synchronous turn of the employee in a session.
+///
+/// Answers when the model gives a final answer. A turn that hits one of the employee's
+/// limits (steps, tokens, cost, deadline) answers 422 with the reason; every AI vendor
+/// failing answers 502. Nothing is stored in the session then.
+#[utoipa::path(post, path = "/v1/employees/{id}/chat", tag = "employees",
+    params(("id" = Uuid, Path, description = "Employee id")),
+    request_body = ChatTurn,
+    responses(
+        (status = 200, description = "The answer, the session and the usage", body = ChatReply),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody),
+        (status = 403, description = "Key lacks the write scope", body = ErrorBody),
+        (status = 404, description = "No such employee or session in this tenant", body = ErrorBody),
+        (status = 422, description = "Invalid field, or a limit ended the turn", body = ErrorBody),
+        (status = 502, description = "Every AI vendor failed", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn chat(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ChatTurn>,
+) -> ApiResult<Json<ChatReply>> {
+    caller.require(Scope::Write)?;
+    let tenant = caller.0.tenant_id;
+    if body.message.trim().is_empty() {
+        return Err(ApiError::validation("message", "must not be empty"));
+    }
+    if body.message.len() > MAX_MESSAGE_BYTES {
+        return Err(ApiError::validation(
+            "message",
+            format!("must be at most {MAX_MESSAGE_BYTES} bytes"),
+        ));
+    }
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("employee not found".into()))?;
+    let employee = match state.store.get_employee(tenant, id).await {
+        Ok(e) => e,
+        Err(StoreError::NotFound) => return Err(ApiError::NotFound("employee not found".into())),
+        Err(e) => return Err(e.into()),
+    };
+    let session_id = body.session_id.unwrap_or_else(Uuid::now_v7);
+    match state
+        .store
+        .ensure_session(tenant, session_id, employee.id)
+        .await
+    {
+        Ok(_) => {}
+        // Another tenant's session, or another employee's: not this employee's to see.
+        Err(StoreError::NotFound) => return Err(ApiError::NotFound("session not found".into())),
+        Err(e) => return Err(e.into()),
+    }
+    let history = state
+        .store
+        .list_messages(tenant, session_id, HISTORY_MESSAGES)
+        .await?;
+    let mut messages = vec![Message::system(runtime::system_prompt(&employee))];
+    messages.extend(history.into_iter().map(|m| {
+        if m.role == "assistant" {
+            Message::assistant(m.content)
+        } else {
+            Message::user(m.content)
+        }
+    }));
+    messages.push(Message::user(body.message.clone()));
+    let cfg = &state.config.tasks;
+    let limits = Limits {
+        max_steps: employee.fields.max_steps,
+        token_budget: employee.fields.token_budget,
+        cost_cap_nanos: cfg.cost_cap_nanos,
+        deadline: Instant::now() + cfg.deadline,
+    };
+    let mut run = Run::new(&state, &employee, None, 0, limits, messages);
+    let sink = MemorySink::default();
+    let outcome = run.run(&sink).await;
+    let totals = run.totals;
+    let answer = match outcome {
+        Outcome::Succeeded { answer } => answer,
+        Outcome::Failed {
+            error,
+            retryable: true,
+        } => {
+            return Err(ApiError::Upstream {
+                status: StatusCode::BAD_GATEWAY,
+                message: error,
+                attempts: Vec::new(),
+            });
+        }
+        Outcome::Failed { error, .. } => return Err(ApiError::validation("message", error)),
+        // A memory sink never asks to cancel, loses no lease and a chat never pauses.
+        other => {
+            return Err(ApiError::Internal(anyhow::anyhow!(
+                "unexpected outcome of a synchronous turn: {other:?}"
+            )));
+        }
+    };
+    let msgs = [
+        SessionMessage {
+            id: Uuid::now_v7(),
+            session_id,
+            role: "user".into(),
+            content: body.message,
+            task_id: None,
+            created_at: now(),
+        },
+        SessionMessage {
+            id: Uuid::now_v7(),
+            session_id,
+            role: "assistant".into(),
+            content: answer.clone(),
+            task_id: None,
+            created_at: now(),
+        },
+    ];
+    state.store.append_messages(tenant, &msgs).await?;
+    tracing::info!(employee_id = %employee.id, %session_id, steps = totals.steps, "chat turn");
+    Ok(Json(ChatReply {
+        session_id,
+        answer,
+        usage: TurnUsage {
+            input_tokens: totals.tokens_in,
+            output_tokens: totals.tokens_out,
+            cost_nanos: totals.cost_nanos,
+            cost_usd: totals.cost_nanos as f64 / 1e9,
+        },
+        steps: totals.steps,
+    }))
+}

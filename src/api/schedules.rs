@@ -1,0 +1,324 @@
+//! `/v1/schedules`: cron schedules that submit a task to an employee on every tick.
+//!
+//! The API validates the cron expression and the IANA time zone and computes the next
+//! fire; the scheduler of `orchestrator::scheduler` claims each fire exactly once across
+//! replicas and creates its task.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::Caller;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{ApiJson, ApiQuery};
+use super::tasks::resolve_employee;
+use crate::app::AppState;
+use crate::auth::Scope;
+use crate::orchestrator::scheduler;
+use crate::store::{Schedule, ScheduleFields, StoreError, now};
+
+const MAX_INPUT_BYTES: usize = 256 * 1024;
+
+/// A schedule to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSchedule {
+    /// Employee id or name (in the caller's tenant).
+    #[schema(example = "support-agent")]
+    pub employee: String,
+    /// 5 fields (`min hour dom month dow`), or 6–7 with seconds first and an optional year.
+    #[schema(example = "0 9 * * MON-FRI")]
+    pub cron: String,
+    /// IANA time zone the expression is read in; default `UTC`.
+    #[serde(default)]
+    #[schema(example = "Europe/Paris")]
+    pub timezone: Option<String>,
+    /// The input of every task it creates: a string, or any JSON.
+    #[schema(example = "Send the daily report")]
+    pub input: Value,
+    /// Priority of its tasks, -100–100; default 0.
+    #[serde(default)]
+    pub priority: Option<i32>,
+    /// Default true.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+/// Fields to change; the next fire is recomputed from now.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSchedule {
+    pub employee: Option<String>,
+    pub cron: Option<String>,
+    pub timezone: Option<String>,
+    pub input: Option<Value>,
+    pub priority: Option<i32>,
+    pub enabled: Option<bool>,
+}
+
+/// A schedule as the API shows it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ScheduleView {
+    pub id: Uuid,
+    pub employee_id: Uuid,
+    pub cron: String,
+    pub timezone: String,
+    /// The input of its tasks (any JSON).
+    pub input: Value,
+    pub priority: i32,
+    pub enabled: bool,
+    pub next_fire_at: DateTime<Utc>,
+    pub last_fired_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Schedule> for ScheduleView {
+    fn from(s: Schedule) -> Self {
+        Self {
+            id: s.id,
+            employee_id: s.fields.employee_id,
+            cron: s.fields.cron,
+            timezone: s.fields.timezone,
+            input: s.fields.input,
+            priority: s.fields.priority,
+            enabled: s.fields.enabled,
+            next_fire_at: s.next_fire_at,
+            last_fired_at: s.last_fired_at,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SchedulePage {
+    pub data: Vec<ScheduleView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListSchedules {
+    /// Page size, 1–100; default 20.
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+fn parse_id(s: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(s).map_err(|_| ApiError::NotFound("no such schedule".into()))
+}
+
+fn not_found(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound => ApiError::NotFound("no such schedule".into()),
+        e => e.into(),
+    }
+}
+
+/// Checks the fields and computes the first fire after now; 422 names the bad field.
+fn validate(f: &ScheduleFields) -> ApiResult<DateTime<Utc>> {
+    if f.timezone.parse::<chrono_tz::Tz>().is_err() {
+        return Err(ApiError::validation(
+            "timezone",
+            format!("unknown IANA time zone '{}'", f.timezone),
+        ));
+    }
+    if f.cron.len() > 200 {
+        return Err(ApiError::validation(
+            "cron",
+            "must be at most 200 characters",
+        ));
+    }
+    if f.input.is_null() || f.input.as_str().is_some_and(|s| s.trim().is_empty()) {
+        return Err(ApiError::validation("input", "must not be empty"));
+    }
+    if f.input.to_string().len() > MAX_INPUT_BYTES {
+        return Err(ApiError::validation(
+            "input",
+            format!("must be at most {MAX_INPUT_BYTES} bytes"),
+        ));
+    }
+    if !(-100..=100).contains(&f.priority) {
+        return Err(ApiError::validation(
+            "priority",
+            "must be between -100 and 100",
+        ));
+    }
+    scheduler::next_fire(&f.cron, &f.timezone, now()).map_err(|e| ApiError::validation("cron", e))
+}
+
+/// Create a schedule.
+#[utoipa::path(post, path = "/v1/schedules", tag = "schedules",
+    request_body = CreateSchedule,
+    responses(
+        (status = 201, description = "Created, with its next fire", body = ScheduleView),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody),
+        (status = 403, description = "Key lacks the write scope", body = ErrorBody),
+        (status = 422, description = "Invalid field (`cron`, `timezone`, `employee`, …)", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<CreateSchedule>,
+) -> ApiResult<(StatusCode, Json<ScheduleView>)> {
+    caller.require(Scope::Write)?;
+    let tenant = caller.0.tenant_id;
+    let mut fields = ScheduleFields {
+        employee_id: Uuid::nil(),
+        cron: body.cron.trim().to_string(),
+        timezone: body.timezone.unwrap_or_else(|| "UTC".into()),
+        input: body.input,
+        priority: body.priority.unwrap_or(0),
+        enabled: body.enabled.unwrap_or(true),
+    };
+    let next = validate(&fields)?;
+    fields.employee_id = resolve_employee(&state, tenant, &body.employee).await?.id;
+    let s = state.store.create_schedule(tenant, &fields, next).await?;
+    tracing::info!(schedule_id = %s.id, "schedule created");
+    Ok((StatusCode::CREATED, Json(s.into())))
+}
+
+/// List schedules, newest first.
+#[utoipa::path(get, path = "/v1/schedules", tag = "schedules", params(ListSchedules),
+    responses(
+        (status = 200, description = "A page of schedules", body = SchedulePage),
+        (status = 422, description = "Invalid parameter", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(p): ApiQuery<ListSchedules>,
+) -> ApiResult<Json<SchedulePage>> {
+    caller.require(Scope::Read)?;
+    let limit = p.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::validation("limit", "must be between 1 and 100"));
+    }
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let before = match &p.cursor {
+        None => None,
+        Some(c) => Some(
+            b64.decode(c)
+                .ok()
+                .and_then(|b| Uuid::from_slice(&b).ok())
+                .ok_or_else(|| ApiError::validation("cursor", "is not a cursor from this API"))?,
+        ),
+    };
+    let page = state
+        .store
+        .list_schedules(caller.0.tenant_id, before, limit)
+        .await?;
+    Ok(Json(SchedulePage {
+        data: page.items.into_iter().map(ScheduleView::from).collect(),
+        next_cursor: page.next_cursor.map(|id| b64.encode(id.as_bytes())),
+    }))
+}
+
+/// Get one schedule.
+#[utoipa::path(get, path = "/v1/schedules/{id}", tag = "schedules",
+    params(("id" = Uuid, Path, description = "Schedule id")),
+    responses(
+        (status = 200, description = "The schedule", body = ScheduleView),
+        (status = 404, description = "No such schedule in this tenant", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ScheduleView>> {
+    caller.require(Scope::Read)?;
+    let s = state
+        .store
+        .get_schedule(caller.0.tenant_id, parse_id(&id)?)
+        .await
+        .map_err(not_found)?;
+    Ok(Json(s.into()))
+}
+
+/// Change some fields of a schedule; the next fire is recomputed from now.
+#[utoipa::path(patch, path = "/v1/schedules/{id}", tag = "schedules",
+    params(("id" = Uuid, Path, description = "Schedule id")),
+    request_body = UpdateSchedule,
+    responses(
+        (status = 200, description = "Updated", body = ScheduleView),
+        (status = 403, description = "Key lacks the write scope", body = ErrorBody),
+        (status = 404, description = "No such schedule in this tenant", body = ErrorBody),
+        (status = 422, description = "Invalid field", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UpdateSchedule>,
+) -> ApiResult<Json<ScheduleView>> {
+    caller.require(Scope::Write)?;
+    let tenant = caller.0.tenant_id;
+    let id = parse_id(&id)?;
+    let current = state
+        .store
+        .get_schedule(tenant, id)
+        .await
+        .map_err(not_found)?;
+    let mut f = current.fields;
+    if let Some(c) = body.cron {
+        f.cron = c.trim().to_string();
+    }
+    if let Some(tz) = body.timezone {
+        f.timezone = tz;
+    }
+    if let Some(i) = body.input {
+        f.input = i;
+    }
+    if let Some(p) = body.priority {
+        f.priority = p;
+    }
+    if let Some(e) = body.enabled {
+        f.enabled = e;
+    }
+    let next = validate(&f)?;
+    if let Some(e) = &body.employee {
+        f.employee_id = resolve_employee(&state, tenant, e).await?.id;
+    }
+    let s = state
+        .store
+        .update_schedule(tenant, id, &f, next)
+        .await
+        .map_err(not_found)?;
+    Ok(Json(s.into()))
+}
+
+/// Delete a schedule; tasks it already created stay.
+#[utoipa::path(delete, path = "/v1/schedules/{id}", tag = "schedules",
+    params(("id" = Uuid, Path, description = "Schedule id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "Key lacks the write scope", body = ErrorBody),
+        (status = 404, description = "No such schedule in this tenant", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require(Scope::Write)?;
+    state
+        .store
+        .delete_schedule(caller.0.tenant_id, parse_id(&id)?)
+        .await
+        .map_err(not_found)?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,241 @@
+//! Completion webhooks: when a task with a `callback_url` ends (succeeded, failed or
+//! cancelled), its final JSON is POSTed there, signed with the tenant's webhook secret.
+//!
+//! Deliveries are rows of `webhook_deliveries` (migration 0006), queued when the task
+//! ends and polled by [`run`], one loop per replica, so they survive restarts and never
+//! hold up a worker. Each attempt is claimed like a task (one statement, with a lease);
+//! network errors and non-2xx answers are retried with exponential backoff up to
+//! `WEBHOOK_MAX_ATTEMPTS`. Delivery is at least once: a receiver deduplicates by the
+//! `X-Digital-Employee-Delivery` id.
+//!
+//! Signature: `X-Digital-Employee-Signature: sha256=<hex HMAC-SHA256 of the exact body
+//! with the tenant's secret>`. The secret is created on first use and rotated (and shown,
+//! once) by `POST /v1/webhooks/secret`; every attempt is signed with the secret current
+//! at that attempt.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::Sha256;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::api::tasks::TaskView;
+use crate::app::AppState;
+use crate::store::{Delivery, DeliveryResult, NewDelivery, Task, now};
+use crate::telemetry::metrics as m;
+
+/// The event of a task's end, in `X-Digital-Employee-Event`.
+pub const TASK_FINISHED: &str = "task.finished";
+pub const SIGNATURE_HEADER: &str = "x-digital-employee-signature";
+pub const EVENT_HEADER: &str = "x-digital-employee-event";
+pub const DELIVERY_HEADER: &str = "x-digital-employee-delivery";
+pub const ATTEMPT_HEADER: &str = "x-digital-employee-attempt";
+
+/// Deliveries attempted at once by one replica.
+const CONCURRENCY: usize = 16;
+
+/// A new random signing secret.
+pub fn new_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("whsec_{}", hex::encode(bytes))
+}
+
+/// `sha256=<hex HMAC-SHA256 of body>`, the value of the signature header.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    let mut mac = match Hmac::<Sha256>::new_from_slice(secret.as_bytes()) {
+        Ok(m) => m,
+        // HMAC takes a key of any length; this arm cannot be reached.
+        Err(_) => return String::new(),
+    };
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Queues the completion webhook of a task that ended, if it asked for one. `task` is
+/// the row as it ended. Failures are logged: the end of the task stands regardless.
+pub async fn task_ended(state: &AppState, task: &Task) {
+    let Some(url) = task.callback_url.clone() else {
+        return;
+    };
+    if !task.status.is_terminal() {
+        return;
+    }
+    let body = match serde_json::to_string(&TaskView::from(task.clone())) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(task_id = %task.id, error = %e, "cannot serialise the task for its webhook");
+            return;
+        }
+    };
+    let new = NewDelivery {
+        tenant_id: task.tenant_id,
+        task_id: task.id,
+        event: TASK_FINISHED.into(),
+        url,
+        body,
+    };
+    match state.store.enqueue_delivery(&new).await {
+        Ok(true) => state.tasks.webhooks.notify_one(),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::error!(task_id = %task.id, error = %e, "cannot queue the completion webhook")
+        }
+    }
+}
+
+/// Like [`task_ended`] for a task known by id (re-read to get its final row).
+pub async fn task_ended_by_id(state: &AppState, tenant: Uuid, id: Uuid) {
+    match state.store.get_task(tenant, id).await {
+        Ok(t) => task_ended(state, &t).await,
+        Err(e) => {
+            tracing::warn!(task_id = %id, error = %e, "cannot read an ended task for its webhook")
+        }
+    }
+}
+
+/// The delivery loop of this replica: claims due deliveries and attempts them, at most
+/// [`CONCURRENCY`] at a time, until `stop`; then waits briefly for attempts in flight
+/// (an attempt cut short is retried by a replica once its lease runs out).
+pub async fn run(state: AppState, stop: CancellationToken) {
+    let cfg = state.config.tasks.clone();
+    let lease = cfg.webhook_timeout + Duration::from_secs(30);
+    let slots = Arc::new(Semaphore::new(CONCURRENCY));
+    let inflight = TaskTracker::new();
+    let mut error_backoff = Duration::from_millis(100);
+    loop {
+        let first = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = stop.cancelled() => break,
+        };
+        let want = (slots.available_permits() + 1) as u32;
+        let claimed = match state.store.claim_deliveries(want, lease).await {
+            Ok(c) => {
+                error_backoff = Duration::from_millis(100);
+                c
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot claim webhook deliveries");
+                drop(first);
+                tokio::select! {
+                    _ = tokio::time::sleep(error_backoff) => {},
+                    _ = stop.cancelled() => break,
+                }
+                error_backoff = (error_backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        let n = claimed.len() as u32;
+        let mut first = Some(first);
+        for d in claimed {
+            let permit = match first.take() {
+                Some(p) => p,
+                None => match slots.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let st = state.clone();
+            inflight.spawn(async move {
+                attempt(&st, d).await;
+                drop(permit);
+            });
+        }
+        drop(first);
+        if n < want {
+            tokio::select! {
+                _ = state.tasks.webhooks.notified() => {},
+                _ = tokio::time::sleep(cfg.webhook_poll_interval) => {},
+                _ = stop.cancelled() => break,
+            }
+        }
+    }
+    inflight.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), inflight.wait()).await;
+}
+
+/// One attempt of one delivery, and its record.
+async fn attempt(state: &AppState, d: Delivery) {
+    let cfg = &state.config.tasks;
+    let sent = send(state, &d).await;
+    let (result, outcome) = match sent {
+        Ok(()) => (DeliveryResult::Delivered, "delivered"),
+        Err(error) if d.attempts >= cfg.webhook_max_attempts => {
+            tracing::warn!(delivery_id = %d.id, task_id = %d.task_id, attempts = d.attempts, %error,
+                "webhook delivery failed for good");
+            (DeliveryResult::Failed { error }, "failed")
+        }
+        Err(error) => {
+            let delay = super::backoff(cfg.webhook_retry_base_delay, d.attempts);
+            tracing::info!(delivery_id = %d.id, task_id = %d.task_id, attempt = d.attempts, %error,
+                retry_in_seconds = delay.as_secs_f64(), "webhook delivery failed; will retry");
+            let at = now() + chrono::Duration::from_std(delay).unwrap_or_default();
+            (DeliveryResult::Retry { at, error }, "retrying")
+        }
+    };
+    metrics::counter!(m::WEBHOOK_DELIVERIES_TOTAL, "outcome" => outcome).increment(1);
+    match state.store.finish_delivery(d.id, d.attempts, &result).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(delivery_id = %d.id, "a newer attempt owns this delivery; result dropped")
+        }
+        Err(e) => {
+            tracing::warn!(delivery_id = %d.id, error = %e, "cannot record a webhook attempt; it will be retried")
+        }
+    }
+}
+
+/// POSTs the body, signed; `Err` with a reason for anything but a 2xx answer.
+async fn send(state: &AppState, d: &Delivery) -> Result<(), String> {
+    let secret = state
+        .store
+        .webhook_secret(d.tenant_id, &new_secret())
+        .await
+        .map_err(|e| format!("storage unavailable: {e}"))?;
+    let resp = state
+        .tasks
+        .http
+        .post(&d.url)
+        .timeout(state.config.tasks.webhook_timeout)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(reqwest::header::USER_AGENT, "digital-employee-webhooks")
+        .header(SIGNATURE_HEADER, signature(&secret, d.body.as_bytes()))
+        .header(EVENT_HEADER, &d.event)
+        .header(DELIVERY_HEADER, d.id.to_string())
+        .header(ATTEMPT_HEADER, d.attempts.to_string())
+        .body(d.body.clone())
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {}", e.without_url()))?;
+    if resp.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the receiver answered HTTP {}",
+            resp.status().as_u16()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_is_hmac_sha256_hex_of_the_body() {
+        // RFC 4231 test case 2.
+        let sig = signature("Jefe", b"what do ya want for nothing?");
+        assert_eq!(
+            sig,
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        let s = new_secret();
+        assert!(s.starts_with("whsec_") && s.len() == 6 + 64);
+        assert_ne!(s, new_secret());
+    }
+}

@@ -1,0 +1,157 @@
+//! [`WebhookStore`] on SQLite. The claim is one `UPDATE … WHERE id IN (SELECT …)
+//! RETURNING`, one write transaction, so two deliverers never take the same row.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+use uuid::Uuid;
+
+use super::{SqliteStore, parse_id, parse_ts, ts};
+use crate::store::*;
+
+macro_rules! delivery_cols {
+    () => {
+        "id, tenant_id, task_id, event, url, body, status, attempts, next_attempt_at, \
+         last_error, created_at, updated_at"
+    };
+}
+
+fn delivery_row(r: &SqliteRow) -> StoreResult<Delivery> {
+    Ok(Delivery {
+        id: parse_id(r.try_get("id")?)?,
+        tenant_id: parse_id(r.try_get("tenant_id")?)?,
+        task_id: parse_id(r.try_get("task_id")?)?,
+        event: r.try_get("event")?,
+        url: r.try_get("url")?,
+        body: r.try_get("body")?,
+        status: r.try_get("status")?,
+        attempts: r.try_get("attempts")?,
+        next_attempt_at: parse_ts(r.try_get("next_attempt_at")?)?,
+        last_error: r.try_get("last_error")?,
+        created_at: parse_ts(r.try_get("created_at")?)?,
+        updated_at: parse_ts(r.try_get("updated_at")?)?,
+    })
+}
+
+fn after(d: Duration) -> DateTime<Utc> {
+    now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+#[async_trait]
+impl WebhookStore for SqliteStore {
+    async fn webhook_secret(&self, tenant: Uuid, candidate: &str) -> StoreResult<String> {
+        sqlx::query(
+            "INSERT INTO webhook_secrets (tenant_id, secret, created_at) VALUES (?, ?, ?) \
+             ON CONFLICT (tenant_id) DO NOTHING",
+        )
+        .bind(tenant.to_string())
+        .bind(candidate)
+        .bind(ts(&now()))
+        .execute(&self.pool)
+        .await?;
+        let s: String =
+            sqlx::query_scalar("SELECT secret FROM webhook_secrets WHERE tenant_id = ?")
+                .bind(tenant.to_string())
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(s)
+    }
+
+    async fn set_webhook_secret(&self, tenant: Uuid, secret: &str) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO webhook_secrets (tenant_id, secret, created_at) VALUES (?, ?, ?) \
+             ON CONFLICT (tenant_id) DO UPDATE SET secret = excluded.secret, \
+             created_at = excluded.created_at",
+        )
+        .bind(tenant.to_string())
+        .bind(secret)
+        .bind(ts(&now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn enqueue_delivery(&self, d: &NewDelivery) -> StoreResult<bool> {
+        let t = ts(&now());
+        let done = sqlx::query(
+            "INSERT INTO webhook_deliveries (id, tenant_id, task_id, event, url, body, status, \
+             attempts, next_attempt_at, last_error, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, NULL, ?, ?) \
+             ON CONFLICT (task_id, event) DO NOTHING",
+        )
+        .bind(Uuid::now_v7().to_string())
+        .bind(d.tenant_id.to_string())
+        .bind(d.task_id.to_string())
+        .bind(&d.event)
+        .bind(&d.url)
+        .bind(&d.body)
+        .bind(&t)
+        .bind(&t)
+        .bind(&t)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn claim_deliveries(&self, n: u32, lease: Duration) -> StoreResult<Vec<Delivery>> {
+        let t = ts(&now());
+        let rows = sqlx::query(concat!(
+            "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = ?, \
+             updated_at = ? WHERE id IN (SELECT id FROM webhook_deliveries \
+             WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id \
+             LIMIT ?) RETURNING ",
+            delivery_cols!()
+        ))
+        .bind(ts(&after(lease)))
+        .bind(&t)
+        .bind(&t)
+        .bind(i64::from(n))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(delivery_row).collect()
+    }
+
+    async fn finish_delivery(
+        &self,
+        id: Uuid,
+        attempt: i32,
+        result: &DeliveryResult,
+    ) -> StoreResult<bool> {
+        let t = now();
+        let (status, at, error) = match result {
+            DeliveryResult::Delivered => ("delivered", t, None),
+            DeliveryResult::Retry { at, error } => ("pending", *at, Some(error.as_str())),
+            DeliveryResult::Failed { error } => ("failed", t, Some(error.as_str())),
+        };
+        let done = sqlx::query(
+            "UPDATE webhook_deliveries SET status = ?, next_attempt_at = ?, \
+             last_error = COALESCE(?, last_error), updated_at = ? \
+             WHERE id = ? AND attempts = ? AND status = 'pending'",
+        )
+        .bind(status)
+        .bind(ts(&at))
+        .bind(error)
+        .bind(ts(&t))
+        .bind(id.to_string())
+        .bind(attempt)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn list_deliveries(&self, tenant: Uuid, task: Uuid) -> StoreResult<Vec<Delivery>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            delivery_cols!(),
+            " FROM webhook_deliveries WHERE tenant_id = ? AND task_id = ? ORDER BY id"
+        ))
+        .bind(tenant.to_string())
+        .bind(task.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(delivery_row).collect()
+    }
+}

@@ -1,0 +1,82 @@
+//! Rows and storage operations of the completion webhooks: the per-tenant signing secret
+//! and the durable delivery queue.
+//!
+//! A delivery is claimed like a task, in one statement, by moving its `next_attempt_at`
+//! a lease into the future and bumping `attempts`; a deliverer that crashes mid-attempt
+//! simply lets the lease run out and the row becomes due again. The end of an attempt is
+//! fenced by `attempts`, so a slow deliverer cannot overwrite a newer attempt.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::StoreResult;
+
+/// A delivery to queue.
+#[derive(Clone, Debug)]
+pub struct NewDelivery {
+    pub tenant_id: Uuid,
+    pub task_id: Uuid,
+    /// `task.finished`.
+    pub event: String,
+    pub url: String,
+    /// The exact body sent and signed on every attempt.
+    pub body: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub task_id: Uuid,
+    pub event: String,
+    pub url: String,
+    pub body: String,
+    /// `pending`, `delivered` or `failed`.
+    pub status: String,
+    /// Attempts made (or in flight).
+    pub attempts: i32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// How an attempt ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DeliveryResult {
+    Delivered,
+    /// Try again at this time.
+    Retry {
+        at: DateTime<Utc>,
+        error: String,
+    },
+    /// Attempts used up.
+    Failed {
+        error: String,
+    },
+}
+
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    /// The tenant's signing secret; stores `candidate` first when the tenant has none.
+    async fn webhook_secret(&self, tenant: Uuid, candidate: &str) -> StoreResult<String>;
+    /// Replaces (or sets) the tenant's signing secret.
+    async fn set_webhook_secret(&self, tenant: Uuid, secret: &str) -> StoreResult<()>;
+    /// Queues a delivery, due now; `false` when this task and event already have one.
+    async fn enqueue_delivery(&self, d: &NewDelivery) -> StoreResult<bool>;
+    /// Claims up to `n` due pending deliveries for one attempt each (see the module docs).
+    async fn claim_deliveries(&self, n: u32, lease: Duration) -> StoreResult<Vec<Delivery>>;
+    /// Records the end of attempt number `attempt`; `false` when a newer attempt owns it.
+    async fn finish_delivery(
+        &self,
+        id: Uuid,
+        attempt: i32,
+        result: &DeliveryResult,
+    ) -> StoreResult<bool>;
+    /// The deliveries of one task of the tenant, oldest first.
+    async fn list_deliveries(&self, tenant: Uuid, task: Uuid) -> StoreResult<Vec<Delivery>>;
+}
