@@ -213,4 +213,8 @@ fn describe() {
     ] {
         metrics::counter!(name).increment(0);
     }
+    // Likewise every outcome of a webhook delivery, so a failure-rate query has both sides.
+    for outcome in ["delivered", "retrying", "failed"] {
+        metrics::counter!(WEBHOOK_DELIVERIES_TOTAL, "outcome" => outcome).increment(0);
+    }
 }
