@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use common::{Backend, TestApp, TestDb, test_config};
 use digital_employee::ops::backup::{self, BackupOptions};
@@ -148,6 +149,64 @@ async fn snapshot(backend: Backend, url: &str) -> BTreeMap<String, BTreeSet<Stri
     out
 }
 
+/// Runs `n` tool-using tasks through the app to success, and waits until their AI calls
+/// are recorded, so the backup holds tasks, their events and ai_calls rows.
+async fn run_tasks(app: &TestApp, n: usize) {
+    let r = app
+        .post_json(
+            "/v1/employees",
+            &serde_json::json!({"name": "backup-calc", "role": "calculator", "allowed_tools": ["calculator"]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let t: serde_json::Value = app
+            .post_json(
+                "/v1/tasks",
+                &serde_json::json!({"employee": "backup-calc", "input": format!("What is {i} + 40?")}),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(t["id"].as_str().unwrap().to_string());
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for id in &ids {
+        loop {
+            let t: serde_json::Value = app
+                .get(&format!("/v1/tasks/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if t["status"] == "succeeded" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "task never succeeded: {t}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    while app
+        .store
+        .list_ai_calls(DEFAULT_TENANT_ID, None, 1000)
+        .await
+        .unwrap()
+        .len()
+        < 2 * n
+    {
+        assert!(Instant::now() < deadline, "AI calls not recorded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn round_trip_while_writing(backend: Backend) {
     let Some(src) = TestDb::new_database(backend).await else {
         return;
@@ -155,10 +214,17 @@ async fn round_trip_while_writing(backend: Backend) {
     let app = TestApp::spawn_on(src, &[]).await;
     let src_url = app.db().url.clone();
     populate(&app.store).await;
+    run_tasks(&app, 5).await;
     let before = snapshot(backend, &src_url).await;
     assert!(before["employees"].len() >= 60, "populated");
     assert!(before["api_keys"].len() >= 8);
     assert!(before["tenants"].len() >= 4);
+    assert!(before["tasks"].len() >= 5);
+    assert!(
+        before["task_events"].len() >= 5 * 5,
+        "tasks with their events"
+    );
+    assert!(before["ai_calls"].len() >= 10, "AI calls of the tasks");
 
     // A writer that keeps committing employees through the whole backup.
     let stop = Arc::new(AtomicBool::new(false));

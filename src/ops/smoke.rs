@@ -6,10 +6,9 @@
 //! The last step sends one gateway completion to the built-in sandbox model, so the AI
 //! layer and its accounting are exercised on every deploy.
 //!
-//! Extension point: when tasks land, add steps after `get employee` — submit a task to
-//! the throw-away employee (sandbox model), poll it to a terminal status, read its
-//! events — in [`run`], before the clean-up; the created ids go into [`Created`] so the
-//! clean-up removes them too.
+//! A task runs too: submitted to the throw-away employee (whose model is the built-in
+//! sandbox), polled to its end, its events read. Finished tasks are history and stay; the
+//! employee is deleted.
 
 use std::time::{Duration, Instant};
 
@@ -209,7 +208,54 @@ async fn scenario(r: &mut Runner<'_>, created: &mut Created) -> anyhow::Result<(
     })
     .await?;
 
-    // Extension point: run a task through the sandbox here once /v1/tasks exists.
+    // A task through the queue, a worker and the agent runtime, to its end.
+    let url = r.url("/v1/tasks");
+    let (cc, k, emp) = (c.clone(), key.clone(), id.clone());
+    let task = r
+        .step("submit task", async move {
+            let body = json!({"employee": emp, "input": "Smoke test: reply with anything."});
+            expect(
+                cc.post(url)
+                    .header("X-API-Key", k)
+                    .json(&body)
+                    .send()
+                    .await?,
+                202,
+            )
+            .await
+        })
+        .await?;
+    let task_id = task
+        .get("id")
+        .and_then(Value::as_str)
+        .context("submitted task has no id")?
+        .to_string();
+    let url = r.url(&format!("/v1/tasks/{task_id}"));
+    let (cc, k) = (c.clone(), key.clone());
+    r.step("task succeeds", async move {
+        let started = Instant::now();
+        loop {
+            let v = expect(cc.get(&url).header("X-API-Key", &k).send().await?, 200).await?;
+            match v.get("status").and_then(Value::as_str) {
+                Some("succeeded") => return Ok(()),
+                Some(s @ ("failed" | "cancelled")) => {
+                    bail!("task ended {s}: {}", v.get("error").unwrap_or(&Value::Null))
+                }
+                _ if started.elapsed() > TASK_DEADLINE => {
+                    bail!("task not finished after {}s: {v}", TASK_DEADLINE.as_secs())
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await?;
+    let url = r.url(&format!("/v1/tasks/{task_id}/events"));
+    let (cc, k) = (c.clone(), key.clone());
+    r.step("task events", async move {
+        let v = expect(cc.get(url).header("X-API-Key", k).send().await?, 200).await?;
+        check_events(&v)
+    })
+    .await?;
 
     let url = r.url("/v1/employees?limit=100");
     let (cc, k, wanted) = (c.clone(), key.clone(), id.clone());
@@ -255,6 +301,29 @@ async fn scenario(r: &mut Runner<'_>, created: &mut Created) -> anyhow::Result<(
     Ok(())
 }
 
+/// How long the task step waits for the task to end.
+const TASK_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A task's step log with a model call and, last, the `succeeded` status.
+fn check_events(v: &Value) -> anyhow::Result<()> {
+    let events = v
+        .get("data")
+        .and_then(Value::as_array)
+        .context("events response has no data")?;
+    let kind = |e: &Value| e.get("kind").and_then(Value::as_str).map(str::to_owned);
+    if !events
+        .iter()
+        .any(|e| kind(e).as_deref() == Some("llm_call"))
+    {
+        bail!("no llm_call event among {} events", events.len());
+    }
+    let last = events.last().context("no events")?;
+    if last.pointer("/payload/status").and_then(Value::as_str) != Some("succeeded") {
+        bail!("the last event is not the succeeded status: {last}");
+    }
+    Ok(())
+}
+
 /// The model the gateway step asks for: the built-in sandbox provider.
 pub const SMOKE_MODEL: &str = "sandbox-1";
 
@@ -283,6 +352,21 @@ fn check_completion(v: &Value) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_need_a_model_call_and_a_final_success() {
+        let ok = json!({"data": [
+            {"kind": "status", "payload": {"status": "queued"}},
+            {"kind": "llm_call", "payload": {}},
+            {"kind": "status", "payload": {"status": "succeeded"}}]});
+        assert!(check_events(&ok).is_ok());
+        let no_call = json!({"data": [{"kind": "status", "payload": {"status": "succeeded"}}]});
+        assert!(check_events(&no_call).is_err());
+        let failed = json!({"data": [
+            {"kind": "llm_call", "payload": {}},
+            {"kind": "status", "payload": {"status": "failed"}}]});
+        assert!(check_events(&failed).is_err());
+    }
 
     #[test]
     fn completions_need_content_and_usage() {
