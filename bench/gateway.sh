@@ -26,8 +26,8 @@ env -i PATH="$PATH" "$bin" sandbox --port 0 >"$work/sandbox.log" 2>&1 &
 pids+=($!)
 vendor=$(wait_field "$work/sandbox.log" "sandbox vendor listening" addr)
 
-env -i PATH="$PATH" HOST=127.0.0.1 PORT=0 PROMETHEUS_METRICS_PORT=0 LOG_LEVEL=info \
-    DATA_DIR="$work/data" API_KEY_WHITELIST=$BENCH_KEY AI_CACHE=off \
+env -i PATH="$PATH" HOST=127.0.0.1 PORT=0 PROMETHEUS_METRICS_PORT=0 \
+    DATA_DIR="$work/data" API_KEY_WHITELIST=$BENCH_KEY AI_CACHE=off LOG_LEVEL="${GATEWAY_LOG_LEVEL:-info}" \
     RATE_LIMIT_REQUESTS=1000000000 RATE_LIMIT_WINDOW_SECONDS=1 \
     OPENAI_BASE_URL="http://$vendor/v1" OPENAI_API_KEY=sk-bench \
     "$bin" serve >"$work/serve.log" 2>&1 &
