@@ -18,32 +18,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Waits for a JSON log line with the given message and prints the given field.
-wait_field() {
-    local file=$1 message=$2 field=$3
-    for _ in $(seq 1 300); do
-        if out=$(python3 - "$file" "$message" "$field" <<'PY'
-import json, sys
-for line in open(sys.argv[1]):
-    try:
-        v = json.loads(line)
-    except ValueError:
-        continue
-    if v.get("message") == sys.argv[2]:
-        print(v[sys.argv[3]])
-        sys.exit(0)
-sys.exit(1)
-PY
-        ); then
-            echo "$out"
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "no '$message' line in $file" >&2
-    cat "$file" >&2
-    return 1
-}
+# wait_field FILE MESSAGE FIELD, shared with the benchmarks.
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 env -i PATH="$PATH" "$bin" sandbox --port 0 --require-key sk-sandbox-ci >"$work/sandbox.log" 2>&1 &
 pids+=($!)

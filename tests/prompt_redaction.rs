@@ -6,6 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::tasks::*;
 use common::{Backend, TestApp};
 use serde_json::{Value, json};
 
@@ -13,55 +14,18 @@ backend_tests!(prompts_are_redacted_before_they_reach_the_vendor);
 
 /// Submits `input` to a new employee and returns the finished task and its events.
 async fn run_task(app: &TestApp, name: &str, redact: bool, input: &str) -> (Value, Vec<Value>) {
-    let r = app
-        .post_json(
-            "/v1/employees",
-            &json!({"name": name, "role": "support agent", "redact_prompts": redact}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let t: Value = app
-        .post_json("/v1/tasks", &json!({"employee": name, "input": input}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = t["id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let done = loop {
-        let t: Value = app
-            .get(&format!("/v1/tasks/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if t["status"] == "succeeded" {
-            break t;
-        }
-        assert!(Instant::now() < deadline, "task never succeeded: {t}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let ev: Value = app
-        .get(&format!("/v1/tasks/{id}/events"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (done, ev["data"].as_array().unwrap().clone())
+    employee(
+        app,
+        json!({"name": name, "role": "support agent", "redact_prompts": redact}),
+    )
+    .await;
+    let id = id_of(&submit(app, json!({"employee": name, "input": input})).await);
+    let done = wait_status(app, &id, "succeeded").await;
+    (done, events(app, &id).await)
 }
 
 async fn prompts_are_redacted_before_they_reach_the_vendor(backend: Backend) {
-    let app = TestApp::spawn_with(backend, &[("TASK_POLL_INTERVAL", "0.05")])
-        .await
-        .unwrap();
+    let app = TestApp::spawn_with(backend, &with(&[])).await.unwrap();
     // The sandbox vendor quotes the user's message back, so its answer shows exactly what
     // it was sent.
     let input = "Refund jane.doe@example.com, card 4111 1111 1111 1111, order 1234567890123";

@@ -8,6 +8,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::tasks::*;
 use common::{Backend, TestApp, TestDb, test_config};
 use digital_employee::app::App;
 use digital_employee::store::DEFAULT_TENANT_ID;
@@ -22,53 +23,6 @@ backend_tests!(
     schedule_created_through_the_api_fires_once_per_tick_with_two_apps,
     webhooks_deliver_signed_final_tasks_and_retry,
 );
-
-const FAST: &[(&str, &str)] = &[
-    ("TASK_POLL_INTERVAL", "0.05"),
-    ("TASK_RETRY_BASE_DELAY", "0.05"),
-    ("SCHEDULER_INTERVAL", "0.05"),
-];
-
-fn with<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-    let mut v = FAST.to_vec();
-    v.extend_from_slice(extra);
-    v
-}
-
-async fn employee(app: &TestApp, body: Value) -> Value {
-    let r = app.post_json("/v1/employees", &body).send().await.unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    r.json().await.unwrap()
-}
-
-async fn submit(app: &TestApp, body: Value) -> Value {
-    let r = app.post_json("/v1/tasks", &body).send().await.unwrap();
-    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
-    r.json().await.unwrap()
-}
-
-async fn task(app: &TestApp, id: &str) -> Value {
-    let r = app.get(&format!("/v1/tasks/{id}")).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    r.json().await.unwrap()
-}
-
-/// Polls the task until it ends, failing after a deadline.
-async fn wait_end(app: &TestApp, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let t = task(app, id).await;
-        if ["succeeded", "failed", "cancelled"].contains(&t["status"].as_str().unwrap()) {
-            return t;
-        }
-        assert!(Instant::now() < deadline, "task {id} never ended: {t}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn id_of(v: &Value) -> String {
-    v["id"].as_str().unwrap().to_string()
-}
 
 fn with_key(app: &TestApp, method: Method, path: &str, key: &str) -> reqwest::RequestBuilder {
     app.client

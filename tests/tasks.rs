@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::tasks::*;
 use common::{Backend, TestApp, TestDb, test_config};
 use digital_employee::ai::sandbox::{Fault, FaultRule, SandboxEngine, SandboxSetup};
 use digital_employee::app::App;
@@ -32,71 +33,6 @@ backend_tests!(
     schedule_fires_once_with_two_schedulers,
     sse_resumes_after_last_event_id_and_ends,
 );
-
-const FAST: &[(&str, &str)] = &[
-    ("TASK_POLL_INTERVAL", "0.05"),
-    ("TASK_RETRY_BASE_DELAY", "0.05"),
-    ("SCHEDULER_INTERVAL", "0.05"),
-];
-
-fn with<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-    let mut v = FAST.to_vec();
-    v.extend_from_slice(extra);
-    v
-}
-
-async fn employee(app: &TestApp, body: Value) -> Value {
-    let r = app.post_json("/v1/employees", &body).send().await.unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    r.json().await.unwrap()
-}
-
-async fn submit(app: &TestApp, body: Value) -> Value {
-    let r = app.post_json("/v1/tasks", &body).send().await.unwrap();
-    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
-    r.json().await.unwrap()
-}
-
-async fn task(app: &TestApp, id: &str) -> Value {
-    let r = app.get(&format!("/v1/tasks/{id}")).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    r.json().await.unwrap()
-}
-
-/// Polls the task until `pred` holds, failing after a deadline.
-async fn wait_for(app: &TestApp, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let t = task(app, id).await;
-        if pred(&t) {
-            return t;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "task {id} never became {what}: {t}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn wait_status(app: &TestApp, id: &str, status: &str) -> Value {
-    wait_for(app, id, status, |t| t["status"] == status).await
-}
-
-async fn events(app: &TestApp, id: &str) -> Vec<Value> {
-    let r = app
-        .get(&format!("/v1/tasks/{id}/events"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let v: Value = r.json().await.unwrap();
-    v["data"].as_array().unwrap().clone()
-}
-
-fn id_of(v: &Value) -> String {
-    v["id"].as_str().unwrap().to_string()
-}
 
 /// A second app on the database of `first`.
 async fn second_app(first: &TestApp, extra: &[(&str, &str)]) -> TestApp {

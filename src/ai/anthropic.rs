@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::error::{AiError, ErrorKind, parse_retry_after};
-use super::provider::{EventStream, Provider};
+use super::error::AiError;
+use super::provider::{self, EventStream, Provider};
 use super::sse::{self, Step};
 use super::types::*;
 use crate::config::Secret;
@@ -613,23 +613,14 @@ impl AnthropicProvider {
     }
 
     async fn send(&self, body: &AnRequest) -> Result<reqwest::Response, AiError> {
-        let resp = self
+        let req = self
             .http
             .post(format!("{}/v1/messages", self.base_url))
             .header("x-api-key", self.api_key.expose())
             .header("anthropic-version", API_VERSION)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| AiError::from_reqwest(&e))?;
-        let status = resp.status().as_u16();
-        if !(200..300).contains(&status) {
-            let retry_after = parse_retry_after(resp.headers().get("retry-after"));
-            let text = resp.text().await.unwrap_or_default();
-            // Anthropic uses 529 for "overloaded": a server fault like 503.
-            return Err(AiError::from_status(status, &text, retry_after));
-        }
-        Ok(resp)
+            .json(body);
+        // Anthropic's 529 ("overloaded") classifies as a server fault, like 503.
+        provider::send(req).await
     }
 }
 
@@ -641,11 +632,7 @@ impl Provider for AnthropicProvider {
 
     async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, AiError> {
         let resp = self.send(&request_from_internal(req, false)).await?;
-        let bytes = resp.bytes().await.map_err(|e| AiError::from_reqwest(&e))?;
-        let wire: AnResponse = serde_json::from_slice(&bytes).map_err(|e| {
-            AiError::new(ErrorKind::Malformed, format!("invalid response JSON: {e}"))
-        })?;
-        Ok(response_from_wire(wire))
+        Ok(response_from_wire(provider::json_body(resp).await?))
     }
 
     async fn chat_stream(&self, req: &ChatRequest) -> Result<EventStream, AiError> {

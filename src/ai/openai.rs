@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::error::{AiError, ErrorKind, parse_retry_after};
-use super::provider::{EventStream, Provider};
+use super::error::{AiError, ErrorKind};
+use super::provider::{self, EventStream, Provider};
 use super::sse::{self, Step};
 use super::types::*;
 use crate::config::Secret;
@@ -655,18 +655,7 @@ impl OpenAiProvider {
         } else if !self.api_key.is_empty() {
             req = req.bearer_auth(self.api_key.expose());
         }
-        let resp = req
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| AiError::from_reqwest(&e))?;
-        let status = resp.status().as_u16();
-        if !(200..300).contains(&status) {
-            let retry_after = parse_retry_after(resp.headers().get("retry-after"));
-            let text = resp.text().await.unwrap_or_default();
-            return Err(AiError::from_status(status, &text, retry_after));
-        }
-        Ok(resp)
+        provider::send(req.json(body)).await
     }
 }
 
@@ -680,11 +669,7 @@ impl Provider for OpenAiProvider {
         let resp = self
             .send(&request_from_internal(req, false, self.modern_limits))
             .await?;
-        let bytes = resp.bytes().await.map_err(|e| AiError::from_reqwest(&e))?;
-        let wire: OaResponse = serde_json::from_slice(&bytes).map_err(|e| {
-            AiError::new(ErrorKind::Malformed, format!("invalid response JSON: {e}"))
-        })?;
-        response_from_wire(wire)
+        response_from_wire(provider::json_body(resp).await?)
     }
 
     async fn chat_stream(&self, req: &ChatRequest) -> Result<EventStream, AiError> {

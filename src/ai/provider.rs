@@ -5,7 +5,7 @@ use std::pin::Pin;
 use async_trait::async_trait;
 use futures_util::Stream;
 
-use super::error::AiError;
+use super::error::{AiError, ErrorKind, parse_retry_after};
 use super::types::{ChatRequest, ChatResponse, StreamEvent};
 
 /// Events of a streamed completion; an `Err` item ends the stream as failed.
@@ -19,4 +19,26 @@ pub trait Provider: Send + Sync + 'static {
     fn name(&self) -> &str;
     async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, AiError>;
     async fn chat_stream(&self, req: &ChatRequest) -> Result<EventStream, AiError>;
+}
+
+/// Sends one vendor request; a non-2xx answer becomes the error its status classifies
+/// (with `Retry-After` and the vendor's message, truncated).
+pub async fn send(req: reqwest::RequestBuilder) -> Result<reqwest::Response, AiError> {
+    let resp = req.send().await.map_err(|e| AiError::from_reqwest(&e))?;
+    let status = resp.status().as_u16();
+    if !(200..300).contains(&status) {
+        let retry_after = parse_retry_after(resp.headers().get("retry-after"));
+        let text = resp.text().await.unwrap_or_default();
+        return Err(AiError::from_status(status, &text, retry_after));
+    }
+    Ok(resp)
+}
+
+/// Reads a whole JSON response body; unreadable JSON is `Malformed` (retryable).
+pub async fn json_body<T: serde::de::DeserializeOwned>(
+    resp: reqwest::Response,
+) -> Result<T, AiError> {
+    let bytes = resp.bytes().await.map_err(|e| AiError::from_reqwest(&e))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| AiError::new(ErrorKind::Malformed, format!("invalid response JSON: {e}")))
 }

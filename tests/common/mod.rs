@@ -5,6 +5,8 @@
 //! `REQUIRE_BACKEND_TESTS=1` (set by `.ci/run`) a missing URL fails instead of skipping.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod tasks;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
