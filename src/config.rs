@@ -58,7 +58,7 @@
 //! | `DELEGATION_MAX_DEPTH` | `3` | how deep `delegate` may nest sub-tasks |
 //! | `HTTP_TOOL_ALLOWED_HOSTS` | empty | comma-separated hosts (`host` or `host:port`) the `http_request` tool may call |
 //! | `HTTP_TOOL_TIMEOUT` | `10` | seconds per `http_request` call |
-//! | `HTTP_TOOL_MAX_BYTES` | `65536` | response bytes kept by `http_request` |
+//! | `HTTP_TOOL_MAX_BYTES` | `65536` | response bytes kept by `http_request` and webhook tools |
 //! | `SCHEDULER_INTERVAL` | `1` | seconds between scans for due schedules |
 //! | `WEBHOOK_MAX_ATTEMPTS` | `5` | attempts of a completion webhook before it is given up (1–50) |
 //! | `WEBHOOK_RETRY_BASE_DELAY` | `2` | seconds, base of the webhook retry backoff (doubles per attempt) |

@@ -16,6 +16,7 @@ pub mod schedules;
 pub mod security;
 pub mod tasks;
 pub mod tenants;
+pub mod tools;
 pub mod usage;
 pub mod webhooks;
 
@@ -99,6 +100,11 @@ fn v1() -> Router<AppState> {
             get(schedules::get)
                 .patch(schedules::update)
                 .delete(schedules::delete),
+        )
+        .route("/tools", get(tools::list).post(tools::create))
+        .route(
+            "/tools/{id}",
+            get(tools::get).patch(tools::update).delete(tools::delete),
         )
 }
 

@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::{
-    chat, employee_chat, employees, health, keys, schedules, tasks, tenants, usage, webhooks,
+    chat, employee_chat, employees, health, keys, schedules, tasks, tenants, tools, usage, webhooks,
 };
 use crate::app::AppState;
 
@@ -48,6 +48,11 @@ use crate::app::AppState;
         schedules::update,
         schedules::delete,
         webhooks::rotate_secret,
+        tools::create,
+        tools::list,
+        tools::get,
+        tools::update,
+        tools::delete,
     ),
     modifiers(&Security),
     tags(
@@ -56,6 +61,7 @@ use crate::app::AppState;
         (name = "tasks", description = "Durable tasks: submit, follow, cancel, approve"),
         (name = "webhooks", description = "Signing secret of the completion webhooks (admin)"),
         (name = "schedules", description = "Cron schedules that submit a task on every tick"),
+        (name = "tools", description = "Webhook tools of the tenant: a JSON-schema and a URL the signed calls are POSTed to"),
         (name = "gateway", description = "OpenAI-compatible chat completions through the AI router"),
         (name = "keys", description = "API keys of a tenant (admin): the secret is shown once, at creation"),
         (name = "tenants", description = "Tenants (admin of the default tenant)"),

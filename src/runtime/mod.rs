@@ -242,7 +242,7 @@ impl<'a> Run<'a> {
 
     /// Runs to an outcome.
     pub async fn run(&mut self, sink: &dyn Sink) -> Outcome {
-        let tools = tools::offered(self.employee);
+        let tools = tools::offered_all(self.state, self.employee).await;
         loop {
             // 1. Tool calls of the last model turn that have no result yet.
             let pending = std::mem::take(&mut self.pending);

@@ -2,6 +2,10 @@
 //! `http_request` and `delegate`. An employee is offered only the tools on its
 //! `allowed_tools`; arguments are validated against the tool's schema before it runs,
 //! and every failure is returned to the model as a tool error it can act on.
+//!
+//! Webhook tools (`/v1/tools`) are defined per tenant: an allowed name that is not
+//! built in is looked up among them, and a call is POSTed to its URL, signed like the
+//! completion webhooks.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +16,11 @@ use uuid::Uuid;
 use super::schema;
 use crate::ai::types::ToolDef;
 use crate::app::AppState;
-use crate::store::{Employee, NewTask, StoreError, TaskStatus, now};
+use crate::orchestrator::webhooks;
+use crate::store::{Employee, NewTask, StoreError, TaskStatus, WebhookTool, now};
+
+/// The event of a webhook tool call, in `X-Digital-Employee-Event`.
+pub const TOOL_CALL_EVENT: &str = "tool.call";
 
 /// Names of the built-in tools.
 pub const BUILTIN: &[&str] = &[
@@ -88,6 +96,39 @@ pub fn offered(employee: &Employee) -> Vec<ToolDef> {
         .collect()
 }
 
+/// The tools offered to an employee: its allowed built-in tools, then the tenant's
+/// webhook tools it is allowed. Webhook tools that cannot be read are left out.
+pub async fn offered_all(state: &AppState, employee: &Employee) -> Vec<ToolDef> {
+    let mut defs = offered(employee);
+    let names: Vec<String> = employee
+        .fields
+        .allowed_tools
+        .iter()
+        .filter(|n| !BUILTIN.contains(&n.as_str()))
+        .cloned()
+        .collect();
+    if names.is_empty() {
+        return defs;
+    }
+    match state
+        .store
+        .find_webhook_tools(employee.tenant_id, &names)
+        .await
+    {
+        Ok(found) => defs.extend(names.iter().filter_map(|n| {
+            found.iter().find(|t| &t.fields.name == n).map(|t| ToolDef {
+                name: t.fields.name.clone(),
+                description: Some(t.fields.description.clone()),
+                parameters: t.fields.parameters.clone(),
+            })
+        })),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the webhook tools; offering built-in tools only")
+        }
+    }
+    defs
+}
+
 /// How a tool call ended, for the model and the metrics.
 pub struct ToolOutcome {
     /// `ok`, `error`, `invalid` or `denied`.
@@ -117,7 +158,13 @@ impl ToolOutcome {
 pub async fn run(ctx: &ToolCtx<'_>, name: &str, arguments: &str) -> ToolOutcome {
     let outcome = run_inner(ctx, name, arguments).await;
     metrics::counter!(crate::telemetry::metrics::TOOL_CALLS_TOTAL,
-        "tool" => if BUILTIN.contains(&name) { name.to_string() } else { "unknown".to_string() },
+        "tool" => if BUILTIN.contains(&name) {
+            name.to_string()
+        } else if outcome.outcome == "denied" {
+            "unknown".to_string()
+        } else {
+            "webhook".to_string()
+        },
         "outcome" => outcome.outcome)
     .increment(1);
     outcome
@@ -127,8 +174,32 @@ async fn run_inner(ctx: &ToolCtx<'_>, name: &str, arguments: &str) -> ToolOutcom
     if !ctx.employee.fields.allowed_tools.iter().any(|t| t == name) {
         return ToolOutcome::err("denied", format!("tool '{name}' is not allowed"));
     }
-    let Some(def) = definition(name) else {
-        return ToolOutcome::err("denied", format!("unknown tool '{name}'"));
+    let mut webhook = None;
+    let def = match definition(name) {
+        Some(d) => d,
+        None => {
+            let names = [name.to_string()];
+            match ctx
+                .state
+                .store
+                .find_webhook_tools(ctx.employee.tenant_id, &names)
+                .await
+            {
+                Ok(found) => match found.into_iter().next() {
+                    Some(t) => {
+                        let d = ToolDef {
+                            name: t.fields.name.clone(),
+                            description: Some(t.fields.description.clone()),
+                            parameters: t.fields.parameters.clone(),
+                        };
+                        webhook = Some(t);
+                        d
+                    }
+                    None => return ToolOutcome::err("denied", format!("unknown tool '{name}'")),
+                },
+                Err(e) => return ToolOutcome::err("error", store_msg(&e)),
+            }
+        }
     };
     let args: Value = if arguments.trim().is_empty() {
         json!({})
@@ -140,6 +211,9 @@ async fn run_inner(ctx: &ToolCtx<'_>, name: &str, arguments: &str) -> ToolOutcom
     };
     if let Err(e) = schema::validate(&def.parameters, &args) {
         return ToolOutcome::err("invalid", format!("invalid arguments: {e}"));
+    }
+    if let Some(tool) = webhook {
+        return webhook_call(ctx, &tool, args).await;
     }
     let s = |k: &str| args.get(k).and_then(Value::as_str).unwrap_or_default();
     let tenant = ctx.employee.tenant_id;
@@ -240,6 +314,96 @@ async fn http_request(
             "body": String::from_utf8_lossy(&buf),
             "truncated": truncated,
         })),
+    }
+}
+
+/// Reads a response body up to `max` bytes; `(bytes, truncated)`.
+async fn read_capped(
+    resp: reqwest::Response,
+    max: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut stream = resp.bytes_stream();
+    let mut buf = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        let room = max.saturating_sub(buf.len());
+        if chunk.len() > room {
+            buf.extend_from_slice(&chunk[..room]);
+            return Ok((buf, true));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok((buf, false))
+}
+
+/// POSTs a call of a webhook tool, signed with the tenant's webhook secret; a 2xx body
+/// is the result (JSON when it parses, else text), anything else a tool error.
+async fn webhook_call(ctx: &ToolCtx<'_>, tool: &WebhookTool, args: Value) -> ToolOutcome {
+    let name = &tool.fields.name;
+    let body = json!({
+        "tool": name,
+        "arguments": args,
+        "task_id": ctx.task_id,
+        "employee_id": ctx.employee.id,
+    })
+    .to_string();
+    let secret = match ctx
+        .state
+        .store
+        .webhook_secret(ctx.employee.tenant_id, &webhooks::new_secret())
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => return ToolOutcome::err("error", store_msg(&e)),
+    };
+    let timeout = Duration::from_millis(u64::try_from(tool.fields.timeout_ms).unwrap_or(0))
+        .min(ctx.deadline.saturating_duration_since(Instant::now()));
+    let max = ctx.state.config.tasks.http_max_bytes;
+    let req = ctx
+        .state
+        .tasks
+        .http
+        .post(&tool.fields.url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(reqwest::header::USER_AGENT, "digital-employee-tools")
+        .header(
+            webhooks::SIGNATURE_HEADER,
+            webhooks::signature(&secret, body.as_bytes()),
+        )
+        .header(webhooks::EVENT_HEADER, TOOL_CALL_EVENT)
+        .body(body);
+    let call = async {
+        let resp = req.send().await?;
+        let status = resp.status();
+        let (buf, truncated) = read_capped(resp, max).await?;
+        Ok::<_, reqwest::Error>((status, buf, truncated))
+    };
+    match tokio::time::timeout(timeout, call).await {
+        Err(_) => ToolOutcome::err(
+            "error",
+            format!("tool '{name}' did not answer within {timeout:?}"),
+        ),
+        Ok(Err(e)) => ToolOutcome::err(
+            "error",
+            format!("tool '{name}' request failed: {}", e.without_url()),
+        ),
+        Ok(Ok((status, buf, _))) if !status.is_success() => {
+            let text: String = String::from_utf8_lossy(&buf).chars().take(500).collect();
+            ToolOutcome::err(
+                "error",
+                format!("tool '{name}' answered HTTP {}: {text}", status.as_u16()),
+            )
+        }
+        Ok(Ok((_, buf, truncated))) => {
+            let parsed = if truncated {
+                None
+            } else {
+                serde_json::from_slice::<Value>(&buf).ok()
+            };
+            ToolOutcome::ok(
+                parsed.unwrap_or_else(|| Value::from(String::from_utf8_lossy(&buf).into_owned())),
+            )
+        }
     }
 }
 

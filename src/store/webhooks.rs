@@ -13,7 +13,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::StoreResult;
+use serde_json::Value;
+
+use super::{HasId, Page, StoreResult};
 
 /// A delivery to queue.
 #[derive(Clone, Debug)]
@@ -43,6 +45,34 @@ pub struct Delivery {
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// The fields of a webhook tool a tenant sets.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebhookToolFields {
+    /// Unique in the tenant.
+    pub name: String,
+    pub description: String,
+    /// JSON schema of the arguments.
+    pub parameters: Value,
+    pub url: String,
+    pub timeout_ms: i64,
+}
+
+/// A tool defined by a tenant: calls are POSTed to `url`, signed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebhookTool {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub fields: WebhookToolFields,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl HasId for WebhookTool {
+    fn id(&self) -> Uuid {
+        self.id
+    }
 }
 
 /// How an attempt ended.
@@ -79,4 +109,33 @@ pub trait WebhookStore: Send + Sync {
     ) -> StoreResult<bool>;
     /// The deliveries of one task of the tenant, oldest first.
     async fn list_deliveries(&self, tenant: Uuid, task: Uuid) -> StoreResult<Vec<Delivery>>;
+
+    /// Fails with `Duplicate("tool name")` when the name is taken in the tenant.
+    async fn create_webhook_tool(
+        &self,
+        tenant: Uuid,
+        f: &WebhookToolFields,
+    ) -> StoreResult<WebhookTool>;
+    async fn get_webhook_tool(&self, tenant: Uuid, id: Uuid) -> StoreResult<WebhookTool>;
+    /// The tenant's tools with these names (unknown names are skipped), by name.
+    async fn find_webhook_tools(
+        &self,
+        tenant: Uuid,
+        names: &[String],
+    ) -> StoreResult<Vec<WebhookTool>>;
+    /// Newest first; `before` is the id of the last row of the previous page.
+    async fn list_webhook_tools(
+        &self,
+        tenant: Uuid,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Page<WebhookTool>>;
+    /// Replaces the fields; `Duplicate("tool name")` when the new name is taken.
+    async fn update_webhook_tool(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        f: &WebhookToolFields,
+    ) -> StoreResult<WebhookTool>;
+    async fn delete_webhook_tool(&self, tenant: Uuid, id: Uuid) -> StoreResult<()>;
 }

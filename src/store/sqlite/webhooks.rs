@@ -36,6 +36,30 @@ fn delivery_row(r: &SqliteRow) -> StoreResult<Delivery> {
     })
 }
 
+macro_rules! tool_cols {
+    () => {
+        "id, tenant_id, name, description, parameters, url, timeout_ms, created_at, updated_at"
+    };
+}
+
+fn tool_row(r: &SqliteRow) -> StoreResult<WebhookTool> {
+    let params: String = r.try_get("parameters")?;
+    Ok(WebhookTool {
+        id: parse_id(r.try_get("id")?)?,
+        tenant_id: parse_id(r.try_get("tenant_id")?)?,
+        fields: WebhookToolFields {
+            name: r.try_get("name")?,
+            description: r.try_get("description")?,
+            parameters: serde_json::from_str(&params)
+                .map_err(|e| StoreError::Corrupt(format!("tool parameters: {e}")))?,
+            url: r.try_get("url")?,
+            timeout_ms: r.try_get("timeout_ms")?,
+        },
+        created_at: parse_ts(r.try_get("created_at")?)?,
+        updated_at: parse_ts(r.try_get("updated_at")?)?,
+    })
+}
+
 fn after(d: Duration) -> DateTime<Utc> {
     now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
@@ -153,5 +177,130 @@ impl WebhookStore for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(delivery_row).collect()
+    }
+
+    async fn create_webhook_tool(
+        &self,
+        tenant: Uuid,
+        f: &WebhookToolFields,
+    ) -> StoreResult<WebhookTool> {
+        let t = ts(&now());
+        let row = sqlx::query(concat!(
+            "INSERT INTO webhook_tools (",
+            tool_cols!(),
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING ",
+            tool_cols!()
+        ))
+        .bind(Uuid::now_v7().to_string())
+        .bind(tenant.to_string())
+        .bind(&f.name)
+        .bind(&f.description)
+        .bind(f.parameters.to_string())
+        .bind(&f.url)
+        .bind(f.timeout_ms)
+        .bind(&t)
+        .bind(&t)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| map_unique(e, "tool name"))?;
+        tool_row(&row)
+    }
+
+    async fn get_webhook_tool(&self, tenant: Uuid, id: Uuid) -> StoreResult<WebhookTool> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            tool_cols!(),
+            " FROM webhook_tools WHERE tenant_id = ? AND id = ?"
+        ))
+        .bind(tenant.to_string())
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        tool_row(&row)
+    }
+
+    async fn find_webhook_tools(
+        &self,
+        tenant: Uuid,
+        names: &[String],
+    ) -> StoreResult<Vec<WebhookTool>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = serde_json::to_string(names)
+            .map_err(|e| StoreError::Corrupt(format!("tool names: {e}")))?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            tool_cols!(),
+            " FROM webhook_tools WHERE tenant_id = ? \
+             AND name IN (SELECT value FROM json_each(?)) ORDER BY name"
+        ))
+        .bind(tenant.to_string())
+        .bind(list)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(tool_row).collect()
+    }
+
+    async fn list_webhook_tools(
+        &self,
+        tenant: Uuid,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Page<WebhookTool>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            tool_cols!(),
+            " FROM webhook_tools WHERE tenant_id = ? AND (? IS NULL OR id < ?) \
+             ORDER BY id DESC LIMIT ?"
+        ))
+        .bind(tenant.to_string())
+        .bind(before.map(|b| b.to_string()))
+        .bind(before.map(|b| b.to_string()))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut items = rows.iter().map(tool_row).collect::<StoreResult<Vec<_>>>()?;
+        Ok(page(&mut items, limit))
+    }
+
+    async fn update_webhook_tool(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        f: &WebhookToolFields,
+    ) -> StoreResult<WebhookTool> {
+        let row = sqlx::query(concat!(
+            "UPDATE webhook_tools SET name = ?, description = ?, parameters = ?, url = ?, \
+             timeout_ms = ?, updated_at = ? WHERE tenant_id = ? AND id = ? RETURNING ",
+            tool_cols!()
+        ))
+        .bind(&f.name)
+        .bind(&f.description)
+        .bind(f.parameters.to_string())
+        .bind(&f.url)
+        .bind(f.timeout_ms)
+        .bind(ts(&now()))
+        .bind(tenant.to_string())
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| map_unique(e, "tool name"))?
+        .ok_or(StoreError::NotFound)?;
+        tool_row(&row)
+    }
+
+    async fn delete_webhook_tool(&self, tenant: Uuid, id: Uuid) -> StoreResult<()> {
+        let done = sqlx::query("DELETE FROM webhook_tools WHERE tenant_id = ? AND id = ?")
+            .bind(tenant.to_string())
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound)
+        }
     }
 }

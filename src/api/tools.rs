@@ -1,0 +1,338 @@
+//! `/v1/tools`: webhook tools defined per tenant. An employee that lists one's name in
+//! `allowed_tools` is offered it; a call is POSTed to its URL, signed with the tenant's
+//! webhook secret (see `runtime::tools`).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::Caller;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{ApiJson, ApiQuery};
+use crate::app::AppState;
+use crate::auth::Scope;
+use crate::runtime::tools::BUILTIN;
+use crate::store::{StoreError, WebhookTool, WebhookToolFields};
+
+const MAX_DESCRIPTION: usize = 1000;
+const MAX_PARAMETERS_BYTES: usize = 64 * 1024;
+const MAX_URL: usize = 2000;
+
+/// A webhook tool to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTool {
+    /// 1–64 letters, digits, '_' or '-'; unique in the tenant; not a built-in tool name.
+    #[schema(example = "lookup_order")]
+    pub name: String,
+    /// What the tool does, shown to the model (1–1000 characters).
+    #[schema(example = "Look up an order by its number.")]
+    pub description: String,
+    /// JSON schema (an object) of the arguments.
+    pub parameters: Value,
+    /// http or https URL the calls are POSTed to.
+    #[schema(example = "https://tools.example.com/orders")]
+    pub url: String,
+    /// Seconds to wait for an answer, 1–60; default 10.
+    #[serde(default)]
+    pub timeout_seconds: Option<u32>,
+}
+
+/// Fields to change.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTool {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub parameters: Option<Value>,
+    pub url: Option<String>,
+    pub timeout_seconds: Option<u32>,
+}
+
+/// A webhook tool as the API shows it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ToolView {
+    pub id: Uuid,
+    pub name: String,
+    pub description: String,
+    /// JSON schema of the arguments.
+    pub parameters: Value,
+    pub url: String,
+    pub timeout_seconds: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<WebhookTool> for ToolView {
+    fn from(t: WebhookTool) -> Self {
+        Self {
+            id: t.id,
+            name: t.fields.name,
+            description: t.fields.description,
+            parameters: t.fields.parameters,
+            url: t.fields.url,
+            timeout_seconds: t.fields.timeout_ms / 1000,
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ToolPage {
+    pub data: Vec<ToolView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListTools {
+    /// Page size, 1–100; default 20.
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+fn parse_id(s: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(s).map_err(|_| ApiError::NotFound("no such tool".into()))
+}
+
+fn not_found(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound => ApiError::NotFound("no such tool".into()),
+        e => e.into(),
+    }
+}
+
+fn timeout_ms(seconds: u32) -> ApiResult<i64> {
+    if !(1..=60).contains(&seconds) {
+        return Err(ApiError::validation(
+            "timeout_seconds",
+            "must be between 1 and 60",
+        ));
+    }
+    Ok(i64::from(seconds) * 1000)
+}
+
+/// Business rules of a webhook tool; the first broken one answers 422 naming its field.
+fn validate(f: &WebhookToolFields) -> ApiResult<()> {
+    let name_ok = !f.name.is_empty()
+        && f.name.len() <= 64
+        && f.name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !name_ok {
+        return Err(ApiError::validation(
+            "name",
+            "must be 1-64 characters of letters, digits, '_' or '-'",
+        ));
+    }
+    if BUILTIN.contains(&f.name.as_str()) {
+        return Err(ApiError::validation(
+            "name",
+            format!("'{}' is the name of a built-in tool", f.name),
+        ));
+    }
+    if f.description.trim().is_empty() || f.description.chars().count() > MAX_DESCRIPTION {
+        return Err(ApiError::validation(
+            "description",
+            format!("must be 1-{MAX_DESCRIPTION} characters"),
+        ));
+    }
+    if !f.parameters.is_object() {
+        return Err(ApiError::validation(
+            "parameters",
+            "must be a JSON schema object",
+        ));
+    }
+    if f.parameters.to_string().len() > MAX_PARAMETERS_BYTES {
+        return Err(ApiError::validation(
+            "parameters",
+            format!("must be at most {MAX_PARAMETERS_BYTES} bytes"),
+        ));
+    }
+    let url_ok = f.url.len() <= MAX_URL
+        && reqwest::Url::parse(&f.url).is_ok_and(|u| {
+            matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty())
+        });
+    if !url_ok {
+        return Err(ApiError::validation(
+            "url",
+            format!("must be an absolute http or https URL of at most {MAX_URL} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Create a webhook tool.
+#[utoipa::path(post, path = "/v1/tools", tag = "tools",
+    request_body = CreateTool,
+    responses(
+        (status = 201, description = "Created", body = ToolView),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody),
+        (status = 403, description = "Key lacks the write scope", body = ErrorBody),
+        (status = 409, description = "The name is taken in this tenant", body = ErrorBody),
+        (status = 422, description = "Invalid field (`name`, `parameters`, `url`, …)", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<CreateTool>,
+) -> ApiResult<(StatusCode, Json<ToolView>)> {
+    caller.require(Scope::Write)?;
+    let fields = WebhookToolFields {
+        name: body.name,
+        description: body.description,
+        parameters: body.parameters,
+        url: body.url,
+        timeout_ms: timeout_ms(body.timeout_seconds.unwrap_or(10))?,
+    };
+    validate(&fields)?;
+    let t = state
+        .store
+        .create_webhook_tool(caller.0.tenant_id, &fields)
+        .await?;
+    tracing::info!(tool_id = %t.id, "webhook tool created");
+    Ok((StatusCode::CREATED, Json(t.into())))
+}
+
+/// List webhook tools, newest first.
+#[utoipa::path(get, path = "/v1/tools", tag = "tools", params(ListTools),
+    responses(
+        (status = 200, description = "A page of webhook tools", body = ToolPage),
+        (status = 422, description = "Invalid parameter", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(p): ApiQuery<ListTools>,
+) -> ApiResult<Json<ToolPage>> {
+    caller.require(Scope::Read)?;
+    let limit = p.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::validation("limit", "must be between 1 and 100"));
+    }
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let before = match &p.cursor {
+        None => None,
+        Some(c) => Some(
+            b64.decode(c)
+                .ok()
+                .and_then(|b| Uuid::from_slice(&b).ok())
+                .ok_or_else(|| ApiError::validation("cursor", "is not a cursor from this API"))?,
+        ),
+    };
+    let page = state
+        .store
+        .list_webhook_tools(caller.0.tenant_id, before, limit)
+        .await?;
+    Ok(Json(ToolPage {
+        data: page.items.into_iter().map(ToolView::from).collect(),
+        next_cursor: page.next_cursor.map(|id| b64.encode(id.as_bytes())),
+    }))
+}
+
+/// Get one webhook tool.
+#[utoipa::path(get, path = "/v1/tools/{id}", tag = "tools",
+    params(("id" = Uuid, Path, description = "Tool id")),
+    responses(
+        (status = 200, description = "The tool", body = ToolView),
+        (status = 404, description = "No such tool in this tenant", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ToolView>> {
+    caller.require(Scope::Read)?;
+    let t = state
+        .store
+        .get_webhook_tool(caller.0.tenant_id, parse_id(&id)?)
+        .await
+        .map_err(not_found)?;
+    Ok(Json(t.into()))
+}
+
+/// Change some fields of a webhook tool.
+#[utoipa::path(patch, path = "/v1/tools/{id}", tag = "tools",
+    params(("id" = Uuid, Path, description = "Tool id")),
+    request_body = UpdateTool,
+    responses(
+        (status = 200, description = "Updated", body = ToolView),
+        (status = 403, description = "Key lacks the write scope", body = ErrorBody),
+        (status = 404, description = "No such tool in this tenant", body = ErrorBody),
+        (status = 409, description = "The new name is taken in this tenant", body = ErrorBody),
+        (status = 422, description = "Invalid field", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UpdateTool>,
+) -> ApiResult<Json<ToolView>> {
+    caller.require(Scope::Write)?;
+    let tenant = caller.0.tenant_id;
+    let id = parse_id(&id)?;
+    let mut f = state
+        .store
+        .get_webhook_tool(tenant, id)
+        .await
+        .map_err(not_found)?
+        .fields;
+    if let Some(v) = body.name {
+        f.name = v;
+    }
+    if let Some(v) = body.description {
+        f.description = v;
+    }
+    if let Some(v) = body.parameters {
+        f.parameters = v;
+    }
+    if let Some(v) = body.url {
+        f.url = v;
+    }
+    if let Some(v) = body.timeout_seconds {
+        f.timeout_ms = timeout_ms(v)?;
+    }
+    validate(&f)?;
+    let t = state
+        .store
+        .update_webhook_tool(tenant, id, &f)
+        .await
+        .map_err(not_found)?;
+    Ok(Json(t.into()))
+}
+
+/// Delete a webhook tool; employees that list its name are no longer offered it.
+#[utoipa::path(delete, path = "/v1/tools/{id}", tag = "tools",
+    params(("id" = Uuid, Path, description = "Tool id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "Key lacks the write scope", body = ErrorBody),
+        (status = 404, description = "No such tool in this tenant", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require(Scope::Write)?;
+    state
+        .store
+        .delete_webhook_tool(caller.0.tenant_id, parse_id(&id)?)
+        .await
+        .map_err(not_found)?;
+    Ok(StatusCode::NO_CONTENT)
+}
