@@ -50,12 +50,12 @@ impl WebhookStore for SqliteStore {
         .bind(tenant.to_string())
         .bind(candidate)
         .bind(ts(&now()))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         let s: String =
             sqlx::query_scalar("SELECT secret FROM webhook_secrets WHERE tenant_id = ?")
                 .bind(tenant.to_string())
-                .fetch_one(&self.pool)
+                .fetch_one(&self.writer)
                 .await?;
         Ok(s)
     }
@@ -69,7 +69,7 @@ impl WebhookStore for SqliteStore {
         .bind(tenant.to_string())
         .bind(secret)
         .bind(ts(&now()))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -91,7 +91,7 @@ impl WebhookStore for SqliteStore {
         .bind(&t)
         .bind(&t)
         .bind(&t)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -109,7 +109,7 @@ impl WebhookStore for SqliteStore {
         .bind(&t)
         .bind(&t)
         .bind(i64::from(n))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.writer)
         .await?;
         rows.iter().map(delivery_row).collect()
     }
@@ -137,7 +137,7 @@ impl WebhookStore for SqliteStore {
         .bind(ts(&t))
         .bind(id.to_string())
         .bind(attempt)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
     }
