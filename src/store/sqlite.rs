@@ -23,8 +23,12 @@ mod webhooks;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// Reads go to a pool of connections (WAL readers never block); writes go to a pool of
+/// exactly one connection, so writers queue in this process instead of meeting SQLite's
+/// busy handler, whose back-off sleeps (up to 100 ms a try) would dominate tail latency.
 pub struct SqliteStore {
     pool: SqlitePool,
+    writer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -54,9 +58,19 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(max)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
-        Ok(Self { pool })
+        // An in-memory database exists once per connection: there, the one pool is both.
+        let writer = if in_memory {
+            pool.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(options)
+                .await?
+        };
+        Ok(Self { pool, writer })
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -235,11 +249,12 @@ impl Store for SqliteStore {
 
     async fn migrate(&self) -> StoreResult<Vec<i64>> {
         let before = self.schema_status().await?;
-        MIGRATOR.run(&self.pool).await?;
+        MIGRATOR.run(&self.writer).await?;
         Ok(before.pending)
     }
 
     async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 
@@ -261,7 +276,7 @@ impl Store for SqliteStore {
             .bind(t.id.to_string())
             .bind(&t.name)
             .bind(ts(&t.created_at))
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(|e| map_unique(e, "tenant name"))?;
         Ok(t)
@@ -290,7 +305,7 @@ impl Store for SqliteStore {
         .bind(to_json(&key.scopes))
         .bind(ts(&created_at))
         .bind(key.rate_limit)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(|e| map_unique(e, "api key prefix"))?;
         Ok(ApiKeyRecord {
@@ -392,7 +407,7 @@ impl Store for SqliteStore {
         .bind(ts(&now()))
         .bind(tenant.to_string())
         .bind(id.to_string())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?
         .ok_or(StoreError::NotFound)?;
         key_row(&row)
@@ -402,7 +417,7 @@ impl Store for SqliteStore {
         if used.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         for (tenant, id, at) in used {
             // Text timestamps of one fixed format compare in time order.
             sqlx::query(
@@ -454,7 +469,7 @@ impl Store for SqliteStore {
         .bind(ts(&t))
         .bind(ts(&t))
         .bind(to_json(&fields.approval_tools))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(|err| map_unique(err, "employee name"))?;
         Ok(e)
@@ -529,7 +544,7 @@ impl Store for SqliteStore {
         .bind(tenant.to_string())
         .bind(id.to_string())
         .bind(version)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await
         .map_err(|err| map_unique(err, "employee name"))?;
         match row {
@@ -551,7 +566,7 @@ impl Store for SqliteStore {
         .bind(id.to_string())
         .bind(version)
         .bind(version)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         if done.rows_affected() == 1 {
             Ok(())
@@ -560,7 +575,7 @@ impl Store for SqliteStore {
         }
     }
     async fn insert_ai_calls(&self, calls: &[AiCallRecord]) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         for c in calls {
             sqlx::query(concat!(
                 "INSERT INTO ai_calls (",

@@ -171,7 +171,7 @@ impl TaskStore for SqliteStore {
     async fn create_task(&self, t: &NewTask) -> StoreResult<(Task, bool)> {
         let id = Uuid::now_v7();
         let created = now();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let inserted = sqlx::query(concat!(
             "INSERT INTO tasks (id, tenant_id, employee_id, input, status, priority, run_at, \
              max_attempts, idempotency_key, request_hash, parent_task_id, depth, session_id, \
@@ -279,7 +279,7 @@ impl TaskStore for SqliteStore {
 
     async fn claim_tasks(&self, owner: &str, n: u32, lease: Duration) -> StoreResult<Vec<Task>> {
         let t = now();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let rows = sqlx::query(concat!(
             "UPDATE tasks SET status = 'running', attempt = attempt + 1, lease_owner = ?, \
              lease_expires_at = ?, started_at = COALESCE(started_at, ?), updated_at = ? \
@@ -322,12 +322,12 @@ impl TaskStore for SqliteStore {
         .bind(lease.task_id.to_string())
         .bind(&lease.owner)
         .bind(lease.attempt)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?)
     }
 
     async fn record_step(&self, lease: &Lease, step: &StepUpdate) -> StoreResult<Option<bool>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let cancel: Option<bool> = sqlx::query_scalar(
             "UPDATE tasks SET tokens_in = tokens_in + ?, tokens_out = tokens_out + ?, \
              cost_nanos = cost_nanos + ?, steps = steps + ?, updated_at = ? \
@@ -354,7 +354,7 @@ impl TaskStore for SqliteStore {
     async fn finish_task(&self, lease: &Lease, f: &Finish) -> StoreResult<bool> {
         let t = now();
         let give_back = matches!(f.status, TaskStatus::Queued | TaskStatus::WaitingApproval);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let done = sqlx::query(
             "UPDATE tasks SET status = ?, result = COALESCE(?, result), error = ?, \
              run_at = COALESCE(?, run_at), lease_owner = NULL, lease_expires_at = NULL, \
@@ -399,7 +399,7 @@ impl TaskStore for SqliteStore {
              WHERE status = 'running' AND lease_expires_at < ? LIMIT 100",
         )
         .bind(ts(&t))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.writer)
         .await?;
         let mut rescued = Vec::new();
         for r in rows {
@@ -421,7 +421,7 @@ impl TaskStore for SqliteStore {
                     "lease expired (worker lost); retrying".to_string(),
                 )
             };
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer.begin().await?;
             let done = sqlx::query(
                 "UPDATE tasks SET status = ?, run_at = ?, error = ?, lease_owner = NULL, \
                  lease_expires_at = NULL, finished_at = CASE WHEN ? THEN ? ELSE NULL END, \
@@ -459,7 +459,7 @@ impl TaskStore for SqliteStore {
 
     async fn cancel_task(&self, tenant: Uuid, id: Uuid) -> StoreResult<CancelOutcome> {
         let t = ts(&now());
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let row = sqlx::query(concat!(
             "UPDATE tasks SET status = 'cancelled', cancel_requested = 1, finished_at = ?, \
              updated_at = ?, error = 'cancelled on request' WHERE tenant_id = ? AND id = ? \
@@ -507,7 +507,7 @@ impl TaskStore for SqliteStore {
         decision: Value,
     ) -> StoreResult<Option<Task>> {
         let t = ts(&now());
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let row = sqlx::query(concat!(
             "UPDATE tasks SET status = 'queued', run_at = ?, updated_at = ? \
              WHERE tenant_id = ? AND id = ? AND status = 'waiting_approval' RETURNING ",
@@ -569,7 +569,7 @@ impl TaskStore for SqliteStore {
         .bind(employee.to_string())
         .bind(&t)
         .bind(&t)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         let row = sqlx::query(
             "SELECT id, tenant_id, employee_id, created_at, updated_at FROM sessions \
@@ -578,7 +578,7 @@ impl TaskStore for SqliteStore {
         .bind(id.to_string())
         .bind(tenant.to_string())
         .bind(employee.to_string())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?
         .ok_or(StoreError::NotFound)?;
         Ok(Session {
@@ -615,7 +615,7 @@ impl TaskStore for SqliteStore {
     }
 
     async fn append_messages(&self, tenant: Uuid, msgs: &[SessionMessage]) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         for m in msgs {
             let done =
                 sqlx::query("UPDATE sessions SET updated_at = ? WHERE id = ? AND tenant_id = ?")
@@ -678,7 +678,7 @@ impl TaskStore for SqliteStore {
         .bind(key)
         .bind(value.to_string())
         .bind(ts(&now()))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -707,7 +707,7 @@ impl TaskStore for SqliteStore {
         .bind(ts(&next_fire_at))
         .bind(&t)
         .bind(&t)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await?;
         schedule_row(&row)
     }
@@ -774,7 +774,7 @@ impl TaskStore for SqliteStore {
         .bind(ts(&now()))
         .bind(tenant.to_string())
         .bind(id.to_string())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?
         .ok_or(StoreError::NotFound)?;
         schedule_row(&row)
@@ -784,7 +784,7 @@ impl TaskStore for SqliteStore {
         let done = sqlx::query("DELETE FROM schedules WHERE tenant_id = ? AND id = ?")
             .bind(tenant.to_string())
             .bind(id.to_string())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         if done.rows_affected() == 1 {
             Ok(())
@@ -822,7 +822,7 @@ impl TaskStore for SqliteStore {
         .bind(&t)
         .bind(id.to_string())
         .bind(ts(&expected))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
     }

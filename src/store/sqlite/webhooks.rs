@@ -74,12 +74,12 @@ impl WebhookStore for SqliteStore {
         .bind(tenant.to_string())
         .bind(candidate)
         .bind(ts(&now()))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         let s: String =
             sqlx::query_scalar("SELECT secret FROM webhook_secrets WHERE tenant_id = ?")
                 .bind(tenant.to_string())
-                .fetch_one(&self.pool)
+                .fetch_one(&self.writer)
                 .await?;
         Ok(s)
     }
@@ -93,7 +93,7 @@ impl WebhookStore for SqliteStore {
         .bind(tenant.to_string())
         .bind(secret)
         .bind(ts(&now()))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -115,7 +115,7 @@ impl WebhookStore for SqliteStore {
         .bind(&t)
         .bind(&t)
         .bind(&t)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -133,7 +133,7 @@ impl WebhookStore for SqliteStore {
         .bind(&t)
         .bind(&t)
         .bind(i64::from(n))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.writer)
         .await?;
         rows.iter().map(delivery_row).collect()
     }
@@ -161,7 +161,7 @@ impl WebhookStore for SqliteStore {
         .bind(ts(&t))
         .bind(id.to_string())
         .bind(attempt)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
     }
