@@ -200,7 +200,7 @@ impl WebhookStore for SqliteStore {
         .bind(f.timeout_ms)
         .bind(&t)
         .bind(&t)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await
         .map_err(|e| map_unique(e, "tool name"))?;
         tool_row(&row)
@@ -284,7 +284,7 @@ impl WebhookStore for SqliteStore {
         .bind(ts(&now()))
         .bind(tenant.to_string())
         .bind(id.to_string())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await
         .map_err(|e| map_unique(e, "tool name"))?
         .ok_or(StoreError::NotFound)?;
@@ -295,7 +295,7 @@ impl WebhookStore for SqliteStore {
         let done = sqlx::query("DELETE FROM webhook_tools WHERE tenant_id = ? AND id = ?")
             .bind(tenant.to_string())
             .bind(id.to_string())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         if done.rows_affected() == 1 {
             Ok(())
