@@ -7,7 +7,6 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -16,6 +15,7 @@ use uuid::Uuid;
 use super::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
+use super::page;
 use crate::app::AppState;
 use crate::auth::{Scope, keys};
 use crate::store::{ApiKeyRecord, StoreError};
@@ -212,15 +212,12 @@ pub async fn list(
     ApiQuery(params): ApiQuery<ListKeys>,
 ) -> ApiResult<Json<KeyPage>> {
     let tenant = target_tenant(&state, &caller, params.tenant_id).await?;
-    let limit = params.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::validation("limit", "must be between 1 and 100"));
-    }
-    let before = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let limit = page::limit(params.limit)?;
+    let before = page::decode(params.cursor.as_deref())?;
     let page = state.store.list_api_keys(tenant, before, limit).await?;
     Ok(Json(KeyPage {
         data: page.items.into_iter().map(KeyView::from).collect(),
-        next_cursor: page.next_cursor.map(encode_cursor),
+        next_cursor: page.next_cursor.map(page::encode),
     }))
 }
 
@@ -280,16 +277,4 @@ pub async fn revoke(
         .map_err(not_found)?;
     tracing::info!(key_id = %key.id, prefix = %key.prefix, tenant_id = %tenant, "api key revoked");
     Ok(StatusCode::NO_CONTENT)
-}
-
-pub(crate) fn encode_cursor(id: Uuid) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.as_bytes())
-}
-
-pub(crate) fn decode_cursor(s: &str) -> ApiResult<Uuid> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(s)
-        .ok()
-        .and_then(|b| Uuid::from_slice(&b).ok())
-        .ok_or_else(|| ApiError::validation("cursor", "is not a cursor this API returned"))
 }

@@ -12,6 +12,7 @@ pub mod extract;
 pub mod health;
 pub mod keys;
 pub mod openapi;
+pub mod page;
 pub mod schedules;
 pub mod security;
 pub mod tasks;

@@ -7,7 +7,6 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -17,6 +16,7 @@ use uuid::Uuid;
 use super::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
+use super::page;
 use super::tasks::resolve_employee;
 use crate::app::AppState;
 use crate::auth::Scope;
@@ -201,27 +201,15 @@ pub async fn list(
     ApiQuery(p): ApiQuery<ListSchedules>,
 ) -> ApiResult<Json<SchedulePage>> {
     caller.require(Scope::Read)?;
-    let limit = p.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::validation("limit", "must be between 1 and 100"));
-    }
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let before = match &p.cursor {
-        None => None,
-        Some(c) => Some(
-            b64.decode(c)
-                .ok()
-                .and_then(|b| Uuid::from_slice(&b).ok())
-                .ok_or_else(|| ApiError::validation("cursor", "is not a cursor from this API"))?,
-        ),
-    };
+    let limit = page::limit(p.limit)?;
+    let before = page::decode(p.cursor.as_deref())?;
     let page = state
         .store
         .list_schedules(caller.0.tenant_id, before, limit)
         .await?;
     Ok(Json(SchedulePage {
         data: page.items.into_iter().map(ScheduleView::from).collect(),
-        next_cursor: page.next_cursor.map(|id| b64.encode(id.as_bytes())),
+        next_cursor: page.next_cursor.map(page::encode),
     }))
 }
 

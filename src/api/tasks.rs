@@ -10,7 +10,6 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -21,6 +20,7 @@ use uuid::Uuid;
 use super::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
+use super::page;
 use crate::app::AppState;
 use crate::auth::Scope;
 use crate::store::{
@@ -344,10 +344,7 @@ pub async fn list(
 ) -> ApiResult<Json<TaskPage>> {
     caller.require(Scope::Read)?;
     let tenant = caller.0.tenant_id;
-    let limit = p.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::validation("limit", "must be between 1 and 100"));
-    }
+    let limit = page::limit(p.limit)?;
     let status = match &p.status {
         None => None,
         Some(s) => Some(TaskStatus::parse(s).ok_or_else(|| {
@@ -361,16 +358,7 @@ pub async fn list(
         None => None,
         Some(e) => Some(resolve_employee(&state, tenant, e).await?.id),
     };
-    let before = match &p.cursor {
-        None => None,
-        Some(c) => Some(
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(c)
-                .ok()
-                .and_then(|b| Uuid::from_slice(&b).ok())
-                .ok_or_else(|| ApiError::validation("cursor", "is not a cursor from this API"))?,
-        ),
-    };
+    let before = page::decode(p.cursor.as_deref())?;
     let filter = TaskFilter {
         status,
         employee_id,
@@ -384,9 +372,7 @@ pub async fn list(
         .await?;
     Ok(Json(TaskPage {
         data: page.items.into_iter().map(TaskView::from).collect(),
-        next_cursor: page
-            .next_cursor
-            .map(|id| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.as_bytes())),
+        next_cursor: page.next_cursor.map(page::encode),
     }))
 }
 

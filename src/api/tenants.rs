@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
-use super::keys::{decode_cursor, encode_cursor};
+use super::page;
 use crate::app::AppState;
 use crate::auth::Scope;
 use crate::store::{Page, StoreError, Tenant};
@@ -122,11 +122,8 @@ pub async fn list(
     ApiQuery(params): ApiQuery<ListTenants>,
 ) -> ApiResult<Json<TenantPage>> {
     caller.require(Scope::Admin)?;
-    let limit = params.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::validation("limit", "must be between 1 and 100"));
-    }
-    let before = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let limit = page::limit(params.limit)?;
+    let before = page::decode(params.cursor.as_deref())?;
     let page = if caller.0.is_operator() {
         state.store.list_tenants(before, limit).await?
     } else {
@@ -142,7 +139,7 @@ pub async fn list(
     };
     Ok(Json(TenantPage {
         data: page.items.into_iter().map(TenantView::from).collect(),
-        next_cursor: page.next_cursor.map(encode_cursor),
+        next_cursor: page.next_cursor.map(page::encode),
     }))
 }
 
