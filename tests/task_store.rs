@@ -23,6 +23,7 @@ backend_tests!(
     cancel_queued_running_and_finished,
     approval_resumes_a_waiting_task,
     sessions_memory_and_schedule_fires,
+    step_events_keep_order_and_are_fenced,
 );
 
 fn new_task(employee: Uuid, priority: i32) -> NewTask {
@@ -73,6 +74,83 @@ async fn claim_orders_by_priority_then_age_and_respects_run_at(backend: Backend)
     let ev = s.list_events(high.id, 0, 100).await.unwrap();
     assert_eq!(ev.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
     assert_eq!(ev[1].payload["status"], "running");
+}
+
+/// A step's events get consecutive `seq` in the order given; a writer without the lease
+/// adds none; a finish carries the last step's usage and events in the same write.
+async fn step_events_keep_order_and_are_fenced(backend: Backend) {
+    let db = TestDb::new(backend).await.unwrap();
+    let s = db.migrated_store().await;
+    let (t, _) = s.create_task(&new_task(Uuid::now_v7(), 0)).await.unwrap();
+    let lease = s.claim_tasks("w1", 1, LEASE).await.unwrap()[0]
+        .lease()
+        .unwrap();
+    let kinds = ["llm_call", "tool_call", "tool_call", "message"];
+    let step = StepUpdate {
+        tokens_in: 10,
+        tokens_out: 5,
+        cost_nanos: 7,
+        steps: 1,
+        events: kinds
+            .iter()
+            .enumerate()
+            .map(|(i, k)| NewEvent::new(*k, json!({"i": i, "text": "ünï \"q\" 1e-7"})))
+            .collect(),
+    };
+    assert_eq!(s.record_step(&lease, &step).await.unwrap(), Some(false));
+    let stranger = Lease {
+        owner: "w2".into(),
+        ..lease.clone()
+    };
+    assert_eq!(s.record_step(&stranger, &step).await.unwrap(), None);
+    assert!(
+        !s.finish_task(
+            &stranger,
+            &Finish {
+                status: TaskStatus::Failed,
+                result: None,
+                error: Some("not mine".into()),
+                run_at: None,
+                step: step.clone(),
+            }
+        )
+        .await
+        .unwrap()
+    );
+    let mut last = step.clone();
+    last.events
+        .push(NewEvent::status(TaskStatus::Succeeded, json!({})));
+    let fin = Finish {
+        status: TaskStatus::Succeeded,
+        result: Some(json!({"output": "done"})),
+        error: None,
+        run_at: None,
+        step: last,
+    };
+    assert!(s.finish_task(&lease, &fin).await.unwrap());
+    let ev = s.list_events(t.id, 0, 100).await.unwrap();
+    assert_eq!(
+        ev.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=11).collect::<Vec<i64>>(),
+        "queued, running, 4 step events, 4 finish step events + status"
+    );
+    let got: Vec<&str> = ev[2..6].iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(got, kinds);
+    assert_eq!(ev[3].payload, json!({"i": 1, "text": "ünï \"q\" 1e-7"}));
+    assert_eq!(ev[10].payload["status"], "succeeded");
+    let t = s.get_task(DEFAULT_TENANT_ID, t.id).await.unwrap();
+    assert_eq!(
+        (t.tokens_in, t.tokens_out, t.cost_nanos, t.steps),
+        (20, 10, 14, 2)
+    );
+    // A write that fails half-way (an unknown tenant breaks a foreign key) changes
+    // nothing and leaves the store usable for the next write.
+    let mut orphan = new_task(Uuid::now_v7(), 0);
+    orphan.tenant_id = Uuid::now_v7();
+    assert!(s.create_task(&orphan).await.is_err());
+    assert!(s.create_task(&orphan).await.is_err());
+    let (t2, _) = s.create_task(&new_task(Uuid::now_v7(), 0)).await.unwrap();
+    assert_eq!(s.list_events(t2.id, 0, 10).await.unwrap().len(), 1);
 }
 
 async fn concurrent_claims_never_share_a_task(backend: Backend) {

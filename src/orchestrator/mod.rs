@@ -253,7 +253,7 @@ async fn execute(state: AppState, task: Task, hard_stop: CancellationToken) {
                     Ok(Some(_)) => {}
                     Ok(None) => {
                         tracing::warn!(task_id = %task.id, "lease lost; abandoning the task");
-                        break Some(Outcome::LeaseLost);
+                        break Some((Outcome::LeaseLost, None));
                     }
                     Err(e) => tracing::warn!(task_id = %task.id, error = %e, "lease renewal failed"),
                 }
@@ -281,10 +281,21 @@ async fn execute(state: AppState, task: Task, hard_stop: CancellationToken) {
         }
         return;
     };
-    finish(&state, &task, &lease, outcome, started).await;
+    let (outcome, tail) = outcome;
+    finish(
+        &state,
+        &task,
+        &lease,
+        outcome,
+        tail.unwrap_or_default(),
+        started,
+    )
+    .await;
 }
 
-async fn run_task(state: &AppState, task: &Task, lease: &Lease) -> Outcome {
+/// Runs the task's conversation; also returns the last step when the run left it to be
+/// written with the task's end.
+async fn run_task(state: &AppState, task: &Task, lease: &Lease) -> (Outcome, Option<StepUpdate>) {
     let employee = match state
         .store
         .get_employee(task.tenant_id, task.employee_id)
@@ -292,16 +303,22 @@ async fn run_task(state: &AppState, task: &Task, lease: &Lease) -> Outcome {
     {
         Ok(e) => e,
         Err(crate::store::StoreError::NotFound) => {
-            return Outcome::Failed {
-                error: "the employee of this task no longer exists".into(),
-                retryable: false,
-            };
+            return (
+                Outcome::Failed {
+                    error: "the employee of this task no longer exists".into(),
+                    retryable: false,
+                },
+                None,
+            );
         }
         Err(e) => {
-            return Outcome::Failed {
-                error: format!("storage unavailable: {e}"),
-                retryable: true,
-            };
+            return (
+                Outcome::Failed {
+                    error: format!("storage unavailable: {e}"),
+                    retryable: true,
+                },
+                None,
+            );
         }
     };
     let cfg = &state.config.tasks;
@@ -351,20 +368,33 @@ async fn run_task(state: &AppState, task: &Task, lease: &Lease) -> Outcome {
                     events.extend(page);
                 }
                 Err(e) => {
-                    return Outcome::Failed {
-                        error: format!("storage unavailable: {e}"),
-                        retryable: true,
-                    };
+                    return (
+                        Outcome::Failed {
+                            error: format!("storage unavailable: {e}"),
+                            retryable: true,
+                        },
+                        None,
+                    );
                 }
             }
         }
         run.replay(&events);
     }
     let sink = TaskSink { state, lease };
-    run.run(&sink).await
+    let outcome = run.run(&sink).await;
+    (outcome, run.take_tail())
 }
 
-async fn finish(state: &AppState, task: &Task, lease: &Lease, outcome: Outcome, started: Instant) {
+/// Ends the task's hold: one fenced write of the outcome together with `tail`, the last
+/// step when the run left it unwritten.
+async fn finish(
+    state: &AppState,
+    task: &Task,
+    lease: &Lease,
+    outcome: Outcome,
+    tail: StepUpdate,
+    started: Instant,
+) {
     let cfg = &state.config.tasks;
     let (status, result, error, run_at, extra) = match &outcome {
         Outcome::LeaseLost => return,
@@ -402,20 +432,16 @@ async fn finish(state: &AppState, task: &Task, lease: &Lease, outcome: Outcome, 
         ),
     };
     // The waiting_approval status event was written by the runtime with the call.
-    let events = if status == TaskStatus::WaitingApproval {
-        Vec::new()
-    } else {
-        vec![NewEvent::status(status, extra)]
-    };
+    let mut step = tail;
+    if status != TaskStatus::WaitingApproval {
+        step.events.push(NewEvent::status(status, extra));
+    }
     let f = Finish {
         status,
         result,
         error,
         run_at,
-        step: StepUpdate {
-            events,
-            ..Default::default()
-        },
+        step,
     };
     match state.store.finish_task(lease, &f).await {
         Ok(true) => {}

@@ -88,6 +88,9 @@ pub struct Run<'a> {
     decisions: HashMap<String, Decision>,
     /// Call ids that already have a recorded result.
     answered: Vec<String>,
+    /// The last step when it ended the run: not written yet, so the orchestrator writes
+    /// it together with the task's end (one write instead of two).
+    tail: Option<StepUpdate>,
 }
 
 /// The system prompt of an employee.
@@ -153,6 +156,7 @@ impl<'a> Run<'a> {
             pending: Vec::new(),
             decisions: HashMap::new(),
             answered: Vec::new(),
+            tail: None,
         }
     }
 
@@ -240,7 +244,8 @@ impl<'a> Run<'a> {
         None
     }
 
-    /// Runs to an outcome.
+    /// Runs to an outcome. The final model turn is not written through the sink: it is
+    /// left in [`Run::take_tail`] for the caller to write with the outcome.
     pub async fn run(&mut self, sink: &dyn Sink) -> Outcome {
         let tools = tools::offered_all(self.state, self.employee).await;
         loop {
@@ -390,6 +395,18 @@ impl<'a> Run<'a> {
                     json!({"role": "assistant", "content": answer}),
                 ));
             }
+            if final_turn {
+                // The run ends here either way: the step is written with the end.
+                self.add(&update);
+                self.tail = Some(update);
+                if let Some(reason) = self.limit_reached() {
+                    return Outcome::Failed {
+                        error: reason,
+                        retryable: false,
+                    };
+                }
+                return Outcome::Succeeded { answer };
+            }
             let cancel = match self.record(sink, update).await {
                 Err(o) => return o,
                 Ok(c) => c,
@@ -399,9 +416,6 @@ impl<'a> Run<'a> {
                     error: reason,
                     retryable: false,
                 };
-            }
-            if final_turn {
-                return Outcome::Succeeded { answer };
             }
             if cancel {
                 return Outcome::Cancelled;
@@ -427,12 +441,22 @@ impl<'a> Run<'a> {
         tools::run(&ctx, &call.name, &call.arguments).await
     }
 
-    /// Writes a step; `Ok(cancel requested)`, or the outcome that ends the run.
-    async fn record(&mut self, sink: &dyn Sink, step: StepUpdate) -> Result<bool, Outcome> {
+    /// The step that ended the run, when it is not written yet (see [`Run::run`]): the
+    /// caller must write it with the run's outcome.
+    pub fn take_tail(&mut self) -> Option<StepUpdate> {
+        self.tail.take()
+    }
+
+    fn add(&mut self, step: &StepUpdate) {
         self.totals.tokens_in += step.tokens_in;
         self.totals.tokens_out += step.tokens_out;
         self.totals.cost_nanos += step.cost_nanos;
         self.totals.steps += step.steps;
+    }
+
+    /// Writes a step; `Ok(cancel requested)`, or the outcome that ends the run.
+    async fn record(&mut self, sink: &dyn Sink, step: StepUpdate) -> Result<bool, Outcome> {
+        self.add(&step);
         match sink.step(step).await {
             Ok(Some(cancel)) => Ok(cancel),
             Ok(None) => Err(Outcome::LeaseLost),

@@ -26,9 +26,66 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 /// Reads go to a pool of connections (WAL readers never block); writes go to a pool of
 /// exactly one connection, so writers queue in this process instead of meeting SQLite's
 /// busy handler, whose back-off sleeps (up to 100 ms a try) would dominate tail latency.
+/// The hot task writes run on the [`WriteLane`], so the one writer connection is never
+/// held by a transaction waiting for its turn on a busy runtime.
 pub struct SqliteStore {
     pool: SqlitePool,
     writer: SqlitePool,
+    lane: WriteLane,
+}
+
+/// A thread with its own single-threaded runtime on which write transactions run.
+///
+/// Every statement of a transaction is a round trip to the connection's worker thread.
+/// Awaited on the shared runtime, each of those wake-ups waits behind every other ready
+/// task (hundreds under load) while the transaction keeps the only writer connection, so
+/// the writer sat idle most of the time. On this lane the transaction is the only thing
+/// ready to run, so the connection goes straight to its next statement.
+struct WriteLane {
+    handle: tokio::runtime::Handle,
+    /// Dropping it (with the store) ends the thread.
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl WriteLane {
+    fn start() -> StoreResult<Self> {
+        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => {
+                        let _ = handle_tx.send(Ok(rt.handle().clone()));
+                        rt.block_on(async {
+                            let _ = stopped.await;
+                        });
+                    }
+                    Err(e) => {
+                        let _ = handle_tx.send(Err(e));
+                    }
+                }
+            })
+            .map_err(lane_error)?;
+        let handle = handle_rx
+            .recv()
+            .map_err(|_| lane_error(std::io::Error::other("writer thread ended at start")))?
+            .map_err(lane_error)?;
+        Ok(Self {
+            handle,
+            _stop: stop,
+        })
+    }
+}
+
+fn lane_error(e: std::io::Error) -> StoreError {
+    StoreError::Database(sqlx::Error::Io(std::io::Error::new(
+        e.kind(),
+        format!("cannot start the SQLite writer thread: {e}"),
+    )))
 }
 
 impl SqliteStore {
@@ -70,7 +127,25 @@ impl SqliteStore {
                 .connect_with(options)
                 .await?
         };
-        Ok(Self { pool, writer })
+        Ok(Self {
+            pool,
+            writer,
+            lane: WriteLane::start()?,
+        })
+    }
+
+    /// Runs a write transaction on the [`WriteLane`]. It runs to its end even if the
+    /// caller stops waiting, so a transaction is never abandoned half-way by a cancel.
+    async fn write<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = StoreResult<T>> + Send + 'static,
+    {
+        match self.lane.handle.spawn(work).await {
+            Ok(r) => r,
+            Err(e) if e.is_cancelled() => Err(StoreError::Database(sqlx::Error::PoolClosed)),
+            Err(_) => Err(StoreError::Database(sqlx::Error::WorkerCrashed)),
+        }
     }
 
     pub fn pool(&self) -> &SqlitePool {

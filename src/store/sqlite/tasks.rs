@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::sqlite::SqliteRow;
+use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
@@ -131,28 +131,266 @@ fn after(d: Duration) -> DateTime<Utc> {
     now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
-/// Appends events after the last `seq` of the task. Callers have already written the
-/// task row in the same transaction, which serialises appends per task.
+/// Appends events after the last `seq` of the task, in one statement (a JSON array of
+/// `[kind, payload text]` pairs). Callers have already written the task row in the same
+/// transaction, which serialises appends per task.
 async fn append(
     tx: &mut Transaction<'_, Sqlite>,
     task: Uuid,
     events: &[NewEvent],
 ) -> StoreResult<()> {
-    let t = ts(&now());
-    for e in events {
-        sqlx::query(
-            "INSERT INTO task_events (task_id, seq, kind, payload, created_at) VALUES \
-             (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM task_events WHERE task_id = ?), ?, ?, ?)",
-        )
-        .bind(task.to_string())
-        .bind(task.to_string())
-        .bind(e.kind)
-        .bind(e.payload.to_string())
-        .bind(&t)
-        .execute(&mut **tx)
-        .await?;
+    if events.is_empty() {
+        return Ok(());
     }
+    let pairs = Value::Array(
+        events
+            .iter()
+            .map(|e| Value::Array(vec![e.kind.into(), e.payload.to_string().into()]))
+            .collect(),
+    );
+    sqlx::query(
+        "INSERT INTO task_events (task_id, seq, kind, payload, created_at) \
+         SELECT ?1, (SELECT COALESCE(MAX(seq), 0) FROM task_events WHERE task_id = ?1) \
+         + j.key + 1, j.value ->> 0, j.value ->> 1, ?2 FROM json_each(?3) AS j ORDER BY j.key",
+    )
+    .bind(task.to_string())
+    .bind(ts(&now()))
+    .bind(pairs.to_string())
+    .execute(&mut **tx)
+    .await?;
     Ok(())
+}
+
+/// Runs a write script (`BEGIN IMMEDIATE; …; COMMIT`) on the writer connection in one
+/// round trip and returns the rows its statements produced. Statements after the first
+/// write are fenced in SQL (`changes()`, the lease columns), so the script needs no
+/// decision from the caller half-way. If a statement fails, the transaction is rolled
+/// back before the connection goes back to the pool (or the connection is dropped).
+async fn script<'q>(
+    writer: &SqlitePool,
+    q: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>,
+) -> StoreResult<Vec<SqliteRow>> {
+    let mut conn = writer.acquire().await?;
+    match q.fetch_all(&mut *conn).await {
+        Ok(rows) => Ok(rows),
+        Err(e) => {
+            // SQLite may already have rolled back (then ROLLBACK says no transaction is
+            // active); any other failure leaves the state unknown: drop the connection.
+            if let Err(r) = sqlx::query("ROLLBACK").execute(&mut *conn).await
+                && !r.to_string().contains("no transaction is active")
+            {
+                tracing::warn!(error = %r, "rollback after a failed write failed; reconnecting");
+                conn.close_on_drop();
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// `[kind, payload text]` pairs of events for `json_each`.
+fn event_pairs(events: &[NewEvent]) -> String {
+    Value::Array(
+        events
+            .iter()
+            .map(|e| Value::Array(vec![e.kind.into(), e.payload.to_string().into()]))
+            .collect(),
+    )
+    .to_string()
+}
+
+async fn create_task(writer: &SqlitePool, t: &NewTask) -> StoreResult<(Task, bool)> {
+    let id = Uuid::now_v7();
+    let created = ts(&now());
+    let queued = NewEvent::status(TaskStatus::Queued, Value::Null);
+    let rows = script(
+        writer,
+        sqlx::query(concat!(
+            "BEGIN IMMEDIATE; \
+             INSERT INTO tasks (id, tenant_id, employee_id, input, status, priority, run_at, \
+             max_attempts, idempotency_key, request_hash, parent_task_id, depth, session_id, \
+             callback_url, metadata, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
+             ?15, ?15) \
+             ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL \
+             DO NOTHING RETURNING ",
+            task_cols!(),
+            "; INSERT INTO task_events (task_id, seq, kind, payload, created_at) \
+             SELECT ?1, 1, 'status', ?16, ?15 WHERE changes() = 1; \
+             COMMIT;"
+        ))
+        .bind(id.to_string())
+        .bind(t.tenant_id.to_string())
+        .bind(t.employee_id.to_string())
+        .bind(t.input.to_string())
+        .bind(t.priority)
+        .bind(ts(&t.run_at))
+        .bind(t.max_attempts)
+        .bind(&t.idempotency_key)
+        .bind(&t.request_hash)
+        .bind(t.parent_task_id.map(|p| p.to_string()))
+        .bind(t.depth)
+        .bind(t.session_id.map(|s| s.to_string()))
+        .bind(&t.callback_url)
+        .bind(t.metadata.to_string())
+        .bind(&created)
+        .bind(queued.payload.to_string()),
+    )
+    .await?;
+    if let Some(row) = rows.first() {
+        return Ok((task_row(row)?, true));
+    }
+    // The idempotency key is taken: the existing task.
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        task_cols!(),
+        " FROM tasks WHERE tenant_id = ? AND idempotency_key = ?"
+    ))
+    .bind(t.tenant_id.to_string())
+    .bind(&t.idempotency_key)
+    .fetch_one(writer)
+    .await?;
+    Ok((task_row(&row)?, false))
+}
+
+async fn claim_tasks(
+    writer: &SqlitePool,
+    owner: &str,
+    n: u32,
+    lease: Duration,
+) -> StoreResult<Vec<Task>> {
+    let t = ts(&now());
+    let expires = ts(&after(lease));
+    // The claimed rows are exactly those holding this lease (owner and expiry instant):
+    // a renewal of an older lease of this owner in the same transaction is impossible,
+    // the script holds the write lock.
+    let rows = script(
+        writer,
+        sqlx::query(concat!(
+            "BEGIN IMMEDIATE; \
+             UPDATE tasks SET status = 'running', attempt = attempt + 1, lease_owner = ?1, \
+             lease_expires_at = ?2, started_at = COALESCE(started_at, ?3), updated_at = ?3 \
+             WHERE id IN (SELECT id FROM tasks WHERE status IN ('queued', 'retrying') \
+             AND run_at <= ?3 ORDER BY priority DESC, run_at, id LIMIT ?4) RETURNING ",
+            task_cols!(),
+            "; INSERT INTO task_events (task_id, seq, kind, payload, created_at) \
+             SELECT c.id, (SELECT COALESCE(MAX(seq), 0) + 1 FROM task_events \
+             WHERE task_id = c.id), 'status', \
+             json_object('attempt', c.attempt, 'status', 'running'), ?3 \
+             FROM tasks c WHERE c.lease_owner = ?1 AND c.lease_expires_at = ?2 \
+             AND c.status = 'running' AND c.updated_at = ?3; \
+             COMMIT;"
+        ))
+        .bind(owner)
+        .bind(&expires)
+        .bind(&t)
+        .bind(i64::from(n)),
+    )
+    .await?;
+    let mut tasks = rows.iter().map(task_row).collect::<StoreResult<Vec<_>>>()?;
+    tasks.sort_by(|a, b| {
+        b.priority
+            .cmp(&a.priority)
+            .then(a.run_at.cmp(&b.run_at))
+            .then(a.id.cmp(&b.id))
+    });
+    Ok(tasks)
+}
+
+async fn renew_lease(
+    writer: &SqlitePool,
+    lease: &Lease,
+    duration: Duration,
+) -> StoreResult<Option<bool>> {
+    Ok(sqlx::query_scalar(
+        "UPDATE tasks SET lease_expires_at = ? WHERE id = ? AND lease_owner = ? \
+         AND attempt = ? AND status = 'running' RETURNING cancel_requested",
+    )
+    .bind(ts(&after(duration)))
+    .bind(lease.task_id.to_string())
+    .bind(&lease.owner)
+    .bind(lease.attempt)
+    .fetch_optional(writer)
+    .await?)
+}
+
+/// Appends `?9` (event pairs) to task `?6` when the statement before changed one row.
+macro_rules! append_if_changed {
+    () => {
+        "INSERT INTO task_events (task_id, seq, kind, payload, created_at) \
+         SELECT ?6, (SELECT COALESCE(MAX(seq), 0) FROM task_events WHERE task_id = ?6) \
+         + j.key + 1, j.value ->> 0, j.value ->> 1, ?5 FROM json_each(?9) AS j \
+         WHERE changes() = 1 ORDER BY j.key;"
+    };
+}
+
+async fn record_step(
+    writer: &SqlitePool,
+    lease: &Lease,
+    step: &StepUpdate,
+) -> StoreResult<Option<bool>> {
+    let rows = script(
+        writer,
+        sqlx::query(concat!(
+            "BEGIN IMMEDIATE; \
+             UPDATE tasks SET tokens_in = tokens_in + ?1, tokens_out = tokens_out + ?2, \
+             cost_nanos = cost_nanos + ?3, steps = steps + ?4, updated_at = ?5 \
+             WHERE id = ?6 AND lease_owner = ?7 AND attempt = ?8 AND status = 'running' \
+             RETURNING cancel_requested; ",
+            append_if_changed!(),
+            " COMMIT;"
+        ))
+        .bind(step.tokens_in)
+        .bind(step.tokens_out)
+        .bind(step.cost_nanos)
+        .bind(step.steps)
+        .bind(ts(&now()))
+        .bind(lease.task_id.to_string())
+        .bind(&lease.owner)
+        .bind(lease.attempt)
+        .bind(event_pairs(&step.events)),
+    )
+    .await?;
+    rows.first()
+        .map(|r| r.try_get::<bool, _>(0))
+        .transpose()
+        .map_err(Into::into)
+}
+
+async fn finish_task(writer: &SqlitePool, lease: &Lease, f: &Finish) -> StoreResult<bool> {
+    let give_back = matches!(f.status, TaskStatus::Queued | TaskStatus::WaitingApproval);
+    let rows = script(
+        writer,
+        sqlx::query(concat!(
+            "BEGIN IMMEDIATE; \
+             UPDATE tasks SET status = ?10, result = COALESCE(?11, result), error = ?12, \
+             run_at = COALESCE(?13, run_at), lease_owner = NULL, lease_expires_at = NULL, \
+             attempt = CASE WHEN ?14 THEN attempt - 1 ELSE attempt END, \
+             finished_at = CASE WHEN ?15 THEN ?5 ELSE finished_at END, \
+             tokens_in = tokens_in + ?1, tokens_out = tokens_out + ?2, \
+             cost_nanos = cost_nanos + ?3, steps = steps + ?4, updated_at = ?5 \
+             WHERE id = ?6 AND lease_owner = ?7 AND attempt = ?8 AND status = 'running' \
+             RETURNING 1; ",
+            append_if_changed!(),
+            " COMMIT;"
+        ))
+        .bind(f.step.tokens_in)
+        .bind(f.step.tokens_out)
+        .bind(f.step.cost_nanos)
+        .bind(f.step.steps)
+        .bind(ts(&now()))
+        .bind(lease.task_id.to_string())
+        .bind(&lease.owner)
+        .bind(lease.attempt)
+        .bind(event_pairs(&f.step.events))
+        .bind(f.status.as_str())
+        .bind(f.result.as_ref().map(Value::to_string))
+        .bind(&f.error)
+        .bind(f.run_at.as_ref().map(ts))
+        .bind(give_back)
+        .bind(f.status.is_terminal()),
+    )
+    .await?;
+    Ok(!rows.is_empty())
 }
 
 #[async_trait]
@@ -169,62 +407,10 @@ impl TaskStore for SqliteStore {
     }
 
     async fn create_task(&self, t: &NewTask) -> StoreResult<(Task, bool)> {
-        let id = Uuid::now_v7();
-        let created = now();
-        let mut tx = self.writer.begin().await?;
-        let inserted = sqlx::query(concat!(
-            "INSERT INTO tasks (id, tenant_id, employee_id, input, status, priority, run_at, \
-             max_attempts, idempotency_key, request_hash, parent_task_id, depth, session_id, \
-             callback_url, metadata, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL \
-             DO NOTHING RETURNING ",
-            task_cols!()
-        ))
-        .bind(id.to_string())
-        .bind(t.tenant_id.to_string())
-        .bind(t.employee_id.to_string())
-        .bind(t.input.to_string())
-        .bind(t.priority)
-        .bind(ts(&t.run_at))
-        .bind(t.max_attempts)
-        .bind(&t.idempotency_key)
-        .bind(&t.request_hash)
-        .bind(t.parent_task_id.map(|p| p.to_string()))
-        .bind(t.depth)
-        .bind(t.session_id.map(|s| s.to_string()))
-        .bind(&t.callback_url)
-        .bind(t.metadata.to_string())
-        .bind(ts(&created))
-        .bind(ts(&created))
-        .fetch_optional(&mut *tx)
-        .await?;
-        match inserted {
-            Some(row) => {
-                let task = task_row(&row)?;
-                append(
-                    &mut tx,
-                    id,
-                    &[NewEvent::status(TaskStatus::Queued, Value::Null)],
-                )
-                .await?;
-                tx.commit().await?;
-                Ok((task, true))
-            }
-            None => {
-                let row = sqlx::query(concat!(
-                    "SELECT ",
-                    task_cols!(),
-                    " FROM tasks WHERE tenant_id = ? AND idempotency_key = ?"
-                ))
-                .bind(t.tenant_id.to_string())
-                .bind(&t.idempotency_key)
-                .fetch_one(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                Ok((task_row(&row)?, false))
-            }
-        }
+        let writer = self.writer.clone();
+        let t = t.clone();
+        self.write(async move { create_task(&writer, &t).await })
+            .await
     }
 
     async fn get_task(&self, tenant: Uuid, id: Uuid) -> StoreResult<Task> {
@@ -278,115 +464,31 @@ impl TaskStore for SqliteStore {
     }
 
     async fn claim_tasks(&self, owner: &str, n: u32, lease: Duration) -> StoreResult<Vec<Task>> {
-        let t = now();
-        let mut tx = self.writer.begin().await?;
-        let rows = sqlx::query(concat!(
-            "UPDATE tasks SET status = 'running', attempt = attempt + 1, lease_owner = ?, \
-             lease_expires_at = ?, started_at = COALESCE(started_at, ?), updated_at = ? \
-             WHERE id IN (SELECT id FROM tasks WHERE status IN ('queued', 'retrying') \
-             AND run_at <= ? ORDER BY priority DESC, run_at, id LIMIT ?) RETURNING ",
-            task_cols!()
-        ))
-        .bind(owner)
-        .bind(ts(&after(lease)))
-        .bind(ts(&t))
-        .bind(ts(&t))
-        .bind(ts(&t))
-        .bind(i64::from(n))
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut tasks = rows.iter().map(task_row).collect::<StoreResult<Vec<_>>>()?;
-        for task in &tasks {
-            let ev = NewEvent::status(
-                TaskStatus::Running,
-                serde_json::json!({ "attempt": task.attempt }),
-            );
-            append(&mut tx, task.id, &[ev]).await?;
-        }
-        tx.commit().await?;
-        tasks.sort_by(|a, b| {
-            b.priority
-                .cmp(&a.priority)
-                .then(a.run_at.cmp(&b.run_at))
-                .then(a.id.cmp(&b.id))
-        });
-        Ok(tasks)
+        let writer = self.writer.clone();
+        let owner = owner.to_string();
+        self.write(async move { claim_tasks(&writer, &owner, n, lease).await })
+            .await
     }
 
     async fn renew_lease(&self, lease: &Lease, duration: Duration) -> StoreResult<Option<bool>> {
-        Ok(sqlx::query_scalar(
-            "UPDATE tasks SET lease_expires_at = ? WHERE id = ? AND lease_owner = ? \
-             AND attempt = ? AND status = 'running' RETURNING cancel_requested",
-        )
-        .bind(ts(&after(duration)))
-        .bind(lease.task_id.to_string())
-        .bind(&lease.owner)
-        .bind(lease.attempt)
-        .fetch_optional(&self.writer)
-        .await?)
+        let writer = self.writer.clone();
+        let lease = lease.clone();
+        self.write(async move { renew_lease(&writer, &lease, duration).await })
+            .await
     }
 
     async fn record_step(&self, lease: &Lease, step: &StepUpdate) -> StoreResult<Option<bool>> {
-        let mut tx = self.writer.begin().await?;
-        let cancel: Option<bool> = sqlx::query_scalar(
-            "UPDATE tasks SET tokens_in = tokens_in + ?, tokens_out = tokens_out + ?, \
-             cost_nanos = cost_nanos + ?, steps = steps + ?, updated_at = ? \
-             WHERE id = ? AND lease_owner = ? AND attempt = ? AND status = 'running' \
-             RETURNING cancel_requested",
-        )
-        .bind(step.tokens_in)
-        .bind(step.tokens_out)
-        .bind(step.cost_nanos)
-        .bind(step.steps)
-        .bind(ts(&now()))
-        .bind(lease.task_id.to_string())
-        .bind(&lease.owner)
-        .bind(lease.attempt)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if cancel.is_some() {
-            append(&mut tx, lease.task_id, &step.events).await?;
-        }
-        tx.commit().await?;
-        Ok(cancel)
+        let writer = self.writer.clone();
+        let (lease, step) = (lease.clone(), step.clone());
+        self.write(async move { record_step(&writer, &lease, &step).await })
+            .await
     }
 
     async fn finish_task(&self, lease: &Lease, f: &Finish) -> StoreResult<bool> {
-        let t = now();
-        let give_back = matches!(f.status, TaskStatus::Queued | TaskStatus::WaitingApproval);
-        let mut tx = self.writer.begin().await?;
-        let done = sqlx::query(
-            "UPDATE tasks SET status = ?, result = COALESCE(?, result), error = ?, \
-             run_at = COALESCE(?, run_at), lease_owner = NULL, lease_expires_at = NULL, \
-             attempt = CASE WHEN ? THEN attempt - 1 ELSE attempt END, \
-             finished_at = CASE WHEN ? THEN ? ELSE finished_at END, \
-             tokens_in = tokens_in + ?, tokens_out = tokens_out + ?, \
-             cost_nanos = cost_nanos + ?, steps = steps + ?, updated_at = ? \
-             WHERE id = ? AND lease_owner = ? AND attempt = ? AND status = 'running'",
-        )
-        .bind(f.status.as_str())
-        .bind(f.result.as_ref().map(Value::to_string))
-        .bind(&f.error)
-        .bind(f.run_at.as_ref().map(ts))
-        .bind(give_back)
-        .bind(f.status.is_terminal())
-        .bind(ts(&t))
-        .bind(f.step.tokens_in)
-        .bind(f.step.tokens_out)
-        .bind(f.step.cost_nanos)
-        .bind(f.step.steps)
-        .bind(ts(&t))
-        .bind(lease.task_id.to_string())
-        .bind(&lease.owner)
-        .bind(lease.attempt)
-        .execute(&mut *tx)
-        .await?;
-        let won = done.rows_affected() == 1;
-        if won {
-            append(&mut tx, lease.task_id, &f.step.events).await?;
-        }
-        tx.commit().await?;
-        Ok(won)
+        let writer = self.writer.clone();
+        let (lease, f) = (lease.clone(), f.clone());
+        self.write(async move { finish_task(&writer, &lease, &f).await })
+            .await
     }
 
     async fn rescue_expired(
