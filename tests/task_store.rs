@@ -94,7 +94,7 @@ async fn step_events_keep_order_and_are_fenced(backend: Backend) {
         events: kinds
             .iter()
             .enumerate()
-            .map(|(i, k)| NewEvent::new(*k, json!({"i": i, "text": "ünï \"q\" 1e-7"})))
+            .map(|(i, k)| NewEvent::new(k, json!({"i": i, "text": "ünï \"q\" 1e-7"})))
             .collect(),
     };
     assert_eq!(s.record_step(&lease, &step).await.unwrap(), Some(false));
