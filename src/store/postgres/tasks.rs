@@ -148,6 +148,27 @@ async fn append(
     Ok(())
 }
 
+/// Kinds and payloads of events as two arrays for `UNNEST`.
+fn event_arrays(events: &[NewEvent]) -> (Vec<&'static str>, Vec<Json<&Value>>) {
+    (
+        events.iter().map(|e| e.kind).collect(),
+        events.iter().map(|e| Json(&e.payload)).collect(),
+    )
+}
+
+/// A CTE appending events `$9` (kinds) / `$10` (payloads) to the task updated by CTE `u`
+/// (nothing when the fenced update matched no row). The `seq` base is read in the
+/// statement's snapshot: safe because only the lease holder appends to a running task,
+/// one write at a time, and `u`'s fence fails for anyone else.
+macro_rules! append_after_u {
+    () => {
+        "ev AS (INSERT INTO task_events (task_id, seq, kind, payload, created_at) \
+         SELECT u.id, (SELECT COALESCE(MAX(seq), 0) FROM task_events WHERE task_id = u.id) \
+         + e.n, e.kind, e.payload, $5 \
+         FROM u, UNNEST($9::text[], $10::jsonb[]) WITH ORDINALITY AS e(kind, payload, n))"
+    };
+}
+
 #[async_trait]
 impl TaskStore for PgStore {
     async fn find_employee_by_name(&self, tenant: Uuid, name: &str) -> StoreResult<Employee> {
@@ -162,19 +183,23 @@ impl TaskStore for PgStore {
     }
 
     async fn create_task(&self, t: &NewTask) -> StoreResult<(Task, bool)> {
-        let id = Uuid::now_v7();
-        let created = now();
-        let mut tx = self.pool.begin().await?;
+        // One statement: the row, its `queued` event and the wake-up of the workers.
+        let queued = NewEvent::status(TaskStatus::Queued, Value::Null);
         let inserted = sqlx::query(concat!(
-            "INSERT INTO tasks (id, tenant_id, employee_id, input, status, priority, run_at, \
-             max_attempts, idempotency_key, request_hash, parent_task_id, depth, session_id, \
-             callback_url, metadata, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15) \
+            "WITH ins AS (INSERT INTO tasks (id, tenant_id, employee_id, input, status, \
+             priority, run_at, max_attempts, idempotency_key, request_hash, parent_task_id, \
+             depth, session_id, callback_url, metadata, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+             $15, $15) \
              ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL \
              DO NOTHING RETURNING ",
-            task_cols!()
+            task_cols!(),
+            "), ev AS (INSERT INTO task_events (task_id, seq, kind, payload, created_at) \
+             SELECT id, 1, 'status', $16, $15 FROM ins), \
+             wake AS (SELECT pg_notify($17, '') FROM ins) \
+             SELECT ins.* FROM ins LEFT JOIN wake ON true"
         ))
-        .bind(id)
+        .bind(Uuid::now_v7())
         .bind(t.tenant_id)
         .bind(t.employee_id)
         .bind(Json(&t.input))
@@ -188,39 +213,25 @@ impl TaskStore for PgStore {
         .bind(t.session_id)
         .bind(&t.callback_url)
         .bind(Json(&t.metadata))
-        .bind(created)
-        .fetch_optional(&mut *tx)
+        .bind(now())
+        .bind(Json(&queued.payload))
+        .bind(TASKS_CHANNEL)
+        .fetch_optional(&self.pool)
         .await?;
-        match inserted {
-            Some(row) => {
-                let task = task_row(&row)?;
-                append(
-                    &mut tx,
-                    id,
-                    &[NewEvent::status(TaskStatus::Queued, Value::Null)],
-                )
-                .await?;
-                sqlx::query("SELECT pg_notify($1, '')")
-                    .bind(TASKS_CHANNEL)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok((task, true))
-            }
-            None => {
-                let row = sqlx::query(concat!(
-                    "SELECT ",
-                    task_cols!(),
-                    " FROM tasks WHERE tenant_id = $1 AND idempotency_key = $2"
-                ))
-                .bind(t.tenant_id)
-                .bind(&t.idempotency_key)
-                .fetch_one(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                Ok((task_row(&row)?, false))
-            }
+        if let Some(row) = inserted {
+            return Ok((task_row(&row)?, true));
         }
+        // The idempotency key is taken: the existing task.
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            task_cols!(),
+            " FROM tasks WHERE tenant_id = $1 AND idempotency_key = $2"
+        ))
+        .bind(t.tenant_id)
+        .bind(&t.idempotency_key)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((task_row(&row)?, false))
     }
 
     async fn get_task(&self, tenant: Uuid, id: Uuid) -> StoreResult<Task> {
@@ -269,42 +280,28 @@ impl TaskStore for PgStore {
     }
 
     async fn claim_tasks(&self, owner: &str, n: u32, lease: Duration) -> StoreResult<Vec<Task>> {
-        let t = now();
-        let mut tx = self.pool.begin().await?;
+        // One statement: the claim and a `running` event per claimed task.
         let rows = sqlx::query(concat!(
-            "UPDATE tasks SET status = 'running', attempt = attempt + 1, lease_owner = $1, \
-             lease_expires_at = $2, started_at = COALESCE(started_at, $3), updated_at = $3 \
+            "WITH c AS (UPDATE tasks SET status = 'running', attempt = attempt + 1, \
+             lease_owner = $1, lease_expires_at = $2, started_at = COALESCE(started_at, $3), \
+             updated_at = $3 \
              WHERE id IN (SELECT id FROM tasks WHERE status IN ('queued', 'retrying') \
              AND run_at <= $3 ORDER BY priority DESC, run_at, id LIMIT $4 \
              FOR UPDATE SKIP LOCKED) RETURNING ",
-            task_cols!()
+            task_cols!(),
+            "), ev AS (INSERT INTO task_events (task_id, seq, kind, payload, created_at) \
+             SELECT c.id, (SELECT COALESCE(MAX(seq), 0) + 1 FROM task_events \
+             WHERE task_id = c.id), 'status', \
+             jsonb_build_object('status', 'running', 'attempt', c.attempt), $3 FROM c) \
+             SELECT * FROM c"
         ))
         .bind(owner)
         .bind(after(lease))
-        .bind(t)
+        .bind(now())
         .bind(i64::from(n))
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await?;
         let mut tasks = rows.iter().map(task_row).collect::<StoreResult<Vec<_>>>()?;
-        if !tasks.is_empty() {
-            let ids: Vec<Uuid> = tasks.iter().map(|t| t.id).collect();
-            let payloads: Vec<Json<Value>> = tasks
-                .iter()
-                .map(|t| Json(serde_json::json!({"status": "running", "attempt": t.attempt})))
-                .collect();
-            sqlx::query(
-                "INSERT INTO task_events (task_id, seq, kind, payload, created_at) \
-                 SELECT e.id, (SELECT COALESCE(MAX(seq), 0) + 1 FROM task_events \
-                 WHERE task_id = e.id), 'status', e.payload, $3 \
-                 FROM UNNEST($1::uuid[], $2::jsonb[]) AS e(id, payload)",
-            )
-            .bind(&ids)
-            .bind(&payloads)
-            .bind(t)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
         tasks.sort_by(|a, b| {
             b.priority
                 .cmp(&a.priority)
@@ -328,13 +325,16 @@ impl TaskStore for PgStore {
     }
 
     async fn record_step(&self, lease: &Lease, step: &StepUpdate) -> StoreResult<Option<bool>> {
-        let mut tx = self.pool.begin().await?;
-        let cancel: Option<bool> = sqlx::query_scalar(
-            "UPDATE tasks SET tokens_in = tokens_in + $1, tokens_out = tokens_out + $2, \
-             cost_nanos = cost_nanos + $3, steps = steps + $4, updated_at = $5 \
+        let (kinds, payloads) = event_arrays(&step.events);
+        Ok(sqlx::query_scalar(concat!(
+            "WITH u AS (UPDATE tasks SET tokens_in = tokens_in + $1, \
+             tokens_out = tokens_out + $2, cost_nanos = cost_nanos + $3, steps = steps + $4, \
+             updated_at = $5 \
              WHERE id = $6 AND lease_owner = $7 AND attempt = $8 AND status = 'running' \
-             RETURNING cancel_requested",
-        )
+             RETURNING id, cancel_requested), ",
+            append_after_u!(),
+            " SELECT cancel_requested FROM u"
+        ))
         .bind(step.tokens_in)
         .bind(step.tokens_out)
         .bind(step.cost_nanos)
@@ -343,56 +343,50 @@ impl TaskStore for PgStore {
         .bind(lease.task_id)
         .bind(&lease.owner)
         .bind(lease.attempt)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if cancel.is_some() {
-            append(&mut tx, lease.task_id, &step.events).await?;
-        }
-        tx.commit().await?;
-        Ok(cancel)
+        .bind(&kinds)
+        .bind(&payloads)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     async fn finish_task(&self, lease: &Lease, f: &Finish) -> StoreResult<bool> {
-        let t = now();
         let give_back = matches!(f.status, TaskStatus::Queued | TaskStatus::WaitingApproval);
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
-            "UPDATE tasks SET status = $1, result = COALESCE($2, result), error = $3, \
-             run_at = COALESCE($4, run_at), lease_owner = NULL, lease_expires_at = NULL, \
-             attempt = CASE WHEN $5 THEN attempt - 1 ELSE attempt END, \
-             finished_at = CASE WHEN $6 THEN $7 ELSE finished_at END, \
-             tokens_in = tokens_in + $8, tokens_out = tokens_out + $9, \
-             cost_nanos = cost_nanos + $10, steps = steps + $11, updated_at = $7 \
-             WHERE id = $12 AND lease_owner = $13 AND attempt = $14 AND status = 'running'",
-        )
+        let requeued = matches!(f.status, TaskStatus::Queued | TaskStatus::Retrying);
+        let (kinds, payloads) = event_arrays(&f.step.events);
+        let won: Option<i32> = sqlx::query_scalar(concat!(
+            "WITH u AS (UPDATE tasks SET status = $11, result = COALESCE($12, result), \
+             error = $13, run_at = COALESCE($14, run_at), lease_owner = NULL, \
+             lease_expires_at = NULL, attempt = CASE WHEN $15 THEN attempt - 1 ELSE attempt END, \
+             finished_at = CASE WHEN $16 THEN $5 ELSE finished_at END, \
+             tokens_in = tokens_in + $1, tokens_out = tokens_out + $2, \
+             cost_nanos = cost_nanos + $3, steps = steps + $4, updated_at = $5 \
+             WHERE id = $6 AND lease_owner = $7 AND attempt = $8 AND status = 'running' \
+             RETURNING id), ",
+            append_after_u!(),
+            ", wake AS (SELECT pg_notify($17, '') FROM u WHERE $18) \
+             SELECT 1 FROM u LEFT JOIN wake ON true"
+        ))
+        .bind(f.step.tokens_in)
+        .bind(f.step.tokens_out)
+        .bind(f.step.cost_nanos)
+        .bind(f.step.steps)
+        .bind(now())
+        .bind(lease.task_id)
+        .bind(&lease.owner)
+        .bind(lease.attempt)
+        .bind(&kinds)
+        .bind(&payloads)
         .bind(f.status.as_str())
         .bind(f.result.as_ref().map(Json))
         .bind(&f.error)
         .bind(f.run_at)
         .bind(give_back)
         .bind(f.status.is_terminal())
-        .bind(t)
-        .bind(f.step.tokens_in)
-        .bind(f.step.tokens_out)
-        .bind(f.step.cost_nanos)
-        .bind(f.step.steps)
-        .bind(lease.task_id)
-        .bind(&lease.owner)
-        .bind(lease.attempt)
-        .execute(&mut *tx)
+        .bind(TASKS_CHANNEL)
+        .bind(requeued)
+        .fetch_optional(&self.pool)
         .await?;
-        let won = done.rows_affected() == 1;
-        if won {
-            append(&mut tx, lease.task_id, &f.step.events).await?;
-            if matches!(f.status, TaskStatus::Queued | TaskStatus::Retrying) {
-                sqlx::query("SELECT pg_notify($1, '')")
-                    .bind(TASKS_CHANNEL)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(won)
+        Ok(won.is_some())
     }
 
     async fn rescue_expired(
