@@ -104,6 +104,23 @@ macro_rules! employee_cols {
     };
 }
 
+impl PgStore {
+    /// An employee by its name in a tenant, in one query.
+    pub(crate) async fn employee_by_name(&self, tenant: Uuid, name: &str) -> StoreResult<Employee> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            employee_cols!(),
+            " FROM employees WHERE tenant_id = $1 AND name = $2"
+        ))
+        .bind(tenant)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        employee_row(&row)
+    }
+}
+
 /// The ai_calls columns, as a macro so queries stay `&'static str` literals.
 macro_rules! ai_call_cols {
     () => {

@@ -172,14 +172,7 @@ macro_rules! append_after_u {
 #[async_trait]
 impl TaskStore for PgStore {
     async fn find_employee_by_name(&self, tenant: Uuid, name: &str) -> StoreResult<Employee> {
-        let id: Uuid =
-            sqlx::query_scalar("SELECT id FROM employees WHERE tenant_id = $1 AND name = $2")
-                .bind(tenant)
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await?
-                .ok_or(StoreError::NotFound)?;
-        self.get_employee(tenant, id).await
+        self.employee_by_name(tenant, name).await
     }
 
     async fn create_task(&self, t: &NewTask) -> StoreResult<(Task, bool)> {

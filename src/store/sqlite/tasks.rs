@@ -396,14 +396,7 @@ async fn finish_task(writer: &SqlitePool, lease: &Lease, f: &Finish) -> StoreRes
 #[async_trait]
 impl TaskStore for SqliteStore {
     async fn find_employee_by_name(&self, tenant: Uuid, name: &str) -> StoreResult<Employee> {
-        let id: String =
-            sqlx::query_scalar("SELECT id FROM employees WHERE tenant_id = ? AND name = ?")
-                .bind(tenant.to_string())
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await?
-                .ok_or(StoreError::NotFound)?;
-        self.get_employee(tenant, parse_id(&id)?).await
+        self.employee_by_name(tenant, name).await
     }
 
     async fn create_task(&self, t: &NewTask) -> StoreResult<(Task, bool)> {
