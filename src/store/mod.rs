@@ -39,6 +39,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The embedded database engine refused a write (its own message).
+    #[error("database error: {0}")]
+    Engine(String),
 }
 
 impl StoreError {

@@ -13,79 +13,60 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, migrate::Migrator};
+use sqlx::{Connection, Row, migrate::Migrator};
 use uuid::Uuid;
 
 use super::*;
 
 mod tasks;
 mod webhooks;
+mod writer;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// Reads go to a pool of connections (WAL readers never block); writes go to a pool of
-/// exactly one connection, so writers queue in this process instead of meeting SQLite's
-/// busy handler, whose back-off sleeps (up to 100 ms a try) would dominate tail latency.
-/// The hot task writes run on the [`WriteLane`], so the one writer connection is never
-/// held by a transaction waiting for its turn on a busy runtime.
+/// Reads go to a pool of connections (WAL readers never block). The hot task writes go
+/// to the group-commit [`writer::Writer`] thread; the other writes go to a pool of
+/// exactly one connection. Both take the same [`writer::Gate`] first, so writers queue
+/// in this process instead of meeting SQLite's busy handler, whose back-off sleeps (up
+/// to 100 ms a try) would dominate tail latency.
 pub struct SqliteStore {
     pool: SqlitePool,
     writer: SqlitePool,
-    lane: WriteLane,
+    gate: writer::Gate,
+    hot: writer::Writer,
+    /// A `sqlite::memory:` database lives in a private file removed with the store.
+    scratch: Option<std::path::PathBuf>,
 }
 
-/// A thread with its own single-threaded runtime on which write transactions run.
-///
-/// Every statement of a transaction is a round trip to the connection's worker thread.
-/// Awaited on the shared runtime, each of those wake-ups waits behind every other ready
-/// task (hundreds under load) while the transaction keeps the only writer connection, so
-/// the writer sat idle most of the time. On this lane the transaction is the only thing
-/// ready to run, so the connection goes straight to its next statement.
-struct WriteLane {
-    handle: tokio::runtime::Handle,
-    /// Dropping it (with the store) ends the thread.
-    _stop: tokio::sync::oneshot::Sender<()>,
+/// The async driver's write connection, held with the [`writer::Gate`].
+struct WriteConn {
+    conn: sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    _gate: tokio::sync::OwnedMutexGuard<()>,
 }
 
-impl WriteLane {
-    fn start() -> StoreResult<Self> {
-        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        std::thread::Builder::new()
-            .name("sqlite-writer".into())
-            .spawn(move || {
-                match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => {
-                        let _ = handle_tx.send(Ok(rt.handle().clone()));
-                        rt.block_on(async {
-                            let _ = stopped.await;
-                        });
-                    }
-                    Err(e) => {
-                        let _ = handle_tx.send(Err(e));
-                    }
-                }
-            })
-            .map_err(lane_error)?;
-        let handle = handle_rx
-            .recv()
-            .map_err(|_| lane_error(std::io::Error::other("writer thread ended at start")))?
-            .map_err(lane_error)?;
-        Ok(Self {
-            handle,
-            _stop: stop,
-        })
+impl std::ops::Deref for WriteConn {
+    type Target = sqlx::SqliteConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.conn
     }
 }
 
-fn lane_error(e: std::io::Error) -> StoreError {
-    StoreError::Database(sqlx::Error::Io(std::io::Error::new(
-        e.kind(),
-        format!("cannot start the SQLite writer thread: {e}"),
-    )))
+impl std::ops::DerefMut for WriteConn {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.conn
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        if let Some(path) = &self.scratch {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut p = path.clone().into_os_string();
+                p.push(suffix);
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
 }
 
 impl SqliteStore {
@@ -97,10 +78,19 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        // In-memory databases must share one connection or each would be a new database.
+        // An in-memory database would exist once per connection: it becomes a private
+        // file instead (same lifetime: removed when the store is dropped).
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let scratch = in_memory.then(|| {
+            std::env::temp_dir().join(format!(
+                "digital-employee-{}.sqlite",
+                Uuid::now_v7().simple()
+            ))
+        });
+        if let Some(path) = &scratch {
+            options = options.filename(path);
+        }
         if let Some(parent) = options.get_filename().parent()
-            && !in_memory
             && !parent.as_os_str().is_empty()
         {
             std::fs::create_dir_all(parent).map_err(|e| {
@@ -111,41 +101,34 @@ impl SqliteStore {
             })?;
         }
         options = options.pragma("temp_store", "memory");
-        let max = if in_memory { 1 } else { opts.max_connections };
         let pool = SqlitePoolOptions::new()
-            .max_connections(max)
+            .max_connections(opts.max_connections)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.clone())
             .await?;
-        // An in-memory database exists once per connection: there, the one pool is both.
-        let writer = if in_memory {
-            pool.clone()
-        } else {
-            SqlitePoolOptions::new()
-                .max_connections(1)
-                .acquire_timeout(Duration::from_secs(30))
-                .connect_with(options)
-                .await?
-        };
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await?;
+        let gate = writer::Gate::default();
+        let hot = writer::Writer::start(options.get_filename(), gate.clone())?;
         Ok(Self {
             pool,
             writer,
-            lane: WriteLane::start()?,
+            gate,
+            hot,
+            scratch,
         })
     }
 
-    /// Runs a write transaction on the [`WriteLane`]. It runs to its end even if the
-    /// caller stops waiting, so a transaction is never abandoned half-way by a cancel.
-    async fn write<T, F>(&self, work: F) -> StoreResult<T>
-    where
-        T: Send + 'static,
-        F: Future<Output = StoreResult<T>> + Send + 'static,
-    {
-        match self.lane.handle.spawn(work).await {
-            Ok(r) => r,
-            Err(e) if e.is_cancelled() => Err(StoreError::Database(sqlx::Error::PoolClosed)),
-            Err(_) => Err(StoreError::Database(sqlx::Error::WorkerCrashed)),
-        }
+    /// The async driver's write connection, exclusive of the writer thread's batches.
+    async fn w(&self) -> StoreResult<WriteConn> {
+        let gate = self.gate.clone().lock_owned().await;
+        Ok(WriteConn {
+            conn: self.writer.acquire().await?,
+            _gate: gate,
+        })
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -341,11 +324,13 @@ impl Store for SqliteStore {
 
     async fn migrate(&self) -> StoreResult<Vec<i64>> {
         let before = self.schema_status().await?;
+        let _exclusive = self.gate.lock().await;
         MIGRATOR.run(&self.writer).await?;
         Ok(before.pending)
     }
 
     async fn close(&self) {
+        self.hot.close().await;
         self.writer.close().await;
         self.pool.close().await;
     }
@@ -368,7 +353,7 @@ impl Store for SqliteStore {
             .bind(t.id.to_string())
             .bind(&t.name)
             .bind(ts(&t.created_at))
-            .execute(&self.writer)
+            .execute(&mut *self.w().await?)
             .await
             .map_err(|e| map_unique(e, "tenant name"))?;
         Ok(t)
@@ -397,7 +382,7 @@ impl Store for SqliteStore {
         .bind(to_json(&key.scopes))
         .bind(ts(&created_at))
         .bind(key.rate_limit)
-        .execute(&self.writer)
+        .execute(&mut *self.w().await?)
         .await
         .map_err(|e| map_unique(e, "api key prefix"))?;
         Ok(ApiKeyRecord {
@@ -499,7 +484,7 @@ impl Store for SqliteStore {
         .bind(ts(&now()))
         .bind(tenant.to_string())
         .bind(id.to_string())
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *self.w().await?)
         .await?
         .ok_or(StoreError::NotFound)?;
         key_row(&row)
@@ -509,7 +494,8 @@ impl Store for SqliteStore {
         if used.is_empty() {
             return Ok(());
         }
-        let mut tx = self.writer.begin().await?;
+        let mut w = self.w().await?;
+        let mut tx = w.begin().await?;
         for (tenant, id, at) in used {
             // Text timestamps of one fixed format compare in time order.
             sqlx::query(
@@ -561,7 +547,7 @@ impl Store for SqliteStore {
         .bind(ts(&t))
         .bind(ts(&t))
         .bind(to_json(&fields.approval_tools))
-        .execute(&self.writer)
+        .execute(&mut *self.w().await?)
         .await
         .map_err(|err| map_unique(err, "employee name"))?;
         Ok(e)
@@ -636,7 +622,7 @@ impl Store for SqliteStore {
         .bind(tenant.to_string())
         .bind(id.to_string())
         .bind(version)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *self.w().await?)
         .await
         .map_err(|err| map_unique(err, "employee name"))?;
         match row {
@@ -658,7 +644,7 @@ impl Store for SqliteStore {
         .bind(id.to_string())
         .bind(version)
         .bind(version)
-        .execute(&self.writer)
+        .execute(&mut *self.w().await?)
         .await?;
         if done.rows_affected() == 1 {
             Ok(())
@@ -667,37 +653,46 @@ impl Store for SqliteStore {
         }
     }
     async fn insert_ai_calls(&self, calls: &[AiCallRecord]) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await?;
-        for c in calls {
-            sqlx::query(concat!(
-                "INSERT INTO ai_calls (",
-                ai_call_cols!(),
-                ") ",
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            ))
-            .bind(c.id.to_string())
-            .bind(c.tenant_id.to_string())
-            .bind(c.task_id.map(|t| t.to_string()))
-            .bind(&c.provider)
-            .bind(&c.model)
-            .bind(&c.status)
-            .bind(&c.error_kind)
-            .bind(c.http_status)
-            .bind(c.latency_us)
-            .bind(c.input_tokens)
-            .bind(c.output_tokens)
-            .bind(c.cached_tokens)
-            .bind(c.cache_write_tokens)
-            .bind(c.cost_nanos)
-            .bind(c.cache_hit)
-            .bind(c.streamed)
-            .bind(ts(&c.created_at))
-            .bind(c.employee_id.map(|e| e.to_string()))
-            .execute(&mut *tx)
-            .await?;
+        if calls.is_empty() {
+            return Ok(());
         }
-        tx.commit().await?;
-        Ok(())
+        let calls = calls.to_vec();
+        self.hot
+            .run(move |conn| {
+                let mut st = conn
+                    .prepare_cached(concat!(
+                        "INSERT INTO ai_calls (",
+                        ai_call_cols!(),
+                        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
+                         ?15, ?16, ?17, ?18)"
+                    ))
+                    .map_err(writer::engine)?;
+                for c in &calls {
+                    st.execute(rusqlite::params![
+                        c.id.to_string(),
+                        c.tenant_id.to_string(),
+                        c.task_id.map(|t| t.to_string()),
+                        c.provider,
+                        c.model,
+                        c.status,
+                        c.error_kind,
+                        c.http_status,
+                        c.latency_us,
+                        c.input_tokens,
+                        c.output_tokens,
+                        c.cached_tokens,
+                        c.cache_write_tokens,
+                        c.cost_nanos,
+                        c.cache_hit,
+                        c.streamed,
+                        ts(&c.created_at),
+                        c.employee_id.map(|e| e.to_string()),
+                    ])
+                    .map_err(writer::engine)?;
+                }
+                Ok(())
+            })
+            .await
     }
 
     async fn list_ai_calls(

@@ -7,10 +7,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::Connection;
+use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
+use super::writer::engine;
 use super::{SqliteStore, parse_id, parse_ts, ts};
 use crate::store::*;
 
@@ -161,132 +163,177 @@ async fn append(
     Ok(())
 }
 
-/// Runs a write script (`BEGIN IMMEDIATE; …; COMMIT`) on the writer connection in one
-/// round trip and returns the rows its statements produced. Statements after the first
-/// write are fenced in SQL (`changes()`, the lease columns), so the script needs no
-/// decision from the caller half-way. If a statement fails, the transaction is rolled
-/// back before the connection goes back to the pool (or the connection is dropped).
-async fn script<'q>(
-    writer: &SqlitePool,
-    q: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>,
-) -> StoreResult<Vec<SqliteRow>> {
-    let mut conn = writer.acquire().await?;
-    match q.fetch_all(&mut *conn).await {
-        Ok(rows) => Ok(rows),
-        Err(e) => {
-            // SQLite may already have rolled back (then ROLLBACK says no transaction is
-            // active); any other failure leaves the state unknown: drop the connection.
-            if let Err(r) = sqlx::query("ROLLBACK").execute(&mut *conn).await
-                && !r.to_string().contains("no transaction is active")
-            {
-                tracing::warn!(error = %r, "rollback after a failed write failed; reconnecting");
-                conn.close_on_drop();
-            }
-            Err(e.into())
-        }
+// ---- Hot writes: run on the group-commit writer thread (see `writer.rs`), each inside
+// its own savepoint of the batch's transaction. ----
+
+fn task_rs(r: &rusqlite::Row<'_>) -> StoreResult<Task> {
+    let text = |c: &str| r.get::<_, String>(c).map_err(engine);
+    let opt = |c: &str| r.get::<_, Option<String>>(c).map_err(engine);
+    let int = |c: &str| r.get::<_, i64>(c).map_err(engine);
+    let int32 = |c: &str| r.get::<_, i32>(c).map_err(engine);
+    Ok(Task {
+        id: parse_id(&text("id")?)?,
+        tenant_id: parse_id(&text("tenant_id")?)?,
+        employee_id: parse_id(&text("employee_id")?)?,
+        input: json(&text("input")?)?,
+        status: status(&text("status")?)?,
+        priority: int32("priority")?,
+        run_at: parse_ts(&text("run_at")?)?,
+        attempt: int32("attempt")?,
+        max_attempts: int32("max_attempts")?,
+        lease_owner: opt("lease_owner")?,
+        lease_expires_at: opt("lease_expires_at")?.map(|s| parse_ts(&s)).transpose()?,
+        idempotency_key: opt("idempotency_key")?,
+        request_hash: opt("request_hash")?,
+        parent_task_id: opt("parent_task_id")?.map(|s| parse_id(&s)).transpose()?,
+        depth: int32("depth")?,
+        session_id: opt("session_id")?.map(|s| parse_id(&s)).transpose()?,
+        callback_url: opt("callback_url")?,
+        metadata: json(&text("metadata")?)?,
+        result: opt("result")?.map(|s| json(&s)).transpose()?,
+        error: opt("error")?,
+        tokens_in: int("tokens_in")?,
+        tokens_out: int("tokens_out")?,
+        cost_nanos: int("cost_nanos")?,
+        steps: int32("steps")?,
+        cancel_requested: r.get::<_, bool>("cancel_requested").map_err(engine)?,
+        created_at: parse_ts(&text("created_at")?)?,
+        started_at: opt("started_at")?.map(|s| parse_ts(&s)).transpose()?,
+        finished_at: opt("finished_at")?.map(|s| parse_ts(&s)).transpose()?,
+        updated_at: parse_ts(&text("updated_at")?)?,
+    })
+}
+
+/// Appends events after the task's last `seq`; the caller wrote the task row first.
+fn append_rs(conn: &rusqlite::Connection, task: &str, events: &[NewEvent]) -> StoreResult<()> {
+    if events.is_empty() {
+        return Ok(());
     }
+    let t = ts(&now());
+    let mut next: i64 = conn
+        .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM task_events WHERE task_id = ?1")
+        .and_then(|mut st| st.query_row([task], |r| r.get(0)))
+        .map_err(engine)?;
+    let mut ins = conn
+        .prepare_cached(
+            "INSERT INTO task_events (task_id, seq, kind, payload, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(engine)?;
+    for e in events {
+        next += 1;
+        ins.execute(rusqlite::params![
+            task,
+            next,
+            e.kind,
+            e.payload.to_string(),
+            t
+        ])
+        .map_err(engine)?;
+    }
+    Ok(())
 }
 
-/// `[kind, payload text]` pairs of events for `json_each`.
-fn event_pairs(events: &[NewEvent]) -> String {
-    Value::Array(
-        events
-            .iter()
-            .map(|e| Value::Array(vec![e.kind.into(), e.payload.to_string().into()]))
-            .collect(),
-    )
-    .to_string()
-}
-
-async fn create_task(writer: &SqlitePool, t: &NewTask) -> StoreResult<(Task, bool)> {
-    let id = Uuid::now_v7();
+fn create_task_rs(conn: &rusqlite::Connection, t: &NewTask) -> StoreResult<(Task, bool)> {
+    let id = Uuid::now_v7().to_string();
     let created = ts(&now());
-    let queued = NewEvent::status(TaskStatus::Queued, Value::Null);
-    let rows = script(
-        writer,
-        sqlx::query(concat!(
-            "BEGIN IMMEDIATE; \
-             INSERT INTO tasks (id, tenant_id, employee_id, input, status, priority, run_at, \
-             max_attempts, idempotency_key, request_hash, parent_task_id, depth, session_id, \
-             callback_url, metadata, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
-             ?15, ?15) \
-             ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL \
-             DO NOTHING RETURNING ",
-            task_cols!(),
-            "; INSERT INTO task_events (task_id, seq, kind, payload, created_at) \
-             SELECT ?1, 1, 'status', ?16, ?15 WHERE changes() = 1; \
-             COMMIT;"
-        ))
-        .bind(id.to_string())
-        .bind(t.tenant_id.to_string())
-        .bind(t.employee_id.to_string())
-        .bind(t.input.to_string())
-        .bind(t.priority)
-        .bind(ts(&t.run_at))
-        .bind(t.max_attempts)
-        .bind(&t.idempotency_key)
-        .bind(&t.request_hash)
-        .bind(t.parent_task_id.map(|p| p.to_string()))
-        .bind(t.depth)
-        .bind(t.session_id.map(|s| s.to_string()))
-        .bind(&t.callback_url)
-        .bind(t.metadata.to_string())
-        .bind(&created)
-        .bind(queued.payload.to_string()),
-    )
-    .await?;
-    if let Some(row) = rows.first() {
-        return Ok((task_row(row)?, true));
+    let inserted = {
+        let mut st = conn
+            .prepare_cached(concat!(
+                "INSERT INTO tasks (id, tenant_id, employee_id, input, status, priority, run_at, \
+                 max_attempts, idempotency_key, request_hash, parent_task_id, depth, session_id, \
+                 callback_url, metadata, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
+                 ?15, ?15) \
+                 ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL \
+                 DO NOTHING RETURNING ",
+                task_cols!()
+            ))
+            .map_err(engine)?;
+        let mut rows = st
+            .query(rusqlite::params![
+                id,
+                t.tenant_id.to_string(),
+                t.employee_id.to_string(),
+                t.input.to_string(),
+                t.priority,
+                ts(&t.run_at),
+                t.max_attempts,
+                t.idempotency_key,
+                t.request_hash,
+                t.parent_task_id.map(|p| p.to_string()),
+                t.depth,
+                t.session_id.map(|s| s.to_string()),
+                t.callback_url,
+                t.metadata.to_string(),
+                created,
+            ])
+            .map_err(engine)?;
+        match rows.next().map_err(engine)? {
+            Some(r) => Some(task_rs(r)?),
+            None => None,
+        }
+    };
+    if let Some(task) = inserted {
+        append_rs(
+            conn,
+            &id,
+            &[NewEvent::status(TaskStatus::Queued, Value::Null)],
+        )?;
+        return Ok((task, true));
     }
     // The idempotency key is taken: the existing task.
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        task_cols!(),
-        " FROM tasks WHERE tenant_id = ? AND idempotency_key = ?"
-    ))
-    .bind(t.tenant_id.to_string())
-    .bind(&t.idempotency_key)
-    .fetch_one(writer)
-    .await?;
-    Ok((task_row(&row)?, false))
+    let mut st = conn
+        .prepare_cached(concat!(
+            "SELECT ",
+            task_cols!(),
+            " FROM tasks WHERE tenant_id = ?1 AND idempotency_key = ?2"
+        ))
+        .map_err(engine)?;
+    let mut rows = st
+        .query(rusqlite::params![
+            t.tenant_id.to_string(),
+            t.idempotency_key
+        ])
+        .map_err(engine)?;
+    match rows.next().map_err(engine)? {
+        Some(r) => Ok((task_rs(r)?, false)),
+        None => Err(StoreError::NotFound),
+    }
 }
 
-async fn claim_tasks(
-    writer: &SqlitePool,
+fn claim_tasks_rs(
+    conn: &rusqlite::Connection,
     owner: &str,
     n: u32,
     lease: Duration,
 ) -> StoreResult<Vec<Task>> {
     let t = ts(&now());
-    let expires = ts(&after(lease));
-    // The claimed rows are exactly those holding this lease (owner and expiry instant):
-    // a renewal of an older lease of this owner in the same transaction is impossible,
-    // the script holds the write lock.
-    let rows = script(
-        writer,
-        sqlx::query(concat!(
-            "BEGIN IMMEDIATE; \
-             UPDATE tasks SET status = 'running', attempt = attempt + 1, lease_owner = ?1, \
-             lease_expires_at = ?2, started_at = COALESCE(started_at, ?3), updated_at = ?3 \
-             WHERE id IN (SELECT id FROM tasks WHERE status IN ('queued', 'retrying') \
-             AND run_at <= ?3 ORDER BY priority DESC, run_at, id LIMIT ?4) RETURNING ",
-            task_cols!(),
-            "; INSERT INTO task_events (task_id, seq, kind, payload, created_at) \
-             SELECT c.id, (SELECT COALESCE(MAX(seq), 0) + 1 FROM task_events \
-             WHERE task_id = c.id), 'status', \
-             json_object('attempt', c.attempt, 'status', 'running'), ?3 \
-             FROM tasks c WHERE c.lease_owner = ?1 AND c.lease_expires_at = ?2 \
-             AND c.status = 'running' AND c.updated_at = ?3; \
-             COMMIT;"
-        ))
-        .bind(owner)
-        .bind(&expires)
-        .bind(&t)
-        .bind(i64::from(n)),
-    )
-    .await?;
-    let mut tasks = rows.iter().map(task_row).collect::<StoreResult<Vec<_>>>()?;
+    let mut tasks = Vec::new();
+    {
+        let mut st = conn
+            .prepare_cached(concat!(
+                "UPDATE tasks SET status = 'running', attempt = attempt + 1, lease_owner = ?1, \
+                 lease_expires_at = ?2, started_at = COALESCE(started_at, ?3), updated_at = ?3 \
+                 WHERE id IN (SELECT id FROM tasks WHERE status IN ('queued', 'retrying') \
+                 AND run_at <= ?3 ORDER BY priority DESC, run_at, id LIMIT ?4) RETURNING ",
+                task_cols!()
+            ))
+            .map_err(engine)?;
+        let mut rows = st
+            .query(rusqlite::params![owner, ts(&after(lease)), t, i64::from(n)])
+            .map_err(engine)?;
+        while let Some(r) = rows.next().map_err(engine)? {
+            tasks.push(task_rs(r)?);
+        }
+    }
+    for task in &tasks {
+        let ev = NewEvent::status(
+            TaskStatus::Running,
+            serde_json::json!({ "attempt": task.attempt }),
+        );
+        append_rs(conn, &task.id.to_string(), &[ev])?;
+    }
     tasks.sort_by(|a, b| {
         b.priority
             .cmp(&a.priority)
@@ -296,101 +343,107 @@ async fn claim_tasks(
     Ok(tasks)
 }
 
-async fn renew_lease(
-    writer: &SqlitePool,
+fn renew_lease_rs(
+    conn: &rusqlite::Connection,
     lease: &Lease,
     duration: Duration,
 ) -> StoreResult<Option<bool>> {
-    Ok(sqlx::query_scalar(
-        "UPDATE tasks SET lease_expires_at = ? WHERE id = ? AND lease_owner = ? \
-         AND attempt = ? AND status = 'running' RETURNING cancel_requested",
-    )
-    .bind(ts(&after(duration)))
-    .bind(lease.task_id.to_string())
-    .bind(&lease.owner)
-    .bind(lease.attempt)
-    .fetch_optional(writer)
-    .await?)
+    let mut st = conn
+        .prepare_cached(
+            "UPDATE tasks SET lease_expires_at = ?1 WHERE id = ?2 AND lease_owner = ?3 \
+             AND attempt = ?4 AND status = 'running' RETURNING cancel_requested",
+        )
+        .map_err(engine)?;
+    let mut rows = st
+        .query(rusqlite::params![
+            ts(&after(duration)),
+            lease.task_id.to_string(),
+            lease.owner,
+            lease.attempt
+        ])
+        .map_err(engine)?;
+    match rows.next().map_err(engine)? {
+        Some(r) => Ok(Some(r.get::<_, bool>(0).map_err(engine)?)),
+        None => Ok(None),
+    }
 }
 
-/// Appends `?9` (event pairs) to task `?6` when the statement before changed one row.
-macro_rules! append_if_changed {
-    () => {
-        "INSERT INTO task_events (task_id, seq, kind, payload, created_at) \
-         SELECT ?6, (SELECT COALESCE(MAX(seq), 0) FROM task_events WHERE task_id = ?6) \
-         + j.key + 1, j.value ->> 0, j.value ->> 1, ?5 FROM json_each(?9) AS j \
-         WHERE changes() = 1 ORDER BY j.key;"
-    };
-}
-
-async fn record_step(
-    writer: &SqlitePool,
+fn record_step_rs(
+    conn: &rusqlite::Connection,
     lease: &Lease,
     step: &StepUpdate,
 ) -> StoreResult<Option<bool>> {
-    let rows = script(
-        writer,
-        sqlx::query(concat!(
-            "BEGIN IMMEDIATE; \
-             UPDATE tasks SET tokens_in = tokens_in + ?1, tokens_out = tokens_out + ?2, \
-             cost_nanos = cost_nanos + ?3, steps = steps + ?4, updated_at = ?5 \
-             WHERE id = ?6 AND lease_owner = ?7 AND attempt = ?8 AND status = 'running' \
-             RETURNING cancel_requested; ",
-            append_if_changed!(),
-            " COMMIT;"
-        ))
-        .bind(step.tokens_in)
-        .bind(step.tokens_out)
-        .bind(step.cost_nanos)
-        .bind(step.steps)
-        .bind(ts(&now()))
-        .bind(lease.task_id.to_string())
-        .bind(&lease.owner)
-        .bind(lease.attempt)
-        .bind(event_pairs(&step.events)),
-    )
-    .await?;
-    rows.first()
-        .map(|r| r.try_get::<bool, _>(0))
-        .transpose()
-        .map_err(Into::into)
+    let id = lease.task_id.to_string();
+    let cancel = {
+        let mut st = conn
+            .prepare_cached(
+                "UPDATE tasks SET tokens_in = tokens_in + ?1, tokens_out = tokens_out + ?2, \
+                 cost_nanos = cost_nanos + ?3, steps = steps + ?4, updated_at = ?5 \
+                 WHERE id = ?6 AND lease_owner = ?7 AND attempt = ?8 AND status = 'running' \
+                 RETURNING cancel_requested",
+            )
+            .map_err(engine)?;
+        let mut rows = st
+            .query(rusqlite::params![
+                step.tokens_in,
+                step.tokens_out,
+                step.cost_nanos,
+                step.steps,
+                ts(&now()),
+                id,
+                lease.owner,
+                lease.attempt
+            ])
+            .map_err(engine)?;
+        match rows.next().map_err(engine)? {
+            Some(r) => Some(r.get::<_, bool>(0).map_err(engine)?),
+            None => None,
+        }
+    };
+    if cancel.is_some() {
+        append_rs(conn, &id, &step.events)?;
+    }
+    Ok(cancel)
 }
 
-async fn finish_task(writer: &SqlitePool, lease: &Lease, f: &Finish) -> StoreResult<bool> {
+fn finish_task_rs(conn: &rusqlite::Connection, lease: &Lease, f: &Finish) -> StoreResult<bool> {
+    let t = ts(&now());
+    let id = lease.task_id.to_string();
     let give_back = matches!(f.status, TaskStatus::Queued | TaskStatus::WaitingApproval);
-    let rows = script(
-        writer,
-        sqlx::query(concat!(
-            "BEGIN IMMEDIATE; \
-             UPDATE tasks SET status = ?10, result = COALESCE(?11, result), error = ?12, \
-             run_at = COALESCE(?13, run_at), lease_owner = NULL, lease_expires_at = NULL, \
-             attempt = CASE WHEN ?14 THEN attempt - 1 ELSE attempt END, \
-             finished_at = CASE WHEN ?15 THEN ?5 ELSE finished_at END, \
-             tokens_in = tokens_in + ?1, tokens_out = tokens_out + ?2, \
-             cost_nanos = cost_nanos + ?3, steps = steps + ?4, updated_at = ?5 \
-             WHERE id = ?6 AND lease_owner = ?7 AND attempt = ?8 AND status = 'running' \
-             RETURNING 1; ",
-            append_if_changed!(),
-            " COMMIT;"
-        ))
-        .bind(f.step.tokens_in)
-        .bind(f.step.tokens_out)
-        .bind(f.step.cost_nanos)
-        .bind(f.step.steps)
-        .bind(ts(&now()))
-        .bind(lease.task_id.to_string())
-        .bind(&lease.owner)
-        .bind(lease.attempt)
-        .bind(event_pairs(&f.step.events))
-        .bind(f.status.as_str())
-        .bind(f.result.as_ref().map(Value::to_string))
-        .bind(&f.error)
-        .bind(f.run_at.as_ref().map(ts))
-        .bind(give_back)
-        .bind(f.status.is_terminal()),
-    )
-    .await?;
-    Ok(!rows.is_empty())
+    let done = conn
+        .prepare_cached(
+            "UPDATE tasks SET status = ?1, result = COALESCE(?2, result), error = ?3, \
+             run_at = COALESCE(?4, run_at), lease_owner = NULL, lease_expires_at = NULL, \
+             attempt = CASE WHEN ?5 THEN attempt - 1 ELSE attempt END, \
+             finished_at = CASE WHEN ?6 THEN ?7 ELSE finished_at END, \
+             tokens_in = tokens_in + ?8, tokens_out = tokens_out + ?9, \
+             cost_nanos = cost_nanos + ?10, steps = steps + ?11, updated_at = ?7 \
+             WHERE id = ?12 AND lease_owner = ?13 AND attempt = ?14 AND status = 'running'",
+        )
+        .and_then(|mut st| {
+            st.execute(rusqlite::params![
+                f.status.as_str(),
+                f.result.as_ref().map(Value::to_string),
+                f.error,
+                f.run_at.as_ref().map(ts),
+                give_back,
+                f.status.is_terminal(),
+                t,
+                f.step.tokens_in,
+                f.step.tokens_out,
+                f.step.cost_nanos,
+                f.step.steps,
+                id,
+                lease.owner,
+                lease.attempt
+            ])
+        })
+        .map_err(engine)?;
+    if done != 1 {
+        return Ok(false);
+    }
+    append_rs(conn, &id, &f.step.events)?;
+    Ok(true)
 }
 
 #[async_trait]
@@ -400,10 +453,8 @@ impl TaskStore for SqliteStore {
     }
 
     async fn create_task(&self, t: &NewTask) -> StoreResult<(Task, bool)> {
-        let writer = self.writer.clone();
         let t = t.clone();
-        self.write(async move { create_task(&writer, &t).await })
-            .await
+        self.hot.run(move |c| create_task_rs(c, &t)).await
     }
 
     async fn get_task(&self, tenant: Uuid, id: Uuid) -> StoreResult<Task> {
@@ -457,31 +508,29 @@ impl TaskStore for SqliteStore {
     }
 
     async fn claim_tasks(&self, owner: &str, n: u32, lease: Duration) -> StoreResult<Vec<Task>> {
-        let writer = self.writer.clone();
         let owner = owner.to_string();
-        self.write(async move { claim_tasks(&writer, &owner, n, lease).await })
+        self.hot
+            .run(move |c| claim_tasks_rs(c, &owner, n, lease))
             .await
     }
 
     async fn renew_lease(&self, lease: &Lease, duration: Duration) -> StoreResult<Option<bool>> {
-        let writer = self.writer.clone();
         let lease = lease.clone();
-        self.write(async move { renew_lease(&writer, &lease, duration).await })
+        self.hot
+            .run(move |c| renew_lease_rs(c, &lease, duration))
             .await
     }
 
     async fn record_step(&self, lease: &Lease, step: &StepUpdate) -> StoreResult<Option<bool>> {
-        let writer = self.writer.clone();
         let (lease, step) = (lease.clone(), step.clone());
-        self.write(async move { record_step(&writer, &lease, &step).await })
+        self.hot
+            .run(move |c| record_step_rs(c, &lease, &step))
             .await
     }
 
     async fn finish_task(&self, lease: &Lease, f: &Finish) -> StoreResult<bool> {
-        let writer = self.writer.clone();
         let (lease, f) = (lease.clone(), f.clone());
-        self.write(async move { finish_task(&writer, &lease, &f).await })
-            .await
+        self.hot.run(move |c| finish_task_rs(c, &lease, &f)).await
     }
 
     async fn rescue_expired(
@@ -494,7 +543,7 @@ impl TaskStore for SqliteStore {
              WHERE status = 'running' AND lease_expires_at < ? LIMIT 100",
         )
         .bind(ts(&t))
-        .fetch_all(&self.writer)
+        .fetch_all(&mut *self.w().await?)
         .await?;
         let mut rescued = Vec::new();
         for r in rows {
@@ -516,7 +565,8 @@ impl TaskStore for SqliteStore {
                     "lease expired (worker lost); retrying".to_string(),
                 )
             };
-            let mut tx = self.writer.begin().await?;
+            let mut w = self.w().await?;
+            let mut tx = w.begin().await?;
             let done = sqlx::query(
                 "UPDATE tasks SET status = ?, run_at = ?, error = ?, lease_owner = NULL, \
                  lease_expires_at = NULL, finished_at = CASE WHEN ? THEN ? ELSE NULL END, \
@@ -554,7 +604,8 @@ impl TaskStore for SqliteStore {
 
     async fn cancel_task(&self, tenant: Uuid, id: Uuid) -> StoreResult<CancelOutcome> {
         let t = ts(&now());
-        let mut tx = self.writer.begin().await?;
+        let mut w = self.w().await?;
+        let mut tx = w.begin().await?;
         let row = sqlx::query(concat!(
             "UPDATE tasks SET status = 'cancelled', cancel_requested = 1, finished_at = ?, \
              updated_at = ?, error = 'cancelled on request' WHERE tenant_id = ? AND id = ? \
@@ -602,7 +653,8 @@ impl TaskStore for SqliteStore {
         decision: Value,
     ) -> StoreResult<Option<Task>> {
         let t = ts(&now());
-        let mut tx = self.writer.begin().await?;
+        let mut w = self.w().await?;
+        let mut tx = w.begin().await?;
         let row = sqlx::query(concat!(
             "UPDATE tasks SET status = 'queued', run_at = ?, updated_at = ? \
              WHERE tenant_id = ? AND id = ? AND status = 'waiting_approval' RETURNING ",
@@ -664,7 +716,7 @@ impl TaskStore for SqliteStore {
         .bind(employee.to_string())
         .bind(&t)
         .bind(&t)
-        .execute(&self.writer)
+        .execute(&mut *self.w().await?)
         .await?;
         let row = sqlx::query(
             "SELECT id, tenant_id, employee_id, created_at, updated_at FROM sessions \
@@ -673,7 +725,7 @@ impl TaskStore for SqliteStore {
         .bind(id.to_string())
         .bind(tenant.to_string())
         .bind(employee.to_string())
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *self.w().await?)
         .await?
         .ok_or(StoreError::NotFound)?;
         Ok(Session {
@@ -710,7 +762,8 @@ impl TaskStore for SqliteStore {
     }
 
     async fn append_messages(&self, tenant: Uuid, msgs: &[SessionMessage]) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut w = self.w().await?;
+        let mut tx = w.begin().await?;
         for m in msgs {
             let done =
                 sqlx::query("UPDATE sessions SET updated_at = ? WHERE id = ? AND tenant_id = ?")
@@ -773,7 +826,7 @@ impl TaskStore for SqliteStore {
         .bind(key)
         .bind(value.to_string())
         .bind(ts(&now()))
-        .execute(&self.writer)
+        .execute(&mut *self.w().await?)
         .await?;
         Ok(())
     }
@@ -802,7 +855,7 @@ impl TaskStore for SqliteStore {
         .bind(ts(&next_fire_at))
         .bind(&t)
         .bind(&t)
-        .fetch_one(&self.writer)
+        .fetch_one(&mut *self.w().await?)
         .await?;
         schedule_row(&row)
     }
@@ -869,7 +922,7 @@ impl TaskStore for SqliteStore {
         .bind(ts(&now()))
         .bind(tenant.to_string())
         .bind(id.to_string())
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *self.w().await?)
         .await?
         .ok_or(StoreError::NotFound)?;
         schedule_row(&row)
@@ -879,7 +932,7 @@ impl TaskStore for SqliteStore {
         let done = sqlx::query("DELETE FROM schedules WHERE tenant_id = ? AND id = ?")
             .bind(tenant.to_string())
             .bind(id.to_string())
-            .execute(&self.writer)
+            .execute(&mut *self.w().await?)
             .await?;
         if done.rows_affected() == 1 {
             Ok(())
@@ -917,7 +970,7 @@ impl TaskStore for SqliteStore {
         .bind(&t)
         .bind(id.to_string())
         .bind(ts(&expected))
-        .execute(&self.writer)
+        .execute(&mut *self.w().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }

@@ -74,12 +74,12 @@ impl WebhookStore for SqliteStore {
         .bind(tenant.to_string())
         .bind(candidate)
         .bind(ts(&now()))
-        .execute(&self.writer)
+        .execute(&mut *self.w().await?)
         .await?;
         let s: String =
             sqlx::query_scalar("SELECT secret FROM webhook_secrets WHERE tenant_id = ?")
                 .bind(tenant.to_string())
-                .fetch_one(&self.writer)
+                .fetch_one(&mut *self.w().await?)
                 .await?;
         Ok(s)
     }
@@ -93,7 +93,7 @@ impl WebhookStore for SqliteStore {
         .bind(tenant.to_string())
         .bind(secret)
         .bind(ts(&now()))
-        .execute(&self.writer)
+        .execute(&mut *self.w().await?)
         .await?;
         Ok(())
     }
@@ -115,7 +115,7 @@ impl WebhookStore for SqliteStore {
         .bind(&t)
         .bind(&t)
         .bind(&t)
-        .execute(&self.writer)
+        .execute(&mut *self.w().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -133,7 +133,7 @@ impl WebhookStore for SqliteStore {
         .bind(&t)
         .bind(&t)
         .bind(i64::from(n))
-        .fetch_all(&self.writer)
+        .fetch_all(&mut *self.w().await?)
         .await?;
         rows.iter().map(delivery_row).collect()
     }
@@ -161,7 +161,7 @@ impl WebhookStore for SqliteStore {
         .bind(ts(&t))
         .bind(id.to_string())
         .bind(attempt)
-        .execute(&self.writer)
+        .execute(&mut *self.w().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -200,7 +200,7 @@ impl WebhookStore for SqliteStore {
         .bind(f.timeout_ms)
         .bind(&t)
         .bind(&t)
-        .fetch_one(&self.writer)
+        .fetch_one(&mut *self.w().await?)
         .await
         .map_err(|e| map_unique(e, "tool name"))?;
         tool_row(&row)
@@ -284,7 +284,7 @@ impl WebhookStore for SqliteStore {
         .bind(ts(&now()))
         .bind(tenant.to_string())
         .bind(id.to_string())
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *self.w().await?)
         .await
         .map_err(|e| map_unique(e, "tool name"))?
         .ok_or(StoreError::NotFound)?;
@@ -295,7 +295,7 @@ impl WebhookStore for SqliteStore {
         let done = sqlx::query("DELETE FROM webhook_tools WHERE tenant_id = ? AND id = ?")
             .bind(tenant.to_string())
             .bind(id.to_string())
-            .execute(&self.writer)
+            .execute(&mut *self.w().await?)
             .await?;
         if done.rows_affected() == 1 {
             Ok(())
