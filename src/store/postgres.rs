@@ -489,36 +489,43 @@ impl Store for PgStore {
         }
     }
     async fn insert_ai_calls(&self, calls: &[AiCallRecord]) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        for c in calls {
-            sqlx::query(concat!(
-                "INSERT INTO ai_calls (",
-                ai_call_cols!(),
-                ") VALUES ",
-                "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
-            ))
-            .bind(c.id)
-            .bind(c.tenant_id)
-            .bind(c.task_id)
-            .bind(&c.provider)
-            .bind(&c.model)
-            .bind(&c.status)
-            .bind(&c.error_kind)
-            .bind(c.http_status)
-            .bind(c.latency_us)
-            .bind(c.input_tokens)
-            .bind(c.output_tokens)
-            .bind(c.cached_tokens)
-            .bind(c.cache_write_tokens)
-            .bind(c.cost_nanos)
-            .bind(c.cache_hit)
-            .bind(c.streamed)
-            .bind(c.created_at)
-            .bind(c.employee_id)
-            .execute(&mut *tx)
-            .await?;
+        if calls.is_empty() {
+            return Ok(());
         }
-        tx.commit().await?;
+        // One statement for the whole batch: a column array per field.
+        macro_rules! col {
+            ($f:expr) => {
+                calls.iter().map($f).collect::<Vec<_>>()
+            };
+        }
+        sqlx::query(concat!(
+            "INSERT INTO ai_calls (",
+            ai_call_cols!(),
+            ") SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], \
+             $5::text[], $6::text[], $7::text[], $8::int4[], $9::int8[], $10::int8[], \
+             $11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::bool[], $16::bool[], \
+             $17::timestamptz[], $18::uuid[])"
+        ))
+        .bind(col!(|c| c.id))
+        .bind(col!(|c| c.tenant_id))
+        .bind(col!(|c| c.task_id))
+        .bind(col!(|c| c.provider.as_str()))
+        .bind(col!(|c| c.model.as_str()))
+        .bind(col!(|c| c.status.as_str()))
+        .bind(col!(|c| c.error_kind.as_deref()))
+        .bind(col!(|c| c.http_status))
+        .bind(col!(|c| c.latency_us))
+        .bind(col!(|c| c.input_tokens))
+        .bind(col!(|c| c.output_tokens))
+        .bind(col!(|c| c.cached_tokens))
+        .bind(col!(|c| c.cache_write_tokens))
+        .bind(col!(|c| c.cost_nanos))
+        .bind(col!(|c| c.cache_hit))
+        .bind(col!(|c| c.streamed))
+        .bind(col!(|c| c.created_at))
+        .bind(col!(|c| c.employee_id))
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
