@@ -45,6 +45,10 @@ pub async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(addr = %listener.local_addr()?, "sandbox vendor listening");
+    // Like the API listener: no Nagle delay on small responses.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(
         listener,
         crate::ai::sandbox_server::router(engine, args.require_key),
