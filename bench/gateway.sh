@@ -37,6 +37,29 @@ api=$(wait_field "$work/serve.log" "listening" api)
 metrics=$(wait_field "$work/serve.log" "listening" metrics)
 echo "vendor http://$vendor  gateway http://$api"
 
+# Reference: what a second hop alone costs here, through nginx (one worker, keep-alive
+# upstream, no logic). Skipped when nginx is not installed.
+proxy=""
+if command -v nginx >/dev/null; then
+    mkdir -p "$work/nginx/logs"
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    {
+        echo "worker_processes 1; error_log $work/nginx/logs/error.log warn;"
+        echo "pid $work/nginx/nginx.pid; events { worker_connections 1024; }"
+        echo "http { access_log off; upstream vendor { server $vendor; keepalive 64; }"
+        echo "  server { listen 127.0.0.1:$port; location / { proxy_pass http://vendor;"
+        echo "    proxy_http_version 1.1; proxy_set_header Connection \"\"; } } }"
+    } >"$work/nginx/nginx.conf"
+    nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -g "daemon off;" &
+    pids+=($!)
+    proxy="http://127.0.0.1:$port"
+    # Ready once it answers anything over HTTP.
+    for _ in $(seq 50); do
+        [ "$(curl -s -o /dev/null -w '%{http_code}' "$proxy/" || true)" != 000 ] && break
+        sleep 0.1
+    done
+fi
+
 for rate in $rates; do
     direct=$(RATE=$rate wrk -t2 -c"$conns" -d"$duration" --latency -s bench/chat.lua \
         "http://$vendor/v1/chat/completions")
@@ -44,6 +67,11 @@ for rate in $rates; do
         "http://$api/v1/chat/completions")
     echo "rate $rate/s  direct:  $(wrk_summary "$direct")"
     echo "rate $rate/s  gateway: $(wrk_summary "$via")  RSS $(rss_mib "$gw_pid") MiB"
+    if [ -n "$proxy" ]; then
+        ref=$(RATE=$rate wrk -t2 -c"$conns" -d"$duration" --latency -s bench/chat.lua \
+            "$proxy/v1/chat/completions")
+        echo "rate $rate/s  nginx:   $(wrk_summary "$ref")  (reference: the second hop alone)"
+    fi
 done
 flat=$(RATE=0 wrk -t2 -c"$conns" -d"$duration" --latency -s bench/chat.lua "http://$api/v1/chat/completions")
 echo "flat out gateway: $(wrk_summary "$flat")  RSS $(rss_mib "$gw_pid") MiB"
