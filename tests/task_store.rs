@@ -24,6 +24,7 @@ backend_tests!(
     approval_resumes_a_waiting_task,
     sessions_memory_and_schedule_fires,
     step_events_keep_order_and_are_fenced,
+    a_claim_can_carry_the_employee,
 );
 
 fn new_task(employee: Uuid, priority: i32) -> NewTask {
@@ -151,6 +152,44 @@ async fn step_events_keep_order_and_are_fenced(backend: Backend) {
     assert!(s.create_task(&orphan).await.is_err());
     let (t2, _) = s.create_task(&new_task(Uuid::now_v7(), 0)).await.unwrap();
     assert_eq!(s.list_events(t2.id, 0, 10).await.unwrap().len(), 1);
+}
+
+/// PostgreSQL reads each claimed task's employee in the claim's statement; it must equal
+/// the stored employee (and be absent when the employee is gone). Other backends may
+/// leave it to the caller (`None`).
+async fn a_claim_can_carry_the_employee(backend: Backend) {
+    let db = TestDb::new(backend).await.unwrap();
+    let s = db.migrated_store().await;
+    let e = s
+        .create_employee(
+            DEFAULT_TENANT_ID,
+            &EmployeeFields {
+                name: "carried".into(),
+                role: "tester".into(),
+                instructions: "be brief".into(),
+                model_policy: vec!["sandbox/sandbox-1".into(), "openai/gpt-4o".into()],
+                allowed_tools: vec!["calculator".into()],
+                max_steps: 7,
+                token_budget: 1234,
+                temperature: 0.25,
+                redact_prompts: true,
+                approval_tools: vec!["calculator".into()],
+            },
+        )
+        .await
+        .unwrap();
+    s.create_task(&new_task(e.id, 1)).await.unwrap();
+    s.create_task(&new_task(Uuid::now_v7(), 0)).await.unwrap();
+    let got = s.claim_tasks_with_employees("w1", 10, LEASE).await.unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].0.employee_id, e.id, "priority order kept");
+    match backend {
+        Backend::Postgres => {
+            assert_eq!(got[0].1.as_ref(), Some(&e));
+            assert_eq!(got[1].1, None, "no such employee");
+        }
+        Backend::Sqlite => assert!(got.iter().all(|(_, e)| e.is_none())),
+    }
 }
 
 async fn concurrent_claims_never_share_a_task(backend: Backend) {

@@ -26,7 +26,8 @@ use crate::ai::types::Message;
 use crate::app::AppState;
 use crate::runtime::{self, Limits, Outcome, Run, Sink};
 use crate::store::{
-    Finish, Lease, NewEvent, SessionMessage, StepUpdate, StoreResult, Task, TaskStatus, now,
+    Employee, Finish, Lease, NewEvent, SessionMessage, StepUpdate, StoreResult, Task, TaskStatus,
+    now,
 };
 use crate::telemetry::metrics as m;
 
@@ -167,7 +168,11 @@ async fn claim_loop(
         };
         let free = slots.available_permits() as u32 + 1;
         let batch = free.min(64);
-        let claimed = match state.store.claim_tasks(&owner, batch, cfg.lease).await {
+        let claimed = match state
+            .store
+            .claim_tasks_with_employees(&owner, batch, cfg.lease)
+            .await
+        {
             Ok(c) => {
                 backoff_on_error = Duration::from_millis(100);
                 c
@@ -188,7 +193,7 @@ async fn claim_loop(
             metrics::counter!(m::TASKS_CLAIMED_TOTAL).increment(u64::from(n));
         }
         let mut first = Some(first);
-        for task in claimed {
+        for (task, employee) in claimed {
             state.tasks.task_changed(task.id);
             let permit = match first.take() {
                 Some(p) => p,
@@ -205,7 +210,7 @@ async fn claim_loop(
             let st = state.clone();
             let hs = hard_stop.clone();
             runs.spawn(async move {
-                execute(st, task, hs).await;
+                execute(st, task, employee, hs).await;
                 drop(permit);
             });
         }
@@ -237,11 +242,16 @@ impl Sink for TaskSink<'_> {
 }
 
 /// Runs one claimed task to its end, renewing the lease meanwhile.
-async fn execute(state: AppState, task: Task, hard_stop: CancellationToken) {
+async fn execute(
+    state: AppState,
+    task: Task,
+    employee: Option<Employee>,
+    hard_stop: CancellationToken,
+) {
     let Some(lease) = task.lease() else { return };
     let cfg = state.config.tasks.clone();
     let started = Instant::now();
-    let run = run_task(&state, &task, &lease);
+    let run = run_task(&state, &task, employee, &lease);
     tokio::pin!(run);
     let mut renew = tokio::time::interval(cfg.lease / 3);
     renew.tick().await;
@@ -295,12 +305,23 @@ async fn execute(state: AppState, task: Task, hard_stop: CancellationToken) {
 
 /// Runs the task's conversation; also returns the last step when the run left it to be
 /// written with the task's end.
-async fn run_task(state: &AppState, task: &Task, lease: &Lease) -> (Outcome, Option<StepUpdate>) {
-    let employee = match state
-        .store
-        .get_employee(task.tenant_id, task.employee_id)
-        .await
-    {
+/// `claimed_with`: the employee when the claim already read it.
+async fn run_task(
+    state: &AppState,
+    task: &Task,
+    claimed_with: Option<Employee>,
+    lease: &Lease,
+) -> (Outcome, Option<StepUpdate>) {
+    let read = match claimed_with {
+        Some(e) => Ok(e),
+        None => {
+            state
+                .store
+                .get_employee(task.tenant_id, task.employee_id)
+                .await
+        }
+    };
+    let employee = match read {
         Ok(e) => e,
         Err(crate::store::StoreError::NotFound) => {
             return (

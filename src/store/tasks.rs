@@ -305,6 +305,21 @@ pub trait TaskStore: Send + Sync {
         n: u32,
         lease: std::time::Duration,
     ) -> StoreResult<Vec<Task>>;
+    /// [`TaskStore::claim_tasks`], with each task's employee when the backend reads it in
+    /// the same statement (`None`: not read here; the caller reads it).
+    async fn claim_tasks_with_employees(
+        &self,
+        owner: &str,
+        n: u32,
+        lease: std::time::Duration,
+    ) -> StoreResult<Vec<(Task, Option<Employee>)>> {
+        Ok(self
+            .claim_tasks(owner, n, lease)
+            .await?
+            .into_iter()
+            .map(|t| (t, None))
+            .collect())
+    }
     /// Extends the lease. `None` when the lease is no longer held (stop working);
     /// otherwise whether a cancel was requested.
     async fn renew_lease(

@@ -273,7 +273,22 @@ impl TaskStore for PgStore {
     }
 
     async fn claim_tasks(&self, owner: &str, n: u32, lease: Duration) -> StoreResult<Vec<Task>> {
-        // One statement: the claim and a `running` event per claimed task.
+        Ok(self
+            .claim_tasks_with_employees(owner, n, lease)
+            .await?
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect())
+    }
+
+    async fn claim_tasks_with_employees(
+        &self,
+        owner: &str,
+        n: u32,
+        lease: Duration,
+    ) -> StoreResult<Vec<(Task, Option<Employee>)>> {
+        // One statement: the claim, a `running` event per claimed task, and each task's
+        // employee (read in the same snapshot; NULL when it no longer exists).
         let rows = sqlx::query(concat!(
             "WITH c AS (UPDATE tasks SET status = 'running', attempt = attempt + 1, \
              lease_owner = $1, lease_expires_at = $2, started_at = COALESCE(started_at, $3), \
@@ -286,7 +301,8 @@ impl TaskStore for PgStore {
              SELECT c.id, (SELECT COALESCE(MAX(seq), 0) + 1 FROM task_events \
              WHERE task_id = c.id), 'status', \
              jsonb_build_object('status', 'running', 'attempt', c.attempt), $3 FROM c) \
-             SELECT * FROM c"
+             SELECT c.*, (SELECT to_jsonb(e) FROM employees e WHERE e.id = c.employee_id \
+             AND e.tenant_id = c.tenant_id) AS employee FROM c"
         ))
         .bind(owner)
         .bind(after(lease))
@@ -294,14 +310,20 @@ impl TaskStore for PgStore {
         .bind(i64::from(n))
         .fetch_all(&self.pool)
         .await?;
-        let mut tasks = rows.iter().map(task_row).collect::<StoreResult<Vec<_>>>()?;
-        tasks.sort_by(|a, b| {
+        let mut claimed = rows
+            .iter()
+            .map(|r| {
+                let employee: Option<Json<Employee>> = r.try_get("employee")?;
+                Ok((task_row(r)?, employee.map(|Json(e)| e)))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        claimed.sort_by(|(a, _), (b, _)| {
             b.priority
                 .cmp(&a.priority)
                 .then(a.run_at.cmp(&b.run_at))
                 .then(a.id.cmp(&b.id))
         });
-        Ok(tasks)
+        Ok(claimed)
     }
 
     async fn renew_lease(&self, lease: &Lease, duration: Duration) -> StoreResult<Option<bool>> {
