@@ -30,6 +30,7 @@ backend_tests!(
     vendor_failure_retries_with_backoff_then_fails,
     approval_survives_a_restart_then_succeeds,
     delegation_runs_a_subtask_and_refuses_a_cycle,
+    delegation_with_a_single_worker_slot_does_not_starve,
     schedule_fires_once_with_two_schedulers,
     sse_resumes_after_last_event_id_and_ends,
 );
@@ -561,6 +562,37 @@ async fn delegation_runs_a_subtask_and_refuses_a_cycle(backend: Backend) {
             .unwrap()
             .contains("cycle")
     );
+}
+
+/// With one worker slot, a parent waiting on its sub-task lends the slot, so the sub-task
+/// runs on the same replica instead of waiting for a slot that never frees.
+async fn delegation_with_a_single_worker_slot_does_not_starve(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, &with(&[("WORKER_CONCURRENCY", "1")])).await
+    else {
+        return;
+    };
+    employee(
+        &app,
+        json!({"name": "solo-lead", "role": "r", "allowed_tools": ["delegate"]}),
+    )
+    .await;
+    employee(&app, json!({"name": "solo-helper", "role": "r"})).await;
+    let id = id_of(
+        &submit(
+            &app,
+            json!({"employee": "solo-lead", "input": "solo-helper"}),
+        )
+        .await,
+    );
+    wait_status(&app, &id, "succeeded").await;
+    let ev = events(&app, &id).await;
+    let result = ev.iter().find(|e| e["kind"] == "tool_result").unwrap();
+    assert_eq!(result["payload"]["outcome"], "ok", "{result}");
+    let child = result["payload"]["content"]["task_id"].as_str().unwrap();
+    assert_eq!(task(&app, child).await["status"], "succeeded");
+    // The slot came back: another task still runs afterwards.
+    let next = id_of(&submit(&app, json!({"employee": "solo-helper", "input": "again"})).await);
+    wait_status(&app, &next, "succeeded").await;
 }
 
 async fn schedule_fires_once_with_two_schedulers(backend: Backend) {

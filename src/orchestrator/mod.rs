@@ -45,6 +45,21 @@ pub struct Hub {
     pub http: reqwest::Client,
     /// A completion webhook was queued (the delivery loop listens).
     pub webhooks: Notify,
+    /// The worker slots of this replica's claim loop (set when it starts).
+    slots: std::sync::OnceLock<Arc<Semaphore>>,
+}
+
+/// A worker slot lent back to the claim loop while its task waits on other tasks.
+#[must_use = "take the slot back with `LentSlot::take_back` before running on"]
+pub struct LentSlot(Arc<Semaphore>);
+
+impl LentSlot {
+    /// Takes a slot back for the waiting task (waits for one to be free).
+    pub async fn take_back(self) {
+        if let Ok(p) = self.0.acquire().await {
+            p.forget();
+        }
+    }
 }
 
 impl Hub {
@@ -61,7 +76,18 @@ impl Hub {
             shutdown: CancellationToken::new(),
             http,
             webhooks: Notify::new(),
+            slots: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Lends the calling task's worker slot to the claim loop while the task waits on
+    /// other tasks (delegation), so they can run on this replica even when every slot is
+    /// held by a waiting parent. `None` when this replica runs no claim loop.
+    pub fn lend_slot(&self) -> Option<LentSlot> {
+        let slots = self.slots.get()?.clone();
+        slots.add_permits(1);
+        self.wake();
+        Some(LentSlot(slots))
     }
 
     /// Wakes one idle claimer of this replica.
@@ -159,6 +185,7 @@ async fn claim_loop(
 ) {
     let cfg = state.config.tasks.clone();
     let slots = Arc::new(Semaphore::new(cfg.worker_concurrency as usize));
+    let _ = state.tasks.slots.set(slots.clone());
     let mut backoff_on_error = Duration::from_millis(100);
     while !stop.is_cancelled() {
         // Wait for at least one free slot.

@@ -470,6 +470,27 @@ async fn delegate(ctx: &ToolCtx<'_>, target: &str, input: &str) -> ToolOutcome {
         Err(e) => return ToolOutcome::err("error", store_msg(&e)),
     };
     ctx.state.tasks.wake();
+    // A task waiting here lends its worker slot, so the sub-task can run even when every
+    // slot of this replica is held by a waiting parent; it takes one back to go on.
+    let lent = match ctx.task_id {
+        Some(_) => ctx.state.tasks.lend_slot(),
+        None => None,
+    };
+    let outcome = wait_for_subtask(ctx, target, &child).await;
+    if let Some(slot) = lent {
+        slot.take_back().await;
+    }
+    outcome
+}
+
+/// Waits for a delegated task to end (or the caller's deadline).
+async fn wait_for_subtask(
+    ctx: &ToolCtx<'_>,
+    target: &str,
+    child: &crate::store::Task,
+) -> ToolOutcome {
+    let store = &ctx.state.store;
+    let tenant = ctx.employee.tenant_id;
     loop {
         let waiter = ctx.state.tasks.finished.notified();
         match store.get_task(tenant, child.id).await {
