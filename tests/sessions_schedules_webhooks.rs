@@ -22,6 +22,7 @@ backend_tests!(
     schedules_crud_validation_and_scoping,
     schedule_created_through_the_api_fires_once_per_tick_with_two_apps,
     webhooks_deliver_signed_final_tasks_and_retry,
+    a_webhook_never_queued_is_swept_up,
 );
 
 fn with_key(app: &TestApp, method: Method, path: &str, key: &str) -> reqwest::RequestBuilder {
@@ -827,4 +828,58 @@ async fn webhooks_deliver_signed_final_tasks_and_retry(backend: Backend) {
         m.contains("webhook_deliveries_total{outcome=\"failed\"}"),
         "{m}"
     );
+}
+
+/// A task that ended without its webhook being queued (as if the process stopped right
+/// after the end) still gets its delivery: the sweeper finds and queues it.
+async fn a_webhook_never_queued_is_swept_up(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, &with(&[("WEBHOOK_POLL_INTERVAL", "0.05")])).await
+    else {
+        return;
+    };
+    let e = employee(&app, json!({"name": "swept", "role": "r"})).await;
+    let hook = Receiver::start(0).await;
+    // Not due for an hour, so no worker takes it; cancelled in the store directly, which
+    // ends it without queueing its webhook (the API would have queued it).
+    let (t, _) = app
+        .store
+        .create_task(&digital_employee::store::NewTask {
+            tenant_id: DEFAULT_TENANT_ID,
+            employee_id: Uuid::parse_str(e["id"].as_str().unwrap()).unwrap(),
+            input: json!("never run"),
+            priority: 0,
+            run_at: digital_employee::store::now() + chrono::Duration::hours(1),
+            max_attempts: 1,
+            idempotency_key: None,
+            request_hash: None,
+            parent_task_id: None,
+            depth: 0,
+            session_id: None,
+            callback_url: Some(hook.url.clone()),
+            metadata: json!({}),
+        })
+        .await
+        .unwrap();
+    app.store
+        .cancel_task(DEFAULT_TENANT_ID, t.id)
+        .await
+        .unwrap();
+    assert!(
+        app.store
+            .list_deliveries(DEFAULT_TENANT_ID, t.id)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing queued yet"
+    );
+    let got = hook.wait_for(1).await;
+    let body: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(body["id"], t.id.to_string());
+    assert_eq!(body["status"], "cancelled");
+    let deliveries = app
+        .store
+        .list_deliveries(DEFAULT_TENANT_ID, t.id)
+        .await
+        .unwrap();
+    assert_eq!(deliveries.len(), 1, "queued exactly once");
 }

@@ -3,7 +3,8 @@
 //!
 //! Deliveries are rows of `webhook_deliveries` (migration 0006), queued when the task
 //! ends and polled by [`run`], one loop per replica, so they survive restarts and never
-//! hold up a worker. Each attempt is claimed like a task (one statement, with a lease);
+//! hold up a worker. The same loop sweeps for tasks that ended in the last day without a
+//! queued delivery (the process stopped in between) and queues theirs. Each attempt is claimed like a task (one statement, with a lease);
 //! network errors and non-2xx answers are retried with exponential backoff up to
 //! `WEBHOOK_MAX_ATTEMPTS`. Delivery is at least once: a receiver deduplicates by the
 //! `X-Digital-Employee-Delivery` id.
@@ -38,6 +39,10 @@ pub const ATTEMPT_HEADER: &str = "x-digital-employee-attempt";
 
 /// Deliveries attempted at once by one replica.
 const CONCURRENCY: usize = 16;
+/// The sweeper leaves a task this long after its end to the normal path.
+const SWEEP_GRACE: Duration = Duration::from_secs(2);
+/// How far back the sweeper looks.
+const SWEEP_HORIZON: chrono::Duration = chrono::Duration::hours(24);
 
 /// A new random signing secret.
 pub fn new_secret() -> String {
@@ -108,7 +113,14 @@ pub async fn run(state: AppState, stop: CancellationToken) {
     let slots = Arc::new(Semaphore::new(CONCURRENCY));
     let inflight = TaskTracker::new();
     let mut error_backoff = Duration::from_millis(100);
+    let sweep_every =
+        (cfg.webhook_poll_interval * 10).clamp(Duration::from_secs(1), Duration::from_secs(30));
+    let mut last_sweep: Option<std::time::Instant> = None;
     loop {
+        if last_sweep.is_none_or(|t| t.elapsed() >= sweep_every) {
+            last_sweep = Some(std::time::Instant::now());
+            sweep(&state).await;
+        }
         let first = tokio::select! {
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             _ = stop.cancelled() => break,
@@ -157,6 +169,26 @@ pub async fn run(state: AppState, stop: CancellationToken) {
     }
     inflight.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), inflight.wait()).await;
+}
+
+/// Queues the webhooks of tasks that ended without one in the last day: the process
+/// stopped between a task's end and the queueing of its webhook. Queueing is idempotent
+/// (one delivery per task and event), so racing the normal path is harmless.
+async fn sweep(state: &AppState) {
+    let until = now() - chrono::Duration::from_std(SWEEP_GRACE).unwrap_or_default();
+    match state
+        .store
+        .ended_without_webhook(until - SWEEP_HORIZON, until, 100)
+        .await
+    {
+        Ok(missed) => {
+            for (tenant, id) in missed {
+                tracing::warn!(task_id = %id, "queueing a completion webhook that was never queued");
+                task_ended_by_id(state, tenant, id).await;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "webhook sweep failed"),
+    }
 }
 
 /// One attempt of one delivery, and its record.

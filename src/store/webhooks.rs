@@ -107,6 +107,15 @@ pub trait WebhookStore: Send + Sync {
         attempt: i32,
         result: &DeliveryResult,
     ) -> StoreResult<bool>;
+    /// `(tenant, task)` of tasks with a `callback_url` that ended between `since` and
+    /// `until` and have no `task.finished` delivery queued (the process stopped between
+    /// the end and the queue); oldest first, at most `limit`.
+    async fn ended_without_webhook(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<(Uuid, Uuid)>>;
     /// The deliveries of one task of the tenant, oldest first.
     async fn list_deliveries(&self, tenant: Uuid, task: Uuid) -> StoreResult<Vec<Delivery>>;
 

@@ -120,6 +120,34 @@ impl WebhookStore for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn ended_without_webhook(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<(Uuid, Uuid)>> {
+        let rows = sqlx::query(
+            "SELECT t.tenant_id, t.id FROM tasks t WHERE t.callback_url IS NOT NULL \
+             AND t.finished_at >= ? AND t.finished_at <= ? \
+             AND t.status IN ('succeeded', 'failed', 'cancelled') \
+             AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.task_id = t.id \
+             AND d.event = 'task.finished') ORDER BY t.finished_at LIMIT ?",
+        )
+        .bind(ts(&since))
+        .bind(ts(&until))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    parse_id(r.try_get("tenant_id")?)?,
+                    parse_id(r.try_get("id")?)?,
+                ))
+            })
+            .collect()
+    }
+
     async fn claim_deliveries(&self, n: u32, lease: Duration) -> StoreResult<Vec<Delivery>> {
         let t = ts(&now());
         let rows = sqlx::query(concat!(
