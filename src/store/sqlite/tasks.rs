@@ -52,40 +52,89 @@ fn status(s: &str) -> StoreResult<TaskStatus> {
     TaskStatus::parse(s).ok_or_else(|| StoreError::Corrupt(format!("task status {s:?}")))
 }
 
+/// Column access shared by the async driver's rows and the writer thread's rows, so one
+/// mapper ([`task_from`]) builds a [`Task`] from either.
+trait Cols {
+    fn text(&self, col: &str) -> StoreResult<String>;
+    fn opt_text(&self, col: &str) -> StoreResult<Option<String>>;
+    fn int(&self, col: &str) -> StoreResult<i64>;
+    fn int32(&self, col: &str) -> StoreResult<i32>;
+    fn flag(&self, col: &str) -> StoreResult<bool>;
+}
+
+impl Cols for SqliteRow {
+    fn text(&self, col: &str) -> StoreResult<String> {
+        Ok(self.try_get(col)?)
+    }
+    fn opt_text(&self, col: &str) -> StoreResult<Option<String>> {
+        Ok(self.try_get(col)?)
+    }
+    fn int(&self, col: &str) -> StoreResult<i64> {
+        Ok(self.try_get(col)?)
+    }
+    fn int32(&self, col: &str) -> StoreResult<i32> {
+        Ok(self.try_get(col)?)
+    }
+    fn flag(&self, col: &str) -> StoreResult<bool> {
+        Ok(self.try_get(col)?)
+    }
+}
+
+impl Cols for rusqlite::Row<'_> {
+    fn text(&self, col: &str) -> StoreResult<String> {
+        self.get(col).map_err(engine)
+    }
+    fn opt_text(&self, col: &str) -> StoreResult<Option<String>> {
+        self.get(col).map_err(engine)
+    }
+    fn int(&self, col: &str) -> StoreResult<i64> {
+        self.get(col).map_err(engine)
+    }
+    fn int32(&self, col: &str) -> StoreResult<i32> {
+        self.get(col).map_err(engine)
+    }
+    fn flag(&self, col: &str) -> StoreResult<bool> {
+        self.get(col).map_err(engine)
+    }
+}
+
 fn task_row(r: &SqliteRow) -> StoreResult<Task> {
+    task_from(r)
+}
+
+fn task_from(r: &impl Cols) -> StoreResult<Task> {
+    let opt_ts = |c: &str| r.opt_text(c)?.map(|s| parse_ts(&s)).transpose();
+    let opt_id = |c: &str| r.opt_text(c)?.map(|s| parse_id(&s)).transpose();
     Ok(Task {
-        id: parse_id(r.try_get("id")?)?,
-        tenant_id: parse_id(r.try_get("tenant_id")?)?,
-        employee_id: parse_id(r.try_get("employee_id")?)?,
-        input: json(r.try_get("input")?)?,
-        status: status(r.try_get("status")?)?,
-        priority: r.try_get("priority")?,
-        run_at: parse_ts(r.try_get("run_at")?)?,
-        attempt: r.try_get("attempt")?,
-        max_attempts: r.try_get("max_attempts")?,
-        lease_owner: r.try_get("lease_owner")?,
-        lease_expires_at: opt_ts(r, "lease_expires_at")?,
-        idempotency_key: r.try_get("idempotency_key")?,
-        request_hash: r.try_get("request_hash")?,
-        parent_task_id: opt_id(r, "parent_task_id")?,
-        depth: r.try_get("depth")?,
-        session_id: opt_id(r, "session_id")?,
-        callback_url: r.try_get("callback_url")?,
-        metadata: json(r.try_get("metadata")?)?,
-        result: r
-            .try_get::<Option<String>, _>("result")?
-            .map(|s| json(&s))
-            .transpose()?,
-        error: r.try_get("error")?,
-        tokens_in: r.try_get("tokens_in")?,
-        tokens_out: r.try_get("tokens_out")?,
-        cost_nanos: r.try_get("cost_nanos")?,
-        steps: r.try_get("steps")?,
-        cancel_requested: r.try_get("cancel_requested")?,
-        created_at: parse_ts(r.try_get("created_at")?)?,
-        started_at: opt_ts(r, "started_at")?,
-        finished_at: opt_ts(r, "finished_at")?,
-        updated_at: parse_ts(r.try_get("updated_at")?)?,
+        id: parse_id(&r.text("id")?)?,
+        tenant_id: parse_id(&r.text("tenant_id")?)?,
+        employee_id: parse_id(&r.text("employee_id")?)?,
+        input: json(&r.text("input")?)?,
+        status: status(&r.text("status")?)?,
+        priority: r.int32("priority")?,
+        run_at: parse_ts(&r.text("run_at")?)?,
+        attempt: r.int32("attempt")?,
+        max_attempts: r.int32("max_attempts")?,
+        lease_owner: r.opt_text("lease_owner")?,
+        lease_expires_at: opt_ts("lease_expires_at")?,
+        idempotency_key: r.opt_text("idempotency_key")?,
+        request_hash: r.opt_text("request_hash")?,
+        parent_task_id: opt_id("parent_task_id")?,
+        depth: r.int32("depth")?,
+        session_id: opt_id("session_id")?,
+        callback_url: r.opt_text("callback_url")?,
+        metadata: json(&r.text("metadata")?)?,
+        result: r.opt_text("result")?.map(|s| json(&s)).transpose()?,
+        error: r.opt_text("error")?,
+        tokens_in: r.int("tokens_in")?,
+        tokens_out: r.int("tokens_out")?,
+        cost_nanos: r.int("cost_nanos")?,
+        steps: r.int32("steps")?,
+        cancel_requested: r.flag("cancel_requested")?,
+        created_at: parse_ts(&r.text("created_at")?)?,
+        started_at: opt_ts("started_at")?,
+        finished_at: opt_ts("finished_at")?,
+        updated_at: parse_ts(&r.text("updated_at")?)?,
     })
 }
 
@@ -166,44 +215,6 @@ async fn append(
 // ---- Hot writes: run on the group-commit writer thread (see `writer.rs`), each inside
 // its own savepoint of the batch's transaction. ----
 
-fn task_rs(r: &rusqlite::Row<'_>) -> StoreResult<Task> {
-    let text = |c: &str| r.get::<_, String>(c).map_err(engine);
-    let opt = |c: &str| r.get::<_, Option<String>>(c).map_err(engine);
-    let int = |c: &str| r.get::<_, i64>(c).map_err(engine);
-    let int32 = |c: &str| r.get::<_, i32>(c).map_err(engine);
-    Ok(Task {
-        id: parse_id(&text("id")?)?,
-        tenant_id: parse_id(&text("tenant_id")?)?,
-        employee_id: parse_id(&text("employee_id")?)?,
-        input: json(&text("input")?)?,
-        status: status(&text("status")?)?,
-        priority: int32("priority")?,
-        run_at: parse_ts(&text("run_at")?)?,
-        attempt: int32("attempt")?,
-        max_attempts: int32("max_attempts")?,
-        lease_owner: opt("lease_owner")?,
-        lease_expires_at: opt("lease_expires_at")?.map(|s| parse_ts(&s)).transpose()?,
-        idempotency_key: opt("idempotency_key")?,
-        request_hash: opt("request_hash")?,
-        parent_task_id: opt("parent_task_id")?.map(|s| parse_id(&s)).transpose()?,
-        depth: int32("depth")?,
-        session_id: opt("session_id")?.map(|s| parse_id(&s)).transpose()?,
-        callback_url: opt("callback_url")?,
-        metadata: json(&text("metadata")?)?,
-        result: opt("result")?.map(|s| json(&s)).transpose()?,
-        error: opt("error")?,
-        tokens_in: int("tokens_in")?,
-        tokens_out: int("tokens_out")?,
-        cost_nanos: int("cost_nanos")?,
-        steps: int32("steps")?,
-        cancel_requested: r.get::<_, bool>("cancel_requested").map_err(engine)?,
-        created_at: parse_ts(&text("created_at")?)?,
-        started_at: opt("started_at")?.map(|s| parse_ts(&s)).transpose()?,
-        finished_at: opt("finished_at")?.map(|s| parse_ts(&s)).transpose()?,
-        updated_at: parse_ts(&text("updated_at")?)?,
-    })
-}
-
 /// Appends events after the task's last `seq`; the caller wrote the task row first.
 fn append_rs(conn: &rusqlite::Connection, task: &str, events: &[NewEvent]) -> StoreResult<()> {
     if events.is_empty() {
@@ -270,7 +281,7 @@ fn create_task_rs(conn: &rusqlite::Connection, t: &NewTask) -> StoreResult<(Task
             ])
             .map_err(engine)?;
         match rows.next().map_err(engine)? {
-            Some(r) => Some(task_rs(r)?),
+            Some(r) => Some(task_from(r)?),
             None => None,
         }
     };
@@ -297,7 +308,7 @@ fn create_task_rs(conn: &rusqlite::Connection, t: &NewTask) -> StoreResult<(Task
         ])
         .map_err(engine)?;
     match rows.next().map_err(engine)? {
-        Some(r) => Ok((task_rs(r)?, false)),
+        Some(r) => Ok((task_from(r)?, false)),
         None => Err(StoreError::NotFound),
     }
 }
@@ -324,7 +335,7 @@ fn claim_tasks_rs(
             .query(rusqlite::params![owner, ts(&after(lease)), t, i64::from(n)])
             .map_err(engine)?;
         while let Some(r) = rows.next().map_err(engine)? {
-            tasks.push(task_rs(r)?);
+            tasks.push(task_from(r)?);
         }
     }
     for task in &tasks {
