@@ -4,8 +4,9 @@
 //! Deliveries are rows of `webhook_deliveries` (migration 0006), queued when the task
 //! ends and polled by [`run`], one loop per replica, so they survive restarts and never
 //! hold up a worker. The same loop sweeps for tasks that ended in the last day without a
-//! queued delivery (the process stopped in between) and queues theirs. Each attempt is claimed like a task (one statement, with a lease);
-//! network errors and non-2xx answers are retried with exponential backoff up to
+//! queued delivery (the process stopped in between) and queues theirs. Each attempt is
+//! claimed like a task (one statement, with a lease); network errors and non-2xx answers
+//! are retried with exponential backoff up to
 //! `WEBHOOK_MAX_ATTEMPTS`. Delivery is at least once: a receiver deduplicates by the
 //! `X-Digital-Employee-Delivery` id.
 //!
