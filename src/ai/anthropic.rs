@@ -593,7 +593,11 @@ impl EventParser {
 pub struct AnthropicProvider {
     name: String,
     base_url: String,
-    api_key: Secret,
+    /// The messages URL, parsed once (`None` if it does not parse: each call then fails
+    /// with the client's own error).
+    endpoint: Option<reqwest::Url>,
+    /// `x-api-key`, built once, marked sensitive.
+    key: Option<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
     http: reqwest::Client,
 }
 
@@ -604,21 +608,25 @@ impl AnthropicProvider {
         api_key: Secret,
         http: reqwest::Client,
     ) -> Self {
+        let base_url = base_url.trim_end_matches('/').to_string();
         Self {
             name: name.into(),
-            base_url: base_url.trim_end_matches('/').to_string(),
-            api_key,
+            endpoint: reqwest::Url::parse(&format!("{base_url}/v1/messages")).ok(),
+            key: provider::secret_header("x-api-key", api_key.expose()),
+            base_url,
             http,
         }
     }
 
     async fn send(&self, body: &AnRequest) -> Result<reqwest::Response, AiError> {
-        let req = self
-            .http
-            .post(format!("{}/v1/messages", self.base_url))
-            .header("x-api-key", self.api_key.expose())
-            .header("anthropic-version", API_VERSION)
-            .json(body);
+        let mut req = match &self.endpoint {
+            Some(url) => self.http.post(url.clone()),
+            None => self.http.post(format!("{}/v1/messages", self.base_url)),
+        };
+        if let Some((name, value)) = &self.key {
+            req = req.header(name.clone(), value.clone());
+        }
+        let req = req.header("anthropic-version", API_VERSION).json(body);
         // Anthropic's 529 ("overloaded") classifies as a server fault, like 503.
         provider::send(req).await
     }

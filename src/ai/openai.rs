@@ -615,8 +615,11 @@ impl ChunkParser {
 pub struct OpenAiProvider {
     name: String,
     base_url: String,
-    api_key: Secret,
-    api_version: Option<String>,
+    /// The completions URL, parsed once (`None` if it does not parse: each call then
+    /// fails with the client's own error).
+    endpoint: Option<reqwest::Url>,
+    /// `Authorization: Bearer …` (or Azure-style `api-key`), built once, marked sensitive.
+    auth: Option<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
     modern_limits: bool,
     http: reqwest::Client,
 }
@@ -632,28 +635,38 @@ impl OpenAiProvider {
         let base_url = base_url.trim_end_matches('/').to_string();
         // The official API prefers max_completion_tokens; compatible servers know max_tokens.
         let modern_limits = base_url.contains("api.openai.com");
+        let mut url = format!("{base_url}/chat/completions");
+        if let Some(v) = &api_version {
+            url.push_str("?api-version=");
+            url.push_str(v);
+        }
+        let endpoint = reqwest::Url::parse(&url).ok();
+        let auth = if api_version.is_some() {
+            provider::secret_header("api-key", api_key.expose())
+        } else if !api_key.is_empty() {
+            provider::secret_header("authorization", &format!("Bearer {}", api_key.expose()))
+        } else {
+            None
+        };
         Self {
             name: name.into(),
             base_url,
-            api_key,
-            api_version,
+            endpoint,
+            auth,
             modern_limits,
             http,
         }
     }
 
     async fn send(&self, body: &OaRequest) -> Result<reqwest::Response, AiError> {
-        let mut url = format!("{}/chat/completions", self.base_url);
-        let mut req = self.http.post(&url);
-        if let Some(v) = &self.api_version {
-            url.push_str("?api-version=");
-            url.push_str(v);
-            req = self
+        let mut req = match &self.endpoint {
+            Some(url) => self.http.post(url.clone()),
+            None => self
                 .http
-                .post(&url)
-                .header("api-key", self.api_key.expose());
-        } else if !self.api_key.is_empty() {
-            req = req.bearer_auth(self.api_key.expose());
+                .post(format!("{}/chat/completions", self.base_url)),
+        };
+        if let Some((name, value)) = &self.auth {
+            req = req.header(name.clone(), value.clone());
         }
         provider::send(req.json(body)).await
     }

@@ -21,6 +21,24 @@ pub trait Provider: Send + Sync + 'static {
     async fn chat_stream(&self, req: &ChatRequest) -> Result<EventStream, AiError>;
 }
 
+/// A credential header built once per provider, marked sensitive (kept out of `Debug`
+/// and HTTP/2 header compression); `None` if the value is not a valid header value (the
+/// vendor then answers 401, which names the problem).
+pub fn secret_header(
+    name: &'static str,
+    value: &str,
+) -> Option<(reqwest::header::HeaderName, reqwest::header::HeaderValue)> {
+    let Ok(mut v) = reqwest::header::HeaderValue::from_str(value) else {
+        tracing::warn!(
+            header = name,
+            "the configured vendor key is not a valid HTTP header value; it is not sent"
+        );
+        return None;
+    };
+    v.set_sensitive(true);
+    Some((reqwest::header::HeaderName::from_static(name), v))
+}
+
 /// Sends one vendor request; a non-2xx answer becomes the error its status classifies
 /// (with `Retry-After` and the vendor's message, truncated).
 pub async fn send(req: reqwest::RequestBuilder) -> Result<reqwest::Response, AiError> {

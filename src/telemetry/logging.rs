@@ -116,11 +116,7 @@ where
         let mut line = Map::new();
         line.insert(
             "timestamp".into(),
-            Value::from(
-                chrono::Utc::now()
-                    .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-                    .to_string(),
-            ),
+            Value::from(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
         );
         line.insert("level".into(), Value::from(meta.level().as_str()));
         line.insert("message".into(), Value::from(""));
@@ -141,9 +137,9 @@ where
                 continue;
             }
             if let Value::String(text) = value {
-                let (clean, n) = redactor.redact(text);
+                let (clean, n) = redactor.redact_cow(text);
                 if n > 0 {
-                    *text = clean;
+                    *text = clean.into_owned();
                 }
             }
         }
