@@ -5,6 +5,10 @@
 # latency, the maximum throughput, RSS under load, and the router's own overhead
 # histogram (ai_gateway_overhead_seconds).
 #
+# PACING=jitter (default) spreads each connection's requests at random around the mean
+# interval, as independent clients would; PACING=fixed sends all connections in lockstep
+# (bursts of CONNS requests). See bench/chat.lua.
+#
 #   cargo build --release && bench/gateway.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +39,7 @@ pids+=($!)
 gw_pid=$!
 api=$(wait_field "$work/serve.log" "listening" api)
 metrics=$(wait_field "$work/serve.log" "listening" metrics)
-echo "vendor http://$vendor  gateway http://$api"
+echo "vendor http://$vendor  gateway http://$api  pacing ${PACING:-jitter} ($conns connections)"
 
 # Reference: what a second hop alone costs here, through nginx (one worker, keep-alive
 # upstream, no logic). Skipped when nginx is not installed.
