@@ -24,7 +24,7 @@ mod writer;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// Reads go to a pool of connections (WAL readers never block). The hot task writes go
+/// Reads go to a pool of connections (WAL readers never block). Every task write goes
 /// to the group-commit [`writer::Writer`] thread; the other writes go to a pool of
 /// exactly one connection. Both take the same [`writer::Gate`] first, so writers queue
 /// in this process instead of meeting SQLite's busy handler, whose back-off sleeps (up

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::Connection;
+use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::writer::engine;
@@ -180,36 +180,6 @@ fn message_row(r: &SqliteRow) -> StoreResult<SessionMessage> {
 
 fn after(d: Duration) -> DateTime<Utc> {
     now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
-}
-
-/// Appends events after the last `seq` of the task, in one statement (a JSON array of
-/// `[kind, payload text]` pairs). Callers have already written the task row in the same
-/// transaction, which serialises appends per task.
-async fn append(
-    tx: &mut Transaction<'_, Sqlite>,
-    task: Uuid,
-    events: &[NewEvent],
-) -> StoreResult<()> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let pairs = Value::Array(
-        events
-            .iter()
-            .map(|e| Value::Array(vec![e.kind.into(), e.payload.to_string().into()]))
-            .collect(),
-    );
-    sqlx::query(
-        "INSERT INTO task_events (task_id, seq, kind, payload, created_at) \
-         SELECT ?1, (SELECT COALESCE(MAX(seq), 0) FROM task_events WHERE task_id = ?1) \
-         + j.key + 1, j.value ->> 0, j.value ->> 1, ?2 FROM json_each(?3) AS j ORDER BY j.key",
-    )
-    .bind(task.to_string())
-    .bind(ts(&now()))
-    .bind(pairs.to_string())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 // ---- Hot writes: run on the group-commit writer thread (see `writer.rs`), each inside
@@ -457,6 +427,147 @@ fn finish_task_rs(conn: &rusqlite::Connection, lease: &Lease, f: &Finish) -> Sto
     Ok(true)
 }
 
+/// A running task whose lease ran out, with what the reaper decided for it.
+struct Expired {
+    id: Uuid,
+    tenant_id: Uuid,
+    attempt: i32,
+    owner: Option<String>,
+    to: TaskStatus,
+    run_at: DateTime<Utc>,
+    error: String,
+}
+
+/// Moves each still-expired task to `retrying` or `failed` (guarded by owner, attempt and
+/// the expiry itself) with a `reset` status event.
+fn rescue_rs(
+    conn: &rusqlite::Connection,
+    expired: &[Expired],
+    at: &DateTime<Utc>,
+) -> StoreResult<Vec<Rescued>> {
+    let t = ts(at);
+    let mut st = conn
+        .prepare_cached(
+            "UPDATE tasks SET status = ?1, run_at = ?2, error = ?3, lease_owner = NULL, \
+             lease_expires_at = NULL, finished_at = CASE WHEN ?4 THEN ?5 ELSE NULL END, \
+             updated_at = ?5 WHERE id = ?6 AND lease_owner IS ?7 AND attempt = ?8 \
+             AND status = 'running' AND lease_expires_at < ?5",
+        )
+        .map_err(engine)?;
+    let mut rescued = Vec::new();
+    for e in expired {
+        let id = e.id.to_string();
+        let done = st
+            .execute(rusqlite::params![
+                e.to.as_str(),
+                ts(&e.run_at),
+                e.error,
+                e.to.is_terminal(),
+                t,
+                id,
+                e.owner,
+                e.attempt
+            ])
+            .map_err(engine)?;
+        if done == 1 {
+            let ev = NewEvent::status(
+                e.to,
+                serde_json::json!({"reason": "lease_expired", "error": e.error, "reset": true}),
+            );
+            append_rs(conn, &id, &[ev])?;
+            rescued.push(Rescued {
+                task_id: e.id,
+                tenant_id: e.tenant_id,
+                status: e.to,
+            });
+        }
+    }
+    Ok(rescued)
+}
+
+/// The task row an `UPDATE … RETURNING` gave back, if any.
+fn returned_task(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> StoreResult<Option<Task>> {
+    let mut st = conn.prepare_cached(sql).map_err(engine)?;
+    let mut rows = st.query(params).map_err(engine)?;
+    match rows.next().map_err(engine)? {
+        Some(r) => Ok(Some(task_from(r)?)),
+        None => Ok(None),
+    }
+}
+
+/// Cancels a task that has not started (or waits for approval) at once; asks a running
+/// one to stop. `None`: the task had already ended (or does not exist).
+fn cancel_rs(
+    conn: &rusqlite::Connection,
+    tenant: Uuid,
+    id: Uuid,
+) -> StoreResult<Option<CancelOutcome>> {
+    let (t, tenant, id) = (ts(&now()), tenant.to_string(), id.to_string());
+    let cancelled = returned_task(
+        conn,
+        concat!(
+            "UPDATE tasks SET status = 'cancelled', cancel_requested = 1, finished_at = ?1, \
+             updated_at = ?1, error = 'cancelled on request' WHERE tenant_id = ?2 AND id = ?3 \
+             AND status IN ('queued', 'retrying', 'waiting_approval') RETURNING ",
+            task_cols!()
+        ),
+        rusqlite::params![t, tenant, id],
+    )?;
+    if let Some(task) = cancelled {
+        let ev = NewEvent::status(
+            TaskStatus::Cancelled,
+            serde_json::json!({"reason": "cancelled on request"}),
+        );
+        append_rs(conn, &id, &[ev])?;
+        return Ok(Some(CancelOutcome::Cancelled(task)));
+    }
+    let requested = returned_task(
+        conn,
+        concat!(
+            "UPDATE tasks SET cancel_requested = 1, updated_at = ?1 WHERE tenant_id = ?2 \
+             AND id = ?3 AND status = 'running' RETURNING ",
+            task_cols!()
+        ),
+        rusqlite::params![t, tenant, id],
+    )?;
+    Ok(requested.map(CancelOutcome::Requested))
+}
+
+/// Requeues a task waiting for approval, with the decision and the status as events.
+fn resolve_approval_rs(
+    conn: &rusqlite::Connection,
+    tenant: Uuid,
+    id: Uuid,
+    decision: Value,
+) -> StoreResult<Option<Task>> {
+    let (t, id) = (ts(&now()), id.to_string());
+    let Some(task) = returned_task(
+        conn,
+        concat!(
+            "UPDATE tasks SET status = 'queued', run_at = ?1, updated_at = ?1 \
+             WHERE tenant_id = ?2 AND id = ?3 AND status = 'waiting_approval' RETURNING ",
+            task_cols!()
+        ),
+        rusqlite::params![t, tenant.to_string(), id],
+    )?
+    else {
+        return Ok(None);
+    };
+    append_rs(
+        conn,
+        &id,
+        &[
+            NewEvent::new("approval", decision),
+            NewEvent::status(TaskStatus::Queued, Value::Null),
+        ],
+    )?;
+    Ok(Some(task))
+}
+
 #[async_trait]
 impl TaskStore for SqliteStore {
     async fn find_employee_by_name(&self, tenant: Uuid, name: &str) -> StoreResult<Employee> {
@@ -549,20 +660,19 @@ impl TaskStore for SqliteStore {
         backoff: &(dyn Fn(i32) -> Duration + Send + Sync),
     ) -> StoreResult<Vec<Rescued>> {
         let t = now();
+        // Read on the pool; the writer's update re-checks every condition, so a task that
+        // was renewed or finished in between is left alone.
         let rows = sqlx::query(
             "SELECT id, tenant_id, attempt, max_attempts, lease_owner FROM tasks \
              WHERE status = 'running' AND lease_expires_at < ? LIMIT 100",
         )
         .bind(ts(&t))
-        .fetch_all(&mut *self.w().await?)
+        .fetch_all(&self.pool)
         .await?;
-        let mut rescued = Vec::new();
+        let mut expired = Vec::with_capacity(rows.len());
         for r in rows {
-            let id = parse_id(r.try_get("id")?)?;
-            let tenant_id: Uuid = parse_id(r.try_get("tenant_id")?)?;
             let attempt: i32 = r.try_get("attempt")?;
             let max: i32 = r.try_get("max_attempts")?;
-            let owner: Option<String> = r.try_get("lease_owner")?;
             let (to, run_at, error) = if attempt >= max {
                 (
                     TaskStatus::Failed,
@@ -576,81 +686,25 @@ impl TaskStore for SqliteStore {
                     "lease expired (worker lost); retrying".to_string(),
                 )
             };
-            let mut w = self.w().await?;
-            let mut tx = w.begin().await?;
-            let done = sqlx::query(
-                "UPDATE tasks SET status = ?, run_at = ?, error = ?, lease_owner = NULL, \
-                 lease_expires_at = NULL, finished_at = CASE WHEN ? THEN ? ELSE NULL END, \
-                 updated_at = ? WHERE id = ? AND lease_owner IS ? AND attempt = ? \
-                 AND status = 'running' AND lease_expires_at < ?",
-            )
-            .bind(to.as_str())
-            .bind(ts(&run_at))
-            .bind(&error)
-            .bind(to.is_terminal())
-            .bind(ts(&t))
-            .bind(ts(&t))
-            .bind(id.to_string())
-            .bind(&owner)
-            .bind(attempt)
-            .bind(ts(&t))
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() == 1 {
-                let ev = NewEvent::status(
-                    to,
-                    serde_json::json!({"reason": "lease_expired", "error": error, "reset": true}),
-                );
-                append(&mut tx, id, &[ev]).await?;
-                rescued.push(Rescued {
-                    task_id: id,
-                    tenant_id,
-                    status: to,
-                });
-            }
-            tx.commit().await?;
+            expired.push(Expired {
+                id: parse_id(r.try_get("id")?)?,
+                tenant_id: parse_id(r.try_get("tenant_id")?)?,
+                attempt,
+                owner: r.try_get("lease_owner")?,
+                to,
+                run_at,
+                error,
+            });
         }
-        Ok(rescued)
+        if expired.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.hot.run(move |c| rescue_rs(c, &expired, &t)).await
     }
 
     async fn cancel_task(&self, tenant: Uuid, id: Uuid) -> StoreResult<CancelOutcome> {
-        let t = ts(&now());
-        let mut w = self.w().await?;
-        let mut tx = w.begin().await?;
-        let row = sqlx::query(concat!(
-            "UPDATE tasks SET status = 'cancelled', cancel_requested = 1, finished_at = ?, \
-             updated_at = ?, error = 'cancelled on request' WHERE tenant_id = ? AND id = ? \
-             AND status IN ('queued', 'retrying', 'waiting_approval') RETURNING ",
-            task_cols!()
-        ))
-        .bind(&t)
-        .bind(&t)
-        .bind(tenant.to_string())
-        .bind(id.to_string())
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = row {
-            let ev = NewEvent::status(
-                TaskStatus::Cancelled,
-                serde_json::json!({"reason": "cancelled on request"}),
-            );
-            append(&mut tx, id, &[ev]).await?;
-            tx.commit().await?;
-            return Ok(CancelOutcome::Cancelled(task_row(&row)?));
-        }
-        let row = sqlx::query(concat!(
-            "UPDATE tasks SET cancel_requested = 1, updated_at = ? WHERE tenant_id = ? \
-             AND id = ? AND status = 'running' RETURNING ",
-            task_cols!()
-        ))
-        .bind(&t)
-        .bind(tenant.to_string())
-        .bind(id.to_string())
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        match row {
-            Some(row) => Ok(CancelOutcome::Requested(task_row(&row)?)),
+        match self.hot.run(move |c| cancel_rs(c, tenant, id)).await? {
+            Some(outcome) => Ok(outcome),
             None => Ok(CancelOutcome::AlreadyFinished(
                 self.get_task(tenant, id).await?,
             )),
@@ -663,35 +717,9 @@ impl TaskStore for SqliteStore {
         id: Uuid,
         decision: Value,
     ) -> StoreResult<Option<Task>> {
-        let t = ts(&now());
-        let mut w = self.w().await?;
-        let mut tx = w.begin().await?;
-        let row = sqlx::query(concat!(
-            "UPDATE tasks SET status = 'queued', run_at = ?, updated_at = ? \
-             WHERE tenant_id = ? AND id = ? AND status = 'waiting_approval' RETURNING ",
-            task_cols!()
-        ))
-        .bind(&t)
-        .bind(&t)
-        .bind(tenant.to_string())
-        .bind(id.to_string())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            tx.commit().await?;
-            return Ok(None);
-        };
-        append(
-            &mut tx,
-            id,
-            &[
-                NewEvent::new("approval", decision),
-                NewEvent::status(TaskStatus::Queued, Value::Null),
-            ],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(Some(task_row(&row)?))
+        self.hot
+            .run(move |c| resolve_approval_rs(c, tenant, id, decision))
+            .await
     }
 
     async fn list_events(&self, task: Uuid, after: i64, limit: u32) -> StoreResult<Vec<TaskEvent>> {
