@@ -9,6 +9,7 @@
 //! tasks the grace period and releases the rest (lease cleared, back to `queued`, the
 //! attempt given back) for another replica.
 
+mod claim;
 pub mod scheduler;
 pub mod webhooks;
 
@@ -186,71 +187,30 @@ async fn claim_loop(
     let cfg = state.config.tasks.clone();
     let slots = Arc::new(Semaphore::new(cfg.worker_concurrency as usize));
     let _ = state.tasks.slots.set(slots.clone());
-    let mut backoff_on_error = Duration::from_millis(100);
-    while !stop.is_cancelled() {
-        // Wait for at least one free slot.
-        let first = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = stop.cancelled() => break,
-        };
-        let free = slots.available_permits() as u32 + 1;
-        let batch = free.min(64);
-        let claimed = match state
-            .store
-            .claim_tasks_with_employees(&owner, batch, cfg.lease)
-            .await
-        {
-            Ok(c) => {
-                backoff_on_error = Duration::from_millis(100);
-                c
+    let pacing = claim::Pacing {
+        max_batch: 64,
+        poll_interval: cfg.poll_interval,
+        wake: &state.tasks.wake,
+        what: "tasks",
+    };
+    let claim = |n| {
+        let (state, owner) = (state.clone(), owner.clone());
+        async move {
+            let claimed = state
+                .store
+                .claim_tasks_with_employees(&owner, n, cfg.lease)
+                .await?;
+            if !claimed.is_empty() {
+                metrics::counter!(m::TASKS_CLAIMED_TOTAL).increment(claimed.len() as u64);
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "claim failed");
-                drop(first);
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff_on_error) => {},
-                    _ = stop.cancelled() => break,
-                }
-                backoff_on_error = (backoff_on_error * 2).min(Duration::from_secs(5));
-                continue;
+            for (task, _) in &claimed {
+                state.tasks.task_changed(task.id);
             }
-        };
-        let n = claimed.len() as u32;
-        if n > 0 {
-            metrics::counter!(m::TASKS_CLAIMED_TOTAL).increment(u64::from(n));
+            Ok(claimed)
         }
-        let mut first = Some(first);
-        for (task, employee) in claimed {
-            state.tasks.task_changed(task.id);
-            let permit = match first.take() {
-                Some(p) => p,
-                None => match slots.clone().try_acquire_owned() {
-                    Ok(p) => p,
-                    // Cannot happen (we claimed at most the free slots), but never
-                    // run more than the configured concurrency.
-                    Err(_) => match slots.clone().acquire_owned().await {
-                        Ok(p) => p,
-                        Err(_) => break,
-                    },
-                },
-            };
-            let st = state.clone();
-            let hs = hard_stop.clone();
-            runs.spawn(async move {
-                execute(st, task, employee, hs).await;
-                drop(permit);
-            });
-        }
-        drop(first);
-        if n < batch {
-            // Queue drained: sleep until a wake-up, the poll interval, or shutdown.
-            tokio::select! {
-                _ = state.tasks.wake.notified() => {},
-                _ = tokio::time::sleep(cfg.poll_interval) => {},
-                _ = stop.cancelled() => break,
-            }
-        }
-    }
+    };
+    let run = |(task, employee)| execute(state.clone(), task, employee, hard_stop.clone());
+    claim::claim_and_run(slots, pacing, &stop, &runs, claim, run).await;
 }
 
 /// Records steps of a leased task (fenced) and tells followers.

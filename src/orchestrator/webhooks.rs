@@ -111,63 +111,36 @@ pub async fn task_ended_by_id(state: &AppState, tenant: Uuid, id: Uuid) {
 pub async fn run(state: AppState, stop: CancellationToken) {
     let cfg = state.config.tasks.clone();
     let lease = cfg.webhook_timeout + Duration::from_secs(30);
-    let slots = Arc::new(Semaphore::new(CONCURRENCY));
     let inflight = TaskTracker::new();
-    let mut error_backoff = Duration::from_millis(100);
     let sweep_every =
         (cfg.webhook_poll_interval * 10).clamp(Duration::from_secs(1), Duration::from_secs(30));
-    let mut last_sweep: Option<std::time::Instant> = None;
-    loop {
-        if last_sweep.is_none_or(|t| t.elapsed() >= sweep_every) {
-            last_sweep = Some(std::time::Instant::now());
-            sweep(&state).await;
-        }
-        let first = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = stop.cancelled() => break,
-        };
-        let want = (slots.available_permits() + 1) as u32;
-        let claimed = match state.store.claim_deliveries(want, lease).await {
-            Ok(c) => {
-                error_backoff = Duration::from_millis(100);
-                c
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot claim webhook deliveries");
-                drop(first);
-                tokio::select! {
-                    _ = tokio::time::sleep(error_backoff) => {},
-                    _ = stop.cancelled() => break,
-                }
-                error_backoff = (error_backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        let n = claimed.len() as u32;
-        let mut first = Some(first);
-        for d in claimed {
-            let permit = match first.take() {
-                Some(p) => p,
-                None => match slots.clone().acquire_owned().await {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-            };
-            let st = state.clone();
-            inflight.spawn(async move {
-                attempt(&st, d).await;
-                drop(permit);
-            });
-        }
-        drop(first);
-        if n < want {
+    let sweeper = async {
+        let mut tick = tokio::time::interval(sweep_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
             tokio::select! {
-                _ = state.tasks.webhooks.notified() => {},
-                _ = tokio::time::sleep(cfg.webhook_poll_interval) => {},
+                _ = tick.tick() => sweep(&state).await,
                 _ = stop.cancelled() => break,
             }
         }
-    }
+    };
+    let pacing = super::claim::Pacing {
+        max_batch: CONCURRENCY as u32,
+        poll_interval: cfg.webhook_poll_interval,
+        wake: &state.tasks.webhooks,
+        what: "webhook deliveries",
+    };
+    let claim = |n| {
+        let state = state.clone();
+        async move { state.store.claim_deliveries(n, lease).await }
+    };
+    let run = |d| {
+        let state = state.clone();
+        async move { attempt(&state, d).await }
+    };
+    let slots = Arc::new(Semaphore::new(CONCURRENCY));
+    let deliver = super::claim::claim_and_run(slots, pacing, &stop, &inflight, claim, run);
+    tokio::join!(sweeper, deliver);
     inflight.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), inflight.wait()).await;
 }
