@@ -592,12 +592,8 @@ impl EventParser {
 
 pub struct AnthropicProvider {
     name: String,
-    base_url: String,
-    /// The messages URL, parsed once (`None` if it does not parse: each call then fails
-    /// with the client's own error).
-    endpoint: Option<reqwest::Url>,
-    /// `x-api-key`, built once, marked sensitive.
-    key: Option<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
+    /// `…/v1/messages` with `x-api-key`.
+    endpoint: provider::Endpoint,
     http: reqwest::Client,
 }
 
@@ -608,25 +604,20 @@ impl AnthropicProvider {
         api_key: Secret,
         http: reqwest::Client,
     ) -> Self {
-        let base_url = base_url.trim_end_matches('/').to_string();
+        let url = format!("{}/v1/messages", base_url.trim_end_matches('/'));
         Self {
             name: name.into(),
-            endpoint: reqwest::Url::parse(&format!("{base_url}/v1/messages")).ok(),
-            key: provider::secret_header("x-api-key", api_key.expose()),
-            base_url,
+            endpoint: provider::Endpoint::new(url, Some(("x-api-key", api_key.expose()))),
             http,
         }
     }
 
     async fn send(&self, body: &AnRequest) -> Result<reqwest::Response, AiError> {
-        let mut req = match &self.endpoint {
-            Some(url) => self.http.post(url.clone()),
-            None => self.http.post(format!("{}/v1/messages", self.base_url)),
-        };
-        if let Some((name, value)) = &self.key {
-            req = req.header(name.clone(), value.clone());
-        }
-        let req = req.header("anthropic-version", API_VERSION).json(body);
+        let req = self
+            .endpoint
+            .post(&self.http)
+            .header("anthropic-version", API_VERSION)
+            .json(body);
         // Anthropic's 529 ("overloaded") classifies as a server fault, like 503.
         provider::send(req).await
     }

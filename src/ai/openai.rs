@@ -614,12 +614,8 @@ impl ChunkParser {
 /// An OpenAI-format vendor reached over HTTP.
 pub struct OpenAiProvider {
     name: String,
-    base_url: String,
-    /// The completions URL, parsed once (`None` if it does not parse: each call then
-    /// fails with the client's own error).
-    endpoint: Option<reqwest::Url>,
-    /// `Authorization: Bearer …` (or Azure-style `api-key`), built once, marked sensitive.
-    auth: Option<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
+    /// `…/chat/completions` with `Authorization: Bearer …` (or Azure-style `api-key`).
+    endpoint: provider::Endpoint,
     modern_limits: bool,
     http: reqwest::Client,
 }
@@ -640,35 +636,24 @@ impl OpenAiProvider {
             url.push_str("?api-version=");
             url.push_str(v);
         }
-        let endpoint = reqwest::Url::parse(&url).ok();
-        let auth = if api_version.is_some() {
-            provider::secret_header("api-key", api_key.expose())
+        let bearer = format!("Bearer {}", api_key.expose());
+        let credential = if api_version.is_some() {
+            Some(("api-key", api_key.expose()))
         } else if !api_key.is_empty() {
-            provider::secret_header("authorization", &format!("Bearer {}", api_key.expose()))
+            Some(("authorization", bearer.as_str()))
         } else {
             None
         };
         Self {
             name: name.into(),
-            base_url,
-            endpoint,
-            auth,
+            endpoint: provider::Endpoint::new(url, credential),
             modern_limits,
             http,
         }
     }
 
     async fn send(&self, body: &OaRequest) -> Result<reqwest::Response, AiError> {
-        let mut req = match &self.endpoint {
-            Some(url) => self.http.post(url.clone()),
-            None => self
-                .http
-                .post(format!("{}/chat/completions", self.base_url)),
-        };
-        if let Some((name, value)) = &self.auth {
-            req = req.header(name.clone(), value.clone());
-        }
-        provider::send(req.json(body)).await
+        provider::send(self.endpoint.post(&self.http).json(body)).await
     }
 }
 

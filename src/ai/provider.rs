@@ -21,10 +21,42 @@ pub trait Provider: Send + Sync + 'static {
     async fn chat_stream(&self, req: &ChatRequest) -> Result<EventStream, AiError>;
 }
 
-/// A credential header built once per provider, marked sensitive (kept out of `Debug`
-/// and HTTP/2 header compression); `None` if the value is not a valid header value (the
-/// vendor then answers 401, which names the problem).
-pub fn secret_header(
+/// Where a provider POSTs and the credential it sends, both built once at start.
+pub struct Endpoint {
+    /// The full URL as configured (a call to a URL that does not parse fails with the
+    /// client's own error).
+    url: String,
+    parsed: Option<reqwest::Url>,
+    /// Marked sensitive (kept out of `Debug` and HTTP/2 header compression); `None` when
+    /// there is no key or it is not a valid header value (logged by header name; the
+    /// vendor's 401 then names the problem).
+    credential: Option<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
+}
+
+impl Endpoint {
+    /// `credential`: the header name and its value, if a key is to be sent.
+    pub fn new(url: String, credential: Option<(&'static str, &str)>) -> Endpoint {
+        Endpoint {
+            parsed: reqwest::Url::parse(&url).ok(),
+            url,
+            credential: credential.and_then(|(name, value)| secret_header(name, value)),
+        }
+    }
+
+    /// A POST to this endpoint carrying the credential.
+    pub fn post(&self, http: &reqwest::Client) -> reqwest::RequestBuilder {
+        let req = match &self.parsed {
+            Some(url) => http.post(url.clone()),
+            None => http.post(&self.url),
+        };
+        match &self.credential {
+            Some((name, value)) => req.header(name.clone(), value.clone()),
+            None => req,
+        }
+    }
+}
+
+fn secret_header(
     name: &'static str,
     value: &str,
 ) -> Option<(reqwest::header::HeaderName, reqwest::header::HeaderValue)> {
