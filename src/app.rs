@@ -10,87 +10,22 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::ratelimit::RateLimiter;
 use crate::auth::{Authenticator, Scope, keys, redact};
 use crate::config::Config;
-use crate::store::{self, DEFAULT_TENANT_ID, DynStore};
+use crate::state::{AppState, Hub, Lifecycle};
+use crate::store::{self, DEFAULT_TENANT_ID};
 use crate::telemetry;
-
-/// Shared state of one running app; cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub store: DynStore,
-    pub ai: Arc<crate::ai::AiRouter>,
-    pub auth: Arc<Authenticator>,
-    pub rate_limiter: Arc<RateLimiter>,
-    pub lifecycle: Arc<Lifecycle>,
-    pub tasks: Arc<crate::orchestrator::Hub>,
-}
 
 /// How often the `last_used_at` times collected in memory are written.
 const KEY_USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
-
-/// Draining flag and in-flight request count, for readiness and graceful shutdown.
-#[derive(Debug, Default)]
-pub struct Lifecycle {
-    draining: AtomicBool,
-    in_flight: AtomicUsize,
-    idle: Notify,
-}
-
-impl Lifecycle {
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::SeqCst)
-    }
-
-    pub fn start_draining(&self) {
-        self.draining.store(true, Ordering::SeqCst);
-    }
-
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::SeqCst)
-    }
-
-    /// Counts a request until the guard drops.
-    pub fn track(self: &Arc<Self>) -> InFlightGuard {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        metrics::gauge!(telemetry::metrics::HTTP_REQUESTS_IN_FLIGHT).increment(1.0);
-        InFlightGuard(self.clone())
-    }
-
-    /// Waits until no request is in flight.
-    async fn wait_idle(&self) {
-        loop {
-            let notified = self.idle.notified();
-            if self.in_flight() == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-/// Decrements the in-flight count on drop (also when a request is cancelled).
-pub struct InFlightGuard(Arc<Lifecycle>);
-
-impl Drop for InFlightGuard {
-    fn drop(&mut self) {
-        metrics::gauge!(telemetry::metrics::HTTP_REQUESTS_IN_FLIGHT).decrement(1.0);
-        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
-}
 
 /// A built app: listeners bound, database connected and checked, not yet serving.
 pub struct App {
@@ -197,7 +132,7 @@ impl App {
                 auth,
                 rate_limiter: Arc::new(rate_limiter),
                 lifecycle: Arc::new(Lifecycle::default()),
-                tasks: Arc::new(crate::orchestrator::Hub::new()),
+                tasks: Arc::new(Hub::new()),
             },
             api_listener,
             metrics_listener,

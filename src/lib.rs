@@ -13,5 +13,6 @@ pub mod config;
 pub mod ops;
 pub mod orchestrator;
 pub mod runtime;
+pub mod state;
 pub mod store;
 pub mod telemetry;

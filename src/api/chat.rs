@@ -22,8 +22,8 @@ use crate::ai::openai::{self, OaRequest};
 use crate::ai::router::{AttemptReport, CallContext, RouteError};
 use crate::ai::sse;
 use crate::ai::types::StreamEvent;
-use crate::app::AppState;
 use crate::auth::Scope;
+use crate::state::AppState;
 
 /// Create a chat completion (OpenAI-compatible, streaming with `"stream": true`).
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "gateway",

@@ -7,8 +7,6 @@
 //! are stored in the session only when the turn ends with an answer, so a task submitted
 //! later with the same `session_id` sees the same history.
 
-use std::time::Instant;
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -19,15 +17,13 @@ use uuid::Uuid;
 use super::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::ApiJson;
-use crate::ai::types::Message;
-use crate::app::AppState;
 use crate::auth::Scope;
+use crate::orchestrator::TaskQueue;
 use crate::runtime::{self, Limits, MemorySink, Outcome, Run};
-use crate::store::{SessionMessage, StoreError, now};
+use crate::state::AppState;
+use crate::store::StoreError;
 
 const MAX_MESSAGE_BYTES: usize = 256 * 1024;
-/// Messages of the session history sent with a turn (the most recent ones).
-const HISTORY_MESSAGES: u32 = 50;
 
 /// One user turn.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -114,25 +110,12 @@ pub async fn chat(
     }
     let history = state
         .store
-        .list_messages(tenant, session_id, HISTORY_MESSAGES)
+        .list_messages(tenant, session_id, runtime::HISTORY_MESSAGES)
         .await?;
-    let mut messages = vec![Message::system(runtime::system_prompt(&employee))];
-    messages.extend(history.into_iter().map(|m| {
-        if m.role == "assistant" {
-            Message::assistant(m.content)
-        } else {
-            Message::user(m.content)
-        }
-    }));
-    messages.push(Message::user(body.message.clone()));
-    let cfg = &state.config.tasks;
-    let limits = Limits {
-        max_steps: employee.fields.max_steps,
-        token_budget: employee.fields.token_budget,
-        cost_cap_nanos: cfg.cost_cap_nanos,
-        deadline: Instant::now() + cfg.deadline,
-    };
-    let mut run = Run::new(&state, &employee, None, 0, limits, messages);
+    let messages = runtime::conversation(&employee, history, body.message.clone());
+    let limits = Limits::for_employee(&employee, &state.config.tasks);
+    let queue = TaskQueue(&state);
+    let mut run = Run::new(&state, &queue, &employee, None, 0, limits, messages);
     let sink = MemorySink::default();
     let outcome = run.run(&sink).await;
     let totals = run.totals;
@@ -156,24 +139,7 @@ pub async fn chat(
             )));
         }
     };
-    let msgs = [
-        SessionMessage {
-            id: Uuid::now_v7(),
-            session_id,
-            role: "user".into(),
-            content: body.message,
-            task_id: None,
-            created_at: now(),
-        },
-        SessionMessage {
-            id: Uuid::now_v7(),
-            session_id,
-            role: "assistant".into(),
-            content: answer.clone(),
-            task_id: None,
-            created_at: now(),
-        },
-    ];
+    let msgs = runtime::session_turn(session_id, body.message, answer.clone(), None);
     state.store.append_messages(tenant, &msgs).await?;
     tracing::info!(employee_id = %employee.id, %session_id, steps = totals.steps, "chat turn");
     Ok(Json(ChatReply {
@@ -183,7 +149,7 @@ pub async fn chat(
             input_tokens: totals.tokens_in,
             output_tokens: totals.tokens_out,
             cost_nanos: totals.cost_nanos,
-            cost_usd: totals.cost_nanos as f64 / 1e9,
+            cost_usd: crate::ai::pricing::usd(totals.cost_nanos),
         },
         steps: totals.steps,
     }))

@@ -13,8 +13,8 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
 use super::page;
 use super::{Caller, etag, if_match};
-use crate::app::AppState;
 use crate::auth::Scope;
+use crate::state::AppState;
 use crate::store::{Employee, EmployeeFields, StoreError};
 
 /// The model policy of an employee created without one: the built-in sandbox vendor.

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::orchestrator::SubmitError;
 use crate::store::StoreError;
 
 tokio::task_local! {
@@ -181,6 +182,17 @@ impl IntoResponse for ApiError {
             );
         }
         resp
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::Invalid { field, message } => ApiError::validation(field, message),
+            SubmitError::BadIdempotencyKey(m) => ApiError::BadRequest(m),
+            e @ SubmitError::IdempotencyConflict => ApiError::Conflict(e.to_string()),
+            SubmitError::Store(e) => e.into(),
+        }
     }
 }
 

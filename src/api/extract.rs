@@ -6,7 +6,7 @@ use axum::http::{StatusCode, header, request::Parts};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// A JSON body: 415 without a JSON content type, 413 over the body limit, 400 when the
 /// bytes are not JSON, 422 (naming the field) when the JSON has the wrong shape.

@@ -9,8 +9,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::error::{ErrorDetail, current_request_id};
-use crate::app::AppState;
 use crate::config::RedisFailure;
+use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {

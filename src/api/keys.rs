@@ -16,8 +16,8 @@ use super::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
 use super::page;
-use crate::app::AppState;
 use crate::auth::{Scope, keys};
+use crate::state::AppState;
 use crate::store::{ApiKeyRecord, StoreError};
 
 const MAX_NAME: usize = 100;

@@ -32,8 +32,8 @@ use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tracing::Instrument;
 
-use crate::app::AppState;
 use crate::auth::{AuthError, Principal};
+use crate::state::AppState;
 use crate::telemetry::metrics as m;
 use error::{ApiError, REQUEST_ID};
 

@@ -8,7 +8,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use super::{
     chat, employee_chat, employees, health, keys, schedules, tasks, tenants, tools, usage, webhooks,
 };
-use crate::app::AppState;
+use crate::state::AppState;
 
 #[derive(OpenApi)]
 #[openapi(

@@ -17,10 +17,10 @@ use super::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
 use super::page;
-use super::tasks::resolve_employee;
-use crate::app::AppState;
 use crate::auth::Scope;
+use crate::orchestrator::resolve_employee;
 use crate::orchestrator::scheduler;
+use crate::state::AppState;
 use crate::store::{Schedule, ScheduleFields, StoreError, now};
 
 const MAX_INPUT_BYTES: usize = 256 * 1024;

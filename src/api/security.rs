@@ -12,10 +12,10 @@ use axum::response::{IntoResponse, Response};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::error::ApiError;
-use crate::app::AppState;
 use crate::auth::Principal;
 use crate::auth::ratelimit::Decision;
 use crate::config::{Config, RedisFailure};
+use crate::state::AppState;
 use crate::telemetry::metrics as m;
 
 const API_CSP: &str =

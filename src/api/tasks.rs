@@ -21,13 +21,10 @@ use super::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
 use super::page;
-use crate::app::AppState;
 use crate::auth::Scope;
-use crate::store::{
-    CancelOutcome, Employee, NewTask, StoreError, Task, TaskEvent, TaskFilter, TaskStatus, now,
-};
-
-const MAX_INPUT_BYTES: usize = 256 * 1024;
+use crate::orchestrator::{self, EmployeeRef, Idempotency, Submit, Submitted, TaskView};
+use crate::state::AppState;
+use crate::store::{CancelOutcome, StoreError, TaskEvent, TaskFilter, TaskStatus};
 
 /// A task to run.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -58,73 +55,6 @@ pub struct CreateTask {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
-}
-
-/// A task as the API shows it.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct TaskView {
-    pub id: Uuid,
-    pub employee_id: Uuid,
-    pub status: TaskStatus,
-    #[schema(value_type = Object)]
-    pub input: Value,
-    pub priority: i32,
-    pub run_at: DateTime<Utc>,
-    pub attempt: i32,
-    pub max_attempts: i32,
-    pub parent_task_id: Option<Uuid>,
-    pub session_id: Option<Uuid>,
-    pub idempotency_key: Option<String>,
-    pub callback_url: Option<String>,
-    #[schema(value_type = Object)]
-    pub metadata: Value,
-    /// `{"output": "<final answer>"}` once succeeded.
-    #[schema(value_type = Option<Object>)]
-    pub result: Option<Value>,
-    pub error: Option<String>,
-    pub tokens_in: i64,
-    pub tokens_out: i64,
-    /// Cost in nano-dollars (exact) and in US dollars.
-    pub cost_nanos: i64,
-    pub cost_usd: f64,
-    pub steps: i32,
-    pub cancel_requested: bool,
-    pub created_at: DateTime<Utc>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub updated_at: DateTime<Utc>,
-}
-
-impl From<Task> for TaskView {
-    fn from(t: Task) -> Self {
-        Self {
-            id: t.id,
-            employee_id: t.employee_id,
-            status: t.status,
-            input: t.input,
-            priority: t.priority,
-            run_at: t.run_at,
-            attempt: t.attempt,
-            max_attempts: t.max_attempts,
-            parent_task_id: t.parent_task_id,
-            session_id: t.session_id,
-            idempotency_key: t.idempotency_key,
-            callback_url: t.callback_url,
-            metadata: t.metadata,
-            result: t.result,
-            error: t.error,
-            tokens_in: t.tokens_in,
-            tokens_out: t.tokens_out,
-            cost_nanos: t.cost_nanos,
-            cost_usd: t.cost_nanos as f64 / 1e9,
-            steps: t.steps,
-            cancel_requested: t.cancel_requested,
-            created_at: t.created_at,
-            started_at: t.started_at,
-            finished_at: t.finished_at,
-            updated_at: t.updated_at,
-        }
-    }
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -179,38 +109,6 @@ fn not_found(e: StoreError) -> ApiError {
     }
 }
 
-/// The tenant's employee by id or name.
-pub async fn resolve_employee(state: &AppState, tenant: Uuid, key: &str) -> ApiResult<Employee> {
-    let found = match Uuid::parse_str(key) {
-        Ok(id) => state.store.get_employee(tenant, id).await,
-        Err(_) => state.store.find_employee_by_name(tenant, key).await,
-    };
-    match found {
-        Ok(e) => Ok(e),
-        Err(StoreError::NotFound) => Err(ApiError::validation(
-            "employee",
-            format!("no employee '{key}' in this tenant"),
-        )),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// A completion webhook target: an absolute http(s) URL with a host.
-fn validate_callback_url(u: &str) -> ApiResult<()> {
-    let bad = || ApiError::validation("callback_url", "must be an absolute http or https URL");
-    if u.len() > 2000 {
-        return Err(ApiError::validation(
-            "callback_url",
-            "must be at most 2000 characters",
-        ));
-    }
-    let url = reqwest::Url::parse(u).map_err(|_| bad())?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
-        return Err(bad());
-    }
-    Ok(())
-}
-
 fn request_hash(body: &CreateTask) -> String {
     let canonical =
         serde_json::to_vec(&serde_json::to_value(body).unwrap_or(Value::Null)).unwrap_or_default();
@@ -239,87 +137,24 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateTask>,
 ) -> ApiResult<Response> {
     caller.require(Scope::Write)?;
-    let tenant = caller.0.tenant_id;
-    let key = match headers.get("idempotency-key") {
-        None => None,
-        Some(v) => {
-            let k = v.to_str().unwrap_or("").trim();
-            if k.is_empty() || k.len() > 200 {
-                return Err(ApiError::BadRequest(
-                    "Idempotency-Key must be 1-200 visible characters".into(),
-                ));
-            }
-            Some(k.to_string())
-        }
-    };
-    if body.input.is_null() || body.input.as_str().is_some_and(|s| s.trim().is_empty()) {
-        return Err(ApiError::validation("input", "must not be empty"));
-    }
-    if body.input.to_string().len() > MAX_INPUT_BYTES {
-        return Err(ApiError::validation(
-            "input",
-            format!("must be at most {MAX_INPUT_BYTES} bytes"),
-        ));
-    }
-    let priority = body.priority.unwrap_or(0);
-    if !(-100..=100).contains(&priority) {
-        return Err(ApiError::validation(
-            "priority",
-            "must be between -100 and 100",
-        ));
-    }
-    let max_attempts = body.max_attempts.unwrap_or(state.config.tasks.max_attempts);
-    if !(1..=20).contains(&max_attempts) {
-        return Err(ApiError::validation(
-            "max_attempts",
-            "must be between 1 and 20",
-        ));
-    }
-    if let Some(u) = &body.callback_url {
-        validate_callback_url(u)?;
-    }
-    let metadata = body.metadata.clone().unwrap_or_else(|| json!({}));
-    if !metadata.is_object() {
-        return Err(ApiError::validation("metadata", "must be a JSON object"));
-    }
-    let employee = resolve_employee(&state, tenant, &body.employee).await?;
-    if let Some(sid) = body.session_id {
-        match state.store.ensure_session(tenant, sid, employee.id).await {
-            Ok(_) => {}
-            Err(StoreError::NotFound) => {
-                return Err(ApiError::validation(
-                    "session_id",
-                    "belongs to another employee",
-                ));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let hash = key.as_ref().map(|_| request_hash(&body));
-    let new = NewTask {
-        tenant_id: tenant,
-        employee_id: employee.id,
+    let idempotency = headers.get("idempotency-key").map(|v| Idempotency {
+        key: v.to_str().unwrap_or("").trim().to_string(),
+        body_hash: Some(request_hash(&body)),
+    });
+    let req = Submit {
+        tenant_id: caller.0.tenant_id,
+        employee: EmployeeRef::Key(body.employee),
         input: body.input,
-        priority,
-        run_at: body.run_at.unwrap_or_else(now),
-        max_attempts,
-        idempotency_key: key,
-        request_hash: hash.clone(),
-        parent_task_id: None,
-        depth: 0,
+        priority: body.priority,
+        run_at: body.run_at,
+        max_attempts: body.max_attempts,
         session_id: body.session_id,
         callback_url: body.callback_url,
-        metadata,
+        metadata: body.metadata,
+        idempotency,
+        parent: None,
     };
-    let (task, created) = state.store.create_task(&new).await?;
-    if created {
-        state.tasks.wake();
-        tracing::info!(task_id = %task.id, "task submitted");
-    } else if task.request_hash != hash {
-        return Err(ApiError::Conflict(
-            "this Idempotency-Key was used with a different request body".into(),
-        ));
-    }
+    let Submitted { task, created } = orchestrator::submit(&state, req).await?;
     let mut resp = (StatusCode::ACCEPTED, Json(TaskView::from(task))).into_response();
     if !created {
         resp.headers_mut().insert(
@@ -356,7 +191,7 @@ pub async fn list(
     };
     let employee_id = match &p.employee {
         None => None,
-        Some(e) => Some(resolve_employee(&state, tenant, e).await?.id),
+        Some(e) => Some(orchestrator::resolve_employee(&state, tenant, e).await?.id),
     };
     let before = page::decode(p.cursor.as_deref())?;
     let filter = TaskFilter {

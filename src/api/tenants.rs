@@ -13,8 +13,8 @@ use super::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
 use super::page;
-use crate::app::AppState;
 use crate::auth::Scope;
+use crate::state::AppState;
 use crate::store::{Page, StoreError, Tenant};
 
 const MAX_NAME: usize = 64;

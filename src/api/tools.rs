@@ -15,9 +15,9 @@ use super::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
 use super::page;
-use crate::app::AppState;
 use crate::auth::Scope;
 use crate::runtime::tools::BUILTIN;
+use crate::state::AppState;
 use crate::store::{StoreError, WebhookTool, WebhookToolFields};
 
 const MAX_DESCRIPTION: usize = 1000;

@@ -14,8 +14,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::ApiQuery;
-use crate::app::AppState;
 use crate::auth::Scope;
+use crate::state::AppState;
 use crate::store::{UsageGroup, UsageGroupBy};
 
 /// Length of the window when `from` is not given.
@@ -104,7 +104,7 @@ impl UsageSums {
         } else {
             0.0
         };
-        self.cost_usd = self.cost_nanos as f64 / 1e9;
+        self.cost_usd = crate::ai::pricing::usd(self.cost_nanos);
     }
 }
 

@@ -11,9 +11,9 @@ use utoipa::ToSchema;
 
 use super::Caller;
 use super::error::{ApiResult, ErrorBody};
-use crate::app::AppState;
 use crate::auth::Scope;
-use crate::orchestrator::webhooks::new_secret;
+use crate::auth::signing::new_secret;
+use crate::state::AppState;
 use crate::store::now;
 
 /// The new signing secret, shown once.

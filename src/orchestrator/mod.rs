@@ -11,101 +11,33 @@
 
 mod claim;
 pub mod scheduler;
+mod submit;
+mod view;
 pub mod webhooks;
+
+pub use submit::{
+    EmployeeRef, Idempotency, Parent, Submit, SubmitError, Submitted, resolve_employee, submit,
+    validate,
+};
+pub use view::TaskView;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use serde_json::json;
-use tokio::sync::{Notify, Semaphore, broadcast};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::ai::types::Message;
-use crate::app::AppState;
-use crate::runtime::{self, Limits, Outcome, Run, Sink};
+use crate::runtime::{self, Limits, Outcome, Run, Sink, SubTask, SubTaskError};
+use crate::state::{AppState, LentSlot};
 use crate::store::{
-    Employee, Finish, Lease, NewEvent, SessionMessage, StepUpdate, StoreResult, Task, TaskStatus,
-    now,
+    Employee, Finish, Lease, NewEvent, StepUpdate, StoreResult, Task, TaskStatus, now,
 };
 use crate::telemetry::metrics as m;
-
-/// In-process signals shared by the API and the workers of one replica.
-pub struct Hub {
-    /// Work may be available (a submit, a release, a slot freed).
-    wake: Notify,
-    /// Some task ended (delegation waits on it).
-    pub finished: Notify,
-    /// Ids of tasks with new events (SSE followers listen).
-    pub events: broadcast::Sender<Uuid>,
-    /// Cancelled when the replica shuts down (SSE streams end).
-    pub shutdown: CancellationToken,
-    /// Client of the `http_request` tool and of webhooks (no redirects).
-    pub http: reqwest::Client,
-    /// A completion webhook was queued (the delivery loop listens).
-    pub webhooks: Notify,
-    /// The worker slots of this replica's claim loop (set when it starts).
-    slots: std::sync::OnceLock<Arc<Semaphore>>,
-}
-
-/// A worker slot lent back to the claim loop while its task waits on other tasks.
-#[must_use = "take the slot back with `LentSlot::take_back` before running on"]
-pub struct LentSlot(Arc<Semaphore>);
-
-impl LentSlot {
-    /// Takes a slot back for the waiting task (waits for one to be free).
-    pub async fn take_back(self) {
-        if let Ok(p) = self.0.acquire().await {
-            p.forget();
-        }
-    }
-}
-
-impl Hub {
-    pub fn new() -> Self {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .unwrap_or_default();
-        Self {
-            wake: Notify::new(),
-            finished: Notify::new(),
-            events: broadcast::channel(4096).0,
-            shutdown: CancellationToken::new(),
-            http,
-            webhooks: Notify::new(),
-            slots: std::sync::OnceLock::new(),
-        }
-    }
-
-    /// Lends the calling task's worker slot to the claim loop while the task waits on
-    /// other tasks (delegation), so they can run on this replica even when every slot is
-    /// held by a waiting parent. `None` when this replica runs no claim loop.
-    pub fn lend_slot(&self) -> Option<LentSlot> {
-        let slots = self.slots.get()?.clone();
-        slots.add_permits(1);
-        self.wake();
-        Some(LentSlot(slots))
-    }
-
-    /// Wakes one idle claimer of this replica.
-    pub fn wake(&self) {
-        self.wake.notify_one();
-    }
-
-    fn task_changed(&self, id: Uuid) {
-        let _ = self.events.send(id);
-    }
-}
-
-impl Default for Hub {
-    fn default() -> Self {
-        Self::new()
-    }
-}
 
 /// Exponential backoff of a retry: base · 2^(attempt−1), at most an hour.
 pub fn backoff(base: Duration, attempt: i32) -> Duration {
@@ -186,11 +118,11 @@ async fn claim_loop(
 ) {
     let cfg = state.config.tasks.clone();
     let slots = Arc::new(Semaphore::new(cfg.worker_concurrency as usize));
-    let _ = state.tasks.slots.set(slots.clone());
+    state.tasks.set_slots(slots.clone());
     let pacing = claim::Pacing {
         max_batch: 64,
         poll_interval: cfg.poll_interval,
-        wake: &state.tasks.wake,
+        wake: state.tasks.wake_signal(),
         what: "tasks",
     };
     let claim = |n| {
@@ -329,29 +261,26 @@ async fn run_task(
             );
         }
     };
-    let cfg = &state.config.tasks;
-    let mut messages = vec![Message::system(runtime::system_prompt(&employee))];
-    if let Some(sid) = task.session_id {
-        match state.store.list_messages(task.tenant_id, sid, 50).await {
-            Ok(history) => messages.extend(history.into_iter().map(|m| {
-                if m.role == "assistant" {
-                    Message::assistant(m.content)
-                } else {
-                    Message::user(m.content)
-                }
-            })),
-            Err(e) => tracing::warn!(error = %e, "session history unavailable"),
-        }
-    }
-    messages.push(Message::user(runtime::input_text(&task.input)));
-    let limits = Limits {
-        max_steps: employee.fields.max_steps,
-        token_budget: employee.fields.token_budget,
-        cost_cap_nanos: cfg.cost_cap_nanos,
-        deadline: Instant::now() + cfg.deadline,
+    let history = match task.session_id {
+        Some(sid) => match state
+            .store
+            .list_messages(task.tenant_id, sid, runtime::HISTORY_MESSAGES)
+            .await
+        {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "session history unavailable");
+                Vec::new()
+            }
+        },
+        None => Vec::new(),
     };
+    let messages = runtime::conversation(&employee, history, runtime::input_text(&task.input));
+    let limits = Limits::for_employee(&employee, &state.config.tasks);
+    let queue = TaskQueue(state);
     let mut run = Run::new(
         state,
+        &queue,
         &employee,
         Some(task.id),
         task.depth,
@@ -481,27 +410,57 @@ async fn finish(
         _ => {}
     }
     if let (Outcome::Succeeded { answer }, Some(sid)) = (&outcome, task.session_id) {
-        let msgs = [
-            SessionMessage {
-                id: Uuid::now_v7(),
-                session_id: sid,
-                role: "user".into(),
-                content: runtime::input_text(&task.input),
-                task_id: Some(task.id),
-                created_at: now(),
-            },
-            SessionMessage {
-                id: Uuid::now_v7(),
-                session_id: sid,
-                role: "assistant".into(),
-                content: answer.clone(),
-                task_id: Some(task.id),
-                created_at: now(),
-            },
-        ];
+        let msgs = runtime::session_turn(
+            sid,
+            runtime::input_text(&task.input),
+            answer.clone(),
+            Some(task.id),
+        );
         if let Err(e) = state.store.append_messages(task.tenant_id, &msgs).await {
             tracing::warn!(task_id = %task.id, error = %e, "cannot store the session messages");
         }
+    }
+}
+
+/// The queue as the runtime reaches it: sub-tasks go through [`submit`], slots are lent
+/// through the hub.
+pub struct TaskQueue<'a>(pub &'a AppState);
+
+#[async_trait]
+impl runtime::Queue for TaskQueue<'_> {
+    async fn submit_subtask(&self, sub: SubTask) -> Result<Task, SubTaskError> {
+        let state = self.0;
+        let callee = sub.employee.id;
+        let mut req = Submit::new(
+            sub.employee.tenant_id,
+            EmployeeRef::Resolved(Box::new(sub.employee)),
+            Value::from(sub.input),
+        );
+        req.metadata = Some(json!({ "delegated_by": sub.delegated_by }));
+        if let Some(parent) = sub.parent_task_id {
+            req.parent = Some(Parent {
+                task_id: parent,
+                depth: sub.depth,
+            });
+            // A parent that runs again (retry, rescue) gets the same sub-task back.
+            let digest = hex::encode(Sha256::digest(req.input.to_string().as_bytes()));
+            req.idempotency = Some(Idempotency {
+                key: format!("delegate:{parent}:{callee}:{digest}"),
+                body_hash: None,
+            });
+        }
+        match submit(state, req).await {
+            Ok(s) => Ok(s.task),
+            Err(SubmitError::Store(e)) => {
+                tracing::warn!(error = %e, "cannot queue a sub-task");
+                Err(SubTaskError::Unavailable)
+            }
+            Err(e) => Err(SubTaskError::Refused(e.to_string())),
+        }
+    }
+
+    fn lend_slot(&self) -> Option<LentSlot> {
+        self.0.tasks.lend_slot()
     }
 }
 

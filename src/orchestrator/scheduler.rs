@@ -12,8 +12,9 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::AppState;
-use crate::store::{NewTask, Schedule, now};
+use super::{EmployeeRef, Idempotency, Submit, Submitted, submit};
+use crate::state::AppState;
+use crate::store::{Schedule, now};
 use crate::telemetry::metrics as m;
 
 /// Parses a cron expression (5 fields `min hour dom month dow`, or 6–7 with seconds
@@ -73,30 +74,21 @@ async fn fire(state: &AppState, s: &Schedule) -> anyhow::Result<()> {
     if !state.store.claim_fire(s.id, s.next_fire_at, next).await? {
         return Ok(()); // another scheduler took this fire
     }
-    let new = NewTask {
-        tenant_id: s.tenant_id,
-        employee_id: s.fields.employee_id,
-        input: s.fields.input.clone(),
-        priority: s.fields.priority,
-        run_at: now(),
-        max_attempts: state.config.tasks.max_attempts,
-        idempotency_key: Some(format!(
-            "schedule:{}:{}",
-            s.id,
-            s.next_fire_at.timestamp_micros()
-        )),
-        request_hash: None,
-        parent_task_id: None,
-        depth: 0,
-        session_id: None,
-        callback_url: None,
-        metadata: json!({ "schedule_id": s.id, "fire_at": s.next_fire_at }),
-    };
-    let (task, created) = state.store.create_task(&new).await?;
+    let mut req = Submit::new(
+        s.tenant_id,
+        EmployeeRef::Id(s.fields.employee_id),
+        s.fields.input.clone(),
+    );
+    req.priority = Some(s.fields.priority);
+    req.metadata = Some(json!({ "schedule_id": s.id, "fire_at": s.next_fire_at }));
+    req.idempotency = Some(Idempotency {
+        key: format!("schedule:{}:{}", s.id, s.next_fire_at.timestamp_micros()),
+        body_hash: None,
+    });
+    let Submitted { task, created } = submit(state, req).await?;
     if created {
         metrics::counter!(m::SCHEDULE_FIRES_TOTAL).increment(1);
         tracing::info!(schedule_id = %s.id, task_id = %task.id, "schedule fired");
-        state.tasks.wake();
     }
     Ok(())
 }

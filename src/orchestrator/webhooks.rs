@@ -18,50 +18,27 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
-use rand::RngCore;
-use sha2::Sha256;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::api::tasks::TaskView;
-use crate::app::AppState;
+use super::TaskView;
+use crate::auth::signing::{
+    ATTEMPT_HEADER, DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, new_secret, signature,
+};
+use crate::state::AppState;
 use crate::store::{Delivery, DeliveryResult, NewDelivery, Task, now};
 use crate::telemetry::metrics as m;
 
 /// The event of a task's end, in `X-Digital-Employee-Event`.
 pub const TASK_FINISHED: &str = "task.finished";
-pub const SIGNATURE_HEADER: &str = "x-digital-employee-signature";
-pub const EVENT_HEADER: &str = "x-digital-employee-event";
-pub const DELIVERY_HEADER: &str = "x-digital-employee-delivery";
-pub const ATTEMPT_HEADER: &str = "x-digital-employee-attempt";
-
 /// Deliveries attempted at once by one replica.
 const CONCURRENCY: usize = 16;
 /// The sweeper leaves a task this long after its end to the normal path.
 const SWEEP_GRACE: Duration = Duration::from_secs(2);
 /// How far back the sweeper looks.
 const SWEEP_HORIZON: chrono::Duration = chrono::Duration::hours(24);
-
-/// A new random signing secret.
-pub fn new_secret() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    format!("whsec_{}", hex::encode(bytes))
-}
-
-/// `sha256=<hex HMAC-SHA256 of body>`, the value of the signature header.
-pub fn signature(secret: &str, body: &[u8]) -> String {
-    let mut mac = match Hmac::<Sha256>::new_from_slice(secret.as_bytes()) {
-        Ok(m) => m,
-        // HMAC takes a key of any length; this arm cannot be reached.
-        Err(_) => return String::new(),
-    };
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
 
 /// Queues the completion webhook of a task that ended, if it asked for one. `task` is
 /// the row as it ended. Failures are logged: the end of the task stands regardless.
@@ -225,23 +202,5 @@ async fn send(state: &AppState, d: &Delivery) -> Result<(), String> {
             "the receiver answered HTTP {}",
             resp.status().as_u16()
         ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signature_is_hmac_sha256_hex_of_the_body() {
-        // RFC 4231 test case 2.
-        let sig = signature("Jefe", b"what do ya want for nothing?");
-        assert_eq!(
-            sig,
-            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
-        let s = new_secret();
-        assert!(s.starts_with("whsec_") && s.len() == 6 + 64);
-        assert_ne!(s, new_secret());
     }
 }

@@ -8,8 +8,11 @@
 //! task's end. Vendors are reached only through `state.ai`.
 
 pub mod calc;
+mod queue;
 pub mod schema;
 pub mod tools;
+
+pub use queue::{Queue, SubTask, SubTaskError};
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -20,8 +23,11 @@ use uuid::Uuid;
 
 use crate::ai::CallContext;
 use crate::ai::types::{ChatRequest, Message, Role, ToolCall};
-use crate::app::AppState;
-use crate::store::{Employee, NewEvent, StepUpdate, StoreResult, TaskEvent, TaskStatus};
+use crate::config::TaskConfig;
+use crate::state::AppState;
+use crate::store::{
+    Employee, NewEvent, SessionMessage, StepUpdate, StoreResult, TaskEvent, TaskStatus, now,
+};
 
 /// How a run ended.
 #[derive(Clone, Debug, PartialEq)]
@@ -76,6 +82,8 @@ struct Decision {
 /// One run of an employee.
 pub struct Run<'a> {
     pub state: &'a AppState,
+    /// Where delegated sub-tasks go.
+    pub queue: &'a dyn Queue,
     pub employee: &'a Employee,
     pub task_id: Option<Uuid>,
     pub depth: i32,
@@ -134,10 +142,74 @@ pub fn input_text(input: &Value) -> String {
     }
 }
 
+/// Messages of a session's history sent with a run (the most recent ones).
+pub const HISTORY_MESSAGES: u32 = 50;
+
+/// The conversation a run starts from: the employee's system prompt, the session
+/// history (oldest first) and the user turn.
+pub fn conversation(
+    employee: &Employee,
+    history: Vec<SessionMessage>,
+    user: String,
+) -> Vec<Message> {
+    let mut messages = Vec::with_capacity(history.len() + 2);
+    messages.push(Message::system(system_prompt(employee)));
+    messages.extend(history.into_iter().map(|m| {
+        if m.role == "assistant" {
+            Message::assistant(m.content)
+        } else {
+            Message::user(m.content)
+        }
+    }));
+    messages.push(Message::user(user));
+    messages
+}
+
+/// The user and assistant messages a turn that ended with an answer adds to its session.
+pub fn session_turn(
+    session_id: Uuid,
+    user: String,
+    answer: String,
+    task_id: Option<Uuid>,
+) -> [SessionMessage; 2] {
+    [
+        SessionMessage {
+            id: Uuid::now_v7(),
+            session_id,
+            role: "user".into(),
+            content: user,
+            task_id,
+            created_at: now(),
+        },
+        SessionMessage {
+            id: Uuid::now_v7(),
+            session_id,
+            role: "assistant".into(),
+            content: answer,
+            task_id,
+            created_at: now(),
+        },
+    ]
+}
+
+impl Limits {
+    /// The limits of a run of `employee` starting now: its steps and token budget, the
+    /// deployment's cost cap and deadline.
+    pub fn for_employee(employee: &Employee, cfg: &TaskConfig) -> Limits {
+        Limits {
+            max_steps: employee.fields.max_steps,
+            token_budget: employee.fields.token_budget,
+            cost_cap_nanos: cfg.cost_cap_nanos,
+            deadline: Instant::now() + cfg.deadline,
+        }
+    }
+}
+
 impl<'a> Run<'a> {
     /// A run over `messages` (system, history and the user turn, already built).
     pub fn new(
         state: &'a AppState,
+        queue: &'a dyn Queue,
         employee: &'a Employee,
         task_id: Option<Uuid>,
         depth: i32,
@@ -146,6 +218,7 @@ impl<'a> Run<'a> {
     ) -> Self {
         Self {
             state,
+            queue,
             employee,
             task_id,
             depth,
@@ -234,8 +307,8 @@ impl<'a> Run<'a> {
         {
             return Some(format!(
                 "cost cap exceeded: ${:.6} spent of ${:.6} allowed",
-                self.totals.cost_nanos as f64 / 1e9,
-                cap as f64 / 1e9
+                crate::ai::pricing::usd(self.totals.cost_nanos),
+                crate::ai::pricing::usd(cap)
             ));
         }
         if Instant::now() >= l.deadline {
@@ -433,6 +506,7 @@ impl<'a> Run<'a> {
     async fn tool(&self, call: &ToolCall) -> tools::ToolOutcome {
         let ctx = tools::ToolCtx {
             state: self.state,
+            queue: self.queue,
             employee: self.employee,
             task_id: self.task_id,
             depth: self.depth,

@@ -14,10 +14,11 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::schema;
+use super::{Queue, SubTask, SubTaskError};
 use crate::ai::types::ToolDef;
-use crate::app::AppState;
-use crate::orchestrator::webhooks;
-use crate::store::{Employee, NewTask, StoreError, TaskStatus, WebhookTool, now};
+use crate::auth::signing;
+use crate::state::AppState;
+use crate::store::{Employee, StoreError, TaskStatus, WebhookTool, now};
 
 /// The event of a webhook tool call, in `X-Digital-Employee-Event`.
 pub const TOOL_CALL_EVENT: &str = "tool.call";
@@ -35,6 +36,7 @@ pub const BUILTIN: &[&str] = &[
 /// Who is calling a tool, for tools that touch tenant data or spawn work.
 pub struct ToolCtx<'a> {
     pub state: &'a AppState,
+    pub queue: &'a dyn Queue,
     pub employee: &'a Employee,
     pub task_id: Option<Uuid>,
     pub depth: i32,
@@ -350,7 +352,7 @@ async fn webhook_call(ctx: &ToolCtx<'_>, tool: &WebhookTool, args: Value) -> Too
     let secret = match ctx
         .state
         .store
-        .webhook_secret(ctx.employee.tenant_id, &webhooks::new_secret())
+        .webhook_secret(ctx.employee.tenant_id, &signing::new_secret())
         .await
     {
         Ok(s) => s,
@@ -367,10 +369,10 @@ async fn webhook_call(ctx: &ToolCtx<'_>, tool: &WebhookTool, args: Value) -> Too
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header(reqwest::header::USER_AGENT, "digital-employee-tools")
         .header(
-            webhooks::SIGNATURE_HEADER,
-            webhooks::signature(&secret, body.as_bytes()),
+            signing::SIGNATURE_HEADER,
+            signing::signature(&secret, body.as_bytes()),
         )
-        .header(webhooks::EVENT_HEADER, TOOL_CALL_EVENT)
+        .header(signing::EVENT_HEADER, TOOL_CALL_EVENT)
         .body(body);
     let call = async {
         let resp = req.send().await?;
@@ -448,32 +450,24 @@ async fn delegate(ctx: &ToolCtx<'_>, target: &str, input: &str) -> ToolOutcome {
             ),
         );
     }
-    let new = NewTask {
-        tenant_id: tenant,
-        employee_id: callee.id,
-        input: Value::from(input),
-        priority: 0,
-        run_at: now(),
-        max_attempts: ctx.state.config.tasks.max_attempts,
-        idempotency_key: ctx
-            .task_id
-            .map(|t| format!("delegate:{t}:{}:{input}", callee.id)),
-        request_hash: None,
+    let sub = SubTask {
+        employee: callee,
+        input: input.to_string(),
         parent_task_id: ctx.task_id,
         depth: ctx.depth + 1,
-        session_id: None,
-        callback_url: None,
-        metadata: json!({ "delegated_by": ctx.employee.fields.name }),
+        delegated_by: ctx.employee.fields.name.clone(),
     };
-    let child = match store.create_task(&new).await {
-        Ok((t, _)) => t,
-        Err(e) => return ToolOutcome::err("error", store_msg(&e)),
+    let child = match ctx.queue.submit_subtask(sub).await {
+        Ok(t) => t,
+        Err(SubTaskError::Refused(msg)) => return ToolOutcome::err("error", msg),
+        Err(SubTaskError::Unavailable) => {
+            return ToolOutcome::err("error", "storage is unavailable; try again later");
+        }
     };
-    ctx.state.tasks.wake();
     // A task waiting here lends its worker slot, so the sub-task can run even when every
     // slot of this replica is held by a waiting parent; it takes one back to go on.
     let lent = match ctx.task_id {
-        Some(_) => ctx.state.tasks.lend_slot(),
+        Some(_) => ctx.queue.lend_slot(),
         None => None,
     };
     let outcome = wait_for_subtask(ctx, target, &child).await;

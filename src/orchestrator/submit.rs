@@ -1,0 +1,408 @@
+//! The one way a task enters the queue. `POST /v1/tasks`, the `delegate` tool and the
+//! scheduler (and every later front door) hand a [`Submit`] to [`submit`], which
+//! validates it, resolves the employee, opens or checks the session, inserts the task with
+//! its first event and wakes the claimers of this replica.
+//!
+//! Validation lives here, once: [`validate`] is a pure function of the request and the
+//! task configuration, unit-tested below. Callers keep only their own concerns (HTTP
+//! extraction and scopes, the delegation chain, the schedule's fire claim).
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::config::TaskConfig;
+use crate::state::AppState;
+use crate::store::{Employee, NewTask, StoreError, Task, now};
+
+/// Largest task input, as serialised JSON.
+pub const MAX_INPUT_BYTES: usize = 256 * 1024;
+/// Longest `Idempotency-Key`.
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 200;
+/// Longest completion webhook URL.
+pub const MAX_CALLBACK_URL_CHARS: usize = 2000;
+
+/// Which employee runs the task.
+#[derive(Clone, Debug)]
+pub enum EmployeeRef {
+    /// An id or a name in the tenant, as a caller typed it.
+    Key(String),
+    /// An employee by id (a schedule's).
+    Id(Uuid),
+    /// Already read by the caller (the delegate tool checks the chain first).
+    Resolved(Box<Employee>),
+}
+
+/// `Idempotency-Key` and the hash of the request it came with: a second submit with the
+/// same key returns the first task when the hash matches, and conflicts otherwise.
+#[derive(Clone, Debug)]
+pub struct Idempotency {
+    pub key: String,
+    /// `None` when the caller derives the key from the request itself (schedules,
+    /// delegation): any replay then returns the first task.
+    pub body_hash: Option<String>,
+}
+
+/// The task this one was delegated by.
+#[derive(Clone, Copy, Debug)]
+pub struct Parent {
+    pub task_id: Uuid,
+    /// Depth of the new task (the parent's + 1).
+    pub depth: i32,
+}
+
+/// A request to run a task. Optional fields take their defaults in [`validate`].
+#[derive(Clone, Debug)]
+pub struct Submit {
+    pub tenant_id: Uuid,
+    pub employee: EmployeeRef,
+    pub input: Value,
+    /// -100–100, default 0.
+    pub priority: Option<i32>,
+    /// Default now.
+    pub run_at: Option<DateTime<Utc>>,
+    /// 1–20, default `TASK_MAX_ATTEMPTS`.
+    pub max_attempts: Option<i32>,
+    pub session_id: Option<Uuid>,
+    pub callback_url: Option<String>,
+    /// A JSON object; default `{}`.
+    pub metadata: Option<Value>,
+    pub idempotency: Option<Idempotency>,
+    pub parent: Option<Parent>,
+}
+
+impl Submit {
+    /// A request with every optional field at its default.
+    pub fn new(tenant_id: Uuid, employee: EmployeeRef, input: Value) -> Self {
+        Self {
+            tenant_id,
+            employee,
+            input,
+            priority: None,
+            run_at: None,
+            max_attempts: None,
+            session_id: None,
+            callback_url: None,
+            metadata: None,
+            idempotency: None,
+            parent: None,
+        }
+    }
+}
+
+/// Why a submit was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// A field of the request is invalid (HTTP 422).
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    /// The `Idempotency-Key` itself is malformed (HTTP 400).
+    #[error("{0}")]
+    BadIdempotencyKey(String),
+    /// The key was used before with a different request (HTTP 409).
+    #[error("this Idempotency-Key was used with a different request body")]
+    IdempotencyConflict,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl SubmitError {
+    fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+/// The task as submitted; `created` is false when an idempotent replay returned the
+/// existing task.
+#[derive(Debug)]
+pub struct Submitted {
+    pub task: Task,
+    pub created: bool,
+}
+
+/// A request that passed [`validate`], defaults filled in.
+#[derive(Debug, PartialEq)]
+pub struct Valid {
+    pub priority: i32,
+    pub run_at: DateTime<Utc>,
+    pub max_attempts: i32,
+    pub metadata: Value,
+}
+
+/// Checks every field that needs no storage to check and fills in the defaults.
+pub fn validate(req: &Submit, cfg: &TaskConfig) -> Result<Valid, SubmitError> {
+    if let Some(idem) = &req.idempotency {
+        validate_idempotency_key(&idem.key)?;
+    }
+    if req.input.is_null() || req.input.as_str().is_some_and(|s| s.trim().is_empty()) {
+        return Err(SubmitError::invalid("input", "must not be empty"));
+    }
+    if req.input.to_string().len() > MAX_INPUT_BYTES {
+        return Err(SubmitError::invalid(
+            "input",
+            format!("must be at most {MAX_INPUT_BYTES} bytes"),
+        ));
+    }
+    let priority = req.priority.unwrap_or(0);
+    if !(-100..=100).contains(&priority) {
+        return Err(SubmitError::invalid(
+            "priority",
+            "must be between -100 and 100",
+        ));
+    }
+    let max_attempts = req.max_attempts.unwrap_or(cfg.max_attempts);
+    if !(1..=20).contains(&max_attempts) {
+        return Err(SubmitError::invalid(
+            "max_attempts",
+            "must be between 1 and 20",
+        ));
+    }
+    if let Some(u) = &req.callback_url {
+        validate_callback_url(u)?;
+    }
+    let metadata = req.metadata.clone().unwrap_or_else(|| json!({}));
+    if !metadata.is_object() {
+        return Err(SubmitError::invalid("metadata", "must be a JSON object"));
+    }
+    if let Some(p) = &req.parent
+        && p.depth > cfg.delegation_max_depth
+    {
+        return Err(SubmitError::invalid(
+            "parent",
+            format!(
+                "delegation depth limit ({}) reached",
+                cfg.delegation_max_depth
+            ),
+        ));
+    }
+    Ok(Valid {
+        priority,
+        run_at: req.run_at.unwrap_or_else(now),
+        max_attempts,
+        metadata,
+    })
+}
+
+/// An `Idempotency-Key`: 1–200 characters, not blank.
+pub fn validate_idempotency_key(key: &str) -> Result<(), SubmitError> {
+    let k = key.trim();
+    if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY_CHARS {
+        return Err(SubmitError::BadIdempotencyKey(format!(
+            "Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_CHARS} visible characters"
+        )));
+    }
+    Ok(())
+}
+
+/// A completion webhook target: an absolute http(s) URL with a host.
+pub fn validate_callback_url(u: &str) -> Result<(), SubmitError> {
+    let bad = || SubmitError::invalid("callback_url", "must be an absolute http or https URL");
+    if u.len() > MAX_CALLBACK_URL_CHARS {
+        return Err(SubmitError::invalid(
+            "callback_url",
+            format!("must be at most {MAX_CALLBACK_URL_CHARS} characters"),
+        ));
+    }
+    let url = reqwest::Url::parse(u).map_err(|_| bad())?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// The tenant's employee by id or name; a missing one is an invalid `employee` field.
+pub async fn resolve_employee(
+    state: &AppState,
+    tenant: Uuid,
+    key: &str,
+) -> Result<Employee, SubmitError> {
+    let found = match Uuid::parse_str(key) {
+        Ok(id) => state.store.get_employee(tenant, id).await,
+        Err(_) => state.store.find_employee_by_name(tenant, key).await,
+    };
+    match found {
+        Ok(e) => Ok(e),
+        Err(StoreError::NotFound) => Err(SubmitError::invalid(
+            "employee",
+            format!("no employee '{key}' in this tenant"),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Validates, resolves the employee, checks the session, inserts the task (with its
+/// first event) and wakes this replica's claimers. A replay of an idempotency key returns
+/// the first task (`created: false`), or [`SubmitError::IdempotencyConflict`] when the
+/// request differs.
+pub async fn submit(state: &AppState, req: Submit) -> Result<Submitted, SubmitError> {
+    let valid = validate(&req, &state.config.tasks)?;
+    let tenant = req.tenant_id;
+    let employee = match req.employee {
+        EmployeeRef::Key(key) => resolve_employee(state, tenant, &key).await?,
+        EmployeeRef::Id(id) => resolve_employee(state, tenant, &id.to_string()).await?,
+        EmployeeRef::Resolved(e) if e.tenant_id == tenant => *e,
+        EmployeeRef::Resolved(_) => {
+            return Err(SubmitError::invalid(
+                "employee",
+                "belongs to another tenant",
+            ));
+        }
+    };
+    if let Some(sid) = req.session_id {
+        match state.store.ensure_session(tenant, sid, employee.id).await {
+            Ok(_) => {}
+            Err(StoreError::NotFound) => {
+                return Err(SubmitError::invalid(
+                    "session_id",
+                    "belongs to another employee",
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let (idempotency_key, request_hash) = match req.idempotency {
+        Some(i) => (Some(i.key), i.body_hash),
+        None => (None, None),
+    };
+    let new = NewTask {
+        tenant_id: tenant,
+        employee_id: employee.id,
+        input: req.input,
+        priority: valid.priority,
+        run_at: valid.run_at,
+        max_attempts: valid.max_attempts,
+        idempotency_key,
+        request_hash,
+        parent_task_id: req.parent.map(|p| p.task_id),
+        depth: req.parent.map_or(0, |p| p.depth),
+        session_id: req.session_id,
+        callback_url: req.callback_url,
+        metadata: valid.metadata,
+    };
+    let (task, created) = state.store.create_task(&new).await?;
+    if created {
+        state.tasks.wake();
+        tracing::info!(task_id = %task.id, employee_id = %employee.id, "task submitted");
+    } else if task.request_hash != new.request_hash {
+        return Err(SubmitError::IdempotencyConflict);
+    }
+    Ok(Submitted { task, created })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn cfg() -> TaskConfig {
+        crate::config::Config::from_lookup(|_| None).unwrap().tasks
+    }
+
+    fn req(input: Value) -> Submit {
+        Submit::new(Uuid::nil(), EmployeeRef::Key("e".into()), input)
+    }
+
+    fn field(r: Result<Valid, SubmitError>) -> String {
+        match r {
+            Err(SubmitError::Invalid { field, .. }) => field.to_string(),
+            Err(SubmitError::BadIdempotencyKey(_)) => "Idempotency-Key".into(),
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_filled_in() {
+        let c = cfg();
+        let v = validate(&req(json!("do it")), &c).unwrap();
+        assert_eq!(v.priority, 0);
+        assert_eq!(v.max_attempts, c.max_attempts);
+        assert_eq!(v.metadata, json!({}));
+        assert!((now() - v.run_at).num_seconds().abs() < 60);
+        let mut r = req(json!({"ticket": 42}));
+        r.priority = Some(-100);
+        r.max_attempts = Some(20);
+        r.metadata = Some(json!({"k": "v"}));
+        let v = validate(&r, &c).unwrap();
+        assert_eq!((v.priority, v.max_attempts), (-100, 20));
+        assert_eq!(v.metadata, json!({"k": "v"}));
+    }
+
+    #[test]
+    fn each_field_is_checked() {
+        let c = cfg();
+        assert_eq!(field(validate(&req(Value::Null), &c)), "input");
+        assert_eq!(field(validate(&req(json!("  ")), &c)), "input");
+        let big = "x".repeat(MAX_INPUT_BYTES);
+        assert_eq!(field(validate(&req(json!(big)), &c)), "input");
+        for (p, ok) in [(-101, false), (-100, true), (100, true), (101, false)] {
+            let mut r = req(json!("x"));
+            r.priority = Some(p);
+            assert_eq!(validate(&r, &c).is_ok(), ok, "priority {p}");
+        }
+        for (n, ok) in [(0, false), (1, true), (20, true), (21, false)] {
+            let mut r = req(json!("x"));
+            r.max_attempts = Some(n);
+            assert_eq!(validate(&r, &c).is_ok(), ok, "max_attempts {n}");
+        }
+        let mut r = req(json!("x"));
+        r.metadata = Some(json!([1]));
+        assert_eq!(field(validate(&r, &c)), "metadata");
+        let mut r = req(json!("x"));
+        r.parent = Some(Parent {
+            task_id: Uuid::nil(),
+            depth: c.delegation_max_depth + 1,
+        });
+        assert_eq!(field(validate(&r, &c)), "parent");
+        r.parent = Some(Parent {
+            task_id: Uuid::nil(),
+            depth: c.delegation_max_depth,
+        });
+        assert!(validate(&r, &c).is_ok());
+    }
+
+    #[test]
+    fn callback_urls_must_be_absolute_http() {
+        for ok in ["http://example.com/hook", "https://h:8443/a?b=c"] {
+            assert!(validate_callback_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "ftp://example.com/x",
+            "/relative",
+            "http://",
+            "not a url",
+            "file:///etc/passwd",
+        ] {
+            assert!(validate_callback_url(bad).is_err(), "{bad}");
+        }
+        let long = format!("https://example.com/{}", "a".repeat(MAX_CALLBACK_URL_CHARS));
+        assert!(validate_callback_url(&long).is_err());
+    }
+
+    #[test]
+    fn idempotency_keys_are_one_to_two_hundred_visible_characters() {
+        assert!(validate_idempotency_key("order-42").is_ok());
+        assert!(validate_idempotency_key(&"k".repeat(200)).is_ok());
+        for bad in [String::new(), "   ".into(), "k".repeat(201)] {
+            assert!(
+                matches!(
+                    validate_idempotency_key(&bad),
+                    Err(SubmitError::BadIdempotencyKey(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        let mut r = req(json!("x"));
+        r.idempotency = Some(Idempotency {
+            key: String::new(),
+            body_hash: None,
+        });
+        assert_eq!(field(validate(&r, &cfg())), "Idempotency-Key");
+    }
+}

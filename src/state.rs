@@ -1,0 +1,172 @@
+//! The state shared by every part of a running replica: configuration, store, AI router,
+//! authenticator and rate limiter, the request [`Lifecycle`] (draining, in-flight count)
+//! and the in-process [`Hub`] of wake-ups and worker slots.
+//!
+//! It sits below everything that uses it (`api`, `orchestrator`, `runtime`) and imports
+//! none of them; `app` builds it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore, broadcast};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::ai::AiRouter;
+use crate::auth::Authenticator;
+use crate::auth::ratelimit::RateLimiter;
+use crate::config::Config;
+use crate::store::DynStore;
+use crate::telemetry;
+
+/// Shared state of one running app; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: DynStore,
+    pub ai: Arc<AiRouter>,
+    pub auth: Arc<Authenticator>,
+    pub rate_limiter: Arc<RateLimiter>,
+    pub lifecycle: Arc<Lifecycle>,
+    pub tasks: Arc<Hub>,
+}
+
+/// Draining flag and in-flight request count, for readiness and graceful shutdown.
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    draining: AtomicBool,
+    in_flight: AtomicUsize,
+    idle: Notify,
+}
+
+impl Lifecycle {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Counts a request until the guard drops.
+    pub fn track(self: &Arc<Self>) -> InFlightGuard {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        metrics::gauge!(telemetry::metrics::HTTP_REQUESTS_IN_FLIGHT).increment(1.0);
+        InFlightGuard(self.clone())
+    }
+
+    /// Waits until no request is in flight.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.in_flight() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Decrements the in-flight count on drop (also when a request is cancelled).
+pub struct InFlightGuard(Arc<Lifecycle>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        metrics::gauge!(telemetry::metrics::HTTP_REQUESTS_IN_FLIGHT).decrement(1.0);
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// In-process signals shared by the API and the workers of one replica.
+pub struct Hub {
+    /// Work may be available (a submit, a release, a slot freed).
+    wake: Notify,
+    /// Some task ended (delegation waits on it).
+    pub finished: Notify,
+    /// Ids of tasks with new events (SSE followers listen).
+    pub events: broadcast::Sender<Uuid>,
+    /// Cancelled when the replica shuts down (SSE streams end).
+    pub shutdown: CancellationToken,
+    /// Client of the `http_request` tool and of webhooks (no redirects).
+    pub http: reqwest::Client,
+    /// A completion webhook was queued (the delivery loop listens).
+    pub webhooks: Notify,
+    /// The worker slots of this replica's claim loop (set when it starts).
+    slots: std::sync::OnceLock<Arc<Semaphore>>,
+}
+
+/// A worker slot lent back to the claim loop while its task waits on other tasks.
+#[must_use = "take the slot back with `LentSlot::take_back` before running on"]
+pub struct LentSlot(Arc<Semaphore>);
+
+impl LentSlot {
+    /// Takes a slot back for the waiting task (waits for one to be free).
+    pub async fn take_back(self) {
+        if let Ok(p) = self.0.acquire().await {
+            p.forget();
+        }
+    }
+}
+
+impl Hub {
+    pub fn new() -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_default();
+        Self {
+            wake: Notify::new(),
+            finished: Notify::new(),
+            events: broadcast::channel(4096).0,
+            shutdown: CancellationToken::new(),
+            http,
+            webhooks: Notify::new(),
+            slots: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Lends the calling task's worker slot to the claim loop while the task waits on
+    /// other tasks (delegation), so they can run on this replica even when every slot is
+    /// held by a waiting parent. `None` when this replica runs no claim loop.
+    pub fn lend_slot(&self) -> Option<LentSlot> {
+        let slots = self.slots.get()?.clone();
+        slots.add_permits(1);
+        self.wake();
+        Some(LentSlot(slots))
+    }
+
+    /// Wakes one idle claimer of this replica.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The claim loop's wake-up signal (a submit, a release, a slot freed).
+    pub fn wake_signal(&self) -> &Notify {
+        &self.wake
+    }
+
+    /// Hands the claim loop's worker slots to the hub, so waiting tasks can lend theirs
+    /// (the first call wins; a replica runs one claim loop).
+    pub fn set_slots(&self, slots: Arc<Semaphore>) {
+        let _ = self.slots.set(slots);
+    }
+
+    /// Tells SSE followers on this replica that a task has new events.
+    pub fn task_changed(&self, id: Uuid) {
+        let _ = self.events.send(id);
+    }
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
