@@ -1,8 +1,8 @@
 //! digital-employee: runs AI "digital employees" in production.
 //!
-//! Module map (imports flow downward only):
-//! `cli` → `app` → `api` → `auth` → `store`, `telemetry`; `config` is read once at start.
-//! See `docs/ARCHITECTURE.md`.
+//! Modules are layers; imports only point down (`tests/architecture.rs` checks it):
+//! `cli` → `app` → `api` → `orchestrator` → `runtime` → `state` → `ai`, `ops` →
+//! `telemetry` → `auth` → `store` → `config`. See `docs/ARCHITECTURE.md`.
 
 pub mod ai;
 pub mod api;

@@ -12,7 +12,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -22,7 +22,9 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
 use super::page;
 use crate::auth::Scope;
-use crate::orchestrator::{self, EmployeeRef, Idempotency, Submit, Submitted, TaskView};
+use crate::orchestrator::{
+    self, DecideError, EmployeeRef, Idempotency, Submit, Submitted, TaskView,
+};
 use crate::state::AppState;
 use crate::store::{CancelOutcome, StoreError, TaskEvent, TaskFilter, TaskStatus};
 
@@ -249,18 +251,11 @@ pub async fn cancel(
 ) -> ApiResult<Response> {
     caller.require(Scope::Write)?;
     let id = parse_id(&id)?;
-    match state
-        .store
-        .cancel_task(caller.0.tenant_id, id)
+    match orchestrator::cancel(&state, caller.0.tenant_id, id)
         .await
         .map_err(not_found)?
     {
         CancelOutcome::Cancelled(t) => {
-            metrics::counter!(crate::telemetry::metrics::TASKS_TOTAL, "status" => "cancelled")
-                .increment(1);
-            crate::orchestrator::webhooks::task_ended(&state, &t).await;
-            state.tasks.finished.notify_waiters();
-            let _ = state.tasks.events.send(id);
             Ok((StatusCode::ACCEPTED, Json(TaskView::from(t))).into_response())
         }
         CancelOutcome::Requested(t) => {
@@ -328,49 +323,16 @@ async fn decide(
     d: Decision,
 ) -> ApiResult<Response> {
     caller.require(Scope::Write)?;
-    let tenant = caller.0.tenant_id;
     let id = parse_id(&id)?;
-    let task = state.store.get_task(tenant, id).await.map_err(not_found)?;
-    if task.status != TaskStatus::WaitingApproval {
-        return Err(ApiError::Conflict(format!(
+    match orchestrator::decide(&state, caller.0.tenant_id, id, approve, d.reason).await {
+        Ok(t) => Ok((StatusCode::ACCEPTED, Json(TaskView::from(t))).into_response()),
+        Err(DecideError::NotFound) => Err(ApiError::NotFound("no such task".into())),
+        Err(DecideError::NotWaiting(Some(status))) => Err(ApiError::Conflict(format!(
             "the task is not waiting for approval ({})",
-            task.status.as_str()
-        )));
-    }
-    // The call it waits on: the last waiting_approval status event.
-    let events = all_events(&state, id).await?;
-    let call_id = events
-        .iter()
-        .rev()
-        .find(|e| e.kind == "status" && e.payload["status"] == "waiting_approval")
-        .and_then(|e| e.payload["call_id"].as_str().map(str::to_owned))
-        .unwrap_or_default();
-    let decision = json!({
-        "decision": if approve { "approve" } else { "reject" },
-        "call_id": call_id,
-        "reason": d.reason.unwrap_or_default(),
-    });
-    match state.store.resolve_approval(tenant, id, decision).await? {
-        Some(t) => {
-            state.tasks.wake();
-            let _ = state.tasks.events.send(id);
-            Ok((StatusCode::ACCEPTED, Json(TaskView::from(t))).into_response())
-        }
-        None => Err(ApiError::Conflict(
-            "the task is not waiting for approval".into(),
-        )),
-    }
-}
-
-async fn all_events(state: &AppState, id: Uuid) -> ApiResult<Vec<TaskEvent>> {
-    let mut out = Vec::new();
-    loop {
-        let after = out.last().map_or(0, |e: &TaskEvent| e.seq);
-        let page = state.store.list_events(id, after, 1000).await?;
-        if page.is_empty() {
-            return Ok(out);
-        }
-        out.extend(page);
+            status.as_str()
+        ))),
+        Err(e @ DecideError::NotWaiting(None)) => Err(ApiError::Conflict(e.to_string())),
+        Err(DecideError::Store(e)) => Err(e.into()),
     }
 }
 
@@ -413,7 +375,7 @@ pub async fn events(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/event-stream"));
     if !wants_sse {
-        let mut data = all_events(&state, id).await?;
+        let mut data = orchestrator::all_events(&state, id).await?;
         data.retain(|e| e.seq > after);
         return Ok(Json(EventList { data }).into_response());
     }

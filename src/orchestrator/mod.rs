@@ -10,11 +10,13 @@
 //! attempt given back) for another replica.
 
 mod claim;
+mod control;
 pub mod scheduler;
 mod submit;
 mod view;
 pub mod webhooks;
 
+pub use control::{DecideError, all_events, cancel, decide};
 pub use submit::{
     EmployeeRef, Idempotency, Parent, Submit, SubmitError, Submitted, resolve_employee, submit,
     validate,
