@@ -9,7 +9,8 @@
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
+/// USD per million tokens, as configured in `AI_PRICES`; defined in `config`, which parses it.
+pub use crate::config::PriceSpec;
 
 use super::types::Usage;
 
@@ -36,19 +37,6 @@ impl Price {
             .saturating_add(n(written).saturating_mul(self.cache_write))
             .saturating_add(n(u.output_tokens).saturating_mul(self.output))
     }
-}
-
-/// USD per million tokens, as configured.
-#[derive(Clone, Copy, Debug, Deserialize)]
-pub struct PriceSpec {
-    pub input: f64,
-    pub output: f64,
-    #[serde(default)]
-    pub cached_input: Option<f64>,
-    #[serde(default)]
-    pub cache_write: Option<f64>,
-    #[serde(default)]
-    pub context_window: Option<u64>,
 }
 
 fn nanos(usd_per_million: f64) -> i64 {

@@ -1,0 +1,448 @@
+//! The one place that reads the environment.
+//!
+//! Every variable the service understands, with its default:
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `APP_ENV` | `development` | `development`, `testing`, `staging` or `production` |
+//! | `HOST` | `0.0.0.0` | address the API and metrics listeners bind to |
+//! | `PORT` | `8000` | API port |
+//! | `PROMETHEUS_METRICS_PORT` | `9000` | metrics port (`GET /metrics` only) |
+//! | `LOG_LEVEL` | `info` | `trace`, `debug`, `info`, `warn`, `error` (any case) or a tracing filter |
+//! | `DATA_DIR` | `./data` | where the embedded SQLite database lives |
+//! | `DATABASE_URL` | `sqlite://$DATA_DIR/digital-employee.db` | `sqlite://…` or `postgres://…` |
+//! | `DB_HOST`, `DB_PORT`, `DB_NAME`, `DB_USER`, `DB_PASSWORD` | unset, `5432`, `digital_employee`, `user`, empty | PostgreSQL by parts, used when `DB_HOST` is set and `DATABASE_URL` is not |
+//! | `DB_MAX_CONNECTIONS` | `16` | database pool size |
+//! | `REDIS_URL` | unset | `redis://…`; or `REDIS_HOST` + `REDIS_PORT` (`6379`) |
+//! | `AI_SERVICE_TIMEOUT` | `30` | seconds per vendor attempt |
+//! | `AI_SERVICE_RETRY_COUNT` | `3` | retries per candidate |
+//! | `AI_SERVICE_RETRY_DELAY` | `2` | seconds, base of the exponential backoff |
+//! | `HEALTH_CHECK_INTERVAL` | `30` | seconds between background health probes |
+//! | `JWT_SECRET_KEY` | unset | HS256 signing key (secret) |
+//! | `API_KEY_WHITELIST` | empty | comma-separated bootstrap admin keys (secret) |
+//! | `OPENAI_API_KEY` | unset | OpenAI key (secret) |
+//! | `CLAUDE_API_KEY` / `ANTHROPIC_API_KEY` | unset | Anthropic key (secret) |
+//! | `OPENAI_BASE_URL` | `https://api.openai.com/v1` | OpenAI-format endpoint (any compatible server) |
+//! | `ANTHROPIC_BASE_URL` | `https://api.anthropic.com` | Anthropic endpoint |
+//! | `AI_PROVIDERS` | empty | JSON list of extra providers `[{"name","format":"openai"\|"anthropic","base_url","api_key"?,"api_version"?}]` |
+//! | `AI_MODEL_ALIASES` | empty | JSON map alias → fallback chain, e.g. `{"fast":["openai/gpt-4o-mini","anthropic/claude-3-5-haiku-latest"]}` |
+//! | `AI_PRICES` | built-in table | JSON map overriding prices (USD per million tokens) |
+//! | `AI_RETRY_AFTER_MAX` | `60` | longest `Retry-After` (seconds) honoured before moving on |
+//! | `AI_BREAKER_THRESHOLD` | `5` | consecutive failures that open a provider's circuit |
+//! | `AI_BREAKER_COOLDOWN` | `30` | seconds before an open circuit lets a probe through |
+//! | `AI_CACHE` | `on` | exact-match result cache `on`/`off` |
+//! | `AI_CACHE_TTL` | `300` | seconds a cached result lives |
+//! | `AI_CACHE_MAX_ENTRIES` | `10000` | in-memory cache capacity |
+//! | `MAX_BODY_BYTES` | `1048576` | largest accepted request body |
+//! | `SHUTDOWN_GRACE_PERIOD` | `30` | seconds in-flight requests get after SIGTERM |
+//! | `SHUTDOWN_DRAIN_DELAY` | `1` | seconds the listener keeps answering (with `Connection: close`) after SIGTERM before it may close |
+//! | `RATE_LIMIT_REQUESTS` | `100` | requests per key (or token subject) per window; a key's own `rate_limit` overrides it |
+//! | `RATE_LIMIT_WINDOW_SECONDS` | `60` | length of the sliding window, whole seconds |
+//! | `RATE_LIMIT_REDIS_FAILURE` | `open` | when Redis is unreachable: `open` (allow, count `rate_limit_redis_errors_total`) or `closed` (503) |
+//! | `RATE_LIMIT_KEY_PREFIX` | `de:rl:` | prefix of the rate-limit keys in Redis |
+//! | `CORS_ALLOWED_ORIGINS` | empty | comma-separated origins allowed cross-origin (`*` for any); empty = CORS closed |
+//! | `REDACT_EXTRA_PATTERNS` | empty | extra regexes redacted from logs: a JSON array of strings, or one regex per line |
+//! | `REQUEST_HEADER_TIMEOUT` | `10` | seconds a client gets to send the request headers |
+//! | `REQUEST_BODY_TIMEOUT` | `30` | seconds a client gets to send the request body |
+//! | `BACKUP_DIR` | `./backups` | where `digital-employee backup` writes `db_backup_*` files and `backup.log` |
+//! | `RETENTION_DAYS` | `7` | backups older than this many days are deleted after a backup (`0` keeps all) |
+//! | `AWS_S3_BUCKET` | unset | when set, each backup is also uploaded with the `aws` CLI to `s3://BUCKET/backups/` |
+//! | `WORKERS_ENABLED` | `on` | run the task worker pool, reaper and scheduler in this replica (`on`/`off`) |
+//! | `WORKER_CONCURRENCY` | `16` | tasks one replica runs at once |
+//! | `TASK_LEASE_SECONDS` | `30` | lease of a running task; renewed every third of it |
+//! | `TASK_POLL_INTERVAL` | `1` | seconds between queue polls when no wake-up arrives |
+//! | `TASK_MAX_ATTEMPTS` | `3` | default attempts of a task (1–20) |
+//! | `TASK_RETRY_BASE_DELAY` | `2` | seconds, base of the exponential retry backoff |
+//! | `TASK_DEADLINE_SECONDS` | `600` | wall-clock limit of one attempt; past it the task fails |
+//! | `TASK_COST_CAP_USD` | unset | cost one task may reach (USD); unset = no cap |
+//! | `DELEGATION_MAX_DEPTH` | `3` | how deep `delegate` may nest sub-tasks |
+//! | `HTTP_TOOL_ALLOWED_HOSTS` | empty | comma-separated hosts (`host` or `host:port`) the `http_request` tool may call |
+//! | `HTTP_TOOL_TIMEOUT` | `10` | seconds per `http_request` call |
+//! | `HTTP_TOOL_MAX_BYTES` | `65536` | response bytes kept by `http_request` and webhook tools |
+//! | `SCHEDULER_INTERVAL` | `1` | seconds between scans for due schedules |
+//! | `WEBHOOK_MAX_ATTEMPTS` | `5` | attempts of a completion webhook before it is given up (1–50) |
+//! | `WEBHOOK_RETRY_BASE_DELAY` | `2` | seconds, base of the webhook retry backoff (doubles per attempt) |
+//! | `WEBHOOK_TIMEOUT` | `10` | seconds one webhook attempt may take |
+//! | `WEBHOOK_POLL_INTERVAL` | `1` | seconds between scans for due webhook deliveries |
+//!
+//! Nothing else in the crate calls `std::env::var`.
+//!
+//! Each area reads its own variables in its own file: `server.rs` (profile, listeners,
+//! limits, shutdown), `telemetry.rs` (log level, health probes), `database.rs` (database,
+//! pool, Redis, backups), `ai.rs` ([`AiConfig`], [`PriceSpec`]), `security.rs` (keys,
+//! rate limit, CORS, redaction) and `tasks.rs` ([`TaskConfig`]); [`Config::from_lookup`]
+//! composes them, and `parse.rs` holds the readers they share. `config` sits below every
+//! other module of the crate and imports none of them.
+
+mod ai;
+mod database;
+mod parse;
+mod security;
+mod server;
+mod tasks;
+mod telemetry;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use ai::{AiConfig, PriceSpec, ProviderFormat, ProviderSpec};
+pub use database::{DatabaseUrl, redact_url_password};
+pub use security::RedisFailure;
+pub use server::AppEnv;
+pub use tasks::TaskConfig;
+
+use database::DatabaseSettings;
+use parse::ser_secs;
+use security::SecuritySettings;
+use server::ServerSettings;
+use telemetry::TelemetrySettings;
+
+/// A configuration error: names the variable, what it holds and what was expected.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {var}={value:?}: expected {expected}")]
+pub struct ConfigError {
+    /// The variable, e.g. `PORT`.
+    pub var: &'static str,
+    /// Its value, redacted when it may hold a secret.
+    pub value: String,
+    /// What a valid value looks like.
+    pub expected: &'static str,
+}
+
+/// A secret value. It is never printed: `Debug`, `Display` and `Serialize` all redact it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself; call sites that need it are few and obvious.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// True when no secret was configured.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("\"\"")
+        } else {
+            f.write_str("\"[redacted]\"")
+        }
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0.is_empty() {
+            s.serialize_str("")
+        } else {
+            s.serialize_str("[redacted]")
+        }
+    }
+}
+
+/// The whole typed configuration, built once at start.
+#[derive(Clone, Debug, Serialize)]
+pub struct Config {
+    /// `APP_ENV`.
+    pub app_env: AppEnv,
+    /// `HOST`.
+    pub host: IpAddr,
+    /// `PORT`.
+    pub port: u16,
+    /// `PROMETHEUS_METRICS_PORT`.
+    pub metrics_port: u16,
+    /// `LOG_LEVEL`, lowercased.
+    pub log_level: String,
+    /// `DATA_DIR`.
+    pub data_dir: PathBuf,
+    /// `DATABASE_URL`, or built from `DB_*`, or the SQLite file in `data_dir`.
+    pub database_url: DatabaseUrl,
+    /// `DB_MAX_CONNECTIONS`.
+    pub db_max_connections: u32,
+    /// `REDIS_URL`, or built from `REDIS_HOST`/`REDIS_PORT`.
+    pub redis_url: Option<DatabaseUrl>,
+    /// `AI_SERVICE_TIMEOUT` (also in [`AiConfig::timeout`]).
+    #[serde(serialize_with = "ser_secs")]
+    pub ai_service_timeout: Duration,
+    /// `AI_SERVICE_RETRY_COUNT` (also in [`AiConfig::retries`]).
+    pub ai_service_retry_count: u32,
+    /// `AI_SERVICE_RETRY_DELAY` (also in [`AiConfig::retry_delay`]).
+    #[serde(serialize_with = "ser_secs")]
+    pub ai_service_retry_delay: Duration,
+    /// `HEALTH_CHECK_INTERVAL`.
+    #[serde(serialize_with = "ser_secs")]
+    pub health_check_interval: Duration,
+    /// `JWT_SECRET_KEY`.
+    pub jwt_secret_key: Secret,
+    /// `API_KEY_WHITELIST`.
+    pub api_key_whitelist: Vec<Secret>,
+    /// `OPENAI_API_KEY` (also in [`AiConfig::openai_api_key`]).
+    pub openai_api_key: Secret,
+    /// `CLAUDE_API_KEY`, else `ANTHROPIC_API_KEY` (also in [`AiConfig::anthropic_api_key`]).
+    pub claude_api_key: Secret,
+    /// `MAX_BODY_BYTES`.
+    pub max_body_bytes: usize,
+    /// `SHUTDOWN_GRACE_PERIOD`.
+    #[serde(serialize_with = "ser_secs")]
+    pub shutdown_grace_period: Duration,
+    /// `SHUTDOWN_DRAIN_DELAY`.
+    #[serde(serialize_with = "ser_secs")]
+    pub shutdown_drain_delay: Duration,
+    /// `BACKUP_DIR`.
+    pub backup_dir: PathBuf,
+    /// `RETENTION_DAYS`.
+    pub retention_days: u32,
+    /// `AWS_S3_BUCKET`.
+    pub aws_s3_bucket: Option<String>,
+    /// `RATE_LIMIT_REQUESTS`.
+    pub rate_limit_requests: u32,
+    /// `RATE_LIMIT_WINDOW_SECONDS`.
+    #[serde(serialize_with = "ser_secs")]
+    pub rate_limit_window: Duration,
+    /// `RATE_LIMIT_REDIS_FAILURE`.
+    pub rate_limit_redis_failure: RedisFailure,
+    /// `RATE_LIMIT_KEY_PREFIX`.
+    pub rate_limit_key_prefix: String,
+    /// `CORS_ALLOWED_ORIGINS`, without trailing slashes.
+    pub cors_allowed_origins: Vec<String>,
+    /// `REDACT_EXTRA_PATTERNS`.
+    pub redact_extra_patterns: Vec<String>,
+    /// `REQUEST_HEADER_TIMEOUT`.
+    #[serde(serialize_with = "ser_secs")]
+    pub request_header_timeout: Duration,
+    /// `REQUEST_BODY_TIMEOUT`.
+    #[serde(serialize_with = "ser_secs")]
+    pub request_body_timeout: Duration,
+    /// The AI Service Layer's settings.
+    pub ai: AiConfig,
+    /// The Task Orchestrator's and Agent Runtime's settings.
+    pub tasks: TaskConfig,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let vars: HashMap<String, String> = std::env::vars().collect();
+        Self::from_lookup(|k| vars.get(k).cloned())
+    }
+
+    /// Builds the configuration from any key lookup (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        // An empty variable counts as unset, as shells and ConfigMaps often leave them so.
+        let get = |k: &str| {
+            get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+
+        let app_env = AppEnv::from_lookup(&get)?;
+        let ServerSettings {
+            host,
+            port,
+            metrics_port,
+            max_body_bytes,
+            shutdown_grace_period,
+            shutdown_drain_delay,
+            request_header_timeout,
+            request_body_timeout,
+        } = ServerSettings::from_lookup(&get)?;
+        let TelemetrySettings {
+            log_level,
+            health_check_interval,
+        } = TelemetrySettings::from_lookup(&get)?;
+        let DatabaseSettings {
+            data_dir,
+            database_url,
+            db_max_connections,
+            redis_url,
+            backup_dir,
+            retention_days,
+            aws_s3_bucket,
+        } = DatabaseSettings::from_lookup(&get)?;
+        let ai = AiConfig::from_lookup(&get, redis_url.clone())?;
+        let SecuritySettings {
+            jwt_secret_key,
+            api_key_whitelist,
+            rate_limit_requests,
+            rate_limit_window,
+            rate_limit_redis_failure,
+            rate_limit_key_prefix,
+            cors_allowed_origins,
+            redact_extra_patterns,
+        } = SecuritySettings::from_lookup(&get, app_env)?;
+        let tasks = TaskConfig::from_lookup(&get)?;
+
+        Ok(Self {
+            app_env,
+            host,
+            port,
+            metrics_port,
+            log_level,
+            data_dir,
+            database_url,
+            db_max_connections,
+            redis_url,
+            ai_service_timeout: ai.timeout,
+            ai_service_retry_count: ai.retries,
+            ai_service_retry_delay: ai.retry_delay,
+            health_check_interval,
+            jwt_secret_key,
+            api_key_whitelist,
+            openai_api_key: ai.openai_api_key.clone(),
+            claude_api_key: ai.anthropic_api_key.clone(),
+            max_body_bytes,
+            shutdown_grace_period,
+            shutdown_drain_delay,
+            backup_dir,
+            retention_days,
+            aws_s3_bucket,
+            rate_limit_requests,
+            rate_limit_window,
+            rate_limit_redis_failure,
+            rate_limit_key_prefix,
+            cors_allowed_origins,
+            redact_extra_patterns,
+            request_header_timeout,
+            request_body_timeout,
+            ai,
+            tasks,
+        })
+    }
+
+    /// The values of every configured secret, for the log redactor to remove should one
+    /// ever reach a log line: keys, the JWT secret, and the passwords of database and
+    /// Redis URLs.
+    pub fn secret_values(&self) -> Vec<String> {
+        let mut out: Vec<String> = [
+            &self.jwt_secret_key,
+            &self.openai_api_key,
+            &self.claude_api_key,
+        ]
+        .into_iter()
+        .chain(self.api_key_whitelist.iter())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.expose().to_string())
+        .collect();
+        for url in std::iter::once(&self.database_url).chain(self.redis_url.iter()) {
+            out.extend(database::url_password(url.expose()));
+        }
+        out
+    }
+
+    /// True when the database is the embedded SQLite file (the development default).
+    pub fn is_embedded_db(&self) -> bool {
+        !self.database_url.is_postgres()
+    }
+}
+
+/// The configuration built from `(variable, value)` pairs, as the tests of every area
+/// build it.
+#[cfg(test)]
+fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Config::from_lookup(|k| map.get(k).cloned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_environment() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.app_env, AppEnv::Development);
+        assert_eq!(c.port, 8000);
+        assert_eq!(c.metrics_port, 9000);
+        assert_eq!(c.log_level, "info");
+        assert!(c.is_embedded_db());
+        assert_eq!(
+            c.database_url.expose(),
+            "sqlite://./data/digital-employee.db"
+        );
+        assert_eq!(c.ai_service_timeout, Duration::from_secs(30));
+        assert_eq!(c.ai_service_retry_count, 3);
+        assert_eq!(c.ai_service_retry_delay, Duration::from_secs(2));
+        assert_eq!(c.shutdown_grace_period, Duration::from_secs(30));
+        assert!(c.redis_url.is_none());
+        assert_eq!(c.backup_dir, PathBuf::from("./backups"));
+        assert_eq!(c.retention_days, 7);
+        assert!(c.aws_s3_bucket.is_none());
+        assert_eq!(c.rate_limit_requests, 100);
+        assert_eq!(c.rate_limit_window, Duration::from_secs(60));
+        assert_eq!(c.rate_limit_redis_failure, RedisFailure::Open);
+        assert!(c.cors_allowed_origins.is_empty());
+        assert!(c.redact_extra_patterns.is_empty());
+        assert_eq!(c.request_header_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        let e = cfg(&[("PORT", "eighty")]).unwrap_err();
+        assert_eq!(e.var, "PORT");
+        assert!(e.to_string().contains("PORT=\"eighty\""));
+        assert_eq!(cfg(&[("APP_ENV", "moon")]).unwrap_err().var, "APP_ENV");
+        assert_eq!(
+            cfg(&[("AI_SERVICE_TIMEOUT", "-1")]).unwrap_err().var,
+            "AI_SERVICE_TIMEOUT"
+        );
+        assert_eq!(cfg(&[("LOG_LEVEL", "loud[")]).unwrap_err().var, "LOG_LEVEL");
+        assert_eq!(
+            cfg(&[("DATABASE_URL", "mysql://x")]).unwrap_err().var,
+            "DATABASE_URL"
+        );
+        assert_eq!(
+            cfg(&[("MAX_BODY_BYTES", "0")]).unwrap_err().var,
+            "MAX_BODY_BYTES"
+        );
+        assert_eq!(
+            cfg(&[("RETENTION_DAYS", "a week")]).unwrap_err().var,
+            "RETENTION_DAYS"
+        );
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let c = cfg(&[
+            ("JWT_SECRET_KEY", "jwt-very-secret"),
+            ("API_KEY_WHITELIST", "key-one, key-two"),
+            ("OPENAI_API_KEY", "sk-openai-secret"),
+            ("ANTHROPIC_API_KEY", "sk-ant-secret"),
+            ("DATABASE_URL", "postgres://u:dbpass123@h/db"),
+            ("REDIS_URL", "redis://:redispass@h:6379/0"),
+        ])
+        .unwrap();
+        assert_eq!(c.api_key_whitelist.len(), 2);
+        assert_eq!(c.claude_api_key.expose(), "sk-ant-secret");
+        let dbg = format!("{c:?}");
+        let json = serde_json::to_string(&c).unwrap();
+        for s in [
+            "jwt-very-secret",
+            "key-one",
+            "key-two",
+            "sk-openai-secret",
+            "sk-ant-secret",
+            "dbpass123",
+            "redispass",
+        ] {
+            assert!(!dbg.contains(s), "Debug leaks {s}");
+            assert!(!json.contains(s), "JSON leaks {s}");
+        }
+        assert!(json.contains("postgres://u:***@h/db"));
+    }
+}
