@@ -30,6 +30,26 @@ pub enum ErrorKind {
     UnknownProvider,
 }
 
+impl ErrorKind {
+    /// The kind's name as it is serialized (in `ai_calls.error_kind`, error reports and
+    /// API bodies), without going through serde.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::Server => "server",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Connection => "connection",
+            ErrorKind::Auth => "auth",
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::ContextLength => "context_length",
+            ErrorKind::Malformed => "malformed",
+            ErrorKind::StreamBroken => "stream_broken",
+            ErrorKind::CircuitOpen => "circuit_open",
+            ErrorKind::UnknownProvider => "unknown_provider",
+        }
+    }
+}
+
 #[derive(Clone, Debug, thiserror::Error)]
 #[error("{kind:?}{}: {message}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
 pub struct AiError {
@@ -155,6 +175,43 @@ mod tests {
         );
         assert!(AiError::from_status(502, "", None).is_retryable());
         assert!(!AiError::from_status(403, "", None).is_retryable());
+    }
+
+    #[test]
+    fn kind_names_match_their_serialized_form() {
+        let all = [
+            ErrorKind::RateLimited,
+            ErrorKind::Server,
+            ErrorKind::Timeout,
+            ErrorKind::Connection,
+            ErrorKind::Auth,
+            ErrorKind::BadRequest,
+            ErrorKind::ContextLength,
+            ErrorKind::Malformed,
+            ErrorKind::StreamBroken,
+            ErrorKind::CircuitOpen,
+            ErrorKind::UnknownProvider,
+        ];
+        for kind in all {
+            // A new variant fails to compile here until it is added to `all` as well.
+            match kind {
+                ErrorKind::RateLimited
+                | ErrorKind::Server
+                | ErrorKind::Timeout
+                | ErrorKind::Connection
+                | ErrorKind::Auth
+                | ErrorKind::BadRequest
+                | ErrorKind::ContextLength
+                | ErrorKind::Malformed
+                | ErrorKind::StreamBroken
+                | ErrorKind::CircuitOpen
+                | ErrorKind::UnknownProvider => {}
+            }
+            assert_eq!(
+                serde_json::to_value(kind).unwrap(),
+                serde_json::Value::from(kind.as_str())
+            );
+        }
     }
 
     #[test]
