@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::error::AiError;
+use super::error::{AiError, RequestError};
 use super::provider::{self, EventStream, Provider};
 use super::sse::{self, Step};
 use super::types::*;
@@ -140,8 +140,17 @@ fn result_text(content: &Option<Value>) -> String {
     }
 }
 
-/// A wire request as the sandbox receives it → the neutral request (and `stream`).
-pub fn request_to_internal(req: AnRequest) -> Result<(ChatRequest, bool), String> {
+/// A wire request as the sandbox receives it, converted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InternalRequest {
+    pub request: ChatRequest,
+    /// `stream: true`: answer as a stream of typed events.
+    pub stream: bool,
+}
+
+/// A wire request as the sandbox receives it → the neutral request, or the field that
+/// makes it invalid.
+pub fn request_to_internal(req: AnRequest) -> Result<InternalRequest, RequestError> {
     let mut messages = Vec::new();
     match req.system {
         Some(AnSystem::Text(t)) => messages.push(Message::system(t)),
@@ -161,7 +170,12 @@ pub fn request_to_internal(req: AnRequest) -> Result<(ChatRequest, bool), String
         let role = match m.role.as_str() {
             "user" => Role::User,
             "assistant" => Role::Assistant,
-            other => return Err(format!("messages[{i}].role: unknown role {other:?}")),
+            other => {
+                return Err(RequestError::new(
+                    format!("messages[{i}].role"),
+                    format!("unknown role {other:?}"),
+                ));
+            }
         };
         let blocks = match m.content {
             AnContent::Text(t) => vec![AnBlock::Text { text: t }],
@@ -214,10 +228,15 @@ pub fn request_to_internal(req: AnRequest) -> Result<(ChatRequest, bool), String
             .and_then(|v| v.get("name"))
             .and_then(Value::as_str)
             .map(|n| ToolChoice::Tool(n.to_string())),
-        Some(other) => return Err(format!("tool_choice.type: unknown value {other:?}")),
+        Some(other) => {
+            return Err(RequestError::new(
+                "tool_choice.type",
+                format!("unknown value {other:?}"),
+            ));
+        }
     };
-    Ok((
-        ChatRequest {
+    Ok(InternalRequest {
+        request: ChatRequest {
             model: req.model,
             messages,
             tools: req
@@ -236,8 +255,8 @@ pub fn request_to_internal(req: AnRequest) -> Result<(ChatRequest, bool), String
             response_format: None,
             cache: None,
         },
-        req.stream.unwrap_or(false),
-    ))
+        stream: req.stream.unwrap_or(false),
+    })
 }
 
 /// The neutral request → the wire request we send. Consecutive tool results are merged
@@ -707,7 +726,10 @@ mod tests {
         assert_eq!(b.len(), 2);
         assert_eq!(wire.tool_choice, Some(serde_json::json!({"type": "any"})));
         let text = serde_json::to_string(&wire).unwrap();
-        let (back, stream) = request_to_internal(serde_json::from_str(&text).unwrap()).unwrap();
+        let InternalRequest {
+            request: back,
+            stream,
+        } = request_to_internal(serde_json::from_str(&text).unwrap()).unwrap();
         assert!(!stream);
         assert_eq!(back.messages, req.messages);
         assert_eq!(back.tool_choice, req.tool_choice);

@@ -1,4 +1,5 @@
-//! Vendor call failures, classified by what the router should do next.
+//! Vendor call failures, classified by what the router should do next; and the error
+//! for a wire request we receive that cannot be converted, naming the field at fault.
 
 use std::time::Duration;
 
@@ -138,6 +139,27 @@ impl AiError {
             )
         } else {
             Self::new(ErrorKind::Connection, "the connection to the vendor failed")
+        }
+    }
+}
+
+/// A received wire request (gateway, sandbox) that does not convert to a neutral
+/// request. `field` is the path of the offending field (`messages[2].role`,
+/// `tool_choice`) so the caller can answer with a validation error on it; `message` says
+/// what is wrong with it. Displays as `field: message`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct RequestError {
+    pub field: String,
+    pub message: String,
+}
+
+impl RequestError {
+    /// `field` as a path into the wire request (`messages[0].role`).
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
         }
     }
 }

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::error::{AiError, ErrorKind};
+use super::error::{AiError, ErrorKind, RequestError};
 use super::provider::{self, EventStream, Provider};
 use super::sse::{self, Step};
 use super::types::*;
@@ -227,9 +227,21 @@ pub struct OaFunctionDelta {
 
 // ---------------------------------------------------------------- conversions
 
-/// A wire request as we receive it (gateway, sandbox) → the neutral request.
-/// Returns the request and whether a stream (and usage in it) was asked for.
-pub fn request_to_internal(req: OaRequest) -> Result<(ChatRequest, bool, bool), String> {
+/// A wire request as we receive it, converted: the neutral request and how the caller
+/// wants the answer delivered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InternalRequest {
+    pub request: ChatRequest,
+    /// `stream: true`: answer as a stream of chunks.
+    pub stream: bool,
+    /// `stream_options.include_usage: true`: end the stream with a usage chunk (the
+    /// caller gets none otherwise).
+    pub include_usage: bool,
+}
+
+/// A wire request as we receive it (gateway, sandbox) → the neutral request, or the
+/// field that makes it invalid.
+pub fn request_to_internal(req: OaRequest) -> Result<InternalRequest, RequestError> {
     let mut messages = Vec::with_capacity(req.messages.len());
     for (i, m) in req.messages.into_iter().enumerate() {
         let role = match m.role.as_str() {
@@ -237,11 +249,17 @@ pub fn request_to_internal(req: OaRequest) -> Result<(ChatRequest, bool, bool), 
             "user" => Role::User,
             "assistant" => Role::Assistant,
             "tool" => Role::Tool,
-            other => return Err(format!("messages[{i}].role: unknown role {other:?}")),
+            other => {
+                return Err(RequestError::new(
+                    format!("messages[{i}].role"),
+                    format!("unknown role {other:?}"),
+                ));
+            }
         };
         if role == Role::Tool && m.tool_call_id.is_none() {
-            return Err(format!(
-                "messages[{i}].tool_call_id: required for a tool message"
+            return Err(RequestError::new(
+                format!("messages[{i}].tool_call_id"),
+                "required for a tool message",
             ));
         }
         messages.push(Message {
@@ -261,7 +279,10 @@ pub fn request_to_internal(req: OaRequest) -> Result<(ChatRequest, bool, bool), 
         });
     }
     if messages.is_empty() {
-        return Err("messages: at least one message is required".into());
+        return Err(RequestError::new(
+            "messages",
+            "at least one message is required",
+        ));
     }
     let tool_choice = match &req.tool_choice {
         None => None,
@@ -269,11 +290,21 @@ pub fn request_to_internal(req: OaRequest) -> Result<(ChatRequest, bool, bool), 
             "auto" => ToolChoice::Auto,
             "none" => ToolChoice::None,
             "required" => ToolChoice::Required,
-            other => return Err(format!("tool_choice: unknown value {other:?}")),
+            other => {
+                return Err(RequestError::new(
+                    "tool_choice",
+                    format!("unknown value {other:?}"),
+                ));
+            }
         }),
         Some(v) => match v.pointer("/function/name").and_then(Value::as_str) {
             Some(name) => Some(ToolChoice::Tool(name.to_string())),
-            None => return Err("tool_choice: expected a string or a function".into()),
+            None => {
+                return Err(RequestError::new(
+                    "tool_choice",
+                    "expected a string or a function",
+                ));
+            }
         },
     };
     let stream = req.stream.unwrap_or(false);
@@ -283,8 +314,8 @@ pub fn request_to_internal(req: OaRequest) -> Result<(ChatRequest, bool, bool), 
         .and_then(|o| o.include_usage)
         .unwrap_or(false);
     let cache = req.extra.get("cache").and_then(Value::as_bool);
-    Ok((
-        ChatRequest {
+    Ok(InternalRequest {
+        request: ChatRequest {
             model: req.model,
             messages,
             tools: req
@@ -305,7 +336,7 @@ pub fn request_to_internal(req: OaRequest) -> Result<(ChatRequest, bool, bool), 
         },
         stream,
         include_usage,
-    ))
+    })
 }
 
 /// The neutral request → the wire request we send as a client.
@@ -719,8 +750,12 @@ mod tests {
             "top_p": 0.5
         }))
         .unwrap();
-        let (req, stream, usage) = request_to_internal(wire).unwrap();
-        assert!(stream && usage);
+        let InternalRequest {
+            request: req,
+            stream,
+            include_usage,
+        } = request_to_internal(wire).unwrap();
+        assert!(stream && include_usage);
         assert_eq!(req.messages[0].role, Role::System);
         assert_eq!(req.messages[1].content.as_deref(), Some("hi there"));
         assert_eq!(req.messages[2].tool_calls[0].arguments, "{\"x\":1}");
@@ -729,8 +764,8 @@ mod tests {
         let back = request_from_internal(&req, false, true);
         assert_eq!(back.max_completion_tokens, Some(50));
         assert_eq!(back.max_tokens, None);
-        let (again, _, _) = request_to_internal(back).unwrap();
-        assert_eq!(again, req);
+        let again = request_to_internal(back).unwrap();
+        assert_eq!(again.request, req);
     }
 
     #[test]
@@ -739,11 +774,11 @@ mod tests {
             "model": "m", "messages": [{"role": "wizard", "content": "x"}]
         }))
         .unwrap();
-        assert!(
-            request_to_internal(wire)
-                .unwrap_err()
-                .contains("messages[0].role")
-        );
+        let err = request_to_internal(wire).unwrap_err();
+        assert!(err.to_string().contains("messages[0].role"));
+        assert_eq!(err.field, "messages[0].role");
+        assert_eq!(err.message, "unknown role \"wizard\"");
+        assert_eq!(err.to_string(), "messages[0].role: unknown role \"wizard\"");
     }
 
     #[test]
