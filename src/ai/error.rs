@@ -114,17 +114,10 @@ impl AiError {
         )
     }
 
-    /// Counts against the provider's circuit breaker (the provider, not the request, failed).
+    /// Counts against the provider's circuit breaker (the provider, not the request, failed):
+    /// every retryable failure, and a stream that broke after it had started.
     pub fn is_provider_fault(&self) -> bool {
-        matches!(
-            self.kind,
-            ErrorKind::RateLimited
-                | ErrorKind::Server
-                | ErrorKind::Timeout
-                | ErrorKind::Connection
-                | ErrorKind::Malformed
-                | ErrorKind::StreamBroken
-        )
+        self.is_retryable() || self.kind == ErrorKind::StreamBroken
     }
 
     pub fn from_reqwest(e: &reqwest::Error) -> Self {

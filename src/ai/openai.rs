@@ -265,16 +265,7 @@ pub fn request_to_internal(req: OaRequest) -> Result<InternalRequest, RequestErr
         messages.push(Message {
             role,
             content: m.content.map(|c| c.text()),
-            tool_calls: m
-                .tool_calls
-                .unwrap_or_default()
-                .into_iter()
-                .map(|c| ToolCall {
-                    id: c.id,
-                    name: c.function.name,
-                    arguments: c.function.arguments,
-                })
-                .collect(),
+            tool_calls: calls_from_wire(m.tool_calls),
             tool_call_id: m.tool_call_id,
         });
     }
@@ -353,19 +344,7 @@ pub fn request_from_internal(req: &ChatRequest, stream: bool, modern_limits: boo
             }
             .to_string(),
             content: m.content.clone().map(OaContent::Text),
-            tool_calls: (!m.tool_calls.is_empty()).then(|| {
-                m.tool_calls
-                    .iter()
-                    .map(|c| OaToolCall {
-                        id: c.id.clone(),
-                        kind: function_type(),
-                        function: OaFunctionCall {
-                            name: c.name.clone(),
-                            arguments: c.arguments.clone(),
-                        },
-                    })
-                    .collect()
-            }),
+            tool_calls: calls_to_wire(&m.tool_calls),
             tool_call_id: m.tool_call_id.clone(),
             name: None,
         })
@@ -411,6 +390,36 @@ pub fn request_from_internal(req: &ChatRequest, stream: bool, modern_limits: boo
         }),
         extra: Map::new(),
     }
+}
+
+/// Neutral tool calls → a message's wire `tool_calls` (absent when there are none).
+fn calls_to_wire(calls: &[ToolCall]) -> Option<Vec<OaToolCall>> {
+    (!calls.is_empty()).then(|| {
+        calls
+            .iter()
+            .map(|c| OaToolCall {
+                id: c.id.clone(),
+                kind: function_type(),
+                function: OaFunctionCall {
+                    name: c.name.clone(),
+                    arguments: c.arguments.clone(),
+                },
+            })
+            .collect()
+    })
+}
+
+/// A message's wire `tool_calls` → neutral tool calls.
+fn calls_from_wire(calls: Option<Vec<OaToolCall>>) -> Vec<ToolCall> {
+    calls
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| ToolCall {
+            id: c.id,
+            name: c.function.name,
+            arguments: c.function.arguments,
+        })
+        .collect()
 }
 
 pub fn finish_to_wire(r: FinishReason) -> &'static str {
@@ -467,19 +476,7 @@ pub fn response_to_wire(resp: &ChatResponse, created: i64) -> OaResponse {
             message: OaMessage {
                 role: "assistant".into(),
                 content: resp.content.clone().map(OaContent::Text),
-                tool_calls: (!resp.tool_calls.is_empty()).then(|| {
-                    resp.tool_calls
-                        .iter()
-                        .map(|c| OaToolCall {
-                            id: c.id.clone(),
-                            kind: function_type(),
-                            function: OaFunctionCall {
-                                name: c.name.clone(),
-                                arguments: c.arguments.clone(),
-                            },
-                        })
-                        .collect()
-                }),
+                tool_calls: calls_to_wire(&resp.tool_calls),
                 tool_call_id: None,
                 name: None,
             },
@@ -502,17 +499,7 @@ pub fn response_from_wire(resp: OaResponse) -> Result<ChatResponse, AiError> {
         id: resp.id,
         model: resp.model,
         content: choice.message.content.map(|c| c.text()),
-        tool_calls: choice
-            .message
-            .tool_calls
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| ToolCall {
-                id: c.id,
-                name: c.function.name,
-                arguments: c.function.arguments,
-            })
-            .collect(),
+        tool_calls: calls_from_wire(choice.message.tool_calls),
         finish_reason: finish_from_wire(choice.finish_reason.as_deref()),
         usage,
     })
