@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::error::AiError;
+use super::error::{AiError, RequestError};
 use super::provider::{self, EventStream, Provider};
 use super::sse::{self, Step};
 use super::types::*;
@@ -140,8 +140,54 @@ fn result_text(content: &Option<Value>) -> String {
     }
 }
 
-/// A wire request as the sandbox receives it → the neutral request (and `stream`).
-pub fn request_to_internal(req: AnRequest) -> Result<(ChatRequest, bool), String> {
+/// What one turn's content blocks say, in neutral terms.
+struct Turn {
+    /// The text blocks joined; `None` when the turn has no text block.
+    text: Option<String>,
+    /// `tool_use` blocks, their `input` as JSON text.
+    calls: Vec<ToolCall>,
+    /// `tool_result` blocks as tool messages, in order.
+    results: Vec<Message>,
+}
+
+fn read_blocks(blocks: Vec<AnBlock>) -> Turn {
+    let mut turn = Turn {
+        text: None,
+        calls: Vec::new(),
+        results: Vec::new(),
+    };
+    for b in blocks {
+        match b {
+            AnBlock::Text { text } => turn.text.get_or_insert_with(String::new).push_str(&text),
+            AnBlock::ToolUse { id, name, input } => turn.calls.push(ToolCall {
+                id,
+                name,
+                arguments: input.to_string(),
+            }),
+            AnBlock::ToolResult {
+                tool_use_id,
+                content,
+                ..
+            } => turn
+                .results
+                .push(Message::tool_result(tool_use_id, result_text(&content))),
+            AnBlock::Other => {}
+        }
+    }
+    turn
+}
+
+/// A wire request as the sandbox receives it, converted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InternalRequest {
+    pub request: ChatRequest,
+    /// `stream: true`: answer as a stream of typed events.
+    pub stream: bool,
+}
+
+/// A wire request as the sandbox receives it → the neutral request, or the field that
+/// makes it invalid.
+pub fn request_to_internal(req: AnRequest) -> Result<InternalRequest, RequestError> {
     let mut messages = Vec::new();
     match req.system {
         Some(AnSystem::Text(t)) => messages.push(Message::system(t)),
@@ -161,39 +207,26 @@ pub fn request_to_internal(req: AnRequest) -> Result<(ChatRequest, bool), String
         let role = match m.role.as_str() {
             "user" => Role::User,
             "assistant" => Role::Assistant,
-            other => return Err(format!("messages[{i}].role: unknown role {other:?}")),
+            other => {
+                return Err(RequestError::new(
+                    format!("messages[{i}].role"),
+                    format!("unknown role {other:?}"),
+                ));
+            }
         };
         let blocks = match m.content {
             AnContent::Text(t) => vec![AnBlock::Text { text: t }],
             AnContent::Blocks(b) => b,
         };
-        let mut text = String::new();
-        let mut has_text = false;
-        let mut calls = Vec::new();
-        for b in blocks {
-            match b {
-                AnBlock::Text { text: t } => {
-                    has_text = true;
-                    text.push_str(&t);
-                }
-                AnBlock::ToolUse { id, name, input } => calls.push(ToolCall {
-                    id,
-                    name,
-                    arguments: input.to_string(),
-                }),
-                AnBlock::ToolResult {
-                    tool_use_id,
-                    content,
-                    ..
-                } => messages.push(Message::tool_result(tool_use_id, result_text(&content))),
-                AnBlock::Other => {}
-            }
-        }
-        if has_text || !calls.is_empty() {
+        let turn = read_blocks(blocks);
+        // Tool results travel in a user turn but are tool messages of their own, ahead of
+        // whatever else the turn says.
+        messages.extend(turn.results);
+        if turn.text.is_some() || !turn.calls.is_empty() {
             messages.push(Message {
                 role,
-                content: has_text.then_some(text),
-                tool_calls: calls,
+                content: turn.text,
+                tool_calls: turn.calls,
                 tool_call_id: None,
             });
         }
@@ -214,10 +247,15 @@ pub fn request_to_internal(req: AnRequest) -> Result<(ChatRequest, bool), String
             .and_then(|v| v.get("name"))
             .and_then(Value::as_str)
             .map(|n| ToolChoice::Tool(n.to_string())),
-        Some(other) => return Err(format!("tool_choice.type: unknown value {other:?}")),
+        Some(other) => {
+            return Err(RequestError::new(
+                "tool_choice.type",
+                format!("unknown value {other:?}"),
+            ));
+        }
     };
-    Ok((
-        ChatRequest {
+    Ok(InternalRequest {
+        request: ChatRequest {
             model: req.model,
             messages,
             tools: req
@@ -236,8 +274,8 @@ pub fn request_to_internal(req: AnRequest) -> Result<(ChatRequest, bool), String
             response_format: None,
             cache: None,
         },
-        req.stream.unwrap_or(false),
-    ))
+        stream: req.stream.unwrap_or(false),
+    })
 }
 
 /// The neutral request → the wire request we send. Consecutive tool results are merged
@@ -282,15 +320,13 @@ pub fn request_from_internal(req: &ChatRequest, stream: bool) -> AnRequest {
                     push(&mut messages, "assistant", AnBlock::Text { text: t });
                 }
                 for c in &m.tool_calls {
-                    let input = serde_json::from_str(&c.arguments)
-                        .unwrap_or_else(|_| serde_json::json!({}));
                     push(
                         &mut messages,
                         "assistant",
                         AnBlock::ToolUse {
                             id: c.id.clone(),
                             name: c.name.clone(),
-                            input,
+                            input: tool_input(&c.arguments),
                         },
                     );
                 }
@@ -395,28 +431,12 @@ pub fn response_to_wire(r: &ChatResponse) -> AnResponse {
 }
 
 pub fn response_from_wire(r: AnResponse) -> ChatResponse {
-    let mut text = String::new();
-    let mut has_text = false;
-    let mut calls = Vec::new();
-    for b in r.content {
-        match b {
-            AnBlock::Text { text: t } => {
-                has_text = true;
-                text.push_str(&t);
-            }
-            AnBlock::ToolUse { id, name, input } => calls.push(ToolCall {
-                id,
-                name,
-                arguments: input.to_string(),
-            }),
-            _ => {}
-        }
-    }
+    let turn = read_blocks(r.content);
     ChatResponse {
         id: r.id,
         model: r.model,
-        content: has_text.then_some(text),
-        tool_calls: calls,
+        content: turn.text,
+        tool_calls: turn.calls,
         finish_reason: stop_from_wire(r.stop_reason.as_deref()),
         usage: usage_from_wire(&r.usage),
     }
@@ -435,45 +455,45 @@ pub fn response_to_events(r: &ChatResponse, piece: usize) -> Vec<(&'static str, 
             "id": r.id, "type": "message", "role": "assistant", "model": r.model,
             "content": [], "stop_reason": null, "stop_sequence": null, "usage": start_usage}}),
     ));
-    let mut index = 0;
-    if let Some(t) = &r.content {
+    // Each content block: its start, its body in pieces of deltas, its stop.
+    type Delta = fn(String) -> Value;
+    let text_delta: Delta = |part| serde_json::json!({"type": "text_delta", "text": part});
+    let json_delta: Delta =
+        |part| serde_json::json!({"type": "input_json_delta", "partial_json": part});
+    let blocks = r
+        .content
+        .iter()
+        .map(|t| {
+            (
+                serde_json::json!({"type": "text", "text": ""}),
+                t.clone(),
+                text_delta,
+            )
+        })
+        .chain(r.tool_calls.iter().map(|c| {
+            (
+                serde_json::json!({"type": "tool_use", "id": c.id, "name": c.name, "input": {}}),
+                tool_input(&c.arguments).to_string(),
+                json_delta,
+            )
+        }));
+    for (index, (block, body, delta)) in blocks.enumerate() {
         out.push((
             "content_block_start",
             serde_json::json!({"type": "content_block_start", "index": index,
-                "content_block": {"type": "text", "text": ""}}),
+                "content_block": block}),
         ));
-        for part in chunks(t, piece) {
+        for part in chunks(&body, piece) {
             out.push((
                 "content_block_delta",
                 serde_json::json!({"type": "content_block_delta", "index": index,
-                    "delta": {"type": "text_delta", "text": part}}),
+                    "delta": delta(part)}),
             ));
         }
         out.push((
             "content_block_stop",
             serde_json::json!({"type": "content_block_stop", "index": index}),
         ));
-        index += 1;
-    }
-    for c in &r.tool_calls {
-        out.push((
-            "content_block_start",
-            serde_json::json!({"type": "content_block_start", "index": index,
-                "content_block": {"type": "tool_use", "id": c.id, "name": c.name, "input": {}}}),
-        ));
-        let args = tool_input(&c.arguments).to_string();
-        for part in chunks(&args, piece) {
-            out.push((
-                "content_block_delta",
-                serde_json::json!({"type": "content_block_delta", "index": index,
-                    "delta": {"type": "input_json_delta", "partial_json": part}}),
-            ));
-        }
-        out.push((
-            "content_block_stop",
-            serde_json::json!({"type": "content_block_stop", "index": index}),
-        ));
-        index += 1;
     }
     out.push((
         "message_delta",
@@ -707,7 +727,10 @@ mod tests {
         assert_eq!(b.len(), 2);
         assert_eq!(wire.tool_choice, Some(serde_json::json!({"type": "any"})));
         let text = serde_json::to_string(&wire).unwrap();
-        let (back, stream) = request_to_internal(serde_json::from_str(&text).unwrap()).unwrap();
+        let InternalRequest {
+            request: back,
+            stream,
+        } = request_to_internal(serde_json::from_str(&text).unwrap()).unwrap();
         assert!(!stream);
         assert_eq!(back.messages, req.messages);
         assert_eq!(back.tool_choice, req.tool_choice);

@@ -1,4 +1,5 @@
-//! Vendor call failures, classified by what the router should do next.
+//! Vendor call failures, classified by what the router should do next; and the error
+//! for a wire request we receive that cannot be converted, naming the field at fault.
 
 use std::time::Duration;
 
@@ -28,6 +29,26 @@ pub enum ErrorKind {
     CircuitOpen,
     /// No such provider is configured.
     UnknownProvider,
+}
+
+impl ErrorKind {
+    /// The kind's name as it is serialized (in `ai_calls.error_kind`, error reports and
+    /// API bodies), without going through serde.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::Server => "server",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Connection => "connection",
+            ErrorKind::Auth => "auth",
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::ContextLength => "context_length",
+            ErrorKind::Malformed => "malformed",
+            ErrorKind::StreamBroken => "stream_broken",
+            ErrorKind::CircuitOpen => "circuit_open",
+            ErrorKind::UnknownProvider => "unknown_provider",
+        }
+    }
 }
 
 #[derive(Clone, Debug, thiserror::Error)]
@@ -93,17 +114,10 @@ impl AiError {
         )
     }
 
-    /// Counts against the provider's circuit breaker (the provider, not the request, failed).
+    /// Counts against the provider's circuit breaker (the provider, not the request, failed):
+    /// every retryable failure, and a stream that broke after it had started.
     pub fn is_provider_fault(&self) -> bool {
-        matches!(
-            self.kind,
-            ErrorKind::RateLimited
-                | ErrorKind::Server
-                | ErrorKind::Timeout
-                | ErrorKind::Connection
-                | ErrorKind::Malformed
-                | ErrorKind::StreamBroken
-        )
+        self.is_retryable() || self.kind == ErrorKind::StreamBroken
     }
 
     pub fn from_reqwest(e: &reqwest::Error) -> Self {
@@ -118,6 +132,27 @@ impl AiError {
             )
         } else {
             Self::new(ErrorKind::Connection, "the connection to the vendor failed")
+        }
+    }
+}
+
+/// A received wire request (gateway, sandbox) that does not convert to a neutral
+/// request. `field` is the path of the offending field (`messages[2].role`,
+/// `tool_choice`) so the caller can answer with a validation error on it; `message` says
+/// what is wrong with it. Displays as `field: message`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct RequestError {
+    pub field: String,
+    pub message: String,
+}
+
+impl RequestError {
+    /// `field` as a path into the wire request (`messages[0].role`).
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
         }
     }
 }
@@ -155,6 +190,43 @@ mod tests {
         );
         assert!(AiError::from_status(502, "", None).is_retryable());
         assert!(!AiError::from_status(403, "", None).is_retryable());
+    }
+
+    #[test]
+    fn kind_names_match_their_serialized_form() {
+        let all = [
+            ErrorKind::RateLimited,
+            ErrorKind::Server,
+            ErrorKind::Timeout,
+            ErrorKind::Connection,
+            ErrorKind::Auth,
+            ErrorKind::BadRequest,
+            ErrorKind::ContextLength,
+            ErrorKind::Malformed,
+            ErrorKind::StreamBroken,
+            ErrorKind::CircuitOpen,
+            ErrorKind::UnknownProvider,
+        ];
+        for kind in all {
+            // A new variant fails to compile here until it is added to `all` as well.
+            match kind {
+                ErrorKind::RateLimited
+                | ErrorKind::Server
+                | ErrorKind::Timeout
+                | ErrorKind::Connection
+                | ErrorKind::Auth
+                | ErrorKind::BadRequest
+                | ErrorKind::ContextLength
+                | ErrorKind::Malformed
+                | ErrorKind::StreamBroken
+                | ErrorKind::CircuitOpen
+                | ErrorKind::UnknownProvider => {}
+            }
+            assert_eq!(
+                serde_json::to_value(kind).unwrap(),
+                serde_json::Value::from(kind.as_str())
+            );
+        }
     }
 
     #[test]

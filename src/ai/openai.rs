@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::error::{AiError, ErrorKind};
+use super::error::{AiError, ErrorKind, RequestError};
 use super::provider::{self, EventStream, Provider};
 use super::sse::{self, Step};
 use super::types::*;
@@ -227,9 +227,21 @@ pub struct OaFunctionDelta {
 
 // ---------------------------------------------------------------- conversions
 
-/// A wire request as we receive it (gateway, sandbox) → the neutral request.
-/// Returns the request and whether a stream (and usage in it) was asked for.
-pub fn request_to_internal(req: OaRequest) -> Result<(ChatRequest, bool, bool), String> {
+/// A wire request as we receive it, converted: the neutral request and how the caller
+/// wants the answer delivered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InternalRequest {
+    pub request: ChatRequest,
+    /// `stream: true`: answer as a stream of chunks.
+    pub stream: bool,
+    /// `stream_options.include_usage: true`: end the stream with a usage chunk (the
+    /// caller gets none otherwise).
+    pub include_usage: bool,
+}
+
+/// A wire request as we receive it (gateway, sandbox) → the neutral request, or the
+/// field that makes it invalid.
+pub fn request_to_internal(req: OaRequest) -> Result<InternalRequest, RequestError> {
     let mut messages = Vec::with_capacity(req.messages.len());
     for (i, m) in req.messages.into_iter().enumerate() {
         let role = match m.role.as_str() {
@@ -237,31 +249,31 @@ pub fn request_to_internal(req: OaRequest) -> Result<(ChatRequest, bool, bool), 
             "user" => Role::User,
             "assistant" => Role::Assistant,
             "tool" => Role::Tool,
-            other => return Err(format!("messages[{i}].role: unknown role {other:?}")),
+            other => {
+                return Err(RequestError::new(
+                    format!("messages[{i}].role"),
+                    format!("unknown role {other:?}"),
+                ));
+            }
         };
         if role == Role::Tool && m.tool_call_id.is_none() {
-            return Err(format!(
-                "messages[{i}].tool_call_id: required for a tool message"
+            return Err(RequestError::new(
+                format!("messages[{i}].tool_call_id"),
+                "required for a tool message",
             ));
         }
         messages.push(Message {
             role,
             content: m.content.map(|c| c.text()),
-            tool_calls: m
-                .tool_calls
-                .unwrap_or_default()
-                .into_iter()
-                .map(|c| ToolCall {
-                    id: c.id,
-                    name: c.function.name,
-                    arguments: c.function.arguments,
-                })
-                .collect(),
+            tool_calls: calls_from_wire(m.tool_calls),
             tool_call_id: m.tool_call_id,
         });
     }
     if messages.is_empty() {
-        return Err("messages: at least one message is required".into());
+        return Err(RequestError::new(
+            "messages",
+            "at least one message is required",
+        ));
     }
     let tool_choice = match &req.tool_choice {
         None => None,
@@ -269,11 +281,21 @@ pub fn request_to_internal(req: OaRequest) -> Result<(ChatRequest, bool, bool), 
             "auto" => ToolChoice::Auto,
             "none" => ToolChoice::None,
             "required" => ToolChoice::Required,
-            other => return Err(format!("tool_choice: unknown value {other:?}")),
+            other => {
+                return Err(RequestError::new(
+                    "tool_choice",
+                    format!("unknown value {other:?}"),
+                ));
+            }
         }),
         Some(v) => match v.pointer("/function/name").and_then(Value::as_str) {
             Some(name) => Some(ToolChoice::Tool(name.to_string())),
-            None => return Err("tool_choice: expected a string or a function".into()),
+            None => {
+                return Err(RequestError::new(
+                    "tool_choice",
+                    "expected a string or a function",
+                ));
+            }
         },
     };
     let stream = req.stream.unwrap_or(false);
@@ -283,8 +305,8 @@ pub fn request_to_internal(req: OaRequest) -> Result<(ChatRequest, bool, bool), 
         .and_then(|o| o.include_usage)
         .unwrap_or(false);
     let cache = req.extra.get("cache").and_then(Value::as_bool);
-    Ok((
-        ChatRequest {
+    Ok(InternalRequest {
+        request: ChatRequest {
             model: req.model,
             messages,
             tools: req
@@ -305,7 +327,7 @@ pub fn request_to_internal(req: OaRequest) -> Result<(ChatRequest, bool, bool), 
         },
         stream,
         include_usage,
-    ))
+    })
 }
 
 /// The neutral request → the wire request we send as a client.
@@ -322,19 +344,7 @@ pub fn request_from_internal(req: &ChatRequest, stream: bool, modern_limits: boo
             }
             .to_string(),
             content: m.content.clone().map(OaContent::Text),
-            tool_calls: (!m.tool_calls.is_empty()).then(|| {
-                m.tool_calls
-                    .iter()
-                    .map(|c| OaToolCall {
-                        id: c.id.clone(),
-                        kind: function_type(),
-                        function: OaFunctionCall {
-                            name: c.name.clone(),
-                            arguments: c.arguments.clone(),
-                        },
-                    })
-                    .collect()
-            }),
+            tool_calls: calls_to_wire(&m.tool_calls),
             tool_call_id: m.tool_call_id.clone(),
             name: None,
         })
@@ -380,6 +390,36 @@ pub fn request_from_internal(req: &ChatRequest, stream: bool, modern_limits: boo
         }),
         extra: Map::new(),
     }
+}
+
+/// Neutral tool calls → a message's wire `tool_calls` (absent when there are none).
+fn calls_to_wire(calls: &[ToolCall]) -> Option<Vec<OaToolCall>> {
+    (!calls.is_empty()).then(|| {
+        calls
+            .iter()
+            .map(|c| OaToolCall {
+                id: c.id.clone(),
+                kind: function_type(),
+                function: OaFunctionCall {
+                    name: c.name.clone(),
+                    arguments: c.arguments.clone(),
+                },
+            })
+            .collect()
+    })
+}
+
+/// A message's wire `tool_calls` → neutral tool calls.
+fn calls_from_wire(calls: Option<Vec<OaToolCall>>) -> Vec<ToolCall> {
+    calls
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| ToolCall {
+            id: c.id,
+            name: c.function.name,
+            arguments: c.function.arguments,
+        })
+        .collect()
 }
 
 pub fn finish_to_wire(r: FinishReason) -> &'static str {
@@ -436,19 +476,7 @@ pub fn response_to_wire(resp: &ChatResponse, created: i64) -> OaResponse {
             message: OaMessage {
                 role: "assistant".into(),
                 content: resp.content.clone().map(OaContent::Text),
-                tool_calls: (!resp.tool_calls.is_empty()).then(|| {
-                    resp.tool_calls
-                        .iter()
-                        .map(|c| OaToolCall {
-                            id: c.id.clone(),
-                            kind: function_type(),
-                            function: OaFunctionCall {
-                                name: c.name.clone(),
-                                arguments: c.arguments.clone(),
-                            },
-                        })
-                        .collect()
-                }),
+                tool_calls: calls_to_wire(&resp.tool_calls),
                 tool_call_id: None,
                 name: None,
             },
@@ -471,17 +499,7 @@ pub fn response_from_wire(resp: OaResponse) -> Result<ChatResponse, AiError> {
         id: resp.id,
         model: resp.model,
         content: choice.message.content.map(|c| c.text()),
-        tool_calls: choice
-            .message
-            .tool_calls
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| ToolCall {
-                id: c.id,
-                name: c.function.name,
-                arguments: c.function.arguments,
-            })
-            .collect(),
+        tool_calls: calls_from_wire(choice.message.tool_calls),
         finish_reason: finish_from_wire(choice.finish_reason.as_deref()),
         usage,
     })
@@ -719,8 +737,12 @@ mod tests {
             "top_p": 0.5
         }))
         .unwrap();
-        let (req, stream, usage) = request_to_internal(wire).unwrap();
-        assert!(stream && usage);
+        let InternalRequest {
+            request: req,
+            stream,
+            include_usage,
+        } = request_to_internal(wire).unwrap();
+        assert!(stream && include_usage);
         assert_eq!(req.messages[0].role, Role::System);
         assert_eq!(req.messages[1].content.as_deref(), Some("hi there"));
         assert_eq!(req.messages[2].tool_calls[0].arguments, "{\"x\":1}");
@@ -729,8 +751,8 @@ mod tests {
         let back = request_from_internal(&req, false, true);
         assert_eq!(back.max_completion_tokens, Some(50));
         assert_eq!(back.max_tokens, None);
-        let (again, _, _) = request_to_internal(back).unwrap();
-        assert_eq!(again, req);
+        let again = request_to_internal(back).unwrap();
+        assert_eq!(again.request, req);
     }
 
     #[test]
@@ -739,11 +761,11 @@ mod tests {
             "model": "m", "messages": [{"role": "wizard", "content": "x"}]
         }))
         .unwrap();
-        assert!(
-            request_to_internal(wire)
-                .unwrap_err()
-                .contains("messages[0].role")
-        );
+        let err = request_to_internal(wire).unwrap_err();
+        assert!(err.to_string().contains("messages[0].role"));
+        assert_eq!(err.field, "messages[0].role");
+        assert_eq!(err.message, "unknown role \"wizard\"");
+        assert_eq!(err.to_string(), "messages[0].role: unknown role \"wizard\"");
     }
 
     #[test]

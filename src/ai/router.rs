@@ -15,11 +15,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use rand::Rng;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use super::accounting::Outcome;
 use super::cache::{self, ResultCache};
 use super::error::{AiError, ErrorKind};
 use super::pricing::{PriceTable, usd};
@@ -72,10 +74,7 @@ fn summary(a: &[AttemptReport]) -> String {
                 "{}/{} {}{}",
                 r.provider,
                 r.model,
-                serde_json::to_value(r.kind)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
+                r.kind.as_str(),
                 r.status.map(|s| format!(" ({s})")).unwrap_or_default()
             )
         })
@@ -101,6 +100,21 @@ pub struct RoutedStream {
     pub model: String,
     pub events: EventStream,
     pub failed_attempts: Vec<AttemptReport>,
+}
+
+/// The attempt that succeeded, as the fallback loop hands it back to its caller.
+struct Won<'c, T> {
+    value: T,
+    provider: &'c str,
+    model: &'c str,
+    /// When the successful attempt started.
+    started: Instant,
+    /// How long the successful attempt took.
+    latency: Duration,
+    /// Time spent waiting on vendors and in backoff, over every attempt of the call.
+    waited: Duration,
+    /// The attempts that failed before it.
+    failed: Vec<AttemptReport>,
 }
 
 // ---------------------------------------------------------------- circuit breaker
@@ -331,7 +345,6 @@ impl AiRouter {
         ctx: CallContext,
     ) -> Result<Routed, RouteError> {
         let started = Instant::now();
-        let mut outside = Duration::ZERO;
         let cache_key =
             (self.cache.is_some() && cache::cacheable(req)).then(|| cache::key(candidates, req));
         if let (Some(cache), Some(key)) = (&self.cache, &cache_key) {
@@ -358,7 +371,98 @@ impl AiRouter {
             metrics::counter!(m::AI_CACHE_MISSES_TOTAL).increment(1);
         }
 
+        let won = self
+            .fallback(candidates, req, ctx, false, |provider, call| {
+                provider.chat(call)
+            })
+            .await?;
+        self.breaker(won.provider, Breaker::success);
+        let cost = self.record_ok(
+            ctx,
+            won.provider,
+            won.model,
+            &won.value.usage,
+            won.latency,
+            false,
+        );
+        if let (Some(cache), Some(key)) = (&self.cache, &cache_key) {
+            cache.put(key, &won.value).await;
+        }
+        metrics::histogram!(m::AI_GATEWAY_OVERHEAD_SECONDS)
+            .record(started.elapsed().saturating_sub(won.waited).as_secs_f64());
+        Ok(Routed {
+            response: won.value,
+            provider: won.provider.to_string(),
+            model: won.model.to_string(),
+            cost_nanos: cost,
+            cache_hit: false,
+            failed_attempts: won.failed,
+        })
+    }
+
+    /// A streaming call: returns once the first event has arrived from some candidate.
+    ///
+    /// An attempt succeeds only with its first event in hand, so a stream that fails or
+    /// ends before it falls back like any failed attempt; what happens after it is
+    /// accounted by [`Self::account_stream`].
+    pub async fn chat_stream(
+        self: &Arc<Self>,
+        candidates: &[String],
+        req: &ChatRequest,
+        ctx: CallContext,
+    ) -> Result<RoutedStream, RouteError> {
+        let won = self
+            .fallback(candidates, req, ctx, true, |provider, call| {
+                Box::pin(async move {
+                    let mut s = provider.chat_stream(call).await?;
+                    match s.next().await {
+                        Some(Ok(first)) => Ok((first, s)),
+                        Some(Err(e)) => Err(e),
+                        None => Err(AiError::new(ErrorKind::StreamBroken, "empty stream")),
+                    }
+                })
+            })
+            .await?;
+        let (first, rest) = won.value;
+        let events = self.clone().account_stream(
+            ctx,
+            won.provider.to_string(),
+            won.model.to_string(),
+            won.started,
+            first,
+            rest,
+        );
+        Ok(RoutedStream {
+            provider: won.provider.to_string(),
+            model: won.model.to_string(),
+            events,
+            failed_attempts: won.failed,
+        })
+    }
+
+    /// Walks the fallback chain until one attempt succeeds: the one loop behind
+    /// [`Self::chat`] and [`Self::chat_stream`].
+    ///
+    /// `attempt` makes one attempt at one candidate (its `model` already set to the
+    /// candidate's); it runs under the attempt timeout. Every failed attempt is counted,
+    /// logged and recorded (with `streamed`) and updates the breaker; retryable failures
+    /// are retried with backoff, a context-length failure moves on to a candidate with a
+    /// larger window, anything else to the next candidate. The successful attempt is
+    /// handed back unaccounted: what success means (a whole answer, or a stream's first
+    /// event) is the caller's to record.
+    async fn fallback<'c, T, F>(
+        &self,
+        candidates: &'c [String],
+        req: &ChatRequest,
+        ctx: CallContext,
+        streamed: bool,
+        attempt: F,
+    ) -> Result<Won<'c, T>, RouteError>
+    where
+        F: for<'a> Fn(&'a dyn Provider, &'a ChatRequest) -> BoxFuture<'a, Result<T, AiError>>,
+    {
         let mut failed = Vec::new();
+        let mut waited = Duration::ZERO;
         let mut need_context: Option<u64> = None;
         for cand in candidates {
             let (pname, model) = split(cand);
@@ -367,12 +471,12 @@ impl AiRouter {
             };
             let mut call = req.clone();
             call.model = model.to_string();
-            let mut attempt = 0;
+            let mut retry = 0;
             loop {
                 let t0 = Instant::now();
                 let result = match tokio::time::timeout(
                     self.cfg.attempt_timeout,
-                    provider.chat(&call),
+                    attempt(&*provider, &call),
                 )
                 .await
                 {
@@ -380,117 +484,36 @@ impl AiRouter {
                     Err(_) => Err(timeout_error(self.cfg.attempt_timeout)),
                 };
                 let latency = t0.elapsed();
-                outside += latency;
-                match result {
-                    Ok(resp) => {
-                        self.breaker(pname, Breaker::success);
-                        let cost = self.record_ok(ctx, pname, model, &resp.usage, latency, false);
-                        if let (Some(cache), Some(key)) = (&self.cache, &cache_key) {
-                            cache.put(key, &resp).await;
-                        }
-                        metrics::histogram!(m::AI_GATEWAY_OVERHEAD_SECONDS)
-                            .record(started.elapsed().saturating_sub(outside).as_secs_f64());
-                        return Ok(Routed {
-                            response: resp,
-                            provider: pname.to_string(),
-                            model: model.to_string(),
-                            cost_nanos: cost,
-                            cache_hit: false,
-                            failed_attempts: failed,
+                waited += latency;
+                let e = match result {
+                    Ok(value) => {
+                        return Ok(Won {
+                            value,
+                            provider: pname,
+                            model,
+                            started: t0,
+                            latency,
+                            waited,
+                            failed,
                         });
                     }
-                    Err(e) => {
-                        self.on_failure(ctx, pname, model, &e, latency, false, &mut failed);
-                        if e.kind == ErrorKind::ContextLength {
-                            need_context =
-                                Some(self.prices.context_window(pname, model).unwrap_or(0));
-                            break;
-                        }
-                        if !e.is_retryable() || attempt >= self.cfg.retries || !self.can_call(pname)
-                        {
-                            break;
-                        }
-                        let Some(pause) = self.backoff(attempt, e.retry_after) else {
-                            break;
-                        };
-                        let t1 = Instant::now();
-                        tokio::time::sleep(pause).await;
-                        outside += t1.elapsed();
-                        attempt += 1;
-                    }
-                }
-            }
-        }
-        Err(RouteError { attempts: failed })
-    }
-
-    /// A streaming call: returns once the first event has arrived from some candidate.
-    pub async fn chat_stream(
-        self: &Arc<Self>,
-        candidates: &[String],
-        req: &ChatRequest,
-        ctx: CallContext,
-    ) -> Result<RoutedStream, RouteError> {
-        let mut failed = Vec::new();
-        let mut need_context: Option<u64> = None;
-        for cand in candidates {
-            let (pname, model) = split(cand);
-            let Some(provider) = self.usable(pname, model, need_context, &mut failed) else {
-                continue;
-            };
-            let mut call = req.clone();
-            call.model = model.to_string();
-            let mut attempt = 0;
-            loop {
-                let t0 = Instant::now();
-                let timeout = self.cfg.attempt_timeout;
-                let opened = async {
-                    let mut s = provider.chat_stream(&call).await?;
-                    match s.next().await {
-                        Some(Ok(first)) => Ok((first, s)),
-                        Some(Err(e)) => Err(e),
-                        None => Err(AiError::new(ErrorKind::StreamBroken, "empty stream")),
-                    }
+                    Err(e) => e,
                 };
-                let result = match tokio::time::timeout(timeout, opened).await {
-                    Ok(r) => r,
-                    Err(_) => Err(timeout_error(timeout)),
-                };
-                match result {
-                    Ok((first, rest)) => {
-                        let events = self.clone().account_stream(
-                            ctx,
-                            pname.to_string(),
-                            model.to_string(),
-                            t0,
-                            first,
-                            rest,
-                        );
-                        return Ok(RoutedStream {
-                            provider: pname.to_string(),
-                            model: model.to_string(),
-                            events,
-                            failed_attempts: failed,
-                        });
-                    }
-                    Err(e) => {
-                        self.on_failure(ctx, pname, model, &e, t0.elapsed(), true, &mut failed);
-                        if e.kind == ErrorKind::ContextLength {
-                            need_context =
-                                Some(self.prices.context_window(pname, model).unwrap_or(0));
-                            break;
-                        }
-                        if !e.is_retryable() || attempt >= self.cfg.retries || !self.can_call(pname)
-                        {
-                            break;
-                        }
-                        let Some(pause) = self.backoff(attempt, e.retry_after) else {
-                            break;
-                        };
-                        tokio::time::sleep(pause).await;
-                        attempt += 1;
-                    }
+                failed.push(self.on_failure(ctx, pname, model, &e, latency, streamed));
+                if e.kind == ErrorKind::ContextLength {
+                    need_context = Some(self.prices.context_window(pname, model).unwrap_or(0));
+                    break;
                 }
+                if !e.is_retryable() || retry >= self.cfg.retries || !self.can_call(pname) {
+                    break;
+                }
+                let Some(pause) = self.backoff(retry, e.retry_after) else {
+                    break;
+                };
+                let t1 = Instant::now();
+                tokio::time::sleep(pause).await;
+                waited += t1.elapsed();
+                retry += 1;
             }
         }
         Err(RouteError { attempts: failed })
@@ -521,7 +544,6 @@ impl AiRouter {
             acc: StreamAccumulator::default(),
             done: false,
         };
-        let ctx2 = ctx;
         let stream = futures_util::stream::unfold(st, move |mut st| {
             let provider = provider.clone();
             let model = model.clone();
@@ -541,62 +563,41 @@ impl AiRouter {
                         format!("no stream data for {}s", timeout.as_secs_f64()),
                     ))),
                 };
-                match next {
+                let broken = match next {
                     Some(Ok(ev)) => {
                         st.acc.push(&ev);
-                        Some((Ok(ev), st))
+                        return Some((Ok(ev), st));
                     }
                     Some(Err(mut e)) => {
-                        st.done = true;
                         e.kind = ErrorKind::StreamBroken;
-                        let mut sink = Vec::new();
-                        st.router.on_failure(
-                            ctx2,
-                            &provider,
-                            &model,
-                            &e,
-                            started.elapsed(),
-                            true,
-                            &mut sink,
-                        );
-                        Some((Err(e), st))
+                        e
                     }
-                    None => {
-                        st.done = true;
-                        let acc = std::mem::take(&mut st.acc);
-                        match acc.finish() {
-                            Some(resp) => {
-                                st.router.breaker(&provider, Breaker::success);
-                                st.router.record_ok(
-                                    ctx2,
-                                    &provider,
-                                    &model,
-                                    &resp.usage,
-                                    started.elapsed(),
-                                    true,
-                                );
-                                None
-                            }
-                            None => {
-                                let e = AiError::new(
-                                    ErrorKind::StreamBroken,
-                                    "the stream ended without finishing",
-                                );
-                                let mut sink = Vec::new();
-                                st.router.on_failure(
-                                    ctx2,
-                                    &provider,
-                                    &model,
-                                    &e,
-                                    started.elapsed(),
-                                    true,
-                                    &mut sink,
-                                );
-                                Some((Err(e), st))
-                            }
+                    None => match std::mem::take(&mut st.acc).finish() {
+                        Some(resp) => {
+                            st.done = true;
+                            st.router.breaker(&provider, Breaker::success);
+                            st.router.record_ok(
+                                ctx,
+                                &provider,
+                                &model,
+                                &resp.usage,
+                                started.elapsed(),
+                                true,
+                            );
+                            return None;
                         }
-                    }
-                }
+                        None => AiError::new(
+                            ErrorKind::StreamBroken,
+                            "the stream ended without finishing",
+                        ),
+                    },
+                };
+                st.done = true;
+                // No fallback is possible any more: the failure is recorded and becomes
+                // the stream's last item.
+                st.router
+                    .on_failure(ctx, &provider, &model, &broken, started.elapsed(), true);
+                Some((Err(broken), st))
             }
         });
         Box::pin(stream)
@@ -657,7 +658,8 @@ impl AiRouter {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Accounts a failed attempt (breaker, log, metrics, `ai_calls` record) and returns
+    /// its report for the caller's error.
     fn on_failure(
         &self,
         ctx: CallContext,
@@ -666,8 +668,7 @@ impl AiRouter {
         e: &AiError,
         latency: Duration,
         streamed: bool,
-        failed: &mut Vec<AttemptReport>,
-    ) {
+    ) -> AttemptReport {
         if e.is_provider_fault() {
             self.breaker(pname, Breaker::failure);
         } else {
@@ -678,35 +679,20 @@ impl AiRouter {
             .increment(1);
         metrics::histogram!(m::AI_REQUEST_DURATION_SECONDS, "service" => pname.to_string(), "model" => model.to_string())
             .record(latency.as_secs_f64());
-        self.send(AiCallRecord {
-            id: Uuid::now_v7(),
-            tenant_id: ctx.tenant_id,
-            task_id: ctx.task_id,
-            provider: pname.to_string(),
-            model: model.to_string(),
-            status: "error".into(),
-            error_kind: serde_json::to_value(e.kind)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned)),
-            http_status: e.status.map(i32::from),
-            latency_us: micros(latency),
-            input_tokens: 0,
-            output_tokens: 0,
-            cached_tokens: 0,
-            cache_write_tokens: 0,
-            cost_nanos: 0,
-            cache_hit: false,
+        self.send(AiCallRecord::new(
+            ctx,
+            pname,
+            model,
             streamed,
-            created_at: crate::store::now(),
-            employee_id: ctx.employee_id,
-        });
-        failed.push(AttemptReport {
+            Outcome::Failed { error: e, latency },
+        ));
+        AttemptReport {
             provider: pname.to_string(),
             model: model.to_string(),
             status: e.status,
             kind: e.kind,
             reason: e.message.chars().take(200).collect(),
-        });
+        }
     }
 
     /// Records a success; returns its cost in nano-dollars.
@@ -743,53 +729,30 @@ impl AiRouter {
             metrics::gauge!(m::AI_COST_USD_TOTAL, "service" => svc, "model" => mdl)
                 .increment(usd(cost));
         }
-        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        self.send(AiCallRecord {
-            id: Uuid::now_v7(),
-            tenant_id: ctx.tenant_id,
-            task_id: ctx.task_id,
-            provider: pname.to_string(),
-            model: model.to_string(),
-            status: "ok".into(),
-            error_kind: None,
-            http_status: None,
-            latency_us: micros(latency),
-            input_tokens: n(u.input_tokens),
-            output_tokens: n(u.output_tokens),
-            cached_tokens: n(u.cached_input_tokens),
-            cache_write_tokens: n(u.cache_write_tokens),
-            cost_nanos: cost,
-            cache_hit: false,
+        self.send(AiCallRecord::new(
+            ctx,
+            pname,
+            model,
             streamed,
-            created_at: crate::store::now(),
-            employee_id: ctx.employee_id,
-        });
+            Outcome::Answered {
+                usage: u,
+                cost_nanos: cost,
+                latency,
+            },
+        ));
         cost
     }
 
     fn record_hit(&self, ctx: CallContext, pname: &str, model: &str, streamed: bool) {
         metrics::counter!(m::AI_REQUESTS_TOTAL, "service" => pname.to_string(), "model" => model.to_string(), "status" => "cache_hit")
             .increment(1);
-        self.send(AiCallRecord {
-            id: Uuid::now_v7(),
-            tenant_id: ctx.tenant_id,
-            task_id: ctx.task_id,
-            provider: pname.to_string(),
-            model: model.to_string(),
-            status: "cache_hit".into(),
-            error_kind: None,
-            http_status: None,
-            latency_us: 0,
-            input_tokens: 0,
-            output_tokens: 0,
-            cached_tokens: 0,
-            cache_write_tokens: 0,
-            cost_nanos: 0,
-            cache_hit: true,
+        self.send(AiCallRecord::new(
+            ctx,
+            pname,
+            model,
             streamed,
-            created_at: crate::store::now(),
-            employee_id: ctx.employee_id,
-        });
+            Outcome::CacheHit,
+        ));
     }
 
     fn send(&self, rec: AiCallRecord) {
@@ -803,10 +766,6 @@ impl AiRouter {
 
 fn split(candidate: &str) -> (&str, &str) {
     candidate.split_once('/').unwrap_or(("", candidate))
-}
-
-fn micros(d: Duration) -> i64 {
-    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
 fn timeout_error(t: Duration) -> AiError {

@@ -191,9 +191,13 @@ async fn openai_chat(State(s): State<SbState>, headers: HeaderMap, body: Bytes) 
         Ok(w) => w,
         Err(e) => return error(400, "invalid_request_error", &e.to_string(), None),
     };
-    let (req, stream, include_usage) = match openai::request_to_internal(wire) {
+    let openai::InternalRequest {
+        request: req,
+        stream,
+        include_usage,
+    } = match openai::request_to_internal(wire) {
         Ok(r) => r,
-        Err(m) => return error(400, "invalid_request_error", &m, None),
+        Err(e) => return error(400, "invalid_request_error", &e.to_string(), None),
     };
     let plan = plan_for(&s, &req, &headers);
     if let Some(r) = pre_faults(&plan.faults).await {
@@ -234,9 +238,12 @@ async fn anthropic_messages(State(s): State<SbState>, headers: HeaderMap, body: 
         Ok(w) => w,
         Err(e) => return error(400, "invalid_request_error", &e.to_string(), None),
     };
-    let (req, stream) = match anthropic::request_to_internal(wire) {
+    let anthropic::InternalRequest {
+        request: req,
+        stream,
+    } = match anthropic::request_to_internal(wire) {
         Ok(r) => r,
-        Err(m) => return error(400, "invalid_request_error", &m, None),
+        Err(e) => return error(400, "invalid_request_error", &e.to_string(), None),
     };
     let plan = plan_for(&s, &req, &headers);
     if let Some(r) = pre_faults(&plan.faults).await {

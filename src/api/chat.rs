@@ -48,11 +48,11 @@ pub async fn completions(
 ) -> ApiResult<Response> {
     caller.require(Scope::Write)?;
     let requested = wire.model.clone();
-    let (req, stream, include_usage) = openai::request_to_internal(wire).map_err(|m| {
-        let field = m.split(':').next().unwrap_or("body").to_string();
-        let msg = m.split_once(": ").map(|(_, r)| r).unwrap_or(&m).to_string();
-        ApiError::validation(field, msg)
-    })?;
+    let openai::InternalRequest {
+        request: req,
+        stream,
+        include_usage,
+    } = openai::request_to_internal(wire).map_err(|e| ApiError::validation(e.field, e.message))?;
     let chain = state.ai.resolve(&requested).ok_or_else(|| {
         ApiError::validation(
             "model",
