@@ -131,10 +131,15 @@ struct BreakerInner {
     failures: u32,
     open_until: Option<Instant>,
     probing: bool,
+    /// When the probe in flight is presumed abandoned (its caller went away, e.g. a
+    /// client that dropped a stream): the next call may probe instead.
+    probe_expires: Option<Instant>,
 }
 
 /// Opens after `threshold` consecutive provider faults; after `cooldown` lets exactly
-/// one probe through (half-open); the probe's outcome closes or reopens it.
+/// one probe through (half-open); the probe's outcome closes or reopens it. A probe that
+/// reports no outcome within another `cooldown` no longer holds the slot, so a caller that
+/// vanished mid-probe cannot keep the provider shut.
 #[derive(Debug)]
 pub struct Breaker {
     provider: String,
@@ -154,6 +159,7 @@ impl Breaker {
                 failures: 0,
                 open_until: None,
                 probing: false,
+                probe_expires: None,
             }),
         }
     }
@@ -183,10 +189,13 @@ impl Breaker {
     /// May a call go to this provider now? Claims the single probe when half-open.
     fn allow(&self) -> bool {
         let mut b = self.lock();
+        let now = Instant::now();
+        let probe_free = !b.probing || b.probe_expires.is_some_and(|e| now >= e);
         match b.open_until {
             None => true,
-            Some(t) if Instant::now() >= t && !b.probing => {
+            Some(t) if now >= t && probe_free => {
                 b.probing = true;
+                b.probe_expires = Some(now + self.cooldown);
                 drop(b);
                 self.publish(BreakerState::HalfOpen);
                 true
@@ -773,4 +782,54 @@ fn timeout_error(t: Duration) -> AiError {
         ErrorKind::Timeout,
         format!("no answer within {}s", t.as_secs_f64()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(cooldown: Duration) -> Breaker {
+        let b = Breaker::new("breaker-test", 1, cooldown);
+        b.failure();
+        assert_ne!(b.state(), BreakerState::Closed);
+        b
+    }
+
+    #[test]
+    fn one_probe_at_a_time_and_its_outcome_decides() {
+        let b = open(Duration::ZERO);
+        assert!(b.allow(), "the cooldown is over: a probe goes through");
+        b.success();
+        assert_eq!(b.state(), BreakerState::Closed);
+
+        let b = open(Duration::from_secs(3600));
+        assert!(!b.allow(), "open during the cooldown");
+    }
+
+    #[test]
+    fn a_probe_whose_caller_vanished_frees_the_slot_after_a_cooldown() {
+        let cooldown = Duration::from_millis(200);
+        let b = open(cooldown);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !b.allow() {
+            assert!(Instant::now() < deadline, "the breaker never half-opened");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // The probe's caller goes away without reporting; meanwhile nobody else probes.
+        assert!(!b.allow(), "a second probe while the first is fresh");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !b.allow() {
+            assert!(
+                Instant::now() < deadline,
+                "the abandoned probe held the slot"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        b.failure();
+        assert_eq!(
+            b.state(),
+            BreakerState::Open,
+            "the new probe's failure reopens"
+        );
+    }
 }
