@@ -486,6 +486,37 @@ async fn wait_calls(store: &DynStore, n: usize) -> Vec<AiCallRecord> {
     }
 }
 
+/// One tenant's cached answer is never served to another tenant.
+#[tokio::test]
+async fn the_result_cache_is_per_tenant() {
+    let v = Vendor::start().await;
+    let r = Arc::new(AiRouter::new(
+        vec![v.openai(KEY)],
+        cfg(),
+        PriceTable::default(),
+        Some(Arc::new(MemoryCache::new(100, Duration::from_secs(60)))),
+        None,
+        HashMap::new(),
+    ));
+    let mut req = calc_request("the same question");
+    req.temperature = Some(0.0);
+    let ctx = |tenant| CallContext {
+        tenant_id: tenant,
+        task_id: None,
+        employee_id: None,
+    };
+    let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let models = chain(&["openai/sandbox-1"]);
+    assert!(!r.chat(&models, &req, ctx(a)).await.unwrap().cache_hit);
+    assert!(r.chat(&models, &req, ctx(a)).await.unwrap().cache_hit);
+    assert!(
+        !r.chat(&models, &req, ctx(b)).await.unwrap().cache_hit,
+        "tenant B got tenant A's cached answer"
+    );
+    assert!(r.chat(&models, &req, ctx(b)).await.unwrap().cache_hit);
+    assert_eq!(v.count("sandbox-1"), 2, "one vendor call per tenant");
+}
+
 async fn accounting_and_cache(backend: common::Backend) {
     let v = Vendor::start().await;
     let db = common::TestDb::new(backend).await.unwrap();

@@ -1,4 +1,6 @@
-//! Exact-match result cache: key = SHA-256 of the canonical request and candidate chain.
+//! Exact-match result cache: key = SHA-256 of the tenant, the candidate chain and the
+//! canonical request. The tenant is part of the key so one tenant never receives (or
+//! learns the existence of) another's answer.
 //! In memory (bounded, TTL) by default; Redis when `REDIS_URL` is set, so replicas share
 //! hits. A cache failure is never a request failure: it counts as a miss.
 
@@ -7,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 use super::types::{ChatRequest, ChatResponse};
 
@@ -24,9 +27,10 @@ pub fn cacheable(req: &ChatRequest) -> bool {
     }
 }
 
-/// The cache key of a request routed over `candidates`.
-pub fn key(candidates: &[String], req: &ChatRequest) -> String {
+/// The cache key of `tenant`'s request routed over `candidates`.
+pub fn key(tenant: Uuid, candidates: &[String], req: &ChatRequest) -> String {
     let mut h = Sha256::new();
+    h.update(tenant.as_bytes());
     for c in candidates {
         h.update(c.as_bytes());
         h.update([0]);

@@ -354,8 +354,8 @@ impl AiRouter {
         ctx: CallContext,
     ) -> Result<Routed, RouteError> {
         let started = Instant::now();
-        let cache_key =
-            (self.cache.is_some() && cache::cacheable(req)).then(|| cache::key(candidates, req));
+        let cache_key = (self.cache.is_some() && cache::cacheable(req))
+            .then(|| cache::key(ctx.tenant_id, candidates, req));
         if let (Some(cache), Some(key)) = (&self.cache, &cache_key) {
             if let Some(hit) = cache.get(key).await {
                 metrics::counter!(m::AI_CACHE_HITS_TOTAL).increment(1);
