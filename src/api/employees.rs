@@ -6,12 +6,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
-use super::page;
+use super::page::{ListParams, Page};
+use super::resource::{self, Resource, Target};
 use super::{Caller, etag, if_match};
 use crate::auth::Scope;
 use crate::state::AppState;
@@ -25,6 +26,8 @@ const MAX_ROLE: usize = 200;
 const MAX_INSTRUCTIONS: usize = 32 * 1024;
 const MAX_CANDIDATES: usize = 8;
 const MAX_TOOLS: usize = 64;
+
+const EMPLOYEE: Resource = Resource::new("employee not found");
 
 /// A new employee.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -119,24 +122,6 @@ impl From<Employee> for EmployeeView {
     }
 }
 
-/// A page of employees, newest first.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct EmployeePage {
-    pub data: Vec<EmployeeView>,
-    /// Pass as `cursor` to get the next page; absent on the last page.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct ListParams {
-    /// Page size, 1–100; default 20.
-    pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-}
-
 fn respond(status: StatusCode, e: Employee) -> Response {
     (status, [etag(e.version)], Json(EmployeeView::from(e))).into_response()
 }
@@ -188,7 +173,7 @@ pub async fn create(
 #[utoipa::path(get, path = "/v1/employees", tag = "employees",
     params(ListParams),
     responses(
-        (status = 200, description = "A page of employees", body = EmployeePage),
+        (status = 200, description = "A page of employees", body = Page<EmployeeView>),
         (status = 401, description = "Missing or invalid key", body = ErrorBody),
         (status = 422, description = "Invalid parameter", body = ErrorBody),
     ),
@@ -197,18 +182,11 @@ pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(params): ApiQuery<ListParams>,
-) -> ApiResult<Json<EmployeePage>> {
-    caller.require(Scope::Read)?;
-    let limit = page::limit(params.limit)?;
-    let before = page::decode(params.cursor.as_deref())?;
-    let page = state
-        .store
-        .list_employees(caller.0.tenant_id, before, limit)
-        .await?;
-    Ok(Json(EmployeePage {
-        data: page.items.into_iter().map(EmployeeView::from).collect(),
-        next_cursor: page.next_cursor.map(page::encode),
-    }))
+) -> ApiResult<Json<Page<EmployeeView>>> {
+    resource::list(&caller, &params, |tenant, w| {
+        state.store.list_employees(tenant, w.before, w.limit)
+    })
+    .await
 }
 
 /// Get one employee.
@@ -226,13 +204,12 @@ pub async fn get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    caller.require(Scope::Read)?;
-    let id = parse_id(&id)?;
+    let Target { tenant, id } = EMPLOYEE.target(&caller, Scope::Read, &id)?;
     let e = state
         .store
-        .get_employee(caller.0.tenant_id, id)
+        .get_employee(tenant, id)
         .await
-        .map_err(not_found)?;
+        .map_err(EMPLOYEE.not_found())?;
     Ok(respond(StatusCode::OK, e))
 }
 
@@ -266,15 +243,13 @@ pub async fn update(
     headers: HeaderMap,
     ApiJson(patch): ApiJson<UpdateEmployee>,
 ) -> ApiResult<Response> {
-    caller.require(Scope::Write)?;
-    let id = parse_id(&id)?;
+    let Target { tenant, id } = EMPLOYEE.target(&caller, Scope::Write, &id)?;
     let expected = match (if_match(&headers)?, patch.version) {
         (Some(a), Some(b)) if a != b => {
             return Err(ApiError::BadRequest("If-Match and version disagree".into()));
         }
         (a, b) => a.or(b),
     };
-    let tenant = caller.0.tenant_id;
     // Without a precondition a concurrent writer may bump the version between our read
     // and write; retry a few times rather than report a conflict the caller never asked
     // to be told about.
@@ -285,7 +260,7 @@ pub async fn update(
             .store
             .get_employee(tenant, id)
             .await
-            .map_err(not_found)?;
+            .map_err(EMPLOYEE.not_found())?;
         if expected.is_some_and(|v| v != current.version) {
             return Err(StoreError::VersionConflict.into());
         }
@@ -298,7 +273,7 @@ pub async fn update(
         {
             Ok(e) => return Ok(respond(StatusCode::OK, e)),
             Err(StoreError::VersionConflict) => last = StoreError::VersionConflict,
-            Err(e) => return Err(not_found(e)),
+            Err(e) => return Err(EMPLOYEE.error(e)),
         }
     }
     Err(last.into())
@@ -324,27 +299,14 @@ pub async fn delete(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    caller.require(Scope::Write)?;
-    let id = parse_id(&id)?;
+    let Target { tenant, id } = EMPLOYEE.target(&caller, Scope::Write, &id)?;
     state
         .store
-        .delete_employee(caller.0.tenant_id, id, if_match(&headers)?)
+        .delete_employee(tenant, id, if_match(&headers)?)
         .await
-        .map_err(not_found)?;
+        .map_err(EMPLOYEE.not_found())?;
     tracing::info!(employee_id = %id, "employee deleted");
     Ok(StatusCode::NO_CONTENT)
-}
-
-fn not_found(e: StoreError) -> ApiError {
-    match e {
-        StoreError::NotFound => ApiError::NotFound("employee not found".into()),
-        other => other.into(),
-    }
-}
-
-/// An id that is not a UUID cannot name an employee: 404, like any unknown id.
-fn parse_id(s: &str) -> ApiResult<Uuid> {
-    Uuid::parse_str(s).map_err(|_| ApiError::NotFound("employee not found".into()))
 }
 
 fn checked_i32(v: i64, field: &str) -> ApiResult<i32> {

@@ -15,14 +15,18 @@ use uuid::Uuid;
 use super::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
-use super::page;
+use super::page::{self, Page};
+use super::resource::Resource;
+use super::tenants::TENANT;
 use crate::auth::{Scope, keys};
 use crate::state::AppState;
-use crate::store::{ApiKeyRecord, StoreError};
+use crate::store::ApiKeyRecord;
 
 const MAX_NAME: usize = 100;
 /// Upper bound of a key's own rate limit.
 const MAX_RATE_LIMIT: i32 = 1_000_000;
+
+const KEY: Resource = Resource::new("key not found");
 
 /// A new key.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -68,13 +72,6 @@ pub struct CreatedKey {
     pub key: KeyView,
     /// The full key to send as `X-API-Key`. It cannot be shown again.
     pub secret: String,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct KeyPage {
-    pub data: Vec<KeyView>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -125,24 +122,14 @@ async fn target_tenant(state: &AppState, caller: &Caller, asked: Option<Uuid>) -
     match asked {
         None => Ok(own),
         Some(t) if t == own => Ok(own),
-        Some(t) if caller.0.is_operator() => match state.store.get_tenant(t).await {
-            Ok(_) => Ok(t),
-            Err(StoreError::NotFound) => Err(ApiError::NotFound("tenant not found".into())),
-            Err(e) => Err(e.into()),
-        },
-        Some(_) => Err(ApiError::NotFound("tenant not found".into())),
+        Some(t) if caller.0.is_operator() => state
+            .store
+            .get_tenant(t)
+            .await
+            .map(|_| t)
+            .map_err(TENANT.not_found()),
+        Some(_) => Err(TENANT.missing()),
     }
-}
-
-fn not_found(e: StoreError) -> ApiError {
-    match e {
-        StoreError::NotFound => ApiError::NotFound("key not found".into()),
-        other => other.into(),
-    }
-}
-
-fn parse_id(s: &str) -> ApiResult<Uuid> {
-    Uuid::parse_str(s).map_err(|_| ApiError::NotFound("key not found".into()))
 }
 
 /// Create a key; the response carries its secret, shown only this once.
@@ -198,7 +185,7 @@ pub async fn create(
 #[utoipa::path(get, path = "/v1/keys", tag = "keys",
     params(ListKeys),
     responses(
-        (status = 200, description = "A page of keys", body = KeyPage),
+        (status = 200, description = "A page of keys", body = Page<KeyView>),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
         (status = 403, description = "Caller lacks the admin scope", body = ErrorBody),
         (status = 404, description = "No such tenant", body = ErrorBody),
@@ -210,15 +197,11 @@ pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(params): ApiQuery<ListKeys>,
-) -> ApiResult<Json<KeyPage>> {
+) -> ApiResult<Json<Page<KeyView>>> {
     let tenant = target_tenant(&state, &caller, params.tenant_id).await?;
-    let limit = page::limit(params.limit)?;
-    let before = page::decode(params.cursor.as_deref())?;
-    let page = state.store.list_api_keys(tenant, before, limit).await?;
-    Ok(Json(KeyPage {
-        data: page.items.into_iter().map(KeyView::from).collect(),
-        next_cursor: page.next_cursor.map(page::encode),
-    }))
+    let w = page::window(params.limit, params.cursor.as_deref())?;
+    let page = state.store.list_api_keys(tenant, w.before, w.limit).await?;
+    Ok(Json(page.into()))
 }
 
 /// Get one key (never its secret).
@@ -240,12 +223,12 @@ pub async fn get(
     ApiQuery(params): ApiQuery<TenantParam>,
 ) -> ApiResult<Json<KeyView>> {
     let tenant = target_tenant(&state, &caller, params.tenant_id).await?;
-    let id = parse_id(&id)?;
+    let id = KEY.parse_id(&id)?;
     let key = state
         .store
         .get_api_key(tenant, id)
         .await
-        .map_err(not_found)?;
+        .map_err(KEY.not_found())?;
     Ok(Json(key.into()))
 }
 
@@ -269,12 +252,12 @@ pub async fn revoke(
     ApiQuery(params): ApiQuery<TenantParam>,
 ) -> ApiResult<StatusCode> {
     let tenant = target_tenant(&state, &caller, params.tenant_id).await?;
-    let id = parse_id(&id)?;
+    let id = KEY.parse_id(&id)?;
     let key = state
         .store
         .revoke_api_key(tenant, id)
         .await
-        .map_err(not_found)?;
+        .map_err(KEY.not_found())?;
     tracing::info!(key_id = %key.id, prefix = %key.prefix, tenant_id = %tenant, "api key revoked");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -13,6 +13,7 @@ pub mod health;
 pub mod keys;
 pub mod openapi;
 pub mod page;
+pub mod resource;
 pub mod schedules;
 pub mod security;
 pub mod tasks;

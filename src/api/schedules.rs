@@ -10,20 +10,23 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
-use super::page;
+use super::page::{ListParams, Page};
+use super::resource::{self, Resource, Target};
 use crate::auth::Scope;
 use crate::orchestrator::resolve_employee;
 use crate::orchestrator::scheduler;
 use crate::state::AppState;
-use crate::store::{Schedule, ScheduleFields, StoreError, now};
+use crate::store::{Schedule, ScheduleFields, now};
 
 const MAX_INPUT_BYTES: usize = 256 * 1024;
+
+const SCHEDULE: Resource = Resource::new("no such schedule");
 
 /// A schedule to create.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -97,33 +100,6 @@ impl From<Schedule> for ScheduleView {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct SchedulePage {
-    pub data: Vec<ScheduleView>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct ListSchedules {
-    /// Page size, 1–100; default 20.
-    pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-}
-
-fn parse_id(s: &str) -> ApiResult<Uuid> {
-    Uuid::parse_str(s).map_err(|_| ApiError::NotFound("no such schedule".into()))
-}
-
-fn not_found(e: StoreError) -> ApiError {
-    match e {
-        StoreError::NotFound => ApiError::NotFound("no such schedule".into()),
-        e => e.into(),
-    }
-}
-
 /// Checks the fields and computes the first fire after now; 422 names the bad field.
 fn validate(f: &ScheduleFields) -> ApiResult<DateTime<Utc>> {
     if f.timezone.parse::<chrono_tz::Tz>().is_err() {
@@ -189,28 +165,21 @@ pub async fn create(
 }
 
 /// List schedules, newest first.
-#[utoipa::path(get, path = "/v1/schedules", tag = "schedules", params(ListSchedules),
+#[utoipa::path(get, path = "/v1/schedules", tag = "schedules", params(ListParams),
     responses(
-        (status = 200, description = "A page of schedules", body = SchedulePage),
+        (status = 200, description = "A page of schedules", body = Page<ScheduleView>),
         (status = 422, description = "Invalid parameter", body = ErrorBody),
     ),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(p): ApiQuery<ListSchedules>,
-) -> ApiResult<Json<SchedulePage>> {
-    caller.require(Scope::Read)?;
-    let limit = page::limit(p.limit)?;
-    let before = page::decode(p.cursor.as_deref())?;
-    let page = state
-        .store
-        .list_schedules(caller.0.tenant_id, before, limit)
-        .await?;
-    Ok(Json(SchedulePage {
-        data: page.items.into_iter().map(ScheduleView::from).collect(),
-        next_cursor: page.next_cursor.map(page::encode),
-    }))
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> ApiResult<Json<Page<ScheduleView>>> {
+    resource::list(&caller, &params, |tenant, w| {
+        state.store.list_schedules(tenant, w.before, w.limit)
+    })
+    .await
 }
 
 /// Get one schedule.
@@ -226,13 +195,9 @@ pub async fn get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ScheduleView>> {
-    caller.require(Scope::Read)?;
-    let s = state
-        .store
-        .get_schedule(caller.0.tenant_id, parse_id(&id)?)
+    SCHEDULE
+        .get(&caller, &id, |t| state.store.get_schedule(t.tenant, t.id))
         .await
-        .map_err(not_found)?;
-    Ok(Json(s.into()))
 }
 
 /// Change some fields of a schedule; the next fire is recomputed from now.
@@ -252,14 +217,12 @@ pub async fn update(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UpdateSchedule>,
 ) -> ApiResult<Json<ScheduleView>> {
-    caller.require(Scope::Write)?;
-    let tenant = caller.0.tenant_id;
-    let id = parse_id(&id)?;
+    let Target { tenant, id } = SCHEDULE.target(&caller, Scope::Write, &id)?;
     let current = state
         .store
         .get_schedule(tenant, id)
         .await
-        .map_err(not_found)?;
+        .map_err(SCHEDULE.not_found())?;
     let mut f = current.fields;
     if let Some(c) = body.cron {
         f.cron = c.trim().to_string();
@@ -284,7 +247,7 @@ pub async fn update(
         .store
         .update_schedule(tenant, id, &f, next)
         .await
-        .map_err(not_found)?;
+        .map_err(SCHEDULE.not_found())?;
     Ok(Json(s.into()))
 }
 
@@ -302,11 +265,9 @@ pub async fn delete(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    caller.require(Scope::Write)?;
-    state
-        .store
-        .delete_schedule(caller.0.tenant_id, parse_id(&id)?)
+    SCHEDULE
+        .delete(&caller, &id, |t| {
+            state.store.delete_schedule(t.tenant, t.id)
+        })
         .await
-        .map_err(not_found)?;
-    Ok(StatusCode::NO_CONTENT)
 }

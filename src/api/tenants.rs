@@ -6,18 +6,22 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
-use super::page;
+use super::page::{ListParams, Page};
+use super::resource::Resource;
 use crate::auth::Scope;
 use crate::state::AppState;
-use crate::store::{Page, StoreError, Tenant};
+use crate::store::Tenant;
 
 const MAX_NAME: usize = 64;
+
+/// Tenants, as `/v1/tenants/{id}` and the `tenant_id` of `/v1/keys` name them.
+pub const TENANT: Resource = Resource::new("tenant not found");
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -42,22 +46,6 @@ impl From<Tenant> for TenantView {
             created_at: t.created_at,
         }
     }
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct TenantPage {
-    pub data: Vec<TenantView>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct ListTenants {
-    /// Page size, 1–100; default 20.
-    pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
-    pub cursor: Option<String>,
 }
 
 /// Create a tenant (operator only). Give it an admin key with `POST /v1/keys` and
@@ -107,9 +95,9 @@ pub async fn create(
 
 /// List tenants: all of them for the operator, only its own for another admin.
 #[utoipa::path(get, path = "/v1/tenants", tag = "tenants",
-    params(ListTenants),
+    params(ListParams),
     responses(
-        (status = 200, description = "A page of tenants", body = TenantPage),
+        (status = 200, description = "A page of tenants", body = Page<TenantView>),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
         (status = 403, description = "Caller lacks the admin scope", body = ErrorBody),
         (status = 422, description = "Invalid parameter", body = ErrorBody),
@@ -119,27 +107,24 @@ pub async fn create(
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(params): ApiQuery<ListTenants>,
-) -> ApiResult<Json<TenantPage>> {
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> ApiResult<Json<Page<TenantView>>> {
     caller.require(Scope::Admin)?;
-    let limit = page::limit(params.limit)?;
-    let before = page::decode(params.cursor.as_deref())?;
-    let page = if caller.0.is_operator() {
-        state.store.list_tenants(before, limit).await?
+    let w = params.window()?;
+    if caller.0.is_operator() {
+        let page = state.store.list_tenants(w.before, w.limit).await?;
+        return Ok(Json(page.into()));
+    }
+    // Another tenant's admin sees a one-row list: its own tenant, on the first page.
+    let own = state.store.get_tenant(caller.0.tenant_id).await?;
+    let data = if w.before.is_none() {
+        vec![own.into()]
     } else {
-        let own = state.store.get_tenant(caller.0.tenant_id).await?;
-        Page {
-            items: if before.is_none() {
-                vec![own]
-            } else {
-                Vec::new()
-            },
-            next_cursor: None,
-        }
+        Vec::new()
     };
-    Ok(Json(TenantPage {
-        data: page.items.into_iter().map(TenantView::from).collect(),
-        next_cursor: page.next_cursor.map(page::encode),
+    Ok(Json(Page {
+        data,
+        next_cursor: None,
     }))
 }
 
@@ -160,14 +145,14 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Json<TenantView>> {
     caller.require(Scope::Admin)?;
-    let not_found = || ApiError::NotFound("tenant not found".into());
-    let id = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    let id = TENANT.parse_id(&id)?;
     if id != caller.0.tenant_id && !caller.0.is_operator() {
-        return Err(not_found());
+        return Err(TENANT.missing());
     }
-    match state.store.get_tenant(id).await {
-        Ok(t) => Ok(Json(t.into())),
-        Err(StoreError::NotFound) => Err(not_found()),
-        Err(e) => Err(e.into()),
-    }
+    let t = state
+        .store
+        .get_tenant(id)
+        .await
+        .map_err(TENANT.not_found())?;
+    Ok(Json(t.into()))
 }

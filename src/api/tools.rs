@@ -8,21 +8,24 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
-use super::page;
+use super::page::{ListParams, Page};
+use super::resource::{self, Resource, Target};
 use crate::auth::Scope;
 use crate::runtime::tools::BUILTIN;
 use crate::state::AppState;
-use crate::store::{StoreError, WebhookTool, WebhookToolFields};
+use crate::store::{WebhookTool, WebhookToolFields};
 
 const MAX_DESCRIPTION: usize = 1000;
 const MAX_PARAMETERS_BYTES: usize = 64 * 1024;
 const MAX_URL: usize = 2000;
+
+const TOOL: Resource = Resource::new("no such tool");
 
 /// A webhook tool to create.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -81,33 +84,6 @@ impl From<WebhookTool> for ToolView {
             created_at: t.created_at,
             updated_at: t.updated_at,
         }
-    }
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ToolPage {
-    pub data: Vec<ToolView>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct ListTools {
-    /// Page size, 1–100; default 20.
-    pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-}
-
-fn parse_id(s: &str) -> ApiResult<Uuid> {
-    Uuid::parse_str(s).map_err(|_| ApiError::NotFound("no such tool".into()))
-}
-
-fn not_found(e: StoreError) -> ApiError {
-    match e {
-        StoreError::NotFound => ApiError::NotFound("no such tool".into()),
-        e => e.into(),
     }
 }
 
@@ -205,28 +181,21 @@ pub async fn create(
 }
 
 /// List webhook tools, newest first.
-#[utoipa::path(get, path = "/v1/tools", tag = "tools", params(ListTools),
+#[utoipa::path(get, path = "/v1/tools", tag = "tools", params(ListParams),
     responses(
-        (status = 200, description = "A page of webhook tools", body = ToolPage),
+        (status = 200, description = "A page of webhook tools", body = Page<ToolView>),
         (status = 422, description = "Invalid parameter", body = ErrorBody),
     ),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(p): ApiQuery<ListTools>,
-) -> ApiResult<Json<ToolPage>> {
-    caller.require(Scope::Read)?;
-    let limit = page::limit(p.limit)?;
-    let before = page::decode(p.cursor.as_deref())?;
-    let page = state
-        .store
-        .list_webhook_tools(caller.0.tenant_id, before, limit)
-        .await?;
-    Ok(Json(ToolPage {
-        data: page.items.into_iter().map(ToolView::from).collect(),
-        next_cursor: page.next_cursor.map(page::encode),
-    }))
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> ApiResult<Json<Page<ToolView>>> {
+    resource::list(&caller, &params, |tenant, w| {
+        state.store.list_webhook_tools(tenant, w.before, w.limit)
+    })
+    .await
 }
 
 /// Get one webhook tool.
@@ -242,13 +211,10 @@ pub async fn get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ToolView>> {
-    caller.require(Scope::Read)?;
-    let t = state
-        .store
-        .get_webhook_tool(caller.0.tenant_id, parse_id(&id)?)
-        .await
-        .map_err(not_found)?;
-    Ok(Json(t.into()))
+    TOOL.get(&caller, &id, |t| {
+        state.store.get_webhook_tool(t.tenant, t.id)
+    })
+    .await
 }
 
 /// Change some fields of a webhook tool.
@@ -269,14 +235,12 @@ pub async fn update(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UpdateTool>,
 ) -> ApiResult<Json<ToolView>> {
-    caller.require(Scope::Write)?;
-    let tenant = caller.0.tenant_id;
-    let id = parse_id(&id)?;
+    let Target { tenant, id } = TOOL.target(&caller, Scope::Write, &id)?;
     let mut f = state
         .store
         .get_webhook_tool(tenant, id)
         .await
-        .map_err(not_found)?
+        .map_err(TOOL.not_found())?
         .fields;
     if let Some(v) = body.name {
         f.name = v;
@@ -298,7 +262,7 @@ pub async fn update(
         .store
         .update_webhook_tool(tenant, id, &f)
         .await
-        .map_err(not_found)?;
+        .map_err(TOOL.not_found())?;
     Ok(Json(t.into()))
 }
 
@@ -316,11 +280,8 @@ pub async fn delete(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    caller.require(Scope::Write)?;
-    state
-        .store
-        .delete_webhook_tool(caller.0.tenant_id, parse_id(&id)?)
-        .await
-        .map_err(not_found)?;
-    Ok(StatusCode::NO_CONTENT)
+    TOOL.delete(&caller, &id, |t| {
+        state.store.delete_webhook_tool(t.tenant, t.id)
+    })
+    .await
 }
