@@ -172,6 +172,7 @@ mod tests {
             ("/v1/tools", "ToolView"),
             ("/v1/keys", "KeyView"),
             ("/v1/tenants", "TenantView"),
+            ("/v1/tasks", "TaskView"),
         ] {
             let page = format!("Page_{view}");
             let body =

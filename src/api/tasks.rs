@@ -20,13 +20,14 @@ use uuid::Uuid;
 use super::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
-use super::page;
+use super::page::{self, Page};
+use super::resource::Resource;
 use crate::auth::Scope;
 use crate::orchestrator::{
     self, DecideError, EmployeeRef, Idempotency, Submit, Submitted, TaskView,
 };
 use crate::state::AppState;
-use crate::store::{CancelOutcome, StoreError, TaskEvent, TaskFilter, TaskStatus};
+use crate::store::{CancelOutcome, TaskEvent, TaskFilter, TaskStatus};
 
 /// A task to run.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -57,13 +58,6 @@ pub struct CreateTask {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct TaskPage {
-    pub data: Vec<TaskView>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -100,16 +94,8 @@ pub struct Decision {
     pub reason: Option<String>,
 }
 
-fn parse_id(s: &str) -> ApiResult<Uuid> {
-    Uuid::parse_str(s).map_err(|_| ApiError::NotFound("no such task".into()))
-}
-
-fn not_found(e: StoreError) -> ApiError {
-    match e {
-        StoreError::NotFound => ApiError::NotFound("no such task".into()),
-        e => e.into(),
-    }
-}
+/// Tasks as a resource: an id of nothing, or of another tenant's task, is this 404.
+const TASK: Resource = Resource::new("no such task");
 
 fn request_hash(body: &CreateTask) -> String {
     let canonical =
@@ -170,7 +156,7 @@ pub async fn create(
 /// List tasks, newest first.
 #[utoipa::path(get, path = "/v1/tasks", tag = "tasks", params(ListParams),
     responses(
-        (status = 200, description = "A page of tasks", body = TaskPage),
+        (status = 200, description = "A page of tasks", body = Page<TaskView>),
         (status = 422, description = "Invalid parameter", body = ErrorBody),
     ),
     security(("api_key" = []), ("bearer" = [])))]
@@ -178,7 +164,7 @@ pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(p): ApiQuery<ListParams>,
-) -> ApiResult<Json<TaskPage>> {
+) -> ApiResult<Json<Page<TaskView>>> {
     caller.require(Scope::Read)?;
     let tenant = caller.0.tenant_id;
     let limit = page::limit(p.limit)?;
@@ -207,10 +193,7 @@ pub async fn list(
         .store
         .list_tasks(tenant, &filter, before, limit)
         .await?;
-    Ok(Json(TaskPage {
-        data: page.items.into_iter().map(TaskView::from).collect(),
-        next_cursor: page.next_cursor.map(page::encode),
-    }))
+    Ok(Json(page.into()))
 }
 
 /// Get one task: status, result, error, attempts, tokens, cost, timings.
@@ -229,9 +212,9 @@ pub async fn get(
     caller.require(Scope::Read)?;
     let t = state
         .store
-        .get_task(caller.0.tenant_id, parse_id(&id)?)
+        .get_task(caller.0.tenant_id, TASK.parse_id(&id)?)
         .await
-        .map_err(not_found)?;
+        .map_err(TASK.not_found())?;
     Ok(Json(t.into()))
 }
 
@@ -250,10 +233,10 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     caller.require(Scope::Write)?;
-    let id = parse_id(&id)?;
+    let id = TASK.parse_id(&id)?;
     match orchestrator::cancel(&state, caller.0.tenant_id, id)
         .await
-        .map_err(not_found)?
+        .map_err(TASK.not_found())?
     {
         CancelOutcome::Cancelled(t) => {
             Ok((StatusCode::ACCEPTED, Json(TaskView::from(t))).into_response())
@@ -323,10 +306,10 @@ async fn decide(
     d: Decision,
 ) -> ApiResult<Response> {
     caller.require(Scope::Write)?;
-    let id = parse_id(&id)?;
+    let id = TASK.parse_id(&id)?;
     match orchestrator::decide(&state, caller.0.tenant_id, id, approve, d.reason).await {
         Ok(t) => Ok((StatusCode::ACCEPTED, Json(TaskView::from(t))).into_response()),
-        Err(DecideError::NotFound) => Err(ApiError::NotFound("no such task".into())),
+        Err(DecideError::NotFound) => Err(TASK.missing()),
         Err(DecideError::NotWaiting(Some(status))) => Err(ApiError::Conflict(format!(
             "the task is not waiting for approval ({})",
             status.as_str()
@@ -358,8 +341,12 @@ pub async fn events(
 ) -> ApiResult<Response> {
     caller.require(Scope::Read)?;
     let tenant = caller.0.tenant_id;
-    let id = parse_id(&id)?;
-    state.store.get_task(tenant, id).await.map_err(not_found)?;
+    let id = TASK.parse_id(&id)?;
+    state
+        .store
+        .get_task(tenant, id)
+        .await
+        .map_err(TASK.not_found())?;
     let last_id = match headers.get("last-event-id") {
         None => None,
         Some(v) => Some(
