@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use common::tasks::*;
 use common::{Backend, TestApp, TestDb, test_config};
-use digital_employee::ai::sandbox::{Fault, FaultRule, SandboxEngine, SandboxSetup};
+use digital_employee::ai::sandbox::{
+    Fault, FaultRule, SandboxEngine, SandboxSetup, ScriptStep, ScriptedCall,
+};
 use digital_employee::app::App;
 use digital_employee::store::{
     DEFAULT_TENANT_ID, Finish, NewTask, ScheduleFields, StepUpdate, TaskStatus, now,
@@ -31,6 +33,7 @@ backend_tests!(
     approval_survives_a_restart_then_succeeds,
     delegation_runs_a_subtask_and_refuses_a_cycle,
     delegation_with_a_single_worker_slot_does_not_starve,
+    delegation_of_a_long_input_runs_once,
     schedule_fires_once_with_two_schedulers,
     sse_resumes_after_last_event_id_and_ends,
 );
@@ -593,6 +596,85 @@ async fn delegation_with_a_single_worker_slot_does_not_starve(backend: Backend) 
     // The slot came back: another task still runs afterwards.
     let next = id_of(&submit(&app, json!({"employee": "solo-helper", "input": "again"})).await);
     wait_status(&app, &next, "succeeded").await;
+}
+
+/// A 50,000-character delegation: the sub-task's idempotency key is a digest of the input
+/// (a key carrying the input itself broke PostgreSQL's unique index), and a parent that
+/// asks twice for the same delegation gets the same sub-task.
+async fn delegation_of_a_long_input_runs_once(backend: Backend) {
+    let vendor = Vendor::start().await;
+    let long = "a long brief. ".repeat(50_000 / 14 + 1)[..50_000].to_string();
+    let delegate = || ScriptStep {
+        content: None,
+        tool_calls: vec![ScriptedCall {
+            name: "delegate".into(),
+            arguments: json!({"employee": "long-helper", "input": long}),
+        }],
+        usage: None,
+        fault: None,
+    };
+    let answer = ScriptStep {
+        content: Some("delegated".into()),
+        tool_calls: Vec::new(),
+        usage: None,
+        fault: None,
+    };
+    vendor.engine.apply(SandboxSetup {
+        seed: Some(1),
+        faults: Vec::new(),
+        scripts: HashMap::from([(
+            "lead-model".to_string(),
+            vec![delegate(), delegate(), answer],
+        )]),
+    });
+    let extra = with(&[("AI_PROVIDERS", &vendor.providers)]);
+    let Some(app) = TestApp::spawn_with(backend, &extra).await else {
+        return;
+    };
+    employee(
+        &app,
+        json!({"name": "long-lead", "role": "r", "allowed_tools": ["delegate"],
+               "model_policy": ["vendor/lead-model"]}),
+    )
+    .await;
+    employee(
+        &app,
+        json!({"name": "long-helper", "role": "r", "model_policy": ["vendor/helper-model"]}),
+    )
+    .await;
+    let id = id_of(&submit(&app, json!({"employee": "long-lead", "input": "go"})).await);
+    let t = wait_status(&app, &id, "succeeded").await;
+    let ev = events(&app, &id).await;
+    let results: Vec<&Value> = ev.iter().filter(|e| e["kind"] == "tool_result").collect();
+    assert_eq!(results.len(), 2, "{ev:?}");
+    let children: Vec<&str> = results
+        .iter()
+        .map(|r| {
+            assert_eq!(r["payload"]["outcome"], "ok", "{r}");
+            r["payload"]["content"]["task_id"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        children[0], children[1],
+        "the same delegation, the same sub-task"
+    );
+    let child = task(&app, children[0]).await;
+    assert_eq!(child["parent_task_id"], t["id"]);
+    assert_eq!(child["input"].as_str().unwrap().len(), 50_000);
+    let key = child["idempotency_key"].as_str().unwrap();
+    assert!(
+        key.starts_with(&format!("delegate:{id}:")) && key.len() <= 200,
+        "{key}"
+    );
+    let listed: Value = app
+        .get("/v1/tasks?employee=long-helper")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1, "{listed}");
 }
 
 async fn schedule_fires_once_with_two_schedulers(backend: Backend) {

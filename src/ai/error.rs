@@ -157,20 +157,54 @@ impl RequestError {
     }
 }
 
-/// Parses `Retry-After` (seconds or an HTTP date).
+/// The longest `Retry-After` taken from a vendor; a larger one (or `1e30`) is clamped.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// Parses `Retry-After` (seconds or an HTTP date), at most [`MAX_RETRY_AFTER`]. Whatever
+/// the vendor sends, this never panics: a value that is not a number or a date is `None`.
 pub fn parse_retry_after(v: Option<&reqwest::header::HeaderValue>) -> Option<Duration> {
     let s = v?.to_str().ok()?.trim();
     if let Ok(secs) = s.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        if secs.is_nan() || secs < 0.0 {
+            return None;
+        }
+        return Some(
+            Duration::try_from_secs_f64(secs).map_or(MAX_RETRY_AFTER, |d| d.min(MAX_RETRY_AFTER)),
+        );
     }
     let when = chrono::DateTime::parse_from_rfc2822(s).ok()?;
     let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(delta.to_std().unwrap_or(Duration::ZERO))
+    Some(
+        delta
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_RETRY_AFTER),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_never_panics_and_is_clamped() {
+        use reqwest::header::HeaderValue;
+        let parse = |s: &str| parse_retry_after(Some(&HeaderValue::from_str(s).unwrap()));
+        assert_eq!(parse("5"), Some(Duration::from_secs(5)));
+        assert_eq!(parse("0.25"), Some(Duration::from_millis(250)));
+        for huge in ["1e30", "inf", "1e309", "18446744073709551616"] {
+            assert_eq!(parse(huge), Some(MAX_RETRY_AFTER), "{huge}");
+        }
+        for bad in ["-1", "NaN", "-inf", "soon", ""] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+        assert_eq!(
+            parse("Fri, 31 Dec 9999 23:59:59 GMT"),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(parse("Mon, 01 Jan 2001 00:00:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after(None), None);
+    }
 
     #[test]
     fn statuses_are_classified() {
