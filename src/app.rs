@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::ratelimit::RateLimiter;
 use crate::auth::{Authenticator, Scope, keys, redact};
 use crate::config::Config;
+use crate::egress::EgressPolicy;
 use crate::state::{AppState, Hub, Lifecycle};
 use crate::store::{self, DEFAULT_TENANT_ID};
 use crate::telemetry;
@@ -124,6 +125,7 @@ impl App {
         let (ai, ai_writer) = crate::ai::build(&config.ai, store.clone())
             .await
             .context("setting up the AI providers")?;
+        let egress = Arc::new(EgressPolicy::new(config.egress_allow_cidrs.clone()));
         Ok(App {
             state: AppState {
                 config: Arc::new(config),
@@ -132,7 +134,8 @@ impl App {
                 auth,
                 rate_limiter: Arc::new(rate_limiter),
                 lifecycle: Arc::new(Lifecycle::default()),
-                tasks: Arc::new(Hub::new()),
+                tasks: Arc::new(Hub::new(&egress)),
+                egress,
             },
             api_listener,
             metrics_listener,

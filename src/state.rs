@@ -17,6 +17,7 @@ use crate::ai::AiRouter;
 use crate::auth::Authenticator;
 use crate::auth::ratelimit::RateLimiter;
 use crate::config::Config;
+use crate::egress::EgressPolicy;
 use crate::store::DynStore;
 use crate::telemetry;
 
@@ -30,6 +31,8 @@ pub struct AppState {
     pub rate_limiter: Arc<RateLimiter>,
     pub lifecycle: Arc<Lifecycle>,
     pub tasks: Arc<Hub>,
+    /// Where tenant-chosen URLs may point (`EGRESS_ALLOW_CIDRS`).
+    pub egress: Arc<EgressPolicy>,
 }
 
 /// Draining flag and in-flight request count, for readiness and graceful shutdown.
@@ -94,7 +97,8 @@ pub struct Hub {
     pub events: broadcast::Sender<Uuid>,
     /// Cancelled when the replica shuts down (SSE streams end).
     pub shutdown: CancellationToken,
-    /// Client of the `http_request` tool and of webhooks (no redirects).
+    /// Client of the `http_request` tool, webhook tools and completion webhooks: every
+    /// target under the egress policy, no redirects, no proxy.
     pub http: reqwest::Client,
     /// A completion webhook was queued (the delivery loop listens).
     pub webhooks: Notify,
@@ -116,12 +120,9 @@ impl LentSlot {
 }
 
 impl Hub {
-    pub fn new() -> Self {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .unwrap_or_default();
+    /// A hub whose HTTP client sends tenants' requests under `egress`.
+    pub fn new(egress: &Arc<EgressPolicy>) -> Self {
+        let http = egress.client(Duration::from_secs(5));
         Self {
             wake: Notify::new(),
             finished: Notify::new(),
@@ -167,6 +168,6 @@ impl Hub {
 
 impl Default for Hub {
     fn default() -> Self {
-        Self::new()
+        Self::new(&Arc::new(EgressPolicy::default()))
     }
 }

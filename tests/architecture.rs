@@ -1,6 +1,6 @@
 //! The module layers of `src/` point one way (DESIGN §3, docs/ARCHITECTURE.md):
 //!
-//! `cli → app → (api, console, mcp) → orchestrator → runtime → state → (ai, ops) →
+//! `cli → app → (api, console, mcp) → orchestrator → runtime → state → (ai, egress, ops) →
 //! telemetry → auth → store → config`
 //!
 //! A module may name (`crate::…`, `super::…` from a top-level file) only modules of a
@@ -21,6 +21,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("runtime", 6),
     ("state", 5),
     ("ai", 4),
+    ("egress", 4),
     ("ops", 4),
     ("telemetry", 3),
     ("auth", 2),

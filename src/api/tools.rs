@@ -17,6 +17,7 @@ use super::extract::{ApiJson, ApiQuery};
 use super::page::{ListParams, Page};
 use super::resource::{self, Resource, Target};
 use crate::auth::Scope;
+use crate::egress::EgressPolicy;
 use crate::runtime::tools::BUILTIN;
 use crate::state::AppState;
 use crate::store::{WebhookTool, WebhookToolFields};
@@ -98,7 +99,7 @@ fn timeout_ms(seconds: u32) -> ApiResult<i64> {
 }
 
 /// Business rules of a webhook tool; the first broken one answers 422 naming its field.
-fn validate(f: &WebhookToolFields) -> ApiResult<()> {
+fn validate(f: &WebhookToolFields, egress: &EgressPolicy) -> ApiResult<()> {
     let name_ok = !f.name.is_empty()
         && f.name.len() <= 64
         && f.name
@@ -144,6 +145,12 @@ fn validate(f: &WebhookToolFields) -> ApiResult<()> {
             format!("must be an absolute http or https URL of at most {MAX_URL} characters"),
         ));
     }
+    // An internal IP literal is refused now; a name is checked when a call resolves it.
+    if let Ok(u) = reqwest::Url::parse(&f.url)
+        && let Err(r) = egress.check_url(&u)
+    {
+        return Err(ApiError::validation("url", r.message()));
+    }
     Ok(())
 }
 
@@ -171,7 +178,7 @@ pub async fn create(
         url: body.url,
         timeout_ms: timeout_ms(body.timeout_seconds.unwrap_or(10))?,
     };
-    validate(&fields)?;
+    validate(&fields, &state.egress)?;
     let t = state
         .store
         .create_webhook_tool(caller.0.tenant_id, &fields)
@@ -257,7 +264,7 @@ pub async fn update(
     if let Some(v) = body.timeout_seconds {
         f.timeout_ms = timeout_ms(v)?;
     }
-    validate(&f)?;
+    validate(&f, &state.egress)?;
     let t = state
         .store
         .update_webhook_tool(tenant, id, &f)

@@ -42,6 +42,7 @@
 //! | `RATE_LIMIT_KEY_PREFIX` | `de:rl:` | prefix of the rate-limit keys in Redis |
 //! | `CORS_ALLOWED_ORIGINS` | empty | comma-separated origins allowed cross-origin (`*` for any); empty = CORS closed |
 //! | `REDACT_EXTRA_PATTERNS` | empty | extra regexes redacted from logs: a JSON array of strings, or one regex per line |
+//! | `EGRESS_ALLOW_CIDRS` | empty | comma-separated ranges (`127.0.0.1/32,10.20.0.0/16`) that webhook tools, completion callbacks and `http_request` may reach although the egress policy refuses internal addresses |
 //! | `REQUEST_HEADER_TIMEOUT` | `10` | seconds a client gets to send the request headers |
 //! | `REQUEST_BODY_TIMEOUT` | `30` | seconds a client gets to send the request body |
 //! | `BACKUP_DIR` | `./backups` | where `digital-employee backup` writes `db_backup_*` files and `backup.log` |
@@ -220,6 +221,9 @@ pub struct Config {
     pub cors_allowed_origins: Vec<String>,
     /// `REDACT_EXTRA_PATTERNS`.
     pub redact_extra_patterns: Vec<String>,
+    /// `EGRESS_ALLOW_CIDRS`: internal ranges tenants' outbound requests may reach.
+    #[serde(serialize_with = "security::ser_nets")]
+    pub egress_allow_cidrs: Vec<ipnet::IpNet>,
     /// `REQUEST_HEADER_TIMEOUT`.
     #[serde(serialize_with = "ser_secs")]
     pub request_header_timeout: Duration,
@@ -282,6 +286,7 @@ impl Config {
             rate_limit_key_prefix,
             cors_allowed_origins,
             redact_extra_patterns,
+            egress_allow_cidrs,
         } = SecuritySettings::from_lookup(&get, app_env)?;
         let tasks = TaskConfig::from_lookup(&get)?;
 
@@ -315,6 +320,7 @@ impl Config {
             rate_limit_key_prefix,
             cors_allowed_origins,
             redact_extra_patterns,
+            egress_allow_cidrs,
             request_header_timeout,
             request_body_timeout,
             ai,

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::Serialize;
 
 use super::parse::parse;
@@ -29,6 +30,7 @@ pub(super) struct SecuritySettings {
     pub(super) rate_limit_key_prefix: String,
     pub(super) cors_allowed_origins: Vec<String>,
     pub(super) redact_extra_patterns: Vec<String>,
+    pub(super) egress_allow_cidrs: Vec<IpNet>,
 }
 
 impl SecuritySettings {
@@ -105,8 +107,36 @@ impl SecuritySettings {
             rate_limit_key_prefix: get("RATE_LIMIT_KEY_PREFIX").unwrap_or_else(|| "de:rl:".into()),
             cors_allowed_origins: cors_origins(get("CORS_ALLOWED_ORIGINS"))?,
             redact_extra_patterns: redact_patterns(get("REDACT_EXTRA_PATTERNS"))?,
+            egress_allow_cidrs: cidrs(get("EGRESS_ALLOW_CIDRS"))?,
         })
     }
+}
+
+/// `127.0.0.1/32, 10.20.0.0/16, fd00::/8`: ranges tenants' outbound requests may reach
+/// besides the public internet. A bare address means that address alone.
+fn cidrs(value: Option<String>) -> Result<Vec<IpNet>, ConfigError> {
+    let Some(v) = value else {
+        return Ok(Vec::new());
+    };
+    v.split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            c.parse::<IpNet>()
+                .or_else(|_| c.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map(|n| n.trunc())
+                .map_err(|_| ConfigError {
+                    var: "EGRESS_ALLOW_CIDRS",
+                    value: c.to_string(),
+                    expected: "comma-separated CIDR ranges such as 127.0.0.1/32,10.20.0.0/16",
+                })
+        })
+        .collect()
+}
+
+/// Ranges as their text, for `digital-employee config`.
+pub(super) fn ser_nets<S: serde::Serializer>(nets: &[IpNet], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(nets.iter().map(ToString::to_string))
 }
 
 /// `https://a.example, https://b.example`, or `*`; each an origin without a path.
@@ -193,6 +223,8 @@ mod tests {
             ("CORS_ALLOWED_ORIGINS", "*,https://a.example"),
             ("REDACT_EXTRA_PATTERNS", "(unclosed"),
             ("REDACT_EXTRA_PATTERNS", "[\"ok\", 3]"),
+            ("EGRESS_ALLOW_CIDRS", "127.0.0.1/33"),
+            ("EGRESS_ALLOW_CIDRS", "10.0.0.0/8,intranet"),
             ("REQUEST_HEADER_TIMEOUT", "0"),
         ] {
             assert_eq!(cfg(&[(var, value)]).unwrap_err().var, var, "{var}={value}");
@@ -212,6 +244,9 @@ mod tests {
             vec!["https://a.example", "http://localhost:3000"]
         );
         assert_eq!(c.redact_extra_patterns, vec!["ORD-\\d+", "x{2,3}"]);
+        let c = cfg(&[("EGRESS_ALLOW_CIDRS", "127.0.0.1, 10.20.1.7/16 ,fd00::/8")]).unwrap();
+        let nets: Vec<String> = c.egress_allow_cidrs.iter().map(|n| n.to_string()).collect();
+        assert_eq!(nets, ["127.0.0.1/32", "10.20.0.0/16", "fd00::/8"]);
         let e = cfg(&[
             ("APP_ENV", "production"),
             ("JWT_SECRET_KEY", "short-secret"),

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::config::TaskConfig;
+use crate::egress::EgressPolicy;
 use crate::state::AppState;
 use crate::store::{Employee, NewTask, StoreError, Task, now};
 
@@ -137,7 +138,12 @@ pub struct Valid {
 }
 
 /// Checks every field that needs no storage to check and fills in the defaults.
-pub fn validate(req: &Submit, cfg: &TaskConfig) -> Result<Valid, SubmitError> {
+/// `egress` refuses a callback whose host is an internal IP literal.
+pub fn validate(
+    req: &Submit,
+    cfg: &TaskConfig,
+    egress: &EgressPolicy,
+) -> Result<Valid, SubmitError> {
     if let Some(idem) = &req.idempotency {
         validate_idempotency_key(&idem.key)?;
     }
@@ -165,7 +171,7 @@ pub fn validate(req: &Submit, cfg: &TaskConfig) -> Result<Valid, SubmitError> {
         ));
     }
     if let Some(u) = &req.callback_url {
-        validate_callback_url(u)?;
+        validate_callback_url(u, egress)?;
     }
     let metadata = req.metadata.clone().unwrap_or_else(|| json!({}));
     if !metadata.is_object() {
@@ -201,8 +207,9 @@ pub fn validate_idempotency_key(key: &str) -> Result<(), SubmitError> {
     Ok(())
 }
 
-/// A completion webhook target: an absolute http(s) URL with a host.
-pub fn validate_callback_url(u: &str) -> Result<(), SubmitError> {
+/// A completion webhook target: an absolute http(s) URL with a host that the egress
+/// policy does not refuse outright (an internal IP literal; names are checked at delivery).
+pub fn validate_callback_url(u: &str, egress: &EgressPolicy) -> Result<(), SubmitError> {
     let bad = || SubmitError::invalid("callback_url", "must be an absolute http or https URL");
     if u.len() > MAX_CALLBACK_URL_CHARS {
         return Err(SubmitError::invalid(
@@ -214,7 +221,9 @@ pub fn validate_callback_url(u: &str) -> Result<(), SubmitError> {
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
         return Err(bad());
     }
-    Ok(())
+    egress
+        .check_url(&url)
+        .map_err(|r| SubmitError::invalid("callback_url", r.message()))
 }
 
 /// The tenant's employee by id or name; a missing one is an invalid `employee` field.
@@ -242,7 +251,7 @@ pub async fn resolve_employee(
 /// the first task (`created: false`), or [`SubmitError::IdempotencyConflict`] when the
 /// request differs.
 pub async fn submit(state: &AppState, req: Submit) -> Result<Submitted, SubmitError> {
-    let valid = validate(&req, &state.config.tasks)?;
+    let valid = validate(&req, &state.config.tasks, &state.egress)?;
     let tenant = req.tenant_id;
     let employee = match req.employee {
         EmployeeRef::Key(key) => resolve_employee(state, tenant, &key).await?,
@@ -303,6 +312,14 @@ mod tests {
 
     fn cfg() -> TaskConfig {
         crate::config::Config::from_lookup(|_| None).unwrap().tasks
+    }
+
+    fn validate(req: &Submit, cfg: &TaskConfig) -> Result<Valid, SubmitError> {
+        super::validate(req, cfg, &EgressPolicy::default())
+    }
+
+    fn validate_callback_url(u: &str) -> Result<(), SubmitError> {
+        super::validate_callback_url(u, &EgressPolicy::default())
     }
 
     fn req(input: Value) -> Submit {
@@ -378,9 +395,16 @@ mod tests {
             "http://",
             "not a url",
             "file:///etc/passwd",
+            "http://127.0.0.1:8080/hook",
+            "http://169.254.169.254/latest/meta-data",
+            "http://[::1]/",
+            "http://10.0.0.7/",
         ] {
             assert!(validate_callback_url(bad).is_err(), "{bad}");
         }
+        let open = EgressPolicy::new(vec!["127.0.0.1/32".parse().unwrap()]);
+        assert!(super::validate_callback_url("http://127.0.0.1:8080/hook", &open).is_ok());
+        assert!(super::validate_callback_url("http://10.0.0.7/", &open).is_err());
         let long = format!("https://example.com/{}", "a".repeat(MAX_CALLBACK_URL_CHARS));
         assert!(validate_callback_url(&long).is_err());
     }

@@ -27,6 +27,7 @@ use super::TaskView;
 use crate::auth::signing::{
     ATTEMPT_HEADER, DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, new_secret, signature,
 };
+use crate::egress::{Refusal, refusal_of};
 use crate::state::AppState;
 use crate::store::{Delivery, DeliveryResult, NewDelivery, Task, now};
 use crate::telemetry::metrics as m;
@@ -148,12 +149,14 @@ async fn attempt(state: &AppState, d: Delivery) {
     let sent = send(state, &d).await;
     let (result, outcome) = match sent {
         Ok(()) => (DeliveryResult::Delivered, "delivered"),
-        Err(error) if d.attempts >= cfg.webhook_max_attempts => {
+        Err(SendError { error, permanent })
+            if permanent || d.attempts >= cfg.webhook_max_attempts =>
+        {
             tracing::warn!(delivery_id = %d.id, task_id = %d.task_id, attempts = d.attempts, %error,
                 "webhook delivery failed for good");
             (DeliveryResult::Failed { error }, "failed")
         }
-        Err(error) => {
+        Err(SendError { error, .. }) => {
             let delay = super::backoff(cfg.webhook_retry_base_delay, d.attempts);
             tracing::info!(delivery_id = %d.id, task_id = %d.task_id, attempt = d.attempts, %error,
                 retry_in_seconds = delay.as_secs_f64(), "webhook delivery failed; will retry");
@@ -173,17 +176,39 @@ async fn attempt(state: &AppState, d: Delivery) {
     }
 }
 
-/// POSTs the body, signed; `Err` with a reason for anything but a 2xx answer.
-async fn send(state: &AppState, d: &Delivery) -> Result<(), String> {
+/// Why an attempt did not deliver; a `permanent` failure is not retried.
+struct SendError {
+    error: String,
+    permanent: bool,
+}
+
+impl SendError {
+    fn retry(error: String) -> Self {
+        Self {
+            error,
+            permanent: false,
+        }
+    }
+}
+
+/// POSTs the body, signed; `Err` with a reason for anything but a 2xx answer. A target
+/// the egress policy refuses fails for good (it will not change by retrying).
+async fn send(state: &AppState, d: &Delivery) -> Result<(), SendError> {
+    let refused = |r: Refusal| SendError {
+        error: format!("refused by the egress policy: {}", r.message()),
+        permanent: true,
+    };
+    let url = reqwest::Url::parse(&d.url).map_err(|_| refused(Refusal::Scheme))?;
+    state.egress.check_request(&url).map_err(refused)?;
     let secret = state
         .store
         .webhook_secret(d.tenant_id, &new_secret())
         .await
-        .map_err(|e| format!("storage unavailable: {e}"))?;
+        .map_err(|e| SendError::retry(format!("storage unavailable: {e}")))?;
     let resp = state
         .tasks
         .http
-        .post(&d.url)
+        .post(url)
         .timeout(state.config.tasks.webhook_timeout)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header(reqwest::header::USER_AGENT, "digital-employee-webhooks")
@@ -194,13 +219,16 @@ async fn send(state: &AppState, d: &Delivery) -> Result<(), String> {
         .body(d.body.clone())
         .send()
         .await
-        .map_err(|e| format!("request failed: {}", e.without_url()))?;
+        .map_err(|e| match refusal_of(&e) {
+            Some(r) => refused(r),
+            None => SendError::retry(format!("request failed: {}", e.without_url())),
+        })?;
     if resp.status().is_success() {
         Ok(())
     } else {
-        Err(format!(
+        Err(SendError::retry(format!(
             "the receiver answered HTTP {}",
             resp.status().as_u16()
-        ))
+        )))
     }
 }

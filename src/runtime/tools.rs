@@ -17,6 +17,7 @@ use super::schema;
 use super::{Queue, SubTask, SubTaskError};
 use crate::ai::types::ToolDef;
 use crate::auth::signing;
+use crate::egress::{Refusal, refusal_of};
 use crate::state::AppState;
 use crate::store::{Employee, StoreError, TaskStatus, WebhookTool, now};
 
@@ -279,6 +280,9 @@ async fn http_request(
     {
         return ToolOutcome::err("denied", format!("host '{host}' is not on the allow-list"));
     }
+    if let Err(r) = ctx.state.egress.check_request(&parsed) {
+        return egress_denied(r);
+    }
     let client = &ctx.state.tasks.http;
     let req = if method == "POST" {
         client
@@ -310,12 +314,27 @@ async fn http_request(
     };
     match tokio::time::timeout(timeout, fetch).await {
         Err(_) => ToolOutcome::err("error", format!("timed out after {timeout:?}")),
-        Ok(Err(e)) => ToolOutcome::err("error", format!("request failed: {}", e.without_url())),
+        Ok(Err(e)) => request_failed(e, "request failed"),
         Ok(Ok((status, buf, truncated))) => ToolOutcome::ok(json!({
             "status": status,
             "body": String::from_utf8_lossy(&buf),
             "truncated": truncated,
         })),
+    }
+}
+
+fn egress_denied(r: Refusal) -> ToolOutcome {
+    ToolOutcome::err(
+        "denied",
+        format!("refused by the egress policy: {}", r.message()),
+    )
+}
+
+/// A request that failed: refused by the egress policy at connect time, or otherwise.
+fn request_failed(e: reqwest::Error, what: &str) -> ToolOutcome {
+    match refusal_of(&e) {
+        Some(r) => egress_denied(r),
+        None => ToolOutcome::err("error", format!("{what}: {}", e.without_url())),
     }
 }
 
@@ -342,6 +361,13 @@ async fn read_capped(
 /// is the result (JSON when it parses, else text), anything else a tool error.
 async fn webhook_call(ctx: &ToolCtx<'_>, tool: &WebhookTool, args: Value) -> ToolOutcome {
     let name = &tool.fields.name;
+    let url = match reqwest::Url::parse(&tool.fields.url) {
+        Ok(u) => u,
+        Err(_) => return egress_denied(Refusal::Scheme),
+    };
+    if let Err(r) = ctx.state.egress.check_request(&url) {
+        return egress_denied(r);
+    }
     let body = json!({
         "tool": name,
         "arguments": args,
@@ -365,7 +391,7 @@ async fn webhook_call(ctx: &ToolCtx<'_>, tool: &WebhookTool, args: Value) -> Too
         .state
         .tasks
         .http
-        .post(&tool.fields.url)
+        .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header(reqwest::header::USER_AGENT, "digital-employee-tools")
         .header(
@@ -385,10 +411,7 @@ async fn webhook_call(ctx: &ToolCtx<'_>, tool: &WebhookTool, args: Value) -> Too
             "error",
             format!("tool '{name}' did not answer within {timeout:?}"),
         ),
-        Ok(Err(e)) => ToolOutcome::err(
-            "error",
-            format!("tool '{name}' request failed: {}", e.without_url()),
-        ),
+        Ok(Err(e)) => request_failed(e, &format!("tool '{name}' request failed")),
         Ok(Ok((status, buf, _))) if !status.is_success() => {
             let text: String = String::from_utf8_lossy(&buf).chars().take(500).collect();
             ToolOutcome::err(

@@ -40,6 +40,8 @@ pub const RATE_LIMITED_TOTAL: &str = "rate_limited_total";
 /// Counter `{policy}`: requests whose rate limit could not be checked because Redis was
 /// unreachable (`policy="open"`: let through; `"closed"`: refused with 503).
 pub const RATE_LIMIT_REDIS_ERRORS_TOTAL: &str = "rate_limit_redis_errors_total";
+/// Requests to tenant-chosen targets refused by the egress policy, by `reason`.
+pub const EGRESS_REFUSED_TOTAL: &str = "egress_refused_total";
 /// Gauge: resident set size of the process, bytes.
 pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "process_resident_memory_bytes";
 /// Gauge: open file descriptors of the process.
@@ -159,6 +161,10 @@ fn describe() {
     metrics::describe_counter!(
         RATE_LIMIT_REDIS_ERRORS_TOTAL,
         "Requests whose rate limit could not be checked because Redis was unreachable"
+    );
+    metrics::describe_counter!(
+        EGRESS_REFUSED_TOTAL,
+        "Requests to tenant-chosen targets refused by the egress policy, by reason"
     );
     metrics::describe_counter!(TASKS_TOTAL, "Tasks that ended, by status");
     metrics::describe_histogram!(

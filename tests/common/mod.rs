@@ -199,6 +199,9 @@ pub fn test_config(db_url: &str, extra: &[(&str, &str)]) -> Config {
         // Scenarios send more than the default 100 requests a minute; the rate-limit
         // tests set their own limit.
         ("RATE_LIMIT_REQUESTS", "1000000"),
+        // Test receivers (webhooks, tools, http_request targets) listen on loopback; the
+        // egress tests set this empty to see the policy refuse it.
+        ("EGRESS_ALLOW_CIDRS", "127.0.0.1/32"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
