@@ -107,14 +107,37 @@ pub struct Hub {
 }
 
 /// A worker slot lent back to the claim loop while its task waits on other tasks.
+///
+/// Dropping it without [`take_back`](LentSlot::take_back) (the waiting task was abandoned:
+/// its lease was lost, or the replica is stopping) still removes the lent permit, so
+/// lending never grows the replica's concurrency for good.
 #[must_use = "take the slot back with `LentSlot::take_back` before running on"]
-pub struct LentSlot(Arc<Semaphore>);
+pub struct LentSlot(Option<Arc<Semaphore>>);
 
 impl LentSlot {
     /// Takes a slot back for the waiting task (waits for one to be free).
-    pub async fn take_back(self) {
-        if let Ok(p) = self.0.acquire().await {
+    pub async fn take_back(mut self) {
+        if let Some(slots) = self.0.take()
+            && let Ok(p) = slots.acquire().await
+        {
             p.forget();
+        }
+    }
+}
+
+impl Drop for LentSlot {
+    fn drop(&mut self) {
+        let Some(slots) = self.0.take() else { return };
+        if slots.forget_permits(1) == 1 {
+            return;
+        }
+        // Every slot is busy: remove the lent one as soon as one frees.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Ok(p) = slots.acquire().await {
+                    p.forget();
+                }
+            });
         }
     }
 }
@@ -141,7 +164,7 @@ impl Hub {
         let slots = self.slots.get()?.clone();
         slots.add_permits(1);
         self.wake();
-        Some(LentSlot(slots))
+        Some(LentSlot(Some(slots)))
     }
 
     /// Wakes one idle claimer of this replica.
@@ -169,5 +192,52 @@ impl Hub {
 impl Default for Hub {
     fn default() -> Self {
         Self::new(&Arc::new(EgressPolicy::default()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn a_lent_slot_comes_back_whether_taken_back_or_abandoned() {
+        let hub = Hub::default();
+        assert!(hub.lend_slot().is_none(), "no claim loop, nothing to lend");
+        let slots = Arc::new(Semaphore::new(2));
+        hub.set_slots(slots.clone());
+        let held = slots.clone().acquire_owned().await.unwrap();
+
+        let lent = hub.lend_slot().unwrap();
+        assert_eq!(slots.available_permits(), 2);
+        lent.take_back().await;
+        assert_eq!(slots.available_permits(), 1);
+
+        // The waiting task is dropped (lease lost) while its slot is lent.
+        let lent = hub.lend_slot().unwrap();
+        drop(lent);
+        assert_eq!(
+            slots.available_permits(),
+            1,
+            "the lent permit outlived its task"
+        );
+
+        // Lent while every slot is busy: removed once one frees.
+        let busy = slots.clone().acquire_owned().await.unwrap();
+        let lent = hub.lend_slot().unwrap();
+        let borrowed = slots.clone().acquire_owned().await.unwrap();
+        drop(lent);
+        drop(borrowed);
+        drop(busy);
+        drop(held);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while slots.available_permits() != 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}",
+                slots.available_permits()
+            );
+            tokio::task::yield_now().await;
+        }
     }
 }

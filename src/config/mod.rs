@@ -57,7 +57,7 @@
 //! | `TASK_DEADLINE_SECONDS` | `600` | wall-clock limit of one attempt; past it the task fails |
 //! | `TASK_COST_CAP_USD` | unset | cost one task may reach (USD); unset = no cap |
 //! | `DELEGATION_MAX_DEPTH` | `3` | how deep `delegate` may nest sub-tasks |
-//! | `HTTP_TOOL_ALLOWED_HOSTS` | empty | comma-separated hosts (`host` or `host:port`) the `http_request` tool may call |
+//! | `HTTP_TOOL_ALLOWED_HOSTS` | empty | comma-separated hosts (`host:port`, or `host` for the scheme's default port) the `http_request` tool may call |
 //! | `HTTP_TOOL_TIMEOUT` | `10` | seconds per `http_request` call |
 //! | `HTTP_TOOL_MAX_BYTES` | `65536` | response bytes kept by `http_request` and webhook tools |
 //! | `SCHEDULER_INTERVAL` | `1` | seconds between scans for due schedules |

@@ -268,16 +268,8 @@ async fn http_request(
     if !matches!(parsed.scheme(), "http" | "https") {
         return ToolOutcome::err("invalid", "only http and https URLs are allowed");
     }
-    let host = parsed.host_str().unwrap_or_default().to_ascii_lowercase();
-    let with_port = parsed
-        .port_or_known_default()
-        .map(|p| format!("{host}:{p}"))
-        .unwrap_or_else(|| host.clone());
-    if !cfg
-        .http_allowed_hosts
-        .iter()
-        .any(|h| *h == host || *h == with_port)
-    {
+    if !host_allowed(&cfg.http_allowed_hosts, &parsed) {
+        let host = parsed.host_str().unwrap_or_default().to_ascii_lowercase();
         return ToolOutcome::err("denied", format!("host '{host}' is not on the allow-list"));
     }
     if let Err(r) = ctx.state.egress.check_request(&parsed) {
@@ -321,6 +313,21 @@ async fn http_request(
             "truncated": truncated,
         })),
     }
+}
+
+/// Whether `HTTP_TOOL_ALLOWED_HOSTS` lets `url` through: an entry `host:port` allows that
+/// port, an entry `host` only the scheme's default port (80 for http, 443 for https).
+fn host_allowed(allowed: &[String], url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+    let Some(port) = url.port_or_known_default() else {
+        return false;
+    };
+    let with_port = format!("{host}:{port}");
+    // `Url::port` is `None` exactly when the port is the scheme's default.
+    let default_port = url.port().is_none();
+    allowed
+        .iter()
+        .any(|h| *h == with_port || (default_port && *h == host))
 }
 
 fn egress_denied(r: Refusal) -> ToolOutcome {
@@ -541,5 +548,25 @@ async fn wait_for_subtask(
             );
         }
         let _ = tokio::time::timeout(left.min(Duration::from_millis(250)), waiter).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn an_allow_list_entry_without_a_port_means_the_default_port() {
+        let allowed = vec!["api.example.com".to_string(), "127.0.0.1:8080".to_string()];
+        let ok = |u: &str| host_allowed(&allowed, &reqwest::Url::parse(u).unwrap());
+        assert!(ok("https://api.example.com/x"));
+        assert!(ok("http://api.example.com/x"));
+        assert!(ok("https://API.example.com:443/x"));
+        assert!(!ok("https://api.example.com:8443/x"), "another port");
+        assert!(!ok("http://api.example.com:22/"), "another port");
+        assert!(ok("http://127.0.0.1:8080/"));
+        assert!(!ok("http://127.0.0.1/"));
+        assert!(!ok("https://other.example.com/"));
     }
 }
