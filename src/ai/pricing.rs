@@ -130,6 +130,13 @@ impl PriceTable {
             .map(|(_, p)| *p)
     }
 
+    /// Whether the table names this model itself (`provider/model` or `model`), not by
+    /// prefix: the test for a model name fit to be a metric label.
+    pub fn names(&self, provider: &str, model: &str) -> bool {
+        self.entries.contains_key(model)
+            || self.entries.contains_key(&format!("{provider}/{model}"))
+    }
+
     /// Cost in nano-dollars; 0 for an unknown model (and the caller is told by `None`).
     pub fn cost(&self, provider: &str, model: &str, usage: &Usage) -> Option<i64> {
         self.lookup(provider, model).map(|p| p.cost(usage))

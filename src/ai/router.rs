@@ -684,9 +684,10 @@ impl AiRouter {
             self.breaker(pname, Breaker::neutral);
         }
         tracing::warn!(provider = pname, model, kind = ?e.kind, status = e.status, "AI attempt failed");
-        metrics::counter!(m::AI_REQUESTS_TOTAL, "service" => pname.to_string(), "model" => model.to_string(), "status" => "error")
+        let label = self.label(pname, model);
+        metrics::counter!(m::AI_REQUESTS_TOTAL, "service" => pname.to_string(), "model" => label.clone(), "status" => "error")
             .increment(1);
-        metrics::histogram!(m::AI_REQUEST_DURATION_SECONDS, "service" => pname.to_string(), "model" => model.to_string())
+        metrics::histogram!(m::AI_REQUEST_DURATION_SECONDS, "service" => pname.to_string(), "model" => label)
             .record(latency.as_secs_f64());
         self.send(AiCallRecord::new(
             ctx,
@@ -715,7 +716,7 @@ impl AiRouter {
         streamed: bool,
     ) -> i64 {
         let cost = self.prices.cost(pname, model, u).unwrap_or(0);
-        let (svc, mdl) = (pname.to_string(), model.to_string());
+        let (svc, mdl) = (pname.to_string(), self.label(pname, model));
         metrics::counter!(m::AI_REQUESTS_TOTAL, "service" => svc.clone(), "model" => mdl.clone(), "status" => "success")
             .increment(1);
         metrics::histogram!(m::AI_REQUEST_DURATION_SECONDS, "service" => svc.clone(), "model" => mdl.clone())
@@ -753,7 +754,7 @@ impl AiRouter {
     }
 
     fn record_hit(&self, ctx: CallContext, pname: &str, model: &str, streamed: bool) {
-        metrics::counter!(m::AI_REQUESTS_TOTAL, "service" => pname.to_string(), "model" => model.to_string(), "status" => "cache_hit")
+        metrics::counter!(m::AI_REQUESTS_TOTAL, "service" => pname.to_string(), "model" => self.label(pname, model), "status" => "cache_hit")
             .increment(1);
         self.send(AiCallRecord::new(
             ctx,
@@ -764,12 +765,54 @@ impl AiRouter {
         ));
     }
 
+    /// The `model` label for `pname/model` (see [`model_label`]).
+    fn label(&self, pname: &str, model: &str) -> String {
+        model_label(&self.prices, &self.aliases, pname, model)
+    }
+
     fn send(&self, rec: AiCallRecord) {
         if let Some(tx) = &self.records
             && tx.try_send(rec).is_err()
         {
             metrics::counter!(m::AI_CALL_RECORDS_DROPPED_TOTAL).increment(1);
         }
+    }
+}
+
+/// Longest model name accepted from a caller.
+pub const MAX_MODEL_NAME: usize = 128;
+/// What [`valid_model_name`] accepts, for error messages.
+pub const MODEL_NAME_RULE: &str = "must be 1-128 characters: letters, digits and . _ : / @ + -";
+
+/// A model name a caller may send: 1–128 characters, each a letter, digit or one of
+/// `. _ : / @ + -` (vendor names such as `gpt-4o-mini`, `llama3:8b`,
+/// `meta-llama/Llama-3.1-8B-Instruct`, `claude-3-5-haiku@20241022`).
+pub fn valid_model_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_MODEL_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:/@+-".contains(&b))
+}
+
+/// The `model` label of a model's metrics: the name when the operator configured it (the
+/// price table names it, or an alias chain lists it), `other` for anything else, so a
+/// caller cannot mint new series with made-up names.
+fn model_label(
+    prices: &PriceTable,
+    aliases: &HashMap<String, Vec<String>>,
+    provider: &str,
+    model: &str,
+) -> String {
+    let configured = prices.names(provider, model)
+        || aliases
+            .values()
+            .flatten()
+            .any(|c| split(c) == (provider, model));
+    if configured {
+        model.to_string()
+    } else {
+        "other".to_string()
     }
 }
 

@@ -364,6 +364,11 @@ pub struct SandboxSetup {
     pub scripts: HashMap<String, Vec<ScriptStep>>,
 }
 
+/// Distinct model names the engine counts requests of; see [`SandboxEngine::stats`].
+pub const MAX_COUNTED_MODELS: usize = 1024;
+/// The counter shared by model names past [`MAX_COUNTED_MODELS`].
+pub const OTHER_MODELS: &str = "(other)";
+
 struct EngineState {
     rng: StdRng,
     rules: Vec<FaultRule>,
@@ -437,7 +442,15 @@ impl SandboxEngine {
     /// Decides the answer and faults for a request (and counts it).
     pub fn plan(&self, req: &ChatRequest, extra_faults: Vec<Fault>) -> Plan {
         let mut s = self.lock();
-        *s.requests.entry(req.model.clone()).or_default() += 1;
+        // Callers choose model names: past MAX_COUNTED_MODELS distinct ones, the rest share
+        // one counter, so the map cannot grow without bound.
+        let counted =
+            if s.requests.len() < MAX_COUNTED_MODELS || s.requests.contains_key(&req.model) {
+                req.model.clone()
+            } else {
+                OTHER_MODELS.to_string()
+            };
+        *s.requests.entry(counted).or_default() += 1;
         let mut faults = extra_faults;
         let mut response = None;
         if let Some(step) = s.scripts.get_mut(&req.model).and_then(VecDeque::pop_front) {
@@ -604,6 +617,26 @@ mod tests {
             }, "required": ["expression"]}),
         });
         r
+    }
+
+    #[test]
+    fn request_counters_are_bounded() {
+        let engine = SandboxEngine::default();
+        let mut req = tool_req();
+        for i in 0..MAX_COUNTED_MODELS + 500 {
+            req.model = format!("m-{i}");
+            engine.plan(&req, Vec::new());
+        }
+        let stats = engine.stats();
+        assert_eq!(stats.len(), MAX_COUNTED_MODELS + 1);
+        assert_eq!(stats[OTHER_MODELS], 500);
+        req.model = "m-0".into();
+        engine.plan(&req, Vec::new());
+        assert_eq!(
+            engine.stats()["m-0"],
+            2,
+            "a counted model keeps its own counter"
+        );
     }
 
     #[test]

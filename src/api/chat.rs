@@ -19,7 +19,9 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::ApiJson;
 use crate::ai::error::ErrorKind;
 use crate::ai::openai::{self, OaRequest};
-use crate::ai::router::{AttemptReport, CallContext, RouteError};
+use crate::ai::router::{
+    AttemptReport, CallContext, MODEL_NAME_RULE, RouteError, valid_model_name,
+};
 use crate::ai::sse;
 use crate::ai::types::StreamEvent;
 use crate::auth::Scope;
@@ -53,6 +55,11 @@ pub async fn completions(
         stream,
         include_usage,
     } = openai::request_to_internal(wire).map_err(|e| ApiError::validation(e.field, e.message))?;
+    // A caller's model name becomes a log field and, when configured, a metric label:
+    // bounded before anything else sees it.
+    if !valid_model_name(&requested) {
+        return Err(ApiError::validation("model", MODEL_NAME_RULE));
+    }
     let chain = state.ai.resolve(&requested).ok_or_else(|| {
         ApiError::validation(
             "model",

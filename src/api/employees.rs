@@ -14,6 +14,7 @@ use super::extract::{ApiJson, ApiQuery};
 use super::page::{ListParams, Page};
 use super::resource::{self, Resource, Target};
 use super::{Caller, etag, if_match};
+use crate::ai::router::valid_model_name;
 use crate::auth::Scope;
 use crate::state::AppState;
 use crate::store::{Employee, EmployeeFields, StoreError};
@@ -384,9 +385,7 @@ pub fn validate(f: &EmployeeFields) -> ApiResult<()> {
             !p.is_empty()
                 && p.bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-                && !m.is_empty()
-                && m.len() <= 128
-                && !m.chars().any(char::is_whitespace)
+                && valid_model_name(m)
         });
         if !ok {
             return Err(ApiError::validation(
