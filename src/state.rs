@@ -5,8 +5,9 @@
 //! It sits below everything that uses it (`api`, `orchestrator`, `runtime`) and imports
 //! none of them; `app` builds it.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore, broadcast};
@@ -104,6 +105,29 @@ pub struct Hub {
     pub webhooks: Notify,
     /// The worker slots of this replica's claim loop (set when it starts).
     slots: std::sync::OnceLock<Arc<Semaphore>>,
+    /// Live event streams per tenant on this replica.
+    streams: Mutex<HashMap<Uuid, u32>>,
+}
+
+/// One live event stream, counted for its tenant until dropped (the stream ended or the
+/// client went away).
+pub struct StreamSlot {
+    hub: Arc<Hub>,
+    tenant: Uuid,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.hub.lock_streams();
+        if let Some(n) = open.get_mut(&self.tenant) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.tenant);
+            }
+        }
+        drop(open);
+        metrics::gauge!(telemetry::metrics::SSE_STREAMS_OPEN).decrement(1.0);
+    }
 }
 
 /// A worker slot lent back to the claim loop while its task waits on other tasks.
@@ -154,6 +178,7 @@ impl Hub {
             http,
             webhooks: Notify::new(),
             slots: std::sync::OnceLock::new(),
+            streams: Mutex::new(HashMap::new()),
         }
     }
 
@@ -165,6 +190,26 @@ impl Hub {
         slots.add_permits(1);
         self.wake();
         Some(LentSlot(Some(slots)))
+    }
+
+    fn lock_streams(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, u32>> {
+        self.streams.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a new event stream of `tenant`; `None` when it already holds `max`.
+    pub fn open_stream(self: &Arc<Self>, tenant: Uuid, max: u32) -> Option<StreamSlot> {
+        let mut open = self.lock_streams();
+        let n = open.entry(tenant).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        drop(open);
+        metrics::gauge!(telemetry::metrics::SSE_STREAMS_OPEN).increment(1.0);
+        Some(StreamSlot {
+            hub: self.clone(),
+            tenant,
+        })
     }
 
     /// Wakes one idle claimer of this replica.

@@ -72,6 +72,13 @@ pub enum ApiError {
     /// Too many requests; the caller may retry after this many seconds.
     #[error("rate limit exceeded; retry after {retry_after} s")]
     RateLimited { retry_after: u64 },
+    /// The tenant holds as many live event streams as it may; one ends within its
+    /// lifetime, so the caller may retry after `retry_after` seconds.
+    #[error(
+        "this tenant already holds {max} live event streams on this replica; retry after \
+         {retry_after} s, or read the events as JSON"
+    )]
+    TooManyStreams { max: u32, retry_after: u64 },
     #[error("{0}")]
     Unavailable(String),
     /// Every AI candidate failed; the status says how (502, or 400/429/503 when all
@@ -106,7 +113,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::TooManyStreams { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Upstream { status, .. } => *status,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -124,7 +131,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Validation { .. } => "validation_error",
-            Self::RateLimited { .. } => "rate_limited",
+            Self::RateLimited { .. } | Self::TooManyStreams { .. } => "rate_limited",
             Self::Unavailable(_) => "unavailable",
             Self::Upstream { .. } => "upstream_error",
             Self::Internal(_) => "internal_error",
@@ -171,7 +178,7 @@ impl IntoResponse for ApiError {
             },
         };
         let mut resp = (status, axum::Json(body)).into_response();
-        if let Self::RateLimited { retry_after } = self {
+        if let Self::RateLimited { retry_after } | Self::TooManyStreams { retry_after, .. } = self {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }

@@ -26,7 +26,7 @@ use crate::auth::Scope;
 use crate::orchestrator::{
     self, DecideError, EmployeeRef, Idempotency, Submit, Submitted, TaskView,
 };
-use crate::state::AppState;
+use crate::state::{AppState, StreamSlot};
 use crate::store::{CancelOutcome, TaskEvent, TaskFilter, TaskStatus};
 
 /// A task to run.
@@ -330,6 +330,7 @@ async fn decide(
     responses(
         (status = 200, description = "Events in order (or an SSE stream)", body = EventList),
         (status = 404, description = "No such task in this tenant", body = ErrorBody),
+        (status = 429, description = "The tenant holds `SSE_MAX_STREAMS_PER_TENANT` live streams; see `Retry-After`", body = ErrorBody),
     ),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn events(
@@ -366,13 +367,29 @@ pub async fn events(
         data.retain(|e| e.seq > after);
         return Ok(Json(EventList { data }).into_response());
     }
-    Ok(Sse::new(follow(state, tenant, id, after))
+    let cfg = &state.config.tasks;
+    let max = cfg.sse_max_streams_per_tenant;
+    let Some(slot) = state.tasks.open_stream(tenant, max) else {
+        return Err(ApiError::TooManyStreams {
+            max,
+            retry_after: STREAM_RETRY_AFTER.min(cfg.sse_max_stream_duration.as_secs().max(1)),
+        });
+    };
+    let ends_at = tokio::time::Instant::now() + cfg.sse_max_stream_duration;
+    Ok(Sse::new(follow(state, tenant, id, after, slot, ends_at))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
 }
 
+/// Seconds a caller over the stream cap is asked to wait.
+const STREAM_RETRY_AFTER: u64 = 5;
+
 struct Follow {
     state: AppState,
+    /// Counts this stream against its tenant's cap until the stream is dropped.
+    _slot: StreamSlot,
+    /// The stream's lifetime (`SSE_MAX_STREAM_SECONDS`) ends here.
+    ends_at: tokio::time::Instant,
     tenant: Uuid,
     id: Uuid,
     after: i64,
@@ -381,16 +398,21 @@ struct Follow {
     done: bool,
 }
 
-/// Events after `after`, live, until the task has ended and all were sent.
+/// Events after `after`, live, until the task has ended and all were sent, or until
+/// `ends_at` (the client resumes with `Last-Event-ID`).
 fn follow(
     state: AppState,
     tenant: Uuid,
     id: Uuid,
     after: i64,
+    slot: StreamSlot,
+    ends_at: tokio::time::Instant,
 ) -> impl futures_util::Stream<Item = Result<Event, Infallible>> {
     let rx = state.tasks.events.subscribe();
     let f = Follow {
         state,
+        _slot: slot,
+        ends_at,
         tenant,
         id,
         after,
@@ -408,7 +430,10 @@ fn follow(
                     .data(serde_json::to_string(&e).unwrap_or_default());
                 return Some((Ok(ev), f));
             }
-            if f.done || f.state.tasks.shutdown.is_cancelled() {
+            if f.done
+                || f.state.tasks.shutdown.is_cancelled()
+                || tokio::time::Instant::now() >= f.ends_at
+            {
                 return None;
             }
             // Read the status before the events, so an end seen here has all its
@@ -443,6 +468,7 @@ fn follow(
             tokio::select! {
                 _ = wait => {},
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {},
+                _ = tokio::time::sleep_until(f.ends_at) => return None,
                 _ = shutdown.cancelled() => return None,
             }
         }

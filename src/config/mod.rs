@@ -65,6 +65,8 @@
 //! | `WEBHOOK_RETRY_BASE_DELAY` | `2` | seconds, base of the webhook retry backoff (doubles per attempt) |
 //! | `WEBHOOK_TIMEOUT` | `10` | seconds one webhook attempt may take |
 //! | `WEBHOOK_POLL_INTERVAL` | `1` | seconds between scans for due webhook deliveries |
+//! | `SSE_MAX_STREAMS_PER_TENANT` | `100` | live task event streams one tenant may hold on one replica; past it 429 with `Retry-After` |
+//! | `SSE_MAX_STREAM_SECONDS` | `3600` | lifetime of one event stream; it then ends and the client resumes with `Last-Event-ID` |
 //!
 //! Nothing else in the crate calls `std::env::var`.
 //!

@@ -54,11 +54,17 @@ pub struct TaskConfig {
     /// `WEBHOOK_POLL_INTERVAL`: time between scans for due deliveries (at least 10 ms).
     #[serde(serialize_with = "ser_secs")]
     pub webhook_poll_interval: Duration,
+    /// `SSE_MAX_STREAMS_PER_TENANT`: live event streams one tenant may hold per replica.
+    pub sse_max_streams_per_tenant: u32,
+    /// `SSE_MAX_STREAM_SECONDS`: how long one event stream lives before it ends (the
+    /// client resumes with `Last-Event-ID`).
+    #[serde(serialize_with = "ser_secs")]
+    pub sse_max_stream_duration: Duration,
 }
 
 impl TaskConfig {
     /// `WORKERS_ENABLED`, `WORKER_CONCURRENCY`, `TASK_*`, `DELEGATION_MAX_DEPTH`,
-    /// `HTTP_TOOL_*`, `SCHEDULER_INTERVAL` and `WEBHOOK_*`.
+    /// `HTTP_TOOL_*`, `SCHEDULER_INTERVAL`, `WEBHOOK_*` and `SSE_*`.
     pub(super) fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let workers_enabled = on_off(get, "WORKERS_ENABLED", true)?;
         let positive = |var: &'static str, default: &str, max: u64| -> Result<u64, ConfigError> {
@@ -120,6 +126,10 @@ impl TaskConfig {
             webhook_timeout: secs(get, "WEBHOOK_TIMEOUT", "10")?.max(Duration::from_millis(10)),
             webhook_poll_interval: secs(get, "WEBHOOK_POLL_INTERVAL", "1")?
                 .max(Duration::from_millis(10)),
+            sse_max_streams_per_tenant: positive("SSE_MAX_STREAMS_PER_TENANT", "100", 100_000)?
+                as u32,
+            sse_max_stream_duration: secs(get, "SSE_MAX_STREAM_SECONDS", "3600")?
+                .max(Duration::from_secs(1)),
         })
     }
 }

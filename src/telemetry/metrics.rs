@@ -40,6 +40,8 @@ pub const RATE_LIMITED_TOTAL: &str = "rate_limited_total";
 /// Counter `{policy}`: requests whose rate limit could not be checked because Redis was
 /// unreachable (`policy="open"`: let through; `"closed"`: refused with 503).
 pub const RATE_LIMIT_REDIS_ERRORS_TOTAL: &str = "rate_limit_redis_errors_total";
+/// Task event streams (SSE) open on this replica.
+pub const SSE_STREAMS_OPEN: &str = "sse_streams_open";
 /// Requests to tenant-chosen targets refused by the egress policy, by `reason`.
 pub const EGRESS_REFUSED_TOTAL: &str = "egress_refused_total";
 /// Gauge: resident set size of the process, bytes.
@@ -161,6 +163,10 @@ fn describe() {
     metrics::describe_counter!(
         RATE_LIMIT_REDIS_ERRORS_TOTAL,
         "Requests whose rate limit could not be checked because Redis was unreachable"
+    );
+    metrics::describe_gauge!(
+        SSE_STREAMS_OPEN,
+        "Task event streams (SSE) open on this replica"
     );
     metrics::describe_counter!(
         EGRESS_REFUSED_TOTAL,
