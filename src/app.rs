@@ -42,6 +42,7 @@ impl App {
     /// schema, creates a bootstrap admin key when no key exists, and binds both ports.
     pub async fn build(config: Config) -> anyhow::Result<App> {
         telemetry::metrics::install();
+        crate::egress::export_metrics();
         redact::install(&config.redact_extra_patterns, config.secret_values());
         let store = store::connect(&store::ConnectOptions {
             url: config.database_url.expose().to_string(),

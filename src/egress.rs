@@ -50,6 +50,20 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Every reason, for exporting each series from start.
+    pub const ALL: [Refusal; 10] = [
+        Refusal::Scheme,
+        Refusal::Loopback,
+        Refusal::Private,
+        Refusal::LinkLocal,
+        Refusal::SharedAddress,
+        Refusal::UniqueLocal,
+        Refusal::Multicast,
+        Refusal::Unspecified,
+        Refusal::Reserved,
+        Refusal::Unresolvable,
+    ];
+
     /// The label value and the word used in messages.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -77,6 +91,14 @@ impl Refusal {
                 r.as_str().replace('_', "-")
             ),
         }
+    }
+}
+
+/// Exports `egress_refused_total` at 0 for every reason, so a scrape (and an alert's
+/// `increase()`) sees the series before the first refusal.
+pub fn export_metrics() {
+    for r in Refusal::ALL {
+        metrics::counter!(m::EGRESS_REFUSED_TOTAL, "reason" => r.as_str()).increment(0);
     }
 }
 

@@ -245,7 +245,9 @@ async fn documented_metrics_are_exported_with_plausible_values(backend: Backend)
                     "tasks_rescued_total",
                     "tasks_retried_total",
                     "schedule_fires_total",
+                    "schedule_fire_errors_total",
                     "webhook_deliveries_total",
+                    "egress_refused_total",
                 ];
                 if !rare.contains(&name.as_str()) {
                     assert!(s.iter().any(|(_, v)| *v > 0.0), "{name} is 0: {s:?}");

@@ -25,6 +25,7 @@ backend_tests!(
     sessions_memory_and_schedule_fires,
     step_events_keep_order_and_are_fenced,
     a_claim_can_carry_the_employee,
+    due_schedules_are_shared_fairly_between_tenants,
 );
 
 fn new_task(employee: Uuid, priority: i32) -> NewTask {
@@ -445,7 +446,7 @@ async fn sessions_memory_and_schedule_fires(backend: Backend) {
         .create_schedule(DEFAULT_TENANT_ID, &f, fire)
         .await
         .unwrap();
-    let due = s.due_schedules(Utc::now(), 10).await.unwrap();
+    let due = s.due_schedules(Utc::now(), 10, 10).await.unwrap();
     assert_eq!(due.len(), 1);
     let next = fire + chrono::Duration::minutes(1);
     let (a, b) = tokio::join!(
@@ -456,6 +457,76 @@ async fn sessions_memory_and_schedule_fires(backend: Backend) {
         a.unwrap() ^ b.unwrap(),
         "exactly one scheduler claims a fire"
     );
-    assert!(s.due_schedules(Utc::now(), 10).await.unwrap().is_empty());
+    assert!(
+        s.due_schedules(Utc::now(), 10, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     s.delete_schedule(DEFAULT_TENANT_ID, sch.id).await.unwrap();
+}
+
+/// One tenant with a backlog of due schedules cannot crowd another out of a scan: each
+/// tenant gets at most `per_tenant`, and every tenant's first comes before anyone's second.
+async fn due_schedules_are_shared_fairly_between_tenants(backend: Backend) {
+    let db = TestDb::new(backend).await.unwrap();
+    let s = db.migrated_store().await;
+    let fields = |name: &str| EmployeeFields {
+        name: name.into(),
+        role: "r".into(),
+        instructions: String::new(),
+        model_policy: vec!["sandbox/sandbox-1".into()],
+        allowed_tools: Vec::new(),
+        max_steps: 5,
+        token_budget: 1000,
+        temperature: 0.0,
+        redact_prompts: false,
+        approval_tools: Vec::new(),
+    };
+    let busy = DEFAULT_TENANT_ID;
+    let quiet = s.create_tenant("quiet").await.unwrap().id;
+    let busy_emp = s.create_employee(busy, &fields("busy")).await.unwrap().id;
+    let quiet_emp = s.create_employee(quiet, &fields("quiet")).await.unwrap().id;
+    let schedule = |employee_id| ScheduleFields {
+        employee_id,
+        cron: "0 0 1 1 *".into(),
+        timezone: "UTC".into(),
+        input: json!("report"),
+        priority: 0,
+        enabled: true,
+    };
+    // The busy tenant's 30 schedules all became due before the quiet tenant's one.
+    for i in 0..30 {
+        let fire = now() - chrono::Duration::seconds(600 - i);
+        s.create_schedule(busy, &schedule(busy_emp), fire)
+            .await
+            .unwrap();
+    }
+    let q = s
+        .create_schedule(
+            quiet,
+            &schedule(quiet_emp),
+            now() - chrono::Duration::seconds(1),
+        )
+        .await
+        .unwrap();
+    let due = s.due_schedules(Utc::now(), 5, 100).await.unwrap();
+    assert_eq!(due.len(), 6, "five of the busy tenant, one of the quiet");
+    assert_eq!(due.iter().filter(|d| d.tenant_id == busy).count(), 5);
+    let pos = due.iter().position(|d| d.id == q.id).unwrap();
+    assert!(
+        pos <= 1,
+        "the quiet tenant's fire waits behind {pos} others"
+    );
+    // The busy tenant's five are its oldest, in order.
+    let busy_due: Vec<_> = due.iter().filter(|d| d.tenant_id == busy).collect();
+    assert!(
+        busy_due
+            .windows(2)
+            .all(|w| w[0].next_fire_at <= w[1].next_fire_at)
+    );
+    // The overall limit still holds.
+    assert_eq!(s.due_schedules(Utc::now(), 5, 3).await.unwrap().len(), 3);
+    assert_eq!(s.count_schedules(busy).await.unwrap(), 30);
+    assert_eq!(s.count_schedules(quiet).await.unwrap(), 1);
 }

@@ -19,6 +19,7 @@ use super::extract::{ApiJson, ApiQuery};
 use super::page::{ListParams, Page};
 use super::resource::{self, Resource, Target};
 use crate::auth::Scope;
+use crate::config::TaskConfig;
 use crate::orchestrator::resolve_employee;
 use crate::orchestrator::scheduler;
 use crate::state::AppState;
@@ -101,7 +102,8 @@ impl From<Schedule> for ScheduleView {
 }
 
 /// Checks the fields and computes the first fire after now; 422 names the bad field.
-fn validate(f: &ScheduleFields) -> ApiResult<DateTime<Utc>> {
+/// A cron that fires more often than `SCHEDULE_MIN_INTERVAL_SECONDS` is refused.
+fn validate(f: &ScheduleFields, cfg: &TaskConfig) -> ApiResult<DateTime<Utc>> {
     if f.timezone.parse::<chrono_tz::Tz>().is_err() {
         return Err(ApiError::validation(
             "timezone",
@@ -129,7 +131,24 @@ fn validate(f: &ScheduleFields) -> ApiResult<DateTime<Utc>> {
             "must be between -100 and 100",
         ));
     }
-    scheduler::next_fire(&f.cron, &f.timezone, now()).map_err(|e| ApiError::validation("cron", e))
+    let next = scheduler::next_fire(&f.cron, &f.timezone, now())
+        .map_err(|e| ApiError::validation("cron", e))?;
+    let min = cfg.schedule_min_interval;
+    if let Some(gap) = scheduler::shortest_interval(&f.cron, &f.timezone, now())
+        .map_err(|e| ApiError::validation("cron", e))?
+        && gap < min
+    {
+        return Err(ApiError::validation(
+            "cron",
+            format!(
+                "fires every {} s at times; schedules may fire at most every {} s \
+                 (SCHEDULE_MIN_INTERVAL_SECONDS)",
+                gap.as_secs_f64(),
+                min.as_secs_f64()
+            ),
+        ));
+    }
+    Ok(next)
 }
 
 /// Create a schedule.
@@ -139,6 +158,7 @@ fn validate(f: &ScheduleFields) -> ApiResult<DateTime<Utc>> {
         (status = 201, description = "Created, with its next fire", body = ScheduleView),
         (status = 401, description = "Missing or invalid key", body = ErrorBody),
         (status = 403, description = "Key lacks the write scope", body = ErrorBody),
+        (status = 409, description = "The tenant has `SCHEDULE_MAX_PER_TENANT` schedules", body = ErrorBody),
         (status = 422, description = "Invalid field (`cron`, `timezone`, `employee`, …)", body = ErrorBody),
     ),
     security(("api_key" = []), ("bearer" = [])))]
@@ -157,8 +177,15 @@ pub async fn create(
         priority: body.priority.unwrap_or(0),
         enabled: body.enabled.unwrap_or(true),
     };
-    let next = validate(&fields)?;
+    let next = validate(&fields, &state.config.tasks)?;
     fields.employee_id = resolve_employee(&state, tenant, &body.employee).await?.id;
+    // Checked before the insert: two creates racing at the cap may both pass.
+    let cap = state.config.tasks.schedule_max_per_tenant;
+    if state.store.count_schedules(tenant).await? >= u64::from(cap) {
+        return Err(ApiError::Conflict(format!(
+            "this tenant already has {cap} schedules (SCHEDULE_MAX_PER_TENANT); delete one first"
+        )));
+    }
     let s = state.store.create_schedule(tenant, &fields, next).await?;
     tracing::info!(schedule_id = %s.id, "schedule created");
     Ok((StatusCode::CREATED, Json(s.into())))
@@ -239,7 +266,7 @@ pub async fn update(
     if let Some(e) = body.enabled {
         f.enabled = e;
     }
-    let next = validate(&f)?;
+    let next = validate(&f, &state.config.tasks)?;
     if let Some(e) = &body.employee {
         f.employee_id = resolve_employee(&state, tenant, e).await?.id;
     }

@@ -61,6 +61,8 @@
 //! | `HTTP_TOOL_TIMEOUT` | `10` | seconds per `http_request` call |
 //! | `HTTP_TOOL_MAX_BYTES` | `65536` | response bytes kept by `http_request` and webhook tools |
 //! | `SCHEDULER_INTERVAL` | `1` | seconds between scans for due schedules |
+//! | `SCHEDULE_MIN_INTERVAL_SECONDS` | `60` | shortest gap a schedule's cron may have between two fires (`0` = no minimum) |
+//! | `SCHEDULE_MAX_PER_TENANT` | `100` | schedules one tenant may have |
 //! | `WEBHOOK_MAX_ATTEMPTS` | `5` | attempts of a completion webhook before it is given up (1–50) |
 //! | `WEBHOOK_RETRY_BASE_DELAY` | `2` | seconds, base of the webhook retry backoff (doubles per attempt) |
 //! | `WEBHOOK_TIMEOUT` | `10` | seconds one webhook attempt may take |

@@ -54,6 +54,12 @@ pub struct TaskConfig {
     /// `WEBHOOK_POLL_INTERVAL`: time between scans for due deliveries (at least 10 ms).
     #[serde(serialize_with = "ser_secs")]
     pub webhook_poll_interval: Duration,
+    /// `SCHEDULE_MIN_INTERVAL_SECONDS`: the shortest gap between two fires of a schedule
+    /// (0 = no minimum).
+    #[serde(serialize_with = "ser_secs")]
+    pub schedule_min_interval: Duration,
+    /// `SCHEDULE_MAX_PER_TENANT`: schedules one tenant may have.
+    pub schedule_max_per_tenant: u32,
     /// `SSE_MAX_STREAMS_PER_TENANT`: live event streams one tenant may hold per replica.
     pub sse_max_streams_per_tenant: u32,
     /// `SSE_MAX_STREAM_SECONDS`: how long one event stream lives before it ends (the
@@ -64,7 +70,7 @@ pub struct TaskConfig {
 
 impl TaskConfig {
     /// `WORKERS_ENABLED`, `WORKER_CONCURRENCY`, `TASK_*`, `DELEGATION_MAX_DEPTH`,
-    /// `HTTP_TOOL_*`, `SCHEDULER_INTERVAL`, `WEBHOOK_*` and `SSE_*`.
+    /// `HTTP_TOOL_*`, `SCHEDULER_INTERVAL`, `SCHEDULE_*`, `WEBHOOK_*` and `SSE_*`.
     pub(super) fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let workers_enabled = on_off(get, "WORKERS_ENABLED", true)?;
         let positive = |var: &'static str, default: &str, max: u64| -> Result<u64, ConfigError> {
@@ -126,6 +132,8 @@ impl TaskConfig {
             webhook_timeout: secs(get, "WEBHOOK_TIMEOUT", "10")?.max(Duration::from_millis(10)),
             webhook_poll_interval: secs(get, "WEBHOOK_POLL_INTERVAL", "1")?
                 .max(Duration::from_millis(10)),
+            schedule_min_interval: secs(get, "SCHEDULE_MIN_INTERVAL_SECONDS", "60")?,
+            schedule_max_per_tenant: positive("SCHEDULE_MAX_PER_TENANT", "100", 1_000_000)? as u32,
             sse_max_streams_per_tenant: positive("SSE_MAX_STREAMS_PER_TENANT", "100", 100_000)?
                 as u32,
             sse_max_stream_duration: secs(get, "SSE_MAX_STREAM_SECONDS", "3600")?

@@ -1,10 +1,17 @@
-//! Schedules: each due schedule fires once per cron tick, even with several replicas.
+//! Schedules: each due schedule fires exactly once per cron tick, even with several
+//! replicas and across crashes.
 //!
-//! A fire is claimed with a conditional `UPDATE schedules SET next_fire_at = <next>
-//! WHERE id = ? AND next_fire_at = <the fire>`: exactly one scheduler wins. The task it
-//! creates also carries the idempotency key `schedule:<id>:<fire>`, so even a scheduler
-//! that crashed between the claim and the insert cannot produce a second task. Missed
-//! ticks (all replicas down) are not replayed: the next fire is computed from now.
+//! A fire first submits its task with the idempotency key `schedule:<id>:<fire>` (any
+//! number of schedulers submitting the same fire get one task), and only then advances
+//! the schedule with a conditional `UPDATE schedules SET next_fire_at = <next> WHERE id = ?
+//! AND next_fire_at = <the fire>`. A scheduler that crashes between the two leaves the
+//! fire due; the next scan submits it again (the same task comes back) and advances it.
+//! A submit that fails for a passing reason (storage) leaves the fire due as well; one
+//! that can never succeed (the employee is gone) is logged and the schedule moves on.
+//! Missed ticks (all replicas down) are not replayed: the next fire is computed from now.
+//!
+//! Each scan takes at most [`FIRES_PER_TENANT`] due schedules of each tenant, interleaved
+//! across tenants, so one tenant's backlog cannot delay another's fire.
 
 use std::str::FromStr;
 
@@ -12,7 +19,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{EmployeeRef, Idempotency, Submit, Submitted, submit};
+use super::{EmployeeRef, Idempotency, Submit, SubmitError, Submitted, submit};
 use crate::state::AppState;
 use crate::store::{Schedule, now};
 use crate::telemetry::metrics as m;
@@ -44,6 +51,32 @@ pub fn next_fire(expr: &str, tz: &str, after: DateTime<Utc>) -> Result<DateTime<
     Ok(DateTime::from_timestamp_micros(utc.timestamp_micros()).unwrap_or(utc))
 }
 
+/// Due schedules one scan fires at most.
+const FIRES_PER_SCAN: u32 = 100;
+/// Due schedules of one tenant one scan fires at most.
+pub const FIRES_PER_TENANT: u32 = 10;
+/// Fires sampled to find a cron expression's shortest interval.
+const INTERVAL_SAMPLES: usize = 64;
+
+/// The shortest gap between two consecutive fires of `expr` in `tz` among the next few
+/// dozen after `after` (enough to see every pattern a cron field can make within a
+/// minute, an hour or a day).
+pub fn shortest_interval(
+    expr: &str,
+    tz: &str,
+    after: DateTime<Utc>,
+) -> Result<Option<std::time::Duration>, String> {
+    let (schedule, tz) = parse(expr, tz)?;
+    let fires: Vec<_> = schedule
+        .after(&after.with_timezone(&tz))
+        .take(INTERVAL_SAMPLES)
+        .collect();
+    Ok(fires
+        .windows(2)
+        .filter_map(|w| (w[1] - w[0]).to_std().ok())
+        .min())
+}
+
 pub async fn run(state: AppState, stop: CancellationToken) {
     let every = state.config.tasks.scheduler_interval;
     loop {
@@ -51,11 +84,16 @@ pub async fn run(state: AppState, stop: CancellationToken) {
             _ = tokio::time::sleep(every) => {},
             _ = stop.cancelled() => return,
         }
-        match state.store.due_schedules(now(), 100).await {
+        match state
+            .store
+            .due_schedules(now(), FIRES_PER_TENANT, FIRES_PER_SCAN)
+            .await
+        {
             Ok(due) => {
                 for s in due {
                     if let Err(e) = fire(&state, &s).await {
-                        tracing::warn!(schedule_id = %s.id, error = %e, "schedule fire failed");
+                        metrics::counter!(m::SCHEDULE_FIRE_ERRORS_TOTAL).increment(1);
+                        tracing::warn!(schedule_id = %s.id, error = %e, "schedule fire failed; it stays due");
                     }
                 }
             }
@@ -71,9 +109,6 @@ async fn fire(state: &AppState, s: &Schedule) -> anyhow::Result<()> {
         now().max(s.next_fire_at),
     )
     .map_err(anyhow::Error::msg)?;
-    if !state.store.claim_fire(s.id, s.next_fire_at, next).await? {
-        return Ok(()); // another scheduler took this fire
-    }
     let mut req = Submit::new(
         s.tenant_id,
         EmployeeRef::Id(s.fields.employee_id),
@@ -85,11 +120,22 @@ async fn fire(state: &AppState, s: &Schedule) -> anyhow::Result<()> {
         key: format!("schedule:{}:{}", s.id, s.next_fire_at.timestamp_micros()),
         body_hash: None,
     });
-    let Submitted { task, created } = submit(state, req).await?;
-    if created {
-        metrics::counter!(m::SCHEDULE_FIRES_TOTAL).increment(1);
-        tracing::info!(schedule_id = %s.id, task_id = %task.id, "schedule fired");
+    match submit(state, req).await {
+        Ok(Submitted { task, created }) => {
+            if created {
+                metrics::counter!(m::SCHEDULE_FIRES_TOTAL).increment(1);
+                tracing::info!(schedule_id = %s.id, task_id = %task.id, "schedule fired");
+            }
+        }
+        // Storage trouble: the fire stays due and the next scan submits it again.
+        Err(SubmitError::Store(e)) => return Err(e.into()),
+        // It can never be submitted as it is: move on rather than retry every scan.
+        Err(e) => {
+            tracing::warn!(schedule_id = %s.id, error = %e, "schedule fire refused; skipping this tick")
+        }
     }
+    // Whoever advances first wins; the others' submits returned the same task.
+    state.store.claim_fire(s.id, s.next_fire_at, next).await?;
     Ok(())
 }
 
@@ -109,5 +155,20 @@ mod tests {
         assert_eq!(n.to_rfc3339(), "2025-03-02T08:00:00+00:00");
         assert!(next_fire("nope", "UTC", t).is_err());
         assert!(next_fire("* * * * *", "Mars/Base", t).is_err());
+    }
+
+    #[test]
+    fn the_shortest_interval_sees_uneven_patterns() {
+        let t = DateTime::parse_from_rfc3339("2025-03-01T10:00:30Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let secs = |e: &str| shortest_interval(e, "UTC", t).unwrap().unwrap().as_secs();
+        assert_eq!(secs("* * * * *"), 60);
+        assert_eq!(secs("*/1 * * * * *"), 1);
+        assert_eq!(secs("0 9 * * *"), 86_400);
+        // Two fires a minute apart once an hour: the short gap counts.
+        assert_eq!(secs("0,1 * * * *"), 60);
+        assert_eq!(secs("0 0,30 9 * * *"), 1800);
+        assert_eq!(secs("0,30 0 9 * * *"), 30);
     }
 }

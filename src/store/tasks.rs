@@ -400,8 +400,18 @@ pub trait TaskStore: Send + Sync {
         next_fire_at: DateTime<Utc>,
     ) -> StoreResult<Schedule>;
     async fn delete_schedule(&self, tenant: Uuid, id: Uuid) -> StoreResult<()>;
-    /// Enabled schedules with `next_fire_at <= now`, across tenants.
-    async fn due_schedules(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Schedule>>;
+    /// Enabled schedules with `next_fire_at <= now`, across tenants: at most `per_tenant`
+    /// of each tenant (its oldest), interleaved (every tenant's first, then every
+    /// tenant's second, …), at most `limit` in all, so one tenant's backlog cannot hold
+    /// back another's fire.
+    async fn due_schedules(
+        &self,
+        now: DateTime<Utc>,
+        per_tenant: u32,
+        limit: u32,
+    ) -> StoreResult<Vec<Schedule>>;
+    /// How many schedules a tenant has (enabled or not).
+    async fn count_schedules(&self, tenant: Uuid) -> StoreResult<u64>;
     /// Claims one fire: moves `next_fire_at` from `expected` to `next` only if nobody did
     /// it first. `true` for exactly one of several schedulers.
     async fn claim_fire(

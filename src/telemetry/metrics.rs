@@ -72,6 +72,8 @@ pub const TASKS_RETRIED_TOTAL: &str = "tasks_retried_total";
 pub const TOOL_CALLS_TOTAL: &str = "tool_calls_total";
 /// Counter: schedule fires that created a task.
 pub const SCHEDULE_FIRES_TOTAL: &str = "schedule_fires_total";
+/// Schedule fires that failed for a passing reason and stay due for the next scan.
+pub const SCHEDULE_FIRE_ERRORS_TOTAL: &str = "schedule_fire_errors_total";
 pub const WEBHOOK_DELIVERIES_TOTAL: &str = "webhook_deliveries_total";
 
 /// The `endpoint` label of requests that matched no route, so raw paths never become
@@ -188,6 +190,10 @@ fn describe() {
     metrics::describe_counter!(TOOL_CALLS_TOTAL, "Tool calls by tool and outcome");
     metrics::describe_counter!(SCHEDULE_FIRES_TOTAL, "Schedule fires that created a task");
     metrics::describe_counter!(
+        SCHEDULE_FIRE_ERRORS_TOTAL,
+        "Schedule fires that failed (storage) and stay due for the next scan"
+    );
+    metrics::describe_counter!(
         WEBHOOK_DELIVERIES_TOTAL,
         "Completion webhook attempts by outcome (delivered, retrying, failed)"
     );
@@ -222,6 +228,7 @@ fn describe() {
         TASKS_RESCUED_TOTAL,
         TASKS_RETRIED_TOTAL,
         SCHEDULE_FIRES_TOTAL,
+        SCHEDULE_FIRE_ERRORS_TOTAL,
     ] {
         metrics::counter!(name).increment(0);
     }
@@ -229,4 +236,6 @@ fn describe() {
     for outcome in ["delivered", "retrying", "failed"] {
         metrics::counter!(WEBHOOK_DELIVERIES_TOTAL, "outcome" => outcome).increment(0);
     }
+    // Registered without changing it: several apps may share this process's recorder.
+    metrics::gauge!(SSE_STREAMS_OPEN).increment(0.0);
 }

@@ -202,6 +202,8 @@ pub fn test_config(db_url: &str, extra: &[(&str, &str)]) -> Config {
         // Test receivers (webhooks, tools, http_request targets) listen on loopback; the
         // egress tests set this empty to see the policy refuse it.
         ("EGRESS_ALLOW_CIDRS", "127.0.0.1/32"),
+        // Scenarios use per-second schedules to see fires quickly.
+        ("SCHEDULE_MIN_INTERVAL_SECONDS", "0"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -805,17 +805,35 @@ impl TaskStore for PgStore {
         }
     }
 
-    async fn due_schedules(&self, at: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Schedule>> {
+    async fn due_schedules(
+        &self,
+        at: DateTime<Utc>,
+        per_tenant: u32,
+        limit: u32,
+    ) -> StoreResult<Vec<Schedule>> {
         let rows = sqlx::query(concat!(
             "SELECT ",
             schedule_cols!(),
-            " FROM schedules WHERE enabled AND next_fire_at <= $1 ORDER BY next_fire_at LIMIT $2"
+            " FROM (SELECT ",
+            schedule_cols!(),
+            ", ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY next_fire_at, id) AS rn \
+             FROM schedules WHERE enabled AND next_fire_at <= $1) due \
+             WHERE rn <= $2 ORDER BY rn, next_fire_at, id LIMIT $3"
         ))
         .bind(at)
+        .bind(i64::from(per_tenant))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(schedule_row).collect()
+    }
+
+    async fn count_schedules(&self, tenant: Uuid) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM schedules WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     async fn claim_fire(

@@ -980,17 +980,35 @@ impl TaskStore for SqliteStore {
         }
     }
 
-    async fn due_schedules(&self, at: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Schedule>> {
+    async fn due_schedules(
+        &self,
+        at: DateTime<Utc>,
+        per_tenant: u32,
+        limit: u32,
+    ) -> StoreResult<Vec<Schedule>> {
         let rows = sqlx::query(concat!(
             "SELECT ",
             schedule_cols!(),
-            " FROM schedules WHERE enabled = 1 AND next_fire_at <= ? ORDER BY next_fire_at LIMIT ?"
+            " FROM (SELECT ",
+            schedule_cols!(),
+            ", ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY next_fire_at, id) AS rn \
+             FROM schedules WHERE enabled = 1 AND next_fire_at <= ?) due \
+             WHERE rn <= ? ORDER BY rn, next_fire_at, id LIMIT ?"
         ))
         .bind(ts(&at))
+        .bind(i64::from(per_tenant))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(schedule_row).collect()
+    }
+
+    async fn count_schedules(&self, tenant: Uuid) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM schedules WHERE tenant_id = ?")
+            .bind(tenant.to_string())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     async fn claim_fire(
