@@ -623,6 +623,53 @@ async fn gateway_app(v: &Vendor) -> common::TestApp {
     .unwrap()
 }
 
+/// A vendor's error text names the operator's organisation and project; a tenant sees
+/// the reason without them.
+#[tokio::test]
+async fn vendor_error_text_reaches_tenants_without_account_identifiers() {
+    let v = Vendor::start().await;
+    v.faults(vec![rule(
+        "quota",
+        Fault::Status {
+            status: 400,
+            retry_after: None,
+            message: Some(
+                "Quota exceeded for organization org-Zx81KqPbY3dW in project proj_aB12cD34eF; \
+                 billing contact finance@operator.example"
+                    .into(),
+            ),
+        },
+        None,
+    )]);
+    let app = gateway_app(&v).await;
+    let body = json!({"model": "openai/quota", "messages": [{"role": "user", "content": "x"}]});
+    let r = app
+        .post_json("/v1/chat/completions", &body)
+        .send()
+        .await
+        .unwrap();
+    let err = common::assert_error(r, 400, "upstream_error").await;
+    let text = err.to_string();
+    for leaked in [
+        "org-Zx81KqPbY3dW",
+        "proj_aB12cD34eF",
+        "finance@operator.example",
+    ] {
+        assert!(
+            !text.contains(leaked),
+            "{leaked} reached the tenant: {text}"
+        );
+    }
+    assert!(
+        err["error"]["attempts"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Quota exceeded"),
+        "{text}"
+    );
+    app.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn gateway_serves_openai_format_with_fallback_and_streaming() {
     let v = Vendor::start().await;

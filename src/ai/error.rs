@@ -157,6 +157,21 @@ impl RequestError {
     }
 }
 
+/// A vendor's error text as a tenant may see it (in `attempts[].reason` and stream
+/// errors): sensitive data and credentials redacted, the operator's account identifiers
+/// (`org-…`, `proj_…`, `acct_…`, `user-…`) replaced, at most 200 characters.
+pub fn vendor_text(message: &str) -> String {
+    static ACCOUNT_ID: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"\b(?:org|proj|acct|user|sess|workspace|ws)[-_][A-Za-z0-9_-]{6,}").ok()
+    });
+    let (clean, _) = crate::auth::redact::redact(message);
+    let clean = match ACCOUNT_ID.as_ref() {
+        Some(re) => re.replace_all(&clean, "[account]").into_owned(),
+        None => clean,
+    };
+    clean.chars().take(200).collect()
+}
+
 /// The longest `Retry-After` taken from a vendor; a larger one (or `1e30`) is clamped.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
@@ -185,6 +200,23 @@ pub fn parse_retry_after(v: Option<&reqwest::header::HeaderValue>) -> Option<Dur
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vendor_text_hides_accounts_and_secrets() {
+        let raw = "You exceeded your quota for organization org-AbC123xyz789 in project \
+                   proj_9fK2mQ7rT1 (key sk-abcdefghijklmnopqrstuvwx1234); contact ops@example.com";
+        let shown = vendor_text(raw);
+        for leaked in [
+            "org-AbC123xyz789",
+            "proj_9fK2mQ7rT1",
+            "sk-abcdefghijklmnopqrstuvwx1234",
+            "ops@example.com",
+        ] {
+            assert!(!shown.contains(leaked), "{leaked} in {shown}");
+        }
+        assert!(shown.contains("You exceeded your quota"), "{shown}");
+        assert!(vendor_text(&"x".repeat(1000)).chars().count() == 200);
+    }
 
     #[test]
     fn retry_after_never_panics_and_is_clamped() {

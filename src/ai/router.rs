@@ -701,7 +701,7 @@ impl AiRouter {
             model: model.to_string(),
             status: e.status,
             kind: e.kind,
-            reason: e.message.chars().take(200).collect(),
+            reason: super::error::vendor_text(&e.message),
         }
     }
 

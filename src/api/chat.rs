@@ -118,7 +118,10 @@ pub async fn completions(
                     Some(Err(e)) => {
                         let body = json!({"error": {
                             "type": "upstream_error",
-                            "message": format!("the vendor stream failed: {}", e.message),
+                            "message": format!(
+                                "the vendor stream failed: {}",
+                                crate::ai::error::vendor_text(&e.message)
+                            ),
                             "request_id": super::error::current_request_id(),
                         }});
                         (sse::encode(None, &body.to_string()), true)
