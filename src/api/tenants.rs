@@ -14,11 +14,9 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
 use super::page::{ListParams, Page};
 use super::resource::Resource;
-use crate::auth::Scope;
+use crate::auth::{Scope, TENANT_NAME_RULE, check_tenant_name};
 use crate::state::AppState;
 use crate::store::Tenant;
-
-const MAX_NAME: usize = 64;
 
 /// Tenants, as `/v1/tenants/{id}` and the `tenant_id` of `/v1/keys` name them.
 pub const TENANT: Resource = Resource::new("tenant not found");
@@ -76,17 +74,8 @@ pub async fn create(
         ));
     }
     let name = body.name.as_str();
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if !ok {
-        return Err(ApiError::validation(
-            "name",
-            "must be 1-64 characters of letters, digits, '-', '_' or '.', starting with a letter or digit",
-        ));
+    if !check_tenant_name(name) {
+        return Err(ApiError::validation("name", TENANT_NAME_RULE));
     }
     let t = state.store.create_tenant(name).await?;
     tracing::info!(tenant_id = %t.id, "tenant created");

@@ -24,6 +24,22 @@ use uuid::Uuid;
 use crate::config::Secret;
 use crate::store::{DEFAULT_TENANT_ID, DynStore, StoreError};
 
+/// Longest tenant name.
+pub const MAX_TENANT_NAME: usize = 64;
+/// The rule [`check_tenant_name`] applies, for error messages.
+pub const TENANT_NAME_RULE: &str =
+    "must be 1-64 characters of letters, digits, '-', '_' or '.', starting with a letter or digit";
+
+/// Whether `name` may name a tenant (the API and the CLI apply the same rule).
+pub fn check_tenant_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_TENANT_NAME
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 /// What a caller may do.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,

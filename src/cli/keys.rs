@@ -184,7 +184,9 @@ pub async fn resolve_tenant(store: &DynStore, tenant: &str) -> anyhow::Result<Uu
         }
         match page.next_cursor {
             Some(c) => before = Some(c),
-            None => bail!("no tenant named {tenant:?}; create it with POST /v1/tenants"),
+            None => bail!(
+                "no tenant named {tenant:?}; create it with `digital-employee tenants create {tenant}`"
+            ),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod restore;
 pub mod sandbox;
 pub mod serve;
 pub mod smoke;
+pub mod tenants;
 pub mod token;
 pub mod usage;
 
@@ -45,6 +46,8 @@ pub enum Command {
     Sandbox(sandbox::Args),
     /// Create, list or revoke stored API keys.
     Keys(keys::Args),
+    /// Create or list tenants.
+    Tenants(tenants::Args),
     /// Mint a JWT (HS256, JWT_SECRET_KEY) for a tenant and scope.
     Token(token::Args),
     /// Check the app, database, Redis, AI providers, system and disk; exit 1 if unhealthy.
@@ -87,6 +90,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Config(args) => config::run(args, config),
             Command::Sandbox(args) => sandbox::run(args, config).await,
             Command::Keys(args) => keys::run(args, config).await,
+            Command::Tenants(args) => tenants::run(args, config).await,
             Command::Token(args) => token::run(args, config).await,
             Command::HealthCheck(args) => health_check::run(args, config).await,
             Command::AnalyzeLogs(args) => analyze_logs::run(args, config).await,
