@@ -179,7 +179,8 @@ impl App {
         let tasks = TaskTracker::new();
         let handle = telemetry::metrics::install();
 
-        let metrics_router = crate::api::metrics_router(handle.clone());
+        let metrics_router =
+            crate::api::metrics_router(handle.clone(), state.config.metrics_bearer_token.clone());
         let token = stop_listeners.clone();
         tasks.spawn(async move {
             let served = axum::serve(metrics_listener, metrics_router)

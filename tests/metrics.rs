@@ -327,3 +327,36 @@ async fn documented_metrics_are_exported_with_plausible_values(backend: Backend)
     assert!(idle + in_use <= 4.0);
     app.stop().await.unwrap();
 }
+
+/// With `METRICS_BEARER_TOKEN` set, the metrics port answers only the scraper holding it.
+#[tokio::test]
+async fn the_metrics_port_can_require_a_bearer_token() {
+    let token = "scrape-token-9f3e1c7a";
+    let app = TestApp::spawn_with(Backend::Sqlite, &[("METRICS_BEARER_TOKEN", token)])
+        .await
+        .unwrap();
+    let url = format!("http://{}/metrics", app.metrics_addr);
+    let r = app.client.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "unauthorized", "{body}");
+    assert!(!body.to_string().contains(token));
+    let r = app
+        .client
+        .get(&url)
+        .bearer_auth("wrong-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = app
+        .client
+        .get(&url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("http_requests_total"));
+    app.stop().await.unwrap();
+}

@@ -22,6 +22,7 @@ pub mod tools;
 pub mod usage;
 pub mod webhooks;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -34,6 +35,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tracing::Instrument;
 
 use crate::auth::{AuthError, Principal};
+use crate::config::Secret;
 use crate::state::AppState;
 use crate::telemetry::metrics as m;
 use error::{ApiError, REQUEST_ID};
@@ -111,12 +113,32 @@ fn v1() -> Router<AppState> {
 }
 
 /// The metrics router on port 9000: `/metrics` and nothing else.
-pub fn metrics_router(handle: PrometheusHandle) -> Router {
+/// `token`, when not empty, must come as `Authorization: Bearer <token>` (compared in
+/// constant time); otherwise 401.
+pub fn metrics_router(handle: PrometheusHandle, token: Secret) -> Router {
+    let token = Arc::new(token);
     Router::new().route(
         "/metrics",
-        get(move || {
+        get(move |headers: axum::http::HeaderMap| {
             let handle = handle.clone();
+            let token = token.clone();
             async move {
+                if !token.is_empty() {
+                    let given = headers
+                        .get(header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("Bearer "))
+                        .unwrap_or_default();
+                    let ok: bool =
+                        subtle::ConstantTimeEq::ct_eq(given.as_bytes(), token.expose().as_bytes())
+                            .into();
+                    if !ok {
+                        return ApiError::Unauthorized(
+                            "the metrics need Authorization: Bearer <METRICS_BEARER_TOKEN>".into(),
+                        )
+                        .into_response();
+                    }
+                }
                 (
                     [(
                         header::CONTENT_TYPE,
@@ -124,6 +146,7 @@ pub fn metrics_router(handle: PrometheusHandle) -> Router {
                     )],
                     handle.render(),
                 )
+                    .into_response()
             }
         }),
     )

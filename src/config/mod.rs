@@ -18,6 +18,7 @@
 //! | `AI_SERVICE_RETRY_COUNT` | `3` | retries per candidate |
 //! | `AI_SERVICE_RETRY_DELAY` | `2` | seconds, base of the exponential backoff |
 //! | `HEALTH_CHECK_INTERVAL` | `30` | seconds between background health probes |
+//! | `METRICS_BEARER_TOKEN` | unset | when set, `GET /metrics` requires `Authorization: Bearer <token>` (secret) |
 //! | `JWT_SECRET_KEY` | unset | HS256 signing key (secret) |
 //! | `API_KEY_WHITELIST` | empty | comma-separated bootstrap admin keys (secret) |
 //! | `OPENAI_API_KEY` | unset | OpenAI key (secret) |
@@ -190,6 +191,8 @@ pub struct Config {
     /// `HEALTH_CHECK_INTERVAL`.
     #[serde(serialize_with = "ser_secs")]
     pub health_check_interval: Duration,
+    /// `METRICS_BEARER_TOKEN`: empty = the metrics port answers anyone who reaches it.
+    pub metrics_bearer_token: Secret,
     /// `JWT_SECRET_KEY`.
     pub jwt_secret_key: Secret,
     /// `API_KEY_WHITELIST`.
@@ -270,6 +273,7 @@ impl Config {
         let TelemetrySettings {
             log_level,
             health_check_interval,
+            metrics_bearer_token,
         } = TelemetrySettings::from_lookup(&get)?;
         let DatabaseSettings {
             data_dir,
@@ -308,6 +312,7 @@ impl Config {
             ai_service_retry_count: ai.retries,
             ai_service_retry_delay: ai.retry_delay,
             health_check_interval,
+            metrics_bearer_token,
             jwt_secret_key,
             api_key_whitelist,
             openai_api_key: ai.openai_api_key.clone(),
@@ -338,6 +343,7 @@ impl Config {
     pub fn secret_values(&self) -> Vec<String> {
         let mut out: Vec<String> = [
             &self.jwt_secret_key,
+            &self.metrics_bearer_token,
             &self.openai_api_key,
             &self.claude_api_key,
         ]

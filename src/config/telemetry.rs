@@ -1,24 +1,26 @@
-//! What the service reports about itself: the log level (or tracing filter) and how often
-//! the background health probes run.
+//! What the service reports about itself: the log level (or tracing filter), how often
+//! the background health probes run, and who may scrape the metrics.
 
 use std::time::Duration;
 
-use super::ConfigError;
 use super::parse::secs;
+use super::{ConfigError, Secret};
 
 /// The logging and health-probe settings; [`Config`](super::Config) keeps them as
 /// top-level fields.
 pub(super) struct TelemetrySettings {
     pub(super) log_level: String,
     pub(super) health_check_interval: Duration,
+    pub(super) metrics_bearer_token: Secret,
 }
 
 impl TelemetrySettings {
-    /// `LOG_LEVEL` and `HEALTH_CHECK_INTERVAL`.
+    /// `LOG_LEVEL`, `HEALTH_CHECK_INTERVAL` and `METRICS_BEARER_TOKEN`.
     pub(super) fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         Ok(Self {
             log_level: parse_log_level(get("LOG_LEVEL"))?,
             health_check_interval: secs(get, "HEALTH_CHECK_INTERVAL", "30")?,
+            metrics_bearer_token: Secret::new(get("METRICS_BEARER_TOKEN").unwrap_or_default()),
         })
     }
 }
