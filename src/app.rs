@@ -212,6 +212,22 @@ impl App {
         let stop_writer = CancellationToken::new();
         tasks.spawn(ai_writer.run(stop_writer.clone()));
 
+        // The in-process rate limiter forgets idle callers here, off the request path.
+        let token = stop_listeners.clone();
+        let limiter = state.rate_limiter.clone();
+        let every = state.config.rate_limit_window.max(Duration::from_secs(1));
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        limiter.sweep();
+                    }
+                    _ = token.cancelled() => break,
+                }
+            }
+        });
+
         // `last_used_at` of API keys, written in batches (and once more at shutdown).
         let token = stop_listeners.clone();
         let flush_state = state.clone();

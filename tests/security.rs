@@ -22,6 +22,7 @@ backend_tests!(
     revoked_key_is_refused_on_the_next_request_by_every_replica,
     bad_jwts_are_refused,
     rate_limit_is_exact_at_the_boundary,
+    a_tenant_admin_cannot_lift_its_limits,
 );
 
 /// Sends a request with `key` as `X-API-Key`.
@@ -571,6 +572,91 @@ async fn rate_limit_is_exact_at_the_boundary(backend: Backend) {
         .await
         .unwrap();
     assert_error(r, 429, "rate_limited").await;
+}
+
+/// A tenant's admin can neither mint keys with a higher limit than the deployment's
+/// per-key default nor multiply its allowance with many keys: the keys of a tenant share
+/// `TENANT_RATE_LIMIT_REQUESTS`, and a tenant has at most `TENANT_MAX_KEYS` active keys.
+async fn a_tenant_admin_cannot_lift_its_limits(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        &[
+            ("RATE_LIMIT_REQUESTS", "1000"),
+            ("TENANT_RATE_LIMIT_REQUESTS", "6"),
+            ("TENANT_MAX_KEYS", "3"),
+        ],
+    )
+    .await
+    .unwrap();
+    let tenant = create_tenant(&app, "limited-co").await;
+    let (_, admin) = create_key(
+        &app,
+        json!({"name": "admin", "scope": "admin", "tenant_id": tenant}),
+    )
+    .await;
+    let create =
+        |body: Value| with_key(&app, reqwest::Method::POST, "/v1/keys", &admin).json(&body);
+    // Above the per-key default: the operator only.
+    let r = create(json!({"name": "fast", "scope": "read", "rate_limit": 1001}))
+        .send()
+        .await
+        .unwrap();
+    let body = assert_error(r, 403, "forbidden").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("RATE_LIMIT_REQUESTS")
+    );
+    let r = create(json!({"name": "slow", "scope": "read", "rate_limit": 500}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let one: Value = r.json().await.unwrap();
+    let r = create(json!({"name": "two", "scope": "read"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let two: Value = r.json().await.unwrap();
+    // Three active keys (admin, slow, two): the cap.
+    let r = create(json!({"name": "four", "scope": "read"}))
+        .send()
+        .await
+        .unwrap();
+    let body = assert_error(r, 409, "conflict").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("TENANT_MAX_KEYS")
+    );
+
+    // The tenant's keys share six requests a window; the admin's four creates used four.
+    let keys = [
+        one["secret"].as_str().unwrap(),
+        two["secret"].as_str().unwrap(),
+    ];
+    let mut allowed = 0;
+    let mut refused = 0;
+    for i in 0..6 {
+        let r = with_key(&app, reqwest::Method::GET, "/v1/employees", keys[i % 2])
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            200 => allowed += 1,
+            429 => {
+                assert!(r.headers().contains_key("retry-after"));
+                refused += 1;
+            }
+            s => panic!("unexpected status {s}"),
+        }
+    }
+    assert_eq!((allowed, refused), (2, 4), "two keys, one tenant allowance");
+    // The operator's own tenant is not affected by another tenant's use.
+    assert_eq!(app.get("/v1/employees").send().await.unwrap().status(), 200);
 }
 
 // --- Redis: shared limits, Redis down. Not per database backend (SQLite each). ---

@@ -139,8 +139,9 @@ async fn target_tenant(state: &AppState, caller: &Caller, asked: Option<Uuid>) -
         (status = 201, description = "Created; `secret` is shown only now", body = CreatedKey),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 403, description = "Caller lacks the admin scope", body = ErrorBody),
+        (status = 403, description = "Caller lacks the admin scope, or a tenant admin asked for a `rate_limit` above `RATE_LIMIT_REQUESTS`", body = ErrorBody),
         (status = 404, description = "No such tenant", body = ErrorBody),
+        (status = 409, description = "The tenant has `TENANT_MAX_KEYS` active keys", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "Invalid field", body = ErrorBody),
@@ -167,6 +168,24 @@ pub async fn create(
             "rate_limit",
             format!("must be between 1 and {MAX_RATE_LIMIT}"),
         ));
+    }
+    // A tenant's admin may lower its keys' limit, not lift it: only the operator sets a
+    // key's limit above the deployment's per-key default.
+    if let Some(n) = body.rate_limit
+        && !caller.0.is_operator()
+        && i64::from(n) > i64::from(state.config.rate_limit_requests)
+    {
+        return Err(ApiError::Forbidden(format!(
+            "only the operator sets a key's rate_limit above {} (RATE_LIMIT_REQUESTS)",
+            state.config.rate_limit_requests
+        )));
+    }
+    // Checked before the insert: two creates racing at the cap may both pass.
+    let cap = state.config.tenant_max_keys;
+    if state.store.count_active_api_keys(tenant).await? >= i64::from(cap) {
+        return Err(ApiError::Conflict(format!(
+            "this tenant already has {cap} active keys (TENANT_MAX_KEYS); revoke one first"
+        )));
     }
     let issued = keys::issue(&state.store, tenant, name, body.scope, body.rate_limit).await?;
     tracing::info!(key_id = %issued.record.id, prefix = %issued.record.prefix,

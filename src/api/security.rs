@@ -101,8 +101,9 @@ pub fn cors(config: &Config) -> Option<CorsLayer> {
     )
 }
 
-/// Counts the request against the caller's limit; 429 when over it. Called by the auth
-/// middleware once the caller is known.
+/// Counts the request against the caller's limit and its tenant's
+/// (`TENANT_RATE_LIMIT_REQUESTS`, all the tenant's keys and tokens together); 429 when over
+/// either. Called by the auth middleware once the caller is known.
 pub async fn rate_limited(
     state: &AppState,
     principal: &Principal,
@@ -112,7 +113,23 @@ pub async fn rate_limited(
     let limit = principal
         .rate_limit
         .unwrap_or(state.config.rate_limit_requests);
-    match state.rate_limiter.check(&principal.subject, limit).await {
+    let checked = match state.rate_limiter.check(&principal.subject, limit).await {
+        // The caller is under its own limit: the tenant's callers together must be too.
+        Ok(d) if d.allowed => {
+            let tenant = format!("tenant:{}", principal.tenant_id);
+            match state
+                .rate_limiter
+                .check(&tenant, state.config.tenant_rate_limit_requests)
+                .await
+            {
+                Ok(t) if !t.allowed => Ok(t),
+                Ok(_) => Ok(d),
+                Err(e) => Err(e),
+            }
+        }
+        other => other,
+    };
+    match checked {
         Ok(d) if d.allowed => {
             let mut resp = next.run(req).await;
             put_headers(&mut resp, &d);

@@ -36,8 +36,6 @@ pub struct Decision {
 #[error("rate-limit store unavailable")]
 pub struct Unavailable;
 
-/// Memory entries above which idle subjects are swept.
-const SWEEP_ABOVE: usize = 10_000;
 /// How long Redis is skipped after a failure.
 const REDIS_BACKOFF: Duration = Duration::from_secs(1);
 const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
@@ -156,14 +154,6 @@ impl RateLimiter {
         };
         let window = self.window;
         let expired = |t: &Instant| now.saturating_duration_since(*t) >= window;
-        if map.len() > SWEEP_ABOVE {
-            map.retain(|_, log| {
-                while log.front().is_some_and(expired) {
-                    log.pop_front();
-                }
-                !log.is_empty()
-            });
-        }
         let log = map.entry(subject.to_string()).or_default();
         while log.front().is_some_and(expired) {
             log.pop_front();
@@ -183,6 +173,31 @@ impl RateLimiter {
             remaining,
             reset,
         }
+    }
+
+    /// Forgets the subjects of the in-process limiter with no request in the last window,
+    /// so the map holds only recent callers. Run in the background (see `App::run`), never
+    /// on a request: it walks the whole map under its lock. Returns how many are left.
+    pub fn sweep(&self) -> usize {
+        let Backend::Memory(map) = &self.backend else {
+            return 0;
+        };
+        let now = Instant::now();
+        let window = self.window;
+        let mut map = match map.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.retain(|_, log| {
+            while log
+                .front()
+                .is_some_and(|t| now.saturating_duration_since(*t) >= window)
+            {
+                log.pop_front();
+            }
+            !log.is_empty()
+        });
+        map.len()
     }
 
     /// For `/ready`: `Ok(None)` without Redis, `Ok(Some(()))` when Redis answers a PING.
@@ -292,5 +307,21 @@ mod tests {
             !rl.check_memory(m, "k", 3, t0 + Duration::from_secs(10))
                 .allowed
         );
+    }
+
+    #[test]
+    fn the_sweep_forgets_idle_subjects_and_checks_never_sweep() {
+        let rl = RateLimiter::memory(Duration::from_millis(50));
+        let Backend::Memory(m) = &rl.backend else {
+            unreachable!()
+        };
+        let long_ago = Instant::now() - Duration::from_secs(1);
+        for i in 0..20_000 {
+            rl.check_memory(m, &format!("s{i}"), 10, long_ago);
+        }
+        // A check walks only its own subject, whatever the size of the map.
+        rl.check_memory(m, "fresh", 10, Instant::now());
+        assert_eq!(m.lock().unwrap().len(), 20_001);
+        assert_eq!(rl.sweep(), 1, "only the fresh subject is left");
     }
 }

@@ -38,6 +38,8 @@
 //! | `SHUTDOWN_GRACE_PERIOD` | `30` | seconds in-flight requests get after SIGTERM |
 //! | `SHUTDOWN_DRAIN_DELAY` | `1` | seconds the listener keeps answering (with `Connection: close`) after SIGTERM before it may close |
 //! | `RATE_LIMIT_REQUESTS` | `100` | requests per key (or token subject) per window; a key's own `rate_limit` overrides it |
+//! | `TENANT_RATE_LIMIT_REQUESTS` | 10 × `RATE_LIMIT_REQUESTS` | requests per window of all of a tenant's keys and tokens together |
+//! | `TENANT_MAX_KEYS` | `100` | active stored keys one tenant may have (`/v1/keys` answers 409 past it) |
 //! | `RATE_LIMIT_WINDOW_SECONDS` | `60` | length of the sliding window, whole seconds |
 //! | `RATE_LIMIT_REDIS_FAILURE` | `open` | when Redis is unreachable: `open` (allow, count `rate_limit_redis_errors_total`) or `closed` (503) |
 //! | `RATE_LIMIT_KEY_PREFIX` | `de:rl:` | prefix of the rate-limit keys in Redis |
@@ -217,6 +219,11 @@ pub struct Config {
     pub aws_s3_bucket: Option<String>,
     /// `RATE_LIMIT_REQUESTS`.
     pub rate_limit_requests: u32,
+    /// `TENANT_RATE_LIMIT_REQUESTS`: requests per window of all of a tenant's callers
+    /// together (default ten times `RATE_LIMIT_REQUESTS`).
+    pub tenant_rate_limit_requests: u32,
+    /// `TENANT_MAX_KEYS`: active (not revoked) stored keys one tenant may have.
+    pub tenant_max_keys: u32,
     /// `RATE_LIMIT_WINDOW_SECONDS`.
     #[serde(serialize_with = "ser_secs")]
     pub rate_limit_window: Duration,
@@ -289,6 +296,8 @@ impl Config {
             jwt_secret_key,
             api_key_whitelist,
             rate_limit_requests,
+            tenant_rate_limit_requests,
+            tenant_max_keys,
             rate_limit_window,
             rate_limit_redis_failure,
             rate_limit_key_prefix,
@@ -324,6 +333,8 @@ impl Config {
             retention_days,
             aws_s3_bucket,
             rate_limit_requests,
+            tenant_rate_limit_requests,
+            tenant_max_keys,
             rate_limit_window,
             rate_limit_redis_failure,
             rate_limit_key_prefix,

@@ -25,6 +25,8 @@ pub(super) struct SecuritySettings {
     pub(super) jwt_secret_key: Secret,
     pub(super) api_key_whitelist: Vec<Secret>,
     pub(super) rate_limit_requests: u32,
+    pub(super) tenant_rate_limit_requests: u32,
+    pub(super) tenant_max_keys: u32,
     pub(super) rate_limit_window: Duration,
     pub(super) rate_limit_redis_failure: RedisFailure,
     pub(super) rate_limit_key_prefix: String,
@@ -71,6 +73,33 @@ impl SecuritySettings {
                 expected: "a positive whole number of requests",
             });
         }
+        let tenant_default = rate_limit_requests.saturating_mul(10).to_string();
+        let tenant_rate_limit_requests: u32 = parse(
+            get,
+            "TENANT_RATE_LIMIT_REQUESTS",
+            &tenant_default,
+            "a positive whole number of requests",
+        )?;
+        if tenant_rate_limit_requests == 0 {
+            return Err(ConfigError {
+                var: "TENANT_RATE_LIMIT_REQUESTS",
+                value: "0".into(),
+                expected: "a positive whole number of requests",
+            });
+        }
+        let tenant_max_keys: u32 = parse(
+            get,
+            "TENANT_MAX_KEYS",
+            "100",
+            "a positive whole number of keys",
+        )?;
+        if tenant_max_keys == 0 {
+            return Err(ConfigError {
+                var: "TENANT_MAX_KEYS",
+                value: "0".into(),
+                expected: "a positive whole number of keys",
+            });
+        }
         let window: u64 = parse(
             get,
             "RATE_LIMIT_WINDOW_SECONDS",
@@ -102,6 +131,8 @@ impl SecuritySettings {
             jwt_secret_key,
             api_key_whitelist,
             rate_limit_requests,
+            tenant_rate_limit_requests,
+            tenant_max_keys,
             rate_limit_window: Duration::from_secs(window),
             rate_limit_redis_failure,
             rate_limit_key_prefix: get("RATE_LIMIT_KEY_PREFIX").unwrap_or_else(|| "de:rl:".into()),

@@ -128,6 +128,8 @@ pub trait Store: TaskStore + WebhookStore + Send + Sync + 'static {
     /// The non-revoked key with this public prefix.
     async fn find_api_key(&self, prefix: &str) -> StoreResult<ApiKeyRecord>;
     async fn count_api_keys(&self, tenant: Uuid) -> StoreResult<i64>;
+    /// Keys of a tenant that are not revoked.
+    async fn count_active_api_keys(&self, tenant: Uuid) -> StoreResult<i64>;
     /// Keys of a tenant (revoked ones included), newest first.
     async fn list_api_keys(
         &self,

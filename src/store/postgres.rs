@@ -273,6 +273,15 @@ impl Store for PgStore {
         )
     }
 
+    async fn count_active_api_keys(&self, tenant: Uuid) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(tenant)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     async fn list_tenants(&self, before: Option<Uuid>, limit: u32) -> StoreResult<Page<Tenant>> {
         let rows = sqlx::query(
             "SELECT id, name, created_at FROM tenants WHERE ($1::uuid IS NULL OR id < $1) \

@@ -421,6 +421,15 @@ impl Store for SqliteStore {
         )
     }
 
+    async fn count_active_api_keys(&self, tenant: Uuid) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM api_keys WHERE tenant_id = ? AND revoked_at IS NULL",
+        )
+        .bind(tenant.to_string())
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     async fn list_tenants(&self, before: Option<Uuid>, limit: u32) -> StoreResult<Page<Tenant>> {
         let rows = sqlx::query(
             "SELECT id, name, created_at FROM tenants WHERE (? IS NULL OR id < ?) \
