@@ -112,7 +112,7 @@ impl App {
 
         let auth = Authenticator::with_jwt(
             &config.api_key_whitelist,
-            &config.jwt_secret_key,
+            &crate::auth::jwt::JwtOptions::from_config(&config),
             store.clone(),
         );
         let rate_limiter = match &config.redis_url {

@@ -3,7 +3,13 @@
 //! Only HS256 is accepted. A token whose header names any other algorithm (`none`,
 //! `RS256`, `HS512`, …) is refused before its signature is looked at, so a public key
 //! can never be used as an HMAC secret (RS/HS confusion) and an unsigned token never
-//! passes. Expiry is required and checked with a few seconds of leeway for clock skew.
+//! passes. Expiry is required and checked with a few seconds of leeway for clock skew;
+//! a token living longer than `JWT_MAX_LIFETIME_SECONDS` (`exp − iat`) or issued in the
+//! future is refused. With `JWT_ISSUER` / `JWT_AUDIENCE` set, `iss` / `aud` must match.
+//!
+//! Rotation without downtime: set the new secret as `JWT_SECRET_KEY` and the old one as
+//! `JWT_SECRET_KEY_PREVIOUS`; tokens signed with either are accepted, new ones are signed
+//! with the new one. Drop the previous secret once the old tokens have expired.
 
 use std::time::Duration;
 
@@ -35,6 +41,49 @@ pub struct Claims {
     pub iat: u64,
     /// Expires at, seconds since the epoch.
     pub exp: u64,
+    /// Issuer (`JWT_ISSUER`), when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// Audience (`JWT_AUDIENCE`), when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+}
+
+/// How tokens are signed and what a token must be to be accepted.
+#[derive(Clone, Default)]
+pub struct JwtOptions {
+    /// `JWT_SECRET_KEY`: signs new tokens, verifies.
+    pub secret: Secret,
+    /// `JWT_SECRET_KEY_PREVIOUS`: verifies only.
+    pub previous: Secret,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    /// `JWT_MAX_LIFETIME_SECONDS`.
+    pub max_lifetime: Duration,
+}
+
+impl std::fmt::Debug for JwtOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtOptions")
+            .field("previous_set", &!self.previous.is_empty())
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("max_lifetime", &self.max_lifetime)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwtOptions {
+    /// The options the configuration sets.
+    pub fn from_config(c: &crate::config::Config) -> Self {
+        Self {
+            secret: c.jwt_secret_key.clone(),
+            previous: c.jwt_secret_key_previous.clone(),
+            issuer: c.jwt_issuer.clone(),
+            audience: c.jwt_audience.clone(),
+            max_lifetime: c.jwt_max_lifetime,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,11 +115,15 @@ pub fn looks_like_jwt(s: &str) -> bool {
     parts == 3
 }
 
-/// Signs and verifies tokens with one HS256 secret.
+/// Signs tokens with the current HS256 secret; verifies with it and the previous one.
 pub struct JwtKeys {
     encoding: EncodingKey,
-    decoding: DecodingKey,
+    /// The current key, then the previous one when rotating.
+    decoding: Vec<DecodingKey>,
     validation: Validation,
+    issuer: Option<String>,
+    audience: Option<String>,
+    max_lifetime: Duration,
 }
 
 impl std::fmt::Debug for JwtKeys {
@@ -80,20 +133,47 @@ impl std::fmt::Debug for JwtKeys {
 }
 
 impl JwtKeys {
-    /// `None` when no secret is configured.
+    /// Keys for one secret and no other requirement; `None` when it is empty.
     pub fn new(secret: &Secret) -> Option<JwtKeys> {
-        if secret.is_empty() {
+        Self::with_options(&JwtOptions {
+            secret: secret.clone(),
+            max_lifetime: MAX_TTL,
+            ..JwtOptions::default()
+        })
+    }
+
+    /// `None` when no secret is configured.
+    pub fn with_options(o: &JwtOptions) -> Option<JwtKeys> {
+        if o.secret.is_empty() {
             return None;
         }
-        let bytes = secret.expose().as_bytes();
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECONDS;
         validation.validate_exp = true;
-        validation.set_required_spec_claims(&["exp", "iat", "sub"]);
+        let mut required = vec!["exp", "iat", "sub"];
+        if let Some(iss) = &o.issuer {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        match &o.audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&required);
+        let mut decoding = vec![DecodingKey::from_secret(o.secret.expose().as_bytes())];
+        if !o.previous.is_empty() {
+            decoding.push(DecodingKey::from_secret(o.previous.expose().as_bytes()));
+        }
         Some(JwtKeys {
-            encoding: EncodingKey::from_secret(bytes),
-            decoding: DecodingKey::from_secret(bytes),
+            encoding: EncodingKey::from_secret(o.secret.expose().as_bytes()),
+            decoding,
             validation,
+            issuer: o.issuer.clone(),
+            audience: o.audience.clone(),
+            max_lifetime: o.max_lifetime,
         })
     }
 
@@ -115,21 +195,39 @@ impl JwtKeys {
             scope,
             iat,
             exp: iat + ttl.as_secs().max(1),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|_| JwtError::Invalid)
     }
 
-    /// Checks algorithm, signature and expiry; returns the claims.
+    /// Checks algorithm, signature (current key, then the previous one), expiry, issuer,
+    /// audience and lifetime; returns the claims.
     pub fn verify(&self, token: &str) -> Result<Claims, JwtError> {
-        match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
-            Ok(data) if !data.claims.sub.is_empty() => Ok(data.claims),
-            Ok(_) => Err(JwtError::Invalid),
-            Err(e) => match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => Err(JwtError::Expired),
-                _ => Err(JwtError::Invalid),
-            },
+        for key in &self.decoding {
+            match jsonwebtoken::decode::<Claims>(token, key, &self.validation) {
+                Ok(data) => return self.check_lifetime(data.claims),
+                Err(e) => match e.kind() {
+                    // Another key may have signed it: try the next one.
+                    jsonwebtoken::errors::ErrorKind::InvalidSignature => {}
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                        return Err(JwtError::Expired);
+                    }
+                    _ => return Err(JwtError::Invalid),
+                },
+            }
         }
+        Err(JwtError::Invalid)
+    }
+
+    fn check_lifetime(&self, c: Claims) -> Result<Claims, JwtError> {
+        let lifetime = c.exp.saturating_sub(c.iat);
+        let from_the_future = c.iat > now_secs() + LEEWAY_SECONDS;
+        if c.sub.is_empty() || lifetime > self.max_lifetime.as_secs() || from_the_future {
+            return Err(JwtError::Invalid);
+        }
+        Ok(c)
     }
 }
 
@@ -232,11 +330,101 @@ mod tests {
                 scope: Scope::Read,
                 iat: now - 7200,
                 exp: now - 3600,
+                iss: None,
+                aud: None,
             },
             &EncodingKey::from_secret(b"unit-test-secret-unit-test-secret"),
         )
         .unwrap();
         assert!(matches!(k.verify(&expired), Err(JwtError::Expired)));
+    }
+
+    fn options(secret: &str) -> JwtOptions {
+        JwtOptions {
+            secret: Secret::new(secret),
+            max_lifetime: MAX_TTL,
+            ..JwtOptions::default()
+        }
+    }
+
+    #[test]
+    fn a_rotation_accepts_the_previous_secret_and_signs_with_the_new() {
+        let old = JwtKeys::with_options(&options("old-secret-old-secret-old-secret")).unwrap();
+        let old_token = old
+            .mint("ci", Uuid::nil(), Scope::Read, DEFAULT_TTL)
+            .unwrap();
+        let rotated = JwtKeys::with_options(&JwtOptions {
+            previous: Secret::new("old-secret-old-secret-old-secret"),
+            ..options("new-secret-new-secret-new-secret")
+        })
+        .unwrap();
+        assert_eq!(rotated.verify(&old_token).unwrap().sub, "ci");
+        let new_token = rotated
+            .mint("ci", Uuid::nil(), Scope::Read, DEFAULT_TTL)
+            .unwrap();
+        assert!(rotated.verify(&new_token).is_ok());
+        assert!(matches!(old.verify(&new_token), Err(JwtError::Invalid)));
+        // After the rotation is over, the old secret's tokens are refused.
+        let done = JwtKeys::with_options(&options("new-secret-new-secret-new-secret")).unwrap();
+        assert!(matches!(done.verify(&old_token), Err(JwtError::Invalid)));
+    }
+
+    #[test]
+    fn issuer_audience_and_lifetime_are_enforced_when_configured() {
+        let strict = JwtKeys::with_options(&JwtOptions {
+            issuer: Some("https://id.example".into()),
+            audience: Some("digital-employee".into()),
+            max_lifetime: Duration::from_secs(7200),
+            ..options("strict-secret-strict-secret-strict")
+        })
+        .unwrap();
+        let t = strict
+            .mint("ci", Uuid::nil(), Scope::Read, DEFAULT_TTL)
+            .unwrap();
+        let c = strict.verify(&t).unwrap();
+        assert_eq!(c.iss.as_deref(), Some("https://id.example"));
+        assert_eq!(c.aud.as_deref(), Some("digital-employee"));
+        // Same secret, but no issuer and audience in the token.
+        let plain = JwtKeys::with_options(&options("strict-secret-strict-secret-strict")).unwrap();
+        let bare = plain
+            .mint("ci", Uuid::nil(), Scope::Read, DEFAULT_TTL)
+            .unwrap();
+        assert!(matches!(strict.verify(&bare), Err(JwtError::Invalid)));
+        // Another issuer or audience.
+        for (iss, aud) in [
+            ("https://evil.example", "digital-employee"),
+            ("https://id.example", "other"),
+        ] {
+            let other = JwtKeys::with_options(&JwtOptions {
+                issuer: Some(iss.into()),
+                audience: Some(aud.into()),
+                ..options("strict-secret-strict-secret-strict")
+            })
+            .unwrap();
+            let t = other
+                .mint("ci", Uuid::nil(), Scope::Read, DEFAULT_TTL)
+                .unwrap();
+            assert!(
+                matches!(strict.verify(&t), Err(JwtError::Invalid)),
+                "{iss} {aud}"
+            );
+        }
+        // Longer-lived than the maximum.
+        let long = JwtKeys::with_options(&JwtOptions {
+            issuer: Some("https://id.example".into()),
+            audience: Some("digital-employee".into()),
+            ..options("strict-secret-strict-secret-strict")
+        })
+        .unwrap();
+        let t = long
+            .mint(
+                "ci",
+                Uuid::nil(),
+                Scope::Read,
+                Duration::from_secs(3 * 3600),
+            )
+            .unwrap();
+        assert!(matches!(strict.verify(&t), Err(JwtError::Invalid)));
     }
 
     #[test]

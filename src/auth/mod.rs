@@ -130,15 +130,15 @@ impl std::fmt::Debug for Authenticator {
 
 impl Authenticator {
     pub fn new(whitelist: &[Secret], store: DynStore) -> Arc<Self> {
-        Self::with_jwt(whitelist, &Secret::default(), store)
+        Self::with_jwt(whitelist, &jwt::JwtOptions::default(), store)
     }
 
-    /// With `JWT_SECRET_KEY` (empty: bearer JWTs are refused).
-    pub fn with_jwt(whitelist: &[Secret], jwt_secret: &Secret, store: DynStore) -> Arc<Self> {
+    /// With the JWT settings (no `JWT_SECRET_KEY`: bearer JWTs are refused).
+    pub fn with_jwt(whitelist: &[Secret], jwt: &jwt::JwtOptions, store: DynStore) -> Arc<Self> {
         Arc::new(Self {
             whitelist: whitelist.iter().map(|k| sha256(k.expose())).collect(),
             store,
-            jwt: jwt::JwtKeys::new(jwt_secret),
+            jwt: jwt::JwtKeys::with_options(jwt),
             known_tenants: Mutex::new(HashSet::from([DEFAULT_TENANT_ID])),
             usage: KeyUsage::default(),
         })

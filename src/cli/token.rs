@@ -32,7 +32,7 @@ fn parse_ttl(s: &str) -> Result<std::time::Duration, String> {
 }
 
 pub async fn run(args: Args, config: Config) -> anyhow::Result<()> {
-    let keys = JwtKeys::new(&config.jwt_secret_key).context(
+    let keys = JwtKeys::with_options(&jwt::JwtOptions::from_config(&config)).context(
         "JWT_SECRET_KEY is not set; the server needs the same secret to accept the token",
     )?;
     let tenant = match Uuid::parse_str(&args.tenant) {

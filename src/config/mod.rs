@@ -20,6 +20,10 @@
 //! | `HEALTH_CHECK_INTERVAL` | `30` | seconds between background health probes |
 //! | `METRICS_BEARER_TOKEN` | unset | when set, `GET /metrics` requires `Authorization: Bearer <token>` (secret) |
 //! | `JWT_SECRET_KEY` | unset | HS256 signing key (secret) |
+//! | `JWT_SECRET_KEY_PREVIOUS` | unset | the key before a rotation, still accepted for verification (secret) |
+//! | `JWT_ISSUER` | unset | when set, required `iss` of accepted tokens (minted tokens carry it) |
+//! | `JWT_AUDIENCE` | unset | when set, required `aud` of accepted tokens (minted tokens carry it) |
+//! | `JWT_MAX_LIFETIME_SECONDS` | `2592000` | tokens whose `exp − iat` is longer are refused |
 //! | `API_KEY_WHITELIST` | empty | comma-separated bootstrap admin keys (secret) |
 //! | `OPENAI_API_KEY` | unset | OpenAI key (secret) |
 //! | `CLAUDE_API_KEY` / `ANTHROPIC_API_KEY` | unset | Anthropic key (secret) |
@@ -197,6 +201,15 @@ pub struct Config {
     pub metrics_bearer_token: Secret,
     /// `JWT_SECRET_KEY`.
     pub jwt_secret_key: Secret,
+    /// `JWT_SECRET_KEY_PREVIOUS`: still accepted for verification during a rotation.
+    pub jwt_secret_key_previous: Secret,
+    /// `JWT_ISSUER`: when set, tokens must carry this `iss` (and minted ones do).
+    pub jwt_issuer: Option<String>,
+    /// `JWT_AUDIENCE`: when set, tokens must carry this `aud` (and minted ones do).
+    pub jwt_audience: Option<String>,
+    /// `JWT_MAX_LIFETIME_SECONDS`: tokens whose `exp - iat` is longer are refused.
+    #[serde(serialize_with = "ser_secs")]
+    pub jwt_max_lifetime: Duration,
     /// `API_KEY_WHITELIST`.
     pub api_key_whitelist: Vec<Secret>,
     /// `OPENAI_API_KEY` (also in [`AiConfig::openai_api_key`]).
@@ -294,6 +307,10 @@ impl Config {
         let ai = AiConfig::from_lookup(&get, redis_url.clone())?;
         let SecuritySettings {
             jwt_secret_key,
+            jwt_secret_key_previous,
+            jwt_issuer,
+            jwt_audience,
+            jwt_max_lifetime,
             api_key_whitelist,
             rate_limit_requests,
             tenant_rate_limit_requests,
@@ -323,6 +340,10 @@ impl Config {
             health_check_interval,
             metrics_bearer_token,
             jwt_secret_key,
+            jwt_secret_key_previous,
+            jwt_issuer,
+            jwt_audience,
+            jwt_max_lifetime,
             api_key_whitelist,
             openai_api_key: ai.openai_api_key.clone(),
             claude_api_key: ai.anthropic_api_key.clone(),
@@ -354,6 +375,7 @@ impl Config {
     pub fn secret_values(&self) -> Vec<String> {
         let mut out: Vec<String> = [
             &self.jwt_secret_key,
+            &self.jwt_secret_key_previous,
             &self.metrics_bearer_token,
             &self.openai_api_key,
             &self.claude_api_key,

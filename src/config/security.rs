@@ -23,6 +23,10 @@ pub enum RedisFailure {
 /// The access-control settings; [`Config`](super::Config) keeps them as top-level fields.
 pub(super) struct SecuritySettings {
     pub(super) jwt_secret_key: Secret,
+    pub(super) jwt_secret_key_previous: Secret,
+    pub(super) jwt_issuer: Option<String>,
+    pub(super) jwt_audience: Option<String>,
+    pub(super) jwt_max_lifetime: Duration,
     pub(super) api_key_whitelist: Vec<Secret>,
     pub(super) rate_limit_requests: u32,
     pub(super) tenant_rate_limit_requests: u32,
@@ -51,6 +55,18 @@ impl SecuritySettings {
                 var: "JWT_SECRET_KEY",
                 value: "[redacted]".into(),
                 expected: "at least 32 bytes in staging and production",
+            });
+        }
+        let jwt_secret_key_previous =
+            Secret::new(get("JWT_SECRET_KEY_PREVIOUS").unwrap_or_default());
+        let nonempty =
+            |v: Option<String>| v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+        let jwt_max_lifetime = super::parse::secs(get, "JWT_MAX_LIFETIME_SECONDS", "2592000")?;
+        if jwt_max_lifetime < Duration::from_secs(1) {
+            return Err(ConfigError {
+                var: "JWT_MAX_LIFETIME_SECONDS",
+                value: format!("{}", jwt_max_lifetime.as_secs_f64()),
+                expected: "at least 1 second",
             });
         }
         let api_key_whitelist = get("API_KEY_WHITELIST")
@@ -129,6 +145,10 @@ impl SecuritySettings {
         };
         Ok(Self {
             jwt_secret_key,
+            jwt_secret_key_previous,
+            jwt_issuer: nonempty(get("JWT_ISSUER")),
+            jwt_audience: nonempty(get("JWT_AUDIENCE")),
+            jwt_max_lifetime,
             api_key_whitelist,
             rate_limit_requests,
             tenant_rate_limit_requests,
