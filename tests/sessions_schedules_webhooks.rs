@@ -627,7 +627,41 @@ fn verify(secret: &str, r: &Received) -> Value {
         .expect("valid signature");
     assert_eq!(r.headers["x-digital-employee-event"], "task.finished");
     assert_eq!(r.headers["content-type"], "application/json");
+    verify_standard(secret, r);
     serde_json::from_slice(&r.body).unwrap()
+}
+
+/// The Standard Webhooks signature, checked as its receivers do: HMAC-SHA256 keyed with
+/// the base64 after `whsec_`, over `{webhook-id}.{webhook-timestamp}.{body}`, with the
+/// timestamp within five minutes of now and the id the delivery's.
+fn verify_standard(secret: &str, r: &Received) {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let id = r.headers["webhook-id"].to_str().unwrap();
+    assert_eq!(
+        id,
+        r.headers["x-digital-employee-delivery"].to_str().unwrap()
+    );
+    let ts: i64 = r.headers["webhook-timestamp"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (chrono::Utc::now().timestamp() - ts).abs() <= 300,
+        "stale timestamp {ts}"
+    );
+    let key = b64.decode(secret.strip_prefix("whsec_").unwrap()).unwrap();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{ts}.").as_bytes());
+    mac.update(&r.body);
+    let expected = format!("v1,{}", b64.encode(mac.finalize().into_bytes()));
+    let header = r.headers["webhook-signature"].to_str().unwrap();
+    assert!(
+        header.split(' ').any(|s| s == expected),
+        "webhook-signature {header} is not {expected}"
+    );
 }
 
 async fn webhooks_deliver_signed_final_tasks_and_retry(backend: Backend) {

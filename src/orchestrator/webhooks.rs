@@ -24,9 +24,7 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::TaskView;
-use crate::auth::signing::{
-    ATTEMPT_HEADER, DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, new_secret, signature,
-};
+use crate::auth::signing::{self, ATTEMPT_HEADER, DELIVERY_HEADER, EVENT_HEADER, new_secret};
 use crate::egress::{Refusal, refusal_of};
 use crate::state::AppState;
 use crate::store::{Delivery, DeliveryResult, NewDelivery, Task, now};
@@ -205,24 +203,30 @@ async fn send(state: &AppState, d: &Delivery) -> Result<(), SendError> {
         .webhook_secret(d.tenant_id, &new_secret())
         .await
         .map_err(|e| SendError::retry(format!("storage unavailable: {e}")))?;
-    let resp = state
+    let mut req = state
         .tasks
         .http
         .post(url)
         .timeout(state.config.tasks.webhook_timeout)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header(reqwest::header::USER_AGENT, "digital-employee-webhooks")
-        .header(SIGNATURE_HEADER, signature(&secret, d.body.as_bytes()))
         .header(EVENT_HEADER, &d.event)
         .header(DELIVERY_HEADER, d.id.to_string())
         .header(ATTEMPT_HEADER, d.attempts.to_string())
-        .body(d.body.clone())
-        .send()
-        .await
-        .map_err(|e| match refusal_of(&e) {
-            Some(r) => refused(r),
-            None => SendError::retry(format!("request failed: {}", e.without_url())),
-        })?;
+        .body(d.body.clone());
+    // The delivery's id is the Standard Webhooks `webhook-id`: the same on every retry.
+    for (name, value) in signing::headers(
+        &secret,
+        &d.id.to_string(),
+        now().timestamp(),
+        d.body.as_bytes(),
+    ) {
+        req = req.header(name, value);
+    }
+    let resp = req.send().await.map_err(|e| match refusal_of(&e) {
+        Some(r) => refused(r),
+        None => SendError::retry(format!("request failed: {}", e.without_url())),
+    })?;
     if resp.status().is_success() {
         Ok(())
     } else {
