@@ -137,6 +137,7 @@ impl App {
                 lifecycle: Arc::new(Lifecycle::default()),
                 tasks: Arc::new(Hub::new(&egress)),
                 egress,
+                probes: Arc::default(),
             },
             api_listener,
             metrics_listener,

@@ -34,6 +34,43 @@ pub struct AppState {
     pub tasks: Arc<Hub>,
     /// Where tenant-chosen URLs may point (`EGRESS_ALLOW_CIDRS`).
     pub egress: Arc<EgressPolicy>,
+    /// The last readiness checks of the dependencies (database, schema, Redis).
+    pub probes: Arc<ProbeCache>,
+}
+
+/// One dependency check of the readiness probe.
+#[derive(Clone, Debug)]
+pub struct ProbeResult {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: Option<String>,
+}
+
+/// Readiness checks reused for a short while, so a probe storm (every kubelet, load
+/// balancer and monitor asking every second) costs the database and Redis one round of
+/// checks per interval; concurrent probes wait for the one refresh in flight.
+#[derive(Default)]
+pub struct ProbeCache {
+    last: tokio::sync::Mutex<Option<(std::time::Instant, Vec<ProbeResult>)>>,
+}
+
+impl ProbeCache {
+    /// The cached results when younger than `ttl`, else the results of `refresh`.
+    pub async fn get_or_refresh<F, Fut>(&self, ttl: Duration, refresh: F) -> Vec<ProbeResult>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Vec<ProbeResult>>,
+    {
+        let mut last = self.last.lock().await;
+        if let Some((at, results)) = last.as_ref()
+            && at.elapsed() < ttl
+        {
+            return results.clone();
+        }
+        let results = refresh().await;
+        *last = Some((std::time::Instant::now(), results.clone()));
+        results
+    }
 }
 
 /// Draining flag and in-flight request count, for readiness and graceful shutdown.

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::error::{ErrorDetail, current_request_id};
 use crate::config::RedisFailure;
-use crate::state::AppState;
+use crate::state::{AppState, ProbeResult};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
@@ -71,73 +71,21 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
             detail: draining.then(|| "shutting down".to_string()),
         },
     );
-    let db = tokio::time::timeout(DB_TIMEOUT, state.store.ping()).await;
-    let db_ok = matches!(db, Ok(Ok(())));
-    checks.insert(
-        "database",
-        Check {
-            ok: db_ok,
-            detail: match db {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "readiness: database check failed");
-                    Some("database did not answer".into())
-                }
-                Err(_) => Some(format!("no answer within {}s", DB_TIMEOUT.as_secs())),
-            },
-        },
-    );
-    let schema = if db_ok {
-        match tokio::time::timeout(DB_TIMEOUT, state.store.schema_status()).await {
-            Ok(Ok(s)) if s.is_current() => Check {
-                ok: true,
-                detail: None,
-            },
-            Ok(Ok(s)) => Check {
-                ok: false,
-                detail: Some(format!(
-                    "pending migrations {:?}; run `digital-employee migrate`",
-                    s.pending
-                )),
-            },
-            _ => Check {
-                ok: false,
-                detail: Some("could not read the schema version".into()),
-            },
-        }
-    } else {
-        Check {
-            ok: false,
-            detail: Some("database unavailable".into()),
-        }
-    };
-    checks.insert("schema", schema);
     let redis_required = state.config.rate_limit_redis_failure == RedisFailure::Closed;
-    match state.rate_limiter.ping().await {
-        Ok(None) => {}
-        Ok(Some(())) => {
-            checks.insert(
-                "redis",
-                Check {
-                    ok: true,
-                    detail: None,
-                },
-            );
-        }
-        Err(_) => {
-            checks.insert(
-                "redis",
-                Check {
-                    ok: false,
-                    detail: Some(if redis_required {
-                        "unreachable; requests are refused (RATE_LIMIT_REDIS_FAILURE=closed)".into()
-                    } else {
-                        "unreachable; requests are not rate limited (RATE_LIMIT_REDIS_FAILURE=open)"
-                            .into()
-                    }),
-                },
-            );
-        }
+    let probed = state
+        .probes
+        .get_or_refresh(PROBE_CACHE_TTL, || {
+            dependency_checks(&state, redis_required)
+        })
+        .await;
+    for p in probed {
+        checks.insert(
+            p.name,
+            Check {
+                ok: p.ok,
+                detail: p.detail,
+            },
+        );
     }
 
     let failing: Vec<String> = checks
@@ -164,4 +112,90 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body))
+}
+
+/// How long a round of dependency checks answers `/ready` before the next one.
+const PROBE_CACHE_TTL: Duration = Duration::from_secs(1);
+
+fn probe(name: &'static str, c: Check) -> ProbeResult {
+    ProbeResult {
+        name,
+        ok: c.ok,
+        detail: c.detail,
+    }
+}
+
+/// Database, schema and Redis, asked once (see [`PROBE_CACHE_TTL`]).
+async fn dependency_checks(state: &AppState, redis_required: bool) -> Vec<ProbeResult> {
+    metrics::counter!(crate::telemetry::metrics::READINESS_CHECKS_TOTAL).increment(1);
+    let mut checks = Vec::new();
+    let db = tokio::time::timeout(DB_TIMEOUT, state.store.ping()).await;
+    let db_ok = matches!(db, Ok(Ok(())));
+    checks.push(probe(
+        "database",
+        Check {
+            ok: db_ok,
+            detail: match db {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "readiness: database check failed");
+                    Some("database did not answer".into())
+                }
+                Err(_) => Some(format!("no answer within {}s", DB_TIMEOUT.as_secs())),
+            },
+        },
+    ));
+    let schema = if db_ok {
+        match tokio::time::timeout(DB_TIMEOUT, state.store.schema_status()).await {
+            Ok(Ok(s)) if s.is_current() => Check {
+                ok: true,
+                detail: None,
+            },
+            Ok(Ok(s)) => Check {
+                ok: false,
+                detail: Some(format!(
+                    "pending migrations {:?}; run `digital-employee migrate`",
+                    s.pending
+                )),
+            },
+            _ => Check {
+                ok: false,
+                detail: Some("could not read the schema version".into()),
+            },
+        }
+    } else {
+        Check {
+            ok: false,
+            detail: Some("database unavailable".into()),
+        }
+    };
+    checks.push(probe("schema", schema));
+    match state.rate_limiter.ping().await {
+        Ok(None) => {}
+        Ok(Some(())) => {
+            checks.push(probe(
+                "redis",
+                Check {
+                    ok: true,
+                    detail: None,
+                },
+            ));
+        }
+        Err(_) => {
+            checks.push(probe(
+                "redis",
+                Check {
+                    ok: false,
+                    detail: Some(if redis_required {
+                        "unreachable; requests are refused (RATE_LIMIT_REDIS_FAILURE=closed)".into()
+                    } else {
+                        "unreachable; requests are not rate limited (RATE_LIMIT_REDIS_FAILURE=open)"
+                            .into()
+                    }),
+                },
+            ));
+        }
+    }
+
+    checks
 }

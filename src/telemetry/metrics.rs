@@ -40,6 +40,9 @@ pub const RATE_LIMITED_TOTAL: &str = "rate_limited_total";
 /// Counter `{policy}`: requests whose rate limit could not be checked because Redis was
 /// unreachable (`policy="open"`: let through; `"closed"`: refused with 503).
 pub const RATE_LIMIT_REDIS_ERRORS_TOTAL: &str = "rate_limit_redis_errors_total";
+/// Rounds of readiness dependency checks (database, schema, Redis) actually run; `/ready`
+/// reuses one round for a second.
+pub const READINESS_CHECKS_TOTAL: &str = "readiness_checks_total";
 /// Task event streams (SSE) open on this replica.
 pub const SSE_STREAMS_OPEN: &str = "sse_streams_open";
 /// Requests to tenant-chosen targets refused by the egress policy, by `reason`.
