@@ -83,20 +83,17 @@ impl App {
             }
         }
 
-        let bootstrap_key = if config.api_key_whitelist.is_empty()
-            && store.count_api_keys(DEFAULT_TENANT_ID).await? == 0
-        {
-            let issued = keys::issue(
-                &store,
-                DEFAULT_TENANT_ID,
-                "bootstrap admin",
-                Scope::Admin,
-                None,
-            )
-            .await
-            .context("creating the bootstrap admin key")?;
-            tracing::info!(prefix = %issued.record.prefix, "created the bootstrap admin key");
-            Some(issued.secret)
+        // Without a whitelist, the default tenant gets one admin key on first start; the
+        // insert is atomic, so replicas starting together on an empty database mint one.
+        let bootstrap_key = if config.api_key_whitelist.is_empty() {
+            let issued =
+                keys::issue_first(&store, DEFAULT_TENANT_ID, "bootstrap admin", Scope::Admin)
+                    .await
+                    .context("creating the bootstrap admin key")?;
+            issued.map(|k| {
+                tracing::info!(prefix = %k.record.prefix, "created the bootstrap admin key");
+                k.secret
+            })
         } else {
             None
         };

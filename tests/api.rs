@@ -14,6 +14,7 @@ backend_tests!(
     auth_is_required_except_on_public_paths,
     metrics_are_labelled_by_route_template,
     request_ids_are_kept_or_minted,
+    replicas_starting_together_mint_one_bootstrap_key,
 );
 
 async fn employees_crud(backend: Backend) {
@@ -515,4 +516,56 @@ async fn request_ids_are_kept_or_minted(backend: Backend) {
         .unwrap();
     let body = assert_error(r, 404, "not_found").await;
     assert_eq!(body["error"]["request_id"], "trace-me");
+}
+
+/// Four replicas starting at once on an empty database: exactly one mints the bootstrap
+/// admin key (before, each counted no key and minted its own).
+async fn replicas_starting_together_mint_one_bootstrap_key(backend: Backend) {
+    let db = common::TestDb::new(backend).await.unwrap();
+    db.migrated_store().await.close().await;
+    let build = || {
+        digital_employee::app::App::build(common::test_config(
+            &db.url,
+            &[("API_KEY_WHITELIST", "")],
+        ))
+    };
+    let (a, b, c, d) = tokio::join!(build(), build(), build(), build());
+    let mut apps = [a.unwrap(), b.unwrap(), c.unwrap(), d.unwrap()];
+    let minted: Vec<String> = apps
+        .iter_mut()
+        .filter_map(|a| a.take_bootstrap_key())
+        .collect();
+    assert_eq!(minted.len(), 1, "bootstrap keys minted: {}", minted.len());
+    let store = apps[0].state().store.clone();
+    assert_eq!(
+        store
+            .count_api_keys(digital_employee::store::DEFAULT_TENANT_ID)
+            .await
+            .unwrap(),
+        1
+    );
+    for a in &apps {
+        a.state().store.close().await;
+    }
+
+    // The insert itself, raced harder: sixteen at once on another empty database.
+    let db = common::TestDb::new(backend).await.unwrap();
+    let store = db.migrated_store().await;
+    let tenant = digital_employee::store::DEFAULT_TENANT_ID;
+    let issued = futures_util::future::join_all((0..16).map(|_| {
+        digital_employee::auth::keys::issue_first(
+            &store,
+            tenant,
+            "bootstrap admin",
+            digital_employee::auth::Scope::Admin,
+        )
+    }))
+    .await;
+    let minted = issued
+        .into_iter()
+        .filter(|r| matches!(r, Ok(Some(_))))
+        .count();
+    assert_eq!(minted, 1);
+    assert_eq!(store.count_api_keys(tenant).await.unwrap(), 1);
+    store.close().await;
 }

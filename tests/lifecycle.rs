@@ -231,6 +231,17 @@ async fn serve_with_no_environment_uses_sqlite_and_creates_a_key() {
         stderr.contains("de_"),
         "bootstrap key printed once: {stderr}"
     );
+    // The same key is in a file only the owner can read.
+    let file = dir.join("bootstrap-admin-key");
+    let saved = std::fs::read_to_string(&file).unwrap();
+    let key = saved.trim();
+    assert!(key.starts_with("de_") && stderr.contains(key), "{saved}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "mode {mode:o}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

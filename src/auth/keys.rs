@@ -38,6 +38,21 @@ pub fn split(key: &str) -> Option<(&str, &str)> {
 }
 
 /// Creates and stores a key; returns it with its secret (the only time it is visible).
+/// Issues the first key of a tenant, the bootstrap admin key, unless the tenant already
+/// has one (several replicas starting together on an empty database mint one key).
+pub async fn issue_first(
+    store: &DynStore,
+    tenant_id: Uuid,
+    name: &str,
+    scope: Scope,
+) -> StoreResult<Option<IssuedKey>> {
+    let (new, secret) = generate(tenant_id, name, scope, None);
+    Ok(store
+        .insert_first_api_key(&new)
+        .await?
+        .map(|record| IssuedKey { record, secret }))
+}
+
 pub async fn issue(
     store: &DynStore,
     tenant_id: Uuid,
@@ -45,6 +60,18 @@ pub async fn issue(
     scope: Scope,
     rate_limit: Option<i32>,
 ) -> StoreResult<IssuedKey> {
+    let (new, secret) = generate(tenant_id, name, scope, rate_limit);
+    let record = store.insert_api_key(&new).await?;
+    Ok(IssuedKey { record, secret })
+}
+
+/// A new key: the row to store (hash only) and the secret to show once.
+fn generate(
+    tenant_id: Uuid,
+    name: &str,
+    scope: Scope,
+    rate_limit: Option<i32>,
+) -> (NewApiKey, String) {
     let mut prefix_bytes = [0u8; 6];
     let mut secret_bytes = [0u8; 32];
     {
@@ -64,11 +91,7 @@ pub async fn issue(
         scopes: vec![scope.as_str().to_string()],
         rate_limit,
     };
-    let record = store.insert_api_key(&new).await?;
-    Ok(IssuedKey {
-        record,
-        secret: format!("{MARK}{prefix}_{secret_part}"),
-    })
+    (new, format!("{MARK}{prefix}_{secret_part}"))
 }
 
 #[cfg(test)]

@@ -18,12 +18,21 @@ pub async fn run(_args: Args, config: Config) -> anyhow::Result<()> {
         "starting"
     );
     let shutdown = shutdown_signal();
+    let config_data_dir = config.data_dir.clone();
     let mut app = App::build(config).await?;
     if let Some(key) = app.take_bootstrap_key() {
-        // Shown once, on stderr, never logged: only its hash is stored.
+        // Shown once, on stderr and in a file only this user can read; never logged: only
+        // its hash is stored.
+        let saved = match save_bootstrap_key(&config_data_dir, &key) {
+            Ok(path) => format!(
+                "It is also in {} (readable by this user only).\n",
+                path.display()
+            ),
+            Err(e) => format!("It could not be written to the data directory: {e}.\n"),
+        };
         eprintln!(
             "\nNo API_KEY_WHITELIST is set, so an admin API key was created for the default tenant.\n\
-             It is shown only this once; store it now:\n\n    {key}\n\n\
+             Store it now:\n\n    {key}\n\n{saved}\
              Send it as `X-API-Key: <key>` or `Authorization: Bearer <key>`.\n"
         );
     }
@@ -33,4 +42,30 @@ pub async fn run(_args: Args, config: Config) -> anyhow::Result<()> {
         "listening"
     );
     app.run(shutdown).await
+}
+
+/// File name of the bootstrap admin key under `DATA_DIR`.
+pub const BOOTSTRAP_KEY_FILE: &str = "bootstrap-admin-key";
+
+/// Writes the bootstrap key to `DATA_DIR/bootstrap-admin-key`, mode 0600 (owner only).
+fn save_bootstrap_key(dir: &std::path::Path, key: &str) -> std::io::Result<std::path::PathBuf> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(BOOTSTRAP_KEY_FILE);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&path)?;
+    #[cfg(unix)]
+    {
+        // An older file keeps its mode on open: set it again.
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    writeln!(file, "{key}")?;
+    Ok(path)
 }

@@ -125,6 +125,10 @@ pub trait Store: TaskStore + WebhookStore + Send + Sync + 'static {
     async fn list_tenants(&self, before: Option<Uuid>, limit: u32) -> StoreResult<Page<Tenant>>;
 
     async fn insert_api_key(&self, key: &NewApiKey) -> StoreResult<ApiKeyRecord>;
+    /// Inserts `key` only when its tenant has no key at all, atomically across replicas
+    /// (the bootstrap admin key: several replicas starting together mint one). `None`
+    /// when the tenant already has a key.
+    async fn insert_first_api_key(&self, key: &NewApiKey) -> StoreResult<Option<ApiKeyRecord>>;
     /// The non-revoked key with this public prefix.
     async fn find_api_key(&self, prefix: &str) -> StoreResult<ApiKeyRecord>;
     async fn count_api_keys(&self, tenant: Uuid) -> StoreResult<i64>;

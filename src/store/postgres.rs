@@ -255,6 +255,33 @@ impl Store for PgStore {
         key_row(&row)
     }
 
+    async fn insert_first_api_key(&self, key: &NewApiKey) -> StoreResult<Option<ApiKeyRecord>> {
+        // Serialise the check and the insert across replicas: READ COMMITTED alone would
+        // let two `NOT EXISTS` checks pass together.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('digital-employee:first-api-key'))")
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query(
+            "INSERT INTO api_keys (id, tenant_id, name, prefix, secret_hash, scopes, created_at, \
+             rate_limit) SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
+             WHERE NOT EXISTS (SELECT 1 FROM api_keys WHERE tenant_id = $2) RETURNING *",
+        )
+        .bind(key.id)
+        .bind(key.tenant_id)
+        .bind(&key.name)
+        .bind(&key.prefix)
+        .bind(&key.secret_hash)
+        .bind(&key.scopes)
+        .bind(now())
+        .bind(key.rate_limit)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| map_unique(e, "api key prefix"))?;
+        tx.commit().await?;
+        row.as_ref().map(key_row).transpose()
+    }
+
     async fn find_api_key(&self, prefix: &str) -> StoreResult<ApiKeyRecord> {
         let row = sqlx::query("SELECT * FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL")
             .bind(prefix)

@@ -399,6 +399,44 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn insert_first_api_key(&self, key: &NewApiKey) -> StoreResult<Option<ApiKeyRecord>> {
+        // One statement on the single write connection: the check and the insert cannot
+        // interleave with another writer.
+        let created_at = now();
+        let done = sqlx::query(
+            "INSERT INTO api_keys (id, tenant_id, name, prefix, secret_hash, scopes, created_at, \
+             rate_limit) SELECT ?, ?, ?, ?, ?, ?, ?, ? \
+             WHERE NOT EXISTS (SELECT 1 FROM api_keys WHERE tenant_id = ?)",
+        )
+        .bind(key.id.to_string())
+        .bind(key.tenant_id.to_string())
+        .bind(&key.name)
+        .bind(&key.prefix)
+        .bind(&key.secret_hash)
+        .bind(to_json(&key.scopes))
+        .bind(ts(&created_at))
+        .bind(key.rate_limit)
+        .bind(key.tenant_id.to_string())
+        .execute(&mut *self.w().await?)
+        .await
+        .map_err(|e| map_unique(e, "api key prefix"))?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        Ok(Some(ApiKeyRecord {
+            id: key.id,
+            tenant_id: key.tenant_id,
+            name: key.name.clone(),
+            prefix: key.prefix.clone(),
+            secret_hash: key.secret_hash.clone(),
+            scopes: key.scopes.clone(),
+            created_at,
+            last_used_at: None,
+            revoked_at: None,
+            rate_limit: key.rate_limit,
+        }))
+    }
+
     async fn find_api_key(&self, prefix: &str) -> StoreResult<ApiKeyRecord> {
         let row = sqlx::query(concat!(
             "SELECT ",
