@@ -131,6 +131,7 @@ impl App {
                 ai,
                 auth,
                 rate_limiter: Arc::new(rate_limiter),
+                auth_failures: Arc::default(),
                 lifecycle: Arc::new(Lifecycle::default()),
                 tasks: Arc::new(Hub::new(&egress)),
                 egress,
@@ -213,6 +214,7 @@ impl App {
         // The in-process rate limiter forgets idle callers here, off the request path.
         let token = stop_listeners.clone();
         let limiter = state.rate_limiter.clone();
+        let failures = state.auth_failures.clone();
         let every = state.config.rate_limit_window.max(Duration::from_secs(1));
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -220,6 +222,7 @@ impl App {
                 tokio::select! {
                     _ = tick.tick() => {
                         limiter.sweep();
+                        failures.sweep();
                     }
                     _ = token.cancelled() => break,
                 }
@@ -332,7 +335,7 @@ async fn serve_api(
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: wait a little, keep serving.
                     tracing::warn!(error = %e, "accept failed");
@@ -342,8 +345,18 @@ async fn serve_api(
             },
             _ = stop.cancelled() => break,
         };
+        let (stream, peer) = stream;
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        // Every request knows the address it came from (failed-authentication limits).
+        let service = TowerToHyperService::new(
+            tower::ServiceBuilder::new()
+                .map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    req
+                })
+                .service(router.clone()),
+        );
         let builder = builder.clone();
         let stop = stop.clone();
         connections.spawn(async move {

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::ai::AiRouter;
 use crate::auth::Authenticator;
-use crate::auth::ratelimit::RateLimiter;
+use crate::auth::ratelimit::{AuthFailures, RateLimiter};
 use crate::config::Config;
 use crate::egress::EgressPolicy;
 use crate::store::DynStore;
@@ -30,6 +30,8 @@ pub struct AppState {
     pub ai: Arc<AiRouter>,
     pub auth: Arc<Authenticator>,
     pub rate_limiter: Arc<RateLimiter>,
+    /// Client addresses refused after too many failed authentications.
+    pub auth_failures: Arc<AuthFailures>,
     pub lifecycle: Arc<Lifecycle>,
     pub tasks: Arc<Hub>,
     /// Where tenant-chosen URLs may point (`EGRESS_ALLOW_CIDRS`).

@@ -248,6 +248,7 @@ async fn documented_metrics_are_exported_with_plausible_values(backend: Backend)
                     "schedule_fire_errors_total",
                     "webhook_deliveries_total",
                     "egress_refused_total",
+                    "auth_failures_total",
                 ];
                 if !rare.contains(&name.as_str()) {
                     assert!(s.iter().any(|(_, v)| *v > 0.0), "{name} is 0: {s:?}");

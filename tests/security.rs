@@ -581,7 +581,7 @@ async fn a_tenant_admin_cannot_lift_its_limits(backend: Backend) {
     let app = TestApp::spawn_with(
         backend,
         &[
-            ("RATE_LIMIT_REQUESTS", "1000"),
+            ("RATE_LIMIT_REQUESTS", "5"),
             ("TENANT_RATE_LIMIT_REQUESTS", "6"),
             ("TENANT_MAX_KEYS", "3"),
         ],
@@ -597,7 +597,7 @@ async fn a_tenant_admin_cannot_lift_its_limits(backend: Backend) {
     let create =
         |body: Value| with_key(&app, reqwest::Method::POST, "/v1/keys", &admin).json(&body);
     // Above the per-key default: the operator only.
-    let r = create(json!({"name": "fast", "scope": "read", "rate_limit": 1001}))
+    let r = create(json!({"name": "fast", "scope": "read", "rate_limit": 6}))
         .send()
         .await
         .unwrap();
@@ -608,7 +608,7 @@ async fn a_tenant_admin_cannot_lift_its_limits(backend: Backend) {
             .unwrap()
             .contains("RATE_LIMIT_REQUESTS")
     );
-    let r = create(json!({"name": "slow", "scope": "read", "rate_limit": 500}))
+    let r = create(json!({"name": "slow", "scope": "read", "rate_limit": 3}))
         .send()
         .await
         .unwrap();
@@ -657,6 +657,100 @@ async fn a_tenant_admin_cannot_lift_its_limits(backend: Backend) {
     assert_eq!((allowed, refused), (2, 4), "two keys, one tenant allowance");
     // The operator's own tenant is not affected by another tenant's use.
     assert_eq!(app.get("/v1/employees").send().await.unwrap().status(), 200);
+}
+
+/// A client that keeps presenting bad credentials is refused (429) before any check, even
+/// with a good key, until the window has passed; behind a trusted proxy the address is
+/// the one `X-Forwarded-For` names, and elsewhere that header is not believed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failed_authentications_are_refused_per_client_address() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[
+            ("AUTH_FAILURE_LIMIT", "3"),
+            ("RATE_LIMIT_WINDOW_SECONDS", "2"),
+            ("TRUSTED_PROXIES", "none"),
+        ],
+    )
+    .await
+    .unwrap();
+    let attempt = |key: &str, forwarded: &str| {
+        app.client
+            .get(app.url("/v1/employees"))
+            .header("X-API-Key", key)
+            .header("X-Forwarded-For", forwarded)
+            .send()
+    };
+    let mut unauthorized = 0;
+    loop {
+        let r = attempt("de_000000000000_guess", "203.0.113.9")
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            401 => unauthorized += 1,
+            429 => break,
+            s => panic!("unexpected {s}"),
+        }
+        assert!(unauthorized <= 10, "never refused");
+    }
+    assert_eq!(unauthorized, 4, "three failures allowed, the fourth blocks");
+    // Blocked before any check: the right key is refused too, and the header (no trusted
+    // proxy here) changes nothing.
+    let r = attempt(common::ADMIN_KEY, "198.51.100.7").await.unwrap();
+    assert_eq!(r.status(), 429, "{:?}", r.headers());
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    assert_error(r, 429, "rate_limited").await;
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("auth_failures_total{outcome=\"blocked\"}") && !l.ends_with(" 0")
+        ),
+        "{metrics}"
+    );
+    // The window passes: the right key works again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while attempt(common::ADMIN_KEY, "x").await.unwrap().status() != 200 {
+        assert!(std::time::Instant::now() < deadline, "still blocked");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    app.stop().await.unwrap();
+
+    // Behind a trusted proxy each client is counted on its own.
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[
+            ("AUTH_FAILURE_LIMIT", "1"),
+            ("TRUSTED_PROXIES", "127.0.0.1/32"),
+        ],
+    )
+    .await
+    .unwrap();
+    let attempt = |key: &str, forwarded: &str| {
+        app.client
+            .get(app.url("/v1/employees"))
+            .header("X-API-Key", key)
+            .header("X-Forwarded-For", forwarded)
+            .send()
+    };
+    for _ in 0..2 {
+        let r = attempt("de_000000000000_guess", "203.0.113.9")
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let r = attempt(common::ADMIN_KEY, "203.0.113.9").await.unwrap();
+    assert_eq!(r.status(), 429);
+    // A client can prepend anything; the proxy appends the real address last.
+    let r = attempt(common::ADMIN_KEY, "203.0.113.9, 198.51.100.7")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "another client behind the same proxy");
+    app.stop().await.unwrap();
 }
 
 // --- Redis: shared limits, Redis down. Not per database backend (SQLite each). ---

@@ -79,6 +79,10 @@ pub enum ApiError {
          {retry_after} s, or read the events as JSON"
     )]
     TooManyStreams { max: u32, retry_after: u64 },
+    /// This client address failed to authenticate too often; refused until the window
+    /// has passed.
+    #[error("too many failed authentications from this address; retry after {retry_after} s")]
+    TooManyAuthFailures { retry_after: u64 },
     #[error("{0}")]
     Unavailable(String),
     /// Every AI candidate failed; the status says how (502, or 400/429/503 when all
@@ -113,7 +117,9 @@ impl ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::RateLimited { .. } | Self::TooManyStreams { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. }
+            | Self::TooManyStreams { .. }
+            | Self::TooManyAuthFailures { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Upstream { status, .. } => *status,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -131,7 +137,9 @@ impl ApiError {
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Validation { .. } => "validation_error",
-            Self::RateLimited { .. } | Self::TooManyStreams { .. } => "rate_limited",
+            Self::RateLimited { .. }
+            | Self::TooManyStreams { .. }
+            | Self::TooManyAuthFailures { .. } => "rate_limited",
             Self::Unavailable(_) => "unavailable",
             Self::Upstream { .. } => "upstream_error",
             Self::Internal(_) => "internal_error",
@@ -178,7 +186,10 @@ impl IntoResponse for ApiError {
             },
         };
         let mut resp = (status, axum::Json(body)).into_response();
-        if let Self::RateLimited { retry_after } | Self::TooManyStreams { retry_after, .. } = self {
+        if let Self::RateLimited { retry_after }
+        | Self::TooManyStreams { retry_after, .. }
+        | Self::TooManyAuthFailures { retry_after } = self
+        {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }

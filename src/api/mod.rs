@@ -239,13 +239,28 @@ async fn require_auth(State(state): State<AppState>, mut req: Request, next: Nex
     let Some(key) = presented else {
         return ApiError::Unauthorized(AuthError::Missing.to_string()).into_response();
     };
+    let client = security::client_addr(&req, &state.config.trusted_proxies);
+    if let Some(until) = client.and_then(|ip| state.auth_failures.blocked_until(ip)) {
+        metrics::counter!(m::AUTH_FAILURES_TOTAL, "outcome" => "blocked").increment(1);
+        let wait = until.saturating_duration_since(std::time::Instant::now());
+        return ApiError::TooManyAuthFailures {
+            retry_after: wait.as_secs().max(1),
+        }
+        .into_response();
+    }
     match state.auth.authenticate(&key).await {
         Ok(principal) => {
             req.extensions_mut().insert(principal.clone());
             security::rate_limited(&state, &principal, req, next).await
         }
         Err(AuthError::Store(e)) => ApiError::from(e).into_response(),
-        Err(e) => ApiError::Unauthorized(e.to_string()).into_response(),
+        Err(e) => {
+            metrics::counter!(m::AUTH_FAILURES_TOTAL, "outcome" => "refused").increment(1);
+            if let Some(ip) = client {
+                security::count_auth_failure(&state, ip).await;
+            }
+            ApiError::Unauthorized(e.to_string()).into_response()
+        }
     }
 }
 

@@ -115,7 +115,9 @@ pub async fn rate_limited(
         .unwrap_or(state.config.rate_limit_requests);
     let checked = match state.rate_limiter.check(&principal.subject, limit).await {
         // The caller is under its own limit: the tenant's callers together must be too.
-        Ok(d) if d.allowed => {
+        // A key the operator granted at least the tenant's whole allowance is counted
+        // on its own limit only (a load or integration key), not against its tenant.
+        Ok(d) if d.allowed && limit < state.config.tenant_rate_limit_requests => {
             let tenant = format!("tenant:{}", principal.tenant_id);
             match state
                 .rate_limiter
@@ -181,4 +183,57 @@ fn put_headers(resp: &mut Response, d: &Decision) {
         HeaderValue::from(d.remaining),
     );
     h.insert(X_RATELIMIT_RESET.clone(), HeaderValue::from(reset_secs(d)));
+}
+
+/// The client's address: the peer's, or — when the peer is one of `TRUSTED_PROXIES` —
+/// the right-most `X-Forwarded-For` entry that is not itself a trusted proxy (the left
+/// part of the header is the client's to write, so it is never believed).
+pub fn client_addr(req: &Request, trusted: &[ipnet::IpNet]) -> Option<std::net::IpAddr> {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()?
+        .0
+        .ip();
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let forwarded = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    for hop in forwarded.iter().rev() {
+        match hop.parse::<std::net::IpAddr>() {
+            Ok(ip) if is_trusted(&ip) => continue,
+            Ok(ip) => return Some(ip),
+            Err(_) => return Some(peer),
+        }
+    }
+    Some(peer)
+}
+
+/// Counts a failed authentication from `ip` in the shared limiter; past
+/// `AUTH_FAILURE_LIMIT` in a window the address is refused until the window has passed.
+pub async fn count_auth_failure(state: &AppState, ip: std::net::IpAddr) {
+    let subject = format!("authfail:{ip}");
+    match state
+        .rate_limiter
+        .check(&subject, state.config.auth_failure_limit)
+        .await
+    {
+        Ok(d) if !d.allowed => {
+            tracing::warn!(client = %ip, "too many failed authentications; refusing this address for a while");
+            state.auth_failures.block(
+                ip,
+                std::time::Instant::now() + d.reset.max(std::time::Duration::from_secs(1)),
+            );
+        }
+        Ok(_) => {}
+        // The shared store is down: failures go uncounted rather than lock anyone out.
+        Err(_) => {}
+    }
 }

@@ -277,6 +277,38 @@ impl RedisBackend {
     }
 }
 
+/// Client addresses refused for a while after too many failed authentications.
+///
+/// Failures are counted in the shared limiter (`authfail:<address>`, so every replica
+/// sees them); once an address is over the limit, this replica remembers it here until
+/// the window has passed, so its further attempts are refused before any credential is
+/// checked and before any round trip. Successful requests only look an address up here.
+#[derive(Debug, Default)]
+pub struct AuthFailures {
+    blocked: Mutex<HashMap<std::net::IpAddr, Instant>>,
+}
+
+impl AuthFailures {
+    /// Until when `addr` is refused, if it is.
+    pub fn blocked_until(&self, addr: std::net::IpAddr) -> Option<Instant> {
+        let map = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&addr).copied().filter(|t| *t > Instant::now())
+    }
+
+    /// Refuses `addr` until `until`.
+    pub fn block(&self, addr: std::net::IpAddr, until: Instant) {
+        let mut map = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(addr, until);
+    }
+
+    /// Forgets addresses whose block ended (background sweep).
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let mut map = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, t| *t > now);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

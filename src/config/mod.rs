@@ -44,6 +44,8 @@
 //! | `RATE_LIMIT_REQUESTS` | `100` | requests per key (or token subject) per window; a key's own `rate_limit` overrides it |
 //! | `TENANT_RATE_LIMIT_REQUESTS` | 10 × `RATE_LIMIT_REQUESTS` | requests per window of all of a tenant's keys and tokens together |
 //! | `TENANT_MAX_KEYS` | `100` | active stored keys one tenant may have (`/v1/keys` answers 409 past it) |
+//! | `AUTH_FAILURE_LIMIT` | `20` | failed authentications per client address and window; past it the address gets 429 until the window has passed |
+//! | `TRUSTED_PROXIES` | loopback and private ranges | comma-separated ranges of proxies (nginx, the ingress) whose `X-Forwarded-For` names the client; `none` = the peer address is always the client |
 //! | `RATE_LIMIT_WINDOW_SECONDS` | `60` | length of the sliding window, whole seconds |
 //! | `RATE_LIMIT_REDIS_FAILURE` | `open` | when Redis is unreachable: `open` (allow, count `rate_limit_redis_errors_total`) or `closed` (503) |
 //! | `RATE_LIMIT_KEY_PREFIX` | `de:rl:` | prefix of the rate-limit keys in Redis |
@@ -237,6 +239,12 @@ pub struct Config {
     pub tenant_rate_limit_requests: u32,
     /// `TENANT_MAX_KEYS`: active (not revoked) stored keys one tenant may have.
     pub tenant_max_keys: u32,
+    /// `AUTH_FAILURE_LIMIT`: failed authentications per client address and window before
+    /// the address is refused for the rest of the window.
+    pub auth_failure_limit: u32,
+    /// `TRUSTED_PROXIES`: peers whose `X-Forwarded-For` names the client address.
+    #[serde(serialize_with = "security::ser_nets")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `RATE_LIMIT_WINDOW_SECONDS`.
     #[serde(serialize_with = "ser_secs")]
     pub rate_limit_window: Duration,
@@ -315,6 +323,8 @@ impl Config {
             rate_limit_requests,
             tenant_rate_limit_requests,
             tenant_max_keys,
+            auth_failure_limit,
+            trusted_proxies,
             rate_limit_window,
             rate_limit_redis_failure,
             rate_limit_key_prefix,
@@ -356,6 +366,8 @@ impl Config {
             rate_limit_requests,
             tenant_rate_limit_requests,
             tenant_max_keys,
+            auth_failure_limit,
+            trusted_proxies,
             rate_limit_window,
             rate_limit_redis_failure,
             rate_limit_key_prefix,

@@ -31,6 +31,8 @@ pub(super) struct SecuritySettings {
     pub(super) rate_limit_requests: u32,
     pub(super) tenant_rate_limit_requests: u32,
     pub(super) tenant_max_keys: u32,
+    pub(super) auth_failure_limit: u32,
+    pub(super) trusted_proxies: Vec<IpNet>,
     pub(super) rate_limit_window: Duration,
     pub(super) rate_limit_redis_failure: RedisFailure,
     pub(super) rate_limit_key_prefix: String,
@@ -116,6 +118,19 @@ impl SecuritySettings {
                 expected: "a positive whole number of keys",
             });
         }
+        let auth_failure_limit: u32 = parse(
+            get,
+            "AUTH_FAILURE_LIMIT",
+            "20",
+            "a positive whole number of failed authentications",
+        )?;
+        if auth_failure_limit == 0 {
+            return Err(ConfigError {
+                var: "AUTH_FAILURE_LIMIT",
+                value: "0".into(),
+                expected: "a positive whole number of failed authentications",
+            });
+        }
         let window: u64 = parse(
             get,
             "RATE_LIMIT_WINDOW_SECONDS",
@@ -153,22 +168,37 @@ impl SecuritySettings {
             rate_limit_requests,
             tenant_rate_limit_requests,
             tenant_max_keys,
+            auth_failure_limit,
+            trusted_proxies: cidrs(
+                "TRUSTED_PROXIES",
+                Some(get("TRUSTED_PROXIES").unwrap_or_else(|| DEFAULT_TRUSTED_PROXIES.into())),
+            )?,
             rate_limit_window: Duration::from_secs(window),
             rate_limit_redis_failure,
             rate_limit_key_prefix: get("RATE_LIMIT_KEY_PREFIX").unwrap_or_else(|| "de:rl:".into()),
             cors_allowed_origins: cors_origins(get("CORS_ALLOWED_ORIGINS"))?,
             redact_extra_patterns: redact_patterns(get("REDACT_EXTRA_PATTERNS"))?,
-            egress_allow_cidrs: cidrs(get("EGRESS_ALLOW_CIDRS"))?,
+            egress_allow_cidrs: cidrs("EGRESS_ALLOW_CIDRS", get("EGRESS_ALLOW_CIDRS"))?,
         })
     }
 }
 
-/// `127.0.0.1/32, 10.20.0.0/16, fd00::/8`: ranges tenants' outbound requests may reach
-/// besides the public internet. A bare address means that address alone.
-fn cidrs(value: Option<String>) -> Result<Vec<IpNet>, ConfigError> {
+/// Proxies believed by default: loopback and the private ranges, where nginx, a load
+/// balancer or an ingress controller sits in front of the service.
+const DEFAULT_TRUSTED_PROXIES: &str =
+    "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7";
+
+/// `127.0.0.1/32, 10.20.0.0/16, fd00::/8` (a bare address means that address alone): for
+/// `EGRESS_ALLOW_CIDRS`, ranges tenants' outbound requests may reach besides the public
+/// internet; for `TRUSTED_PROXIES`, the proxies whose `X-Forwarded-For` is believed.
+/// `none` is the empty list (an empty variable counts as unset, so takes the default).
+fn cidrs(var: &'static str, value: Option<String>) -> Result<Vec<IpNet>, ConfigError> {
     let Some(v) = value else {
         return Ok(Vec::new());
     };
+    if v.eq_ignore_ascii_case("none") {
+        return Ok(Vec::new());
+    }
     v.split(',')
         .map(str::trim)
         .filter(|c| !c.is_empty())
@@ -177,7 +207,7 @@ fn cidrs(value: Option<String>) -> Result<Vec<IpNet>, ConfigError> {
                 .or_else(|_| c.parse::<std::net::IpAddr>().map(IpNet::from))
                 .map(|n| n.trunc())
                 .map_err(|_| ConfigError {
-                    var: "EGRESS_ALLOW_CIDRS",
+                    var,
                     value: c.to_string(),
                     expected: "comma-separated CIDR ranges such as 127.0.0.1/32,10.20.0.0/16",
                 })

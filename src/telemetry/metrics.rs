@@ -43,6 +43,9 @@ pub const RATE_LIMIT_REDIS_ERRORS_TOTAL: &str = "rate_limit_redis_errors_total";
 /// Rounds of readiness dependency checks (database, schema, Redis) actually run; `/ready`
 /// reuses one round for a second.
 pub const READINESS_CHECKS_TOTAL: &str = "readiness_checks_total";
+/// Failed authentications: `outcome` = `refused` (bad credentials, 401) or `blocked`
+/// (the address failed too often, 429 before any check).
+pub const AUTH_FAILURES_TOTAL: &str = "auth_failures_total";
 /// Task event streams (SSE) open on this replica.
 pub const SSE_STREAMS_OPEN: &str = "sse_streams_open";
 /// Requests to tenant-chosen targets refused by the egress policy, by `reason`.
@@ -238,6 +241,9 @@ fn describe() {
     // Likewise every outcome of a webhook delivery, so a failure-rate query has both sides.
     for outcome in ["delivered", "retrying", "failed"] {
         metrics::counter!(WEBHOOK_DELIVERIES_TOTAL, "outcome" => outcome).increment(0);
+    }
+    for outcome in ["refused", "blocked"] {
+        metrics::counter!(AUTH_FAILURES_TOTAL, "outcome" => outcome).increment(0);
     }
     // Registered without changing it: several apps may share this process's recorder.
     metrics::gauge!(SSE_STREAMS_OPEN).increment(0.0);
