@@ -42,7 +42,7 @@ pub struct CreateTask {
     /// Higher runs first; -100–100, default 0.
     #[serde(default)]
     pub priority: Option<i32>,
-    /// Not before this time (RFC 3339); default now.
+    /// Not before this time (RFC 3339); default now, and a past time counts as now.
     #[serde(default)]
     pub run_at: Option<DateTime<Utc>>,
     /// 1–20; default `TASK_MAX_ATTEMPTS`.

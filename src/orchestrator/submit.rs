@@ -60,7 +60,7 @@ pub struct Submit {
     pub input: Value,
     /// -100–100, default 0.
     pub priority: Option<i32>,
-    /// Default now.
+    /// Default now; a time in the past counts as now.
     pub run_at: Option<DateTime<Utc>>,
     /// 1–20, default `TASK_MAX_ATTEMPTS`.
     pub max_attempts: Option<i32>,
@@ -190,7 +190,9 @@ pub fn validate(
     }
     Ok(Valid {
         priority,
-        run_at: req.run_at.unwrap_or_else(now),
+        // A time in the past means "now": it must not buy a place ahead of tasks that
+        // were queued earlier (claims order by priority, then `run_at`).
+        run_at: req.run_at.map_or_else(now, |t| t.max(now())),
         max_attempts,
         metadata,
     })
@@ -349,6 +351,14 @@ mod tests {
         let v = validate(&r, &c).unwrap();
         assert_eq!((v.priority, v.max_attempts), (-100, 20));
         assert_eq!(v.metadata, json!({"k": "v"}));
+        // A run_at in the past is now (no jumping the queue); a future one is kept.
+        let mut r = req(json!("x"));
+        r.run_at = Some(now() - chrono::Duration::days(365));
+        let v = validate(&r, &c).unwrap();
+        assert!((now() - v.run_at).num_seconds().abs() < 60, "{}", v.run_at);
+        let later = now() + chrono::Duration::hours(1);
+        r.run_at = Some(later);
+        assert_eq!(validate(&r, &c).unwrap().run_at, later);
     }
 
     #[test]
