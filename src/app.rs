@@ -124,6 +124,7 @@ impl App {
             .await
             .context("setting up the AI providers")?;
         let egress = Arc::new(EgressPolicy::new(config.egress_allow_cidrs.clone()));
+        let hub = Hub::new(&egress).context("building the HTTP client for tenant-chosen URLs")?;
         Ok(App {
             state: AppState {
                 config: Arc::new(config),
@@ -133,7 +134,7 @@ impl App {
                 rate_limiter: Arc::new(rate_limiter),
                 auth_failures: Arc::default(),
                 lifecycle: Arc::new(Lifecycle::default()),
-                tasks: Arc::new(Hub::new(&egress)),
+                tasks: Arc::new(hub),
                 egress,
                 probes: Arc::default(),
             },

@@ -184,25 +184,15 @@ impl EgressPolicy {
     }
 
     /// The client for tenant-chosen targets: every name resolved through the policy, no
-    /// redirects, no proxy.
-    pub fn client(self: &Arc<Self>, connect_timeout: Duration) -> reqwest::Client {
+    /// redirects, no proxy. It fails only when the TLS backend cannot start; there is no
+    /// fallback client, since any other client would send requests unchecked.
+    pub fn client(self: &Arc<Self>, connect_timeout: Duration) -> reqwest::Result<reqwest::Client> {
         reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .connect_timeout(connect_timeout)
             .dns_resolver(Arc::new(PolicyResolver(self.clone())))
             .build()
-            .unwrap_or_else(|e| {
-                // Only a TLS backend that cannot start makes this fail; requests will then
-                // fail (refused) rather than go out unchecked.
-                tracing::error!(error = %e, "cannot build the egress client");
-                reqwest::Client::builder()
-                    .redirect(reqwest::redirect::Policy::none())
-                    .no_proxy()
-                    .dns_resolver(Arc::new(PolicyResolver(self.clone())))
-                    .build()
-                    .unwrap_or_default()
-            })
     }
 }
 
@@ -429,7 +419,7 @@ mod tests {
     #[tokio::test]
     async fn a_name_that_resolves_to_loopback_is_refused_at_connect_time() {
         let p = Arc::new(EgressPolicy::default());
-        let client = p.client(Duration::from_secs(2));
+        let client = p.client(Duration::from_secs(2)).unwrap();
         let err = client
             .get("http://localhost:9/never")
             .send()

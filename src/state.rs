@@ -207,9 +207,9 @@ impl Drop for LentSlot {
 
 impl Hub {
     /// A hub whose HTTP client sends tenants' requests under `egress`.
-    pub fn new(egress: &Arc<EgressPolicy>) -> Self {
-        let http = egress.client(Duration::from_secs(5));
-        Self {
+    pub fn new(egress: &Arc<EgressPolicy>) -> reqwest::Result<Self> {
+        let http = egress.client(Duration::from_secs(5))?;
+        Ok(Self {
             wake: Notify::new(),
             finished: Notify::new(),
             events: broadcast::channel(4096).0,
@@ -218,7 +218,7 @@ impl Hub {
             webhooks: Notify::new(),
             slots: std::sync::OnceLock::new(),
             streams: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// Lends the calling task's worker slot to the claim loop while the task waits on
@@ -273,12 +273,6 @@ impl Hub {
     }
 }
 
-impl Default for Hub {
-    fn default() -> Self {
-        Self::new(&Arc::new(EgressPolicy::default()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -286,7 +280,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lent_slot_comes_back_whether_taken_back_or_abandoned() {
-        let hub = Hub::default();
+        let hub = Hub::new(&Arc::new(EgressPolicy::default())).unwrap();
         assert!(hub.lend_slot().is_none(), "no claim loop, nothing to lend");
         let slots = Arc::new(Semaphore::new(2));
         hub.set_slots(slots.clone());
