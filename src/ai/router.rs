@@ -10,7 +10,7 @@
 //! Streams: fallback happens only before the first event reaches the caller; a failure
 //! after that ends the stream with an error item, never a silent truncation.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -253,6 +253,8 @@ pub struct AiRouter {
     cache: Option<Arc<dyn ResultCache>>,
     records: Option<mpsc::Sender<AiCallRecord>>,
     aliases: HashMap<String, Vec<String>>,
+    /// provider → models the alias chains name: those keep their own metric label.
+    alias_models: HashMap<String, HashSet<String>>,
 }
 
 impl AiRouter {
@@ -277,6 +279,14 @@ impl AiRouter {
             .into_iter()
             .map(|p| (p.name().to_string(), p))
             .collect();
+        let mut alias_models: HashMap<String, HashSet<String>> = HashMap::new();
+        for candidate in aliases.values().flatten() {
+            let (p, m) = split(candidate);
+            alias_models
+                .entry(p.to_string())
+                .or_default()
+                .insert(m.to_string());
+        }
         Self {
             providers,
             breakers,
@@ -285,6 +295,7 @@ impl AiRouter {
             cache,
             records,
             aliases,
+            alias_models,
         }
     }
 
@@ -767,7 +778,7 @@ impl AiRouter {
 
     /// The `model` label for `pname/model` (see [`model_label`]).
     fn label(&self, pname: &str, model: &str) -> String {
-        model_label(&self.prices, &self.aliases, pname, model)
+        model_label(&self.prices, &self.alias_models, pname, model)
     }
 
     fn send(&self, rec: AiCallRecord) {
@@ -800,15 +811,14 @@ pub fn valid_model_name(name: &str) -> bool {
 /// caller cannot mint new series with made-up names.
 fn model_label(
     prices: &PriceTable,
-    aliases: &HashMap<String, Vec<String>>,
+    alias_models: &HashMap<String, HashSet<String>>,
     provider: &str,
     model: &str,
 ) -> String {
-    let configured = prices.names(provider, model)
-        || aliases
-            .values()
-            .flatten()
-            .any(|c| split(c) == (provider, model));
+    let configured = alias_models
+        .get(provider)
+        .is_some_and(|models| models.contains(model))
+        || prices.names(provider, model);
     if configured {
         model.to_string()
     } else {
@@ -836,6 +846,32 @@ mod tests {
         b.failure();
         assert_ne!(b.state(), BreakerState::Closed);
         b
+    }
+
+    #[test]
+    fn only_configured_models_keep_their_label() {
+        let prices = PriceTable::default();
+        let aliases = HashMap::from([(
+            "openai".to_string(),
+            HashSet::from(["gpt-custom".to_string()]),
+        )]);
+        let label = |p, m| model_label(&prices, &aliases, p, m);
+        assert_eq!(
+            label("sandbox", "sandbox-1"),
+            "sandbox-1",
+            "the price table names it"
+        );
+        assert_eq!(
+            label("openai", "gpt-custom"),
+            "gpt-custom",
+            "an alias chain names it"
+        );
+        assert_eq!(
+            label("anthropic", "gpt-custom"),
+            "other",
+            "another provider's model"
+        );
+        assert_eq!(label("sandbox", "made-up-7"), "other");
     }
 
     #[test]
