@@ -237,18 +237,11 @@ impl Store for PgStore {
     }
 
     async fn insert_api_key(&self, key: &NewApiKey) -> StoreResult<ApiKeyRecord> {
-        let row = sqlx::query(
+        let row = bind_key(
             "INSERT INTO api_keys (id, tenant_id, name, prefix, secret_hash, scopes, created_at, \
              rate_limit) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
+            key,
         )
-        .bind(key.id)
-        .bind(key.tenant_id)
-        .bind(&key.name)
-        .bind(&key.prefix)
-        .bind(&key.secret_hash)
-        .bind(&key.scopes)
-        .bind(now())
-        .bind(key.rate_limit)
         .fetch_one(&self.pool)
         .await
         .map_err(|e| map_unique(e, "api key prefix"))?;
@@ -262,19 +255,12 @@ impl Store for PgStore {
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('digital-employee:first-api-key'))")
             .execute(&mut *tx)
             .await?;
-        let row = sqlx::query(
+        let row = bind_key(
             "INSERT INTO api_keys (id, tenant_id, name, prefix, secret_hash, scopes, created_at, \
              rate_limit) SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
              WHERE NOT EXISTS (SELECT 1 FROM api_keys WHERE tenant_id = $2) RETURNING *",
+            key,
         )
-        .bind(key.id)
-        .bind(key.tenant_id)
-        .bind(&key.name)
-        .bind(&key.prefix)
-        .bind(&key.secret_hash)
-        .bind(&key.scopes)
-        .bind(now())
-        .bind(key.rate_limit)
         .fetch_optional(&mut *tx)
         .await
         .map_err(|e| map_unique(e, "api key prefix"))?;
@@ -631,4 +617,21 @@ impl Store for PgStore {
         sort_usage(&mut groups);
         Ok(groups)
     }
+}
+
+/// A key insert `sql` with the key's fields bound as `$1`–`$8` (id, tenant, name, prefix,
+/// secret hash, scopes, created at = now, rate limit).
+fn bind_key<'q>(
+    sql: &'static str,
+    key: &'q NewApiKey,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(sql)
+        .bind(key.id)
+        .bind(key.tenant_id)
+        .bind(&key.name)
+        .bind(&key.prefix)
+        .bind(&key.secret_hash)
+        .bind(&key.scopes)
+        .bind(now())
+        .bind(key.rate_limit)
 }

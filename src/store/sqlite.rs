@@ -70,6 +70,62 @@ impl Drop for SqliteStore {
 }
 
 impl SqliteStore {
+    /// Inserts a key; with `only_first`, only when its tenant has none (one statement on
+    /// the single write connection, so the check and the insert cannot interleave with
+    /// another writer). `None` when nothing was inserted.
+    async fn insert_key(
+        &self,
+        key: &NewApiKey,
+        only_first: bool,
+    ) -> StoreResult<Option<ApiKeyRecord>> {
+        macro_rules! insert {
+            () => {
+                "INSERT INTO api_keys (id, tenant_id, name, prefix, secret_hash, scopes, \
+                 created_at, rate_limit) SELECT ?, ?, ?, ?, ?, ?, ?, ?"
+            };
+        }
+        let sql = if only_first {
+            concat!(
+                insert!(),
+                " WHERE NOT EXISTS (SELECT 1 FROM api_keys WHERE tenant_id = ?)"
+            )
+        } else {
+            insert!()
+        };
+        let created_at = now();
+        let mut query = sqlx::query(sql)
+            .bind(key.id.to_string())
+            .bind(key.tenant_id.to_string())
+            .bind(&key.name)
+            .bind(&key.prefix)
+            .bind(&key.secret_hash)
+            .bind(to_json(&key.scopes))
+            .bind(ts(&created_at))
+            .bind(key.rate_limit);
+        if only_first {
+            query = query.bind(key.tenant_id.to_string());
+        }
+        let done = query
+            .execute(&mut *self.w().await?)
+            .await
+            .map_err(|e| map_unique(e, "api key prefix"))?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        Ok(Some(ApiKeyRecord {
+            id: key.id,
+            tenant_id: key.tenant_id,
+            name: key.name.clone(),
+            prefix: key.prefix.clone(),
+            secret_hash: key.secret_hash.clone(),
+            scopes: key.scopes.clone(),
+            created_at,
+            last_used_at: None,
+            revoked_at: None,
+            rate_limit: key.rate_limit,
+        }))
+    }
+
     pub async fn connect(opts: &ConnectOptions) -> StoreResult<Self> {
         let url = opts.url.as_str();
         let mut options = SqliteConnectOptions::from_str(url)?
@@ -369,72 +425,13 @@ impl Store for SqliteStore {
     }
 
     async fn insert_api_key(&self, key: &NewApiKey) -> StoreResult<ApiKeyRecord> {
-        let created_at = now();
-        sqlx::query(
-            "INSERT INTO api_keys (id, tenant_id, name, prefix, secret_hash, scopes, created_at, \
-             rate_limit) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(key.id.to_string())
-        .bind(key.tenant_id.to_string())
-        .bind(&key.name)
-        .bind(&key.prefix)
-        .bind(&key.secret_hash)
-        .bind(to_json(&key.scopes))
-        .bind(ts(&created_at))
-        .bind(key.rate_limit)
-        .execute(&mut *self.w().await?)
-        .await
-        .map_err(|e| map_unique(e, "api key prefix"))?;
-        Ok(ApiKeyRecord {
-            id: key.id,
-            tenant_id: key.tenant_id,
-            name: key.name.clone(),
-            prefix: key.prefix.clone(),
-            secret_hash: key.secret_hash.clone(),
-            scopes: key.scopes.clone(),
-            created_at,
-            last_used_at: None,
-            revoked_at: None,
-            rate_limit: key.rate_limit,
-        })
+        self.insert_key(key, false)
+            .await?
+            .ok_or_else(|| StoreError::Engine("the key insert wrote no row".into()))
     }
 
     async fn insert_first_api_key(&self, key: &NewApiKey) -> StoreResult<Option<ApiKeyRecord>> {
-        // One statement on the single write connection: the check and the insert cannot
-        // interleave with another writer.
-        let created_at = now();
-        let done = sqlx::query(
-            "INSERT INTO api_keys (id, tenant_id, name, prefix, secret_hash, scopes, created_at, \
-             rate_limit) SELECT ?, ?, ?, ?, ?, ?, ?, ? \
-             WHERE NOT EXISTS (SELECT 1 FROM api_keys WHERE tenant_id = ?)",
-        )
-        .bind(key.id.to_string())
-        .bind(key.tenant_id.to_string())
-        .bind(&key.name)
-        .bind(&key.prefix)
-        .bind(&key.secret_hash)
-        .bind(to_json(&key.scopes))
-        .bind(ts(&created_at))
-        .bind(key.rate_limit)
-        .bind(key.tenant_id.to_string())
-        .execute(&mut *self.w().await?)
-        .await
-        .map_err(|e| map_unique(e, "api key prefix"))?;
-        if done.rows_affected() == 0 {
-            return Ok(None);
-        }
-        Ok(Some(ApiKeyRecord {
-            id: key.id,
-            tenant_id: key.tenant_id,
-            name: key.name.clone(),
-            prefix: key.prefix.clone(),
-            secret_hash: key.secret_hash.clone(),
-            scopes: key.scopes.clone(),
-            created_at,
-            last_used_at: None,
-            revoked_at: None,
-            rate_limit: key.rate_limit,
-        }))
+        self.insert_key(key, true).await
     }
 
     async fn find_api_key(&self, prefix: &str) -> StoreResult<ApiKeyRecord> {
