@@ -10,6 +10,23 @@ use super::ConfigError;
 
 /// `var` parsed as `T`, or `default` when it is unset; `expected` says what a valid value
 /// looks like.
+/// Like [`parse`] for a whole number that must not be 0 (the same `expected` either way).
+pub(super) fn positive_u32(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: &str,
+    expected: &'static str,
+) -> Result<u32, ConfigError> {
+    match parse(get, var, default, expected)? {
+        0 => Err(ConfigError {
+            var,
+            value: "0".into(),
+            expected,
+        }),
+        n => Ok(n),
+    }
+}
+
 pub(super) fn parse<T: std::str::FromStr>(
     get: &impl Fn(&str) -> Option<String>,
     var: &'static str,

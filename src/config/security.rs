@@ -6,7 +6,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use super::parse::parse;
+use super::parse::{parse, positive_u32};
 use super::{AppEnv, ConfigError, Secret};
 
 /// What the rate limiter does when Redis cannot be reached (`RATE_LIMIT_REDIS_FAILURE`).
@@ -78,59 +78,23 @@ impl SecuritySettings {
             .filter(|k| !k.is_empty())
             .map(Secret::new)
             .collect();
-        let rate_limit_requests: u32 = parse(
-            get,
-            "RATE_LIMIT_REQUESTS",
-            "100",
-            "a positive whole number of requests",
-        )?;
-        if rate_limit_requests == 0 {
-            return Err(ConfigError {
-                var: "RATE_LIMIT_REQUESTS",
-                value: "0".into(),
-                expected: "a positive whole number of requests",
-            });
-        }
+        let requests = "a positive whole number of requests";
+        let rate_limit_requests = positive_u32(get, "RATE_LIMIT_REQUESTS", "100", requests)?;
         let tenant_default = rate_limit_requests.saturating_mul(10).to_string();
-        let tenant_rate_limit_requests: u32 = parse(
-            get,
-            "TENANT_RATE_LIMIT_REQUESTS",
-            &tenant_default,
-            "a positive whole number of requests",
-        )?;
-        if tenant_rate_limit_requests == 0 {
-            return Err(ConfigError {
-                var: "TENANT_RATE_LIMIT_REQUESTS",
-                value: "0".into(),
-                expected: "a positive whole number of requests",
-            });
-        }
-        let tenant_max_keys: u32 = parse(
+        let tenant_rate_limit_requests =
+            positive_u32(get, "TENANT_RATE_LIMIT_REQUESTS", &tenant_default, requests)?;
+        let tenant_max_keys = positive_u32(
             get,
             "TENANT_MAX_KEYS",
             "100",
             "a positive whole number of keys",
         )?;
-        if tenant_max_keys == 0 {
-            return Err(ConfigError {
-                var: "TENANT_MAX_KEYS",
-                value: "0".into(),
-                expected: "a positive whole number of keys",
-            });
-        }
-        let auth_failure_limit: u32 = parse(
+        let auth_failure_limit = positive_u32(
             get,
             "AUTH_FAILURE_LIMIT",
             "20",
             "a positive whole number of failed authentications",
         )?;
-        if auth_failure_limit == 0 {
-            return Err(ConfigError {
-                var: "AUTH_FAILURE_LIMIT",
-                value: "0".into(),
-                expected: "a positive whole number of failed authentications",
-            });
-        }
         let window: u64 = parse(
             get,
             "RATE_LIMIT_WINDOW_SECONDS",
