@@ -182,12 +182,7 @@ async fn a_name_resolving_to_loopback_reaches_nothing() {
 
     assert_eq!(internal.hits(), 0, "a request reached the internal service");
     let metrics = app.metrics().await;
-    let refused: f64 = metrics
-        .lines()
-        .find(|l| l.starts_with("egress_refused_total{reason=\"loopback\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
+    let refused = common::metric(&metrics, "egress_refused_total{reason=\"loopback\"}");
     assert!(refused >= 2.0, "egress_refused_total: {refused}\n{metrics}");
     app.stop().await.unwrap();
 }

@@ -9,26 +9,17 @@ use std::time::Instant;
 
 use common::{Backend, TestApp};
 
-fn counter(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn a_probe_storm_costs_one_check_a_second() {
     let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
-    let before = counter(&app.metrics().await, "readiness_checks_total");
+    let before = common::metric(&app.metrics().await, "readiness_checks_total");
     let started = Instant::now();
     for _ in 0..50 {
         let r = app.client.get(app.url("/ready")).send().await.unwrap();
         assert_eq!(r.status(), 200);
     }
     let seconds = started.elapsed().as_secs_f64();
-    let after = counter(&app.metrics().await, "readiness_checks_total");
+    let after = common::metric(&app.metrics().await, "readiness_checks_total");
     assert!(after >= 1.0, "no check ever ran");
     let rounds = after - before;
     assert!(

@@ -71,15 +71,6 @@ async fn schedules_have_a_minimum_interval_and_a_cap() {
     app.stop().await.unwrap();
 }
 
-fn counter(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// The task insert of a fire fails (a trigger refuses it while a row of `fail_inserts`
 /// exists): the fire must stay due, and fire exactly once when inserts work again.
 #[tokio::test]
@@ -123,7 +114,7 @@ async fn a_fire_whose_insert_fails_is_not_lost() {
 
     // Wait until the scheduler tried and failed.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while counter(&app.metrics().await, "schedule_fire_errors_total") < 1.0 {
+    while common::metric(&app.metrics().await, "schedule_fire_errors_total") < 1.0 {
         assert!(
             Instant::now() < deadline,
             "the scheduler never tried the fire"

@@ -32,15 +32,6 @@ async fn open(app: &TestApp, id: &str) -> reqwest::Response {
         .unwrap()
 }
 
-fn gauge(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn streams_are_capped_per_tenant_and_end_after_their_lifetime() {
     let app = TestApp::spawn_with(
@@ -56,7 +47,10 @@ async fn streams_are_capped_per_tenant_and_end_after_their_lifetime() {
         (first.status().as_u16(), second.status().as_u16()),
         (200, 200)
     );
-    assert_eq!(gauge(&app.metrics().await, "sse_streams_open"), 2.0);
+    assert_eq!(
+        common::metric(&app.metrics().await, "sse_streams_open"),
+        2.0
+    );
 
     let third = open(&app, &id).await;
     assert_eq!(third.headers()["retry-after"], "5");
@@ -117,7 +111,7 @@ async fn a_stream_ends_after_its_lifetime() {
     assert!(body.contains("id: 1"), "{body}");
     assert_eq!(task(&app, &id).await["status"], "queued");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while gauge(&app.metrics().await, "sse_streams_open") != 0.0 {
+    while common::metric(&app.metrics().await, "sse_streams_open") != 0.0 {
         assert!(
             Instant::now() < deadline,
             "the ended stream is still counted"

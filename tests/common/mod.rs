@@ -438,3 +438,13 @@ macro_rules! backend_tests {
         }
     };
 }
+
+/// The value of one series (`name` or `name{labels}`, written as exposed) in a Prometheus
+/// text exposition; 0 when it is absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
