@@ -17,6 +17,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
+use reqwest::header::{HeaderMap, HeaderValue};
 use sha2::Sha256;
 
 pub const SIGNATURE_HEADER: &str = "x-digital-employee-signature";
@@ -61,10 +62,12 @@ pub fn standard_signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -
     format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
 }
 
-/// Every signing header of one request, in order: the Standard Webhooks three and the
-/// original body signature.
-pub fn headers(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> [(&'static str, String); 4] {
-    [
+/// Every signing header of one request sent now: the Standard Webhooks three (message
+/// `id`, this moment's timestamp, the v1 signature) and the original body signature.
+pub fn headers(secret: &str, id: &str, body: &[u8]) -> HeaderMap {
+    let timestamp = chrono::Utc::now().timestamp();
+    let mut map = HeaderMap::new();
+    for (name, value) in [
         (WEBHOOK_ID_HEADER, id.to_string()),
         (WEBHOOK_TIMESTAMP_HEADER, timestamp.to_string()),
         (
@@ -72,7 +75,13 @@ pub fn headers(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> [(&'stati
             standard_signature(secret, id, timestamp, body),
         ),
         (SIGNATURE_HEADER, signature(secret, body)),
-    ]
+    ] {
+        // Ids, digits, hex and base64: always valid header values.
+        if let Ok(v) = HeaderValue::try_from(value) {
+            map.insert(name, v);
+        }
+    }
+    map
 }
 
 /// `sha256=<hex HMAC-SHA256 of body>`, the value of the signature header.

@@ -203,7 +203,7 @@ async fn send(state: &AppState, d: &Delivery) -> Result<(), SendError> {
         .webhook_secret(d.tenant_id, &new_secret())
         .await
         .map_err(|e| SendError::retry(format!("storage unavailable: {e}")))?;
-    let mut req = state
+    let req = state
         .tasks
         .http
         .post(url)
@@ -213,16 +213,13 @@ async fn send(state: &AppState, d: &Delivery) -> Result<(), SendError> {
         .header(EVENT_HEADER, &d.event)
         .header(DELIVERY_HEADER, d.id.to_string())
         .header(ATTEMPT_HEADER, d.attempts.to_string())
+        // The delivery's id is the Standard Webhooks `webhook-id`: the same on every retry.
+        .headers(signing::headers(
+            &secret,
+            &d.id.to_string(),
+            d.body.as_bytes(),
+        ))
         .body(d.body.clone());
-    // The delivery's id is the Standard Webhooks `webhook-id`: the same on every retry.
-    for (name, value) in signing::headers(
-        &secret,
-        &d.id.to_string(),
-        now().timestamp(),
-        d.body.as_bytes(),
-    ) {
-        req = req.header(name, value);
-    }
     let resp = req.send().await.map_err(|e| match refusal_of(&e) {
         Some(r) => refused(r),
         None => SendError::retry(format!("request failed: {}", e.without_url())),

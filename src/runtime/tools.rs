@@ -401,14 +401,14 @@ async fn webhook_call(ctx: &ToolCtx<'_>, tool: &WebhookTool, args: Value) -> Too
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header(reqwest::header::USER_AGENT, "digital-employee-tools")
-        .header(signing::EVENT_HEADER, TOOL_CALL_EVENT);
-    // Each call is its own message: a fresh `webhook-id`.
-    let call_id = Uuid::now_v7().to_string();
-    let mut req = req;
-    for (name, value) in signing::headers(&secret, &call_id, now().timestamp(), body.as_bytes()) {
-        req = req.header(name, value);
-    }
-    let req = req.body(body);
+        .header(signing::EVENT_HEADER, TOOL_CALL_EVENT)
+        // Each call is its own message: a fresh `webhook-id`.
+        .headers(signing::headers(
+            &secret,
+            &Uuid::now_v7().to_string(),
+            body.as_bytes(),
+        ))
+        .body(body);
     let call = async {
         let resp = req.send().await?;
         let status = resp.status();
