@@ -193,55 +193,44 @@ impl App {
 
         // Histograms need periodic upkeep when no exporter thread owns the recorder; the
         // same tick samples the process and database-pool gauges.
-        let token = stop_listeners.clone();
         let sampled_store = state.store.clone();
-        tasks.spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {
-                        handle.run_upkeep();
-                        telemetry::process::sample(sampled_store.pool_stats());
-                    }
-                    _ = token.cancelled() => break,
-                }
-            }
-        });
+        tasks.spawn(every(
+            Duration::from_secs(5),
+            stop_listeners.clone(),
+            move || {
+                handle.run_upkeep();
+                telemetry::process::sample(sampled_store.pool_stats());
+                std::future::ready(())
+            },
+        ));
 
         // AI call records are written until the API has stopped, then drained.
         let stop_writer = CancellationToken::new();
         tasks.spawn(ai_writer.run(stop_writer.clone()));
 
         // The in-process rate limiter forgets idle callers here, off the request path.
-        let token = stop_listeners.clone();
         let limiter = state.rate_limiter.clone();
         let failures = state.auth_failures.clone();
-        let every = state.config.rate_limit_window.max(Duration::from_secs(1));
-        tasks.spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {
-                        limiter.sweep();
-                        failures.sweep();
-                    }
-                    _ = token.cancelled() => break,
-                }
-            }
-        });
+        tasks.spawn(every(
+            state.config.rate_limit_window.max(Duration::from_secs(1)),
+            stop_listeners.clone(),
+            move || {
+                limiter.sweep();
+                failures.sweep();
+                std::future::ready(())
+            },
+        ));
 
         // `last_used_at` of API keys, written in batches (and once more at shutdown).
-        let token = stop_listeners.clone();
         let flush_state = state.clone();
-        tasks.spawn(async move {
-            let mut tick = tokio::time::interval(KEY_USAGE_FLUSH_INTERVAL);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => flush_key_usage(&flush_state).await,
-                    _ = token.cancelled() => break,
-                }
-            }
-        });
+        tasks.spawn(every(
+            KEY_USAGE_FLUSH_INTERVAL,
+            stop_listeners.clone(),
+            move || {
+                let state = flush_state.clone();
+                async move { flush_key_usage(&state).await }
+            },
+        ));
 
         let api_router = crate::api::router(state.clone());
         let token = stop_listeners.clone();
@@ -302,6 +291,21 @@ impl App {
         state.store.close().await;
         tracing::info!("shutdown complete");
         Ok(())
+    }
+}
+
+/// Runs `tick` every `period` (the first time at once) until `stop` is cancelled.
+async fn every<F, Fut>(period: Duration, stop: CancellationToken, mut tick: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut interval = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => tick().await,
+            _ = stop.cancelled() => break,
+        }
     }
 }
 
