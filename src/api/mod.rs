@@ -11,6 +11,8 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod keys;
+pub mod mcp;
+pub mod mcp_servers;
 pub mod openapi;
 pub mod page;
 pub mod resource;
@@ -110,6 +112,17 @@ fn v1() -> Router<AppState> {
             "/tools/{id}",
             get(tools::get).patch(tools::update).delete(tools::delete),
         )
+        .route(
+            "/mcp-servers",
+            get(mcp_servers::list).post(mcp_servers::create),
+        )
+        .route(
+            "/mcp-servers/{id}",
+            get(mcp_servers::get)
+                .patch(mcp_servers::update)
+                .delete(mcp_servers::delete),
+        )
+        .route("/mcp-servers/{id}/refresh", post(mcp_servers::refresh))
 }
 
 /// The metrics router on port 9000: `/metrics` and nothing else.

@@ -54,7 +54,7 @@ use crate::state::AppState;
         tools::update,
         tools::delete,
     ),
-    modifiers(&Security),
+    modifiers(&Security, &McpServers),
     tags(
         (name = "health", description = "Liveness and readiness probes (no auth)"),
         (name = "employees", description = "Digital employees: role, instructions, model policy, tools, limits"),
@@ -71,6 +71,15 @@ use crate::state::AppState;
 pub struct ApiDoc;
 
 struct Security;
+
+/// The `/v1/mcp-servers` routes, declared beside their handlers.
+struct McpServers;
+
+impl Modify for McpServers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        super::mcp_servers::Doc.modify(openapi);
+    }
+}
 
 impl Modify for Security {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
