@@ -56,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .nest("/v1", v1())
+        .route_service("/mcp", mcp::service(state.clone()))
         .merge(openapi::docs_router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
