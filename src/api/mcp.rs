@@ -449,7 +449,7 @@ impl McpApi {
                 .map(|e| json!({"tool": e.payload["tool"], "arguments": e.payload["arguments"]}));
             out.push(json!({"task": TaskView::from(t), "pending_call": call}));
         }
-        Ok(json!({"data": out, "next_cursor": p.next_cursor.map(|c| page::encode(c))}))
+        Ok(json!({"data": out, "next_cursor": p.next_cursor.map(page::encode)}))
     }
 
     async fn decide(
