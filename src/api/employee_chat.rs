@@ -21,7 +21,7 @@ use crate::auth::Scope;
 use crate::orchestrator::TaskQueue;
 use crate::runtime::{self, Limits, MemorySink, Outcome, Run};
 use crate::state::AppState;
-use crate::store::StoreError;
+use crate::store::{Employee, StoreError};
 
 const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
@@ -83,6 +83,23 @@ pub async fn chat(
 ) -> ApiResult<Json<ChatReply>> {
     caller.require(Scope::Write)?;
     let tenant = caller.0.tenant_id;
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("employee not found".into()))?;
+    let employee = match state.store.get_employee(tenant, id).await {
+        Ok(e) => e,
+        Err(StoreError::NotFound) => return Err(ApiError::NotFound("employee not found".into())),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Json(run_turn(&state, employee, body).await?))
+}
+
+/// One turn of `employee` (already read in the caller's tenant): the HTTP route and the
+/// MCP endpoint's `chat_with_employee` both run it.
+pub(super) async fn run_turn(
+    state: &AppState,
+    employee: Employee,
+    body: ChatTurn,
+) -> ApiResult<ChatReply> {
+    let tenant = employee.tenant_id;
     if crate::orchestrator::is_blank(&body.message) {
         return Err(ApiError::validation("message", "must not be empty"));
     }
@@ -92,12 +109,6 @@ pub async fn chat(
             format!("must be at most {MAX_MESSAGE_BYTES} bytes"),
         ));
     }
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("employee not found".into()))?;
-    let employee = match state.store.get_employee(tenant, id).await {
-        Ok(e) => e,
-        Err(StoreError::NotFound) => return Err(ApiError::NotFound("employee not found".into())),
-        Err(e) => return Err(e.into()),
-    };
     // An employee whose model policy names no provider this deployment has could only
     // fail: say so (the employee, not the vendor, is what needs changing).
     let known = state.ai.provider_names();
@@ -128,8 +139,8 @@ pub async fn chat(
         .await?;
     let messages = runtime::conversation(&employee, history, body.message.clone());
     let limits = Limits::for_employee(&employee, &state.config.tasks);
-    let queue = TaskQueue(&state);
-    let mut run = Run::new(&state, &queue, &employee, None, 0, limits, messages);
+    let queue = TaskQueue(state);
+    let mut run = Run::new(state, &queue, &employee, None, 0, limits, messages);
     let sink = MemorySink::default();
     let outcome = run.run(&sink).await;
     let totals = run.totals;
@@ -156,7 +167,7 @@ pub async fn chat(
     let msgs = runtime::session_turn(session_id, body.message, answer.clone(), None);
     state.store.append_messages(tenant, &msgs).await?;
     tracing::info!(employee_id = %employee.id, %session_id, steps = totals.steps, "chat turn");
-    Ok(Json(ChatReply {
+    Ok(ChatReply {
         session_id,
         answer,
         usage: TurnUsage {
@@ -166,5 +177,5 @@ pub async fn chat(
             cost_usd: crate::ai::pricing::usd(totals.cost_nanos),
         },
         steps: totals.steps,
-    }))
+    })
 }

@@ -16,6 +16,7 @@ use super::resource::{self, Resource, Target};
 use super::{Caller, etag, if_match};
 use crate::ai::router::valid_model_name;
 use crate::auth::Scope;
+use crate::mcp::names;
 use crate::orchestrator::is_blank;
 use crate::state::AppState;
 use crate::store::{Employee, EmployeeFields, StoreError};
@@ -50,7 +51,8 @@ pub struct CreateEmployee {
     #[serde(default)]
     #[schema(min_items = 1, max_items = 8)]
     pub model_policy: Option<Vec<String>>,
-    /// Tool names, each at most once.
+    /// Built-in and webhook tool names, and MCP tools as `mcp:<server>/<tool>` or
+    /// `mcp:<server>/*`; each at most once.
     #[serde(default)]
     #[schema(max_items = 64)]
     pub allowed_tools: Vec<String>,
@@ -417,14 +419,19 @@ pub fn validate(f: &EmployeeFields) -> ApiResult<()> {
         ));
     }
     for (i, t) in f.allowed_tools.iter().enumerate() {
-        let ok = !t.is_empty()
-            && t.len() <= 64
-            && t.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let ok = if t.starts_with(names::PREFIX) {
+            names::Entry::parse(t).is_some()
+        } else {
+            !t.is_empty()
+                && t.len() <= 64
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
         if !ok {
             return Err(ApiError::validation(
                 format!("allowed_tools[{i}]"),
-                "must be a tool name of letters, digits, '_' or '-'",
+                "must be a tool name of letters, digits, '_' or '-', \
+                 or mcp:<server>/<tool> (mcp:<server>/* for every tool of a server)",
             ));
         }
         if f.allowed_tools[..i].contains(t) {
@@ -435,7 +442,11 @@ pub fn validate(f: &EmployeeFields) -> ApiResult<()> {
         }
     }
     for (i, t) in f.approval_tools.iter().enumerate() {
-        if !f.allowed_tools.contains(t) {
+        let within = match names::Entry::parse(t) {
+            Some(e) => names::entry_within(&e, &f.allowed_tools),
+            None => f.allowed_tools.contains(t),
+        };
+        if !within {
             return Err(ApiError::validation(
                 format!("approval_tools[{i}]"),
                 "must be one of allowed_tools",

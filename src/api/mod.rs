@@ -11,6 +11,8 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod keys;
+pub mod mcp;
+pub mod mcp_servers;
 pub mod openapi;
 pub mod page;
 pub mod resource;
@@ -55,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .nest("/v1", v1())
+        .route_service("/mcp", mcp::service(state.clone()))
         .merge(openapi::docs_router(&state.ai.provider_names()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -111,6 +114,17 @@ fn v1() -> Router<AppState> {
             "/tools/{id}",
             get(tools::get).patch(tools::update).delete(tools::delete),
         )
+        .route(
+            "/mcp-servers",
+            get(mcp_servers::list).post(mcp_servers::create),
+        )
+        .route(
+            "/mcp-servers/{id}",
+            get(mcp_servers::get)
+                .patch(mcp_servers::update)
+                .delete(mcp_servers::delete),
+        )
+        .route("/mcp-servers/{id}/refresh", post(mcp_servers::refresh))
 }
 
 /// The metrics router on port 9000: `/metrics` and nothing else.

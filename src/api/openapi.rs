@@ -54,7 +54,7 @@ use crate::state::AppState;
         tools::update,
         tools::delete,
     ),
-    modifiers(&Security, &Contract),
+    modifiers(&Security, &McpServers, &Contract),
     tags(
         (name = "health", description = "Liveness and readiness probes (no auth)"),
         (name = "employees", description = "Digital employees: role, instructions, model policy, tools, limits"),
@@ -71,6 +71,15 @@ use crate::state::AppState;
 pub struct ApiDoc;
 
 struct Security;
+
+/// The `/v1/mcp-servers` routes, declared beside their handlers.
+struct McpServers;
+
+impl Modify for McpServers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        super::mcp_servers::Doc.modify(openapi);
+    }
+}
 
 impl Modify for Security {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -281,6 +290,32 @@ const INSTANT: &str = r"^(19[7-9][1-9]|19[89]0|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0
 const INSTANT_OR_DATE: &str = r"^(19[7-9][1-9]|19[89]0|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])(T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9]))?$";
 /// A tool name.
 const TOOL_NAME: &str = r"^[A-Za-z0-9_-]{1,64}$";
+/// An entry of `allowed_tools`: a tool name, or an MCP tool `mcp:<server>/<tool>` (`*` for
+/// every tool of the server).
+const TOOL_ENTRY: &str =
+    r"^([A-Za-z0-9_-]{1,64}|mcp:[A-Za-z0-9_-]{1,64}/([A-Za-z0-9_./-]{1,128}|\*))$";
+/// An HTTP header name (a token) and a value `HeaderValue` takes.
+const HEADER_NAME: &str = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
+const HEADER_VALUE: &str = r"^[\t\x20-\x7e]*$";
+
+/// A pattern matching any of `words`, letters in either case (JSON Schema has no flag).
+fn any_case(words: &[&str]) -> String {
+    let alternatives: Vec<String> = words
+        .iter()
+        .map(|w| {
+            w.chars()
+                .map(|c| {
+                    if c.is_ascii_alphabetic() {
+                        format!("[{}{}]", c.to_ascii_lowercase(), c.to_ascii_uppercase())
+                    } else {
+                        regex::escape(&c.to_string())
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    format!("^({})$", alternatives.join("|"))
+}
 /// An http(s) URL with a host name (the server also takes IP literals and any port;
 /// the egress policy decides which hosts it reaches).
 fn url_pattern() -> String {
@@ -315,12 +350,12 @@ fn refinements() -> Vec<(&'static str, &'static str, serde_json::Value)> {
             (
                 schema,
                 "allowed_tools",
-                json!({"uniqueItems": true, "items": {"type": "string", "pattern": TOOL_NAME}}),
+                json!({"uniqueItems": true, "items": {"type": "string", "pattern": TOOL_ENTRY}}),
             ),
             (
                 schema,
                 "approval_tools",
-                json!({"uniqueItems": true, "items": {"type": "string", "pattern": TOOL_NAME}}),
+                json!({"uniqueItems": true, "items": {"type": "string", "pattern": TOOL_ENTRY}}),
             ),
         ]);
     }
@@ -347,6 +382,28 @@ fn refinements() -> Vec<(&'static str, &'static str, serde_json::Value)> {
                 json!({"minimum": 1, "maximum": 60}),
             ),
             (schema, "parameters", nullable_if_update(schema, &object)),
+        ]);
+    }
+    for schema in ["CreateMcpServer", "UpdateMcpServer"] {
+        use super::mcp_servers::{
+            MAX_ALLOWLIST, MAX_HEADER_VALUE, MAX_HEADERS, MAX_URL, RESERVED_HEADERS,
+        };
+        out.extend([
+            (schema, "name", json!({"pattern": TOOL_NAME})),
+            (schema, "url", json!({"pattern": url_pattern(), "maxLength": MAX_URL})),
+            (schema, "timeout_seconds", json!({"minimum": 1, "maximum": 300})),
+            (schema, "headers", json!({
+                "maxProperties": MAX_HEADERS,
+                "propertyNames": {"pattern": HEADER_NAME, "not": {"pattern": any_case(RESERVED_HEADERS)}},
+                "additionalProperties": {"type": "string", "pattern": HEADER_VALUE, "maxLength": MAX_HEADER_VALUE},
+            })),
+            // In an update an empty token removes the token.
+            (schema, "bearer_token", json!({
+                "pattern": if schema.starts_with("Update") { r"^[\t\x20-\x7e]*$" } else { r"^[\t\x20-\x7e]+$" },
+                "maxLength": MAX_HEADER_VALUE - 7,
+            })),
+            (schema, "tool_allowlist", json!({"maxItems": MAX_ALLOWLIST,
+                "items": {"type": "string", "pattern": "^[A-Za-z0-9_./-]{1,128}$"}})),
         ]);
     }
     for schema in ["CreateSchedule", "UpdateSchedule"] {
@@ -540,6 +597,8 @@ const REQUEST_SCHEMAS: &[&str] = &[
     "UpdateSchedule",
     "CreateTool",
     "UpdateTool",
+    "CreateMcpServer",
+    "UpdateMcpServer",
 ];
 
 /// The document with [`refinements`] and [`parameter_refinements`] applied; `providers`

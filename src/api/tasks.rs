@@ -103,6 +103,25 @@ pub struct Decision {
     pub reason: Option<String>,
 }
 
+impl CreateTask {
+    /// The request to `orchestrator::submit` (every front door submits the same way).
+    pub(super) fn into_submit(self, tenant_id: Uuid, idempotency: Option<Idempotency>) -> Submit {
+        Submit {
+            tenant_id,
+            employee: EmployeeRef::Key(self.employee),
+            input: self.input,
+            priority: self.priority,
+            run_at: self.run_at,
+            max_attempts: self.max_attempts,
+            session_id: self.session_id,
+            callback_url: self.callback_url,
+            metadata: self.metadata,
+            idempotency,
+            parent: None,
+        }
+    }
+}
+
 /// Tasks as a resource: an id of nothing, or of another tenant's task, is this 404.
 const TASK: Resource = Resource::new("no such task");
 
@@ -138,19 +157,7 @@ pub async fn create(
         key: v.to_str().unwrap_or("").trim().to_string(),
         body_hash: Some(request_hash(&body)),
     });
-    let req = Submit {
-        tenant_id: caller.0.tenant_id,
-        employee: EmployeeRef::Key(body.employee),
-        input: body.input,
-        priority: body.priority,
-        run_at: body.run_at,
-        max_attempts: body.max_attempts,
-        session_id: body.session_id,
-        callback_url: body.callback_url,
-        metadata: body.metadata,
-        idempotency,
-        parent: None,
-    };
+    let req = body.into_submit(caller.0.tenant_id, idempotency);
     let Submitted { task, created } = orchestrator::submit(&state, req).await?;
     let mut resp = (StatusCode::ACCEPTED, Json(TaskView::from(task))).into_response();
     if !created {
@@ -329,8 +336,21 @@ async fn decide(
 ) -> ApiResult<Response> {
     caller.require(Scope::Write)?;
     let id = TASK.parse_id(&id)?;
-    match orchestrator::decide(&state, caller.0.tenant_id, id, approve, d.reason).await {
-        Ok(t) => Ok((StatusCode::ACCEPTED, Json(TaskView::from(t))).into_response()),
+    let view = decide_task(&state, caller.0.tenant_id, id, approve, d.reason).await?;
+    Ok((StatusCode::ACCEPTED, Json(view)).into_response())
+}
+
+/// Approves or rejects the paused call of a task of `tenant`, errors as the API answers
+/// them (also for the MCP endpoint's tools).
+pub(super) async fn decide_task(
+    state: &AppState,
+    tenant: Uuid,
+    id: Uuid,
+    approve: bool,
+    reason: Option<String>,
+) -> ApiResult<TaskView> {
+    match orchestrator::decide(state, tenant, id, approve, reason).await {
+        Ok(t) => Ok(TaskView::from(t)),
         Err(DecideError::NotFound) => Err(TASK.missing()),
         Err(DecideError::NotWaiting(Some(status))) => Err(ApiError::Conflict(format!(
             "the task is not waiting for approval ({})",

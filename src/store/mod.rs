@@ -4,6 +4,7 @@
 //! schema enforces (uniqueness, optimistic versions) and imports nothing of the domain
 //! layers above it. Every query is scoped by tenant.
 
+mod mcp;
 mod models;
 pub mod postgres;
 pub mod sqlite;
@@ -16,6 +17,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub use mcp::*;
 pub use models::*;
 pub use tasks::*;
 pub use webhooks::*;
@@ -103,7 +105,7 @@ pub struct Page<T> {
 /// Storage operations. Implementations must behave identically; the conformance
 /// suite in `tests/store_conformance.rs` runs against both.
 #[async_trait]
-pub trait Store: TaskStore + WebhookStore + Send + Sync + 'static {
+pub trait Store: TaskStore + WebhookStore + McpStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// One round trip to the database.
