@@ -29,6 +29,11 @@ fuzz() {
     local work key pid addr status
     work=$(mktemp -d)
     key="fuzz-admin-key-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+    if [ -n "$database_url" ]; then
+        env -i PATH="$PATH" DATA_DIR="$work" DATABASE_URL="$database_url" \
+            target/debug/digital-employee migrate >"$work/migrate.log" 2>&1 ||
+            { echo "migrating $label failed:"; cat "$work/migrate.log"; return 1; }
+    fi
     # The failed-authentication limit stays out of the way: the auth checks send bad
     # credentials on purpose, hundreds of times, from one address.
     env -i PATH="$PATH" DATA_DIR="$work" HOST=127.0.0.1 PORT=0 PROMETHEUS_METRICS_PORT=0 \

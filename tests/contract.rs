@@ -204,7 +204,63 @@ async fn numbers_as_json_schema_reads_them(backend: Backend) {
     app.stop().await.unwrap();
 }
 
+/// Numbers at the edges of f64 come back as sent (PostgreSQL prints them in full decimal;
+/// the reader must round them back exactly, or the row could never be read again).
+async fn extreme_numbers_round_trip(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    employee(&app, json!({"name": "num", "role": "r"})).await;
+    let numbers = json!([
+        1.7976931348623157e308,
+        -1.7976931348623157e308,
+        5e-324,
+        2.2250738585072014e-308,
+        1e300,
+        -5.403845323021167e16
+    ]);
+    // Equal as numbers (a whole float may come back written as an integer).
+    let same = |got: &Value| {
+        let got: Vec<f64> = got
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_f64().unwrap())
+            .collect();
+        let want: Vec<f64> = numbers
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_f64().unwrap())
+            .collect();
+        assert_eq!(got, want);
+    };
+    let t = submit(&app, json!({"employee": "num", "input": {"n": numbers}})).await;
+    same(&task(&app, &id_of(&t)).await["input"]["n"]);
+    let resp = app
+        .post_json(
+            "/v1/tools",
+            &json!({"name": "edge", "description": "d", "parameters": {"n": numbers},
+                    "url": "http://127.0.0.1:9/x"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let page: Value = app
+        .get("/v1/tools")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    same(&page["data"][0]["parameters"]["n"]);
+    app.stop().await.unwrap();
+}
+
 backend_tests!(
+    extreme_numbers_round_trip,
     nul_is_refused_everywhere,
     instants_are_bounded,
     numbers_as_json_schema_reads_them

@@ -296,7 +296,7 @@ const TOOL_ENTRY: &str =
     r"^([A-Za-z0-9_-]{1,64}|mcp:[A-Za-z0-9_-]{1,64}/([A-Za-z0-9_./-]{1,128}|\*))$";
 /// An HTTP header name (a token) and a value `HeaderValue` takes.
 const HEADER_NAME: &str = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
-const HEADER_VALUE: &str = r"^[\t\x20-\x7e]*$";
+const HEADER_VALUE: &str = r"^[^\x00-\x08\x0a-\x1f\x7f]*$";
 
 /// A pattern matching any of `words`, letters in either case (JSON Schema has no flag).
 fn any_case(words: &[&str]) -> String {
@@ -399,7 +399,7 @@ fn refinements() -> Vec<(&'static str, &'static str, serde_json::Value)> {
             })),
             // In an update an empty token removes the token.
             (schema, "bearer_token", json!({
-                "pattern": if schema.starts_with("Update") { r"^[\t\x20-\x7e]*$" } else { r"^[\t\x20-\x7e]+$" },
+                "pattern": if schema.starts_with("Update") { r"^[^\x00-\x08\x0a-\x1f\x7f]*$" } else { r"^[^\x00-\x08\x0a-\x1f\x7f]+$" },
                 "maxLength": MAX_HEADER_VALUE - 7,
             })),
             (schema, "tool_allowlist", json!({"maxItems": MAX_ALLOWLIST,
@@ -494,27 +494,17 @@ fn merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
     }
 }
 
-/// JSON values whose texts (keys and strings, at any depth) hold no NUL: the recursive
-/// schema of the free-form objects (`input`, `metadata`, tool `parameters`).
+/// The free-form objects (`input`, `metadata`, tool `parameters`): any JSON object whose
+/// texts hold no NUL. The rule holds at every depth (the server checks it); the schema
+/// states it for the keys and in words, since a recursive schema breaks common client
+/// generators.
 fn json_schemas() -> serde_json::Value {
     use serde_json::json;
     json!({
-        "JsonValue": {
-            "description": "Any JSON value; no text in it (key or string, at any depth) may hold U+0000.",
-            "anyOf": [
-                {"type": "string", "pattern": NO_NUL},
-                {"type": "number"},
-                {"type": "boolean"},
-                {"type": "null"},
-                {"type": "array", "items": {"$ref": "#/components/schemas/JsonValue"}},
-                {"$ref": "#/components/schemas/JsonObject"},
-            ],
-        },
         "JsonObject": {
             "description": "A JSON object; no text in it (key or string, at any depth) may hold U+0000.",
             "type": "object",
             "propertyNames": {"pattern": NO_NUL},
-            "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
         },
     })
 }
@@ -526,8 +516,6 @@ fn gateway_request(model_pattern: &str) -> serde_json::Value {
     use serde_json::json;
     json!({
         "type": "object",
-        "propertyNames": {"pattern": NO_NUL},
-        "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
         "required": ["model", "messages"],
         "properties": {
             "model": {"type": "string", "pattern": model_pattern, "example": "sandbox/sandbox-1",
@@ -537,8 +525,6 @@ fn gateway_request(model_pattern: &str) -> serde_json::Value {
                 "minItems": 1,
                 "items": {
                     "type": "object",
-                    "propertyNames": {"pattern": NO_NUL},
-                    "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
                     "required": ["role"],
                     "properties": {
                         "role": {"type": "string", "enum": ["system", "developer", "user", "assistant"]},
