@@ -400,7 +400,7 @@ fn refinements() -> Vec<(&'static str, &'static str, serde_json::Value)> {
             // In an update an empty token removes the token.
             (schema, "bearer_token", json!({
                 "pattern": if schema.starts_with("Update") { r"^[^\x00-\x08\x0a-\x1f\x7f]*$" } else { r"^[^\x00-\x08\x0a-\x1f\x7f]+$" },
-                "maxLength": MAX_HEADER_VALUE - 7,
+                "maxLength": MAX_HEADER_VALUE,
             })),
             (schema, "tool_allowlist", json!({"maxItems": MAX_ALLOWLIST,
                 "items": {"type": "string", "pattern": "^[A-Za-z0-9_./-]{1,128}$"}})),

@@ -193,6 +193,7 @@ pub async fn list(
             )
         })?),
     };
+    let before = page::decode(p.cursor.as_deref())?;
     // A filter naming no employee of this tenant matches no task: an empty page.
     let employee_id = match &p.employee {
         None => None,
@@ -210,7 +211,6 @@ pub async fn list(
             Err(other) => return Err(other.into()),
         },
     };
-    let before = page::decode(p.cursor.as_deref())?;
     let filter = TaskFilter {
         status,
         employee_id,
