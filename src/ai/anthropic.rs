@@ -28,6 +28,9 @@ pub struct AnRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system: Option<AnSystem>,
     pub messages: Vec<AnMessage>,
+    /// Required by the API (at least 1); absent reads as 0, which a request refuses and
+    /// token counting ignores.
+    #[serde(default)]
     pub max_tokens: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<AnTool>>,
@@ -37,6 +40,8 @@ pub struct AnRequest {
     pub temperature: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_sequences: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,7 +82,11 @@ pub enum AnBlock {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         is_error: Option<bool>,
     },
-    /// Anything else (images, thinking, …) is carried but ignored.
+    /// Images and documents are refused on the way in: dropping them would change the
+    /// question.
+    Image {},
+    Document {},
+    /// Anything else (thinking, redacted thinking, …) is carried but ignored.
     #[serde(other)]
     Other,
 }
@@ -151,6 +160,13 @@ struct Turn {
 }
 
 fn read_blocks(blocks: Vec<AnBlock>) -> Turn {
+    read_blocks_checked(blocks).unwrap_or_else(|turn| turn)
+}
+
+/// Like [`read_blocks`], but a turn holding an image or document block is an `Err` (with
+/// what was read, for callers that ignore it).
+fn read_blocks_checked(blocks: Vec<AnBlock>) -> Result<Turn, Turn> {
+    let mut unsupported = false;
     let mut turn = Turn {
         text: None,
         calls: Vec::new(),
@@ -171,10 +187,11 @@ fn read_blocks(blocks: Vec<AnBlock>) -> Turn {
             } => turn
                 .results
                 .push(Message::tool_result(tool_use_id, result_text(&content))),
+            AnBlock::Image {} | AnBlock::Document {} => unsupported = true,
             AnBlock::Other => {}
         }
     }
-    turn
+    if unsupported { Err(turn) } else { Ok(turn) }
 }
 
 /// A wire request as the sandbox receives it, converted.
@@ -218,7 +235,12 @@ pub fn request_to_internal(req: AnRequest) -> Result<InternalRequest, RequestErr
             AnContent::Text(t) => vec![AnBlock::Text { text: t }],
             AnContent::Blocks(b) => b,
         };
-        let turn = read_blocks(blocks);
+        let turn = read_blocks_checked(blocks).map_err(|_| {
+            RequestError::new(
+                format!("messages[{i}].content"),
+                "image and document blocks are not supported",
+            )
+        })?;
         // Tool results travel in a user turn but are tool messages of their own, ahead of
         // whatever else the turn says.
         messages.extend(turn.results);
@@ -254,6 +276,9 @@ pub fn request_to_internal(req: AnRequest) -> Result<InternalRequest, RequestErr
             ));
         }
     };
+    if req.max_tokens == 0 {
+        return Err(RequestError::new("max_tokens", "required, at least 1"));
+    }
     Ok(InternalRequest {
         request: ChatRequest {
             model: req.model,
@@ -273,6 +298,7 @@ pub fn request_to_internal(req: AnRequest) -> Result<InternalRequest, RequestErr
             max_tokens: Some(req.max_tokens),
             response_format: None,
             cache: None,
+            stop: req.stop_sequences.unwrap_or_default(),
         },
         stream: req.stream.unwrap_or(false),
     })
@@ -358,6 +384,17 @@ pub fn request_from_internal(req: &ChatRequest, stream: bool) -> AnRequest {
         tool_choice,
         temperature: req.temperature,
         stream: stream.then_some(true),
+        stop_sequences: (!req.stop.is_empty()).then(|| req.stop.clone()),
+    }
+}
+
+/// The wire `stop_reason` of an answer that finished for `r`, stopped by `sequence` if
+/// the vendor said so.
+pub fn stop_reason(r: FinishReason, sequence: Option<&str>) -> &'static str {
+    if r == FinishReason::Stop && sequence.is_some() {
+        "stop_sequence"
+    } else {
+        stop_to_wire(r)
     }
 }
 
@@ -424,8 +461,8 @@ pub fn response_to_wire(r: &ChatResponse) -> AnResponse {
         role: assistant_role(),
         model: r.model.clone(),
         content,
-        stop_reason: Some(stop_to_wire(r.finish_reason).into()),
-        stop_sequence: None,
+        stop_reason: Some(stop_reason(r.finish_reason, r.stop_sequence.as_deref()).into()),
+        stop_sequence: r.stop_sequence.clone(),
         usage: usage_to_wire(&r.usage),
     }
 }
@@ -439,6 +476,9 @@ pub fn response_from_wire(r: AnResponse) -> ChatResponse {
         tool_calls: turn.calls,
         finish_reason: stop_from_wire(r.stop_reason.as_deref()),
         usage: usage_from_wire(&r.usage),
+        stop_sequence: r
+            .stop_sequence
+            .filter(|_| r.stop_reason.as_deref() == Some("stop_sequence")),
     }
 }
 
@@ -446,63 +486,185 @@ pub fn response_from_wire(r: AnResponse) -> ChatResponse {
 /// tool input into pieces of at most `piece` characters. Returns `(event, data)` pairs.
 pub fn response_to_events(r: &ChatResponse, piece: usize) -> Vec<(&'static str, Value)> {
     let piece = piece.max(1);
-    let mut out = Vec::new();
-    let mut start_usage = usage_to_wire(&r.usage);
-    start_usage.output_tokens = 1;
-    out.push((
-        "message_start",
-        serde_json::json!({"type": "message_start", "message": {
-            "id": r.id, "type": "message", "role": "assistant", "model": r.model,
-            "content": [], "stop_reason": null, "stop_sequence": null, "usage": start_usage}}),
-    ));
-    // Each content block: its start, its body in pieces of deltas, its stop.
-    type Delta = fn(String) -> Value;
-    let text_delta: Delta = |part| serde_json::json!({"type": "text_delta", "text": part});
-    let json_delta: Delta =
-        |part| serde_json::json!({"type": "input_json_delta", "partial_json": part});
-    let blocks = r
-        .content
-        .iter()
-        .map(|t| {
-            (
-                serde_json::json!({"type": "text", "text": ""}),
-                t.clone(),
-                text_delta,
-            )
-        })
-        .chain(r.tool_calls.iter().map(|c| {
-            (
-                serde_json::json!({"type": "tool_use", "id": c.id, "name": c.name, "input": {}}),
-                tool_input(&c.arguments).to_string(),
-                json_delta,
-            )
-        }));
-    for (index, (block, body, delta)) in blocks.enumerate() {
+    let mut enc = StreamEncoder::new(r.usage.input_tokens);
+    let mut events = vec![StreamEvent::Start {
+        id: r.id.clone(),
+        model: r.model.clone(),
+    }];
+    events.extend(r.content.iter().flat_map(|t| chunks(t, piece).into_iter().map(StreamEvent::Text)));
+    for (index, c) in r.tool_calls.iter().enumerate() {
+        events.push(StreamEvent::ToolCallStart {
+            index,
+            id: c.id.clone(),
+            name: c.name.clone(),
+        });
+        let body = tool_input(&c.arguments).to_string();
+        events.extend(chunks(&body, piece).into_iter().map(|delta| StreamEvent::ToolCallArgs { index, delta }));
+    }
+    events.extend(r.stop_sequence.clone().map(StreamEvent::StopSequence));
+    events.push(StreamEvent::Finish(r.finish_reason));
+    events.push(StreamEvent::Usage(r.usage));
+    let mut out: Vec<_> = events.iter().flat_map(|ev| enc.push(ev)).collect();
+    out.extend(enc.finish());
+    out
+}
+
+/// Which content block is open in a stream being encoded.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum OpenBlock {
+    Text(usize),
+    /// (tool-call index, block index)
+    Tool(usize, usize),
+}
+
+/// Turns neutral stream events, as they arrive, into the Messages API's typed events in
+/// the order the API sends them: `message_start`, `ping`, then per content block
+/// `content_block_start`, its `content_block_delta`s (`text_delta` or
+/// `input_json_delta`) and `content_block_stop`, and at the end `message_delta` (stop
+/// reason and usage) and `message_stop`.
+///
+/// Text and tool calls become blocks in arrival order; a block is closed when another
+/// begins. Usage arrives last in a neutral stream, so `message_start` carries the
+/// prompt's estimate and `message_delta` the vendor's real counts.
+#[derive(Debug)]
+pub struct StreamEncoder {
+    input_estimate: u64,
+    next_block: usize,
+    open: Option<OpenBlock>,
+    /// tool-call index → its block index.
+    tool_blocks: Vec<Option<usize>>,
+    finish: Option<FinishReason>,
+    stop_sequence: Option<String>,
+    usage: Option<Usage>,
+}
+
+impl StreamEncoder {
+    /// `input_estimate`: the prompt's tokens as known before the vendor reports them.
+    pub fn new(input_estimate: u64) -> Self {
+        Self {
+            input_estimate,
+            next_block: 0,
+            open: None,
+            tool_blocks: Vec::new(),
+            finish: None,
+            stop_sequence: None,
+            usage: None,
+        }
+    }
+
+    fn close(&mut self, out: &mut Vec<(&'static str, Value)>) {
+        if let Some(open) = self.open.take() {
+            let index = match open {
+                OpenBlock::Text(i) | OpenBlock::Tool(_, i) => i,
+            };
+            out.push((
+                "content_block_stop",
+                serde_json::json!({"type": "content_block_stop", "index": index}),
+            ));
+        }
+    }
+
+    fn start_block(&mut self, block: Value, out: &mut Vec<(&'static str, Value)>) -> usize {
+        self.close(out);
+        let index = self.next_block;
+        self.next_block += 1;
         out.push((
             "content_block_start",
             serde_json::json!({"type": "content_block_start", "index": index,
                 "content_block": block}),
         ));
-        for part in chunks(&body, piece) {
-            out.push((
-                "content_block_delta",
-                serde_json::json!({"type": "content_block_delta", "index": index,
-                    "delta": delta(part)}),
-            ));
-        }
-        out.push((
-            "content_block_stop",
-            serde_json::json!({"type": "content_block_stop", "index": index}),
-        ));
+        index
     }
-    out.push((
-        "message_delta",
-        serde_json::json!({"type": "message_delta",
-            "delta": {"stop_reason": stop_to_wire(r.finish_reason), "stop_sequence": null},
-            "usage": {"output_tokens": r.usage.output_tokens}}),
-    ));
-    out.push(("message_stop", serde_json::json!({"type": "message_stop"})));
-    out
+
+    /// The wire events for one neutral event.
+    pub fn push(&mut self, ev: &StreamEvent) -> Vec<(&'static str, Value)> {
+        let mut out = Vec::new();
+        match ev {
+            StreamEvent::Start { id, model } => {
+                out.push((
+                    "message_start",
+                    serde_json::json!({"type": "message_start", "message": {
+                        "id": id, "type": "message", "role": "assistant", "model": model,
+                        "content": [], "stop_reason": null, "stop_sequence": null,
+                        "usage": {"input_tokens": self.input_estimate, "output_tokens": 1,
+                            "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}}),
+                ));
+                out.push(("ping", serde_json::json!({"type": "ping"})));
+            }
+            StreamEvent::Text(t) => {
+                let index = match self.open {
+                    Some(OpenBlock::Text(i)) => i,
+                    _ => {
+                        let i = self.start_block(
+                            serde_json::json!({"type": "text", "text": ""}),
+                            &mut out,
+                        );
+                        self.open = Some(OpenBlock::Text(i));
+                        i
+                    }
+                };
+                out.push((
+                    "content_block_delta",
+                    serde_json::json!({"type": "content_block_delta", "index": index,
+                        "delta": {"type": "text_delta", "text": t}}),
+                ));
+            }
+            StreamEvent::ToolCallStart { index, id, name } => {
+                let block = self.start_block(
+                    serde_json::json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
+                    &mut out,
+                );
+                if self.tool_blocks.len() <= *index {
+                    self.tool_blocks.resize(index + 1, None);
+                }
+                self.tool_blocks[*index] = Some(block);
+                self.open = Some(OpenBlock::Tool(*index, block));
+            }
+            StreamEvent::ToolCallArgs { index, delta } => {
+                // Vendors send one call's arguments before the next call starts; a late
+                // piece still goes to its own block.
+                if let Some(Some(block)) = self.tool_blocks.get(*index) {
+                    out.push((
+                        "content_block_delta",
+                        serde_json::json!({"type": "content_block_delta", "index": block,
+                            "delta": {"type": "input_json_delta", "partial_json": delta}}),
+                    ));
+                }
+            }
+            StreamEvent::StopSequence(s) => self.stop_sequence = Some(s.clone()),
+            StreamEvent::Finish(r) => {
+                self.close(&mut out);
+                self.finish = Some(*r);
+            }
+            StreamEvent::Usage(u) => self.usage = Some(*u),
+        }
+        out
+    }
+
+    /// The closing events, once the neutral stream has ended cleanly.
+    pub fn finish(&mut self) -> Vec<(&'static str, Value)> {
+        let mut out = Vec::new();
+        self.close(&mut out);
+        let finish = self.finish.unwrap_or(FinishReason::Stop);
+        let u = self.usage.unwrap_or_default();
+        let wire = usage_to_wire(&u);
+        out.push((
+            "message_delta",
+            serde_json::json!({"type": "message_delta",
+                "delta": {"stop_reason": stop_reason(finish, self.stop_sequence.as_deref()),
+                    "stop_sequence": self.stop_sequence},
+                "usage": {"input_tokens": wire.input_tokens, "output_tokens": wire.output_tokens,
+                    "cache_creation_input_tokens": wire.cache_creation_input_tokens,
+                    "cache_read_input_tokens": wire.cache_read_input_tokens}}),
+        ));
+        out.push(("message_stop", serde_json::json!({"type": "message_stop"})));
+        out
+    }
+}
+
+/// The `error` event that ends a stream which failed after it started.
+pub fn error_event(kind: &str, message: &str) -> Value {
+    serde_json::json!({"type": "error", "error": {"type": kind, "message": message}})
 }
 
 /// Splits on character boundaries into pieces of at most `n` characters.
@@ -581,10 +743,23 @@ impl EventParser {
                 }
             }
             "message_delta" => {
-                if let Some(n) = data.pointer("/usage/output_tokens").and_then(Value::as_u64) {
-                    self.usage.output_tokens = n;
+                // Counts here are cumulative and final; input counts appear only in
+                // newer versions of the API.
+                if let Ok(u) = serde_json::from_value::<AnUsage>(data["usage"].clone()) {
+                    self.usage.output_tokens = u.output_tokens;
+                    if data.pointer("/usage/input_tokens").is_some_and(|v| v.is_u64()) {
+                        self.usage = Usage {
+                            output_tokens: u.output_tokens,
+                            ..usage_from_wire(&u)
+                        };
+                    }
                 }
                 let reason = data.pointer("/delta/stop_reason").and_then(Value::as_str);
+                if reason == Some("stop_sequence")
+                    && let Some(seq) = data.pointer("/delta/stop_sequence").and_then(Value::as_str)
+                {
+                    out.push(StreamEvent::StopSequence(seq.to_string()));
+                }
                 out.push(StreamEvent::Finish(stop_from_wire(reason)));
             }
             "message_stop" => {

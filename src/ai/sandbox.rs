@@ -37,7 +37,7 @@ pub fn respond(req: &ChatRequest) -> ChatResponse {
         .iter()
         .filter(|m| m.role == Role::Tool)
         .collect();
-    let input_tokens = estimate_input(req);
+    let input_tokens = req.estimated_input_tokens();
 
     let wants_tool =
         !req.tools.is_empty() && req.tool_choice != Some(ToolChoice::None) && results.is_empty();
@@ -60,6 +60,7 @@ pub fn respond(req: &ChatRequest) -> ChatResponse {
                 output_tokens,
                 ..Usage::default()
             },
+            stop_sequence: None,
         };
     }
 
@@ -76,11 +77,24 @@ pub fn respond(req: &ChatRequest) -> ChatResponse {
         text = json!({ "answer": text }).to_string();
     }
     let mut finish = FinishReason::Stop;
+    let mut stop_sequence = None;
+    // The earliest stop sequence in the text ends it there, as a vendor would.
+    if let Some((at, seq)) = req
+        .stop
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text.find(s.as_str()).map(|at| (at, s)))
+        .min_by_key(|(at, _)| *at)
+    {
+        text.truncate(at);
+        stop_sequence = Some(seq.clone());
+    }
     if let Some(max) = req.max_tokens {
         let max_chars = (max as usize).saturating_mul(4);
         if text.chars().count() > max_chars {
             text = text.chars().take(max_chars).collect();
             finish = FinishReason::Length;
+            stop_sequence = None;
         }
     }
     ChatResponse {
@@ -94,6 +108,60 @@ pub fn respond(req: &ChatRequest) -> ChatResponse {
             output_tokens: tokens(text.len()),
             ..Usage::default()
         },
+        stop_sequence,
+    }
+}
+
+/// Dimensions of the sandbox's vectors when the request names none: those of the
+/// OpenAI model of the same name, else 1536.
+pub fn default_dimensions(model: &str) -> u32 {
+    if model.contains("3-large") { 3072 } else { 1536 }
+}
+
+/// The deterministic embedding of each input: a unit vector of `dimensions` numbers drawn
+/// from a generator seeded by the model and the input, so equal inputs embed equally.
+pub fn embed(req: &EmbeddingRequest) -> EmbeddingResponse {
+    let dims = req
+        .dimensions
+        .unwrap_or_else(|| default_dimensions(&req.model))
+        .max(1) as usize;
+    let seeds: Vec<Vec<u8>> = match &req.input {
+        EmbeddingInput::Texts(t) => t.iter().map(|s| s.as_bytes().to_vec()).collect(),
+        EmbeddingInput::Tokens(t) => t
+            .iter()
+            .map(|ids| ids.iter().flat_map(|i| i.to_le_bytes()).collect())
+            .collect(),
+    };
+    let input_tokens = match &req.input {
+        EmbeddingInput::Texts(t) => t.iter().map(|s| tokens(s.len())).sum(),
+        EmbeddingInput::Tokens(t) => t.iter().map(|ids| ids.len() as u64).sum(),
+    };
+    let data = seeds
+        .iter()
+        .map(|bytes| {
+            let mut h = Sha256::new();
+            h.update(req.model.as_bytes());
+            h.update([0]);
+            h.update(bytes);
+            let digest = h.finalize();
+            let mut seed = [0u8; 32];
+            seed.copy_from_slice(&digest);
+            let mut rng = StdRng::from_seed(seed);
+            let mut v: Vec<f32> = (0..dims).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            if norm > 0.0 {
+                v.iter_mut().for_each(|x| *x /= norm);
+            }
+            v
+        })
+        .collect();
+    EmbeddingResponse {
+        model: req.model.clone(),
+        data,
+        usage: Usage {
+            input_tokens,
+            ..Usage::default()
+        },
     }
 }
 
@@ -105,21 +173,7 @@ fn is_json_format(f: Option<&Value>) -> bool {
 }
 
 fn tokens(chars: usize) -> u64 {
-    (chars as u64).div_ceil(4).max(1)
-}
-
-fn estimate_input(req: &ChatRequest) -> u64 {
-    let mut n = 0usize;
-    for m in &req.messages {
-        n += m.content.as_deref().map_or(0, str::len) + 4;
-        for c in &m.tool_calls {
-            n += c.name.len() + c.arguments.len();
-        }
-    }
-    for t in &req.tools {
-        n += t.name.len() + t.parameters.to_string().len();
-    }
-    tokens(n)
+    estimate_tokens(chars)
 }
 
 fn clip(s: &str, n: usize) -> String {
@@ -286,6 +340,9 @@ pub fn response_to_events(resp: &ChatResponse) -> Vec<StreamEvent> {
             });
         }
     }
+    if let Some(s) = &resp.stop_sequence {
+        out.push(StreamEvent::StopSequence(s.clone()));
+    }
     out.push(StreamEvent::Finish(resp.finish_reason));
     out.push(StreamEvent::Usage(resp.usage));
     out
@@ -442,24 +499,45 @@ impl SandboxEngine {
     /// Decides the answer and faults for a request (and counts it).
     pub fn plan(&self, req: &ChatRequest, extra_faults: Vec<Fault>) -> Plan {
         let mut s = self.lock();
-        // Callers choose model names: past MAX_COUNTED_MODELS distinct ones, the rest share
-        // one counter, so the map cannot grow without bound.
-        let counted =
-            if s.requests.len() < MAX_COUNTED_MODELS || s.requests.contains_key(&req.model) {
-                req.model.clone()
-            } else {
-                OTHER_MODELS.to_string()
-            };
-        *s.requests.entry(counted).or_default() += 1;
         let mut faults = extra_faults;
         let mut response = None;
         if let Some(step) = s.scripts.get_mut(&req.model).and_then(VecDeque::pop_front) {
             faults.extend(step.fault.clone());
             response = Some(scripted(req, step));
         }
-        let EngineState { rng, rules, .. } = &mut *s;
+        s.count_and_match(&req.model, &mut faults);
+        drop(s);
+        Plan {
+            response: response.unwrap_or_else(|| respond(req)),
+            faults,
+        }
+    }
+
+    /// The faults for an embeddings request (counted like a chat request; scripts do not
+    /// apply).
+    pub fn plan_embedding(&self, model: &str, extra_faults: Vec<Fault>) -> Vec<Fault> {
+        let mut faults = extra_faults;
+        self.lock().count_and_match(model, &mut faults);
+        faults
+    }
+}
+
+impl EngineState {
+    /// Counts a request for `model` and adds the faults its rules apply now.
+    fn count_and_match(&mut self, model: &str, faults: &mut Vec<Fault>) {
+        // Callers choose model names: past MAX_COUNTED_MODELS distinct ones, the rest share
+        // one counter, so the map cannot grow without bound.
+        let counted = if self.requests.len() < MAX_COUNTED_MODELS
+            || self.requests.contains_key(model)
+        {
+            model.to_string()
+        } else {
+            OTHER_MODELS.to_string()
+        };
+        *self.requests.entry(counted).or_default() += 1;
+        let EngineState { rng, rules, .. } = self;
         for rule in rules.iter_mut() {
-            if rule.model.as_ref().is_some_and(|m| m != &req.model) {
+            if rule.model.as_ref().is_some_and(|m| m != model) {
                 continue;
             }
             let hit = match (rule.times.as_mut(), rule.rate) {
@@ -480,11 +558,6 @@ impl SandboxEngine {
                     f => f.clone(),
                 });
             }
-        }
-        drop(s);
-        Plan {
-            response: response.unwrap_or_else(|| respond(req)),
-            faults,
         }
     }
 }
@@ -512,6 +585,7 @@ fn scripted(req: &ChatRequest, step: ScriptStep) -> ChatResponse {
     };
     if step.content.is_some() || !calls.is_empty() {
         base.content = step.content;
+        base.stop_sequence = None;
     }
     base.tool_calls = calls;
     if let Some(u) = step.usage {
@@ -559,26 +633,32 @@ impl SandboxProvider {
 
     async fn planned(&self, req: &ChatRequest) -> Result<ChatResponse, AiError> {
         let plan = self.engine.plan(req, Vec::new());
-        let delay = latency_of(&plan.faults);
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        for f in &plan.faults {
-            if let Fault::Status {
-                status,
-                retry_after,
-                message,
-            } = f
-            {
-                return Err(AiError::from_status(
-                    *status,
-                    message.as_deref().unwrap_or("injected fault"),
-                    retry_after.map(Duration::from_secs),
-                ));
-            }
-        }
+        apply_faults(&plan.faults).await?;
         Ok(plan.response)
     }
+}
+
+/// Waits the latency faults ask for, then fails with the first status fault, if any.
+async fn apply_faults(faults: &[Fault]) -> Result<(), AiError> {
+    let delay = latency_of(faults);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    for f in faults {
+        if let Fault::Status {
+            status,
+            retry_after,
+            message,
+        } = f
+        {
+            return Err(AiError::from_status(
+                *status,
+                message.as_deref().unwrap_or("injected fault"),
+                retry_after.map(Duration::from_secs),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -597,6 +677,11 @@ impl Provider for SandboxProvider {
         Ok(Box::pin(futures_util::stream::iter(
             events.into_iter().map(Ok),
         )))
+    }
+
+    async fn embed(&self, req: &EmbeddingRequest) -> Result<EmbeddingResponse, AiError> {
+        apply_faults(&self.engine.plan_embedding(&req.model, Vec::new())).await?;
+        Ok(embed(req))
     }
 }
 

@@ -6,7 +6,8 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::{
-    chat, employee_chat, employees, health, keys, schedules, tasks, tenants, tools, usage, webhooks,
+    chat, embeddings, employee_chat, employees, health, keys, messages, models, schedules, tasks,
+    tenants, tools, usage, webhooks,
 };
 use crate::state::AppState;
 
@@ -27,6 +28,11 @@ use crate::state::AppState;
         employees::delete,
         employee_chat::chat,
         chat::completions,
+        messages::create,
+        messages::count_tokens,
+        embeddings::create,
+        models::list,
+        models::get,
         keys::create,
         keys::list,
         keys::get,
