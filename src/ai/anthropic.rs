@@ -491,7 +491,11 @@ pub fn response_to_events(r: &ChatResponse, piece: usize) -> Vec<(&'static str, 
         id: r.id.clone(),
         model: r.model.clone(),
     }];
-    events.extend(r.content.iter().flat_map(|t| chunks(t, piece).into_iter().map(StreamEvent::Text)));
+    events.extend(
+        r.content
+            .iter()
+            .flat_map(|t| chunks(t, piece).into_iter().map(StreamEvent::Text)),
+    );
     for (index, c) in r.tool_calls.iter().enumerate() {
         events.push(StreamEvent::ToolCallStart {
             index,
@@ -499,7 +503,11 @@ pub fn response_to_events(r: &ChatResponse, piece: usize) -> Vec<(&'static str, 
             name: c.name.clone(),
         });
         let body = tool_input(&c.arguments).to_string();
-        events.extend(chunks(&body, piece).into_iter().map(|delta| StreamEvent::ToolCallArgs { index, delta }));
+        events.extend(
+            chunks(&body, piece)
+                .into_iter()
+                .map(|delta| StreamEvent::ToolCallArgs { index, delta }),
+        );
     }
     events.extend(r.stop_sequence.clone().map(StreamEvent::StopSequence));
     events.push(StreamEvent::Finish(r.finish_reason));
@@ -595,10 +603,8 @@ impl StreamEncoder {
                 let index = match self.open {
                     Some(OpenBlock::Text(i)) => i,
                     _ => {
-                        let i = self.start_block(
-                            serde_json::json!({"type": "text", "text": ""}),
-                            &mut out,
-                        );
+                        let i = self
+                            .start_block(serde_json::json!({"type": "text", "text": ""}), &mut out);
                         self.open = Some(OpenBlock::Text(i));
                         i
                     }
@@ -747,7 +753,10 @@ impl EventParser {
                 // newer versions of the API.
                 if let Ok(u) = serde_json::from_value::<AnUsage>(data["usage"].clone()) {
                     self.usage.output_tokens = u.output_tokens;
-                    if data.pointer("/usage/input_tokens").is_some_and(|v| v.is_u64()) {
+                    if data
+                        .pointer("/usage/input_tokens")
+                        .is_some_and(|v| v.is_u64())
+                    {
                         self.usage = Usage {
                             output_tokens: u.output_tokens,
                             ..usage_from_wire(&u)
@@ -929,6 +938,7 @@ mod tests {
                 cached_input_tokens: 60,
                 cache_write_tokens: 10,
             },
+            stop_sequence: None,
         };
         let mut p = EventParser::default();
         let mut acc = StreamAccumulator::default();

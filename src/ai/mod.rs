@@ -12,6 +12,7 @@ pub mod error;
 pub mod openai;
 pub mod pricing;
 pub mod provider;
+pub mod responses;
 pub mod router;
 pub mod sandbox;
 pub mod sandbox_server;

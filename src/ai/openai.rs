@@ -709,8 +709,7 @@ pub fn embedding_request_to_internal(
     req: OaEmbeddingRequest,
 ) -> Result<(EmbeddingRequest, bool), RequestError> {
     let bad = |m: &str| RequestError::new("input", m.to_string());
-    let shape =
-        "must be a string, a list of strings, a list of token ids or a list of such lists";
+    let shape = "must be a string, a list of strings, a list of token ids or a list of such lists";
     let input = match req.input {
         Value::String(s) => EmbeddingInput::Texts(vec![s]),
         Value::Array(items) if items.is_empty() => return Err(bad("must not be empty")),
@@ -745,7 +744,10 @@ pub fn embedding_request_to_internal(
             ));
         }
     };
-    if req.dimensions.is_some_and(|d| d == 0 || d > MAX_EMBEDDING_DIMENSIONS) {
+    if req
+        .dimensions
+        .is_some_and(|d| d == 0 || d > MAX_EMBEDDING_DIMENSIONS)
+    {
         return Err(RequestError::new("dimensions", "must be 1-4096"));
     }
     Ok((
@@ -804,7 +806,10 @@ pub fn embedding_response_from_wire(
     let mut data = vec![None; inputs];
     for e in resp.data {
         let v: Vec<f32> = serde_json::from_value(e.embedding).map_err(|_| {
-            AiError::new(ErrorKind::Malformed, "an embedding is not a list of numbers")
+            AiError::new(
+                ErrorKind::Malformed,
+                "an embedding is not a list of numbers",
+            )
         })?;
         if let Some(slot) = data.get_mut(e.index) {
             *slot = Some(v);
@@ -925,8 +930,7 @@ impl Provider for OpenAiProvider {
 
     async fn embed(&self, req: &EmbeddingRequest) -> Result<EmbeddingResponse, AiError> {
         let body = embedding_request_from_internal(req);
-        let resp =
-            provider::send(self.embeddings.post(&self.http).json(&body)).await?;
+        let resp = provider::send(self.embeddings.post(&self.http).json(&body)).await?;
         embedding_response_from_wire(provider::json_body(resp).await?, req.input.len())
     }
 }

@@ -115,7 +115,11 @@ pub fn respond(req: &ChatRequest) -> ChatResponse {
 /// Dimensions of the sandbox's vectors when the request names none: those of the
 /// OpenAI model of the same name, else 1536.
 pub fn default_dimensions(model: &str) -> u32 {
-    if model.contains("3-large") { 3072 } else { 1536 }
+    if model.contains("3-large") {
+        3072
+    } else {
+        1536
+    }
 }
 
 /// The deterministic embedding of each input: a unit vector of `dimensions` numbers drawn
@@ -527,13 +531,12 @@ impl EngineState {
     fn count_and_match(&mut self, model: &str, faults: &mut Vec<Fault>) {
         // Callers choose model names: past MAX_COUNTED_MODELS distinct ones, the rest share
         // one counter, so the map cannot grow without bound.
-        let counted = if self.requests.len() < MAX_COUNTED_MODELS
-            || self.requests.contains_key(model)
-        {
-            model.to_string()
-        } else {
-            OTHER_MODELS.to_string()
-        };
+        let counted =
+            if self.requests.len() < MAX_COUNTED_MODELS || self.requests.contains_key(model) {
+                model.to_string()
+            } else {
+                OTHER_MODELS.to_string()
+            };
         *self.requests.entry(counted).or_default() += 1;
         let EngineState { rng, rules, .. } = self;
         for rule in rules.iter_mut() {

@@ -134,7 +134,9 @@ pub fn route(state: &AppState, caller: &Caller, scope: Scope, model: &str) -> Ap
     let chain = state.ai.resolve(model).ok_or_else(|| {
         ApiError::validation(
             "model",
-            format!("unknown model {model:?}: use an alias, provider/model, or a vendor model name"),
+            format!(
+                "unknown model {model:?}: use an alias, provider/model, or a vendor model name"
+            ),
         )
     })?;
     Ok(Route {
@@ -172,7 +174,13 @@ where
 
 /// The gateway's response headers: `X-De-Model` (the candidate that answered),
 /// `X-De-Cost-Usd` (when known) and `X-De-Cache: hit`.
-pub fn decorate(resp: &mut Response, provider: &str, model: &str, cost: Option<i64>, cache_hit: bool) {
+pub fn decorate(
+    resp: &mut Response,
+    provider: &str,
+    model: &str,
+    cost: Option<i64>,
+    cache_hit: bool,
+) {
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&format!("{provider}/{model}")) {
         h.insert("x-de-model", v);

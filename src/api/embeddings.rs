@@ -41,7 +41,8 @@ pub async fn create(
     let (req, base64) = openai::embedding_request_to_internal(wire)
         .map_err(|e| ApiError::validation(e.field, e.message))?;
     let routed = state.ai.embed(&chain, &req, ctx).await.map_err(upstream)?;
-    let mut resp = Json(openai::embedding_response_to_wire(&routed.response, base64)).into_response();
+    let mut resp =
+        Json(openai::embedding_response_to_wire(&routed.response, base64)).into_response();
     decorate(
         &mut resp,
         &routed.provider,

@@ -5,8 +5,8 @@
 //! lets through only the paths on [`PUBLIC_PATHS`] without credentials.
 
 pub mod chat;
-pub mod employee_chat;
 pub mod embeddings;
+pub mod employee_chat;
 pub mod employees;
 pub mod error;
 pub mod extract;
@@ -17,6 +17,7 @@ pub mod models;
 pub mod openapi;
 pub mod page;
 pub mod resource;
+pub mod responses;
 pub mod schedules;
 pub mod security;
 pub mod tasks;
@@ -93,6 +94,11 @@ fn v1() -> Router<AppState> {
         .route("/messages", post(messages::create))
         .route("/messages/count_tokens", post(messages::count_tokens))
         .route("/embeddings", post(embeddings::create))
+        .route("/responses", post(responses::create))
+        .route(
+            "/responses/{id}",
+            get(responses::get).delete(responses::delete),
+        )
         .route("/models", get(models::list))
         .route("/models/{*id}", get(models::get))
         .route("/keys", get(keys::list).post(keys::create))

@@ -6,8 +6,8 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::{
-    chat, embeddings, employee_chat, employees, health, keys, messages, models, schedules, tasks,
-    tenants, tools, usage, webhooks,
+    chat, embeddings, employee_chat, employees, health, keys, messages, models, responses,
+    schedules, tasks, tenants, tools, usage, webhooks,
 };
 use crate::state::AppState;
 
@@ -33,6 +33,9 @@ use crate::state::AppState;
         embeddings::create,
         models::list,
         models::get,
+        responses::create,
+        responses::get,
+        responses::delete,
         keys::create,
         keys::list,
         keys::get,
