@@ -836,3 +836,89 @@ backend_tests!(
     responses_are_stored_and_continued,
     expired_responses_are_gone_and_purged
 );
+
+/// The answer's content under each protocol, for a JSON-schema response format.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn structured_output_is_schema_valid_through_either_vendor_format() {
+    use digital_employee::runtime::schema::validate;
+    let vendor = Vendor::start().await;
+    let app = app_with(Backend::Sqlite, &vendor).await.unwrap();
+    let object = json!({"type": "object", "properties": {
+        "city": {"type": "string"}, "temperature": {"type": "number"},
+        "tags": {"type": "array", "items": {"type": "string"}, "minItems": 2}},
+        "required": ["city", "temperature", "tags"], "additionalProperties": false});
+    let list = json!({"type": "array", "items": {"type": "integer"}, "minItems": 3});
+    for model in ["sbopenai/sandbox-1", "sbclaude/sandbox-1", "sandbox-1"] {
+        for schema in [&object, &list] {
+            let format = json!({"type": "json_schema",
+                "json_schema": {"name": "weather", "schema": schema, "strict": true}});
+            // Chat completions, plain and streamed.
+            let body = json!({"model": model, "response_format": format,
+                "messages": [{"role": "user", "content": "Weather in Oslo?"}]});
+            let r = app
+                .post_json("/v1/chat/completions", &body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{model}");
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(v["choices"][0]["finish_reason"], "stop", "{model} {v}");
+            let text = v["choices"][0]["message"]["content"].as_str().unwrap();
+            let answer: Value = serde_json::from_str(text).unwrap();
+            validate(schema, &answer).unwrap_or_else(|e| panic!("{model}: {e}: {answer}"));
+            assert!(v["choices"][0]["message"]["tool_calls"].is_null(), "{v}");
+
+            let mut streamed = body.clone();
+            streamed["stream"] = json!(true);
+            let r = app
+                .post_json("/v1/chat/completions", &streamed)
+                .send()
+                .await
+                .unwrap();
+            let mut text = String::new();
+            let mut finish = None;
+            for ev in parse_sse(&r.text().await.unwrap()) {
+                if ev.data == "[DONE]" {
+                    continue;
+                }
+                let chunk: Value = serde_json::from_str(&ev.data).unwrap();
+                if let Some(c) = chunk["choices"][0]["delta"]["content"].as_str() {
+                    text.push_str(c);
+                }
+                assert!(chunk["choices"][0]["delta"]["tool_calls"].is_null());
+                if let Some(f) = chunk["choices"][0]["finish_reason"].as_str() {
+                    finish = Some(f.to_string());
+                }
+            }
+            assert_eq!(finish.as_deref(), Some("stop"));
+            let answer: Value = serde_json::from_str(&text).unwrap();
+            validate(schema, &answer).unwrap_or_else(|e| panic!("{model} streamed: {e}"));
+        }
+        // Responses' text.format and Messages' output_config.
+        let r = app
+            .post_json(
+                "/v1/responses",
+                &json!({"model": model, "input": "Weather?", "text": {"format":
+                    {"type": "json_schema", "name": "weather", "schema": object}}}),
+            )
+            .send()
+            .await
+            .unwrap();
+        let v: Value = r.json().await.unwrap();
+        let answer: Value =
+            serde_json::from_str(v["output"][0]["content"][0]["text"].as_str().unwrap()).unwrap();
+        validate(&object, &answer).unwrap();
+        let r = post_messages(
+            &app,
+            &json!({"model": model, "max_tokens": 300,
+                "output_config": {"format": {"type": "json_schema", "schema": object}},
+                "messages": [{"role": "user", "content": "Weather?"}]}),
+        )
+        .await;
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["stop_reason"], "end_turn", "{v}");
+        let answer: Value =
+            serde_json::from_str(v["content"][0]["text"].as_str().unwrap()).unwrap();
+        validate(&object, &answer).unwrap();
+    }
+}

@@ -42,6 +42,14 @@ pub struct AnRequest {
     pub stream: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_sequences: Option<Vec<String>>,
+    /// Structured output as the API takes it: `{"format": {"type": "json_schema",
+    /// "schema": …}}` (also read from the older top-level `output_format`). Received
+    /// only; as a client we ask for structure with [`OUTPUT_TOOL`], which every model
+    /// supports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_config: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_format: Option<Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -279,6 +287,28 @@ pub fn request_to_internal(req: AnRequest) -> Result<InternalRequest, RequestErr
     if req.max_tokens == 0 {
         return Err(RequestError::new("max_tokens", "required, at least 1"));
     }
+    let format = req
+        .output_config
+        .as_ref()
+        .and_then(|c| c.get("format"))
+        .or(req.output_format.as_ref())
+        .filter(|f| !f.is_null());
+    let response_format = match format {
+        None => None,
+        Some(f) if f.get("type").and_then(Value::as_str) == Some("json_schema") => {
+            let schema = f.get("schema").cloned().ok_or_else(|| {
+                RequestError::new("output_config.format.schema", "required for json_schema")
+            })?;
+            Some(serde_json::json!({"type": "json_schema",
+                "json_schema": {"name": "output", "schema": schema}}))
+        }
+        Some(_) => {
+            return Err(RequestError::new(
+                "output_config.format.type",
+                "only json_schema is supported",
+            ));
+        }
+    };
     Ok(InternalRequest {
         request: ChatRequest {
             model: req.model,
@@ -296,7 +326,7 @@ pub fn request_to_internal(req: AnRequest) -> Result<InternalRequest, RequestErr
             tool_choice,
             temperature: req.temperature,
             max_tokens: Some(req.max_tokens),
-            response_format: None,
+            response_format,
             cache: None,
             stop: req.stop_sequences.unwrap_or_default(),
         },
@@ -369,12 +399,32 @@ pub fn request_from_internal(req: &ChatRequest, stream: bool) -> AnRequest {
             })
             .collect()
     });
-    let tool_choice = req.tool_choice.as_ref().map(|c| match c {
+    let mut tools: Option<Vec<AnTool>> = tools;
+    let mut tool_choice = req.tool_choice.as_ref().map(|c| match c {
         ToolChoice::Auto => serde_json::json!({"type": "auto"}),
         ToolChoice::None => serde_json::json!({"type": "none"}),
         ToolChoice::Required => serde_json::json!({"type": "any"}),
         ToolChoice::Tool(n) => serde_json::json!({"type": "tool", "name": n}),
     });
+    // Structured output: the schema becomes a tool the model must call (alone, or as one
+    // of the tools it must choose from when it has others to call first).
+    if let Some(out) = Structured::of(req) {
+        let own_tools = req.tools.is_empty() || req.tool_choice == Some(ToolChoice::None);
+        let list = tools.get_or_insert_with(Vec::new);
+        if req.tool_choice == Some(ToolChoice::None) {
+            list.clear();
+        }
+        list.push(AnTool {
+            name: OUTPUT_TOOL.to_string(),
+            description: Some(out.description),
+            input_schema: out.input_schema,
+        });
+        tool_choice = Some(if own_tools {
+            serde_json::json!({"type": "tool", "name": OUTPUT_TOOL})
+        } else {
+            serde_json::json!({"type": "any"})
+        });
+    }
     AnRequest {
         model: req.model.clone(),
         system: (!system.is_empty()).then(|| AnSystem::Text(system.join("\n\n"))),
@@ -385,6 +435,159 @@ pub fn request_from_internal(req: &ChatRequest, stream: bool) -> AnRequest {
         temperature: req.temperature,
         stream: stream.then_some(true),
         stop_sequences: (!req.stop.is_empty()).then(|| req.stop.clone()),
+        output_config: None,
+        output_format: None,
+    }
+}
+
+/// The tool through which an Anthropic-format vendor returns structured output: the API
+/// has no response format, so the schema is offered as this tool's input and the model
+/// is made to call it; its input is the answer.
+pub const OUTPUT_TOOL: &str = "structured_output";
+
+/// A request's structured-output demand, as the Anthropic format carries it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Structured {
+    description: String,
+    input_schema: Value,
+    /// The schema is not an object: it is wrapped as `{"value": …}` (tool input must be an
+    /// object) and unwrapped from the answer.
+    wrapped: bool,
+}
+
+impl Structured {
+    /// `response_format` `json_schema` (its `schema`) or `json_object` (any object).
+    pub fn of(req: &ChatRequest) -> Option<Structured> {
+        let f = req.response_format.as_ref()?;
+        let (name, schema) = match f.get("type").and_then(Value::as_str)? {
+            "json_schema" => {
+                let spec = f.get("json_schema").unwrap_or(f);
+                (
+                    spec.get("name").and_then(Value::as_str).unwrap_or("output"),
+                    spec.get("schema")
+                        .cloned()
+                        .unwrap_or_else(|| serde_json::json!({"type": "object"})),
+                )
+            }
+            "json_object" => ("object", serde_json::json!({"type": "object"})),
+            _ => return None,
+        };
+        let is_object = schema.get("type").and_then(Value::as_str) == Some("object");
+        let input_schema = if is_object {
+            schema
+        } else {
+            serde_json::json!({"type": "object", "properties": {"value": schema},
+                "required": ["value"]})
+        };
+        Some(Structured {
+            description: format!(
+                "Give the final answer ({name}) by calling this tool with it as the input."
+            ),
+            input_schema,
+            wrapped: !is_object,
+        })
+    }
+
+    /// The answer's JSON text from the output tool's arguments.
+    fn answer(&self, arguments: &str) -> String {
+        if !self.wrapped {
+            return arguments.to_string();
+        }
+        serde_json::from_str::<Value>(arguments)
+            .ok()
+            .and_then(|v| v.get("value").cloned())
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| arguments.to_string())
+    }
+
+    /// Moves a call of the output tool into the answer's text.
+    pub fn unwrap_response(&self, resp: &mut ChatResponse) {
+        let Some(at) = resp.tool_calls.iter().position(|c| c.name == OUTPUT_TOOL) else {
+            return;
+        };
+        let call = resp.tool_calls.remove(at);
+        resp.content = Some(self.answer(&call.arguments));
+        if resp.tool_calls.is_empty() && resp.finish_reason == FinishReason::ToolCalls {
+            resp.finish_reason = FinishReason::Stop;
+        }
+    }
+
+    /// A stream mapper doing [`Self::unwrap_response`] on the fly.
+    pub fn stream_mapper(self) -> StructuredStream {
+        StructuredStream {
+            out: self,
+            output_call: None,
+            index: Vec::new(),
+            calls: 0,
+            buffer: String::new(),
+        }
+    }
+}
+
+/// Rewrites a stream's output-tool call into text: its argument pieces become text
+/// pieces (buffered and unwrapped at the end when the schema was wrapped), the other
+/// calls keep their order with indices closed up.
+#[derive(Debug)]
+pub struct StructuredStream {
+    out: Structured,
+    output_call: Option<usize>,
+    /// vendor call index → our call index (`None` for the output tool's).
+    index: Vec<Option<usize>>,
+    calls: usize,
+    buffer: String,
+}
+
+impl StructuredStream {
+    pub fn map(&mut self, ev: StreamEvent) -> Vec<StreamEvent> {
+        match ev {
+            StreamEvent::ToolCallStart { index, id, name } => {
+                if self.index.len() <= index {
+                    self.index.resize(index + 1, None);
+                }
+                if name == OUTPUT_TOOL && self.output_call.is_none() {
+                    self.output_call = Some(index);
+                    return Vec::new();
+                }
+                let ours = self.calls;
+                self.calls += 1;
+                self.index[index] = Some(ours);
+                vec![StreamEvent::ToolCallStart {
+                    index: ours,
+                    id,
+                    name,
+                }]
+            }
+            StreamEvent::ToolCallArgs { index, delta } => {
+                if self.output_call == Some(index) {
+                    if self.out.wrapped {
+                        self.buffer.push_str(&delta);
+                        return Vec::new();
+                    }
+                    return vec![StreamEvent::Text(delta)];
+                }
+                match self.index.get(index).copied().flatten() {
+                    Some(ours) => vec![StreamEvent::ToolCallArgs { index: ours, delta }],
+                    None => Vec::new(),
+                }
+            }
+            StreamEvent::Finish(r) => {
+                let mut out = Vec::new();
+                if self.output_call.is_some() && self.out.wrapped {
+                    out.push(StreamEvent::Text(self.out.answer(&self.buffer)));
+                }
+                let r = if self.output_call.is_some()
+                    && self.calls == 0
+                    && r == FinishReason::ToolCalls
+                {
+                    FinishReason::Stop
+                } else {
+                    r
+                };
+                out.push(StreamEvent::Finish(r));
+                out
+            }
+            other => vec![other],
+        }
     }
 }
 
@@ -835,16 +1038,25 @@ impl Provider for AnthropicProvider {
 
     async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, AiError> {
         let resp = self.send(&request_from_internal(req, false)).await?;
-        Ok(response_from_wire(provider::json_body(resp).await?))
+        let mut out = response_from_wire(provider::json_body(resp).await?);
+        if let Some(s) = Structured::of(req) {
+            s.unwrap_response(&mut out);
+        }
+        Ok(out)
     }
 
     async fn chat_stream(&self, req: &ChatRequest) -> Result<EventStream, AiError> {
         let resp = self.send(&request_from_internal(req, true)).await?;
         let mut parser = EventParser::default();
+        let mut structured = Structured::of(req).map(Structured::stream_mapper);
         Ok(sse::events(resp, move |ev| {
             let parsed = serde_json::from_str::<Value>(&ev.data)
                 .map_err(|_| "malformed stream event".to_string())
-                .and_then(|v| parser.parse(&v));
+                .and_then(|v| parser.parse(&v))
+                .map(|evs| match &mut structured {
+                    Some(m) => evs.into_iter().flat_map(|e| m.map(e)).collect(),
+                    None => evs,
+                });
             match parsed {
                 Ok(evs) if parser.finished() => Step::Done(evs),
                 Ok(evs) => Step::Emit(evs),
@@ -950,5 +1162,66 @@ mod tests {
         assert!(p.finished());
         assert_eq!(acc.finish().unwrap(), resp);
         assert_eq!(response_from_wire(response_to_wire(&resp)), resp);
+    }
+
+    #[test]
+    fn structured_output_rides_a_forced_tool_and_comes_back_as_text() {
+        let mut req = ChatRequest::new("claude", vec![Message::user("list")]);
+        req.response_format = Some(serde_json::json!({"type": "json_schema",
+            "json_schema": {"name": "nums", "schema": {"type": "array", "items": {"type": "integer"}}}}));
+        let wire = request_from_internal(&req, true);
+        let tools = wire.tools.unwrap();
+        assert_eq!(tools[0].name, OUTPUT_TOOL);
+        assert_eq!(
+            tools[0].input_schema["properties"]["value"]["type"],
+            "array"
+        );
+        assert_eq!(
+            wire.tool_choice,
+            Some(serde_json::json!({"type": "tool", "name": OUTPUT_TOOL}))
+        );
+        // A user tool called first keeps index 0; the output tool's input becomes text.
+        let mut m = Structured::of(&req).unwrap().stream_mapper();
+        let events = [
+            StreamEvent::ToolCallStart {
+                index: 0,
+                id: "o".into(),
+                name: OUTPUT_TOOL.into(),
+            },
+            StreamEvent::ToolCallArgs {
+                index: 0,
+                delta: "{\"value\":".into(),
+            },
+            StreamEvent::ToolCallArgs {
+                index: 0,
+                delta: "[1,2]}".into(),
+            },
+            StreamEvent::Finish(FinishReason::ToolCalls),
+        ];
+        let out: Vec<StreamEvent> = events.into_iter().flat_map(|e| m.map(e)).collect();
+        assert_eq!(
+            out,
+            vec![
+                StreamEvent::Text("[1,2]".into()),
+                StreamEvent::Finish(FinishReason::Stop)
+            ]
+        );
+        let mut resp = ChatResponse {
+            id: "x".into(),
+            model: "claude".into(),
+            content: None,
+            tool_calls: vec![ToolCall {
+                id: "o".into(),
+                name: OUTPUT_TOOL.into(),
+                arguments: "{\"value\":[3]}".into(),
+            }],
+            finish_reason: FinishReason::ToolCalls,
+            usage: Usage::default(),
+            stop_sequence: None,
+        };
+        Structured::of(&req).unwrap().unwrap_response(&mut resp);
+        assert_eq!(resp.content.as_deref(), Some("[3]"));
+        assert!(resp.tool_calls.is_empty());
+        assert_eq!(resp.finish_reason, FinishReason::Stop);
     }
 }

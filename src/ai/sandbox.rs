@@ -5,8 +5,10 @@
 //! Default behaviour, decided from the request alone (same request → same answer):
 //! - tools offered, `tool_choice` not `none`, and no tool result since the last user
 //!   message → call one tool (the forced one, else the first whose name the user
-//!   mentions, else the first) with arguments generated from its JSON schema;
-//! - otherwise answer in text, quoting the tool results when there are some.
+//!   mentions, else the first) with arguments generated from its JSON schema; a forced
+//!   tool (`tool_choice` naming it) is called even after tool results;
+//! - otherwise answer in text, quoting the tool results when there are some; with a
+//!   `json_schema` response format, a value valid for the schema instead.
 //!
 //! Usage is about four characters a token, counted on what was sent and returned.
 
@@ -39,8 +41,11 @@ pub fn respond(req: &ChatRequest) -> ChatResponse {
         .collect();
     let input_tokens = req.estimated_input_tokens();
 
-    let wants_tool =
-        !req.tools.is_empty() && req.tool_choice != Some(ToolChoice::None) && results.is_empty();
+    // A forced tool is called whatever came before, as a vendor does.
+    let forced = matches!(&req.tool_choice, Some(ToolChoice::Tool(n)) if req.tools.iter().any(|t| &t.name == n));
+    let wants_tool = !req.tools.is_empty()
+        && req.tool_choice != Some(ToolChoice::None)
+        && (results.is_empty() || forced);
     if wants_tool {
         let tool = pick_tool(req, &user_text);
         let args = example_for(&tool.parameters, &tool.name, &user_text).to_string();
@@ -73,8 +78,13 @@ pub fn respond(req: &ChatRequest) -> ChatResponse {
             .collect();
         format!("Based on the tool results: {}", parts.join("; "))
     };
-    if is_json_format(req.response_format.as_ref()) {
-        text = json!({ "answer": text }).to_string();
+    // Structured output: a value valid for the schema when there is one, else an object.
+    match json_schema_of(req.response_format.as_ref()) {
+        Some(schema) => text = example_for(schema, "answer", &user_text).to_string(),
+        None if is_json_format(req.response_format.as_ref()) => {
+            text = json!({ "answer": text }).to_string();
+        }
+        None => {}
     }
     let mut finish = FinishReason::Stop;
     let mut stop_sequence = None;
@@ -167,6 +177,15 @@ pub fn embed(req: &EmbeddingRequest) -> EmbeddingResponse {
             ..Usage::default()
         },
     }
+}
+
+/// The schema of a `json_schema` response format (OpenAI's `{"json_schema": {"schema"}}`).
+fn json_schema_of(f: Option<&Value>) -> Option<&Value> {
+    let f = f?;
+    if f.get("type").and_then(Value::as_str) != Some("json_schema") {
+        return None;
+    }
+    f.pointer("/json_schema/schema").or_else(|| f.get("schema"))
 }
 
 fn is_json_format(f: Option<&Value>) -> bool {
