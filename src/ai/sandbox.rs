@@ -6,7 +6,8 @@
 //! - tools offered, `tool_choice` not `none`, and no tool result since the last user
 //!   message → call one tool (the forced one, else the first whose name the user
 //!   mentions, else the first) with arguments generated from its JSON schema; a forced
-//!   tool (`tool_choice` naming it) is called even after tool results;
+//!   tool (`tool_choice` naming it, or `required`: one not called yet) is called even
+//!   after tool results;
 //! - otherwise answer in text, quoting the tool results when there are some; with a
 //!   `json_schema` response format, a value valid for the schema instead.
 //!
@@ -41,13 +42,22 @@ pub fn respond(req: &ChatRequest) -> ChatResponse {
         .collect();
     let input_tokens = req.estimated_input_tokens();
 
-    // A forced tool is called whatever came before, as a vendor does.
-    let forced = matches!(&req.tool_choice, Some(ToolChoice::Tool(n)) if req.tools.iter().any(|t| &t.name == n));
+    // A forced tool (or `required`) is called whatever came before, as a vendor does.
+    let forced = match &req.tool_choice {
+        Some(ToolChoice::Tool(n)) => req.tools.iter().any(|t| &t.name == n),
+        Some(ToolChoice::Required) => true,
+        _ => false,
+    };
     let wants_tool = !req.tools.is_empty()
         && req.tool_choice != Some(ToolChoice::None)
         && (results.is_empty() || forced);
     if wants_tool {
-        let tool = pick_tool(req, &user_text);
+        // Tools already called since the user spoke come last.
+        let called: Vec<&str> = req.messages[last_user.map_or(0, |i| i + 1)..]
+            .iter()
+            .flat_map(|m| m.tool_calls.iter().map(|c| c.name.as_str()))
+            .collect();
+        let tool = pick_tool(req, &user_text, &called);
         let args = example_for(&tool.parameters, &tool.name, &user_text).to_string();
         let output_tokens = tokens(args.len() + tool.name.len());
         return ChatResponse {
@@ -207,16 +217,23 @@ fn clip(s: &str, n: usize) -> String {
     out
 }
 
-fn pick_tool<'a>(req: &'a ChatRequest, user_text: &str) -> &'a ToolDef {
+/// The forced tool; else the first not yet `called` that the user mentions, else the
+/// first not yet called, else the first.
+fn pick_tool<'a>(req: &'a ChatRequest, user_text: &str, called: &[&str]) -> &'a ToolDef {
     if let Some(ToolChoice::Tool(name)) = &req.tool_choice
         && let Some(t) = req.tools.iter().find(|t| &t.name == name)
     {
         return t;
     }
     let lower = user_text.to_lowercase();
-    req.tools
-        .iter()
+    let fresh = || {
+        req.tools
+            .iter()
+            .filter(|t| !called.contains(&t.name.as_str()))
+    };
+    fresh()
         .find(|t| lower.contains(&t.name.to_lowercase()))
+        .or_else(|| fresh().next())
         .unwrap_or(&req.tools[0])
 }
 

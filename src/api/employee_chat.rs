@@ -120,7 +120,7 @@ pub async fn chat(
     let outcome = run.run(&sink).await;
     let totals = run.totals;
     let answer = match outcome {
-        Outcome::Succeeded { answer } => answer,
+        Outcome::Succeeded { answer, .. } => answer,
         Outcome::Failed {
             error,
             retryable: true,

@@ -58,6 +58,12 @@ pub struct CreateTask {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
+    /// A JSON schema (an object) the answer must satisfy, instead of the employee's: the
+    /// result's `output` is then that JSON; an invalid answer gets one corrective retry,
+    /// then the task fails with `invalid_output`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub output_schema: Option<Value>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -139,6 +145,7 @@ pub async fn create(
         session_id: body.session_id,
         callback_url: body.callback_url,
         metadata: body.metadata,
+        output_schema: body.output_schema,
         idempotency,
         parent: None,
     };

@@ -12,3 +12,8 @@ CREATE TABLE responses (
     expires_at    TIMESTAMPTZ NOT NULL
 );
 CREATE INDEX responses_expires ON responses (expires_at);
+
+-- Structured results: a JSON schema the final answer must satisfy, set on an employee
+-- or on one task (which wins).
+ALTER TABLE employees ADD COLUMN output_schema JSONB;
+ALTER TABLE tasks ADD COLUMN output_schema JSONB;
