@@ -413,18 +413,20 @@ async fn a_stream_that_breaks_ends_with_an_error_event() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn count_tokens_estimates_the_prompt() {
+async fn count_tokens_asks_anthropic_format_vendors_and_estimates_for_others() {
     let vendor = Vendor::start().await;
     let app = app_with(Backend::Sqlite, &vendor).await.unwrap();
-    let count = |content: String| {
+    let count = |model: &'static str, content: String| {
         let app = &app;
         async move {
             let r = app
                 .client
                 .post(app.url("/v1/messages/count_tokens"))
                 .header("x-api-key", ADMIN_KEY)
-                .json(&json!({"model": "sbclaude/sandbox-1",
-                    "messages": [{"role": "user", "content": content}]}))
+                .json(
+                    &json!({"model": model, "system": "Be brief.", "tools": [calc_tool()],
+                    "messages": [{"role": "user", "content": content}]}),
+                )
                 .send()
                 .await
                 .unwrap();
@@ -433,11 +435,44 @@ async fn count_tokens_estimates_the_prompt() {
             v["input_tokens"].as_u64().unwrap()
         }
     };
-    let short = count("hello".into()).await;
-    let long = count("hello ".repeat(400)).await;
-    assert!(short >= 1 && long > short * 50, "{short} {long}");
-    // No vendor is called to count.
-    assert_eq!(vendor.engine.stats().values().sum::<u64>(), 0);
+    for model in ["sbclaude/sandbox-1", "sbopenai/sandbox-1"] {
+        let short = count(model, "hello".into()).await;
+        let long = count(model, "hello ".repeat(400)).await;
+        assert!(short >= 1 && long > short + 500, "{model}: {short} {long}");
+    }
+    // The Anthropic-format vendor was asked (its counting endpoint, two requests); the
+    // OpenAI format has none, so the gateway estimated. The sandbox counts as the
+    // gateway estimates, so both agree.
+    assert_eq!(vendor.count("sandbox-1"), 2);
+    assert_eq!(
+        count("sbclaude/sandbox-1", "same".into()).await,
+        count("sbopenai/sandbox-1", "same".into()).await
+    );
+    assert_eq!(vendor.count("sandbox-1"), 3);
+    // A vendor that cannot count (a bad key here) leaves the estimate.
+    let providers = json!([{"name": "sbclaude", "format": "anthropic", "base_url": vendor.base,
+        "api_key": "wrong"}])
+    .to_string();
+    let other = TestApp::spawn_with(Backend::Sqlite, &[("AI_PROVIDERS", &providers)])
+        .await
+        .unwrap();
+    let r = other
+        .client
+        .post(other.url("/v1/messages/count_tokens"))
+        .header("x-api-key", ADMIN_KEY)
+        .json(
+            &json!({"model": "sbclaude/sandbox-1", "system": "Be brief.", "tools": [calc_tool()],
+            "messages": [{"role": "user", "content": "same"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        v["input_tokens"].as_u64().unwrap(),
+        count("sbopenai/sandbox-1", "same".into()).await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::error::{AiError, RequestError};
+use super::error::{AiError, ErrorKind, RequestError};
 use super::provider::{self, EventStream, Provider};
 use super::sse::{self, Step};
 use super::types::*;
@@ -1001,6 +1001,8 @@ pub struct AnthropicProvider {
     name: String,
     /// `…/v1/messages` with `x-api-key`.
     endpoint: provider::Endpoint,
+    /// `…/v1/messages/count_tokens`, same key.
+    counting: provider::Endpoint,
     http: reqwest::Client,
 }
 
@@ -1012,9 +1014,11 @@ impl AnthropicProvider {
         http: reqwest::Client,
     ) -> Self {
         let url = format!("{}/v1/messages", base_url.trim_end_matches('/'));
+        let key = Some(("x-api-key", api_key.expose()));
         Self {
             name: name.into(),
-            endpoint: provider::Endpoint::new(url, Some(("x-api-key", api_key.expose()))),
+            counting: provider::Endpoint::new(format!("{url}/count_tokens"), key),
+            endpoint: provider::Endpoint::new(url, key),
             http,
         }
     }
@@ -1043,6 +1047,29 @@ impl Provider for AnthropicProvider {
             s.unwrap_response(&mut out);
         }
         Ok(out)
+    }
+
+    async fn count_tokens(&self, req: &ChatRequest) -> Result<Option<u64>, AiError> {
+        // The counting endpoint takes the prompt only: no limits, sampling or streaming.
+        let mut body = serde_json::to_value(request_from_internal(req, false))
+            .map_err(|e| AiError::new(ErrorKind::BadRequest, e.to_string()))?;
+        if let Some(obj) = body.as_object_mut() {
+            for k in ["max_tokens", "temperature", "stream", "stop_sequences"] {
+                obj.remove(k);
+            }
+        }
+        let resp = provider::send(
+            self.counting
+                .post(&self.http)
+                .header("anthropic-version", API_VERSION)
+                .json(&body),
+        )
+        .await?;
+        let v: Value = provider::json_body(resp).await?;
+        v.get("input_tokens")
+            .and_then(Value::as_u64)
+            .map(Some)
+            .ok_or_else(|| AiError::new(ErrorKind::Malformed, "no input_tokens in the count"))
     }
 
     async fn chat_stream(&self, req: &ChatRequest) -> Result<EventStream, AiError> {

@@ -21,6 +21,11 @@ pub trait Provider: Send + Sync + 'static {
     async fn chat_stream(&self, req: &ChatRequest) -> Result<EventStream, AiError>;
     /// Embeds the inputs. Vendors without an embeddings endpoint refuse it as a bad
     /// request, so the router moves on to the next candidate.
+    /// The prompt's input tokens as the vendor counts them, for vendors with a counting
+    /// endpoint; `None` for the others (callers estimate).
+    async fn count_tokens(&self, _req: &ChatRequest) -> Result<Option<u64>, AiError> {
+        Ok(None)
+    }
     async fn embed(&self, _req: &EmbeddingRequest) -> Result<EmbeddingResponse, AiError> {
         Err(AiError::new(
             ErrorKind::BadRequest,

@@ -542,6 +542,28 @@ impl AiRouter {
         })
     }
 
+    /// The prompt's input tokens as the first usable candidate's vendor counts them: one
+    /// attempt under the attempt timeout, not retried, not billed. `None` when that vendor
+    /// has no counting endpoint or the count fails (callers estimate).
+    pub async fn count_tokens(&self, candidates: &[String], req: &ChatRequest) -> Option<u64> {
+        // A closed breaker only: a count is no probe of a provider's health.
+        let (provider, model) = candidates.iter().find_map(|c| {
+            let (p, m) = split(c);
+            let provider = self.providers.get(p).filter(|_| self.can_call(p))?;
+            Some((provider.clone(), m))
+        })?;
+        let mut call = req.clone();
+        call.set_model(model);
+        match tokio::time::timeout(self.cfg.attempt_timeout, provider.count_tokens(&call)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
+                tracing::warn!(provider = provider.name(), kind = ?e.kind, "token count failed; estimating");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
     /// Walks the fallback chain until one attempt succeeds: the one loop behind
     /// [`Self::chat`] and [`Self::chat_stream`].
     ///

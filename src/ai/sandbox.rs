@@ -553,9 +553,9 @@ impl SandboxEngine {
         }
     }
 
-    /// The faults for an embeddings request (counted like a chat request; scripts do not
-    /// apply).
-    pub fn plan_embedding(&self, model: &str, extra_faults: Vec<Fault>) -> Vec<Fault> {
+    /// The faults for a request that needs no chat answer (embeddings, token counts),
+    /// counted like a chat request; scripts do not apply.
+    pub fn plan_without_answer(&self, model: &str, extra_faults: Vec<Fault>) -> Vec<Fault> {
         let mut faults = extra_faults;
         self.lock().count_and_match(model, &mut faults);
         faults
@@ -718,8 +718,12 @@ impl Provider for SandboxProvider {
         )))
     }
 
+    async fn count_tokens(&self, req: &ChatRequest) -> Result<Option<u64>, AiError> {
+        Ok(Some(req.estimated_input_tokens()))
+    }
+
     async fn embed(&self, req: &EmbeddingRequest) -> Result<EmbeddingResponse, AiError> {
-        apply_faults(&self.engine.plan_embedding(&req.model, Vec::new())).await?;
+        apply_faults(&self.engine.plan_without_answer(&req.model, Vec::new())).await?;
         Ok(embed(req))
     }
 }

@@ -35,6 +35,7 @@ pub fn router(engine: Arc<SandboxEngine>, require_key: Option<String>) -> Router
         .route("/v1/chat/completions", post(openai_chat))
         .route("/v1/messages", post(anthropic_messages))
         .route("/v1/embeddings", post(openai_embeddings))
+        .route("/v1/messages/count_tokens", post(anthropic_count_tokens))
         .route("/__sandbox/setup", post(setup))
         .route("/__sandbox/reset", post(reset))
         .route("/__sandbox/stats", get(stats))
@@ -235,7 +236,9 @@ async fn openai_embeddings(State(s): State<SbState>, headers: HeaderMap, body: B
         Ok(r) => r,
         Err(e) => return error(400, "invalid_request_error", &e.to_string(), None),
     };
-    let faults = s.engine.plan_embedding(&req.model, header_faults(&headers));
+    let faults = s
+        .engine
+        .plan_without_answer(&req.model, header_faults(&headers));
     if let Some(r) = pre_faults(&faults).await {
         return r;
     }
@@ -244,6 +247,42 @@ async fn openai_embeddings(State(s): State<SbState>, headers: HeaderMap, body: B
         base64,
     ))
     .into_response()
+}
+
+/// Counts like the sandbox bills: its own estimate of the prompt.
+async fn anthropic_count_tokens(
+    State(s): State<SbState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !authorized(&s, &headers) {
+        return error(401, "authentication_error", "invalid x-api-key", None);
+    }
+    let mut wire: anthropic::AnRequest = match serde_json::from_slice(&body) {
+        Ok(w) => w,
+        Err(e) => return error(400, "invalid_request_error", &e.to_string(), None),
+    };
+    if wire.max_tokens != 0 {
+        return error(
+            400,
+            "invalid_request_error",
+            "max_tokens: Extra inputs are not permitted",
+            None,
+        );
+    }
+    let faults = s
+        .engine
+        .plan_without_answer(&wire.model, header_faults(&headers));
+    if let Some(r) = pre_faults(&faults).await {
+        return r;
+    }
+    wire.max_tokens = 1;
+    match anthropic::request_to_internal(wire) {
+        Ok(r) => {
+            axum::Json(json!({"input_tokens": r.request.estimated_input_tokens()})).into_response()
+        }
+        Err(e) => error(400, "invalid_request_error", &e.to_string(), None),
+    }
 }
 
 async fn anthropic_messages(State(s): State<SbState>, headers: HeaderMap, body: Bytes) -> Response {

@@ -119,11 +119,13 @@ pub async fn create(
     Ok(resp)
 }
 
-/// Count the tokens of a Messages request (an estimate: about four characters a token).
+/// Count the tokens of a Messages request: the vendor's count where the vendor has a
+/// counting endpoint (the Anthropic format), else an estimate (about four characters a
+/// token).
 #[utoipa::path(post, path = "/v1/messages/count_tokens", tag = "gateway",
     request_body(content = Object, description = "An Anthropic Messages request; max_tokens may be left out"),
     responses(
-        (status = 200, description = "`{\"input_tokens\": N}`", body = Object),
+        (status = 200, description = "`{\"input_tokens\": N}`: the vendor's count (Anthropic format) or an estimate", body = Object),
         (status = 400, description = "Invalid request (Anthropic error shape)", body = Object),
         (status = 401, description = "Missing or invalid key", body = Object),
     ),
@@ -133,13 +135,17 @@ pub async fn count_tokens(
     caller: Caller,
     ApiJson(mut wire): ApiJson<AnRequest>,
 ) -> ApiResult<Json<Value>> {
-    route(&state, &caller, Scope::Read, &wire.model)?;
+    let Route { chain, .. } = route(&state, &caller, Scope::Read, &wire.model)?;
     // Counting needs no answer limit.
     wire.max_tokens = wire.max_tokens.max(1);
     let req = anthropic::request_to_internal(wire)
         .map_err(|e| ApiError::validation(e.field, e.message))?
         .request;
-    Ok(Json(json!({"input_tokens": req.estimated_input_tokens()})))
+    let n = match state.ai.count_tokens(&chain, &req).await {
+        Some(n) => n,
+        None => req.estimated_input_tokens(),
+    };
+    Ok(Json(json!({"input_tokens": n})))
 }
 
 /// Whether `path` is served in Anthropic's error shape.
