@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod egress;
+pub mod mcp;
 pub mod ops;
 pub mod orchestrator;
 pub mod runtime;

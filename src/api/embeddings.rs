@@ -17,7 +17,7 @@ use crate::auth::Scope;
 use crate::state::AppState;
 
 /// Create embeddings (OpenAI-compatible; `encoding_format` `float` or `base64`).
-#[utoipa::path(post, path = "/v1/embeddings", tag = "gateway",
+#[utoipa::path(post, path = "/v1/embeddings", tag = "gateway", operation_id = "create_embeddings",
     request_body(content = Object, description = "An OpenAI embeddings request: model, input (string, list of strings, token ids or lists of them), dimensions?, encoding_format?"),
     responses(
         (status = 200, description = "A list of embedding objects with usage", body = Object),

@@ -8,7 +8,7 @@
 //! later with the same `session_id` sees the same history.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -16,12 +16,12 @@ use uuid::Uuid;
 
 use super::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::ApiJson;
+use super::extract::{ApiJson, ApiPath};
 use crate::auth::Scope;
 use crate::orchestrator::TaskQueue;
 use crate::runtime::{self, Limits, MemorySink, Outcome, Run};
 use crate::state::AppState;
-use crate::store::StoreError;
+use crate::store::{Employee, StoreError};
 
 const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
@@ -70,6 +70,7 @@ pub struct ChatReply {
         (status = 401, description = "Missing or invalid key", body = ErrorBody),
         (status = 403, description = "Key lacks the write scope", body = ErrorBody),
         (status = 404, description = "No such employee or session in this tenant", body = ErrorBody),
+        (status = 409, description = "The employee's model policy names no configured provider", body = ErrorBody),
         (status = 422, description = "Invalid field, or a limit ended the turn", body = ErrorBody),
         (status = 502, description = "Every AI vendor failed", body = ErrorBody),
     ),
@@ -77,12 +78,29 @@ pub struct ChatReply {
 pub async fn chat(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath,
     ApiJson(body): ApiJson<ChatTurn>,
 ) -> ApiResult<Json<ChatReply>> {
     caller.require(Scope::Write)?;
     let tenant = caller.0.tenant_id;
-    if body.message.trim().is_empty() {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("employee not found".into()))?;
+    let employee = match state.store.get_employee(tenant, id).await {
+        Ok(e) => e,
+        Err(StoreError::NotFound) => return Err(ApiError::NotFound("employee not found".into())),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Json(run_turn(&state, employee, body).await?))
+}
+
+/// One turn of `employee` (already read in the caller's tenant): the HTTP route and the
+/// MCP endpoint's `chat_with_employee` both run it.
+pub(super) async fn run_turn(
+    state: &AppState,
+    employee: Employee,
+    body: ChatTurn,
+) -> ApiResult<ChatReply> {
+    let tenant = employee.tenant_id;
+    if crate::orchestrator::is_blank(&body.message) {
         return Err(ApiError::validation("message", "must not be empty"));
     }
     if body.message.len() > MAX_MESSAGE_BYTES {
@@ -91,12 +109,19 @@ pub async fn chat(
             format!("must be at most {MAX_MESSAGE_BYTES} bytes"),
         ));
     }
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("employee not found".into()))?;
-    let employee = match state.store.get_employee(tenant, id).await {
-        Ok(e) => e,
-        Err(StoreError::NotFound) => return Err(ApiError::NotFound("employee not found".into())),
-        Err(e) => return Err(e.into()),
-    };
+    // An employee whose model policy names no provider this deployment has could only
+    // fail: say so (the employee, not the vendor, is what needs changing).
+    let known = state.ai.provider_names();
+    let reachable = employee.fields.model_policy.iter().any(|c| {
+        c.split_once('/')
+            .is_some_and(|(p, _)| known.iter().any(|k| k == p))
+    });
+    if !reachable {
+        return Err(ApiError::Conflict(format!(
+            "this employee's model_policy names no configured provider (configured: {})",
+            known.join(", ")
+        )));
+    }
     let session_id = body.session_id.unwrap_or_else(Uuid::now_v7);
     match state
         .store
@@ -114,8 +139,8 @@ pub async fn chat(
         .await?;
     let messages = runtime::conversation(&employee, history, body.message.clone());
     let limits = Limits::for_employee(&employee, &state.config.tasks);
-    let queue = TaskQueue(&state);
-    let mut run = Run::new(&state, &queue, &employee, None, 0, limits, messages);
+    let queue = TaskQueue(state);
+    let mut run = Run::new(state, &queue, &employee, None, 0, limits, messages);
     let sink = MemorySink::default();
     let outcome = run.run(&sink).await;
     let totals = run.totals;
@@ -142,7 +167,7 @@ pub async fn chat(
     let msgs = runtime::session_turn(session_id, body.message, answer.clone(), None);
     state.store.append_messages(tenant, &msgs).await?;
     tracing::info!(employee_id = %employee.id, %session_id, steps = totals.steps, "chat turn");
-    Ok(Json(ChatReply {
+    Ok(ChatReply {
         session_id,
         answer,
         usage: TurnUsage {
@@ -152,5 +177,5 @@ pub async fn chat(
             cost_usd: crate::ai::pricing::usd(totals.cost_nanos),
         },
         steps: totals.steps,
-    }))
+    })
 }

@@ -1,7 +1,7 @@
 //! `/v1/employees`: create, list, get, update (partial, optimistic), delete.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -11,12 +11,14 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::page::{ListParams, Page};
 use super::resource::{self, Resource, Target};
 use super::{Caller, etag, if_match};
 use crate::ai::router::valid_model_name;
 use crate::auth::Scope;
+use crate::mcp::names;
+use crate::orchestrator::is_blank;
 use crate::state::AppState;
 use crate::store::{Employee, EmployeeFields, StoreError};
 
@@ -38,29 +40,41 @@ pub struct CreateEmployee {
     /// Unique in the tenant; letters, digits, `-`, `_`, `.`; 1–64 characters.
     #[schema(example = "support-agent")]
     pub name: String,
-    /// What the employee is, in a sentence (system prompt opening).
-    #[schema(example = "Customer support agent for ACME")]
+    /// What the employee is, in a sentence (system prompt opening); 1–200 characters,
+    /// not only spaces.
+    #[schema(example = "Customer support agent for ACME", max_length = 200)]
     pub role: String,
+    /// At most 32,768 characters.
     #[serde(default)]
+    #[schema(max_length = 32768)]
     pub instructions: String,
     /// Ordered fallback chain of `provider/model`; default `["sandbox/sandbox-1"]`.
     #[serde(default)]
+    #[schema(min_items = 1, max_items = 8)]
     pub model_policy: Option<Vec<String>>,
+    /// Built-in and webhook tool names, and MCP tools as `mcp:<server>/<tool>` or
+    /// `mcp:<server>/*`; each at most once.
     #[serde(default)]
+    #[schema(max_items = 64)]
     pub allowed_tools: Vec<String>,
     /// LLM ⇄ tool steps per task, 1–100; default 10.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::ai::num::optional")]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_steps: Option<i64>,
     /// Tokens one task may spend, 1–10,000,000; default 100,000.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::ai::num::optional")]
+    #[schema(minimum = 1, maximum = 10_000_000)]
     pub token_budget: Option<i64>,
     /// 0–2; default 0.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 2)]
     pub temperature: Option<f64>,
     #[serde(default)]
     pub redact_prompts: bool,
-    /// Allowed tools that pause the task for a human `approve`/`reject` before running.
+    /// Allowed tools that pause the task for a human `approve`/`reject` before running;
+    /// each must be one of `allowed_tools`.
     #[serde(default)]
+    #[schema(max_items = 64)]
     pub approval_tools: Vec<String>,
     /// A JSON schema (an object) the final answer of its tasks must satisfy: the task's
     /// `result.output` is then that JSON; invalid answers get one corrective retry, then
@@ -79,7 +93,9 @@ pub struct UpdateEmployee {
     pub instructions: Option<String>,
     pub model_policy: Option<Vec<String>>,
     pub allowed_tools: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "crate::ai::num::optional")]
     pub max_steps: Option<i64>,
+    #[serde(default, deserialize_with = "crate::ai::num::optional")]
     pub token_budget: Option<i64>,
     pub temperature: Option<f64>,
     pub redact_prompts: Option<bool>,
@@ -89,6 +105,7 @@ pub struct UpdateEmployee {
     #[schema(value_type = Option<Object>)]
     pub output_schema: Option<Value>,
     /// The version the change is based on (alternative to `If-Match`); 409 if stale.
+    #[serde(default, deserialize_with = "crate::ai::num::optional")]
     pub version: Option<i64>,
 }
 
@@ -171,7 +188,8 @@ pub async fn create(
         allowed_tools: body.allowed_tools,
         max_steps: checked_i32(body.max_steps.unwrap_or(10), "max_steps")?,
         token_budget: body.token_budget.unwrap_or(100_000),
-        temperature: body.temperature.unwrap_or(0.0),
+        // `+ 0.0` turns -0 into 0, so the answer never shows `-0.0`.
+        temperature: body.temperature.unwrap_or(0.0) + 0.0,
         redact_prompts: body.redact_prompts,
         approval_tools: body.approval_tools,
         output_schema: body.output_schema,
@@ -218,7 +236,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath,
 ) -> ApiResult<Response> {
     let Target { tenant, id } = EMPLOYEE.target(&caller, Scope::Read, &id)?;
     let e = state
@@ -255,7 +273,7 @@ pub async fn get(
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath,
     headers: HeaderMap,
     ApiJson(patch): ApiJson<UpdateEmployee>,
 ) -> ApiResult<Response> {
@@ -312,7 +330,7 @@ pub async fn update(
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
     let Target { tenant, id } = EMPLOYEE.target(&caller, Scope::Write, &id)?;
@@ -352,7 +370,7 @@ fn apply(mut f: EmployeeFields, p: &UpdateEmployee) -> ApiResult<EmployeeFields>
         f.token_budget = v;
     }
     if let Some(v) = p.temperature {
-        f.temperature = v;
+        f.temperature = v + 0.0;
     }
     if let Some(v) = p.redact_prompts {
         f.redact_prompts = v;
@@ -380,16 +398,16 @@ pub fn validate(f: &EmployeeFields) -> ApiResult<()> {
             "must be 1-64 characters of letters, digits, '-', '_' or '.', starting with a letter or digit",
         ));
     }
-    if f.role.trim().is_empty() || f.role.chars().count() > MAX_ROLE {
+    if is_blank(&f.role) || f.role.chars().count() > MAX_ROLE {
         return Err(ApiError::validation(
             "role",
             format!("must be 1-{MAX_ROLE} characters"),
         ));
     }
-    if f.instructions.len() > MAX_INSTRUCTIONS {
+    if f.instructions.chars().count() > MAX_INSTRUCTIONS {
         return Err(ApiError::validation(
             "instructions",
-            format!("must be at most {MAX_INSTRUCTIONS} bytes"),
+            format!("must be at most {MAX_INSTRUCTIONS} characters"),
         ));
     }
     if f.model_policy.is_empty() || f.model_policy.len() > MAX_CANDIDATES {
@@ -419,14 +437,19 @@ pub fn validate(f: &EmployeeFields) -> ApiResult<()> {
         ));
     }
     for (i, t) in f.allowed_tools.iter().enumerate() {
-        let ok = !t.is_empty()
-            && t.len() <= 64
-            && t.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let ok = if t.starts_with(names::PREFIX) {
+            names::Entry::parse(t).is_some()
+        } else {
+            !t.is_empty()
+                && t.len() <= 64
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
         if !ok {
             return Err(ApiError::validation(
                 format!("allowed_tools[{i}]"),
-                "must be a tool name of letters, digits, '_' or '-'",
+                "must be a tool name of letters, digits, '_' or '-', \
+                 or mcp:<server>/<tool> (mcp:<server>/* for every tool of a server)",
             ));
         }
         if f.allowed_tools[..i].contains(t) {
@@ -437,7 +460,11 @@ pub fn validate(f: &EmployeeFields) -> ApiResult<()> {
         }
     }
     for (i, t) in f.approval_tools.iter().enumerate() {
-        if !f.allowed_tools.contains(t) {
+        let within = match names::Entry::parse(t) {
+            Some(e) => names::entry_within(&e, &f.allowed_tools),
+            None => f.allowed_tools.contains(t),
+        };
+        if !within {
             return Err(ApiError::validation(
                 format!("approval_tools[{i}]"),
                 "must be one of allowed_tools",

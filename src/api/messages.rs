@@ -31,7 +31,7 @@ use crate::auth::Scope;
 use crate::state::AppState;
 
 /// Create a message (Anthropic Messages API; streaming with `"stream": true`).
-#[utoipa::path(post, path = "/v1/messages", tag = "gateway",
+#[utoipa::path(post, path = "/v1/messages", tag = "gateway", operation_id = "create_message",
     request_body(content = Object, description = "An Anthropic Messages request"),
     params(("anthropic-version" = Option<String>, Header, description = "Accepted, not required")),
     responses(
@@ -122,7 +122,7 @@ pub async fn create(
 /// Count the tokens of a Messages request: the vendor's count where the vendor has a
 /// counting endpoint (the Anthropic format), else an estimate (about four characters a
 /// token).
-#[utoipa::path(post, path = "/v1/messages/count_tokens", tag = "gateway",
+#[utoipa::path(post, path = "/v1/messages/count_tokens", tag = "gateway", operation_id = "count_message_tokens",
     request_body(content = Object, description = "An Anthropic Messages request; max_tokens may be left out"),
     responses(
         (status = 200, description = "`{\"input_tokens\": N}`: the vendor's count (Anthropic format) or an estimate", body = Object),

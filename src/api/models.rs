@@ -32,7 +32,7 @@ fn anthropic_model(m: &ModelInfo) -> Value {
 }
 
 /// List the models a caller can name.
-#[utoipa::path(get, path = "/v1/models", tag = "gateway",
+#[utoipa::path(get, path = "/v1/models", tag = "gateway", operation_id = "list_models",
     params(("anthropic-version" = Option<String>, Header, description = "When present, the list is in Anthropic's shape")),
     responses(
         (status = 200, description = "`{\"object\":\"list\",\"data\":[{id, object, created, owned_by}]}` (OpenAI), or Anthropic's `{data, has_more, first_id, last_id}`", body = Object),
@@ -61,7 +61,7 @@ pub async fn list(
 }
 
 /// One model a caller can name.
-#[utoipa::path(get, path = "/v1/models/{id}", tag = "gateway",
+#[utoipa::path(get, path = "/v1/models/{id}", tag = "gateway", operation_id = "get_model",
     params(("id" = String, Path, description = "A model id from the list (may contain `/`, sent URL-encoded)"),
         ("anthropic-version" = Option<String>, Header, description = "When present, the model is in Anthropic's shape")),
     responses(

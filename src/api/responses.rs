@@ -31,7 +31,7 @@ use crate::state::AppState;
 use crate::store::{StoreError, StoredResponse};
 
 /// Create a response (OpenAI Responses API; streaming with `"stream": true`).
-#[utoipa::path(post, path = "/v1/responses", tag = "gateway",
+#[utoipa::path(post, path = "/v1/responses", tag = "gateway", operation_id = "create_response",
     request_body(content = Object, description = "An OpenAI Responses request: model, input (string or items: messages, function_call, function_call_output), instructions?, tools? (function), tool_choice?, previous_response_id?, max_output_tokens?, text.format?, store?, stream?"),
     responses(
         (status = 200, description = "A response object, or an SSE stream of response.* events ending with response.completed", body = Object),
@@ -188,7 +188,7 @@ impl Saver {
 }
 
 /// Fetch a stored response.
-#[utoipa::path(get, path = "/v1/responses/{id}", tag = "gateway",
+#[utoipa::path(get, path = "/v1/responses/{id}", tag = "gateway", operation_id = "get_response",
     params(("id" = String, Path, description = "The response id (resp_…)")),
     responses(
         (status = 200, description = "The response object as it was served", body = Object),
@@ -210,7 +210,7 @@ pub async fn get(
 }
 
 /// Delete a stored response.
-#[utoipa::path(delete, path = "/v1/responses/{id}", tag = "gateway",
+#[utoipa::path(delete, path = "/v1/responses/{id}", tag = "gateway", operation_id = "delete_response",
     params(("id" = String, Path, description = "The response id (resp_…)")),
     responses(
         (status = 200, description = "`{id, object: \"response.deleted\", deleted: true}`", body = Object),

@@ -3,7 +3,7 @@
 //! webhook secret (see `runtime::tools`).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::page::{ListParams, Page};
 use super::resource::{self, Resource, Target};
 use crate::auth::Scope;
@@ -44,7 +44,7 @@ pub struct CreateTool {
     #[schema(example = "https://tools.example.com/orders")]
     pub url: String,
     /// Seconds to wait for an answer, 1–60; default 10.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::ai::num::optional")]
     pub timeout_seconds: Option<u32>,
 }
 
@@ -56,6 +56,7 @@ pub struct UpdateTool {
     pub description: Option<String>,
     pub parameters: Option<Value>,
     pub url: Option<String>,
+    #[serde(default, deserialize_with = "crate::ai::num::optional")]
     pub timeout_seconds: Option<u32>,
 }
 
@@ -117,7 +118,9 @@ fn validate(f: &WebhookToolFields, egress: &EgressPolicy) -> ApiResult<()> {
             format!("'{}' is the name of a built-in tool", f.name),
         ));
     }
-    if f.description.trim().is_empty() || f.description.chars().count() > MAX_DESCRIPTION {
+    if crate::orchestrator::is_blank(&f.description)
+        || f.description.chars().count() > MAX_DESCRIPTION
+    {
         return Err(ApiError::validation(
             "description",
             format!("must be 1-{MAX_DESCRIPTION} characters"),
@@ -136,6 +139,7 @@ fn validate(f: &WebhookToolFields, egress: &EgressPolicy) -> ApiResult<()> {
         ));
     }
     let url_ok = f.url.len() <= MAX_URL
+        && crate::orchestrator::url_shape_ok(&f.url)
         && reqwest::Url::parse(&f.url).is_ok_and(|u| {
             matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty())
         });
@@ -216,7 +220,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath,
 ) -> ApiResult<Json<ToolView>> {
     TOOL.get(&caller, &id, |t| {
         state.store.get_webhook_tool(t.tenant, t.id)
@@ -239,7 +243,7 @@ pub async fn get(
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath,
     ApiJson(body): ApiJson<UpdateTool>,
 ) -> ApiResult<Json<ToolView>> {
     let Target { tenant, id } = TOOL.target(&caller, Scope::Write, &id)?;
@@ -285,7 +289,7 @@ pub async fn update(
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath,
 ) -> ApiResult<StatusCode> {
     TOOL.delete(&caller, &id, |t| {
         state.store.delete_webhook_tool(t.tenant, t.id)

@@ -18,8 +18,8 @@ pub mod webhooks;
 
 pub use control::{DecideError, all_events, cancel, decide};
 pub use submit::{
-    EmployeeRef, Idempotency, Parent, Submit, SubmitError, Submitted, resolve_employee, submit,
-    validate,
+    EmployeeRef, Idempotency, PORT_PATTERN, Parent, Submit, SubmitError, Submitted, check_input,
+    is_blank, resolve_employee, submit, url_shape_ok, validate,
 };
 pub use view::TaskView;
 
