@@ -17,6 +17,11 @@ use super::types::*;
 use crate::config::Secret;
 
 pub const API_VERSION: &str = "2023-06-01";
+
+/// A whole number as JSON Schema sees it (`5`, `5.0`); absent or `null` is 0.
+fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    super::num::optional::<D, u32>(d).map(Option::unwrap_or_default)
+}
 /// Used when the caller sets no limit: the API requires one.
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 
@@ -29,8 +34,8 @@ pub struct AnRequest {
     pub system: Option<AnSystem>,
     pub messages: Vec<AnMessage>,
     /// Required by the API (at least 1); absent reads as 0, which a request refuses and
-    /// token counting ignores.
-    #[serde(default)]
+    /// token counting ignores. A whole number written as a float counts.
+    #[serde(default, deserialize_with = "whole")]
     pub max_tokens: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<AnTool>>,
@@ -213,6 +218,12 @@ pub struct InternalRequest {
 /// A wire request as the sandbox receives it → the neutral request, or the field that
 /// makes it invalid.
 pub fn request_to_internal(req: AnRequest) -> Result<InternalRequest, RequestError> {
+    if req.messages.is_empty() {
+        return Err(RequestError::new(
+            "messages",
+            "at least one message is required",
+        ));
+    }
     let mut messages = Vec::new();
     match req.system {
         Some(AnSystem::Text(t)) => messages.push(Message::system(t)),
@@ -241,6 +252,12 @@ pub fn request_to_internal(req: AnRequest) -> Result<InternalRequest, RequestErr
         };
         let blocks = match m.content {
             AnContent::Text(t) => vec![AnBlock::Text { text: t }],
+            AnContent::Blocks(b) if b.is_empty() => {
+                return Err(RequestError::new(
+                    format!("messages[{i}].content"),
+                    "must not be an empty list",
+                ));
+            }
             AnContent::Blocks(b) => b,
         };
         let turn = read_blocks_checked(blocks).map_err(|_| {
@@ -286,6 +303,9 @@ pub fn request_to_internal(req: AnRequest) -> Result<InternalRequest, RequestErr
     };
     if req.max_tokens == 0 {
         return Err(RequestError::new("max_tokens", "required, at least 1"));
+    }
+    if req.temperature.is_some_and(|t| !(0.0..=1.0).contains(&t)) {
+        return Err(RequestError::new("temperature", "must be between 0 and 1"));
     }
     let format = req
         .output_config

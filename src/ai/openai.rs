@@ -665,7 +665,11 @@ pub struct OaEmbeddingRequest {
     pub input: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoding_format: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::num::optional"
+    )]
     pub dimensions: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
@@ -774,7 +778,11 @@ fn token_ids(items: &[Value]) -> Option<Vec<u32>> {
     }
     items
         .iter()
-        .map(|v| v.as_u64().and_then(|n| u32::try_from(n).ok()))
+        .map(|v| {
+            // A whole number, also when written as a float (`600.0`).
+            let f = v.as_f64()?;
+            (f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&f)).then_some(f as u32)
+        })
         .collect()
 }
 

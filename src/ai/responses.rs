@@ -28,7 +28,7 @@ pub struct RsRequest {
     pub tool_choice: Option<Value>,
     #[serde(default)]
     pub previous_response_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::num::optional")]
     pub max_output_tokens: Option<u32>,
     #[serde(default)]
     pub temperature: Option<f64>,
@@ -263,6 +263,9 @@ pub fn request_to_internal(req: &RsRequest) -> Result<Converted, RequestError> {
     }
     chat.tools = tool_defs(req.tools.as_deref().unwrap_or_default())?;
     chat.tool_choice = req.tool_choice.as_ref().map(tool_choice).transpose()?;
+    if req.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
+        return Err(err("temperature", "must be between 0 and 2"));
+    }
     chat.temperature = req.temperature;
     chat.max_tokens = req.max_output_tokens;
     if chat.max_tokens == Some(0) {
