@@ -564,8 +564,8 @@ fn gateway_request(model_pattern: &str) -> serde_json::Value {
 
 /// The request schemas of the other protocols' endpoints (Anthropic Messages, OpenAI
 /// Responses and embeddings): the fields the gateway reads, typed as it reads them. The
-/// vendors' formats take more shapes than stated here (content blocks, items), so these
-/// operations' negative-data check is off in `.ci/schemathesis.toml`.
+/// vendors' formats take more shapes than stated here (content blocks, input items),
+/// read as the vendors read them (ADR 0010).
 fn protocol_requests(model_pattern: &str) -> Vec<(&'static str, serde_json::Value)> {
     use serde_json::json;
     let open = |required: serde_json::Value, properties: serde_json::Value| {
