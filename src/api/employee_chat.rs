@@ -145,7 +145,7 @@ pub(super) async fn run_turn(
     let outcome = run.run(&sink).await;
     let totals = run.totals;
     let answer = match outcome {
-        Outcome::Succeeded { answer } => answer,
+        Outcome::Succeeded { answer, .. } => answer,
         Outcome::Failed {
             error,
             retryable: true,

@@ -59,6 +59,12 @@ pub struct CreateTask {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
+    /// A JSON schema (an object) the answer must satisfy, instead of the employee's: the
+    /// result's `output` is then that JSON; an invalid answer gets one corrective retry,
+    /// then the task fails with `invalid_output`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub output_schema: Option<Value>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -116,6 +122,7 @@ impl CreateTask {
             session_id: self.session_id,
             callback_url: self.callback_url,
             metadata: self.metadata,
+            output_schema: self.output_schema,
             idempotency,
             parent: None,
         }

@@ -7,6 +7,7 @@
 mod mcp;
 mod models;
 pub mod postgres;
+mod responses;
 pub mod sqlite;
 mod tasks;
 mod webhooks;
@@ -19,6 +20,7 @@ use uuid::Uuid;
 
 pub use mcp::*;
 pub use models::*;
+pub use responses::*;
 pub use tasks::*;
 pub use webhooks::*;
 
@@ -105,7 +107,9 @@ pub struct Page<T> {
 /// Storage operations. Implementations must behave identically; the conformance
 /// suite in `tests/store_conformance.rs` runs against both.
 #[async_trait]
-pub trait Store: TaskStore + WebhookStore + McpStore + Send + Sync + 'static {
+pub trait Store:
+    TaskStore + WebhookStore + McpStore + ResponseStore + Send + Sync + 'static
+{
     fn backend(&self) -> Backend;
 
     /// One round trip to the database.
