@@ -29,6 +29,7 @@ backend_tests!(
     one_tenant_cannot_starve_another,
     tenant_max_running_holds_across_concurrent_claimers,
     a_subtask_is_claimed_past_its_tenants_cap,
+    sessions_are_scoped_by_tenant,
 );
 
 fn new_task(employee: Uuid, priority: i32) -> NewTask {
@@ -723,4 +724,63 @@ async fn a_subtask_is_claimed_past_its_tenants_cap(backend: Backend) {
     let next = s.claim_tasks("w1", 4, LEASE, 1).await.unwrap();
     assert_eq!(next.len(), 1, "one place under the cap");
     assert_eq!(next[0].priority, 100);
+}
+
+/// Two tenants choosing the same session id get two sessions: no error, no collision,
+/// and neither sees the other's messages (nor can write into them).
+async fn sessions_are_scoped_by_tenant(backend: Backend) {
+    let db = TestDb::new(backend).await.unwrap();
+    let s = db.migrated_store().await;
+    let b = s.create_tenant("tenant-b").await.unwrap().id;
+    let (ea, eb) = (Uuid::now_v7(), Uuid::now_v7());
+    let sid = Uuid::now_v7();
+    let say = |content: &str| SessionMessage {
+        id: Uuid::now_v7(),
+        session_id: sid,
+        role: "user".into(),
+        content: content.into(),
+        task_id: None,
+        created_at: now(),
+    };
+    let a_session = s.ensure_session(DEFAULT_TENANT_ID, sid, ea).await.unwrap();
+    s.append_messages(DEFAULT_TENANT_ID, &[say("a secret")])
+        .await
+        .unwrap();
+
+    // Tenant B, its own employee, the same id: a session of its own, empty.
+    let b_session = s.ensure_session(b, sid, eb).await.unwrap();
+    assert_eq!((b_session.id, b_session.tenant_id), (sid, b));
+    assert_eq!(b_session.employee_id, eb);
+    assert!(s.list_messages(b, sid, 50).await.unwrap().is_empty());
+    s.append_messages(b, &[say("b's own")]).await.unwrap();
+    // Opening either again keeps each one's employee (no takeover by the other tenant).
+    let again = s.ensure_session(DEFAULT_TENANT_ID, sid, ea).await.unwrap();
+    assert_eq!(
+        (again.tenant_id, again.employee_id, again.created_at),
+        (
+            a_session.tenant_id,
+            a_session.employee_id,
+            a_session.created_at
+        )
+    );
+    assert!(matches!(
+        s.ensure_session(b, sid, ea).await,
+        Err(StoreError::NotFound)
+    ));
+
+    let contents = |m: Vec<SessionMessage>| m.into_iter().map(|m| m.content).collect::<Vec<_>>();
+    assert_eq!(
+        contents(s.list_messages(DEFAULT_TENANT_ID, sid, 50).await.unwrap()),
+        vec!["a secret"]
+    );
+    assert_eq!(
+        contents(s.list_messages(b, sid, 50).await.unwrap()),
+        vec!["b's own"]
+    );
+    // A tenant without that session cannot append to it.
+    let c = s.create_tenant("tenant-c").await.unwrap().id;
+    assert!(matches!(
+        s.append_messages(c, &[say("intruder")]).await,
+        Err(StoreError::NotFound)
+    ));
 }

@@ -365,8 +365,9 @@ pub trait TaskStore: Send + Sync {
     /// the cap of [`TaskStore::claim_tasks`] is holding back now.
     async fn count_tenants_at_cap(&self, cap: u32) -> StoreResult<u64>;
 
-    /// Creates the session when `id` is new; errors with `NotFound` when `id` belongs to
-    /// another tenant or employee.
+    /// Creates the tenant's session `id` when it is new; errors with `NotFound` when the
+    /// tenant's session `id` belongs to another employee. Sessions are keyed by tenant and
+    /// id: another tenant's session with the same id is a different session, never seen.
     async fn ensure_session(&self, tenant: Uuid, id: Uuid, employee: Uuid) -> StoreResult<Session>;
     /// The last `limit` messages, oldest first.
     async fn list_messages(

@@ -650,7 +650,7 @@ impl TaskStore for PgStore {
         let t = now();
         sqlx::query(
             "INSERT INTO sessions (id, tenant_id, employee_id, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $4) ON CONFLICT (id) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $4) ON CONFLICT (tenant_id, id) DO NOTHING",
         )
         .bind(id)
         .bind(tenant)
@@ -685,8 +685,8 @@ impl TaskStore for PgStore {
     ) -> StoreResult<Vec<SessionMessage>> {
         let rows = sqlx::query(
             "SELECT m.id, m.session_id, m.role, m.content, m.task_id, m.created_at \
-             FROM messages m JOIN sessions s ON s.id = m.session_id \
-             WHERE s.tenant_id = $1 AND m.session_id = $2 ORDER BY m.id DESC LIMIT $3",
+             FROM messages m WHERE m.tenant_id = $1 AND m.session_id = $2 \
+             ORDER BY m.id DESC LIMIT $3",
         )
         .bind(tenant)
         .bind(session)
@@ -715,10 +715,11 @@ impl TaskStore for PgStore {
                 return Err(StoreError::NotFound);
             }
             sqlx::query(
-                "INSERT INTO messages (id, session_id, role, content, task_id, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO messages (id, tenant_id, session_id, role, content, task_id, \
+                 created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(m.id)
+            .bind(tenant)
             .bind(m.session_id)
             .bind(&m.role)
             .bind(&m.content)

@@ -840,7 +840,7 @@ impl TaskStore for SqliteStore {
         let t = ts(&now());
         sqlx::query(
             "INSERT INTO sessions (id, tenant_id, employee_id, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, id) DO NOTHING",
         )
         .bind(id.to_string())
         .bind(tenant.to_string())
@@ -876,8 +876,8 @@ impl TaskStore for SqliteStore {
     ) -> StoreResult<Vec<SessionMessage>> {
         let rows = sqlx::query(
             "SELECT m.id, m.session_id, m.role, m.content, m.task_id, m.created_at \
-             FROM messages m JOIN sessions s ON s.id = m.session_id \
-             WHERE s.tenant_id = ? AND m.session_id = ? ORDER BY m.id DESC LIMIT ?",
+             FROM messages m WHERE m.tenant_id = ? AND m.session_id = ? \
+             ORDER BY m.id DESC LIMIT ?",
         )
         .bind(tenant.to_string())
         .bind(session.to_string())
@@ -907,10 +907,11 @@ impl TaskStore for SqliteStore {
                 return Err(StoreError::NotFound);
             }
             sqlx::query(
-                "INSERT INTO messages (id, session_id, role, content, task_id, created_at) \
-                 VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO messages (id, tenant_id, session_id, role, content, task_id, \
+                 created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(m.id.to_string())
+            .bind(tenant.to_string())
             .bind(m.session_id.to_string())
             .bind(&m.role)
             .bind(&m.content)
