@@ -43,7 +43,8 @@ const CLAIM_LOCK: i64 = 0x6465_5f63_6c61_696d; // "de_claim"
 ///
 /// - `t`: the tenants with queued work, by a skip scan of `tasks_due_tenant` (one index
 ///   probe per tenant, however long its queue).
-/// - `r`: each one's running top-level tasks (`tasks_running_tenant`).
+/// - `r`: each one's running top-level tasks (`tasks_running_tenant`), counted once per
+///   tenant (`MATERIALIZED`: inlined, the count ran once per candidate row).
 /// - `q`: each one's next `$4` due tasks (deepest delegation, then priority, then age),
 ///   locked with `SKIP LOCKED` so concurrent claimers take disjoint rows.
 /// - `ranked`: a task's rank is its tenant's running count plus its place in that
@@ -60,7 +61,8 @@ const CLAIM_SQL: &str = concat!(
      UNION ALL SELECT (SELECT x.tenant_id FROM tasks x \
      WHERE x.status IN ('queued', 'retrying') AND x.tenant_id > t.tenant_id \
      ORDER BY x.tenant_id LIMIT 1) FROM t WHERE t.tenant_id IS NOT NULL), \
-     r AS (SELECT t.tenant_id, (SELECT count(*) FROM tasks x WHERE x.tenant_id = t.tenant_id \
+     r AS MATERIALIZED (SELECT t.tenant_id, (SELECT count(*) FROM tasks x \
+     WHERE x.tenant_id = t.tenant_id \
      AND x.status = 'running' AND x.depth = 0) AS running FROM t \
      WHERE t.tenant_id IS NOT NULL), \
      q AS (SELECT r.tenant_id, r.running, d.id, d.depth, d.priority, d.run_at FROM r \

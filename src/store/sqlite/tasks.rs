@@ -310,8 +310,11 @@ fn claim_tasks_rs(
     {
         let mut next_tenant = conn
             .prepare_cached(
-                "SELECT tenant_id FROM tasks WHERE status IN ('queued', 'retrying') \
-                 AND tenant_id > ?1 ORDER BY tenant_id LIMIT 1",
+                // Without `INDEXED BY` the planner (no statistics) picks `tasks_status`
+                // and sorts the whole queue on every probe.
+                "SELECT tenant_id FROM tasks INDEXED BY tasks_due_tenant \
+                 WHERE status IN ('queued', 'retrying') AND tenant_id > ?1 \
+                 ORDER BY tenant_id LIMIT 1",
             )
             .map_err(engine)?;
         let mut running = conn
@@ -322,8 +325,8 @@ fn claim_tasks_rs(
             .map_err(engine)?;
         let mut head = conn
             .prepare_cached(
-                "SELECT id, depth, priority, run_at FROM tasks WHERE tenant_id = ?1 \
-                 AND status IN ('queued', 'retrying') AND run_at <= ?2 \
+                "SELECT id, depth, priority, run_at FROM tasks INDEXED BY tasks_due_tenant \
+                 WHERE tenant_id = ?1 AND status IN ('queued', 'retrying') AND run_at <= ?2 \
                  ORDER BY depth DESC, priority DESC, run_at, id LIMIT ?3",
             )
             .map_err(engine)?;
