@@ -791,8 +791,9 @@ fn sse_ids(body: &str) -> Vec<i64> {
 }
 
 /// `TENANT_MAX_RUNNING=1` with four worker slots: the tenant's slow tasks run one at a
-/// time, and a task that delegates at the cap still gets its sub-task run (a capped
-/// sub-task would wait for its own parent: a deadlock).
+/// time, each starting as the previous one ends (not at the next poll), and a task that
+/// delegates at the cap still gets its sub-task run (a capped sub-task would wait for its
+/// own parent: a deadlock).
 async fn tenant_max_running_caps_a_tenant_and_spares_delegation(backend: Backend) {
     let vendor = Vendor::start().await;
     vendor.fault(
@@ -809,6 +810,9 @@ async fn tenant_max_running_caps_a_tenant_and_spares_delegation(backend: Backend
             ("AI_CACHE", "off"),
             ("WORKER_CONCURRENCY", "4"),
             ("TENANT_MAX_RUNNING", "1"),
+            // A claim cut short by the cap must not wait for the next poll: the end of
+            // a task wakes the claimer.
+            ("TASK_POLL_INTERVAL", "30"),
         ]),
     )
     .await

@@ -222,6 +222,12 @@ async fn execute(
         started,
     )
     .await;
+    // Under a tenant cap, a claim may have come back short because a tenant was at its
+    // cap while its work waited; the claim loop then sleeps until a wake-up or the poll
+    // interval. This task's end may have made room, so claim again now.
+    if cfg.tenant_max_running > 0 {
+        state.tasks.wake();
+    }
 }
 
 /// Runs the task's conversation; also returns the last step when the run left it to be
