@@ -2,7 +2,8 @@
 //! sandbox vendor, and submit latency. Not a test: run it with `bench/tasks.sh`.
 //!
 //! Environment: `BENCH_DB` (`sqlite` or a `postgres://` URL), `BENCH_TASKS` (default
-//! 2000), `BENCH_SUBMITTERS` (concurrent HTTP clients, default 32), `WORKER_CONCURRENCY`.
+//! 2000), `BENCH_SUBMITTERS` (concurrent HTTP clients, default 32), `WORKER_CONCURRENCY`,
+//! `TENANT_MAX_RUNNING` (default 0: the capped claim path when set).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(32);
     let workers = std::env::var("WORKER_CONCURRENCY").unwrap_or_else(|_| "32".into());
+    let tenant_cap = std::env::var("TENANT_MAX_RUNNING").unwrap_or_else(|_| "0".into());
     let dir = std::env::temp_dir().join(format!("de-bench-{}", uuid::Uuid::now_v7().simple()));
     let url = if db == "sqlite" {
         std::fs::create_dir_all(&dir).unwrap();
@@ -51,6 +53,7 @@ async fn main() {
         ("DATABASE_URL", url.clone()),
         ("DB_MAX_CONNECTIONS", "32".into()),
         ("WORKER_CONCURRENCY", workers.clone()),
+        ("TENANT_MAX_RUNNING", tenant_cap.clone()),
         ("LOG_LEVEL", "warn".into()),
     ]
     .into_iter()
@@ -140,9 +143,10 @@ async fn main() {
     lat.sort();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
     println!(
-        "db={} workers={} tasks={} submit_rate={:.0}/s end_to_end={:.0} tasks/s submit_p50={:.2}ms submit_p99={:.2}ms",
+        "db={} workers={} cap={} tasks={} submit_rate={:.0}/s end_to_end={:.0} tasks/s submit_p50={:.2}ms submit_p99={:.2}ms",
         if db == "sqlite" { "sqlite" } else { "postgres" },
         workers,
+        tenant_cap,
         total,
         total as f64 / submitted.as_secs_f64(),
         total as f64 / elapsed.as_secs_f64(),

@@ -208,7 +208,7 @@ async fn chat_is_tenant_scoped(backend: Backend) {
     let turn: Value = r.json().await.unwrap();
     let sid = turn["session_id"].as_str().unwrap().to_string();
 
-    let (_, key) = other_tenant(&app, "tenant-b").await;
+    let (b_tenant, key) = other_tenant(&app, "tenant-b").await;
     let r = with_key(&app, Method::POST, "/v1/employees", &key)
         .json(&json!({"name": "theirs", "role": "r"}))
         .send()
@@ -231,18 +231,61 @@ async fn chat_is_tenant_scoped(backend: Backend) {
     common::assert_error(r, 404, "not_found").await;
     let r = chat(&app, &id_of(&theirs), json!({"message": "hello"})).await;
     common::assert_error(r, 404, "not_found").await;
-    // Another tenant's session: 404, and it is not read.
+    // The same session id in another tenant: a session of that tenant's own — no error,
+    // no collision, and the first tenant's history is neither read nor written.
     let r = with_key(
         &app,
         Method::POST,
         &format!("/v1/employees/{}/chat", id_of(&theirs)),
         &key,
     )
-    .json(&json!({"session_id": sid, "message": "hello"}))
+    .json(&json!({"session_id": sid, "message": "hello from b"}))
     .send()
     .await
     .unwrap();
-    common::assert_error(r, 404, "not_found").await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let theirs_turn: Value = r.json().await.unwrap();
+    assert_eq!(theirs_turn["session_id"], sid.as_str());
+    let session = Uuid::parse_str(&sid).unwrap();
+    let b_tenant = Uuid::parse_str(&b_tenant).unwrap();
+    let history = |tenant: Uuid| {
+        let store = app.store.clone();
+        async move {
+            store
+                .list_messages(tenant, session, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|m| (m.role, m.content))
+                .collect::<Vec<_>>()
+        }
+    };
+    let theirs_history = history(b_tenant).await;
+    assert_eq!(theirs_history.len(), 2, "{theirs_history:?}");
+    assert_eq!(theirs_history[0], ("user".into(), "hello from b".into()));
+    let mine_history = history(DEFAULT_TENANT_ID).await;
+    assert_eq!(mine_history.len(), 2, "{mine_history:?}");
+    assert_eq!(mine_history[0], ("user".into(), "hello".into()));
+    // A task of tenant B in that session is accepted, runs, and adds to B's session only.
+    let r = with_key(&app, Method::POST, "/v1/tasks", &key)
+        .json(&json!({"employee": "theirs", "input": "more from b", "session_id": sid}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    let task_id = Uuid::parse_str(&id_of(&r.json().await.unwrap())).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let t = app.store.get_task(b_tenant, task_id).await.unwrap();
+        if t.status.is_terminal() {
+            assert_eq!(t.status.as_str(), "succeeded", "{t:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "tenant B's task never ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(history(b_tenant).await.len(), 4);
+    assert_eq!(history(DEFAULT_TENANT_ID).await, mine_history);
     // Another employee's session in the same tenant: 404 too.
     let other = employee(&app, json!({"name": "other", "role": "r"})).await;
     let r = chat(

@@ -1,6 +1,6 @@
 //! Conformance of the task queue storage (DESIGN §5) on SQLite and PostgreSQL: claim
 //! order, disjoint concurrent claims, lease fencing, rescue, idempotency, cancel,
-//! approval, sessions, memory and schedule fires.
+//! approval, sessions, memory and schedule fires; fairness between tenants (ADR 0008).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -26,6 +26,10 @@ backend_tests!(
     step_events_keep_order_and_are_fenced,
     a_claim_can_carry_the_employee,
     due_schedules_are_shared_fairly_between_tenants,
+    one_tenant_cannot_starve_another,
+    tenant_max_running_holds_across_concurrent_claimers,
+    a_subtask_is_claimed_past_its_tenants_cap,
+    sessions_are_scoped_by_tenant,
 );
 
 fn new_task(employee: Uuid, priority: i32) -> NewTask {
@@ -60,7 +64,7 @@ async fn claim_orders_by_priority_then_age_and_respects_run_at(backend: Backend)
     later.run_at = now() + chrono::Duration::hours(1);
     let (future, _) = s.create_task(&later).await.unwrap();
 
-    let got = s.claim_tasks("w1", 2, LEASE).await.unwrap();
+    let got = s.claim_tasks("w1", 2, LEASE, 0).await.unwrap();
     assert_eq!(
         got.iter().map(|t| t.id).collect::<Vec<_>>(),
         vec![high.id, low.id]
@@ -69,9 +73,9 @@ async fn claim_orders_by_priority_then_age_and_respects_run_at(backend: Backend)
         && t.attempt == 1
         && t.lease_owner.as_deref() == Some("w1")
         && t.lease_expires_at.is_some()));
-    let got = s.claim_tasks("w1", 10, LEASE).await.unwrap();
+    let got = s.claim_tasks("w1", 10, LEASE, 0).await.unwrap();
     assert_eq!(got.iter().map(|t| t.id).collect::<Vec<_>>(), vec![low2.id]);
-    assert!(s.claim_tasks("w1", 10, LEASE).await.unwrap().is_empty());
+    assert!(s.claim_tasks("w1", 10, LEASE, 0).await.unwrap().is_empty());
     let f = s.get_task(DEFAULT_TENANT_ID, future.id).await.unwrap();
     assert_eq!(f.status, TaskStatus::Queued, "not due yet");
     let ev = s.list_events(high.id, 0, 100).await.unwrap();
@@ -85,7 +89,7 @@ async fn step_events_keep_order_and_are_fenced(backend: Backend) {
     let db = TestDb::new(backend).await.unwrap();
     let s = db.migrated_store().await;
     let (t, _) = s.create_task(&new_task(Uuid::now_v7(), 0)).await.unwrap();
-    let lease = s.claim_tasks("w1", 1, LEASE).await.unwrap()[0]
+    let lease = s.claim_tasks("w1", 1, LEASE, 0).await.unwrap()[0]
         .lease()
         .unwrap();
     let kinds = ["llm_call", "tool_call", "tool_call", "message"];
@@ -183,7 +187,10 @@ async fn a_claim_can_carry_the_employee(backend: Backend) {
         .unwrap();
     s.create_task(&new_task(e.id, 1)).await.unwrap();
     s.create_task(&new_task(Uuid::now_v7(), 0)).await.unwrap();
-    let got = s.claim_tasks_with_employees("w1", 10, LEASE).await.unwrap();
+    let got = s
+        .claim_tasks_with_employees("w1", 10, LEASE, 0)
+        .await
+        .unwrap();
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].0.employee_id, e.id, "priority order kept");
     match backend {
@@ -208,7 +215,7 @@ async fn concurrent_claims_never_share_a_task(backend: Backend) {
         handles.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             loop {
-                let got = s.claim_tasks(&format!("w{w}"), 3, LEASE).await.unwrap();
+                let got = s.claim_tasks(&format!("w{w}"), 3, LEASE, 0).await.unwrap();
                 if got.is_empty() {
                     return mine;
                 }
@@ -229,14 +236,14 @@ async fn late_completion_is_rejected_after_rescue(backend: Backend) {
     let db = TestDb::new(backend).await.unwrap();
     let s = db.migrated_store().await;
     let (t, _) = s.create_task(&new_task(Uuid::now_v7(), 0)).await.unwrap();
-    let a = s.claim_tasks("a", 1, Duration::ZERO).await.unwrap();
+    let a = s.claim_tasks("a", 1, Duration::ZERO, 0).await.unwrap();
     let lease_a = a[0].lease().unwrap();
     // The lease of `a` has expired: the reaper rescues the task.
     let rescued = s.rescue_expired(&|_| Duration::ZERO).await.unwrap();
     assert_eq!(rescued.len(), 1);
     assert_eq!(rescued[0].status, TaskStatus::Retrying);
     assert_eq!(s.renew_lease(&lease_a, LEASE).await.unwrap(), None);
-    let b = s.claim_tasks("b", 1, LEASE).await.unwrap();
+    let b = s.claim_tasks("b", 1, LEASE, 0).await.unwrap();
     assert_eq!(b[0].id, t.id);
     assert_eq!(b[0].attempt, 2);
     let lease_b = b[0].lease().unwrap();
@@ -283,13 +290,13 @@ async fn rescue_fails_a_task_whose_attempts_are_used(backend: Backend) {
     let mut n = new_task(Uuid::now_v7(), 0);
     n.max_attempts = 1;
     let (t, _) = s.create_task(&n).await.unwrap();
-    s.claim_tasks("a", 1, Duration::ZERO).await.unwrap();
+    s.claim_tasks("a", 1, Duration::ZERO, 0).await.unwrap();
     let r = s.rescue_expired(&|_| Duration::ZERO).await.unwrap();
     assert_eq!(r[0].status, TaskStatus::Failed);
     let t = s.get_task(DEFAULT_TENANT_ID, t.id).await.unwrap();
     assert_eq!(t.status, TaskStatus::Failed);
     assert!(t.error.unwrap().contains("attempts"));
-    assert!(s.claim_tasks("b", 1, LEASE).await.unwrap().is_empty());
+    assert!(s.claim_tasks("b", 1, LEASE, 0).await.unwrap().is_empty());
 }
 
 async fn idempotency_key_returns_the_existing_task(backend: Backend) {
@@ -326,7 +333,7 @@ async fn cancel_queued_running_and_finished(backend: Backend) {
         CancelOutcome::Cancelled(t) if t.status == TaskStatus::Cancelled
     ));
     let (r, _) = s.create_task(&new_task(e, 0)).await.unwrap();
-    let claimed = s.claim_tasks("w", 1, LEASE).await.unwrap();
+    let claimed = s.claim_tasks("w", 1, LEASE, 0).await.unwrap();
     assert_eq!(claimed[0].id, r.id);
     assert!(matches!(
         s.cancel_task(DEFAULT_TENANT_ID, r.id).await.unwrap(),
@@ -352,7 +359,7 @@ async fn approval_resumes_a_waiting_task(backend: Backend) {
     let db = TestDb::new(backend).await.unwrap();
     let s = db.migrated_store().await;
     let (t, _) = s.create_task(&new_task(Uuid::now_v7(), 0)).await.unwrap();
-    let c = s.claim_tasks("w", 1, LEASE).await.unwrap();
+    let c = s.claim_tasks("w", 1, LEASE, 0).await.unwrap();
     let lease = c[0].lease().unwrap();
     assert!(
         s.resolve_approval(DEFAULT_TENANT_ID, t.id, json!({}))
@@ -372,14 +379,14 @@ async fn approval_resumes_a_waiting_task(backend: Backend) {
     let w = s.get_task(DEFAULT_TENANT_ID, t.id).await.unwrap();
     assert_eq!(w.status, TaskStatus::WaitingApproval);
     assert_eq!(w.attempt, 0, "parking gives the attempt back");
-    assert!(s.claim_tasks("w", 1, LEASE).await.unwrap().is_empty());
+    assert!(s.claim_tasks("w", 1, LEASE, 0).await.unwrap().is_empty());
     let r = s
         .resolve_approval(DEFAULT_TENANT_ID, t.id, json!({"decision": "approve"}))
         .await
         .unwrap()
         .unwrap();
     assert_eq!(r.status, TaskStatus::Queued);
-    let again = s.claim_tasks("w2", 1, LEASE).await.unwrap();
+    let again = s.claim_tasks("w2", 1, LEASE, 0).await.unwrap();
     assert_eq!(again[0].id, t.id);
     let ev = s.list_events(t.id, 0, 100).await.unwrap();
     assert!(
@@ -532,4 +539,251 @@ async fn due_schedules_are_shared_fairly_between_tenants(backend: Backend) {
     assert_eq!(s.due_schedules(Utc::now(), 5, 3).await.unwrap().len(), 3);
     assert_eq!(s.count_schedules(busy).await.unwrap(), 30);
     assert_eq!(s.count_schedules(quiet).await.unwrap(), 1);
+}
+
+/// Running tasks of `tenant`.
+async fn running(s: &DynStore, tenant: Uuid) -> usize {
+    let running = TaskFilter {
+        status: Some(TaskStatus::Running),
+        ..TaskFilter::default()
+    };
+    s.list_tasks(tenant, &running, None, 1000)
+        .await
+        .unwrap()
+        .items
+        .len()
+}
+
+fn succeed() -> Finish {
+    Finish {
+        status: TaskStatus::Succeeded,
+        result: Some(json!({"output": "done"})),
+        error: None,
+        run_at: None,
+        step: StepUpdate::default(),
+    }
+}
+
+/// Tenant A queues 1,000 tasks at the top priority, tenant B one at the default: B's task
+/// is in the first batch, and when A holds every slot, the next free slot goes to B.
+async fn one_tenant_cannot_starve_another(backend: Backend) {
+    let db = TestDb::new(backend).await.unwrap();
+    let s = db.migrated_store().await;
+    let b = s.create_tenant("tenant-b").await.unwrap().id;
+    let e = Uuid::now_v7();
+    for _ in 0..1000 {
+        s.create_task(&new_task(e, 100)).await.unwrap();
+    }
+    let mut lone = new_task(e, 0);
+    lone.tenant_id = b;
+    let (lone, _) = s.create_task(&lone).await.unwrap();
+    let batch = s.claim_tasks("w1", 16, LEASE, 0).await.unwrap();
+    assert_eq!(batch.len(), 16);
+    assert!(
+        batch.iter().any(|t| t.id == lone.id),
+        "tenant B's task waited behind tenant A's backlog"
+    );
+    // Within a tenant the order is still priority, then age.
+    assert_eq!(
+        batch[0].priority, 100,
+        "ties in rank go to the higher priority"
+    );
+    assert_eq!(batch[1].id, lone.id, "B is dealt in the first round");
+
+    // A now holds 15 running tasks; B submits again while every slot is busy. The next
+    // single free slot goes to B, not to A's higher-priority backlog.
+    let (again, _) = s
+        .create_task(&NewTask {
+            tenant_id: b,
+            ..new_task(e, -100)
+        })
+        .await
+        .unwrap();
+    let next = s.claim_tasks("w1", 1, LEASE, 0).await.unwrap();
+    assert_eq!(
+        next.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![again.id]
+    );
+    // With B drained, A's backlog is claimed as before, highest priority first.
+    let rest = s.claim_tasks("w1", 8, LEASE, 0).await.unwrap();
+    assert_eq!(rest.len(), 8);
+    assert!(rest.iter().all(|t| t.tenant_id == DEFAULT_TENANT_ID));
+}
+
+/// With a cap of 3, concurrent claimers (16 at once, each on its own connection) never
+/// give a tenant a fourth running task, the other tenant's work is claimed beside it,
+/// and finished tasks free their places.
+async fn tenant_max_running_holds_across_concurrent_claimers(backend: Backend) {
+    const CAP: u32 = 3;
+    let db = TestDb::new(backend).await.unwrap();
+    db.migrated_store().await.close().await;
+    let s = digital_employee::store::connect(&ConnectOptions {
+        url: db.url.clone(),
+        max_connections: 16,
+    })
+    .await
+    .unwrap();
+    let b = s.create_tenant("tenant-b").await.unwrap().id;
+    let e = Uuid::now_v7();
+    for _ in 0..100 {
+        s.create_task(&new_task(e, 100)).await.unwrap();
+    }
+    for _ in 0..2 {
+        s.create_task(&NewTask {
+            tenant_id: b,
+            ..new_task(e, 0)
+        })
+        .await
+        .unwrap();
+    }
+    for round in 0..10 {
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(16));
+        let claimers: Vec<_> = (0..16)
+            .map(|w| {
+                let (s, start) = (s.clone(), start.clone());
+                tokio::spawn(async move {
+                    start.wait().await;
+                    let mut mine = Vec::new();
+                    for _ in 0..2 {
+                        mine.extend(
+                            s.claim_tasks(&format!("w{w}"), 1, LEASE, CAP)
+                                .await
+                                .unwrap(),
+                        );
+                    }
+                    mine
+                })
+            })
+            .collect();
+        let mut claimed = Vec::new();
+        for c in claimers {
+            claimed.extend(c.await.unwrap());
+        }
+        assert_eq!(
+            running(&s, DEFAULT_TENANT_ID).await,
+            CAP as usize,
+            "round {round}: tenant A past its cap"
+        );
+        if round == 0 {
+            assert_eq!(running(&s, b).await, 2, "tenant B claimed beside A");
+            assert_eq!(
+                s.count_tenants_at_cap(CAP).await.unwrap(),
+                1,
+                "A is held back"
+            );
+            assert_eq!(s.count_tenants_at_cap(CAP + 1).await.unwrap(), 0);
+        }
+        // A's running tasks end; the next round refills A up to the cap, no further.
+        for t in claimed.iter().filter(|t| t.tenant_id == DEFAULT_TENANT_ID) {
+            assert!(
+                s.finish_task(&t.lease().unwrap(), &succeed())
+                    .await
+                    .unwrap()
+            );
+        }
+        assert_eq!(running(&s, DEFAULT_TENANT_ID).await, 0);
+    }
+    s.close().await;
+}
+
+/// A tenant at its cap still gets its delegated sub-task claimed (its parent is running
+/// and waits on it; capping it would deadlock the tenant), ahead of its other work; the
+/// sub-task does not count against the cap.
+async fn a_subtask_is_claimed_past_its_tenants_cap(backend: Backend) {
+    let db = TestDb::new(backend).await.unwrap();
+    let s = db.migrated_store().await;
+    let e = Uuid::now_v7();
+    s.create_task(&new_task(e, 0)).await.unwrap();
+    let parent = s.claim_tasks("w1", 4, LEASE, 1).await.unwrap();
+    assert_eq!(parent.len(), 1);
+    for _ in 0..5 {
+        s.create_task(&new_task(e, 100)).await.unwrap();
+    }
+    assert!(
+        s.claim_tasks("w1", 4, LEASE, 1).await.unwrap().is_empty(),
+        "the tenant is at its cap"
+    );
+    let (child, _) = s
+        .create_task(&NewTask {
+            parent_task_id: Some(parent[0].id),
+            depth: 1,
+            ..new_task(e, 0)
+        })
+        .await
+        .unwrap();
+    let got = s.claim_tasks("w1", 4, LEASE, 1).await.unwrap();
+    assert_eq!(got.iter().map(|t| t.id).collect::<Vec<_>>(), vec![child.id]);
+    // Without a cap the sub-task would still have come first in its tenant's line.
+    assert!(
+        s.finish_task(&got[0].lease().unwrap(), &succeed())
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.finish_task(&parent[0].lease().unwrap(), &succeed())
+            .await
+            .unwrap()
+    );
+    let next = s.claim_tasks("w1", 4, LEASE, 1).await.unwrap();
+    assert_eq!(next.len(), 1, "one place under the cap");
+    assert_eq!(next[0].priority, 100);
+}
+
+/// Two tenants choosing the same session id get two sessions: no error, no collision,
+/// and neither sees the other's messages (nor can write into them).
+async fn sessions_are_scoped_by_tenant(backend: Backend) {
+    let db = TestDb::new(backend).await.unwrap();
+    let s = db.migrated_store().await;
+    let b = s.create_tenant("tenant-b").await.unwrap().id;
+    let (ea, eb) = (Uuid::now_v7(), Uuid::now_v7());
+    let sid = Uuid::now_v7();
+    let say = |content: &str| SessionMessage {
+        id: Uuid::now_v7(),
+        session_id: sid,
+        role: "user".into(),
+        content: content.into(),
+        task_id: None,
+        created_at: now(),
+    };
+    let a_session = s.ensure_session(DEFAULT_TENANT_ID, sid, ea).await.unwrap();
+    s.append_messages(DEFAULT_TENANT_ID, &[say("a secret")])
+        .await
+        .unwrap();
+
+    // Tenant B, its own employee, the same id: a session of its own, empty.
+    let b_session = s.ensure_session(b, sid, eb).await.unwrap();
+    assert_eq!((b_session.id, b_session.tenant_id), (sid, b));
+    assert_eq!(b_session.employee_id, eb);
+    assert!(s.list_messages(b, sid, 50).await.unwrap().is_empty());
+    s.append_messages(b, &[say("b's own")]).await.unwrap();
+    // Opening either again keeps each one's employee (no takeover by the other tenant).
+    let again = s.ensure_session(DEFAULT_TENANT_ID, sid, ea).await.unwrap();
+    assert_eq!(
+        (again.tenant_id, again.employee_id, again.created_at),
+        (
+            a_session.tenant_id,
+            a_session.employee_id,
+            a_session.created_at
+        )
+    );
+    assert!(matches!(
+        s.ensure_session(b, sid, ea).await,
+        Err(StoreError::NotFound)
+    ));
+
+    let contents = |m: Vec<SessionMessage>| m.into_iter().map(|m| m.content).collect::<Vec<_>>();
+    assert_eq!(
+        contents(s.list_messages(DEFAULT_TENANT_ID, sid, 50).await.unwrap()),
+        vec!["a secret"]
+    );
+    assert_eq!(
+        contents(s.list_messages(b, sid, 50).await.unwrap()),
+        vec!["b's own"]
+    );
+    // A tenant without that session cannot append to it.
+    let c = s.create_tenant("tenant-c").await.unwrap().id;
+    assert!(matches!(
+        s.append_messages(c, &[say("intruder")]).await,
+        Err(StoreError::NotFound)
+    ));
 }

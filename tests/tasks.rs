@@ -36,6 +36,7 @@ backend_tests!(
     delegation_of_a_long_input_runs_once,
     schedule_fires_once_with_two_schedulers,
     sse_resumes_after_last_event_id_and_ends,
+    tenant_max_running_caps_a_tenant_and_spares_delegation,
 );
 
 /// A second app on the database of `first`.
@@ -357,7 +358,7 @@ async fn stalled_worker_is_rescued_and_its_late_completion_rejected(backend: Bac
         .unwrap();
     // A worker claims it, then "crashes": it never renews its short lease.
     let ghost = store
-        .claim_tasks("ghost", 1, Duration::from_millis(300))
+        .claim_tasks("ghost", 1, Duration::from_millis(300), 0)
         .await
         .unwrap();
     let ghost_lease = ghost[0].lease().unwrap();
@@ -790,4 +791,97 @@ fn sse_ids(body: &str) -> Vec<i64> {
         .filter_map(|l| l.strip_prefix("id:"))
         .map(|v| v.trim().parse().unwrap())
         .collect()
+}
+
+/// `TENANT_MAX_RUNNING=1` with four worker slots: the tenant's slow tasks run one at a
+/// time, each starting as the previous one ends (not at the next poll), and a task that
+/// delegates at the cap still gets its sub-task run (a capped sub-task would wait for its
+/// own parent: a deadlock).
+async fn tenant_max_running_caps_a_tenant_and_spares_delegation(backend: Backend) {
+    let vendor = Vendor::start().await;
+    vendor.fault(
+        "slow",
+        Fault::Latency {
+            ms: 150,
+            jitter_ms: 0,
+        },
+    );
+    let Some(app) = TestApp::spawn_with(
+        backend,
+        &with(&[
+            ("AI_PROVIDERS", &vendor.providers),
+            ("AI_CACHE", "off"),
+            ("WORKER_CONCURRENCY", "4"),
+            ("TENANT_MAX_RUNNING", "1"),
+            // A claim cut short by the cap must not wait for the next poll: the end of
+            // a task wakes the claimer.
+            ("TASK_POLL_INTERVAL", "30"),
+        ]),
+    )
+    .await
+    else {
+        return;
+    };
+    employee(
+        &app,
+        json!({"name": "slowpoke", "role": "r", "model_policy": ["vendor/slow"]}),
+    )
+    .await;
+    let ids: Vec<String> = futures_util::future::join_all((0..3).map(|i| {
+        submit(
+            &app,
+            json!({"employee": "slowpoke", "input": format!("job {i}")}),
+        )
+    }))
+    .await
+    .iter()
+    .map(id_of)
+    .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut most = 0;
+    loop {
+        let r = app.get("/v1/tasks?status=running").send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let page: Value = r.json().await.unwrap();
+        let running = page["data"].as_array().unwrap().len();
+        assert!(
+            running <= 1,
+            "{running} tasks of one tenant running: {page}"
+        );
+        most = most.max(running);
+        let mut ended = 0;
+        for id in &ids {
+            let t = task(&app, id).await;
+            assert_ne!(t["status"], "failed", "{t}");
+            ended += usize::from(t["status"] == "succeeded");
+        }
+        if ended == ids.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the capped tasks never all ended"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(most, 1, "a task was seen running");
+    assert_eq!(vendor.count("slow"), 3);
+
+    employee(
+        &app,
+        json!({"name": "capped-lead", "role": "r", "allowed_tools": ["delegate"]}),
+    )
+    .await;
+    employee(&app, json!({"name": "capped-helper", "role": "r"})).await;
+    let id = id_of(
+        &submit(
+            &app,
+            json!({"employee": "capped-lead", "input": "capped-helper"}),
+        )
+        .await,
+    );
+    wait_status(&app, &id, "succeeded").await;
+    let ev = events(&app, &id).await;
+    let result = ev.iter().find(|e| e["kind"] == "tool_result").unwrap();
+    assert_eq!(result["payload"]["outcome"], "ok", "{result}");
 }

@@ -129,7 +129,8 @@ pub(super) async fn run_turn(
         .await
     {
         Ok(_) => {}
-        // Another tenant's session, or another employee's: not this employee's to see.
+        // Another employee's session of this tenant: not this employee's to see. (Another
+        // tenant's session with this id is a different session: keys are per tenant.)
         Err(StoreError::NotFound) => return Err(ApiError::NotFound("session not found".into())),
         Err(e) => return Err(e.into()),
     }

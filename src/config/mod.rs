@@ -60,6 +60,7 @@
 //! | `AWS_S3_BUCKET` | unset | when set, each backup is also uploaded with the `aws` CLI to `s3://BUCKET/backups/` |
 //! | `WORKERS_ENABLED` | `on` | run the task worker pool, reaper and scheduler in this replica (`on`/`off`) |
 //! | `WORKER_CONCURRENCY` | `16` | tasks one replica runs at once |
+//! | `TENANT_MAX_RUNNING` | `0` | top-level tasks one tenant may have running at once, across all replicas (`0` = no cap); claims are fair across tenants either way |
 //! | `TASK_LEASE_SECONDS` | `30` | lease of a running task; renewed every third of it |
 //! | `TASK_POLL_INTERVAL` | `1` | seconds between queue polls when no wake-up arrives |
 //! | `TASK_MAX_ATTEMPTS` | `3` | default attempts of a task (1–20) |

@@ -15,6 +15,9 @@ pub struct TaskConfig {
     pub workers_enabled: bool,
     /// `WORKER_CONCURRENCY`: tasks one replica runs at once.
     pub worker_concurrency: u32,
+    /// `TENANT_MAX_RUNNING`: top-level tasks one tenant may have running at once across
+    /// every replica (0 = no cap; claims are fair across tenants either way).
+    pub tenant_max_running: u32,
     /// `TASK_LEASE_SECONDS`: lease of a running task.
     #[serde(serialize_with = "ser_secs")]
     pub lease: Duration,
@@ -71,7 +74,7 @@ pub struct TaskConfig {
 }
 
 impl TaskConfig {
-    /// `WORKERS_ENABLED`, `WORKER_CONCURRENCY`, `TASK_*`, `DELEGATION_MAX_DEPTH`,
+    /// `WORKERS_ENABLED`, `WORKER_CONCURRENCY`, `TENANT_MAX_RUNNING`, `TASK_*`, `DELEGATION_MAX_DEPTH`,
     /// `HTTP_TOOL_*`, `SCHEDULER_INTERVAL`, `SCHEDULE_*`, `WEBHOOK_*` and `SSE_*`.
     pub(super) fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let workers_enabled = on_off(get, "WORKERS_ENABLED", true)?;
@@ -117,6 +120,12 @@ impl TaskConfig {
         Ok(Self {
             workers_enabled,
             worker_concurrency: positive("WORKER_CONCURRENCY", "16", 4096)? as u32,
+            tenant_max_running: parse(
+                get,
+                "TENANT_MAX_RUNNING",
+                "0",
+                "a whole number of tasks (0 = no cap)",
+            )?,
             lease,
             poll_interval,
             max_attempts: positive("TASK_MAX_ATTEMPTS", "3", 20)? as i32,

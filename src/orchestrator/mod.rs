@@ -132,7 +132,7 @@ async fn claim_loop(
         async move {
             let claimed = state
                 .store
-                .claim_tasks_with_employees(&owner, n, cfg.lease)
+                .claim_tasks_with_employees(&owner, n, cfg.lease, cfg.tenant_max_running)
                 .await?;
             if !claimed.is_empty() {
                 metrics::counter!(m::TASKS_CLAIMED_TOTAL).increment(claimed.len() as u64);
@@ -222,6 +222,12 @@ async fn execute(
         started,
     )
     .await;
+    // Under a tenant cap, a claim may have come back short because a tenant was at its
+    // cap while its work waited; the claim loop then sleeps until a wake-up or the poll
+    // interval. This task's end may have made room, so claim again now.
+    if cfg.tenant_max_running > 0 {
+        state.tasks.wake();
+    }
 }
 
 /// Runs the task's conversation; also returns the last step when the run left it to be
@@ -501,14 +507,21 @@ async fn reaper(state: AppState, stop: CancellationToken) {
     }
 }
 
-/// Samples the queue depth per status for `digital_employee_queue_depth`.
+/// Samples the queue depth per status for `digital_employee_queue_depth`, and the tenants
+/// held back by `TENANT_MAX_RUNNING` for `tenants_at_running_cap`.
 async fn sample_depth(state: AppState, stop: CancellationToken) {
+    let cap = state.config.tasks.tenant_max_running;
     loop {
         if let Ok(counts) = state.store.count_tasks_by_status().await {
             for s in TaskStatus::ALL {
                 let n = counts.iter().find(|(k, _)| *k == s).map_or(0, |(_, n)| *n);
                 metrics::gauge!(m::QUEUE_DEPTH, "status" => s.as_str()).set(n as f64);
             }
+        }
+        if cap > 0
+            && let Ok(n) = state.store.count_tenants_at_cap(cap).await
+        {
+            metrics::gauge!(m::TENANTS_AT_RUNNING_CAP).set(n as f64);
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(5)) => {},

@@ -2,8 +2,8 @@
 //! their step log, sessions and messages, employee memory and schedules.
 //!
 //! Queue semantics (DESIGN §5, ADR 0005) live in the SQL of these operations:
-//! - a claim is one statement (PostgreSQL `FOR UPDATE SKIP LOCKED`; SQLite a single
-//!   `UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING`, one write transaction);
+//! - a claim is one write (PostgreSQL one statement with `FOR UPDATE SKIP LOCKED`;
+//!   SQLite one write transaction on the writer thread), fair across tenants (ADR 0008);
 //! - every write a worker makes about a running task is **fenced** by [`Lease`]
 //!   (`lease_owner` and `attempt`): a worker presumed dead cannot overwrite a newer
 //!   attempt, and learns from the `None`/`false` answer that it must stop.
@@ -300,13 +300,21 @@ pub trait TaskStore: Send + Sync {
         limit: u32,
     ) -> StoreResult<Page<Task>>;
 
-    /// Claims up to `n` due tasks (highest priority, then oldest `run_at`) for `owner`,
-    /// with a lease until `now + lease`; bumps `attempt`; records a `running` event.
+    /// Claims up to `n` due tasks for `owner`, with a lease until `now + lease`; bumps
+    /// `attempt`; records a `running` event. Fair across tenants (ADR 0008): each
+    /// tenant's line is its due tasks by delegation depth (deepest first: a parent is
+    /// waiting on them), then priority, then oldest `run_at`; the batch is dealt from the
+    /// lines round-robin, a tenant with fewer running top-level tasks first (rank =
+    /// running + place in its line; ties by priority, then age). With
+    /// `tenant_max_running` > 0 no tenant gets more than that many top-level tasks
+    /// (`depth` 0) running, counted across every claimer; sub-tasks are not capped.
+    /// Returned in that deal order.
     async fn claim_tasks(
         &self,
         owner: &str,
         n: u32,
         lease: std::time::Duration,
+        tenant_max_running: u32,
     ) -> StoreResult<Vec<Task>>;
     /// [`TaskStore::claim_tasks`], with each task's employee when the backend reads it in
     /// the same statement (`None`: not read here; the caller reads it).
@@ -315,9 +323,10 @@ pub trait TaskStore: Send + Sync {
         owner: &str,
         n: u32,
         lease: std::time::Duration,
+        tenant_max_running: u32,
     ) -> StoreResult<Vec<(Task, Option<Employee>)>> {
         Ok(self
-            .claim_tasks(owner, n, lease)
+            .claim_tasks(owner, n, lease, tenant_max_running)
             .await?
             .into_iter()
             .map(|t| (t, None))
@@ -355,9 +364,13 @@ pub trait TaskStore: Send + Sync {
     async fn list_events(&self, task: Uuid, after: i64, limit: u32) -> StoreResult<Vec<TaskEvent>>;
     /// Number of tasks per status (statuses with none are absent).
     async fn count_tasks_by_status(&self) -> StoreResult<Vec<(TaskStatus, i64)>>;
+    /// Tenants with at least `cap` top-level tasks running and another one due: those
+    /// the cap of [`TaskStore::claim_tasks`] is holding back now.
+    async fn count_tenants_at_cap(&self, cap: u32) -> StoreResult<u64>;
 
-    /// Creates the session when `id` is new; errors with `NotFound` when `id` belongs to
-    /// another tenant or employee.
+    /// Creates the tenant's session `id` when it is new; errors with `NotFound` when the
+    /// tenant's session `id` belongs to another employee. Sessions are keyed by tenant and
+    /// id: another tenant's session with the same id is a different session, never seen.
     async fn ensure_session(&self, tenant: Uuid, id: Uuid, employee: Uuid) -> StoreResult<Session>;
     /// The last `limit` messages, oldest first.
     async fn list_messages(

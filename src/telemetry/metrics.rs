@@ -68,6 +68,9 @@ pub const TASKS_TOTAL: &str = "tasks_total";
 pub const TASK_DURATION_SECONDS: &str = "task_duration_seconds";
 /// Gauge: tasks per `status`, sampled periodically from the database.
 pub const QUEUE_DEPTH: &str = "digital_employee_queue_depth";
+/// Gauge: tenants holding `TENANT_MAX_RUNNING` running tasks while more of theirs are
+/// due, sampled periodically from the database (0 without a cap).
+pub const TENANTS_AT_RUNNING_CAP: &str = "tenants_at_running_cap";
 /// Counter: tasks claimed by this replica's workers.
 pub const TASKS_CLAIMED_TOTAL: &str = "tasks_claimed_total";
 /// Counter: tasks rescued from an expired lease, by the `status` they went to.
@@ -187,6 +190,10 @@ fn describe() {
         "Seconds from a task's first start to its end"
     );
     metrics::describe_gauge!(QUEUE_DEPTH, "Tasks per status (sampled)");
+    metrics::describe_gauge!(
+        TENANTS_AT_RUNNING_CAP,
+        "Tenants at TENANT_MAX_RUNNING with more tasks due (sampled)"
+    );
     metrics::describe_counter!(TASKS_CLAIMED_TOTAL, "Tasks claimed by this replica");
     metrics::describe_counter!(TASKS_RESCUED_TOTAL, "Tasks rescued from an expired lease");
     metrics::describe_counter!(
@@ -247,4 +254,5 @@ fn describe() {
     }
     // Registered without changing it: several apps may share this process's recorder.
     metrics::gauge!(SSE_STREAMS_OPEN).increment(0.0);
+    metrics::gauge!(TENANTS_AT_RUNNING_CAP).increment(0.0);
 }

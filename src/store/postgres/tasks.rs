@@ -36,6 +36,59 @@ macro_rules! schedule_cols {
     };
 }
 
+/// The advisory lock capped claims take turns on (see `claim_tasks_with_employees`).
+const CLAIM_LOCK: i64 = 0x6465_5f63_6c61_696d; // "de_claim"
+
+/// The fair claim (ADR 0008), one statement: `$1` owner, `$2` lease expiry, `$3` now,
+/// `$4` batch size, `$5` `TENANT_MAX_RUNNING` (0 = no cap).
+///
+/// - `t`: the tenants with queued work, by a skip scan of `tasks_due_tenant` (one index
+///   probe per tenant, however long its queue).
+/// - `r`: each one's running top-level tasks (`tasks_running_tenant`), counted once per
+///   tenant (`MATERIALIZED`: inlined, the count ran once per candidate row).
+/// - `q`: each one's next `$4` due tasks (deepest delegation, then priority, then age),
+///   locked with `SKIP LOCKED` so concurrent claimers take disjoint rows.
+/// - `ranked`: a task's rank is its tenant's running count plus its place in that
+///   tenant's line, so the batch is dealt round-robin, tenants with fewer running tasks
+///   first; `top` counts the tenant's top-level tasks up to this one, for the cap.
+/// - `pick`: the `$4` lowest ranks (then priority, age) within the cap. Sub-tasks
+///   (`depth > 0`) are not capped: their parent is running and waits on them.
+/// - then the claim itself, a `running` event per task, and each task's employee (read
+///   in the same snapshot; NULL when it no longer exists).
+const CLAIM_SQL: &str = concat!(
+    "WITH RECURSIVE t AS ( \
+     (SELECT tenant_id FROM tasks WHERE status IN ('queued', 'retrying') \
+     ORDER BY tenant_id LIMIT 1) \
+     UNION ALL SELECT (SELECT x.tenant_id FROM tasks x \
+     WHERE x.status IN ('queued', 'retrying') AND x.tenant_id > t.tenant_id \
+     ORDER BY x.tenant_id LIMIT 1) FROM t WHERE t.tenant_id IS NOT NULL), \
+     r AS MATERIALIZED (SELECT t.tenant_id, (SELECT count(*) FROM tasks x \
+     WHERE x.tenant_id = t.tenant_id \
+     AND x.status = 'running' AND x.depth = 0) AS running FROM t \
+     WHERE t.tenant_id IS NOT NULL), \
+     q AS (SELECT r.tenant_id, r.running, d.id, d.depth, d.priority, d.run_at FROM r \
+     CROSS JOIN LATERAL (SELECT id, depth, priority, run_at FROM tasks \
+     WHERE tenant_id = r.tenant_id AND status IN ('queued', 'retrying') AND run_at <= $3 \
+     ORDER BY depth DESC, priority DESC, run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) d), \
+     ranked AS (SELECT id, depth, priority, run_at, running + row_number() OVER w AS rank, \
+     running + count(*) FILTER (WHERE depth = 0) OVER w AS top FROM q \
+     WINDOW w AS (PARTITION BY tenant_id ORDER BY depth DESC, priority DESC, run_at, id)), \
+     pick AS (SELECT id, rank FROM ranked WHERE $5 = 0 OR depth > 0 OR top <= $5 \
+     ORDER BY rank, priority DESC, run_at, id LIMIT $4), \
+     c AS (UPDATE tasks SET status = 'running', attempt = attempt + 1, \
+     lease_owner = $1, lease_expires_at = $2, started_at = COALESCE(started_at, $3), \
+     updated_at = $3 WHERE id IN (SELECT id FROM pick) \
+     AND status IN ('queued', 'retrying') RETURNING ",
+    task_cols!(),
+    "), ev AS (INSERT INTO task_events (task_id, seq, kind, payload, created_at) \
+     SELECT c.id, (SELECT COALESCE(MAX(seq), 0) + 1 FROM task_events \
+     WHERE task_id = c.id), 'status', \
+     jsonb_build_object('status', 'running', 'attempt', c.attempt), $3 FROM c) \
+     SELECT c.*, (SELECT to_jsonb(e) FROM employees e WHERE e.id = c.employee_id \
+     AND e.tenant_id = c.tenant_id) AS employee, \
+     (SELECT p.rank FROM pick p WHERE p.id = c.id) AS claim_rank FROM c"
+);
+
 fn status(s: &str) -> StoreResult<TaskStatus> {
     TaskStatus::parse(s).ok_or_else(|| StoreError::Corrupt(format!("task status {s:?}")))
 }
@@ -277,9 +330,15 @@ impl TaskStore for PgStore {
         Ok(page(&mut items, limit))
     }
 
-    async fn claim_tasks(&self, owner: &str, n: u32, lease: Duration) -> StoreResult<Vec<Task>> {
+    async fn claim_tasks(
+        &self,
+        owner: &str,
+        n: u32,
+        lease: Duration,
+        tenant_max_running: u32,
+    ) -> StoreResult<Vec<Task>> {
         Ok(self
-            .claim_tasks_with_employees(owner, n, lease)
+            .claim_tasks_with_employees(owner, n, lease, tenant_max_running)
             .await?
             .into_iter()
             .map(|(t, _)| t)
@@ -291,44 +350,45 @@ impl TaskStore for PgStore {
         owner: &str,
         n: u32,
         lease: Duration,
+        tenant_max_running: u32,
     ) -> StoreResult<Vec<(Task, Option<Employee>)>> {
-        // One statement: the claim, a `running` event per claimed task, and each task's
-        // employee (read in the same snapshot; NULL when it no longer exists).
-        let rows = sqlx::query(concat!(
-            "WITH c AS (UPDATE tasks SET status = 'running', attempt = attempt + 1, \
-             lease_owner = $1, lease_expires_at = $2, started_at = COALESCE(started_at, $3), \
-             updated_at = $3 \
-             WHERE id IN (SELECT id FROM tasks WHERE status IN ('queued', 'retrying') \
-             AND run_at <= $3 ORDER BY priority DESC, run_at, id LIMIT $4 \
-             FOR UPDATE SKIP LOCKED) RETURNING ",
-            task_cols!(),
-            "), ev AS (INSERT INTO task_events (task_id, seq, kind, payload, created_at) \
-             SELECT c.id, (SELECT COALESCE(MAX(seq), 0) + 1 FROM task_events \
-             WHERE task_id = c.id), 'status', \
-             jsonb_build_object('status', 'running', 'attempt', c.attempt), $3 FROM c) \
-             SELECT c.*, (SELECT to_jsonb(e) FROM employees e WHERE e.id = c.employee_id \
-             AND e.tenant_id = c.tenant_id) AS employee FROM c"
-        ))
-        .bind(owner)
-        .bind(after(lease))
-        .bind(now())
-        .bind(i64::from(n))
-        .fetch_all(&self.pool)
-        .await?;
+        let claim = sqlx::query(CLAIM_SQL)
+            .bind(owner)
+            .bind(after(lease))
+            .bind(now())
+            .bind(i64::from(n))
+            .bind(i64::from(tenant_max_running));
+        let rows = if tenant_max_running == 0 {
+            claim.fetch_all(&self.pool).await?
+        } else {
+            // The cap counts running tasks in the claim's snapshot. Claimers that ran
+            // concurrently could each see room for the same slot, so capped claims take
+            // turns: the lock is taken before the claim statement, whose snapshot then
+            // includes everything the previous holder claimed.
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(CLAIM_LOCK)
+                .execute(&mut *tx)
+                .await?;
+            let rows = claim.fetch_all(&mut *tx).await?;
+            tx.commit().await?;
+            rows
+        };
         let mut claimed = rows
             .iter()
             .map(|r| {
                 let employee: Option<Json<Employee>> = r.try_get("employee")?;
-                Ok((task_row(r)?, employee.map(|Json(e)| e)))
+                let rank: i64 = r.try_get("claim_rank")?;
+                Ok((rank, task_row(r)?, employee.map(|Json(e)| e)))
             })
             .collect::<StoreResult<Vec<_>>>()?;
-        claimed.sort_by(|(a, _), (b, _)| {
-            b.priority
-                .cmp(&a.priority)
+        claimed.sort_by(|(ra, a, _), (rb, b, _)| {
+            ra.cmp(rb)
+                .then(b.priority.cmp(&a.priority))
                 .then(a.run_at.cmp(&b.run_at))
                 .then(a.id.cmp(&b.id))
         });
-        Ok(claimed)
+        Ok(claimed.into_iter().map(|(_, t, e)| (t, e)).collect())
     }
 
     async fn renew_lease(&self, lease: &Lease, duration: Duration) -> StoreResult<Option<bool>> {
@@ -578,11 +638,26 @@ impl TaskStore for PgStore {
             .collect()
     }
 
+    async fn count_tenants_at_cap(&self, cap: u32) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT tenant_id FROM tasks \
+             WHERE status = 'running' AND depth = 0 GROUP BY tenant_id \
+             HAVING count(*) >= $1) r WHERE EXISTS (SELECT 1 FROM tasks q \
+             WHERE q.tenant_id = r.tenant_id AND q.status IN ('queued', 'retrying') \
+             AND q.depth = 0 AND q.run_at <= $2)",
+        )
+        .bind(i64::from(cap))
+        .bind(now())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn ensure_session(&self, tenant: Uuid, id: Uuid, employee: Uuid) -> StoreResult<Session> {
         let t = now();
         sqlx::query(
             "INSERT INTO sessions (id, tenant_id, employee_id, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $4) ON CONFLICT (id) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $4) ON CONFLICT (tenant_id, id) DO NOTHING",
         )
         .bind(id)
         .bind(tenant)
@@ -617,8 +692,8 @@ impl TaskStore for PgStore {
     ) -> StoreResult<Vec<SessionMessage>> {
         let rows = sqlx::query(
             "SELECT m.id, m.session_id, m.role, m.content, m.task_id, m.created_at \
-             FROM messages m JOIN sessions s ON s.id = m.session_id \
-             WHERE s.tenant_id = $1 AND m.session_id = $2 ORDER BY m.id DESC LIMIT $3",
+             FROM messages m WHERE m.tenant_id = $1 AND m.session_id = $2 \
+             ORDER BY m.id DESC LIMIT $3",
         )
         .bind(tenant)
         .bind(session)
@@ -647,10 +722,11 @@ impl TaskStore for PgStore {
                 return Err(StoreError::NotFound);
             }
             sqlx::query(
-                "INSERT INTO messages (id, session_id, role, content, task_id, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO messages (id, tenant_id, session_id, role, content, task_id, \
+                 created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(m.id)
+            .bind(tenant)
             .bind(m.session_id)
             .bind(&m.role)
             .bind(&m.content)

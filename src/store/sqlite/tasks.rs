@@ -286,29 +286,109 @@ fn create_task_rs(conn: &rusqlite::Connection, t: &NewTask) -> StoreResult<(Task
     }
 }
 
+/// A due task in its tenant's line, as the fair claim deals them.
+struct InLine {
+    id: String,
+    priority: i64,
+    run_at: String,
+    /// The tenant's running top-level tasks plus this task's place in the tenant's line.
+    rank: i64,
+}
+
+/// The fair claim (ADR 0008), the same rules as the PostgreSQL statement: walk the
+/// tenants with queued work (one index probe each), read each one's running top-level
+/// count and the head of its line (deepest delegation, then priority, then age), drop the
+/// top-level tasks past `cap`, and deal the `n` lowest ranks. It runs in one write
+/// transaction, so the counts cannot change underneath it.
 fn claim_tasks_rs(
     conn: &rusqlite::Connection,
     owner: &str,
     n: u32,
     lease: Duration,
+    cap: u32,
 ) -> StoreResult<Vec<Task>> {
+    use rusqlite::OptionalExtension;
     let t = ts(&now());
-    let mut tasks = Vec::new();
+    let mut line: Vec<InLine> = Vec::new();
+    {
+        let mut next_tenant = conn
+            .prepare_cached(
+                // Without `INDEXED BY` the planner (no statistics) picks `tasks_status`
+                // and sorts the whole queue on every probe.
+                "SELECT tenant_id FROM tasks INDEXED BY tasks_due_tenant \
+                 WHERE status IN ('queued', 'retrying') AND tenant_id > ?1 \
+                 ORDER BY tenant_id LIMIT 1",
+            )
+            .map_err(engine)?;
+        let mut running = conn
+            .prepare_cached(
+                "SELECT count(*) FROM tasks WHERE tenant_id = ?1 AND status = 'running' \
+                 AND depth = 0",
+            )
+            .map_err(engine)?;
+        let mut head = conn
+            .prepare_cached(
+                "SELECT id, depth, priority, run_at FROM tasks INDEXED BY tasks_due_tenant \
+                 WHERE tenant_id = ?1 AND status IN ('queued', 'retrying') AND run_at <= ?2 \
+                 ORDER BY depth DESC, priority DESC, run_at, id LIMIT ?3",
+            )
+            .map_err(engine)?;
+        let mut after_tenant = String::new();
+        while let Some(tenant) = next_tenant
+            .query_row([&after_tenant], |r| r.get::<_, String>(0))
+            .optional()
+            .map_err(engine)?
+        {
+            let running: i64 = running.query_row([&tenant], |r| r.get(0)).map_err(engine)?;
+            let mut rows = head
+                .query(rusqlite::params![tenant, t, i64::from(n)])
+                .map_err(engine)?;
+            let (mut place, mut top) = (running, running);
+            while let Some(r) = rows.next().map_err(engine)? {
+                place += 1;
+                let depth: i64 = r.get(1).map_err(engine)?;
+                if depth == 0 {
+                    top += 1;
+                    if cap > 0 && top > i64::from(cap) {
+                        continue;
+                    }
+                }
+                line.push(InLine {
+                    id: r.get(0).map_err(engine)?,
+                    priority: r.get(2).map_err(engine)?,
+                    run_at: r.get(3).map_err(engine)?,
+                    rank: place,
+                });
+            }
+            after_tenant = tenant;
+        }
+    }
+    line.sort_by(|a, b| {
+        a.rank
+            .cmp(&b.rank)
+            .then(b.priority.cmp(&a.priority))
+            .then(a.run_at.cmp(&b.run_at))
+            .then(a.id.cmp(&b.id))
+    });
+    line.truncate(n as usize);
+    let mut tasks = Vec::with_capacity(line.len());
     {
         let mut st = conn
             .prepare_cached(concat!(
                 "UPDATE tasks SET status = 'running', attempt = attempt + 1, lease_owner = ?1, \
                  lease_expires_at = ?2, started_at = COALESCE(started_at, ?3), updated_at = ?3 \
-                 WHERE id IN (SELECT id FROM tasks WHERE status IN ('queued', 'retrying') \
-                 AND run_at <= ?3 ORDER BY priority DESC, run_at, id LIMIT ?4) RETURNING ",
+                 WHERE id = ?4 AND status IN ('queued', 'retrying') RETURNING ",
                 task_cols!()
             ))
             .map_err(engine)?;
-        let mut rows = st
-            .query(rusqlite::params![owner, ts(&after(lease)), t, i64::from(n)])
-            .map_err(engine)?;
-        while let Some(r) = rows.next().map_err(engine)? {
-            tasks.push(task_from(r)?);
+        let expires = ts(&after(lease));
+        for pick in &line {
+            let mut rows = st
+                .query(rusqlite::params![owner, expires, t, pick.id])
+                .map_err(engine)?;
+            if let Some(r) = rows.next().map_err(engine)? {
+                tasks.push(task_from(r)?);
+            }
         }
     }
     for task in &tasks {
@@ -318,12 +398,6 @@ fn claim_tasks_rs(
         );
         append_rs(conn, &task.id.to_string(), &[ev])?;
     }
-    tasks.sort_by(|a, b| {
-        b.priority
-            .cmp(&a.priority)
-            .then(a.run_at.cmp(&b.run_at))
-            .then(a.id.cmp(&b.id))
-    });
     Ok(tasks)
 }
 
@@ -632,10 +706,16 @@ impl TaskStore for SqliteStore {
         Ok(page(&mut items, limit))
     }
 
-    async fn claim_tasks(&self, owner: &str, n: u32, lease: Duration) -> StoreResult<Vec<Task>> {
+    async fn claim_tasks(
+        &self,
+        owner: &str,
+        n: u32,
+        lease: Duration,
+        tenant_max_running: u32,
+    ) -> StoreResult<Vec<Task>> {
         let owner = owner.to_string();
         self.hot
-            .run(move |c| claim_tasks_rs(c, &owner, n, lease))
+            .run(move |c| claim_tasks_rs(c, &owner, n, lease, tenant_max_running))
             .await
     }
 
@@ -747,11 +827,26 @@ impl TaskStore for SqliteStore {
             .collect()
     }
 
+    async fn count_tenants_at_cap(&self, cap: u32) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT tenant_id FROM tasks \
+             WHERE status = 'running' AND depth = 0 GROUP BY tenant_id \
+             HAVING count(*) >= ?) r WHERE EXISTS (SELECT 1 FROM tasks q \
+             WHERE q.tenant_id = r.tenant_id AND q.status IN ('queued', 'retrying') \
+             AND q.depth = 0 AND q.run_at <= ?)",
+        )
+        .bind(i64::from(cap))
+        .bind(ts(&now()))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn ensure_session(&self, tenant: Uuid, id: Uuid, employee: Uuid) -> StoreResult<Session> {
         let t = ts(&now());
         sqlx::query(
             "INSERT INTO sessions (id, tenant_id, employee_id, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, id) DO NOTHING",
         )
         .bind(id.to_string())
         .bind(tenant.to_string())
@@ -787,8 +882,8 @@ impl TaskStore for SqliteStore {
     ) -> StoreResult<Vec<SessionMessage>> {
         let rows = sqlx::query(
             "SELECT m.id, m.session_id, m.role, m.content, m.task_id, m.created_at \
-             FROM messages m JOIN sessions s ON s.id = m.session_id \
-             WHERE s.tenant_id = ? AND m.session_id = ? ORDER BY m.id DESC LIMIT ?",
+             FROM messages m WHERE m.tenant_id = ? AND m.session_id = ? \
+             ORDER BY m.id DESC LIMIT ?",
         )
         .bind(tenant.to_string())
         .bind(session.to_string())
@@ -818,10 +913,11 @@ impl TaskStore for SqliteStore {
                 return Err(StoreError::NotFound);
             }
             sqlx::query(
-                "INSERT INTO messages (id, session_id, role, content, task_id, created_at) \
-                 VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO messages (id, tenant_id, session_id, role, content, task_id, \
+                 created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(m.id.to_string())
+            .bind(tenant.to_string())
             .bind(m.session_id.to_string())
             .bind(&m.role)
             .bind(&m.content)
