@@ -130,6 +130,11 @@ impl PriceTable {
             .map(|(_, p)| *p)
     }
 
+    /// The names the table prices: `provider/model` or a bare model name.
+    pub fn model_names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
     /// Whether the table names this model itself (`provider/model` or `model`), not by
     /// prefix: the test for a model name fit to be a metric label.
     pub fn names(&self, provider: &str, model: &str) -> bool {

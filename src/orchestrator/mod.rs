@@ -11,12 +11,15 @@
 
 mod claim;
 mod control;
+pub mod employees;
+mod follow;
 pub mod scheduler;
 mod submit;
 mod view;
 pub mod webhooks;
 
 pub use control::{DecideError, all_events, cancel, decide};
+pub use follow::follow;
 pub use submit::{
     EmployeeRef, Idempotency, Parent, Submit, SubmitError, Submitted, resolve_employee, submit,
     validate,

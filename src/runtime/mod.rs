@@ -421,6 +421,7 @@ impl<'a> Run<'a> {
             let mut req = ChatRequest::new("", messages);
             req.tools = tools.clone();
             req.temperature = Some(self.employee.fields.temperature);
+            let started = std::time::Instant::now();
             let routed = match self
                 .state
                 .ai
@@ -448,6 +449,7 @@ impl<'a> Run<'a> {
                         "provider": routed.provider, "model": routed.model,
                         "tokens_in": usage.input_tokens, "tokens_out": usage.output_tokens,
                         "cost_nanos": routed.cost_nanos, "cache_hit": routed.cache_hit,
+                        "latency_ms": started.elapsed().as_millis() as u64,
                         "failed_attempts": routed.failed_attempts.len(),
                         "redactions": redactions,
                         "message": {"content": resp.content, "tool_calls": resp.tool_calls},

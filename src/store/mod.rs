@@ -6,6 +6,7 @@
 
 mod models;
 pub mod postgres;
+mod sessions;
 pub mod sqlite;
 mod tasks;
 mod webhooks;
@@ -17,6 +18,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use models::*;
+pub use sessions::*;
 pub use tasks::*;
 pub use webhooks::*;
 
@@ -103,7 +105,7 @@ pub struct Page<T> {
 /// Storage operations. Implementations must behave identically; the conformance
 /// suite in `tests/store_conformance.rs` runs against both.
 #[async_trait]
-pub trait Store: TaskStore + WebhookStore + Send + Sync + 'static {
+pub trait Store: TaskStore + WebhookStore + SessionStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// One round trip to the database.

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::*;
 
+mod sessions;
 mod tasks;
 mod webhooks;
 pub use tasks::TASKS_CHANNEL;

@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use super::*;
 
+mod sessions;
 mod tasks;
 mod webhooks;
 mod writer;

@@ -352,6 +352,13 @@ pub trait TaskStore: Send + Sync {
     async fn list_events(&self, task: Uuid, after: i64, limit: u32) -> StoreResult<Vec<TaskEvent>>;
     /// Number of tasks per status (statuses with none are absent).
     async fn count_tasks_by_status(&self) -> StoreResult<Vec<(TaskStatus, i64)>>;
+    /// Number of one tenant's tasks per status, of those created at or after `since`
+    /// (all of them when `None`); statuses with none are absent.
+    async fn count_tenant_tasks(
+        &self,
+        tenant: Uuid,
+        since: Option<DateTime<Utc>>,
+    ) -> StoreResult<Vec<(TaskStatus, i64)>>;
 
     /// Creates the session when `id` is new; errors with `NotFound` when `id` belongs to
     /// another tenant or employee.
