@@ -82,7 +82,6 @@ impl Ctx {
             scope: p.scope.as_str(),
             can_write: p.allows(Scope::Write),
             is_admin: p.allows(Scope::Admin),
-            is_operator: p.is_operator(),
             waiting: match waiting {
                 0 => String::new(),
                 n if n >= BADGE_MAX => format!("{}+", BADGE_MAX - 1),
@@ -123,7 +122,6 @@ pub struct Layout {
     pub scope: &'static str,
     pub can_write: bool,
     pub is_admin: bool,
-    pub is_operator: bool,
     /// The approvals badge; empty when nothing waits.
     pub waiting: String,
     pub css: String,
