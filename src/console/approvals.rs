@@ -12,7 +12,7 @@ use axum::response::Response;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::tasks::{employee_names, preview, short};
+use super::tasks::{employee_names, pretty, preview, short};
 use super::view::{Ctx, Layout, PageError, page, parse_id, see_other, when};
 use crate::auth::Scope;
 use crate::orchestrator;
@@ -78,7 +78,7 @@ pub async fn inbox(State(state): State<AppState>, ctx: Ctx) -> Result<Response, 
         let (tool, arguments, since) = match call {
             Some(e) => (
                 e.payload["tool"].as_str().unwrap_or_default().to_string(),
-                serde_json::to_string_pretty(&e.payload["arguments"]).unwrap_or_default(),
+                pretty(&e.payload["arguments"]),
                 when(&e.created_at),
             ),
             None => (String::new(), String::new(), when(&t.updated_at)),

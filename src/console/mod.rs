@@ -11,6 +11,7 @@
 //! routes behind its session gate (`api::pages::gate`: in-flight tracking, failed
 //! sign-in blocking, rate limits) and this module's [`guard`] (CSP, CSRF).
 
+mod admin;
 mod approvals;
 mod assets;
 mod employees;
@@ -20,6 +21,7 @@ mod markdown;
 mod overview;
 mod signin;
 mod tasks;
+mod usage;
 mod view;
 
 use axum::Router;
@@ -54,5 +56,10 @@ pub fn router() -> Router<AppState> {
             get(employees::show).post(employees::update),
         )
         .route("/employees/{id}/delete", post(employees::delete))
+        .route("/usage", get(usage::show))
+        .route("/usage.csv", get(usage::csv))
+        .route("/keys", get(admin::keys).post(admin::create_key))
+        .route("/keys/{id}/revoke", post(admin::revoke_key))
+        .route("/tenants", get(admin::tenants).post(admin::create_tenant))
         .layer(middleware::from_fn(guard::layer))
 }

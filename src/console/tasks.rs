@@ -223,9 +223,16 @@ pub struct Step {
     pub when: String,
 }
 
-fn pretty(v: &Value) -> String {
+/// A value for reading: JSON indented; a string holding a JSON object or array (tool
+/// arguments arrive so) indented as that JSON; other strings as they are.
+pub fn pretty(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => match serde_json::from_str::<Value>(s) {
+            Ok(inner @ (Value::Object(_) | Value::Array(_))) => {
+                serde_json::to_string_pretty(&inner).unwrap_or_else(|_| s.clone())
+            }
+            _ => s.clone(),
+        },
         other => serde_json::to_string_pretty(other).unwrap_or_default(),
     }
 }
