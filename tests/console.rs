@@ -673,6 +673,254 @@ async fn approvals_inbox_approve_reject_and_cancel(backend: Backend) {
     assert_eq!(r.status(), 409);
 }
 
+async fn chat_schedules_tools_keys_tenants_and_usage_pages(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, &with(&[])).await else {
+        return;
+    };
+    let e = app.create_employee("talker").await;
+    let emp = e["id"].as_str().unwrap().to_string();
+    let b = Browser::signin(&app, common::ADMIN_KEY).await;
+
+    // Chat: an empty message is refused beside the field; a turn answers in a session.
+    let r = b
+        .post("/chat", &[("employee", &emp), ("message", " ")])
+        .await;
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("id=\"message-error\""));
+    let r = b
+        .post("/chat", &[("employee", &emp), ("message", "Hello there")])
+        .await;
+    assert_eq!(r.status(), 303);
+    let to = r.headers()["location"].to_str().unwrap().to_string();
+    let (_, html) = b.get(&to).await;
+    assert!(
+        html.contains("Hello there") && html.contains("Sandbox reply to: Hello there"),
+        "{html}"
+    );
+    assert!(html.contains("id=\"chat-session\""));
+
+    // Schedules: the cron helper lists the next five fires; a bad cron is refused.
+    let (status, frag) = b
+        .get("/schedules/preview?cron=0+9+*+*+*&timezone=UTC")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(frag.matches("<li>").count(), 5, "{frag}");
+    assert!(frag.contains(" 09:00:00 UTC"));
+    let (_, frag) = b.get("/schedules/preview?cron=nonsense").await;
+    assert!(frag.contains("field-error"), "{frag}");
+    let r = b
+        .post(
+            "/schedules",
+            &[
+                ("employee", &emp),
+                ("cron", "nonsense"),
+                ("timezone", "UTC"),
+                ("input", "x"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("id=\"s-cron-error\""));
+    let r = b
+        .post(
+            "/schedules",
+            &[
+                ("employee", &emp),
+                ("cron", "0 9 * * *"),
+                ("timezone", "Mars/Olympus"),
+                ("input", "x"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("id=\"s-timezone-error\""));
+    let r = b
+        .post(
+            "/schedules",
+            &[
+                ("employee", &emp),
+                ("cron", "0 9 * * *"),
+                ("timezone", "Europe/Paris"),
+                ("input", "report"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let list: Value = app
+        .get("/v1/schedules")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sid = list["data"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(list["data"][0]["enabled"], true);
+    let r = b.post(&format!("/schedules/{sid}/toggle"), &[]).await;
+    assert_eq!(r.status(), 303);
+    let s: Value = app
+        .get(&format!("/v1/schedules/{sid}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(s["enabled"], false);
+    let r = b.post(&format!("/schedules/{sid}/delete"), &[]).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        app.get(&format!("/v1/schedules/{sid}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    // Webhook tools: the API's rules beside the fields.
+    let tool = |name: &'static str, url: &'static str| {
+        vec![
+            ("name", name),
+            ("description", "Looks up an order"),
+            ("parameters", "{\"type\":\"object\"}"),
+            ("url", url),
+            ("timeout_seconds", "5"),
+        ]
+    };
+    let r = b
+        .post("/tools", &tool("calculator", "https://tools.example.com/x"))
+        .await;
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("built-in tool"));
+    let r = b
+        .post("/tools", &tool("lookup_order", "http://10.0.0.1/x"))
+        .await;
+    assert_eq!(
+        r.status(),
+        422,
+        "the egress policy refuses an internal address"
+    );
+    assert!(r.text().await.unwrap().contains("id=\"t-url-error\""));
+    let r = b
+        .post(
+            "/tools",
+            &tool("lookup_order", "https://tools.example.com/orders"),
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let (_, html) = b.get("/tools").await;
+    assert!(html.contains("tool-lookup_order"));
+    let (_, form) = b.get(&format!("/employees/{emp}")).await;
+    assert!(
+        form.contains("value=\"lookup_order\""),
+        "the employee form offers webhook tools"
+    );
+
+    // Keys: created with the secret shown once, then revoked.
+    let r = b
+        .post("/keys", &[("name", "from-console"), ("scope", "read")])
+        .await;
+    assert_eq!(r.status(), 201);
+    let html = r.text().await.unwrap();
+    let at = html.find("id=\"new-key-secret\">").unwrap() + "id=\"new-key-secret\">".len();
+    let secret = html[at..at + html[at..].find('<').unwrap()].to_string();
+    assert!(secret.starts_with("de_"), "{secret}");
+    let ok = app
+        .client
+        .get(app.url("/v1/employees"))
+        .header("x-api-key", &secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let (_, again) = b.get("/keys").await;
+    assert!(!again.contains(&secret), "the secret is shown once");
+    let keys: Value = app
+        .get("/v1/keys")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key_id = keys["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "from-console")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = b.post(&format!("/keys/{key_id}/revoke"), &[]).await;
+    assert_eq!(r.status(), 303);
+    let gone = app
+        .client
+        .get(app.url("/v1/employees"))
+        .header("x-api-key", &secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 401);
+    let r = b.post("/keys", &[("name", ""), ("scope", "read")]).await;
+    assert_eq!(r.status(), 422);
+
+    // Tenants: the operator creates one; the name rule is the API's.
+    let r = b.post("/tenants", &[("name", "bad name")]).await;
+    assert_eq!(r.status(), 422);
+    let r = b.post("/tenants", &[("name", "charlie")]).await;
+    assert_eq!(r.status(), 303);
+    let (_, html) = b.get("/tenants").await;
+    assert!(html.contains("charlie"));
+
+    // Usage: the chat turn shows in the chart and the CSV.
+    let (_, html) = b.get("/usage").await;
+    assert_eq!(html.matches("<rect class=\"bar\"").count(), 30);
+    assert!(html.contains("sandbox-1"));
+    let r = b
+        .client
+        .get(app.url("/usage.csv?group_by=employee"))
+        .header("cookie", format!("de_session={}", b.cookie))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let csv = r.text().await.unwrap();
+    assert!(csv.starts_with("employee,employee_name,requests"), "{csv}");
+    assert!(csv.contains("\"talker\""), "{csv}");
+    let (status, _) = b.get("/usage?from=2025-13-01").await;
+    assert_eq!(status, 200, "a bad date is reported on the page");
+
+    // A non-operator admin sees only its own tenant and cannot create tenants.
+    let tb = create_tenant(&app, "delta").await;
+    let (_, key) = create_key(
+        &app,
+        json!({"name": "d", "scope": "admin", "tenant_id": tb}),
+    )
+    .await;
+    let d = Browser::signin(&app, &key).await;
+    let (_, html) = d.get("/tenants").await;
+    assert!(html.contains("delta") && !html.contains("charlie"));
+    assert_eq!(d.post("/tenants", &[("name", "echo")]).await.status(), 403);
+    // A write key is no admin: keys and tenants are refused.
+    let (_, w) = create_key(&app, json!({"name": "w", "scope": "write"})).await;
+    let w = Browser::signin(&app, &w).await;
+    assert_eq!(w.get("/keys").await.0, 403);
+    assert_eq!(
+        w.post("/keys", &[("name", "x"), ("scope", "admin")])
+            .await
+            .status(),
+        403
+    );
+}
+
 backend_tests!(
     session_cookie_is_hardened_and_only_its_hash_is_stored,
     wrong_credentials_are_refused_and_count_as_failures,
@@ -683,4 +931,5 @@ backend_tests!(
     another_tenants_session_never_sees_this_tenants_data,
     employee_form_task_and_live_timeline,
     approvals_inbox_approve_reject_and_cancel,
+    chat_schedules_tools_keys_tenants_and_usage_pages,
 );

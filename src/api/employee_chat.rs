@@ -18,12 +18,8 @@ use super::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::ApiJson;
 use crate::auth::Scope;
-use crate::orchestrator::TaskQueue;
-use crate::runtime::{self, Limits, MemorySink, Outcome, Run};
+use crate::orchestrator::chat::{self, ChatError};
 use crate::state::AppState;
-use crate::store::StoreError;
-
-const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
 /// One user turn.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -81,67 +77,30 @@ pub async fn chat(
     ApiJson(body): ApiJson<ChatTurn>,
 ) -> ApiResult<Json<ChatReply>> {
     caller.require(Scope::Write)?;
-    let tenant = caller.0.tenant_id;
-    if body.message.trim().is_empty() {
-        return Err(ApiError::validation("message", "must not be empty"));
-    }
-    if body.message.len() > MAX_MESSAGE_BYTES {
-        return Err(ApiError::validation(
-            "message",
-            format!("must be at most {MAX_MESSAGE_BYTES} bytes"),
-        ));
-    }
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("employee not found".into()))?;
-    let employee = match state.store.get_employee(tenant, id).await {
-        Ok(e) => e,
-        Err(StoreError::NotFound) => return Err(ApiError::NotFound("employee not found".into())),
-        Err(e) => return Err(e.into()),
-    };
-    let session_id = body.session_id.unwrap_or_else(Uuid::now_v7);
-    match state
-        .store
-        .ensure_session(tenant, session_id, employee.id)
-        .await
-    {
-        Ok(_) => {}
-        // Another tenant's session, or another employee's: not this employee's to see.
-        Err(StoreError::NotFound) => return Err(ApiError::NotFound("session not found".into())),
-        Err(e) => return Err(e.into()),
-    }
-    let history = state
-        .store
-        .list_messages(tenant, session_id, runtime::HISTORY_MESSAGES)
-        .await?;
-    let messages = runtime::conversation(&employee, history, body.message.clone());
-    let limits = Limits::for_employee(&employee, &state.config.tasks);
-    let queue = TaskQueue(&state);
-    let mut run = Run::new(&state, &queue, &employee, None, 0, limits, messages);
-    let sink = MemorySink::default();
-    let outcome = run.run(&sink).await;
-    let totals = run.totals;
-    let answer = match outcome {
-        Outcome::Succeeded { answer } => answer,
-        Outcome::Failed {
-            error,
-            retryable: true,
-        } => {
-            return Err(ApiError::Upstream {
-                status: StatusCode::BAD_GATEWAY,
-                message: error,
-                attempts: Vec::new(),
-            });
-        }
-        Outcome::Failed { error, .. } => return Err(ApiError::validation("message", error)),
-        // A memory sink never asks to cancel, loses no lease and a chat never pauses.
-        other => {
-            return Err(ApiError::Internal(anyhow::anyhow!(
-                "unexpected outcome of a synchronous turn: {other:?}"
-            )));
-        }
-    };
-    let msgs = runtime::session_turn(session_id, body.message, answer.clone(), None);
-    state.store.append_messages(tenant, &msgs).await?;
-    tracing::info!(employee_id = %employee.id, %session_id, steps = totals.steps, "chat turn");
+    let chat::Turn {
+        session_id,
+        answer,
+        totals,
+    } = chat::turn(
+        &state,
+        caller.0.tenant_id,
+        id,
+        body.session_id,
+        body.message,
+    )
+    .await
+    .map_err(|e| match e {
+        ChatError::Invalid(f) => ApiError::validation(f.field, f.message),
+        e @ ChatError::NotFound(_) => ApiError::NotFound(e.to_string()),
+        ChatError::Upstream(message) => ApiError::Upstream {
+            status: StatusCode::BAD_GATEWAY,
+            message,
+            attempts: Vec::new(),
+        },
+        ChatError::Store(e) => e.into(),
+        e @ ChatError::Unexpected(_) => ApiError::Internal(anyhow::Error::new(e)),
+    })?;
     Ok(Json(ChatReply {
         session_id,
         answer,

@@ -14,13 +14,16 @@
 mod admin;
 mod approvals;
 mod assets;
+mod chat;
 mod employees;
 mod form;
 mod guard;
 mod markdown;
 mod overview;
+mod schedules;
 mod signin;
 mod tasks;
+mod tools;
 mod usage;
 mod view;
 
@@ -56,6 +59,13 @@ pub fn router() -> Router<AppState> {
             get(employees::show).post(employees::update),
         )
         .route("/employees/{id}/delete", post(employees::delete))
+        .route("/chat", get(chat::show).post(chat::say))
+        .route("/schedules", get(schedules::list).post(schedules::create))
+        .route("/schedules/preview", get(schedules::preview_fires))
+        .route("/schedules/{id}/toggle", post(schedules::toggle))
+        .route("/schedules/{id}/delete", post(schedules::delete))
+        .route("/tools", get(tools::list).post(tools::create))
+        .route("/tools/{id}/delete", post(tools::delete))
         .route("/usage", get(usage::show))
         .route("/usage.csv", get(usage::csv))
         .route("/keys", get(admin::keys).post(admin::create_key))

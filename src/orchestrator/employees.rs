@@ -3,6 +3,7 @@
 
 use crate::ai::router::valid_model_name;
 use crate::store::EmployeeFields;
+pub use crate::store::FieldError;
 
 /// The model policy of an employee created without one: the built-in sandbox vendor.
 pub const DEFAULT_MODEL_POLICY: &str = "sandbox/sandbox-1";
@@ -12,23 +13,6 @@ const MAX_ROLE: usize = 200;
 const MAX_INSTRUCTIONS: usize = 32 * 1024;
 const MAX_CANDIDATES: usize = 8;
 const MAX_TOOLS: usize = 64;
-
-/// A broken rule: the field (dotted path, `model_policy[1]`) and what it must be.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
 
 /// Business rules of an employee; the first broken one is returned, naming its field.
 pub fn validate(f: &EmployeeFields) -> Result<(), FieldError> {

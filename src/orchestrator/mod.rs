@@ -9,6 +9,7 @@
 //! tasks the grace period and releases the rest (lease cleared, back to `queued`, the
 //! attempt given back) for another replica.
 
+pub mod chat;
 mod claim;
 mod control;
 pub mod employees;
