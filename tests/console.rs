@@ -921,6 +921,112 @@ async fn chat_schedules_tools_keys_tenants_and_usage_pages(backend: Backend) {
     );
 }
 
+/// The session store on its own: create, read (with the key's revocation), touch,
+/// delete, and the sweep of stale rows.
+async fn session_store_conformance(backend: Backend) {
+    use digital_employee::store::{DEFAULT_TENANT_ID, SessionRecord, StoreError};
+    let Some(db) = common::TestDb::new(backend).await else {
+        return;
+    };
+    let store = db.migrated_store().await;
+    let issued = digital_employee::auth::keys::issue(
+        &store,
+        DEFAULT_TENANT_ID,
+        "k",
+        digital_employee::auth::Scope::Write,
+        Some(7),
+    )
+    .await
+    .unwrap();
+    let t0 = digital_employee::store::now();
+    let rec =
+        |hash: &str, key: Option<uuid::Uuid>, seen: chrono::DateTime<chrono::Utc>| SessionRecord {
+            id_hash: hash.into(),
+            tenant_id: DEFAULT_TENANT_ID,
+            key_id: key,
+            scope: "write".into(),
+            subject: "key:x".into(),
+            rate_limit: Some(7),
+            created_at: seen,
+            last_seen_at: seen,
+            expires_at: seen + chrono::Duration::hours(1),
+            key_revoked: false,
+        };
+    let a = rec("a".repeat(64).as_str(), Some(issued.record.id), t0);
+    store.create_session(&a).await.unwrap();
+    let got = store.get_session(&a.id_hash).await.unwrap();
+    assert_eq!(got.key_id, Some(issued.record.id));
+    assert_eq!(got.rate_limit, Some(7));
+    assert!(!got.key_revoked);
+    assert!((got.expires_at - a.expires_at).num_milliseconds().abs() < 1);
+    // Revoking the key shows in the session read.
+    store
+        .revoke_api_key(DEFAULT_TENANT_ID, issued.record.id)
+        .await
+        .unwrap();
+    assert!(store.get_session(&a.id_hash).await.unwrap().key_revoked);
+    // Touch moves last_seen_at.
+    let later = t0 + chrono::Duration::seconds(90);
+    store.touch_session(&a.id_hash, later).await.unwrap();
+    let got = store.get_session(&a.id_hash).await.unwrap();
+    assert!((got.last_seen_at - later).num_milliseconds().abs() < 1);
+    // The sweep removes idle and expired rows only.
+    let idle = rec(&"b".repeat(64), None, t0 - chrono::Duration::hours(2));
+    store.create_session(&idle).await.unwrap();
+    let mut expired = rec(&"c".repeat(64), None, t0);
+    expired.expires_at = t0 - chrono::Duration::seconds(1);
+    store.create_session(&expired).await.unwrap();
+    let n = store
+        .delete_stale_sessions(t0, t0 - chrono::Duration::minutes(30))
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    assert!(store.get_session(&a.id_hash).await.is_ok());
+    store.delete_session(&a.id_hash).await.unwrap();
+    assert!(matches!(
+        store.get_session(&a.id_hash).await,
+        Err(StoreError::NotFound)
+    ));
+    store.delete_session(&a.id_hash).await.unwrap();
+}
+
+async fn a_jwt_opens_a_session_that_ends_with_the_token(backend: Backend) {
+    use digital_employee::auth::Scope;
+    use digital_employee::auth::jwt::JwtKeys;
+    use digital_employee::config::Secret;
+    const SECRET: &str = "console-jwt-secret-0123456789abcdef";
+    let Some(app) = TestApp::spawn_with(backend, &[("JWT_SECRET_KEY", SECRET)]).await else {
+        return;
+    };
+    let keys = JwtKeys::new(&Secret::new(SECRET)).unwrap();
+    let tenant = digital_employee::store::DEFAULT_TENANT_ID;
+    let token = keys
+        .mint("alice", tenant, Scope::Read, Duration::from_secs(2))
+        .unwrap();
+    let b = Browser::signin(&app, &token).await;
+    let (_, html) = b.get("/").await;
+    assert!(
+        html.contains("default · read"),
+        "acts with the token's scope"
+    );
+    let rec = app.store.get_session(&sha256_hex(&b.cookie)).await.unwrap();
+    assert_eq!(
+        rec.subject,
+        "jwt:00000000-0000-0000-0000-000000000001:alice"
+    );
+    assert!(rec.expires_at <= chrono::Utc::now() + chrono::Duration::seconds(3));
+    // The token's expiry ends the session, well before the absolute timeout.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(b.get("/").await.0, 303);
+    // A wrong token is refused like a wrong key.
+    let client = no_redirects();
+    let forged = JwtKeys::new(&Secret::new("another-secret-0123456789abcdef"))
+        .unwrap()
+        .mint("mallory", tenant, Scope::Admin, Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(try_signin(&app, &client, &forged).await.status(), 401);
+}
+
 backend_tests!(
     session_cookie_is_hardened_and_only_its_hash_is_stored,
     wrong_credentials_are_refused_and_count_as_failures,
@@ -932,4 +1038,6 @@ backend_tests!(
     employee_form_task_and_live_timeline,
     approvals_inbox_approve_reject_and_cancel,
     chat_schedules_tools_keys_tenants_and_usage_pages,
+    session_store_conformance,
+    a_jwt_opens_a_session_that_ends_with_the_token,
 );
