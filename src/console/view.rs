@@ -15,7 +15,7 @@ use crate::auth::Scope;
 use crate::auth::session::{CookieSecure, Session};
 use crate::orchestrator::{DecideError, SubmitError};
 use crate::state::AppState;
-use crate::store::{StoreError, TaskFilter, TaskStatus};
+use crate::store::{StoreError, TaskStatus};
 
 /// The signed-in person: the session and whether its cookie must be `Secure`.
 pub struct Ctx {
@@ -94,23 +94,15 @@ impl Ctx {
     }
 }
 
-/// The badge counts up to this many waiting tasks, then shows "99+".
-const BADGE_MAX: i64 = 100;
+/// Above this many waiting tasks the badge shows "999+".
+const BADGE_MAX: i64 = 1000;
 
-/// Tasks of the tenant waiting for approval (up to [`BADGE_MAX`]).
+/// Tasks of the tenant waiting for approval.
 pub async fn waiting_count(state: &AppState, tenant: Uuid) -> Result<i64, StoreError> {
-    let filter = TaskFilter {
-        status: Some(TaskStatus::WaitingApproval),
-        employee_id: None,
-        created_after: None,
-        created_before: None,
-        parent_task_id: None,
-    };
-    let page = state
+    state
         .store
-        .list_tasks(tenant, &filter, None, BADGE_MAX as u32)
-        .await?;
-    Ok(page.items.len() as i64)
+        .count_tenant_tasks_in(tenant, TaskStatus::WaitingApproval)
+        .await
 }
 
 /// The frame every signed-in page is drawn in.

@@ -359,6 +359,8 @@ pub trait TaskStore: Send + Sync {
         tenant: Uuid,
         since: Option<DateTime<Utc>>,
     ) -> StoreResult<Vec<(TaskStatus, i64)>>;
+    /// Number of one tenant's tasks in `status` (one index seek).
+    async fn count_tenant_tasks_in(&self, tenant: Uuid, status: TaskStatus) -> StoreResult<i64>;
 
     /// Creates the session when `id` is new; errors with `NotFound` when `id` belongs to
     /// another tenant or employee.

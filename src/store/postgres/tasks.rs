@@ -591,6 +591,16 @@ impl TaskStore for PgStore {
             .collect()
     }
 
+    async fn count_tenant_tasks_in(&self, tenant: Uuid, status: TaskStatus) -> StoreResult<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE tenant_id = $1 AND status = $2")
+                .bind(tenant)
+                .bind(status.as_str())
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     async fn ensure_session(&self, tenant: Uuid, id: Uuid, employee: Uuid) -> StoreResult<Session> {
         let t = now();
         sqlx::query(

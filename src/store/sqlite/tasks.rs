@@ -763,6 +763,16 @@ impl TaskStore for SqliteStore {
             .collect()
     }
 
+    async fn count_tenant_tasks_in(&self, tenant: Uuid, status: TaskStatus) -> StoreResult<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE tenant_id = ? AND status = ?")
+                .bind(tenant.to_string())
+                .bind(status.as_str())
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     async fn ensure_session(&self, tenant: Uuid, id: Uuid, employee: Uuid) -> StoreResult<Session> {
         let t = ts(&now());
         sqlx::query(
