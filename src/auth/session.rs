@@ -140,13 +140,11 @@ impl Authenticator {
         t: Timeouts,
     ) -> StoreResult<String> {
         let now = crate::store::now();
-        let _ = self
-            .store
-            .delete_stale_sessions(
-                now,
-                now - chrono::Duration::from_std(t.idle).unwrap_or_default(),
-            )
-            .await;
+        let idle_before = now - chrono::Duration::from_std(t.idle).unwrap_or_default();
+        if let Err(e) = self.store.delete_stale_sessions(now, idle_before).await {
+            // The sweep is housekeeping: a stale row is refused when read anyway.
+            tracing::warn!(error = %e, "could not sweep stale console sessions");
+        }
         let mut expires_at = after(now, t.absolute);
         if let Some(exp) = credential_expires {
             expires_at = expires_at.min(exp);

@@ -44,6 +44,22 @@
     window.htmx.ajax("GET", box.getAttribute("data-src"), { target: "#task-summary", swap: "outerHTML" });
   }
 
+  // htmx leaves error answers unswapped: say what the server said instead.
+  document.addEventListener("htmx:responseError", function (ev) {
+    var xhr = ev.detail.xhr;
+    var text = "The request failed (" + xhr.status + ").";
+    try {
+      var doc = new DOMParser().parseFromString(xhr.responseText, "text/html");
+      var msg = doc.getElementById("error-message");
+      if (msg) {
+        text = msg.textContent;
+      }
+    } catch (e) {
+      // keep the generic text
+    }
+    window.alert(text);
+  });
+
   document.addEventListener("DOMContentLoaded", function () {
     var lists = document.querySelectorAll("ol[data-live]");
     for (var i = 0; i < lists.length; i++) {
