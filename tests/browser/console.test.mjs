@@ -303,6 +303,42 @@ test("a read-only key sees no edit buttons and gets 403 when it forges the POST"
   await context.close();
 });
 
+test("schedules: the cron helper shows the next five fires as you type", async () => {
+  const name = `reporter-${uniq()}`;
+  assert.equal((await api("POST", "/v1/employees", { name, role: "r" })).status, 201);
+  const { context, page } = await newPage();
+  await signIn(page);
+  await page.goto(`${BASE}/schedules`);
+  await page.getByLabel("Employee").selectOption({ label: name });
+  await page.getByLabel("Cron").pressSequentially("30 8 * * MON-FRI");
+  await page.locator("#cron-next li").nth(4).waitFor();
+  assert.equal(await page.locator("#cron-next li").count(), 5);
+  assert.match(await page.locator("#cron-next").textContent(), /08:30:00 UTC/);
+  await page.getByLabel("Task input").fill("Send the morning report");
+  await shot(page, "schedule-cron-helper");
+  await page.getByRole("button", { name: "Create schedule" }).click();
+  await page.waitForURL(`${BASE}/schedules`);
+  assert.match(await page.locator("table").textContent(), /30 8 \* \* MON-FRI/);
+  await context.close();
+});
+
+test("chat with an employee in a session", async () => {
+  const name = `chatty-${uniq()}`;
+  const emp = await api("POST", "/v1/employees", { name, role: "r" });
+  const { context, page } = await newPage();
+  await signIn(page);
+  await page.goto(`${BASE}/chat?employee=${emp.json.id}`);
+  await page.getByLabel("Message").fill("Good morning");
+  await page.getByRole("button", { name: "Send" }).click();
+  await page.locator("#chat-log", { hasText: "Sandbox reply to: Good morning" }).waitFor();
+  await page.getByLabel("Message").fill("And again");
+  await page.getByRole("button", { name: "Send" }).click();
+  await page.locator("#chat-log", { hasText: "Sandbox reply to: And again" }).waitFor();
+  assert.equal(await page.locator("#chat-log .msg").count(), 4, "one session, both turns");
+  await shot(page, "chat");
+  await context.close();
+});
+
 test("the overview shows the day's work", async () => {
   const { context, page } = await newPage();
   await signIn(page);
