@@ -125,6 +125,8 @@ impl App {
             .context("setting up the AI providers")?;
         let egress = Arc::new(EgressPolicy::new(config.egress_allow_cidrs.clone()));
         let hub = Hub::new(&egress).context("building the HTTP client for tenant-chosen URLs")?;
+        let mcp = crate::mcp::Pool::new(&egress, store.clone())
+            .context("building the HTTP client for MCP servers")?;
         Ok(App {
             state: AppState {
                 config: Arc::new(config),
@@ -137,6 +139,7 @@ impl App {
                 tasks: Arc::new(hub),
                 egress,
                 probes: Arc::default(),
+                mcp: Arc::new(mcp),
             },
             api_listener,
             metrics_listener,
@@ -287,6 +290,7 @@ impl App {
         }
         stop_writer.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
+        state.mcp.shutdown(Duration::from_secs(5)).await;
         flush_key_usage(&state).await;
         state.store.close().await;
         tracing::info!("shutdown complete");

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod console;
 pub mod egress;
+pub mod mcp;
 pub mod ops;
 pub mod orchestrator;
 pub mod runtime;

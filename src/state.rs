@@ -38,6 +38,8 @@ pub struct AppState {
     pub egress: Arc<EgressPolicy>,
     /// The last readiness checks of the dependencies (database, schema, Redis).
     pub probes: Arc<ProbeCache>,
+    /// Sessions with the tenants' MCP servers (under the egress policy).
+    pub mcp: Arc<crate::mcp::Pool>,
 }
 
 /// One dependency check of the readiness probe.

@@ -1,6 +1,6 @@
 //! The module layers of `src/` point one way (DESIGN §3, docs/ARCHITECTURE.md):
 //!
-//! `cli → app → (api, console, mcp) → orchestrator → runtime → state → (ai, egress, ops) →
+//! `cli → app → (api, console) → orchestrator → runtime → state → mcp → (ai, egress, ops) →
 //! telemetry → auth → store → config`
 //!
 //! A module may name (`crate::…`, `super::…` from a top-level file) only modules of a
@@ -12,14 +12,16 @@ use std::path::{Path, PathBuf};
 
 /// Top-level modules of `src/` and their layer; higher layers may import lower ones.
 const LAYERS: &[(&str, u32)] = &[
-    ("cli", 10),
-    ("app", 9),
-    ("api", 8),
-    ("console", 8),
-    ("mcp", 8),
-    ("orchestrator", 7),
-    ("runtime", 6),
-    ("state", 5),
+    ("cli", 11),
+    ("app", 10),
+    ("api", 9),
+    ("console", 9),
+    ("orchestrator", 8),
+    ("runtime", 7),
+    ("state", 6),
+    // The MCP client: the runtime and the API use it, `state` holds its pool; the `/mcp`
+    // server endpoint is part of `api`.
+    ("mcp", 5),
     ("ai", 4),
     ("egress", 4),
     ("ops", 4),

@@ -761,10 +761,11 @@ async fn webhooks_deliver_signed_final_tasks_and_retry(backend: Backend) {
     )
     .await;
     assert_eq!(wait_end(&app, &id_of(&failed)).await["status"], "failed");
+    let run_at = (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339();
     let later = submit(
         &app,
         json!({"employee": "hooked", "input": "later", "callback_url": ok.url,
-               "run_at": "2999-01-01T00:00:00Z"}),
+               "run_at": run_at}),
     )
     .await;
     let r = app

@@ -11,10 +11,10 @@ use common::tasks::*;
 use common::{Backend, TestApp};
 use serde_json::json;
 
-/// A task that stays queued for a year: its stream never ends by itself.
+/// A task that stays queued for a month: its stream never ends by itself.
 async fn waiting_task(app: &TestApp) -> String {
     employee(app, json!({"name": "later", "role": "r"})).await;
-    let run_at = (chrono::Utc::now() + chrono::Duration::days(365)).to_rfc3339();
+    let run_at = (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339();
     id_of(
         &submit(
             app,

@@ -9,6 +9,7 @@ pub mod accounting;
 pub mod anthropic;
 pub mod cache;
 pub mod error;
+pub mod num;
 pub mod openai;
 pub mod pricing;
 pub mod provider;

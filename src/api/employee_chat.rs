@@ -8,7 +8,7 @@
 //! later with the same `session_id` sees the same history.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -16,10 +16,11 @@ use uuid::Uuid;
 
 use super::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::ApiJson;
+use super::extract::{ApiJson, ApiPath};
 use crate::auth::Scope;
 use crate::orchestrator::chat::{self, ChatError};
 use crate::state::AppState;
+use crate::store::{Employee, StoreError};
 
 /// One user turn.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -66,6 +67,7 @@ pub struct ChatReply {
         (status = 401, description = "Missing or invalid key", body = ErrorBody),
         (status = 403, description = "Key lacks the write scope", body = ErrorBody),
         (status = 404, description = "No such employee or session in this tenant", body = ErrorBody),
+        (status = 409, description = "The employee's model policy names no configured provider", body = ErrorBody),
         (status = 422, description = "Invalid field, or a limit ended the turn", body = ErrorBody),
         (status = 502, description = "Every AI vendor failed", body = ErrorBody),
     ),
@@ -73,35 +75,46 @@ pub struct ChatReply {
 pub async fn chat(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath,
     ApiJson(body): ApiJson<ChatTurn>,
 ) -> ApiResult<Json<ChatReply>> {
     caller.require(Scope::Write)?;
+    let tenant = caller.0.tenant_id;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("employee not found".into()))?;
+    let employee = match state.store.get_employee(tenant, id).await {
+        Ok(e) => e,
+        Err(StoreError::NotFound) => return Err(ApiError::NotFound("employee not found".into())),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Json(run_turn(&state, employee, body).await?))
+}
+
+/// One turn of `employee` (already read in the caller's tenant): the HTTP route and the
+/// MCP endpoint's `chat_with_employee` both run it.
+pub(super) async fn run_turn(
+    state: &AppState,
+    employee: Employee,
+    body: ChatTurn,
+) -> ApiResult<ChatReply> {
     let chat::Turn {
         session_id,
         answer,
         totals,
-    } = chat::turn(
-        &state,
-        caller.0.tenant_id,
-        id,
-        body.session_id,
-        body.message,
-    )
-    .await
-    .map_err(|e| match e {
-        ChatError::Invalid(f) => ApiError::validation(f.field, f.message),
-        e @ ChatError::NotFound(_) => ApiError::NotFound(e.to_string()),
-        ChatError::Upstream(message) => ApiError::Upstream {
-            status: StatusCode::BAD_GATEWAY,
-            message,
-            attempts: Vec::new(),
-        },
-        ChatError::Store(e) => e.into(),
-        e @ ChatError::Unexpected(_) => ApiError::Internal(anyhow::Error::new(e)),
-    })?;
-    Ok(Json(ChatReply {
+    } = chat::turn(state, employee, body.session_id, body.message)
+        .await
+        .map_err(|e| match e {
+            ChatError::Invalid(f) => ApiError::validation(f.field, f.message),
+            e @ ChatError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            ChatError::Unreachable(m) => ApiError::Conflict(m),
+            ChatError::Upstream(message) => ApiError::Upstream {
+                status: StatusCode::BAD_GATEWAY,
+                message,
+                attempts: Vec::new(),
+            },
+            ChatError::Store(e) => e.into(),
+            e @ ChatError::Unexpected(_) => ApiError::Internal(anyhow::Error::new(e)),
+        })?;
+    Ok(ChatReply {
         session_id,
         answer,
         usage: TurnUsage {
@@ -111,5 +124,5 @@ pub async fn chat(
             cost_usd: crate::ai::pricing::usd(totals.cost_nanos),
         },
         steps: totals.steps,
-    }))
+    })
 }

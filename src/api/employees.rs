@@ -1,7 +1,7 @@
 //! `/v1/employees`: create, list, get, update (partial, optimistic), delete.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::page::{ListParams, Page};
 use super::resource::{self, Resource, Target};
 use super::{Caller, etag, if_match};
@@ -30,29 +30,41 @@ pub struct CreateEmployee {
     /// Unique in the tenant; letters, digits, `-`, `_`, `.`; 1–64 characters.
     #[schema(example = "support-agent")]
     pub name: String,
-    /// What the employee is, in a sentence (system prompt opening).
-    #[schema(example = "Customer support agent for ACME")]
+    /// What the employee is, in a sentence (system prompt opening); 1–200 characters,
+    /// not only spaces.
+    #[schema(example = "Customer support agent for ACME", max_length = 200)]
     pub role: String,
+    /// At most 32,768 characters.
     #[serde(default)]
+    #[schema(max_length = 32768)]
     pub instructions: String,
     /// Ordered fallback chain of `provider/model`; default `["sandbox/sandbox-1"]`.
     #[serde(default)]
+    #[schema(min_items = 1, max_items = 8)]
     pub model_policy: Option<Vec<String>>,
+    /// Built-in and webhook tool names, and MCP tools as `mcp:<server>/<tool>` or
+    /// `mcp:<server>/*`; each at most once.
     #[serde(default)]
+    #[schema(max_items = 64)]
     pub allowed_tools: Vec<String>,
     /// LLM ⇄ tool steps per task, 1–100; default 10.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::ai::num::optional")]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_steps: Option<i64>,
     /// Tokens one task may spend, 1–10,000,000; default 100,000.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::ai::num::optional")]
+    #[schema(minimum = 1, maximum = 10_000_000)]
     pub token_budget: Option<i64>,
     /// 0–2; default 0.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 2)]
     pub temperature: Option<f64>,
     #[serde(default)]
     pub redact_prompts: bool,
-    /// Allowed tools that pause the task for a human `approve`/`reject` before running.
+    /// Allowed tools that pause the task for a human `approve`/`reject` before running;
+    /// each must be one of `allowed_tools`.
     #[serde(default)]
+    #[schema(max_items = 64)]
     pub approval_tools: Vec<String>,
 }
 
@@ -65,12 +77,15 @@ pub struct UpdateEmployee {
     pub instructions: Option<String>,
     pub model_policy: Option<Vec<String>>,
     pub allowed_tools: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "crate::ai::num::optional")]
     pub max_steps: Option<i64>,
+    #[serde(default, deserialize_with = "crate::ai::num::optional")]
     pub token_budget: Option<i64>,
     pub temperature: Option<f64>,
     pub redact_prompts: Option<bool>,
     pub approval_tools: Option<Vec<String>>,
     /// The version the change is based on (alternative to `If-Match`); 409 if stale.
+    #[serde(default, deserialize_with = "crate::ai::num::optional")]
     pub version: Option<i64>,
 }
 
@@ -150,7 +165,8 @@ pub async fn create(
         allowed_tools: body.allowed_tools,
         max_steps: checked_i32(body.max_steps.unwrap_or(10), "max_steps")?,
         token_budget: body.token_budget.unwrap_or(100_000),
-        temperature: body.temperature.unwrap_or(0.0),
+        // `+ 0.0` turns -0 into 0, so the answer never shows `-0.0`.
+        temperature: body.temperature.unwrap_or(0.0) + 0.0,
         redact_prompts: body.redact_prompts,
         approval_tools: body.approval_tools,
     };
@@ -196,7 +212,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath,
 ) -> ApiResult<Response> {
     let Target { tenant, id } = EMPLOYEE.target(&caller, Scope::Read, &id)?;
     let e = state
@@ -233,7 +249,7 @@ pub async fn get(
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath,
     headers: HeaderMap,
     ApiJson(patch): ApiJson<UpdateEmployee>,
 ) -> ApiResult<Response> {
@@ -290,7 +306,7 @@ pub async fn update(
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
     let Target { tenant, id } = EMPLOYEE.target(&caller, Scope::Write, &id)?;
@@ -330,7 +346,7 @@ fn apply(mut f: EmployeeFields, p: &UpdateEmployee) -> ApiResult<EmployeeFields>
         f.token_budget = v;
     }
     if let Some(v) = p.temperature {
-        f.temperature = v;
+        f.temperature = v + 0.0;
     }
     if let Some(v) = p.redact_prompts {
         f.redact_prompts = v;

@@ -1,7 +1,7 @@
 //! Our own extractors, so malformed input gets our error shape rather than axum's text.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::{StatusCode, header, request::Parts};
 use serde::de::DeserializeOwned;
 
@@ -32,10 +32,16 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     }
 }
 
-/// Parses JSON, classifying syntax errors (400) apart from shape errors (422).
+/// What a 422 says of a text holding U+0000: both stores would have to treat it apart
+/// (PostgreSQL refuses it in `text` and `jsonb`), so the API refuses it everywhere.
+pub const NUL_MESSAGE: &str = "must not contain the NUL character (U+0000)";
+
+/// Parses JSON, classifying syntax errors (400) apart from shape errors (422). Text
+/// holding the NUL character, anywhere in the document, is a 422 naming its field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     match serde_path_to_error::deserialize::<_, T>(de) {
+        Ok(_) if has_escaped_nul(bytes) => Err(nul_error(bytes)),
         Ok(v) => Ok(v),
         Err(err) => {
             let path = err.path().to_string();
@@ -54,6 +60,65 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 ))),
             }
         }
+    }
+}
+
+/// Whether the JSON text escapes a NUL (`\u0000`). A raw NUL byte is already a syntax
+/// error, so the escape is the only way one gets in; this scan costs nothing on the
+/// common path, and only a hit pays for finding the field.
+fn has_escaped_nul(bytes: &[u8]) -> bool {
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            if bytes.get(i + 1..i + 6) == Some(b"u0000".as_slice()) {
+                return true;
+            }
+            // Skip the escaped character, so `\\u0000` (a backslash, then text) is not one.
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
+/// The 422 for a document holding a NUL, naming the first field (dotted path) with one.
+fn nul_error(bytes: &[u8]) -> ApiError {
+    let field = serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|v| nul_path(&v, String::new()))
+        .unwrap_or_else(|| "body".into());
+    ApiError::validation(field, NUL_MESSAGE)
+}
+
+fn nul_path(value: &serde_json::Value, path: String) -> Option<String> {
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match value {
+        serde_json::Value::String(s) if s.contains('\0') => {
+            Some(if path.is_empty() { "body".into() } else { path })
+        }
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| nul_path(v, format!("{path}[{i}]"))),
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
+            if k.contains('\0') {
+                Some(if path.is_empty() {
+                    "body".into()
+                } else {
+                    path.clone()
+                })
+            } else {
+                nul_path(v, join(k))
+            }
+        }),
+        _ => None,
     }
 }
 
@@ -99,6 +164,16 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 }
 
 fn serde_urlencoded_de<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    if let Some((name, _)) = form_urlencoded::parse(query.as_bytes())
+        .find(|(name, value)| name.contains('\0') || value.contains('\0'))
+    {
+        let field = if name.contains('\0') {
+            "query".to_string()
+        } else {
+            name.into_owned()
+        };
+        return Err(ApiError::validation(field, NUL_MESSAGE));
+    }
     let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -110,6 +185,26 @@ fn serde_urlencoded_de<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> 
         };
         ApiError::validation(field, inner.to_string())
     })
+}
+
+/// A single path parameter (an id or a key), with our error shape for a parameter that
+/// does not decode as UTF-8 and a 422 for one holding the NUL character.
+pub struct ApiPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ApiPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(value) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|rej| {
+                ApiError::BadRequest(format!("bad path parameter: {}", rej.body_text()))
+            })?;
+        if value.contains('\0') {
+            return Err(ApiError::validation("id", NUL_MESSAGE));
+        }
+        Ok(ApiPath(value))
+    }
 }
 
 #[cfg(test)]
@@ -137,6 +232,40 @@ mod tests {
     }
 
     #[test]
+    fn nul_characters_are_422_naming_the_field() {
+        #[derive(serde::Deserialize)]
+        #[allow(dead_code)]
+        struct B {
+            name: String,
+            meta: Option<serde_json::Value>,
+        }
+        let e = parse_json::<B>(br#"{"name":"a\u0000b"}"#).err().unwrap();
+        assert!(
+            matches!(e, ApiError::Validation { ref field, .. } if field == "name"),
+            "{e:?}"
+        );
+        let e = parse_json::<B>(br#"{"name":"a","meta":{"x":[1,"\u0000"]}}"#)
+            .err()
+            .unwrap();
+        assert!(
+            matches!(e, ApiError::Validation { ref field, .. } if field == "meta.x[1]"),
+            "{e:?}"
+        );
+        let e = parse_json::<B>(br#"{"name":"a","meta":{"k\u0000":1}}"#)
+            .err()
+            .unwrap();
+        assert!(
+            matches!(e, ApiError::Validation { ref field, .. } if field == "meta"),
+            "{e:?}"
+        );
+        // An escaped backslash followed by the text u0000 is no NUL.
+        let b = parse_json::<B>(br#"{"name":"a\\u0000"}"#).unwrap();
+        assert_eq!(b.name, "a\\u0000");
+        assert!(!has_escaped_nul(br#"{"a":"\\\\u0000"}"#));
+        assert!(has_escaped_nul(br#"{"a":"\\\u0000"}"#));
+    }
+
+    #[test]
     fn content_types() {
         let v = |s: &'static str| header::HeaderValue::from_static(s);
         assert!(is_json(Some(&v("application/json"))));
@@ -158,5 +287,7 @@ mod tests {
         assert_eq!(q.cursor.as_deref(), Some("a+b"));
         let e = serde_urlencoded_de::<Q>("limit=-1").err().unwrap();
         assert!(matches!(e, ApiError::Validation { ref field, .. } if field == "limit"));
+        let e = serde_urlencoded_de::<Q>("cursor=a%00b").err().unwrap();
+        assert!(matches!(e, ApiError::Validation { ref field, .. } if field == "cursor"));
     }
 }

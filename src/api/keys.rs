@@ -5,7 +5,7 @@
 //! tenant) may name another tenant with `tenant_id`. A key of another tenant answers 404.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::page::{self, Page};
 use super::resource::Resource;
 use super::tenants::TENANT;
@@ -39,7 +39,7 @@ pub struct CreateKey {
     pub tenant_id: Option<Uuid>,
     /// Requests per rate-limit window for this key (1–1000000); default
     /// `RATE_LIMIT_REQUESTS`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::ai::num::optional")]
     pub rate_limit: Option<i32>,
 }
 
@@ -54,6 +54,7 @@ pub struct KeyView {
     #[schema(example = "write")]
     pub scope: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::ai::num::optional")]
     pub rate_limit: Option<i32>,
     pub created_at: DateTime<Utc>,
     /// Updated in batches, so up to a few seconds behind.
@@ -71,9 +72,11 @@ pub struct CreatedKey {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListKeys {
     /// Page size, 1–100; default 20.
+    #[serde(default, deserialize_with = "crate::ai::num::optional")]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -82,6 +85,7 @@ pub struct ListKeys {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TenantParam {
     /// The key's tenant when it is not the caller's (operator only).
@@ -219,7 +223,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath,
     ApiQuery(params): ApiQuery<TenantParam>,
 ) -> ApiResult<Json<KeyView>> {
     let tenant = target_tenant(&state, &caller, params.tenant_id).await?;
@@ -248,7 +252,7 @@ pub async fn get(
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath,
     ApiQuery(params): ApiQuery<TenantParam>,
 ) -> ApiResult<StatusCode> {
     let tenant = target_tenant(&state, &caller, params.tenant_id).await?;

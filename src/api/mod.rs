@@ -11,6 +11,8 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod keys;
+pub mod mcp;
+pub mod mcp_servers;
 pub mod openapi;
 pub mod page;
 pub mod pages;
@@ -19,6 +21,7 @@ pub mod schedules;
 pub mod security;
 pub mod tasks;
 pub mod tenants;
+pub mod time;
 pub mod tools;
 pub mod usage;
 pub mod webhooks;
@@ -62,7 +65,8 @@ pub fn router_with_pages(state: AppState, pages: Router<AppState>) -> Router {
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .nest("/v1", v1())
-        .merge(openapi::docs_router())
+        .route_service("/mcp", mcp::service(state.clone()))
+        .merge(openapi::docs_router(&state.ai.provider_names()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_auth))
@@ -119,6 +123,17 @@ fn v1() -> Router<AppState> {
             "/tools/{id}",
             get(tools::get).patch(tools::update).delete(tools::delete),
         )
+        .route(
+            "/mcp-servers",
+            get(mcp_servers::list).post(mcp_servers::create),
+        )
+        .route(
+            "/mcp-servers/{id}",
+            get(mcp_servers::get)
+                .patch(mcp_servers::update)
+                .delete(mcp_servers::delete),
+        )
+        .route("/mcp-servers/{id}/refresh", post(mcp_servers::refresh))
 }
 
 /// The metrics router on port 9000: `/metrics` and nothing else.
@@ -328,9 +343,20 @@ pub fn if_match(headers: &axum::http::HeaderMap) -> Result<Option<i64>, ApiError
     let Some(v) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
-    let s = v.to_str().unwrap_or("").trim();
-    let s = s.strip_prefix("W/").unwrap_or(s).trim_matches('"');
-    s.parse::<i64>().map(Some).map_err(|_| {
-        ApiError::BadRequest("If-Match must be the resource version, e.g. \"3\"".into())
-    })
+    // Exactly `N`, `"N"`, `W/N` or `W/"N"` with N of 1–18 digits (the documented pattern).
+    let s = v.to_str().unwrap_or("");
+    let s = s.strip_prefix("W/").unwrap_or(s);
+    let s = s
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(s);
+    if (1..=18).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) {
+        s.parse::<i64>().map(Some).map_err(|_| {
+            ApiError::BadRequest("If-Match must be the resource version, e.g. \"3\"".into())
+        })
+    } else {
+        Err(ApiError::BadRequest(
+            "If-Match must be the resource version, e.g. \"3\"".into(),
+        ))
+    }
 }

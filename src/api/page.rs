@@ -48,9 +48,11 @@ impl<T, V: From<T>> From<store::Page<T>> for Page<V> {
 
 /// The query of a list that takes nothing but the page it wants.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// Page size, 1–100; default 20.
+    #[serde(default, deserialize_with = "crate::ai::num::optional")]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,

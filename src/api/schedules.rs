@@ -5,7 +5,7 @@
 //! replicas and creates its task.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::page::{ListParams, Page};
 use super::resource::{self, Resource, Target};
 use crate::auth::Scope;
@@ -45,7 +45,7 @@ pub struct CreateSchedule {
     #[schema(example = "Send the daily report")]
     pub input: Value,
     /// Priority of its tasks, -100–100; default 0.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::ai::num::optional")]
     pub priority: Option<i32>,
     /// Default true.
     #[serde(default)]
@@ -60,6 +60,7 @@ pub struct UpdateSchedule {
     pub cron: Option<String>,
     pub timezone: Option<String>,
     pub input: Option<Value>,
+    #[serde(default, deserialize_with = "crate::ai::num::optional")]
     pub priority: Option<i32>,
     pub enabled: Option<bool>,
 }
@@ -172,7 +173,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath,
 ) -> ApiResult<Json<ScheduleView>> {
     SCHEDULE
         .get(&caller, &id, |t| state.store.get_schedule(t.tenant, t.id))
@@ -193,7 +194,7 @@ pub async fn get(
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath,
     ApiJson(body): ApiJson<UpdateSchedule>,
 ) -> ApiResult<Json<ScheduleView>> {
     let Target { tenant, id } = SCHEDULE.target(&caller, Scope::Write, &id)?;
@@ -242,7 +243,7 @@ pub async fn update(
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath,
 ) -> ApiResult<StatusCode> {
     SCHEDULE
         .delete(&caller, &id, |t| {

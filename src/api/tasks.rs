@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::page::{self, Page};
 use super::resource::Resource;
 use crate::auth::Scope;
@@ -39,13 +39,14 @@ pub struct CreateTask {
     #[schema(value_type = Object, example = "Summarise ticket 42")]
     pub input: Value,
     /// Higher runs first; -100–100, default 0.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::ai::num::optional")]
     pub priority: Option<i32>,
-    /// Not before this time (RFC 3339); default now, and a past time counts as now.
-    #[serde(default)]
+    /// Not before this time (RFC 3339); default now. A time up to five minutes past
+    /// counts as now; earlier, or further ahead than `TASK_MAX_DELAY_DAYS`, is a 422.
+    #[serde(default, deserialize_with = "super::time::optional")]
     pub run_at: Option<DateTime<Utc>>,
     /// 1–20; default `TASK_MAX_ATTEMPTS`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::ai::num::optional")]
     pub max_attempts: Option<i32>,
     /// Conversation to continue (created on first use).
     #[serde(default)]
@@ -60,15 +61,21 @@ pub struct CreateTask {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// Only tasks in this status.
     pub status: Option<String>,
     /// Only tasks of this employee (id or name).
     pub employee: Option<String>,
+    /// Only tasks created at or after this time (RFC 3339).
+    #[serde(default, deserialize_with = "super::time::optional")]
     pub created_after: Option<DateTime<Utc>>,
+    /// Only tasks created before this time (RFC 3339).
+    #[serde(default, deserialize_with = "super::time::optional")]
     pub created_before: Option<DateTime<Utc>>,
     /// Page size, 1–100; default 20.
+    #[serde(default, deserialize_with = "crate::ai::num::optional")]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }
@@ -79,9 +86,11 @@ pub struct EventList {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventParams {
     /// Only events with a greater `seq` (same as `Last-Event-ID`).
+    #[serde(default, deserialize_with = "crate::ai::num::optional")]
     pub after: Option<i64>,
 }
 
@@ -91,6 +100,25 @@ pub struct EventParams {
 pub struct Decision {
     #[serde(default)]
     pub reason: Option<String>,
+}
+
+impl CreateTask {
+    /// The request to `orchestrator::submit` (every front door submits the same way).
+    pub(super) fn into_submit(self, tenant_id: Uuid, idempotency: Option<Idempotency>) -> Submit {
+        Submit {
+            tenant_id,
+            employee: EmployeeRef::Key(self.employee),
+            input: self.input,
+            priority: self.priority,
+            run_at: self.run_at,
+            max_attempts: self.max_attempts,
+            session_id: self.session_id,
+            callback_url: self.callback_url,
+            metadata: self.metadata,
+            idempotency,
+            parent: None,
+        }
+    }
 }
 
 /// Tasks as a resource: an id of nothing, or of another tenant's task, is this 404.
@@ -128,19 +156,7 @@ pub async fn create(
         key: v.to_str().unwrap_or("").trim().to_string(),
         body_hash: Some(request_hash(&body)),
     });
-    let req = Submit {
-        tenant_id: caller.0.tenant_id,
-        employee: EmployeeRef::Key(body.employee),
-        input: body.input,
-        priority: body.priority,
-        run_at: body.run_at,
-        max_attempts: body.max_attempts,
-        session_id: body.session_id,
-        callback_url: body.callback_url,
-        metadata: body.metadata,
-        idempotency,
-        parent: None,
-    };
+    let req = body.into_submit(caller.0.tenant_id, idempotency);
     let Submitted { task, created } = orchestrator::submit(&state, req).await?;
     let mut resp = (StatusCode::ACCEPTED, Json(TaskView::from(task))).into_response();
     if !created {
@@ -176,9 +192,22 @@ pub async fn list(
             )
         })?),
     };
+    // A filter naming no employee of this tenant matches no task: an empty page.
     let employee_id = match &p.employee {
         None => None,
-        Some(e) => Some(orchestrator::resolve_employee(&state, tenant, e).await?.id),
+        Some(e) if e.is_empty() => {
+            return Err(ApiError::validation("employee", "must not be empty"));
+        }
+        Some(e) => match orchestrator::resolve_employee(&state, tenant, e).await {
+            Ok(found) => Some(found.id),
+            Err(orchestrator::SubmitError::Invalid { .. }) => {
+                return Ok(Json(Page {
+                    data: Vec::new(),
+                    next_cursor: None,
+                }));
+            }
+            Err(other) => return Err(other.into()),
+        },
     };
     let before = page::decode(p.cursor.as_deref())?;
     let filter = TaskFilter {
@@ -206,7 +235,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath,
 ) -> ApiResult<Json<TaskView>> {
     caller.require(Scope::Read)?;
     let t = state
@@ -229,7 +258,7 @@ pub async fn get(
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath,
 ) -> ApiResult<Response> {
     caller.require(Scope::Write)?;
     let id = TASK.parse_id(&id)?;
@@ -263,7 +292,7 @@ pub async fn cancel(
 pub async fn approve(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     decide(state, caller, id, true, decision_body(&body)?).await
@@ -282,7 +311,7 @@ pub async fn approve(
 pub async fn reject(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     decide(state, caller, id, false, decision_body(&body)?).await
@@ -290,7 +319,7 @@ pub async fn reject(
 
 /// The optional JSON body of approve/reject.
 fn decision_body(b: &[u8]) -> ApiResult<Decision> {
-    if b.iter().all(u8::is_ascii_whitespace) {
+    if b.iter().all(u8::is_ascii_whitespace) || b.trim_ascii() == b"null" {
         Ok(Decision::default())
     } else {
         super::extract::parse_json(b)
@@ -306,8 +335,21 @@ async fn decide(
 ) -> ApiResult<Response> {
     caller.require(Scope::Write)?;
     let id = TASK.parse_id(&id)?;
-    match orchestrator::decide(&state, caller.0.tenant_id, id, approve, d.reason).await {
-        Ok(t) => Ok((StatusCode::ACCEPTED, Json(TaskView::from(t))).into_response()),
+    let view = decide_task(&state, caller.0.tenant_id, id, approve, d.reason).await?;
+    Ok((StatusCode::ACCEPTED, Json(view)).into_response())
+}
+
+/// Approves or rejects the paused call of a task of `tenant`, errors as the API answers
+/// them (also for the MCP endpoint's tools).
+pub(super) async fn decide_task(
+    state: &AppState,
+    tenant: Uuid,
+    id: Uuid,
+    approve: bool,
+    reason: Option<String>,
+) -> ApiResult<TaskView> {
+    match orchestrator::decide(state, tenant, id, approve, reason).await {
+        Ok(t) => Ok(TaskView::from(t)),
         Err(DecideError::NotFound) => Err(TASK.missing()),
         Err(DecideError::NotWaiting(Some(status))) => Err(ApiError::Conflict(format!(
             "the task is not waiting for approval ({})",
@@ -336,7 +378,7 @@ pub async fn events(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath,
     ApiQuery(p): ApiQuery<EventParams>,
 ) -> ApiResult<Response> {
     caller.require(Scope::Read)?;
@@ -352,7 +394,9 @@ pub async fn events(
         Some(v) => Some(
             v.to_str()
                 .ok()
-                .and_then(|s| s.trim().parse::<i64>().ok())
+                .map(str::trim)
+                .filter(|s| (1..=18).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<i64>().ok())
                 .ok_or_else(|| ApiError::BadRequest("Last-Event-ID must be an event seq".into()))?,
         ),
     };

@@ -2,7 +2,7 @@
 //! tenants; an admin of any other tenant sees only its own.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::page::{ListParams, Page};
 use super::resource::Resource;
 use crate::auth::{Scope, TENANT_NAME_RULE, check_tenant_name};
@@ -131,7 +131,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath,
 ) -> ApiResult<Json<TenantView>> {
     caller.require(Scope::Admin)?;
     let id = TENANT.parse_id(&id)?;

@@ -3,7 +3,7 @@
 //! webhook secret (see `runtime::tools`).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -13,11 +13,11 @@ use uuid::Uuid;
 
 use super::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::page::{ListParams, Page};
 use super::resource::{self, Resource, Target};
 use crate::auth::Scope;
-use crate::runtime::tools as tool_rules;
+use crate::orchestrator::tools as tool_rules;
 use crate::state::AppState;
 use crate::store::{WebhookTool, WebhookToolFields};
 
@@ -43,7 +43,7 @@ pub struct CreateTool {
     #[schema(example = "https://tools.example.com/orders")]
     pub url: String,
     /// Seconds to wait for an answer, 1–60; default 10.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::ai::num::optional")]
     pub timeout_seconds: Option<u32>,
 }
 
@@ -55,6 +55,7 @@ pub struct UpdateTool {
     pub description: Option<String>,
     pub parameters: Option<Value>,
     pub url: Option<String>,
+    #[serde(default, deserialize_with = "crate::ai::num::optional")]
     pub timeout_seconds: Option<u32>,
 }
 
@@ -149,7 +150,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath,
 ) -> ApiResult<Json<ToolView>> {
     TOOL.get(&caller, &id, |t| {
         state.store.get_webhook_tool(t.tenant, t.id)
@@ -172,7 +173,7 @@ pub async fn get(
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath,
     ApiJson(body): ApiJson<UpdateTool>,
 ) -> ApiResult<Json<ToolView>> {
     let Target { tenant, id } = TOOL.target(&caller, Scope::Write, &id)?;
@@ -218,7 +219,7 @@ pub async fn update(
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath,
 ) -> ApiResult<StatusCode> {
     TOOL.delete(&caller, &id, |t| {
         state.store.delete_webhook_tool(t.tenant, t.id)

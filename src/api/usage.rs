@@ -46,6 +46,7 @@ impl From<GroupBy> for UsageGroupBy {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UsageParams {
     /// Start, included: an RFC 3339 time (`2025-03-01T00:00:00Z`) or a date (`2025-03-01`,
@@ -156,18 +157,6 @@ impl UsageReport {
     }
 }
 
-/// Earliest and latest instants accepted (both backends store them; SQLite's text times
-/// keep their order only with four-digit years).
-fn bounds() -> (DateTime<Utc>, DateTime<Utc>) {
-    let min = Utc.with_ymd_and_hms(1970, 1, 1, 0, 0, 0).single();
-    let max = Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).single();
-    (
-        min.unwrap_or(DateTime::<Utc>::MIN_UTC),
-        max.map(|t| t + Duration::microseconds(999_999))
-            .unwrap_or(DateTime::<Utc>::MAX_UTC),
-    )
-}
-
 /// Parses one bound: RFC 3339, or a date (its start, or with `end_of_day` the start of
 /// the next day). Truncated to microseconds, the precision both backends keep.
 fn parse_bound(field: &str, s: &str, end_of_day: bool) -> Result<DateTime<Utc>, ApiError> {
@@ -187,7 +176,7 @@ fn parse_bound(field: &str, s: &str, end_of_day: bool) -> Result<DateTime<Utc>, 
             "expected an RFC 3339 time (2025-03-01T00:00:00Z) or a date (2025-03-01)",
         ));
     };
-    let (min, max) = bounds();
+    let (min, max) = super::time::bounds();
     if t < min || t > max + Duration::microseconds(1) {
         return Err(ApiError::validation(
             field,

@@ -108,8 +108,12 @@ pub async fn create(
     default_limit: u32,
     max_keys: u32,
 ) -> Result<IssuedKey, KeyRefusal> {
-    let name = req.name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
+    // Kept as given; blank (white space only) is refused, as are control characters.
+    let name = req.name;
+    if name.chars().all(char::is_whitespace)
+        || name.chars().count() > MAX_NAME
+        || name.chars().any(char::is_control)
+    {
         return Err(KeyRefusal::Invalid {
             field: "name",
             message: format!("must be 1-{MAX_NAME} printable characters"),

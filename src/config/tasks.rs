@@ -31,6 +31,8 @@ pub struct TaskConfig {
     pub deadline: Duration,
     /// `TASK_COST_CAP_USD` in nano-dollars; `None` = no cap.
     pub cost_cap_nanos: Option<i64>,
+    /// `TASK_MAX_DELAY_DAYS`: how far ahead a task's `run_at` may be.
+    pub max_delay_days: u32,
     /// `DELEGATION_MAX_DEPTH`: how deep `delegate` may nest sub-tasks.
     pub delegation_max_depth: i32,
     /// `HTTP_TOOL_ALLOWED_HOSTS`, lowercased: hosts the `http_request` tool may call.
@@ -121,6 +123,7 @@ impl TaskConfig {
             retry_base_delay: secs(get, "TASK_RETRY_BASE_DELAY", "2")?,
             deadline: secs(get, "TASK_DEADLINE_SECONDS", "600")?,
             cost_cap_nanos,
+            max_delay_days: positive("TASK_MAX_DELAY_DAYS", "365", 36_500)? as u32,
             delegation_max_depth: positive("DELEGATION_MAX_DEPTH", "3", 16)? as i32,
             http_allowed_hosts,
             http_timeout: secs(get, "HTTP_TOOL_TIMEOUT", "10")?,

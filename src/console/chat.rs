@@ -152,8 +152,14 @@ pub async fn say(
         v.errors.add("employee", "choose an employee");
         return render(&state, &ctx, v, StatusCode::UNPROCESSABLE_ENTITY).await;
     };
+    let employee_id = employee;
+    let employee = match state.store.get_employee(ctx.tenant(), employee_id).await {
+        Ok(e) => e,
+        Err(StoreError::NotFound) => return Err(PageError::NotFound("no such employee".into())),
+        Err(e) => return Err(e.into()),
+    };
     let session = Uuid::parse_str(&f.session).ok();
-    match chat::turn(&state, ctx.tenant(), employee, session, f.message).await {
+    match chat::turn(&state, employee, session, f.message).await {
         Ok(t) => {
             let usage = format!(
                 "{} steps, {} in / {} out tokens, {}",
@@ -163,7 +169,7 @@ pub async fn say(
                 dollars(t.totals.cost_nanos)
             );
             let mut qs = form_urlencoded::Serializer::new(String::new());
-            qs.append_pair("employee", &employee.to_string());
+            qs.append_pair("employee", &employee_id.to_string());
             qs.append_pair("session", &t.session_id.to_string());
             qs.append_pair("usage", &usage);
             Ok(see_other(&format!("/chat?{}", qs.finish())))
@@ -173,6 +179,10 @@ pub async fn say(
             render(&state, &ctx, v, StatusCode::UNPROCESSABLE_ENTITY).await
         }
         Err(e @ ChatError::NotFound(_)) => Err(PageError::NotFound(e.to_string())),
+        Err(ChatError::Unreachable(m)) => {
+            v.notice = Some(m);
+            render(&state, &ctx, v, StatusCode::CONFLICT).await
+        }
         Err(ChatError::Upstream(m)) => {
             v.notice = Some(format!("every AI vendor failed: {m}"));
             render(&state, &ctx, v, StatusCode::BAD_GATEWAY).await

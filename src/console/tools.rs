@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::view::{Ctx, FieldErrors, Layout, PageError, page, parse_id, see_other, when};
 use crate::auth::Scope;
-use crate::runtime::tools::{timeout_ms, validate_webhook_tool};
+use crate::orchestrator::tools::{timeout_ms, validate_webhook_tool};
 use crate::state::AppState;
 use crate::store::{StoreError, WebhookToolFields};
 

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::TaskQueue;
 use crate::runtime::{self, Limits, MemorySink, Outcome, Run, Totals};
 use crate::state::AppState;
-use crate::store::{FieldError, StoreError};
+use crate::store::{Employee, FieldError, StoreError};
 
 /// Largest message of one turn.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
@@ -30,9 +30,12 @@ pub enum ChatError {
     /// The message is refused, or a limit (steps, tokens, cost) ended the turn (422).
     #[error(transparent)]
     Invalid(FieldError),
-    /// No such employee, or a session of another tenant or employee (404).
+    /// A session of another tenant or employee (404).
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// The employee's model policy names no configured provider (409).
+    #[error("{0}")]
+    Unreachable(String),
     /// Every AI vendor failed (502).
     #[error("{0}")]
     Upstream(String),
@@ -43,15 +46,16 @@ pub enum ChatError {
     Unexpected(String),
 }
 
-/// Runs one turn of employee `employee_id` in `session_id` (a new session when `None`).
+/// Runs one turn of `employee` (already read in the caller's tenant) in `session_id`
+/// (a new session when `None`).
 pub async fn turn(
     state: &AppState,
-    tenant: Uuid,
-    employee_id: Uuid,
+    employee: Employee,
     session_id: Option<Uuid>,
     message: String,
 ) -> Result<Turn, ChatError> {
-    if message.trim().is_empty() {
+    let tenant = employee.tenant_id;
+    if super::is_blank(&message) {
         return Err(ChatError::Invalid(FieldError::new(
             "message",
             "must not be empty",
@@ -63,11 +67,19 @@ pub async fn turn(
             format!("must be at most {MAX_MESSAGE_BYTES} bytes"),
         )));
     }
-    let employee = match state.store.get_employee(tenant, employee_id).await {
-        Ok(e) => e,
-        Err(StoreError::NotFound) => return Err(ChatError::NotFound("employee")),
-        Err(e) => return Err(e.into()),
-    };
+    // An employee whose model policy names no provider this deployment has could only
+    // fail: say so (the employee, not the vendor, is what needs changing).
+    let known = state.ai.provider_names();
+    let reachable = employee.fields.model_policy.iter().any(|c| {
+        c.split_once('/')
+            .is_some_and(|(p, _)| known.iter().any(|k| k == p))
+    });
+    if !reachable {
+        return Err(ChatError::Unreachable(format!(
+            "this employee's model_policy names no configured provider (configured: {})",
+            known.join(", ")
+        )));
+    }
     let session_id = session_id.unwrap_or_else(Uuid::now_v7);
     match state
         .store

@@ -1,7 +1,9 @@
 //! The rules of an employee definition, shared by every front door (the API's 422s,
 //! the web console's messages beside the fields), so there is one copy of them.
 
+use super::is_blank;
 use crate::ai::router::valid_model_name;
+use crate::mcp::names;
 use crate::store::EmployeeFields;
 pub use crate::store::FieldError;
 
@@ -28,16 +30,16 @@ pub fn validate(f: &EmployeeFields) -> Result<(), FieldError> {
             "must be 1-64 characters of letters, digits, '-', '_' or '.', starting with a letter or digit",
         ));
     }
-    if f.role.trim().is_empty() || f.role.chars().count() > MAX_ROLE {
+    if is_blank(&f.role) || f.role.chars().count() > MAX_ROLE {
         return Err(FieldError::new(
             "role",
             format!("must be 1-{MAX_ROLE} characters"),
         ));
     }
-    if f.instructions.len() > MAX_INSTRUCTIONS {
+    if f.instructions.chars().count() > MAX_INSTRUCTIONS {
         return Err(FieldError::new(
             "instructions",
-            format!("must be at most {MAX_INSTRUCTIONS} bytes"),
+            format!("must be at most {MAX_INSTRUCTIONS} characters"),
         ));
     }
     if f.model_policy.is_empty() || f.model_policy.len() > MAX_CANDIDATES {
@@ -67,14 +69,19 @@ pub fn validate(f: &EmployeeFields) -> Result<(), FieldError> {
         ));
     }
     for (i, t) in f.allowed_tools.iter().enumerate() {
-        let ok = !t.is_empty()
-            && t.len() <= 64
-            && t.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let ok = if t.starts_with(names::PREFIX) {
+            names::Entry::parse(t).is_some()
+        } else {
+            !t.is_empty()
+                && t.len() <= 64
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
         if !ok {
             return Err(FieldError::new(
                 format!("allowed_tools[{i}]"),
-                "must be a tool name of letters, digits, '_' or '-'",
+                "must be a tool name of letters, digits, '_' or '-', \
+                 or mcp:<server>/<tool> (mcp:<server>/* for every tool of a server)",
             ));
         }
         if f.allowed_tools[..i].contains(t) {
@@ -85,7 +92,11 @@ pub fn validate(f: &EmployeeFields) -> Result<(), FieldError> {
         }
     }
     for (i, t) in f.approval_tools.iter().enumerate() {
-        if !f.allowed_tools.contains(t) {
+        let within = match names::Entry::parse(t) {
+            Some(e) => names::entry_within(&e, &f.allowed_tools),
+            None => f.allowed_tools.contains(t),
+        };
+        if !within {
             return Err(FieldError::new(
                 format!("approval_tools[{i}]"),
                 "must be one of allowed_tools",

@@ -16,14 +16,15 @@ pub mod employees;
 mod follow;
 pub mod scheduler;
 mod submit;
+pub mod tools;
 mod view;
 pub mod webhooks;
 
 pub use control::{DecideError, all_events, cancel, decide};
 pub use follow::follow;
 pub use submit::{
-    EmployeeRef, Idempotency, Parent, Submit, SubmitError, Submitted, resolve_employee, submit,
-    validate,
+    EmployeeRef, Idempotency, PORT_PATTERN, Parent, Submit, SubmitError, Submitted, check_input,
+    is_blank, resolve_employee, submit, url_shape_ok, validate,
 };
 pub use view::TaskView;
 

@@ -94,9 +94,7 @@ pub fn validate(f: &ScheduleFields, cfg: &TaskConfig) -> Result<DateTime<Utc>, F
     if f.cron.len() > 200 {
         return Err(FieldError::new("cron", "must be at most 200 characters"));
     }
-    if f.input.is_null() || f.input.as_str().is_some_and(|s| s.trim().is_empty()) {
-        return Err(FieldError::new("input", "must not be empty"));
-    }
+    super::check_input(&f.input).map_err(|m| FieldError::new("input", m))?;
     if f.input.to_string().len() > MAX_INPUT_BYTES {
         return Err(FieldError::new(
             "input",

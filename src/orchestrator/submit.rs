@@ -22,6 +22,8 @@ pub const MAX_INPUT_BYTES: usize = 256 * 1024;
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 200;
 /// Longest completion webhook URL.
 pub const MAX_CALLBACK_URL_CHARS: usize = 2000;
+/// How far in the past a `run_at` may be and still count as "now".
+pub const RUN_AT_PAST_TOLERANCE: chrono::Duration = chrono::Duration::minutes(5);
 
 /// Which employee runs the task.
 #[derive(Clone, Debug)]
@@ -147,9 +149,7 @@ pub fn validate(
     if let Some(idem) = &req.idempotency {
         validate_idempotency_key(&idem.key)?;
     }
-    if req.input.is_null() || req.input.as_str().is_some_and(|s| s.trim().is_empty()) {
-        return Err(SubmitError::invalid("input", "must not be empty"));
-    }
+    check_input(&req.input).map_err(|m| SubmitError::invalid("input", m))?;
     if req.input.to_string().len() > MAX_INPUT_BYTES {
         return Err(SubmitError::invalid(
             "input",
@@ -168,6 +168,29 @@ pub fn validate(
         return Err(SubmitError::invalid(
             "max_attempts",
             "must be between 1 and 20",
+        ));
+    }
+    let now = now();
+    let run_at = match req.run_at {
+        None => now,
+        // A little in the past (clock skew, a queued client retry) means "now"; a time in
+        // the past never buys a place ahead of tasks queued earlier (claims order by
+        // priority, then `run_at`).
+        Some(t) if t >= now - RUN_AT_PAST_TOLERANCE => t.max(now),
+        Some(_) => {
+            return Err(SubmitError::invalid(
+                "run_at",
+                "must not be more than 5 minutes in the past",
+            ));
+        }
+    };
+    if run_at > now + chrono::Duration::days(i64::from(cfg.max_delay_days)) {
+        return Err(SubmitError::invalid(
+            "run_at",
+            format!(
+                "must be at most {} days ahead (TASK_MAX_DELAY_DAYS)",
+                cfg.max_delay_days
+            ),
         ));
     }
     if let Some(u) = &req.callback_url {
@@ -190,9 +213,7 @@ pub fn validate(
     }
     Ok(Valid {
         priority,
-        // A time in the past means "now": it must not buy a place ahead of tasks that
-        // were queued earlier (claims order by priority, then `run_at`).
-        run_at: req.run_at.map_or_else(now, |t| t.max(now())),
+        run_at,
         max_attempts,
         metadata,
     })
@@ -200,13 +221,48 @@ pub fn validate(
 
 /// An `Idempotency-Key`: 1–200 characters, not blank.
 pub fn validate_idempotency_key(key: &str) -> Result<(), SubmitError> {
-    let k = key.trim();
-    if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY_CHARS {
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY_CHARS
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
         return Err(SubmitError::BadIdempotencyKey(format!(
             "Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_CHARS} visible characters"
         )));
     }
     Ok(())
+}
+
+/// A port number, 0–65535.
+pub const PORT_PATTERN: &str =
+    "([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])";
+
+/// Whether `u` has the shape of the http(s) URLs the API stores: a host name or IP
+/// literal, an optional port, then visible ASCII (the document shows the host-name form).
+pub fn url_shape_ok(u: &str) -> bool {
+    static SHAPE: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(&format!(
+            r"^https?://([A-Za-z0-9][A-Za-z0-9-]*(\.[A-Za-z0-9][A-Za-z0-9-]*)*|\[[0-9A-Fa-f:.]+\])(:{PORT_PATTERN})?(/[!-~]*)?$"
+        ))
+        .ok()
+    });
+    SHAPE.as_ref().is_some_and(|re| re.is_match(u))
+}
+
+/// Whether a text holds nothing but white space (Unicode white space and the separator
+/// controls U+001C–U+001F, as JSON Schema's `\S` sees them).
+pub fn is_blank(s: &str) -> bool {
+    s.chars()
+        .all(|c| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
+}
+
+/// The input of a task (or of a schedule's tasks): a text that is not blank, or a JSON
+/// object. The error says what is wrong.
+pub fn check_input(input: &Value) -> Result<(), &'static str> {
+    match input {
+        Value::String(s) if is_blank(s) => Err("must not be blank"),
+        Value::String(_) | Value::Object(_) => Ok(()),
+        _ => Err("must be a text or a JSON object"),
+    }
 }
 
 /// A completion webhook target: an absolute http(s) URL with a host that the egress
@@ -218,6 +274,9 @@ pub fn validate_callback_url(u: &str, egress: &EgressPolicy) -> Result<(), Submi
             "callback_url",
             format!("must be at most {MAX_CALLBACK_URL_CHARS} characters"),
         ));
+    }
+    if !url_shape_ok(u) {
+        return Err(bad());
     }
     let url = reqwest::Url::parse(u).map_err(|_| bad())?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
@@ -351,14 +410,19 @@ mod tests {
         let v = validate(&r, &c).unwrap();
         assert_eq!((v.priority, v.max_attempts), (-100, 20));
         assert_eq!(v.metadata, json!({"k": "v"}));
-        // A run_at in the past is now (no jumping the queue); a future one is kept.
+        // A run_at a little in the past is now (no jumping the queue); further back is
+        // refused; a future one is kept up to the horizon.
         let mut r = req(json!("x"));
-        r.run_at = Some(now() - chrono::Duration::days(365));
+        r.run_at = Some(now() - chrono::Duration::minutes(4));
         let v = validate(&r, &c).unwrap();
         assert!((now() - v.run_at).num_seconds().abs() < 60, "{}", v.run_at);
+        r.run_at = Some(now() - chrono::Duration::days(365));
+        assert_eq!(field(validate(&r, &c)), "run_at");
         let later = now() + chrono::Duration::hours(1);
         r.run_at = Some(later);
         assert_eq!(validate(&r, &c).unwrap().run_at, later);
+        r.run_at = Some(now() + chrono::Duration::days(i64::from(c.max_delay_days) + 1));
+        assert_eq!(field(validate(&r, &c)), "run_at");
     }
 
     #[test]

@@ -320,7 +320,7 @@ impl<'a> Run<'a> {
     /// Runs to an outcome. The final model turn is not written through the sink: it is
     /// left in [`Run::take_tail`] for the caller to write with the outcome.
     pub async fn run(&mut self, sink: &dyn Sink) -> Outcome {
-        let tools = tools::offered_all(self.state, self.employee).await;
+        let offered = tools::offered_all(self.state, self.employee).await;
         loop {
             // 1. Tool calls of the last model turn that have no result yet.
             let pending = std::mem::take(&mut self.pending);
@@ -328,13 +328,15 @@ impl<'a> Run<'a> {
                 if self.answered.contains(&call.id) {
                     continue;
                 }
-                let needs_approval = self.employee.fields.approval_tools.contains(&call.name);
+                // An MCP tool offered under its alias is known by its canonical name.
+                let name = offered.canonical(&call.name);
+                let needs_approval = tools::needs_approval(self.employee, name);
                 let (outcome, content) = if needs_approval && self.can_pause {
                     match self.decisions.get(&call.id).cloned() {
                         None => {
                             let ev = NewEvent::status(
                                 TaskStatus::WaitingApproval,
-                                json!({"call_id": call.id, "tool": call.name,
+                                json!({"call_id": call.id, "tool": name,
                                        "arguments": call.arguments}),
                             );
                             return match self
@@ -352,7 +354,7 @@ impl<'a> Run<'a> {
                             };
                         }
                         Some(d) if d.approve => {
-                            let r = self.tool(call).await;
+                            let r = self.tool(name, &call.arguments).await;
                             (r.outcome, r.content)
                         }
                         Some(d) => (
@@ -367,7 +369,7 @@ impl<'a> Run<'a> {
                         json!({"error": "this tool needs a human approval and cannot run in a synchronous chat"}),
                     )
                 } else {
-                    let r = self.tool(call).await;
+                    let r = self.tool(name, &call.arguments).await;
                     (r.outcome, r.content)
                 };
                 self.messages
@@ -375,7 +377,7 @@ impl<'a> Run<'a> {
                 self.answered.push(call.id.clone());
                 let ev = NewEvent::new(
                     "tool_result",
-                    json!({"call_id": call.id, "tool": call.name, "outcome": outcome,
+                    json!({"call_id": call.id, "tool": name, "outcome": outcome,
                            "content": content}),
                 );
                 match self
@@ -419,7 +421,7 @@ impl<'a> Run<'a> {
                 (self.messages.clone(), 0)
             };
             let mut req = ChatRequest::new("", messages);
-            req.tools = tools.clone();
+            req.tools = offered.defs.clone();
             req.temperature = Some(self.employee.fields.temperature);
             let started = std::time::Instant::now();
             let routed = match self
@@ -459,7 +461,8 @@ impl<'a> Run<'a> {
             for c in &resp.tool_calls {
                 update.events.push(NewEvent::new(
                     "tool_call",
-                    json!({"call_id": c.id, "tool": c.name, "arguments": c.arguments}),
+                    json!({"call_id": c.id, "tool": offered.canonical(&c.name),
+                           "arguments": c.arguments}),
                 ));
             }
             let answer = resp.content.clone().unwrap_or_default();
@@ -505,7 +508,7 @@ impl<'a> Run<'a> {
         }
     }
 
-    async fn tool(&self, call: &ToolCall) -> tools::ToolOutcome {
+    async fn tool(&self, name: &str, arguments: &str) -> tools::ToolOutcome {
         let ctx = tools::ToolCtx {
             state: self.state,
             queue: self.queue,
@@ -514,7 +517,7 @@ impl<'a> Run<'a> {
             depth: self.depth,
             deadline: self.limits.deadline,
         };
-        tools::run(&ctx, &call.name, &call.arguments).await
+        tools::run(&ctx, name, arguments).await
     }
 
     /// The step that ended the run, when it is not written yet (see [`Run::run`]): the

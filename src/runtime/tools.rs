@@ -6,7 +6,12 @@
 //! Webhook tools (`/v1/tools`) are defined per tenant: an allowed name that is not
 //! built in is looked up among them, and a call is POSTed to its URL, signed like the
 //! completion webhooks.
+//!
+//! MCP tools (`mcp:<server>/<tool>`, `mcp:<server>/*`) come from the tenant's MCP servers
+//! (`/v1/mcp-servers`): offered with the schemas the server listed, under a vendor-safe
+//! alias, checked against that schema and called through `state.mcp`.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -17,11 +22,11 @@ use super::schema;
 use super::{Queue, SubTask, SubTaskError};
 use crate::ai::types::ToolDef;
 use crate::auth::signing;
-use crate::egress::{EgressPolicy, Refusal, refusal_of};
+use crate::egress::{Refusal, refusal_of};
+use crate::mcp::names::{self, Entry};
+use crate::mcp::{CallError, result_value};
 use crate::state::AppState;
-use crate::store::{
-    Employee, FieldError, StoreError, TaskStatus, WebhookTool, WebhookToolFields, now,
-};
+use crate::store::{Employee, StoreError, TaskStatus, WebhookTool, now};
 
 /// The event of a webhook tool call, in `X-Digital-Employee-Event`.
 pub const TOOL_CALL_EVENT: &str = "tool.call";
@@ -101,37 +106,105 @@ pub fn offered(employee: &Employee) -> Vec<ToolDef> {
         .collect()
 }
 
+/// The tools offered to an employee, and the canonical `mcp:<server>/<tool>` name of
+/// each MCP tool's alias.
+#[derive(Debug, Default)]
+pub struct Offered {
+    pub defs: Vec<ToolDef>,
+    pub aliases: HashMap<String, String>,
+}
+
+impl Offered {
+    /// The name a call is known by: the canonical name of an MCP alias, else `name`.
+    pub fn canonical<'a>(&'a self, name: &'a str) -> &'a str {
+        self.aliases.get(name).map_or(name, String::as_str)
+    }
+}
+
+/// Whether a call of `name` (canonical) pauses for a human decision first.
+pub fn needs_approval(employee: &Employee, name: &str) -> bool {
+    let approval = &employee.fields.approval_tools;
+    match Entry::parse(name) {
+        Some(e) => names::listed(approval, e.server, e.tool),
+        None => approval.iter().any(|t| t == name),
+    }
+}
+
 /// The tools offered to an employee: its allowed built-in tools, then the tenant's
-/// webhook tools it is allowed. Webhook tools that cannot be read are left out.
-pub async fn offered_all(state: &AppState, employee: &Employee) -> Vec<ToolDef> {
-    let mut defs = offered(employee);
-    let names: Vec<String> = employee
-        .fields
-        .allowed_tools
+/// webhook tools it is allowed, then the MCP tools it is allowed (as their servers last
+/// listed them). Tools that cannot be read are left out.
+pub async fn offered_all(state: &AppState, employee: &Employee) -> Offered {
+    let mut offered = Offered {
+        defs: offered(employee),
+        aliases: HashMap::new(),
+    };
+    let allowed = &employee.fields.allowed_tools;
+    let names: Vec<String> = allowed
         .iter()
-        .filter(|n| !BUILTIN.contains(&n.as_str()))
+        .filter(|n| !BUILTIN.contains(&n.as_str()) && !n.starts_with(names::PREFIX))
         .cloned()
         .collect();
-    if names.is_empty() {
-        return defs;
+    if !names.is_empty() {
+        match state
+            .store
+            .find_webhook_tools(employee.tenant_id, &names)
+            .await
+        {
+            Ok(found) => offered.defs.extend(names.iter().filter_map(|n| {
+                found.iter().find(|t| &t.fields.name == n).map(|t| ToolDef {
+                    name: t.fields.name.clone(),
+                    description: Some(t.fields.description.clone()),
+                    parameters: t.fields.parameters.clone(),
+                })
+            })),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the webhook tools; offering the others")
+            }
+        }
+    }
+    let mut servers: Vec<String> = allowed
+        .iter()
+        .filter_map(|n| Entry::parse(n))
+        .map(|e| e.server.to_string())
+        .collect();
+    servers.dedup();
+    if servers.is_empty() {
+        return offered;
     }
     match state
         .store
-        .find_webhook_tools(employee.tenant_id, &names)
+        .find_mcp_servers(employee.tenant_id, &servers)
         .await
     {
-        Ok(found) => defs.extend(names.iter().filter_map(|n| {
-            found.iter().find(|t| &t.fields.name == n).map(|t| ToolDef {
-                name: t.fields.name.clone(),
-                description: Some(t.fields.description.clone()),
-                parameters: t.fields.parameters.clone(),
-            })
-        })),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the webhook tools; offering built-in tools only")
+        Ok(found) => {
+            for s in &found {
+                let server = &s.fields.name;
+                for t in &s.state.tools {
+                    let on_server_list = s
+                        .fields
+                        .tool_allowlist
+                        .as_ref()
+                        .is_none_or(|l| l.contains(&t.name));
+                    if !on_server_list || !names::listed(allowed, server, &t.name) {
+                        continue;
+                    }
+                    let alias = names::alias(server, &t.name);
+                    let canonical = names::canonical(server, &t.name);
+                    offered.defs.push(ToolDef {
+                        name: alias.clone(),
+                        description: Some(match &t.description {
+                            Some(d) => format!("{d} (MCP tool {canonical})"),
+                            None => format!("MCP tool {canonical}"),
+                        }),
+                        parameters: t.input_schema.clone(),
+                    });
+                    offered.aliases.insert(alias, canonical);
+                }
+            }
         }
+        Err(e) => tracing::warn!(error = %e, "cannot read the MCP servers; offering the others"),
     }
-    defs
+    offered
 }
 
 /// How a tool call ended, for the model and the metrics.
@@ -165,6 +238,8 @@ pub async fn run(ctx: &ToolCtx<'_>, name: &str, arguments: &str) -> ToolOutcome 
     metrics::counter!(crate::telemetry::metrics::TOOL_CALLS_TOTAL,
         "tool" => if BUILTIN.contains(&name) {
             name.to_string()
+        } else if name.starts_with(names::PREFIX) {
+            "mcp".to_string()
         } else if outcome.outcome == "denied" {
             "unknown".to_string()
         } else {
@@ -176,6 +251,9 @@ pub async fn run(ctx: &ToolCtx<'_>, name: &str, arguments: &str) -> ToolOutcome 
 }
 
 async fn run_inner(ctx: &ToolCtx<'_>, name: &str, arguments: &str) -> ToolOutcome {
+    if let Some(entry) = Entry::parse(name).filter(|e| e.tool != "*") {
+        return mcp_call(ctx, entry, arguments).await;
+    }
     if !ctx.employee.fields.allowed_tools.iter().any(|t| t == name) {
         return ToolOutcome::err("denied", format!("tool '{name}' is not allowed"));
     }
@@ -206,13 +284,9 @@ async fn run_inner(ctx: &ToolCtx<'_>, name: &str, arguments: &str) -> ToolOutcom
             }
         }
     };
-    let args: Value = if arguments.trim().is_empty() {
-        json!({})
-    } else {
-        match serde_json::from_str(arguments) {
-            Ok(v) => v,
-            Err(e) => return ToolOutcome::err("invalid", format!("arguments are not JSON: {e}")),
-        }
+    let args = match parse_arguments(arguments) {
+        Ok(v) => v,
+        Err(o) => return o,
     };
     if let Err(e) = schema::validate(&def.parameters, &args) {
         return ToolOutcome::err("invalid", format!("invalid arguments: {e}"));
@@ -249,6 +323,92 @@ async fn run_inner(ctx: &ToolCtx<'_>, name: &str, arguments: &str) -> ToolOutcom
         "http_request" => http_request(ctx, s("method"), s("url"), args.get("body")).await,
         "delegate" => delegate(ctx, s("employee"), s("input")).await,
         _ => ToolOutcome::err("denied", format!("unknown tool '{name}'")),
+    }
+}
+
+/// The arguments of a call: empty means `{}`.
+fn parse_arguments(arguments: &str) -> Result<Value, ToolOutcome> {
+    if arguments.trim().is_empty() {
+        return Ok(json!({}));
+    }
+    serde_json::from_str(arguments)
+        .map_err(|e| ToolOutcome::err("invalid", format!("arguments are not JSON: {e}")))
+}
+
+/// Calls an MCP tool: allowed by the employee and by the server's allow-list, listed by
+/// the server's last refresh, arguments valid for its schema; within the server's
+/// timeout (and the task's deadline), the result cut to `HTTP_TOOL_MAX_BYTES`. An error
+/// the tool reports, or a server that cannot be reached, is a tool error.
+async fn mcp_call(ctx: &ToolCtx<'_>, entry: Entry<'_>, arguments: &str) -> ToolOutcome {
+    let Entry { server, tool } = entry;
+    let canonical = names::canonical(server, tool);
+    if !names::listed(&ctx.employee.fields.allowed_tools, server, tool) {
+        return ToolOutcome::err("denied", format!("tool '{canonical}' is not allowed"));
+    }
+    let found = match ctx
+        .state
+        .store
+        .find_mcp_servers(ctx.employee.tenant_id, &[server.to_string()])
+        .await
+    {
+        Ok(f) => f,
+        Err(e) => return ToolOutcome::err("error", store_msg(&e)),
+    };
+    let Some(s) = found.into_iter().next() else {
+        return ToolOutcome::err(
+            "error",
+            format!("the tenant has no MCP server named '{server}' (deleted?)"),
+        );
+    };
+    if let Some(list) = &s.fields.tool_allowlist
+        && !list.iter().any(|t| t == tool)
+    {
+        return ToolOutcome::err(
+            "denied",
+            format!("tool '{tool}' is not on the allow-list of MCP server '{server}'"),
+        );
+    }
+    let Some(info) = s.state.tools.iter().find(|t| t.name == tool) else {
+        return ToolOutcome::err(
+            "error",
+            format!(
+                "MCP server '{server}' did not list a tool '{tool}' at its last refresh ({})",
+                s.state
+                    .last_error
+                    .as_deref()
+                    .unwrap_or(s.state.status.as_str())
+            ),
+        );
+    };
+    let args = match parse_arguments(arguments) {
+        Ok(v) => v,
+        Err(o) => return o,
+    };
+    if let Err(e) = schema::validate(&info.input_schema, &args) {
+        return ToolOutcome::err("invalid", format!("invalid arguments: {e}"));
+    }
+    let Value::Object(map) = args else {
+        return ToolOutcome::err("invalid", "arguments must be a JSON object");
+    };
+    let timeout =
+        crate::mcp::timeout_of(&s).min(ctx.deadline.saturating_duration_since(Instant::now()));
+    match ctx.state.mcp.call(&s, tool, map, timeout).await {
+        Err(CallError::Refused(r)) => egress_denied(r),
+        Err(CallError::Timeout(t)) => ToolOutcome::err(
+            "error",
+            format!("MCP tool '{canonical}' did not answer within {t:?}"),
+        ),
+        Err(CallError::Failed(m)) => ToolOutcome::err(
+            "error",
+            format!("MCP server '{server}' could not run '{tool}': {m}"),
+        ),
+        Ok(r) => match result_value(&r, ctx.state.config.tasks.http_max_bytes) {
+            (true, content) => ToolOutcome {
+                outcome: "error",
+                content,
+            },
+            (false, content) => ToolOutcome::ok(content),
+        },
     }
 }
 
@@ -553,81 +713,6 @@ async fn wait_for_subtask(
         }
         let _ = tokio::time::timeout(left.min(Duration::from_millis(250)), waiter).await;
     }
-}
-
-const MAX_DESCRIPTION: usize = 1000;
-const MAX_PARAMETERS_BYTES: usize = 64 * 1024;
-const MAX_URL: usize = 2000;
-
-/// A webhook tool's timeout in milliseconds from `timeout_seconds` (1–60).
-pub fn timeout_ms(seconds: u32) -> Result<i64, FieldError> {
-    if !(1..=60).contains(&seconds) {
-        return Err(FieldError::new(
-            "timeout_seconds",
-            "must be between 1 and 60",
-        ));
-    }
-    Ok(i64::from(seconds) * 1000)
-}
-
-/// Business rules of a webhook tool; the first broken one answers 422 naming its field.
-/// The rules of a webhook tool a tenant defines (the API and the console apply them).
-pub fn validate_webhook_tool(
-    f: &WebhookToolFields,
-    egress: &EgressPolicy,
-) -> Result<(), FieldError> {
-    let name_ok = !f.name.is_empty()
-        && f.name.len() <= 64
-        && f.name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if !name_ok {
-        return Err(FieldError::new(
-            "name",
-            "must be 1-64 characters of letters, digits, '_' or '-'",
-        ));
-    }
-    if BUILTIN.contains(&f.name.as_str()) {
-        return Err(FieldError::new(
-            "name",
-            format!("'{}' is the name of a built-in tool", f.name),
-        ));
-    }
-    if f.description.trim().is_empty() || f.description.chars().count() > MAX_DESCRIPTION {
-        return Err(FieldError::new(
-            "description",
-            format!("must be 1-{MAX_DESCRIPTION} characters"),
-        ));
-    }
-    if !f.parameters.is_object() {
-        return Err(FieldError::new(
-            "parameters",
-            "must be a JSON schema object",
-        ));
-    }
-    if f.parameters.to_string().len() > MAX_PARAMETERS_BYTES {
-        return Err(FieldError::new(
-            "parameters",
-            format!("must be at most {MAX_PARAMETERS_BYTES} bytes"),
-        ));
-    }
-    let url_ok = f.url.len() <= MAX_URL
-        && reqwest::Url::parse(&f.url).is_ok_and(|u| {
-            matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty())
-        });
-    if !url_ok {
-        return Err(FieldError::new(
-            "url",
-            format!("must be an absolute http or https URL of at most {MAX_URL} characters"),
-        ));
-    }
-    // An internal IP literal is refused now; a name is checked when a call resolves it.
-    if let Ok(u) = reqwest::Url::parse(&f.url)
-        && let Err(r) = egress.check_url(&u)
-    {
-        return Err(FieldError::new("url", r.message()));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

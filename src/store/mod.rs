@@ -4,6 +4,7 @@
 //! schema enforces (uniqueness, optimistic versions) and imports nothing of the domain
 //! layers above it. Every query is scoped by tenant.
 
+mod mcp;
 mod models;
 pub mod postgres;
 mod sessions;
@@ -17,6 +18,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub use mcp::*;
 pub use models::*;
 pub use sessions::*;
 pub use tasks::*;
@@ -105,7 +107,9 @@ pub struct Page<T> {
 /// Storage operations. Implementations must behave identically; the conformance
 /// suite in `tests/store_conformance.rs` runs against both.
 #[async_trait]
-pub trait Store: TaskStore + WebhookStore + SessionStore + Send + Sync + 'static {
+pub trait Store:
+    TaskStore + WebhookStore + McpStore + SessionStore + Send + Sync + 'static
+{
     fn backend(&self) -> Backend;
 
     /// One round trip to the database.

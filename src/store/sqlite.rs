@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use super::*;
 
+mod mcp;
 mod sessions;
 mod tasks;
 mod webhooks;
