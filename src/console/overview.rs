@@ -73,21 +73,20 @@ pub async fn show(State(state): State<AppState>, ctx: Ctx) -> Result<Response, P
     let midnight = |d: NaiveDate| d.and_hms_opt(0, 0, 0).map(|x| x.and_utc()).unwrap_or(t);
     let month_start = NaiveDate::from_ymd_opt(today.year(), today.month(), 1).unwrap_or(today);
     let until = t + Duration::seconds(1);
-    let spend = |groups: Vec<crate::store::UsageGroup>| {
-        dollars(groups.iter().map(|g| g.cost_nanos).sum::<i64>())
-    };
-    let spend_today = spend(
-        state
-            .store
-            .usage_report(tenant, midnight(today), until, UsageGroupBy::Provider)
-            .await?,
+    // One report of the month by day gives both figures.
+    let month = state
+        .store
+        .usage_report(tenant, midnight(month_start), until, UsageGroupBy::Day)
+        .await?;
+    let today_key = today.format("%Y-%m-%d").to_string();
+    let spend_today = dollars(
+        month
+            .iter()
+            .filter(|g| g.key.as_deref() == Some(today_key.as_str()))
+            .map(|g| g.cost_nanos)
+            .sum(),
     );
-    let spend_month = spend(
-        state
-            .store
-            .usage_report(tenant, midnight(month_start), until, UsageGroupBy::Provider)
-            .await?,
-    );
+    let spend_month = dollars(month.iter().map(|g| g.cost_nanos).sum());
     let per_vendor = state
         .store
         .usage_report(
