@@ -165,6 +165,25 @@ async fn render(
         .list_webhook_tools(ctx.tenant(), None, 100)
         .await?
         .items;
+    // MCP servers offer every tool (`mcp:<server>/*`) and each tool of their last list.
+    let mcp: Vec<(String, &'static str)> = state
+        .store
+        .list_mcp_servers(ctx.tenant(), None, 100)
+        .await?
+        .items
+        .into_iter()
+        .flat_map(|m| {
+            let server = m.fields.name;
+            std::iter::once((format!("mcp:{server}/*"), "MCP server"))
+                .chain(
+                    m.state
+                        .tools
+                        .into_iter()
+                        .map(move |t| (format!("mcp:{server}/{}", t.name), "MCP")),
+                )
+                .collect::<Vec<_>>()
+        })
+        .collect();
     let mut tools: Vec<ToolChoice> = BUILTIN
         .iter()
         .map(|n| (n.to_string(), "built-in"))
@@ -173,6 +192,7 @@ async fn render(
                 .into_iter()
                 .map(|t| (t.fields.name, "webhook")),
         )
+        .chain(mcp)
         .map(|(name, kind)| ToolChoice {
             allowed: d.allowed.contains(&name),
             approval: d.approval.contains(&name),
