@@ -1,4 +1,5 @@
--- wrk script: POST a fixed chat completion; with RATE set (requests/s in total), each
+-- wrk script: POST a fixed chat completion (or BENCH_BODY, for the other protocols'
+-- endpoints); with RATE set (requests/s in total), each
 -- connection paces itself so the whole run approximates that fixed rate.
 --
 -- The pause before each request is drawn uniformly from 0 to twice the mean interval
@@ -10,8 +11,9 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["X-API-Key"] = os.getenv("BENCH_KEY") or "bench-key"
 wrk.headers["Authorization"] = "Bearer " .. (os.getenv("BENCH_KEY") or "bench-key")
-wrk.body = '{"model":"' .. (os.getenv("BENCH_MODEL") or "gpt-4o-mini") ..
-    '","messages":[{"role":"user","content":"Summarise the quarterly report in one line."}]}'
+wrk.headers["anthropic-version"] = "2023-06-01"
+wrk.body = os.getenv("BENCH_BODY") or ('{"model":"' .. (os.getenv("BENCH_MODEL") or "gpt-4o-mini") ..
+    '","messages":[{"role":"user","content":"Summarise the quarterly report in one line."}]}')
 
 local rate = tonumber(os.getenv("RATE") or "0")
 local conns = tonumber(os.getenv("CONNS") or "1")

@@ -29,6 +29,7 @@ fn employee(name: &str, max_steps: i32, approval: bool) -> EmployeeFields {
         token_budget: 100_000,
         temperature: 0.0,
         redact_prompts: false,
+        output_schema: None,
         approval_tools: if approval {
             vec!["calculator".into()]
         } else {

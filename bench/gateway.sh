@@ -3,7 +3,10 @@
 # through the gateway (/v1/chat/completions → router → sandbox over HTTP, zero vendor
 # latency, cache off), at fixed rates and flat out. Reports p50/p99 of both, the added
 # latency, the maximum throughput, RSS under load, and the router's own overhead
-# histogram (ai_gateway_overhead_seconds).
+# histogram (ai_gateway_overhead_seconds). Then the other protocols at PROTOCOL_RATE
+# (1000/s): /v1/messages (Anthropic in) against the sandbox's own /v1/messages, and
+# /v1/responses (stored, and with "store": false) against the direct chat completion
+# it makes.
 #
 # PACING=jitter (default) spreads each connection's requests at random around the mean
 # interval, as independent clients would; PACING=fixed sends all connections in lockstep
@@ -81,5 +84,19 @@ flat=$(RATE=0 wrk -t2 -c"$conns" -d"$duration" --latency -s bench/chat.lua "http
 echo "flat out gateway: $(wrk_summary "$flat")  RSS $(rss_mib "$gw_pid") MiB"
 flat=$(RATE=0 wrk -t2 -c"$conns" -d"$duration" --latency -s bench/chat.lua "http://$vendor/v1/chat/completions")
 echo "flat out direct:  $(wrk_summary "$flat")"
+# The other protocols at one rate: each against the direct vendor call it makes.
+prate=${PROTOCOL_RATE:-1000}
+messages_body='{"model":"gpt-4o-mini","max_tokens":256,"messages":[{"role":"user","content":"Summarise the quarterly report in one line."}]}'
+responses_body='{"model":"gpt-4o-mini","input":"Summarise the quarterly report in one line."}'
+unstored_body='{"model":"gpt-4o-mini","input":"Summarise the quarterly report in one line.","store":false}'
+run_body() { # BODY URL
+    BENCH_BODY=$1 RATE=$prate wrk -t2 -c"$conns" -d"$duration" --latency -s bench/chat.lua "$2"
+}
+echo "rate $prate/s  messages direct:  $(wrk_summary "$(run_body "$messages_body" "http://$vendor/v1/messages")")"
+echo "rate $prate/s  messages gateway: $(wrk_summary "$(run_body "$messages_body" "http://$api/v1/messages")")  (OpenAI-format vendor behind)"
+echo "rate $prate/s  responses gateway: $(wrk_summary "$(run_body "$responses_body" "http://$api/v1/responses")")  (stored)"
+echo "rate $prate/s  responses gateway: $(wrk_summary "$(run_body "$unstored_body" "http://$api/v1/responses")")  (store: false)"
+echo "rate $prate/s  chat direct:      $(wrk_summary "$(RATE=$prate wrk -t2 -c"$conns" -d"$duration" --latency -s bench/chat.lua "http://$vendor/v1/chat/completions")")  (what /v1/responses calls)"
+
 echo "router overhead histogram (seconds, cumulative):"
 curl -fs "http://$metrics/metrics" | grep '^ai_gateway_overhead_seconds' | sed 's/^/  /'

@@ -38,5 +38,7 @@ wrk_summary() {
     awk '/Requests\/sec/ { rps = $2 }
          /^ +50%/ { p50 = $2 }
          /^ +99%/ { p99 = $2 }
-         END { printf "%s req/s, p50 %s, p99 %s", rps, p50, p99 }' <<<"$1"
+         /Non-2xx or 3xx responses/ { bad = $NF }
+         END { printf "%s req/s, p50 %s, p99 %s", rps, p50, p99
+               if (bad) printf " (%s non-2xx!)", bad }' <<<"$1"
 }

@@ -76,6 +76,7 @@ async fn main() {
             temperature: 0.0,
             redact_prompts: false,
             approval_tools: vec![],
+            output_schema: None,
         },
     )
     .await

@@ -27,6 +27,8 @@ use crate::telemetry;
 
 /// How often the `last_used_at` times collected in memory are written.
 const KEY_USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
+/// How often stored `/v1/responses` answers past their retention are purged.
+const RESPONSES_PURGE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A built app: listeners bound, database connected and checked, not yet serving.
 pub struct App {
@@ -232,6 +234,24 @@ impl App {
             move || {
                 let state = flush_state.clone();
                 async move { flush_key_usage(&state).await }
+            },
+        ));
+
+        // Stored /v1/responses answers past their retention, removed in batches.
+        let purge_store = state.store.clone();
+        tasks.spawn(every(
+            RESPONSES_PURGE_INTERVAL,
+            stop_listeners.clone(),
+            move || {
+                let store = purge_store.clone();
+                async move {
+                    if let Err(e) = store
+                        .purge_expired_responses(chrono::Utc::now(), 1000)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "purging expired responses failed");
+                    }
+                }
             },
         ));
 

@@ -169,6 +169,7 @@ async fn collect(
         tool_calls: vec![],
         finish_reason: FinishReason::Stop,
         usage: Usage::default(),
+        stop_sequence: None,
     });
     (resp, err)
 }

@@ -40,6 +40,7 @@ fn fields(name: &str, i: usize) -> EmployeeFields {
         } else {
             Vec::new()
         },
+        output_schema: None,
     }
 }
 

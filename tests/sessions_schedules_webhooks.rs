@@ -892,6 +892,7 @@ async fn a_webhook_never_queued_is_swept_up(backend: Backend) {
             session_id: None,
             callback_url: Some(hook.url.clone()),
             metadata: json!({}),
+            output_schema: None,
         })
         .await
         .unwrap();

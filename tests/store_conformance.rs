@@ -36,6 +36,7 @@ fn fields(name: &str) -> EmployeeFields {
         temperature: 0.25,
         redact_prompts: true,
         approval_tools: Vec::new(),
+        output_schema: None,
     }
 }
 

@@ -43,6 +43,7 @@ fn new_task(employee: Uuid, priority: i32) -> NewTask {
         session_id: None,
         callback_url: None,
         metadata: json!({}),
+        output_schema: None,
     }
 }
 
@@ -175,6 +176,7 @@ async fn a_claim_can_carry_the_employee(backend: Backend) {
                 temperature: 0.25,
                 redact_prompts: true,
                 approval_tools: vec!["calculator".into()],
+                output_schema: None,
             },
         )
         .await
@@ -482,6 +484,7 @@ async fn due_schedules_are_shared_fairly_between_tenants(backend: Backend) {
         temperature: 0.0,
         redact_prompts: false,
         approval_tools: Vec::new(),
+        output_schema: None,
     };
     let busy = DEFAULT_TENANT_ID;
     let quiet = s.create_tenant("quiet").await.unwrap().id;

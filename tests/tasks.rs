@@ -162,6 +162,7 @@ async fn task_runs_the_tool_loop_to_success(backend: Backend) {
             session_id: None,
             callback_url: None,
             metadata: json!({}),
+            output_schema: None,
         })
         .await
         .unwrap();
@@ -330,6 +331,7 @@ async fn stalled_worker_is_rescued_and_its_late_completion_rejected(backend: Bac
                 temperature: 0.0,
                 redact_prompts: false,
                 approval_tools: vec![],
+                output_schema: None,
             },
         )
         .await
@@ -349,6 +351,7 @@ async fn stalled_worker_is_rescued_and_its_late_completion_rejected(backend: Bac
             session_id: None,
             callback_url: None,
             metadata: json!({}),
+            output_schema: None,
         })
         .await
         .unwrap();

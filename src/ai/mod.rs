@@ -13,6 +13,7 @@ pub mod num;
 pub mod openai;
 pub mod pricing;
 pub mod provider;
+pub mod responses;
 pub mod router;
 pub mod sandbox;
 pub mod sandbox_server;

@@ -44,9 +44,19 @@ pub struct OaRequest {
     pub stream: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_options: Option<OaStreamOptions>,
+    /// A stop sequence or a list of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<OaStop>,
     /// Parameters we do not interpret (top_p, user, seed, …), kept for pass-through.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OaStop {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -313,6 +323,11 @@ pub fn request_to_internal(req: OaRequest) -> Result<InternalRequest, RequestErr
         .and_then(|o| o.include_usage)
         .unwrap_or(false);
     let cache = req.extra.get("cache").and_then(Value::as_bool);
+    let stop = match req.stop {
+        None => Vec::new(),
+        Some(OaStop::One(s)) => vec![s],
+        Some(OaStop::Many(v)) => v,
+    };
     Ok(InternalRequest {
         request: ChatRequest {
             model: req.model,
@@ -332,6 +347,7 @@ pub fn request_to_internal(req: OaRequest) -> Result<InternalRequest, RequestErr
             max_tokens: req.max_completion_tokens.or(req.max_tokens),
             response_format: req.response_format,
             cache,
+            stop,
         },
         stream,
         include_usage,
@@ -396,6 +412,7 @@ pub fn request_from_internal(req: &ChatRequest, stream: bool, modern_limits: boo
         stream_options: stream.then_some(OaStreamOptions {
             include_usage: Some(true),
         }),
+        stop: (!req.stop.is_empty()).then(|| OaStop::Many(req.stop.clone())),
         extra: Map::new(),
     }
 }
@@ -510,6 +527,7 @@ pub fn response_from_wire(resp: OaResponse) -> Result<ChatResponse, AiError> {
         tool_calls: calls_from_wire(choice.message.tool_calls),
         finish_reason: finish_from_wire(choice.finish_reason.as_deref()),
         usage,
+        stop_sequence: None,
     })
 }
 
@@ -573,6 +591,8 @@ pub fn event_to_chunk(ev: &StreamEvent, id: &str, model: &str, created: i64) -> 
             },
             None,
         ),
+        // The wire has no place for which sequence stopped the answer.
+        StreamEvent::StopSequence(_) => return None,
         StreamEvent::Finish(r) => chunk(OaDelta::default(), Some(finish_to_wire(*r).into())),
         StreamEvent::Usage(u) => OaChunk {
             id: id.to_string(),
@@ -635,6 +655,207 @@ impl ChunkParser {
     }
 }
 
+// ---------------------------------------------------------------- embeddings
+
+/// An embeddings request as the API takes it: `input` is a string, a list of strings, a
+/// list of token ids or a list of such lists.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OaEmbeddingRequest {
+    pub model: String,
+    pub input: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding_format: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::num::optional"
+    )]
+    pub dimensions: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OaEmbeddingResponse {
+    #[serde(default = "list_object")]
+    pub object: String,
+    pub data: Vec<OaEmbedding>,
+    pub model: String,
+    #[serde(default)]
+    pub usage: OaEmbeddingUsage,
+}
+
+fn list_object() -> String {
+    "list".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OaEmbedding {
+    #[serde(default = "embedding_object")]
+    pub object: String,
+    pub index: usize,
+    /// Numbers, or (with `encoding_format: "base64"`) little-endian f32s in base64.
+    pub embedding: Value,
+}
+
+fn embedding_object() -> String {
+    "embedding".into()
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OaEmbeddingUsage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub total_tokens: u64,
+}
+
+/// The most inputs one embeddings request may carry (the API's own limit).
+pub const MAX_EMBEDDING_INPUTS: usize = 2048;
+
+/// The longest vector one may ask for (the largest models have 3072).
+pub const MAX_EMBEDDING_DIMENSIONS: u32 = 4096;
+
+/// A wire embeddings request → the neutral one and whether the caller wants base64.
+pub fn embedding_request_to_internal(
+    req: OaEmbeddingRequest,
+) -> Result<(EmbeddingRequest, bool), RequestError> {
+    let bad = |m: &str| RequestError::new("input", m.to_string());
+    let shape = "must be a string, a list of strings, a list of token ids or a list of such lists";
+    let input = match req.input {
+        Value::String(s) => EmbeddingInput::Texts(vec![s]),
+        Value::Array(items) if items.is_empty() => return Err(bad("must not be empty")),
+        Value::Array(items) if items.iter().all(Value::is_string) => EmbeddingInput::Texts(
+            items
+                .into_iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+        ),
+        Value::Array(items) if items.iter().all(Value::is_number) => {
+            EmbeddingInput::Tokens(vec![token_ids(&items).ok_or_else(|| bad(shape))?])
+        }
+        Value::Array(items) => EmbeddingInput::Tokens(
+            items
+                .iter()
+                .map(|i| i.as_array().and_then(|ids| token_ids(ids)))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| bad(shape))?,
+        ),
+        _ => return Err(bad(shape)),
+    };
+    if input.len() > MAX_EMBEDDING_INPUTS {
+        return Err(bad("at most 2048 inputs per request"));
+    }
+    let base64 = match req.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(RequestError::new(
+                "encoding_format",
+                format!("unknown value {other:?}: use float or base64"),
+            ));
+        }
+    };
+    if req
+        .dimensions
+        .is_some_and(|d| d == 0 || d > MAX_EMBEDDING_DIMENSIONS)
+    {
+        return Err(RequestError::new("dimensions", "must be 1-4096"));
+    }
+    Ok((
+        EmbeddingRequest {
+            model: req.model,
+            input,
+            dimensions: req.dimensions,
+        },
+        base64,
+    ))
+}
+
+fn token_ids(items: &[Value]) -> Option<Vec<u32>> {
+    if items.is_empty() {
+        return None;
+    }
+    items
+        .iter()
+        .map(|v| {
+            // A whole number, also when written as a float (`600.0`).
+            let f = v.as_f64()?;
+            (f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&f)).then_some(f as u32)
+        })
+        .collect()
+}
+
+/// The neutral response → the wire response we serve, vectors as numbers or base64.
+pub fn embedding_response_to_wire(resp: &EmbeddingResponse, base64: bool) -> OaEmbeddingResponse {
+    use base64::Engine as _;
+    OaEmbeddingResponse {
+        object: list_object(),
+        data: resp
+            .data
+            .iter()
+            .enumerate()
+            .map(|(index, v)| OaEmbedding {
+                object: embedding_object(),
+                index,
+                embedding: if base64 {
+                    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                    Value::from(base64::engine::general_purpose::STANDARD.encode(bytes))
+                } else {
+                    Value::from(v.clone())
+                },
+            })
+            .collect(),
+        model: resp.model.clone(),
+        usage: OaEmbeddingUsage {
+            prompt_tokens: resp.usage.input_tokens,
+            total_tokens: resp.usage.input_tokens,
+        },
+    }
+}
+
+/// A wire response we received (numbers) → the neutral response, vectors in index order.
+pub fn embedding_response_from_wire(
+    resp: OaEmbeddingResponse,
+    inputs: usize,
+) -> Result<EmbeddingResponse, AiError> {
+    let mut data = vec![None; inputs];
+    for e in resp.data {
+        let v: Vec<f32> = serde_json::from_value(e.embedding).map_err(|_| {
+            AiError::new(
+                ErrorKind::Malformed,
+                "an embedding is not a list of numbers",
+            )
+        })?;
+        if let Some(slot) = data.get_mut(e.index) {
+            *slot = Some(v);
+        }
+    }
+    let data = data
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| AiError::new(ErrorKind::Malformed, "an input got no embedding"))?;
+    Ok(EmbeddingResponse {
+        model: resp.model,
+        data,
+        usage: Usage {
+            input_tokens: resp.usage.prompt_tokens,
+            ..Usage::default()
+        },
+    })
+}
+
+/// The neutral request → the wire request we send (numbers back, not base64).
+pub fn embedding_request_from_internal(req: &EmbeddingRequest) -> OaEmbeddingRequest {
+    OaEmbeddingRequest {
+        model: req.model.clone(),
+        input: serde_json::to_value(&req.input).unwrap_or(Value::Null),
+        encoding_format: Some("float".into()),
+        dimensions: req.dimensions,
+        user: None,
+    }
+}
+
 // ---------------------------------------------------------------- client
 
 /// An OpenAI-format vendor reached over HTTP.
@@ -642,6 +863,8 @@ pub struct OpenAiProvider {
     name: String,
     /// `…/chat/completions` with `Authorization: Bearer …` (or Azure-style `api-key`).
     endpoint: provider::Endpoint,
+    /// `…/embeddings`, same credential.
+    embeddings: provider::Endpoint,
     modern_limits: bool,
     http: reqwest::Client,
 }
@@ -657,11 +880,10 @@ impl OpenAiProvider {
         let base_url = base_url.trim_end_matches('/').to_string();
         // The official API prefers max_completion_tokens; compatible servers know max_tokens.
         let modern_limits = base_url.contains("api.openai.com");
-        let mut url = format!("{base_url}/chat/completions");
-        if let Some(v) = &api_version {
-            url.push_str("?api-version=");
-            url.push_str(v);
-        }
+        let url_of = |path: &str| match &api_version {
+            Some(v) => format!("{base_url}/{path}?api-version={v}"),
+            None => format!("{base_url}/{path}"),
+        };
         let bearer = format!("Bearer {}", api_key.expose());
         let credential = if api_version.is_some() {
             Some(("api-key", api_key.expose()))
@@ -672,7 +894,8 @@ impl OpenAiProvider {
         };
         Self {
             name: name.into(),
-            endpoint: provider::Endpoint::new(url, credential),
+            endpoint: provider::Endpoint::new(url_of("chat/completions"), credential),
+            embeddings: provider::Endpoint::new(url_of("embeddings"), credential),
             modern_limits,
             http,
         }
@@ -719,6 +942,12 @@ impl Provider for OpenAiProvider {
                 ),
             }
         }))
+    }
+
+    async fn embed(&self, req: &EmbeddingRequest) -> Result<EmbeddingResponse, AiError> {
+        let body = embedding_request_from_internal(req);
+        let resp = provider::send(self.embeddings.post(&self.http).json(&body)).await?;
+        embedding_response_from_wire(provider::json_body(resp).await?, req.input.len())
     }
 }
 

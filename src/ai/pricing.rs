@@ -72,9 +72,14 @@ const BUILT_IN: &[(&str, f64, f64, f64, f64, u64)] = &[
     ("claude-3-7-sonnet", 3.0, 0.30, 3.75, 15.0, 200_000),
     ("claude-haiku-4", 1.0, 0.10, 1.25, 5.0, 200_000),
     ("claude-3-5-haiku", 0.80, 0.08, 1.0, 4.0, 200_000),
+    // Embedding models bill input tokens only.
+    ("text-embedding-3-small", 0.02, 0.02, 0.02, 0.0, 8_191),
+    ("text-embedding-3-large", 0.13, 0.13, 0.13, 0.0, 8_191),
+    ("text-embedding-ada-002", 0.10, 0.10, 0.10, 0.0, 8_191),
     // The sandbox bills fictional, round prices so accounting is visible and testable.
     ("sandbox-1", 1.0, 0.5, 1.0, 2.0, 32_000),
     ("sandbox-large", 1.0, 0.5, 1.0, 2.0, 1_000_000),
+    ("sandbox-embed", 0.1, 0.1, 0.1, 0.0, 8_191),
 ];
 
 #[derive(Clone, Debug)]
@@ -130,16 +135,18 @@ impl PriceTable {
             .map(|(_, p)| *p)
     }
 
-    /// The names the table prices: `provider/model` or a bare model name.
-    pub fn model_names(&self) -> impl Iterator<Item = &str> {
-        self.entries.keys().map(String::as_str)
-    }
-
     /// Whether the table names this model itself (`provider/model` or `model`), not by
     /// prefix: the test for a model name fit to be a metric label.
     pub fn names(&self, provider: &str, model: &str) -> bool {
         self.entries.contains_key(model)
             || self.entries.contains_key(&format!("{provider}/{model}"))
+    }
+
+    /// Every name the table holds (`model` or `provider/model`), sorted.
+    pub fn model_names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.entries.keys().map(String::as_str).collect();
+        v.sort_unstable();
+        v
     }
 
     /// Cost in nano-dollars; 0 for an unknown model (and the caller is told by `None`).

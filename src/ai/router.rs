@@ -94,6 +94,23 @@ pub struct Routed {
     pub failed_attempts: Vec<AttemptReport>,
 }
 
+/// A model a caller can name, as `GET /v1/models` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ModelInfo {
+    pub id: String,
+    /// The provider that serves it, or `digital-employee` for an alias.
+    pub owned_by: String,
+}
+
+/// A successful routed embeddings call.
+#[derive(Clone, Debug)]
+pub struct RoutedEmbedding {
+    pub response: EmbeddingResponse,
+    pub provider: String,
+    pub model: String,
+    pub cost_nanos: i64,
+}
+
 /// A routed stream whose first event has already arrived.
 pub struct RoutedStream {
     pub provider: String,
@@ -313,7 +330,7 @@ impl AiRouter {
     /// models and the members of the alias chains, of configured providers only; sorted.
     pub fn known_models(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        let priced = self.prices.model_names().filter_map(|name| {
+        let priced = self.prices.model_names().into_iter().filter_map(|name| {
             if name.contains('/') {
                 Some(name.to_string())
             } else {
@@ -337,6 +354,35 @@ impl AiRouter {
         self.breakers.get(provider).map(Breaker::state)
     }
 
+    /// The models a gateway caller can name, for `GET /v1/models`: every alias (owned by
+    /// `digital-employee`), then every price-table model a configured provider serves —
+    /// `provider/model` entries as written, bare names under the provider they resolve to.
+    /// Sorted by id within each group.
+    pub fn models(&self) -> Vec<ModelInfo> {
+        let mut aliases: Vec<ModelInfo> = self
+            .aliases
+            .keys()
+            .map(|a| ModelInfo {
+                id: a.clone(),
+                owned_by: "digital-employee".to_string(),
+            })
+            .collect();
+        aliases.sort_by(|a, b| a.id.cmp(&b.id));
+        let vendor = self.prices.model_names().into_iter().filter_map(|name| {
+            if self.aliases.contains_key(name) {
+                return None;
+            }
+            let chain = self.resolve(name)?;
+            let (provider, _) = split(chain.first()?);
+            self.providers.contains_key(provider).then(|| ModelInfo {
+                id: name.to_string(),
+                owned_by: provider.to_string(),
+            })
+        });
+        aliases.extend(vendor);
+        aliases
+    }
+
     /// The fallback chain a gateway `model` names: an alias, `provider/model`, or a bare
     /// vendor model name (its provider inferred from the name).
     pub fn resolve(&self, model: &str) -> Option<Vec<String>> {
@@ -355,6 +401,7 @@ impl AiRouter {
             || model.starts_with("o3")
             || model.starts_with("o4")
             || model.starts_with("chatgpt")
+            || model.starts_with("text-embedding")
         {
             "openai"
         } else if model.starts_with("sandbox") {
@@ -484,6 +531,63 @@ impl AiRouter {
         })
     }
 
+    /// Embeddings over `candidates`: the same fallback, retries, breakers, metrics and
+    /// `ai_calls` records as a chat call (input tokens only, priced at the model's input
+    /// price). Candidates whose vendor has no embeddings endpoint are skipped as bad
+    /// requests.
+    pub async fn embed(
+        &self,
+        candidates: &[String],
+        req: &EmbeddingRequest,
+        ctx: CallContext,
+    ) -> Result<RoutedEmbedding, RouteError> {
+        let started = Instant::now();
+        let won = self
+            .fallback(candidates, req, ctx, false, |provider, call| {
+                provider.embed(call)
+            })
+            .await?;
+        self.breaker(won.provider, Breaker::success);
+        let cost = self.record_ok(
+            ctx,
+            won.provider,
+            won.model,
+            &won.value.usage,
+            won.latency,
+            false,
+        );
+        metrics::histogram!(m::AI_GATEWAY_OVERHEAD_SECONDS)
+            .record(started.elapsed().saturating_sub(won.waited).as_secs_f64());
+        Ok(RoutedEmbedding {
+            response: won.value,
+            provider: won.provider.to_string(),
+            model: won.model.to_string(),
+            cost_nanos: cost,
+        })
+    }
+
+    /// The prompt's input tokens as the first usable candidate's vendor counts them: one
+    /// attempt under the attempt timeout, not retried, not billed. `None` when that vendor
+    /// has no counting endpoint or the count fails (callers estimate).
+    pub async fn count_tokens(&self, candidates: &[String], req: &ChatRequest) -> Option<u64> {
+        // A closed breaker only: a count is no probe of a provider's health.
+        let (provider, model) = candidates.iter().find_map(|c| {
+            let (p, m) = split(c);
+            let provider = self.providers.get(p).filter(|_| self.can_call(p))?;
+            Some((provider.clone(), m))
+        })?;
+        let mut call = req.clone();
+        call.set_model(model);
+        match tokio::time::timeout(self.cfg.attempt_timeout, provider.count_tokens(&call)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
+                tracing::warn!(provider = provider.name(), kind = ?e.kind, "token count failed; estimating");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
     /// Walks the fallback chain until one attempt succeeds: the one loop behind
     /// [`Self::chat`] and [`Self::chat_stream`].
     ///
@@ -494,16 +598,17 @@ impl AiRouter {
     /// larger window, anything else to the next candidate. The successful attempt is
     /// handed back unaccounted: what success means (a whole answer, or a stream's first
     /// event) is the caller's to record.
-    async fn fallback<'c, T, F>(
+    async fn fallback<'c, R, T, F>(
         &self,
         candidates: &'c [String],
-        req: &ChatRequest,
+        req: &R,
         ctx: CallContext,
         streamed: bool,
         attempt: F,
     ) -> Result<Won<'c, T>, RouteError>
     where
-        F: for<'a> Fn(&'a dyn Provider, &'a ChatRequest) -> BoxFuture<'a, Result<T, AiError>>,
+        R: ModelRequest,
+        F: for<'a> Fn(&'a dyn Provider, &'a R) -> BoxFuture<'a, Result<T, AiError>>,
     {
         let mut failed = Vec::new();
         let mut waited = Duration::ZERO;
@@ -514,7 +619,7 @@ impl AiRouter {
                 continue;
             };
             let mut call = req.clone();
-            call.model = model.to_string();
+            call.set_model(model);
             let mut retry = 0;
             loop {
                 let t0 = Instant::now();

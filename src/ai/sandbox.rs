@@ -5,8 +5,11 @@
 //! Default behaviour, decided from the request alone (same request → same answer):
 //! - tools offered, `tool_choice` not `none`, and no tool result since the last user
 //!   message → call one tool (the forced one, else the first whose name the user
-//!   mentions, else the first) with arguments generated from its JSON schema;
-//! - otherwise answer in text, quoting the tool results when there are some.
+//!   mentions, else the first) with arguments generated from its JSON schema; a forced
+//!   tool (`tool_choice` naming it, or `required`: one not called yet) is called even
+//!   after tool results;
+//! - otherwise answer in text, quoting the tool results when there are some; with a
+//!   `json_schema` response format, a value valid for the schema instead.
 //!
 //! Usage is about four characters a token, counted on what was sent and returned.
 
@@ -37,12 +40,24 @@ pub fn respond(req: &ChatRequest) -> ChatResponse {
         .iter()
         .filter(|m| m.role == Role::Tool)
         .collect();
-    let input_tokens = estimate_input(req);
+    let input_tokens = req.estimated_input_tokens();
 
-    let wants_tool =
-        !req.tools.is_empty() && req.tool_choice != Some(ToolChoice::None) && results.is_empty();
+    // A forced tool (or `required`) is called whatever came before, as a vendor does.
+    let forced = match &req.tool_choice {
+        Some(ToolChoice::Tool(n)) => req.tools.iter().any(|t| &t.name == n),
+        Some(ToolChoice::Required) => true,
+        _ => false,
+    };
+    let wants_tool = !req.tools.is_empty()
+        && req.tool_choice != Some(ToolChoice::None)
+        && (results.is_empty() || forced);
     if wants_tool {
-        let tool = pick_tool(req, &user_text);
+        // Tools already called since the user spoke come last.
+        let called: Vec<&str> = req.messages[last_user.map_or(0, |i| i + 1)..]
+            .iter()
+            .flat_map(|m| m.tool_calls.iter().map(|c| c.name.as_str()))
+            .collect();
+        let tool = pick_tool(req, &user_text, &called);
         let args = example_for(&tool.parameters, &tool.name, &user_text).to_string();
         let output_tokens = tokens(args.len() + tool.name.len());
         return ChatResponse {
@@ -60,6 +75,7 @@ pub fn respond(req: &ChatRequest) -> ChatResponse {
                 output_tokens,
                 ..Usage::default()
             },
+            stop_sequence: None,
         };
     }
 
@@ -72,15 +88,33 @@ pub fn respond(req: &ChatRequest) -> ChatResponse {
             .collect();
         format!("Based on the tool results: {}", parts.join("; "))
     };
-    if is_json_format(req.response_format.as_ref()) {
-        text = json!({ "answer": text }).to_string();
+    // Structured output: a value valid for the schema when there is one, else an object.
+    match json_schema_of(req.response_format.as_ref()) {
+        Some(schema) => text = example_for(schema, "answer", &user_text).to_string(),
+        None if is_json_format(req.response_format.as_ref()) => {
+            text = json!({ "answer": text }).to_string();
+        }
+        None => {}
     }
     let mut finish = FinishReason::Stop;
+    let mut stop_sequence = None;
+    // The earliest stop sequence in the text ends it there, as a vendor would.
+    if let Some((at, seq)) = req
+        .stop
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text.find(s.as_str()).map(|at| (at, s)))
+        .min_by_key(|(at, _)| *at)
+    {
+        text.truncate(at);
+        stop_sequence = Some(seq.clone());
+    }
     if let Some(max) = req.max_tokens {
         let max_chars = (max as usize).saturating_mul(4);
         if text.chars().count() > max_chars {
             text = text.chars().take(max_chars).collect();
             finish = FinishReason::Length;
+            stop_sequence = None;
         }
     }
     ChatResponse {
@@ -94,7 +128,74 @@ pub fn respond(req: &ChatRequest) -> ChatResponse {
             output_tokens: tokens(text.len()),
             ..Usage::default()
         },
+        stop_sequence,
     }
+}
+
+/// Dimensions of the sandbox's vectors when the request names none: those of the
+/// OpenAI model of the same name, else 1536.
+pub fn default_dimensions(model: &str) -> u32 {
+    if model.contains("3-large") {
+        3072
+    } else {
+        1536
+    }
+}
+
+/// The deterministic embedding of each input: a unit vector of `dimensions` numbers drawn
+/// from a generator seeded by the model and the input, so equal inputs embed equally.
+pub fn embed(req: &EmbeddingRequest) -> EmbeddingResponse {
+    let dims = req
+        .dimensions
+        .unwrap_or_else(|| default_dimensions(&req.model))
+        .max(1) as usize;
+    let seeds: Vec<Vec<u8>> = match &req.input {
+        EmbeddingInput::Texts(t) => t.iter().map(|s| s.as_bytes().to_vec()).collect(),
+        EmbeddingInput::Tokens(t) => t
+            .iter()
+            .map(|ids| ids.iter().flat_map(|i| i.to_le_bytes()).collect())
+            .collect(),
+    };
+    let input_tokens = match &req.input {
+        EmbeddingInput::Texts(t) => t.iter().map(|s| tokens(s.len())).sum(),
+        EmbeddingInput::Tokens(t) => t.iter().map(|ids| ids.len() as u64).sum(),
+    };
+    let data = seeds
+        .iter()
+        .map(|bytes| {
+            let mut h = Sha256::new();
+            h.update(req.model.as_bytes());
+            h.update([0]);
+            h.update(bytes);
+            let digest = h.finalize();
+            let mut seed = [0u8; 32];
+            seed.copy_from_slice(&digest);
+            let mut rng = StdRng::from_seed(seed);
+            let mut v: Vec<f32> = (0..dims).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            if norm > 0.0 {
+                v.iter_mut().for_each(|x| *x /= norm);
+            }
+            v
+        })
+        .collect();
+    EmbeddingResponse {
+        model: req.model.clone(),
+        data,
+        usage: Usage {
+            input_tokens,
+            ..Usage::default()
+        },
+    }
+}
+
+/// The schema of a `json_schema` response format (OpenAI's `{"json_schema": {"schema"}}`).
+fn json_schema_of(f: Option<&Value>) -> Option<&Value> {
+    let f = f?;
+    if f.get("type").and_then(Value::as_str) != Some("json_schema") {
+        return None;
+    }
+    f.pointer("/json_schema/schema").or_else(|| f.get("schema"))
 }
 
 fn is_json_format(f: Option<&Value>) -> bool {
@@ -105,21 +206,7 @@ fn is_json_format(f: Option<&Value>) -> bool {
 }
 
 fn tokens(chars: usize) -> u64 {
-    (chars as u64).div_ceil(4).max(1)
-}
-
-fn estimate_input(req: &ChatRequest) -> u64 {
-    let mut n = 0usize;
-    for m in &req.messages {
-        n += m.content.as_deref().map_or(0, str::len) + 4;
-        for c in &m.tool_calls {
-            n += c.name.len() + c.arguments.len();
-        }
-    }
-    for t in &req.tools {
-        n += t.name.len() + t.parameters.to_string().len();
-    }
-    tokens(n)
+    estimate_tokens(chars)
 }
 
 fn clip(s: &str, n: usize) -> String {
@@ -130,16 +217,23 @@ fn clip(s: &str, n: usize) -> String {
     out
 }
 
-fn pick_tool<'a>(req: &'a ChatRequest, user_text: &str) -> &'a ToolDef {
+/// The forced tool; else the first not yet `called` that the user mentions, else the
+/// first not yet called, else the first.
+fn pick_tool<'a>(req: &'a ChatRequest, user_text: &str, called: &[&str]) -> &'a ToolDef {
     if let Some(ToolChoice::Tool(name)) = &req.tool_choice
         && let Some(t) = req.tools.iter().find(|t| &t.name == name)
     {
         return t;
     }
     let lower = user_text.to_lowercase();
-    req.tools
-        .iter()
+    let fresh = || {
+        req.tools
+            .iter()
+            .filter(|t| !called.contains(&t.name.as_str()))
+    };
+    fresh()
         .find(|t| lower.contains(&t.name.to_lowercase()))
+        .or_else(|| fresh().next())
         .unwrap_or(&req.tools[0])
 }
 
@@ -285,6 +379,9 @@ pub fn response_to_events(resp: &ChatResponse) -> Vec<StreamEvent> {
                 delta: piece,
             });
         }
+    }
+    if let Some(s) = &resp.stop_sequence {
+        out.push(StreamEvent::StopSequence(s.clone()));
     }
     out.push(StreamEvent::Finish(resp.finish_reason));
     out.push(StreamEvent::Usage(resp.usage));
@@ -442,24 +539,44 @@ impl SandboxEngine {
     /// Decides the answer and faults for a request (and counts it).
     pub fn plan(&self, req: &ChatRequest, extra_faults: Vec<Fault>) -> Plan {
         let mut s = self.lock();
-        // Callers choose model names: past MAX_COUNTED_MODELS distinct ones, the rest share
-        // one counter, so the map cannot grow without bound.
-        let counted =
-            if s.requests.len() < MAX_COUNTED_MODELS || s.requests.contains_key(&req.model) {
-                req.model.clone()
-            } else {
-                OTHER_MODELS.to_string()
-            };
-        *s.requests.entry(counted).or_default() += 1;
         let mut faults = extra_faults;
         let mut response = None;
         if let Some(step) = s.scripts.get_mut(&req.model).and_then(VecDeque::pop_front) {
             faults.extend(step.fault.clone());
             response = Some(scripted(req, step));
         }
-        let EngineState { rng, rules, .. } = &mut *s;
+        s.count_and_match(&req.model, &mut faults);
+        drop(s);
+        Plan {
+            response: response.unwrap_or_else(|| respond(req)),
+            faults,
+        }
+    }
+
+    /// The faults for a request that needs no chat answer (embeddings, token counts),
+    /// counted like a chat request; scripts do not apply.
+    pub fn plan_without_answer(&self, model: &str, extra_faults: Vec<Fault>) -> Vec<Fault> {
+        let mut faults = extra_faults;
+        self.lock().count_and_match(model, &mut faults);
+        faults
+    }
+}
+
+impl EngineState {
+    /// Counts a request for `model` and adds the faults its rules apply now.
+    fn count_and_match(&mut self, model: &str, faults: &mut Vec<Fault>) {
+        // Callers choose model names: past MAX_COUNTED_MODELS distinct ones, the rest share
+        // one counter, so the map cannot grow without bound.
+        let counted =
+            if self.requests.len() < MAX_COUNTED_MODELS || self.requests.contains_key(model) {
+                model.to_string()
+            } else {
+                OTHER_MODELS.to_string()
+            };
+        *self.requests.entry(counted).or_default() += 1;
+        let EngineState { rng, rules, .. } = self;
         for rule in rules.iter_mut() {
-            if rule.model.as_ref().is_some_and(|m| m != &req.model) {
+            if rule.model.as_ref().is_some_and(|m| m != model) {
                 continue;
             }
             let hit = match (rule.times.as_mut(), rule.rate) {
@@ -480,11 +597,6 @@ impl SandboxEngine {
                     f => f.clone(),
                 });
             }
-        }
-        drop(s);
-        Plan {
-            response: response.unwrap_or_else(|| respond(req)),
-            faults,
         }
     }
 }
@@ -512,6 +624,7 @@ fn scripted(req: &ChatRequest, step: ScriptStep) -> ChatResponse {
     };
     if step.content.is_some() || !calls.is_empty() {
         base.content = step.content;
+        base.stop_sequence = None;
     }
     base.tool_calls = calls;
     if let Some(u) = step.usage {
@@ -559,26 +672,32 @@ impl SandboxProvider {
 
     async fn planned(&self, req: &ChatRequest) -> Result<ChatResponse, AiError> {
         let plan = self.engine.plan(req, Vec::new());
-        let delay = latency_of(&plan.faults);
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        for f in &plan.faults {
-            if let Fault::Status {
-                status,
-                retry_after,
-                message,
-            } = f
-            {
-                return Err(AiError::from_status(
-                    *status,
-                    message.as_deref().unwrap_or("injected fault"),
-                    retry_after.map(Duration::from_secs),
-                ));
-            }
-        }
+        apply_faults(&plan.faults).await?;
         Ok(plan.response)
     }
+}
+
+/// Waits the latency faults ask for, then fails with the first status fault, if any.
+async fn apply_faults(faults: &[Fault]) -> Result<(), AiError> {
+    let delay = latency_of(faults);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    for f in faults {
+        if let Fault::Status {
+            status,
+            retry_after,
+            message,
+        } = f
+        {
+            return Err(AiError::from_status(
+                *status,
+                message.as_deref().unwrap_or("injected fault"),
+                retry_after.map(Duration::from_secs),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -597,6 +716,15 @@ impl Provider for SandboxProvider {
         Ok(Box::pin(futures_util::stream::iter(
             events.into_iter().map(Ok),
         )))
+    }
+
+    async fn count_tokens(&self, req: &ChatRequest) -> Result<Option<u64>, AiError> {
+        Ok(Some(req.estimated_input_tokens()))
+    }
+
+    async fn embed(&self, req: &EmbeddingRequest) -> Result<EmbeddingResponse, AiError> {
+        apply_faults(&self.engine.plan_without_answer(&req.model, Vec::new())).await?;
+        Ok(embed(req))
     }
 }
 

@@ -1,6 +1,6 @@
-//! The sandbox as a real HTTP vendor: `POST /v1/chat/completions` (OpenAI format) and
-//! `POST /v1/messages` (Anthropic format), streaming included, with faults applied on
-//! the wire. Admin endpoints under `/__sandbox/` load scripts and fault rules, reset, and
+//! The sandbox as a real HTTP vendor: `POST /v1/chat/completions` and
+//! `POST /v1/embeddings` (OpenAI format) and `POST /v1/messages` (Anthropic format),
+//! streaming included, with faults applied on the wire. Admin endpoints under `/__sandbox/` load scripts and fault rules, reset, and
 //! report request counts (so tests count attempts instead of timing them).
 //!
 //! Per-request faults: header `x-sandbox-fault` with a JSON fault or list of faults.
@@ -34,6 +34,8 @@ pub fn router(engine: Arc<SandboxEngine>, require_key: Option<String>) -> Router
         .route("/health", get(|| async { "ok" }))
         .route("/v1/chat/completions", post(openai_chat))
         .route("/v1/messages", post(anthropic_messages))
+        .route("/v1/embeddings", post(openai_embeddings))
+        .route("/v1/messages/count_tokens", post(anthropic_count_tokens))
         .route("/__sandbox/setup", post(setup))
         .route("/__sandbox/reset", post(reset))
         .route("/__sandbox/stats", get(stats))
@@ -220,6 +222,67 @@ async fn openai_chat(State(s): State<SbState>, headers: HeaderMap, body: Bytes) 
     }
     frames.push(sse::encode(None, "[DONE]"));
     sse_body(frames, break_after(&plan.faults))
+}
+
+async fn openai_embeddings(State(s): State<SbState>, headers: HeaderMap, body: Bytes) -> Response {
+    if !authorized(&s, &headers) {
+        return error(401, "invalid_api_key", "Incorrect API key provided", None);
+    }
+    let wire: openai::OaEmbeddingRequest = match serde_json::from_slice(&body) {
+        Ok(w) => w,
+        Err(e) => return error(400, "invalid_request_error", &e.to_string(), None),
+    };
+    let (req, base64) = match openai::embedding_request_to_internal(wire) {
+        Ok(r) => r,
+        Err(e) => return error(400, "invalid_request_error", &e.to_string(), None),
+    };
+    let faults = s
+        .engine
+        .plan_without_answer(&req.model, header_faults(&headers));
+    if let Some(r) = pre_faults(&faults).await {
+        return r;
+    }
+    axum::Json(openai::embedding_response_to_wire(
+        &super::sandbox::embed(&req),
+        base64,
+    ))
+    .into_response()
+}
+
+/// Counts like the sandbox bills: its own estimate of the prompt.
+async fn anthropic_count_tokens(
+    State(s): State<SbState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !authorized(&s, &headers) {
+        return error(401, "authentication_error", "invalid x-api-key", None);
+    }
+    let mut wire: anthropic::AnRequest = match serde_json::from_slice(&body) {
+        Ok(w) => w,
+        Err(e) => return error(400, "invalid_request_error", &e.to_string(), None),
+    };
+    if wire.max_tokens != 0 {
+        return error(
+            400,
+            "invalid_request_error",
+            "max_tokens: Extra inputs are not permitted",
+            None,
+        );
+    }
+    let faults = s
+        .engine
+        .plan_without_answer(&wire.model, header_faults(&headers));
+    if let Some(r) = pre_faults(&faults).await {
+        return r;
+    }
+    wire.max_tokens = 1;
+    match anthropic::request_to_internal(wire) {
+        Ok(r) => {
+            axum::Json(json!({"input_tokens": r.request.estimated_input_tokens()})).into_response()
+        }
+        Err(e) => error(400, "invalid_request_error", &e.to_string(), None),
+    }
 }
 
 async fn anthropic_messages(State(s): State<SbState>, headers: HeaderMap, body: Bytes) -> Response {

@@ -106,6 +106,9 @@ pub struct ChatRequest {
     /// Ask for the result cache even when the temperature is not 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<bool>,
+    /// Sequences that end the answer where they would appear (not included in it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
 }
 
 impl ChatRequest {
@@ -119,8 +122,32 @@ impl ChatRequest {
             max_tokens: None,
             response_format: None,
             cache: None,
+            stop: Vec::new(),
         }
     }
+
+    /// About how many tokens the prompt is: four characters a token over the text of the
+    /// messages, tool calls and tool definitions (plus a little per message). Used where
+    /// no vendor tokenizer is at hand: the sandbox's usage and token counting for
+    /// vendors that offer no counting endpoint.
+    pub fn estimated_input_tokens(&self) -> u64 {
+        let mut n = 0usize;
+        for m in &self.messages {
+            n += m.content.as_deref().map_or(0, str::len) + 4;
+            for c in &m.tool_calls {
+                n += c.name.len() + c.arguments.len();
+            }
+        }
+        for t in &self.tools {
+            n += t.name.len() + t.parameters.to_string().len();
+        }
+        estimate_tokens(n)
+    }
+}
+
+/// Tokens of `chars` bytes of text at about four a token (at least one).
+pub fn estimate_tokens(chars: usize) -> u64 {
+    (chars as u64).div_ceil(4).max(1)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +186,9 @@ pub struct ChatResponse {
     pub tool_calls: Vec<ToolCall>,
     pub finish_reason: FinishReason,
     pub usage: Usage,
+    /// The stop sequence that ended the answer, when the vendor says which.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_sequence: Option<String>,
 }
 
 /// Incremental pieces of a streamed response, in order.
@@ -180,6 +210,8 @@ pub enum StreamEvent {
         index: usize,
         delta: String,
     },
+    /// The answer ended at this stop sequence (comes before `Finish`).
+    StopSequence(String),
     Finish(FinishReason),
     Usage(Usage),
 }
@@ -193,6 +225,7 @@ pub struct StreamAccumulator {
     has_text: bool,
     calls: Vec<ToolCall>,
     finish: Option<FinishReason>,
+    stop_sequence: Option<String>,
     usage: Usage,
 }
 
@@ -223,6 +256,7 @@ impl StreamAccumulator {
                     c.arguments.push_str(delta);
                 }
             }
+            StreamEvent::StopSequence(s) => self.stop_sequence = Some(s.clone()),
             StreamEvent::Finish(r) => self.finish = Some(*r),
             StreamEvent::Usage(u) => self.usage = *u,
         }
@@ -238,6 +272,64 @@ impl StreamAccumulator {
             tool_calls: self.calls,
             finish_reason,
             usage: self.usage,
+            stop_sequence: self.stop_sequence,
         })
+    }
+}
+
+/// What to embed: texts, or texts already tokenized by the caller (token ids).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EmbeddingInput {
+    Texts(Vec<String>),
+    Tokens(Vec<Vec<u32>>),
+}
+
+impl EmbeddingInput {
+    pub fn len(&self) -> usize {
+        match self {
+            EmbeddingInput::Texts(t) => t.len(),
+            EmbeddingInput::Tokens(t) => t.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One embeddings request, before routing: `model` is the vendor's model name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingRequest {
+    pub model: String,
+    pub input: EmbeddingInput,
+    /// Length of each vector, for models that can shorten theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<u32>,
+}
+
+/// One vector per input, in input order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EmbeddingResponse {
+    pub model: String,
+    pub data: Vec<Vec<f32>>,
+    /// Only `input_tokens` is used.
+    pub usage: Usage,
+}
+
+/// A request the router can send to any candidate: it names the candidate's model.
+pub trait ModelRequest: Clone + Send + Sync {
+    fn set_model(&mut self, model: &str);
+}
+
+impl ModelRequest for ChatRequest {
+    fn set_model(&mut self, model: &str) {
+        model.clone_into(&mut self.model);
+    }
+}
+
+impl ModelRequest for EmbeddingRequest {
+    fn set_model(&mut self, model: &str) {
+        model.clone_into(&mut self.model);
     }
 }

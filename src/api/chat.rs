@@ -48,31 +48,13 @@ pub async fn completions(
     caller: Caller,
     ApiJson(wire): ApiJson<OaRequest>,
 ) -> ApiResult<Response> {
-    caller.require(Scope::Write)?;
-    let requested = wire.model.clone();
+    let route = route(&state, &caller, Scope::Write, &wire.model)?;
     let openai::InternalRequest {
         request: req,
         stream,
         include_usage,
     } = openai::request_to_internal(wire).map_err(|e| ApiError::validation(e.field, e.message))?;
-    // A caller's model name becomes a log field and, when configured, a metric label:
-    // bounded before anything else sees it.
-    if !valid_model_name(&requested) {
-        return Err(ApiError::validation("model", MODEL_NAME_RULE));
-    }
-    let chain = state.ai.resolve(&requested).ok_or_else(|| {
-        ApiError::validation(
-            "model",
-            format!(
-                "unknown model {requested:?}: use an alias, provider/model, or a vendor model name"
-            ),
-        )
-    })?;
-    let ctx = CallContext {
-        tenant_id: caller.0.tenant_id,
-        task_id: None,
-        employee_id: None,
-    };
+    let Route { chain, ctx } = route;
     let created = chrono::Utc::now().timestamp();
     let id = format!("chatcmpl-{}", uuid::Uuid::now_v7().simple());
 
@@ -118,10 +100,7 @@ pub async fn completions(
                     Some(Err(e)) => {
                         let body = json!({"error": {
                             "type": "upstream_error",
-                            "message": format!(
-                                "the vendor stream failed: {}",
-                                crate::ai::error::vendor_text(&e.message)
-                            ),
+                            "message": stream_failure(&e),
                             "request_id": super::error::current_request_id(),
                         }});
                         (sse::encode(None, &body.to_string()), true)
@@ -131,18 +110,77 @@ pub async fn completions(
                 Some((Ok::<_, Infallible>(Bytes::from(text)), (events, finished)))
             }
         });
-    let mut resp = Response::builder()
+    let mut resp = sse_response(frames)?;
+    decorate(&mut resp, &routed.provider, &routed.model, None, false);
+    Ok(resp)
+}
+
+/// Where a gateway call goes: the caller's context and the fallback chain its `model`
+/// names.
+pub struct Route {
+    pub chain: Vec<String>,
+    pub ctx: CallContext,
+}
+
+/// The checks every gateway endpoint makes before calling the router, in one place: the
+/// caller holds `scope`, `model` is a well-formed name (it becomes a log field and, when
+/// configured, a metric label, so it is bounded before anything else sees it) and names
+/// an alias, `provider/model` or a vendor model (422 naming `model` otherwise).
+pub fn route(state: &AppState, caller: &Caller, scope: Scope, model: &str) -> ApiResult<Route> {
+    caller.require(scope)?;
+    if !valid_model_name(model) {
+        return Err(ApiError::validation("model", MODEL_NAME_RULE));
+    }
+    let chain = state.ai.resolve(model).ok_or_else(|| {
+        ApiError::validation(
+            "model",
+            format!(
+                "unknown model {model:?}: use an alias, provider/model, or a vendor model name"
+            ),
+        )
+    })?;
+    Ok(Route {
+        chain,
+        ctx: CallContext {
+            tenant_id: caller.0.tenant_id,
+            task_id: None,
+            employee_id: None,
+        },
+    })
+}
+
+/// What a caller is told when a stream fails after its first byte: the vendor's reason,
+/// redacted.
+pub fn stream_failure(e: &crate::ai::error::AiError) -> String {
+    format!(
+        "the vendor stream failed: {}",
+        crate::ai::error::vendor_text(&e.message)
+    )
+}
+
+/// An SSE response over `frames`, with the headers that keep proxies from buffering it.
+pub fn sse_response<S>(frames: S) -> ApiResult<Response>
+where
+    S: futures_util::Stream<Item = Result<Bytes, Infallible>> + Send + 'static,
+{
+    Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")
         .header("x-accel-buffering", "no")
         .body(Body::from_stream(frames))
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    decorate(&mut resp, &routed.provider, &routed.model, None, false);
-    Ok(resp)
+        .map_err(|e| ApiError::Internal(e.into()))
 }
 
-fn decorate(resp: &mut Response, provider: &str, model: &str, cost: Option<i64>, cache_hit: bool) {
+/// The gateway's response headers: `X-De-Model` (the candidate that answered),
+/// `X-De-Cost-Usd` (when known) and `X-De-Cache: hit`.
+pub fn decorate(
+    resp: &mut Response,
+    provider: &str,
+    model: &str,
+    cost: Option<i64>,
+    cache_hit: bool,
+) {
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&format!("{provider}/{model}")) {
         h.insert("x-de-model", v);

@@ -6,6 +6,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -66,6 +67,12 @@ pub struct CreateEmployee {
     #[serde(default)]
     #[schema(max_items = 64)]
     pub approval_tools: Vec<String>,
+    /// A JSON schema (an object) the final answer of its tasks must satisfy: the task's
+    /// `result.output` is then that JSON; invalid answers get one corrective retry, then
+    /// the task fails with `invalid_output`. A task may set its own.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub output_schema: Option<Value>,
 }
 
 /// A partial update: only the fields present change.
@@ -84,6 +91,10 @@ pub struct UpdateEmployee {
     pub temperature: Option<f64>,
     pub redact_prompts: Option<bool>,
     pub approval_tools: Option<Vec<String>>,
+    /// A schema object to set, or `null` to return to free text.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
+    pub output_schema: Option<Value>,
     /// The version the change is based on (alternative to `If-Match`); 409 if stale.
     #[serde(default, deserialize_with = "crate::ai::num::optional")]
     pub version: Option<i64>,
@@ -103,6 +114,8 @@ pub struct EmployeeView {
     pub temperature: f64,
     pub redact_prompts: bool,
     pub approval_tools: Vec<String>,
+    #[schema(value_type = Option<Object>)]
+    pub output_schema: Option<Value>,
     /// Bumped by every update; send it back as `If-Match` or `version`.
     pub version: i64,
     pub created_at: DateTime<Utc>,
@@ -124,6 +137,7 @@ impl From<Employee> for EmployeeView {
             temperature: f.temperature,
             redact_prompts: f.redact_prompts,
             approval_tools: f.approval_tools,
+            output_schema: f.output_schema,
             version: e.version,
             created_at: e.created_at,
             updated_at: e.updated_at,
@@ -169,6 +183,7 @@ pub async fn create(
         temperature: body.temperature.unwrap_or(0.0) + 0.0,
         redact_prompts: body.redact_prompts,
         approval_tools: body.approval_tools,
+        output_schema: body.output_schema,
     };
     validate(&fields)?;
     let e = state
@@ -354,6 +369,9 @@ fn apply(mut f: EmployeeFields, p: &UpdateEmployee) -> ApiResult<EmployeeFields>
     if let Some(v) = &p.approval_tools {
         f.approval_tools = v.clone();
     }
+    if let Some(v) = &p.output_schema {
+        f.output_schema = (!v.is_null()).then(|| v.clone());
+    }
     Ok(f)
 }
 
@@ -361,6 +379,12 @@ fn apply(mut f: EmployeeFields, p: &UpdateEmployee) -> ApiResult<EmployeeFields>
 /// web console); the first broken one answers 422 naming its field.
 pub fn validate(f: &EmployeeFields) -> ApiResult<()> {
     employee_rules::validate(f).map_err(|e| ApiError::validation(e.field, e.message))
+}
+
+/// A field whose presence matters even when it is `null` (a patch that clears it):
+/// absent → `None`, anything present (`null` included) → `Some`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 #[cfg(test)]
@@ -382,6 +406,7 @@ mod tests {
             temperature: 0.2,
             redact_prompts: false,
             approval_tools: Vec::new(),
+            output_schema: None,
         }
     }
 

@@ -5,6 +5,7 @@
 //! lets through only the paths on [`PUBLIC_PATHS`] without credentials.
 
 pub mod chat;
+pub mod embeddings;
 pub mod employee_chat;
 pub mod employees;
 pub mod error;
@@ -13,10 +14,13 @@ pub mod health;
 pub mod keys;
 pub mod mcp;
 pub mod mcp_servers;
+pub mod messages;
+pub mod models;
 pub mod openapi;
 pub mod page;
 pub mod pages;
 pub mod resource;
+pub mod responses;
 pub mod schedules;
 pub mod security;
 pub mod tasks;
@@ -70,6 +74,7 @@ pub fn router_with_pages(state: AppState, pages: Router<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_auth))
+        .layer(middleware::from_fn(messages::anthropic_errors))
         .merge(pages.layer(middleware::from_fn_with_state(state.clone(), pages::gate)))
         .layer(DefaultBodyLimit::max(limit))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
@@ -99,6 +104,16 @@ fn v1() -> Router<AppState> {
         )
         .route("/employees/{id}/chat", post(employee_chat::chat))
         .route("/chat/completions", post(chat::completions))
+        .route("/messages", post(messages::create))
+        .route("/messages/count_tokens", post(messages::count_tokens))
+        .route("/embeddings", post(embeddings::create))
+        .route("/responses", post(responses::create))
+        .route(
+            "/responses/{id}",
+            get(responses::get).delete(responses::delete),
+        )
+        .route("/models", get(models::list))
+        .route("/models/{*id}", get(models::get))
         .route("/keys", get(keys::list).post(keys::create))
         .route("/keys/{id}", get(keys::get).delete(keys::revoke))
         .route("/tenants", get(tenants::list).post(tenants::create))

@@ -6,7 +6,8 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::{
-    chat, employee_chat, employees, health, keys, schedules, tasks, tenants, tools, usage, webhooks,
+    chat, embeddings, employee_chat, employees, health, keys, messages, models, responses,
+    schedules, tasks, tenants, tools, usage, webhooks,
 };
 use crate::state::AppState;
 
@@ -27,6 +28,14 @@ use crate::state::AppState;
         employees::delete,
         employee_chat::chat,
         chat::completions,
+        messages::create,
+        messages::count_tokens,
+        embeddings::create,
+        models::list,
+        models::get,
+        responses::create,
+        responses::get,
+        responses::delete,
         keys::create,
         keys::list,
         keys::get,
@@ -400,7 +409,7 @@ fn refinements() -> Vec<(&'static str, &'static str, serde_json::Value)> {
             // In an update an empty token removes the token.
             (schema, "bearer_token", json!({
                 "pattern": if schema.starts_with("Update") { r"^[^\x00-\x08\x0a-\x1f\x7f]*$" } else { r"^[^\x00-\x08\x0a-\x1f\x7f]+$" },
-                "maxLength": MAX_HEADER_VALUE - 7,
+                "maxLength": MAX_HEADER_VALUE,
             })),
             (schema, "tool_allowlist", json!({"maxItems": MAX_ALLOWLIST,
                 "items": {"type": "string", "pattern": "^[A-Za-z0-9_./-]{1,128}$"}})),
@@ -539,6 +548,76 @@ fn gateway_request(model_pattern: &str) -> serde_json::Value {
     })
 }
 
+/// The request schemas of the other protocols' endpoints (Anthropic Messages, OpenAI
+/// Responses and embeddings): the fields the gateway reads, typed as it reads them. The
+/// vendors' formats take more shapes than stated here (content blocks, input items),
+/// read as the vendors read them (ADR 0010).
+fn protocol_requests(model_pattern: &str) -> Vec<(&'static str, serde_json::Value)> {
+    use serde_json::json;
+    let open = |required: serde_json::Value, properties: serde_json::Value| {
+        json!({"type": "object", "propertyNames": {"pattern": NO_NUL},
+            "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
+            "required": required, "properties": properties})
+    };
+    let model = json!({"type": "string", "pattern": model_pattern, "example": "sandbox/sandbox-1",
+        "description": "`provider/model` of a configured provider, or a configured alias."});
+    let text = json!({"type": "string", "pattern": NO_NUL});
+    let nullable = |t: &str| json!({"type": [t, "null"]});
+    let opt_text = json!({"type": ["string", "null"], "pattern": NO_NUL});
+    let tokens = json!({"type": "array", "minItems": 1, "maxItems": 64,
+        "items": {"type": "integer", "minimum": 0, "maximum": 4_294_967_295_u32}});
+    let messages = json!({"type": "array", "minItems": 1, "items": open(
+        json!(["role", "content"]),
+        json!({"role": {"type": "string", "enum": ["user", "assistant"]}, "content": text}),
+    )});
+    let message_props = |with_limit: bool| {
+        let mut p = json!({"model": model, "messages": messages, "system": opt_text,
+            "temperature": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+            "stream": nullable("boolean"),
+            "stop_sequences": {"type": ["array", "null"], "items": text}});
+        if with_limit {
+            p["max_tokens"] =
+                json!({"type": "integer", "minimum": 1, "maximum": 4_294_967_295_u32});
+        }
+        p
+    };
+    vec![
+        (
+            "MessagesRequest",
+            open(
+                json!(["model", "messages", "max_tokens"]),
+                message_props(true),
+            ),
+        ),
+        (
+            "CountTokensRequest",
+            open(json!(["model", "messages"]), message_props(false)),
+        ),
+        (
+            "ResponsesRequest",
+            open(
+                json!(["model", "input"]),
+                json!({"model": model, "input": text,
+                    "instructions": opt_text,
+                    "max_output_tokens": {"type": ["integer", "null"], "minimum": 1, "maximum": 4_294_967_295_u32},
+                    "temperature": {"type": ["number", "null"], "minimum": 0, "maximum": 2},
+                    "stream": nullable("boolean"), "store": nullable("boolean")}),
+            ),
+        ),
+        (
+            "EmbeddingsRequest",
+            open(
+                json!(["model", "input"]),
+                json!({"model": model,
+                    "input": {"anyOf": [text, {"type": "array", "minItems": 1, "maxItems": 64, "items": text},
+                        tokens, {"type": "array", "minItems": 1, "maxItems": 16, "items": tokens}]},
+                    "dimensions": {"type": ["integer", "null"], "minimum": 1, "maximum": 4096},
+                    "encoding_format": {"type": ["string", "null"], "enum": ["float", "base64", null]}}),
+            ),
+        ),
+    ]
+}
+
 /// Gives every text of the request schemas that has no pattern the NUL-free one.
 fn forbid_nul(schema: &mut serde_json::Value) {
     let Some(obj) = schema.as_object_mut() else {
@@ -618,6 +697,49 @@ pub fn document(providers: &[String]) -> serde_json::Value {
         "/paths/~1v1~1chat~1completions/post/requestBody/content/application~1json/schema",
     ) {
         *body = serde_json::json!({"$ref": "#/components/schemas/ChatCompletionRequest"});
+    }
+    for ((path, name), (_, schema)) in [
+        ("/v1/messages", "MessagesRequest"),
+        ("/v1/messages/count_tokens", "CountTokensRequest"),
+        ("/v1/responses", "ResponsesRequest"),
+        ("/v1/embeddings", "EmbeddingsRequest"),
+    ]
+    .into_iter()
+    .zip(protocol_requests(&gateway_model))
+    {
+        if let Some(schemas) = v
+            .pointer_mut("/components/schemas")
+            .and_then(|s| s.as_object_mut())
+        {
+            schemas.insert(name.into(), schema);
+        }
+        let pointer = format!(
+            "/paths/{}/post/requestBody/content/application~1json/schema",
+            path.replace('/', "~1")
+        );
+        if let Some(body) = v.pointer_mut(&pointer) {
+            *body = serde_json::json!({"$ref": format!("#/components/schemas/{name}")});
+        }
+    }
+    // Streams: Anthropic's typed events and the Responses events.
+    for (path, what) in [
+        (
+            "/v1/messages",
+            "Typed events (message_start … message_stop), data a JSON object",
+        ),
+        ("/v1/responses", "response.* events, data a JSON object"),
+    ] {
+        let pointer = format!(
+            "/paths/{}/post/responses/200/content",
+            path.replace('/', "~1")
+        );
+        if let Some(content) = v.pointer_mut(&pointer).and_then(|c| c.as_object_mut()) {
+            content.insert(
+                "text/event-stream".into(),
+                serde_json::json!({"schema": {"type": "object", "description": what,
+                    "properties": {"data": {"type": "string"}}}}),
+            );
+        }
     }
     // With `"stream": true` the answer is a server-sent event stream.
     if let Some(content) = v

@@ -58,6 +58,12 @@ pub struct CreateTask {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
+    /// A JSON schema (an object) the answer must satisfy, instead of the employee's: the
+    /// result's `output` is then that JSON; an invalid answer gets one corrective retry,
+    /// then the task fails with `invalid_output`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub output_schema: Option<Value>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -115,6 +121,7 @@ impl CreateTask {
             session_id: self.session_id,
             callback_url: self.callback_url,
             metadata: self.metadata,
+            output_schema: self.output_schema,
             idempotency,
             parent: None,
         }
@@ -192,6 +199,7 @@ pub async fn list(
             )
         })?),
     };
+    let before = page::decode(p.cursor.as_deref())?;
     // A filter naming no employee of this tenant matches no task: an empty page.
     let employee_id = match &p.employee {
         None => None,
@@ -209,7 +217,6 @@ pub async fn list(
             Err(other) => return Err(other.into()),
         },
     };
-    let before = page::decode(p.cursor.as_deref())?;
     let filter = TaskFilter {
         status,
         employee_id,

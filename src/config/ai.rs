@@ -108,6 +108,9 @@ pub struct AiConfig {
     pub cache_max_entries: u64,
     /// The Redis behind the result cache (`REDIS_URL`); unset = an in-memory cache.
     pub redis_url: Option<DatabaseUrl>,
+    /// `RESPONSES_RETENTION_DAYS`: how long `/v1/responses` answers are kept for
+    /// `GET /v1/responses/{id}` and `previous_response_id` (0 = not stored).
+    pub responses_retention_days: u32,
 }
 
 impl AiConfig {
@@ -165,6 +168,12 @@ impl AiConfig {
                 "a whole number of entries",
             )?,
             redis_url,
+            responses_retention_days: parse(
+                get,
+                "RESPONSES_RETENTION_DAYS",
+                "30",
+                "a whole number of days (0 = responses are not stored)",
+            )?,
         })
     }
 }

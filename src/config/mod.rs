@@ -38,6 +38,7 @@
 //! | `AI_CACHE` | `on` | exact-match result cache `on`/`off` |
 //! | `AI_CACHE_TTL` | `300` | seconds a cached result lives |
 //! | `AI_CACHE_MAX_ENTRIES` | `10000` | in-memory cache capacity |
+//! | `RESPONSES_RETENTION_DAYS` | `30` | days `/v1/responses` answers are kept (0 = not stored) |
 //! | `MAX_BODY_BYTES` | `1048576` | largest accepted request body |
 //! | `SHUTDOWN_GRACE_PERIOD` | `30` | seconds in-flight requests get after SIGTERM |
 //! | `SHUTDOWN_DRAIN_DELAY` | `1` | seconds the listener keeps answering (with `Connection: close`) after SIGTERM before it may close |

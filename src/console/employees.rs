@@ -119,6 +119,7 @@ fn blank() -> EmployeeFields {
         temperature: 0.0,
         redact_prompts: false,
         approval_tools: Vec::new(),
+        output_schema: None,
     }
 }
 
@@ -284,6 +285,8 @@ fn read(f: &FormData, errors: &mut FieldErrors) -> (EmployeeFields, Values) {
         temperature,
         redact_prompts: f.checked("redact_prompts"),
         approval_tools: f.all("approval_tools"),
+        // Not on the form: an update keeps the stored one (see `update`).
+        output_schema: None,
     };
     let values = Values {
         name: fields.name.clone(),
@@ -406,7 +409,8 @@ pub async fn update(
     ctx.require(Scope::Write)?;
     let e = load(&state, &ctx, &id).await?;
     let mut errors = FieldErrors::default();
-    let (fields, values) = read(&FormData::parse(&body), &mut errors);
+    let (mut fields, values) = read(&FormData::parse(&body), &mut errors);
+    fields.output_schema = e.fields.output_schema.clone();
     if let Err(err) = validate(&fields) {
         errors.add(&err.field, err.message);
     }

@@ -103,7 +103,7 @@ pub async fn turn(
     let outcome = run.run(&sink).await;
     let totals = run.totals;
     let answer = match outcome {
-        Outcome::Succeeded { answer } => answer,
+        Outcome::Succeeded { answer, .. } => answer,
         Outcome::Failed {
             error,
             retryable: true,

@@ -115,5 +115,9 @@ pub fn validate(f: &EmployeeFields) -> Result<(), FieldError> {
     if !(0.0..=2.0).contains(&f.temperature) {
         return Err(FieldError::new("temperature", "must be between 0 and 2"));
     }
+    if let Some(s) = &f.output_schema {
+        crate::runtime::schema::check_output_schema(s)
+            .map_err(|m| FieldError::new("output_schema", m))?;
+    }
     Ok(())
 }

@@ -294,6 +294,9 @@ async fn run_task(
         limits,
         messages,
     );
+    if task.output_schema.is_some() {
+        run.output_schema = task.output_schema.clone();
+    }
     run.totals = runtime::Totals {
         tokens_in: task.tokens_in,
         tokens_out: task.tokens_out,
@@ -342,9 +345,9 @@ async fn finish(
     let cfg = &state.config.tasks;
     let (status, result, error, run_at, extra) = match &outcome {
         Outcome::LeaseLost => return,
-        Outcome::Succeeded { answer } => (
+        Outcome::Succeeded { answer, output } => (
             TaskStatus::Succeeded,
-            Some(json!({ "output": answer })),
+            Some(json!({ "output": output.clone().unwrap_or_else(|| json!(answer)) })),
             None,
             None,
             json!({}),
@@ -416,7 +419,7 @@ async fn finish(
         }
         _ => {}
     }
-    if let (Outcome::Succeeded { answer }, Some(sid)) = (&outcome, task.session_id) {
+    if let (Outcome::Succeeded { answer, .. }, Some(sid)) = (&outcome, task.session_id) {
         let msgs = runtime::session_turn(
             sid,
             runtime::input_text(&task.input),

@@ -70,6 +70,8 @@ pub struct Submit {
     pub callback_url: Option<String>,
     /// A JSON object; default `{}`.
     pub metadata: Option<Value>,
+    /// A JSON schema the answer must satisfy (overrides the employee's).
+    pub output_schema: Option<Value>,
     pub idempotency: Option<Idempotency>,
     pub parent: Option<Parent>,
 }
@@ -87,6 +89,7 @@ impl Submit {
             session_id: None,
             callback_url: None,
             metadata: None,
+            output_schema: None,
             idempotency: None,
             parent: None,
         }
@@ -199,6 +202,10 @@ pub fn validate(
     let metadata = req.metadata.clone().unwrap_or_else(|| json!({}));
     if !metadata.is_object() {
         return Err(SubmitError::invalid("metadata", "must be a JSON object"));
+    }
+    if let Some(s) = &req.output_schema {
+        crate::runtime::schema::check_output_schema(s)
+            .map_err(|m| SubmitError::invalid("output_schema", m))?;
     }
     if let Some(p) = &req.parent
         && p.depth > cfg.delegation_max_depth
@@ -355,6 +362,7 @@ pub async fn submit(state: &AppState, req: Submit) -> Result<Submitted, SubmitEr
         session_id: req.session_id,
         callback_url: req.callback_url,
         metadata: valid.metadata,
+        output_schema: req.output_schema,
     };
     let (task, created) = state.store.create_task(&new).await?;
     if created {

@@ -26,7 +26,12 @@ pub struct TaskView {
     pub callback_url: Option<String>,
     #[schema(value_type = Object)]
     pub metadata: Value,
-    /// `{"output": "<final answer>"}` once succeeded.
+    /// The schema the answer must satisfy, when the task set one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub output_schema: Option<Value>,
+    /// `{"output": "<final answer>"}` once succeeded (the answer's JSON under an output
+    /// schema).
     #[schema(value_type = Option<Object>)]
     pub result: Option<Value>,
     pub error: Option<String>,
@@ -59,6 +64,7 @@ impl From<Task> for TaskView {
             idempotency_key: t.idempotency_key,
             callback_url: t.callback_url,
             metadata: t.metadata,
+            output_schema: t.output_schema,
             result: t.result,
             error: t.error,
             tokens_in: t.tokens_in,

@@ -34,6 +34,8 @@ use crate::store::{
 pub enum Outcome {
     Succeeded {
         answer: String,
+        /// The answer as JSON, when an output schema asked for it (and it fits).
+        output: Option<Value>,
     },
     /// `retryable` failures (vendor exhausted, storage unavailable) may run again.
     Failed {
@@ -91,6 +93,10 @@ pub struct Run<'a> {
     pub totals: Totals,
     /// Synchronous chat cannot pause for a human: approval tools answer with an error.
     pub can_pause: bool,
+    /// The JSON schema the final answer must satisfy (the task's, else the employee's).
+    pub output_schema: Option<Value>,
+    /// Whether the one corrective turn for an invalid answer was used.
+    corrected: bool,
     messages: Vec<Message>,
     pending: Vec<ToolCall>,
     decisions: HashMap<String, Decision>,
@@ -225,6 +231,8 @@ impl<'a> Run<'a> {
             limits,
             totals: Totals::default(),
             can_pause: task_id.is_some(),
+            output_schema: employee.fields.output_schema.clone(),
+            corrected: false,
             messages,
             pending: Vec::new(),
             decisions: HashMap::new(),
@@ -424,6 +432,9 @@ impl<'a> Run<'a> {
             req.tools = offered.defs.clone();
             req.temperature = Some(self.employee.fields.temperature);
             let started = std::time::Instant::now();
+            req.response_format = self.output_schema.as_ref().map(
+                |s| json!({"type": "json_schema", "json_schema": {"name": "output", "schema": s}}),
+            );
             let routed = match self
                 .state
                 .ai
@@ -473,6 +484,33 @@ impl<'a> Run<'a> {
                     json!({"role": "assistant", "content": answer}),
                 ));
             }
+            // Only a final answer is held to the output schema.
+            let checked = match (&self.output_schema, final_turn) {
+                (Some(schema), true) => check_answer(schema, &answer).map(Some),
+                _ => Ok(None),
+            };
+            if let (Err(problem), false) = (&checked, self.corrected) {
+                // One corrective turn: the model sees why its answer was refused.
+                self.corrected = true;
+                update.events.push(NewEvent::new(
+                    "message",
+                    json!({"role": "system", "content": format!(
+                        "the answer does not satisfy the output schema ({problem}); asked once more")}),
+                ));
+                let cancel = match self.record(sink, update).await {
+                    Err(o) => return o,
+                    Ok(c) => c,
+                };
+                if cancel {
+                    return Outcome::Cancelled;
+                }
+                self.messages.push(Message::assistant(answer));
+                self.messages.push(Message::user(correction(
+                    problem,
+                    self.output_schema.as_ref().unwrap_or(&Value::Null),
+                )));
+                continue;
+            }
             if final_turn {
                 // The run ends here either way: the step is written with the end.
                 self.add(&update);
@@ -483,7 +521,13 @@ impl<'a> Run<'a> {
                         retryable: false,
                     };
                 }
-                return Outcome::Succeeded { answer };
+                return match checked {
+                    Ok(output) => Outcome::Succeeded { answer, output },
+                    Err(problem) => Outcome::Failed {
+                        error: format!("{INVALID_OUTPUT}: {problem}"),
+                        retryable: false,
+                    },
+                };
             }
             let cancel = match self.record(sink, update).await {
                 Err(o) => return o,
@@ -548,6 +592,25 @@ impl<'a> Run<'a> {
             }
         }
     }
+}
+
+/// How a task whose answer never satisfied its output schema fails (the error's prefix).
+pub const INVALID_OUTPUT: &str = "invalid_output";
+
+/// The answer as JSON valid for `schema`, or what is wrong with it.
+pub fn check_answer(schema: &Value, answer: &str) -> Result<Value, String> {
+    let v: Value =
+        serde_json::from_str(answer.trim()).map_err(|e| format!("the answer is not JSON: {e}"))?;
+    schema::validate(schema, &v)?;
+    Ok(v)
+}
+
+/// The user turn that asks again after an invalid answer.
+fn correction(problem: &str, schema: &Value) -> String {
+    format!(
+        "Your answer was refused: {problem}. Reply again with only a JSON value that \
+         satisfies this JSON schema, and nothing else: {schema}"
+    )
 }
 
 /// A sink that keeps steps in memory (synchronous chat: no task row).

@@ -4,6 +4,25 @@
 
 use serde_json::Value;
 
+/// Largest output schema accepted, serialized.
+pub const MAX_OUTPUT_SCHEMA_BYTES: usize = 16 * 1024;
+
+/// Whether `schema` can be an output schema: a JSON object of reasonable size whose
+/// `type`, when present, is a string or a list of strings.
+pub fn check_output_schema(schema: &Value) -> Result<(), String> {
+    if !schema.is_object() {
+        return Err("must be a JSON schema object".into());
+    }
+    if schema.to_string().len() > MAX_OUTPUT_SCHEMA_BYTES {
+        return Err(format!("must be at most {MAX_OUTPUT_SCHEMA_BYTES} bytes"));
+    }
+    match schema.get("type") {
+        None | Some(Value::String(_)) => Ok(()),
+        Some(Value::Array(ts)) if ts.iter().all(Value::is_string) => Ok(()),
+        Some(_) => Err("type must be a string or a list of strings".into()),
+    }
+}
+
 /// `Ok` when `v` fits `schema`; otherwise the first problem, with its JSON path.
 pub fn validate(schema: &Value, v: &Value) -> Result<(), String> {
     check(schema, v, "$")

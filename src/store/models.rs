@@ -59,6 +59,10 @@ pub struct EmployeeFields {
     /// Allowed tools that pause the task for a human decision before they run.
     #[serde(default)]
     pub approval_tools: Vec<String>,
+    /// A JSON schema the final answer of the employee's tasks must satisfy (a task may
+    /// set its own); `None`: free text.
+    #[serde(default)]
+    pub output_schema: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::*;
 
 mod mcp;
+mod responses;
 mod sessions;
 mod tasks;
 mod webhooks;
@@ -90,6 +91,9 @@ fn employee_row(r: &PgRow) -> StoreResult<Employee> {
             temperature: r.try_get("temperature")?,
             redact_prompts: r.try_get("redact_prompts")?,
             approval_tools,
+            output_schema: r
+                .try_get::<Option<Json<serde_json::Value>>, _>("output_schema")?
+                .map(|Json(v)| v),
         },
         version: r.try_get("version")?,
         created_at: r.try_get("created_at")?,
@@ -102,7 +106,7 @@ macro_rules! employee_cols {
     () => {
         "id, tenant_id, name, role, instructions, model_policy, allowed_tools, \
          max_steps, token_budget, temperature, redact_prompts, version, created_at, updated_at, \
-         approval_tools"
+         approval_tools, output_schema"
     };
 }
 
@@ -391,7 +395,7 @@ impl Store for PgStore {
             "INSERT INTO employees (",
             employee_cols!(),
             ") \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12, $13) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12, $13, $14) \
              RETURNING ",
             employee_cols!(),
             ""
@@ -409,6 +413,7 @@ impl Store for PgStore {
         .bind(fields.redact_prompts)
         .bind(t)
         .bind(Json(&fields.approval_tools))
+        .bind(fields.output_schema.as_ref().map(Json))
         .fetch_one(&self.pool)
         .await
         .map_err(|err| map_unique(err, "employee name"))?;
@@ -463,7 +468,8 @@ impl Store for PgStore {
         let row = sqlx::query(concat!(
             "UPDATE employees SET name = $1, role = $2, instructions = $3, model_policy = $4, \
              allowed_tools = $5, max_steps = $6, token_budget = $7, temperature = $8, \
-             redact_prompts = $9, version = version + 1, updated_at = $10, approval_tools = $14 \
+             redact_prompts = $9, version = version + 1, updated_at = $10, approval_tools = $14, \
+             output_schema = $15 \
              WHERE tenant_id = $11 AND id = $12 AND version = $13 RETURNING ",
             employee_cols!(),
             ""
@@ -482,6 +488,7 @@ impl Store for PgStore {
         .bind(id)
         .bind(version)
         .bind(Json(&fields.approval_tools))
+        .bind(fields.output_schema.as_ref().map(Json))
         .fetch_optional(&self.pool)
         .await
         .map_err(|err| map_unique(err, "employee name"))?;

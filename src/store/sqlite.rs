@@ -19,6 +19,7 @@ use uuid::Uuid;
 use super::*;
 
 mod mcp;
+mod responses;
 mod sessions;
 mod tasks;
 mod webhooks;
@@ -259,6 +260,13 @@ fn employee_row(r: &SqliteRow) -> StoreResult<Employee> {
             temperature: r.try_get("temperature")?,
             redact_prompts: r.try_get("redact_prompts")?,
             approval_tools: json_list(r.try_get("approval_tools")?)?,
+            output_schema: r
+                .try_get::<Option<String>, _>("output_schema")?
+                .map(|s| {
+                    serde_json::from_str(&s)
+                        .map_err(|e| StoreError::Corrupt(format!("output_schema: {e}")))
+                })
+                .transpose()?,
         },
         version: r.try_get("version")?,
         created_at: parse_ts(r.try_get("created_at")?)?,
@@ -279,7 +287,7 @@ macro_rules! employee_cols {
     () => {
         "id, tenant_id, name, role, instructions, model_policy, allowed_tools, \
          max_steps, token_budget, temperature, redact_prompts, version, created_at, updated_at, \
-         approval_tools"
+         approval_tools, output_schema"
     };
 }
 
@@ -576,7 +584,7 @@ impl Store for SqliteStore {
         sqlx::query(concat!(
             "INSERT INTO employees (",
             employee_cols!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
         .bind(e.id.to_string())
         .bind(tenant.to_string())
@@ -593,6 +601,7 @@ impl Store for SqliteStore {
         .bind(ts(&t))
         .bind(ts(&t))
         .bind(to_json(&fields.approval_tools))
+        .bind(fields.output_schema.as_ref().map(|v| v.to_string()))
         .execute(&mut *self.w().await?)
         .await
         .map_err(|err| map_unique(err, "employee name"))?;
@@ -649,7 +658,8 @@ impl Store for SqliteStore {
         let row = sqlx::query(concat!(
             "UPDATE employees SET name = ?, role = ?, instructions = ?, model_policy = ?, \
              allowed_tools = ?, max_steps = ?, token_budget = ?, temperature = ?, \
-             redact_prompts = ?, approval_tools = ?, version = version + 1, updated_at = ? \
+             redact_prompts = ?, approval_tools = ?, output_schema = ?, version = version + 1, \
+             updated_at = ? \
              WHERE tenant_id = ? AND id = ? AND version = ? RETURNING ",
             employee_cols!(),
             ""
@@ -664,6 +674,7 @@ impl Store for SqliteStore {
         .bind(fields.temperature)
         .bind(fields.redact_prompts)
         .bind(to_json(&fields.approval_tools))
+        .bind(fields.output_schema.as_ref().map(|v| v.to_string()))
         .bind(ts(&t))
         .bind(tenant.to_string())
         .bind(id.to_string())

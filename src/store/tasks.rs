@@ -87,6 +87,8 @@ pub struct Task {
     pub session_id: Option<Uuid>,
     pub callback_url: Option<String>,
     pub metadata: Value,
+    /// The schema its answer must satisfy, set at submit (the employee's otherwise).
+    pub output_schema: Option<Value>,
     pub result: Option<Value>,
     pub error: Option<String>,
     pub tokens_in: i64,
@@ -127,6 +129,7 @@ pub struct NewTask {
     pub session_id: Option<Uuid>,
     pub callback_url: Option<String>,
     pub metadata: Value,
+    pub output_schema: Option<Value>,
 }
 
 /// The fence of a running task: only the holder of this lease may write its progress.

@@ -24,7 +24,8 @@ macro_rules! task_cols {
         "id, tenant_id, employee_id, input, status, priority, run_at, attempt, max_attempts, \
          lease_owner, lease_expires_at, idempotency_key, request_hash, parent_task_id, depth, \
          session_id, callback_url, metadata, result, error, tokens_in, tokens_out, cost_nanos, \
-         steps, cancel_requested, created_at, started_at, finished_at, updated_at"
+         steps, cancel_requested, created_at, started_at, finished_at, updated_at, \
+         output_schema"
     };
 }
 
@@ -62,6 +63,9 @@ fn task_row(r: &PgRow) -> StoreResult<Task> {
         session_id: r.try_get("session_id")?,
         callback_url: r.try_get("callback_url")?,
         metadata,
+        output_schema: r
+            .try_get::<Option<Json<Value>>, _>("output_schema")?
+            .map(|Json(v)| v),
         result: result.map(|Json(v)| v),
         error: r.try_get("error")?,
         tokens_in: r.try_get("tokens_in")?,
@@ -181,9 +185,9 @@ impl TaskStore for PgStore {
         let inserted = sqlx::query(concat!(
             "WITH ins AS (INSERT INTO tasks (id, tenant_id, employee_id, input, status, \
              priority, run_at, max_attempts, idempotency_key, request_hash, parent_task_id, \
-             depth, session_id, callback_url, metadata, created_at, updated_at) \
+             depth, session_id, callback_url, metadata, created_at, updated_at, output_schema) \
              VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-             $15, $15) \
+             $15, $15, $18) \
              ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL \
              DO NOTHING RETURNING ",
             task_cols!(),
@@ -209,6 +213,7 @@ impl TaskStore for PgStore {
         .bind(now())
         .bind(Json(&queued.payload))
         .bind(TASKS_CHANNEL)
+        .bind(t.output_schema.as_ref().map(Json))
         .fetch_optional(&self.pool)
         .await?;
         if let Some(row) = inserted {

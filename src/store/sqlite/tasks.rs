@@ -21,7 +21,8 @@ macro_rules! task_cols {
         "id, tenant_id, employee_id, input, status, priority, run_at, attempt, max_attempts, \
          lease_owner, lease_expires_at, idempotency_key, request_hash, parent_task_id, depth, \
          session_id, callback_url, metadata, result, error, tokens_in, tokens_out, cost_nanos, \
-         steps, cancel_requested, created_at, started_at, finished_at, updated_at"
+         steps, cancel_requested, created_at, started_at, finished_at, updated_at, \
+         output_schema"
     };
 }
 
@@ -124,6 +125,7 @@ fn task_from(r: &impl Cols) -> StoreResult<Task> {
         session_id: opt_id("session_id")?,
         callback_url: r.opt_text("callback_url")?,
         metadata: json(&r.text("metadata")?)?,
+        output_schema: r.opt_text("output_schema")?.map(|s| json(&s)).transpose()?,
         result: r.opt_text("result")?.map(|s| json(&s)).transpose()?,
         error: r.opt_text("error")?,
         tokens_in: r.int("tokens_in")?,
@@ -223,9 +225,9 @@ fn create_task_rs(conn: &rusqlite::Connection, t: &NewTask) -> StoreResult<(Task
             .prepare_cached(concat!(
                 "INSERT INTO tasks (id, tenant_id, employee_id, input, status, priority, run_at, \
                  max_attempts, idempotency_key, request_hash, parent_task_id, depth, session_id, \
-                 callback_url, metadata, created_at, updated_at) \
+                 callback_url, metadata, created_at, updated_at, output_schema) \
                  VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
-                 ?15, ?15) \
+                 ?15, ?15, ?16) \
                  ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL \
                  DO NOTHING RETURNING ",
                 task_cols!()
@@ -248,6 +250,7 @@ fn create_task_rs(conn: &rusqlite::Connection, t: &NewTask) -> StoreResult<(Task
                 t.callback_url,
                 t.metadata.to_string(),
                 created,
+                t.output_schema.as_ref().map(|v| v.to_string()),
             ])
             .map_err(engine)?;
         match rows.next().map_err(engine)? {
