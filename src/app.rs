@@ -255,7 +255,7 @@ impl App {
             },
         ));
 
-        let api_router = crate::api::router(state.clone());
+        let api_router = crate::api::router_with_pages(state.clone(), crate::console::router());
         let token = stop_listeners.clone();
         let header_timeout = state.config.request_header_timeout;
         let api = tasks.spawn(serve_api(api_listener, api_router, header_timeout, token));

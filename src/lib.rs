@@ -1,7 +1,7 @@
 //! digital-employee: runs AI "digital employees" in production.
 //!
 //! Modules are layers; imports only point down (`tests/architecture.rs` checks it):
-//! `cli` → `app` → `api` → `orchestrator` → `runtime` → `state` → `ai`, `egress`, `ops` →
+//! `cli` → `app` → `api`, `console` → `orchestrator` → `runtime` → `state` → `ai`, `egress`, `ops` →
 //! `telemetry` → `auth` → `store` → `config`. See `docs/ARCHITECTURE.md`.
 
 pub mod ai;
@@ -10,6 +10,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod egress;
 pub mod mcp;
 pub mod ops;

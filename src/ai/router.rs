@@ -326,6 +326,30 @@ impl AiRouter {
         v
     }
 
+    /// Every `provider/model` an employee's model policy may name knowingly: the priced
+    /// models and the members of the alias chains, of configured providers only; sorted.
+    pub fn known_models(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let priced = self.prices.model_names().into_iter().filter_map(|name| {
+            if name.contains('/') {
+                Some(name.to_string())
+            } else {
+                self.resolve(name).and_then(|c| c.into_iter().next())
+            }
+        });
+        let aliased = self.aliases.values().flatten().cloned();
+        for m in priced.chain(aliased) {
+            let configured = m
+                .split_once('/')
+                .is_some_and(|(p, _)| self.providers.contains_key(p));
+            if configured && !out.contains(&m) {
+                out.push(m);
+            }
+        }
+        out.sort();
+        out
+    }
+
     pub fn breaker_state(&self, provider: &str) -> Option<BreakerState> {
         self.breakers.get(provider).map(Breaker::state)
     }

@@ -18,12 +18,9 @@ use super::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiPath};
 use crate::auth::Scope;
-use crate::orchestrator::TaskQueue;
-use crate::runtime::{self, Limits, MemorySink, Outcome, Run};
+use crate::orchestrator::chat::{self, ChatError};
 use crate::state::AppState;
 use crate::store::{Employee, StoreError};
-
-const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
 /// One user turn.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -99,75 +96,24 @@ pub(super) async fn run_turn(
     employee: Employee,
     body: ChatTurn,
 ) -> ApiResult<ChatReply> {
-    let tenant = employee.tenant_id;
-    if crate::orchestrator::is_blank(&body.message) {
-        return Err(ApiError::validation("message", "must not be empty"));
-    }
-    if body.message.len() > MAX_MESSAGE_BYTES {
-        return Err(ApiError::validation(
-            "message",
-            format!("must be at most {MAX_MESSAGE_BYTES} bytes"),
-        ));
-    }
-    // An employee whose model policy names no provider this deployment has could only
-    // fail: say so (the employee, not the vendor, is what needs changing).
-    let known = state.ai.provider_names();
-    let reachable = employee.fields.model_policy.iter().any(|c| {
-        c.split_once('/')
-            .is_some_and(|(p, _)| known.iter().any(|k| k == p))
-    });
-    if !reachable {
-        return Err(ApiError::Conflict(format!(
-            "this employee's model_policy names no configured provider (configured: {})",
-            known.join(", ")
-        )));
-    }
-    let session_id = body.session_id.unwrap_or_else(Uuid::now_v7);
-    match state
-        .store
-        .ensure_session(tenant, session_id, employee.id)
+    let chat::Turn {
+        session_id,
+        answer,
+        totals,
+    } = chat::turn(state, employee, body.session_id, body.message)
         .await
-    {
-        Ok(_) => {}
-        // Another employee's session of this tenant: not this employee's to see. (Another
-        // tenant's session with this id is a different session: keys are per tenant.)
-        Err(StoreError::NotFound) => return Err(ApiError::NotFound("session not found".into())),
-        Err(e) => return Err(e.into()),
-    }
-    let history = state
-        .store
-        .list_messages(tenant, session_id, runtime::HISTORY_MESSAGES)
-        .await?;
-    let messages = runtime::conversation(&employee, history, body.message.clone());
-    let limits = Limits::for_employee(&employee, &state.config.tasks);
-    let queue = TaskQueue(state);
-    let mut run = Run::new(state, &queue, &employee, None, 0, limits, messages);
-    let sink = MemorySink::default();
-    let outcome = run.run(&sink).await;
-    let totals = run.totals;
-    let answer = match outcome {
-        Outcome::Succeeded { answer, .. } => answer,
-        Outcome::Failed {
-            error,
-            retryable: true,
-        } => {
-            return Err(ApiError::Upstream {
+        .map_err(|e| match e {
+            ChatError::Invalid(f) => ApiError::validation(f.field, f.message),
+            e @ ChatError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            ChatError::Unreachable(m) => ApiError::Conflict(m),
+            ChatError::Upstream(message) => ApiError::Upstream {
                 status: StatusCode::BAD_GATEWAY,
-                message: error,
+                message,
                 attempts: Vec::new(),
-            });
-        }
-        Outcome::Failed { error, .. } => return Err(ApiError::validation("message", error)),
-        // A memory sink never asks to cancel, loses no lease and a chat never pauses.
-        other => {
-            return Err(ApiError::Internal(anyhow::anyhow!(
-                "unexpected outcome of a synchronous turn: {other:?}"
-            )));
-        }
-    };
-    let msgs = runtime::session_turn(session_id, body.message, answer.clone(), None);
-    state.store.append_messages(tenant, &msgs).await?;
-    tracing::info!(employee_id = %employee.id, %session_id, steps = totals.steps, "chat turn");
+            },
+            ChatError::Store(e) => e.into(),
+            e @ ChatError::Unexpected(_) => ApiError::Internal(anyhow::Error::new(e)),
+        })?;
     Ok(ChatReply {
         session_id,
         answer,

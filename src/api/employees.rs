@@ -15,21 +15,12 @@ use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::page::{ListParams, Page};
 use super::resource::{self, Resource, Target};
 use super::{Caller, etag, if_match};
-use crate::ai::router::valid_model_name;
 use crate::auth::Scope;
-use crate::mcp::names;
-use crate::orchestrator::is_blank;
+use crate::orchestrator::employees as employee_rules;
 use crate::state::AppState;
 use crate::store::{Employee, EmployeeFields, StoreError};
 
-/// The model policy of an employee created without one: the built-in sandbox vendor.
-pub const DEFAULT_MODEL_POLICY: &str = "sandbox/sandbox-1";
-
-const MAX_NAME: usize = 64;
-const MAX_ROLE: usize = 200;
-const MAX_INSTRUCTIONS: usize = 32 * 1024;
-const MAX_CANDIDATES: usize = 8;
-const MAX_TOOLS: usize = 64;
+pub use crate::orchestrator::employees::DEFAULT_MODEL_POLICY;
 
 const EMPLOYEE: Resource = Resource::new("employee not found");
 
@@ -384,116 +375,10 @@ fn apply(mut f: EmployeeFields, p: &UpdateEmployee) -> ApiResult<EmployeeFields>
     Ok(f)
 }
 
-/// Business rules of an employee; the first broken one answers 422 naming its field.
+/// Business rules of an employee (`orchestrator::employees::validate`, shared with the
+/// web console); the first broken one answers 422 naming its field.
 pub fn validate(f: &EmployeeFields) -> ApiResult<()> {
-    let name_ok = !f.name.is_empty()
-        && f.name.len() <= MAX_NAME
-        && f.name.as_bytes()[0].is_ascii_alphanumeric()
-        && f.name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if !name_ok {
-        return Err(ApiError::validation(
-            "name",
-            "must be 1-64 characters of letters, digits, '-', '_' or '.', starting with a letter or digit",
-        ));
-    }
-    if is_blank(&f.role) || f.role.chars().count() > MAX_ROLE {
-        return Err(ApiError::validation(
-            "role",
-            format!("must be 1-{MAX_ROLE} characters"),
-        ));
-    }
-    if f.instructions.chars().count() > MAX_INSTRUCTIONS {
-        return Err(ApiError::validation(
-            "instructions",
-            format!("must be at most {MAX_INSTRUCTIONS} characters"),
-        ));
-    }
-    if f.model_policy.is_empty() || f.model_policy.len() > MAX_CANDIDATES {
-        return Err(ApiError::validation(
-            "model_policy",
-            format!("must list 1-{MAX_CANDIDATES} provider/model candidates"),
-        ));
-    }
-    for (i, c) in f.model_policy.iter().enumerate() {
-        let ok = c.split_once('/').is_some_and(|(p, m)| {
-            !p.is_empty()
-                && p.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-                && valid_model_name(m)
-        });
-        if !ok {
-            return Err(ApiError::validation(
-                format!("model_policy[{i}]"),
-                "must be provider/model, e.g. openai/gpt-4o-mini",
-            ));
-        }
-    }
-    if f.allowed_tools.len() > MAX_TOOLS {
-        return Err(ApiError::validation(
-            "allowed_tools",
-            format!("must list at most {MAX_TOOLS} tools"),
-        ));
-    }
-    for (i, t) in f.allowed_tools.iter().enumerate() {
-        let ok = if t.starts_with(names::PREFIX) {
-            names::Entry::parse(t).is_some()
-        } else {
-            !t.is_empty()
-                && t.len() <= 64
-                && t.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        };
-        if !ok {
-            return Err(ApiError::validation(
-                format!("allowed_tools[{i}]"),
-                "must be a tool name of letters, digits, '_' or '-', \
-                 or mcp:<server>/<tool> (mcp:<server>/* for every tool of a server)",
-            ));
-        }
-        if f.allowed_tools[..i].contains(t) {
-            return Err(ApiError::validation(
-                format!("allowed_tools[{i}]"),
-                "is listed twice",
-            ));
-        }
-    }
-    for (i, t) in f.approval_tools.iter().enumerate() {
-        let within = match names::Entry::parse(t) {
-            Some(e) => names::entry_within(&e, &f.allowed_tools),
-            None => f.allowed_tools.contains(t),
-        };
-        if !within {
-            return Err(ApiError::validation(
-                format!("approval_tools[{i}]"),
-                "must be one of allowed_tools",
-            ));
-        }
-    }
-    if !(1..=100).contains(&f.max_steps) {
-        return Err(ApiError::validation(
-            "max_steps",
-            "must be between 1 and 100",
-        ));
-    }
-    if !(1..=10_000_000).contains(&f.token_budget) {
-        return Err(ApiError::validation(
-            "token_budget",
-            "must be between 1 and 10000000",
-        ));
-    }
-    if !(0.0..=2.0).contains(&f.temperature) {
-        return Err(ApiError::validation(
-            "temperature",
-            "must be between 0 and 2",
-        ));
-    }
-    if let Some(s) = &f.output_schema {
-        crate::runtime::schema::check_output_schema(s)
-            .map_err(|m| ApiError::validation("output_schema", m))?;
-    }
-    Ok(())
+    employee_rules::validate(f).map_err(|e| ApiError::validation(e.field, e.message))
 }
 
 /// A field whose presence matters even when it is `null` (a patch that clears it):

@@ -22,10 +22,6 @@ use crate::auth::{Scope, keys};
 use crate::state::AppState;
 use crate::store::ApiKeyRecord;
 
-const MAX_NAME: usize = 100;
-/// Upper bound of a key's own rate limit.
-const MAX_RATE_LIMIT: i32 = 1_000_000;
-
 const KEY: Resource = Resource::new("key not found");
 
 /// A new key.
@@ -158,45 +154,27 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateKey>,
 ) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
     let tenant = target_tenant(&state, &caller, body.tenant_id).await?;
-    let name = body.name.as_str();
-    if crate::orchestrator::is_blank(name)
-        || name.chars().count() > MAX_NAME
-        || name.chars().any(char::is_control)
-    {
-        return Err(ApiError::validation(
-            "name",
-            format!("must be 1-{MAX_NAME} printable characters"),
-        ));
-    }
-    if let Some(n) = body.rate_limit
-        && !(1..=MAX_RATE_LIMIT).contains(&n)
-    {
-        return Err(ApiError::validation(
-            "rate_limit",
-            format!("must be between 1 and {MAX_RATE_LIMIT}"),
-        ));
-    }
-    // A tenant's admin may lower its keys' limit, not lift it: only the operator sets a
-    // key's limit above the deployment's per-key default.
-    if let Some(n) = body.rate_limit
-        && !caller.0.is_operator()
-        && i64::from(n) > i64::from(state.config.rate_limit_requests)
-    {
-        return Err(ApiError::Forbidden(format!(
-            "only the operator sets a key's rate_limit above {} (RATE_LIMIT_REQUESTS)",
-            state.config.rate_limit_requests
-        )));
-    }
-    // Checked before the insert: two creates racing at the cap may both pass.
-    let cap = state.config.tenant_max_keys;
-    if state.store.count_active_api_keys(tenant).await? >= i64::from(cap) {
-        return Err(ApiError::Conflict(format!(
-            "this tenant already has {cap} active keys (TENANT_MAX_KEYS); revoke one first"
-        )));
-    }
-    let issued = keys::issue(&state.store, tenant, name, body.scope, body.rate_limit).await?;
-    tracing::info!(key_id = %issued.record.id, prefix = %issued.record.prefix,
-        tenant_id = %tenant, scope = body.scope.as_str(), "api key created");
+    let req = keys::KeyRequest {
+        tenant_id: tenant,
+        name: &body.name,
+        scope: body.scope,
+        rate_limit: body.rate_limit,
+        by_operator: caller.0.is_operator(),
+    };
+    let cfg = &state.config;
+    let issued = keys::create(
+        &state.store,
+        req,
+        cfg.rate_limit_requests,
+        cfg.tenant_max_keys,
+    )
+    .await
+    .map_err(|e| match e {
+        keys::KeyRefusal::Invalid { field, message } => ApiError::validation(field, message),
+        keys::KeyRefusal::Forbidden(m) => ApiError::Forbidden(m),
+        keys::KeyRefusal::Full(m) => ApiError::Conflict(m),
+        keys::KeyRefusal::Store(e) => e.into(),
+    })?;
     let keys::IssuedKey { record, secret } = issued;
     Ok((
         StatusCode::CREATED,

@@ -224,7 +224,9 @@ fn validate(f: &McpServerFields, egress: &EgressPolicy) -> ApiResult<()> {
                 ),
             ));
         }
-        if v.chars().count() > MAX_HEADER_VALUE || reqwest::header::HeaderValue::from_str(v).is_err() {
+        if v.chars().count() > MAX_HEADER_VALUE
+            || reqwest::header::HeaderValue::from_str(v).is_err()
+        {
             return Err(ApiError::validation(
                 "headers",
                 format!("the value of '{k}' is not a valid header value"),

@@ -18,6 +18,7 @@ pub mod messages;
 pub mod models;
 pub mod openapi;
 pub mod page;
+pub mod pages;
 pub mod resource;
 pub mod responses;
 pub mod schedules;
@@ -55,6 +56,13 @@ static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// The API router on port 8000.
 pub fn router(state: AppState) -> Router {
+    router_with_pages(state, Router::new())
+}
+
+/// The API router with `pages` (the web console) served beside it: outside the OpenAPI
+/// document and the key check, behind the session gate ([`pages::gate`]) and the same
+/// request context, body limits and security headers.
+pub fn router_with_pages(state: AppState, pages: Router<AppState>) -> Router {
     let limit = state.config.max_body_bytes;
     let cors = security::cors(&state.config);
     let router = Router::new()
@@ -67,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_auth))
         .layer(middleware::from_fn(messages::anthropic_errors))
+        .merge(pages.layer(middleware::from_fn_with_state(state.clone(), pages::gate)))
         .layer(DefaultBodyLimit::max(limit))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             state.config.request_body_timeout,

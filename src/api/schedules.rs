@@ -23,9 +23,7 @@ use crate::config::TaskConfig;
 use crate::orchestrator::resolve_employee;
 use crate::orchestrator::scheduler;
 use crate::state::AppState;
-use crate::store::{Schedule, ScheduleFields, now};
-
-const MAX_INPUT_BYTES: usize = 256 * 1024;
+use crate::store::{Schedule, ScheduleFields};
 
 const SCHEDULE: Resource = Resource::new("no such schedule");
 
@@ -102,52 +100,9 @@ impl From<Schedule> for ScheduleView {
     }
 }
 
-/// Checks the fields and computes the first fire after now; 422 names the bad field.
-/// A cron that fires more often than `SCHEDULE_MIN_INTERVAL_SECONDS` is refused.
+/// The orchestrator's schedule rules (shared with the web console); 422 names the field.
 fn validate(f: &ScheduleFields, cfg: &TaskConfig) -> ApiResult<DateTime<Utc>> {
-    if f.timezone.parse::<chrono_tz::Tz>().is_err() {
-        return Err(ApiError::validation(
-            "timezone",
-            format!("unknown IANA time zone '{}'", f.timezone),
-        ));
-    }
-    if f.cron.len() > 200 {
-        return Err(ApiError::validation(
-            "cron",
-            "must be at most 200 characters",
-        ));
-    }
-    crate::orchestrator::check_input(&f.input).map_err(|m| ApiError::validation("input", m))?;
-    if f.input.to_string().len() > MAX_INPUT_BYTES {
-        return Err(ApiError::validation(
-            "input",
-            format!("must be at most {MAX_INPUT_BYTES} bytes"),
-        ));
-    }
-    if !(-100..=100).contains(&f.priority) {
-        return Err(ApiError::validation(
-            "priority",
-            "must be between -100 and 100",
-        ));
-    }
-    let next = scheduler::next_fire(&f.cron, &f.timezone, now())
-        .map_err(|e| ApiError::validation("cron", e))?;
-    let min = cfg.schedule_min_interval;
-    if let Some(gap) = scheduler::shortest_interval(&f.cron, &f.timezone, now())
-        .map_err(|e| ApiError::validation("cron", e))?
-        && gap < min
-    {
-        return Err(ApiError::validation(
-            "cron",
-            format!(
-                "fires every {} s at times; schedules may fire at most every {} s \
-                 (SCHEDULE_MIN_INTERVAL_SECONDS)",
-                gap.as_secs_f64(),
-                min.as_secs_f64()
-            ),
-        ));
-    }
-    Ok(next)
+    scheduler::validate(f, cfg).map_err(|e| ApiError::validation(e.field, e.message))
 }
 
 /// Create a schedule.
@@ -176,17 +131,16 @@ pub async fn create(
         priority: body.priority.unwrap_or(0),
         enabled: body.enabled.unwrap_or(true),
     };
-    let next = validate(&fields, &state.config.tasks)?;
+    // The fields are checked before the employee is looked up, as they always were.
+    validate(&fields, &state.config.tasks)?;
     fields.employee_id = resolve_employee(&state, tenant, &body.employee).await?.id;
-    // Checked before the insert: two creates racing at the cap may both pass.
-    let cap = state.config.tasks.schedule_max_per_tenant;
-    if state.store.count_schedules(tenant).await? >= u64::from(cap) {
-        return Err(ApiError::Conflict(format!(
-            "this tenant already has {cap} schedules (SCHEDULE_MAX_PER_TENANT); delete one first"
-        )));
-    }
-    let s = state.store.create_schedule(tenant, &fields, next).await?;
-    tracing::info!(schedule_id = %s.id, "schedule created");
+    let s = scheduler::create(&state, tenant, &fields)
+        .await
+        .map_err(|e| match e {
+            scheduler::CreateError::Invalid(f) => ApiError::validation(f.field, f.message),
+            e @ scheduler::CreateError::Full(_) => ApiError::Conflict(e.to_string()),
+            scheduler::CreateError::Store(e) => e.into(),
+        })?;
     Ok((StatusCode::CREATED, Json(s.into())))
 }
 

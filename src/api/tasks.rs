@@ -1,7 +1,6 @@
 //! `/v1/tasks`: submit (idempotent), list, get, cancel, approve/reject a paused step, and
 //! the step log as JSON or a live, resumable Server-Sent Events stream.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -435,22 +434,7 @@ pub async fn events(
 /// Seconds a caller over the stream cap is asked to wait.
 const STREAM_RETRY_AFTER: u64 = 5;
 
-struct Follow {
-    state: AppState,
-    /// Counts this stream against its tenant's cap until the stream is dropped.
-    _slot: StreamSlot,
-    /// The stream's lifetime (`SSE_MAX_STREAM_SECONDS`) ends here.
-    ends_at: tokio::time::Instant,
-    tenant: Uuid,
-    id: Uuid,
-    after: i64,
-    buf: VecDeque<TaskEvent>,
-    rx: tokio::sync::broadcast::Receiver<Uuid>,
-    done: bool,
-}
-
-/// Events after `after`, live, until the task has ended and all were sent, or until
-/// `ends_at` (the client resumes with `Last-Event-ID`).
+/// Each event of the task's log as one SSE event: `id` = seq, `event` = kind.
 fn follow(
     state: AppState,
     tenant: Uuid,
@@ -459,69 +443,11 @@ fn follow(
     slot: StreamSlot,
     ends_at: tokio::time::Instant,
 ) -> impl futures_util::Stream<Item = Result<Event, Infallible>> {
-    let rx = state.tasks.events.subscribe();
-    let f = Follow {
-        state,
-        _slot: slot,
-        ends_at,
-        tenant,
-        id,
-        after,
-        buf: VecDeque::new(),
-        rx,
-        done: false,
-    };
-    futures_util::stream::unfold(f, |mut f| async move {
-        loop {
-            if let Some(e) = f.buf.pop_front() {
-                f.after = e.seq;
-                let ev = Event::default()
-                    .id(e.seq.to_string())
-                    .event(e.kind.clone())
-                    .data(serde_json::to_string(&e).unwrap_or_default());
-                return Some((Ok(ev), f));
-            }
-            if f.done
-                || f.state.tasks.shutdown.is_cancelled()
-                || tokio::time::Instant::now() >= f.ends_at
-            {
-                return None;
-            }
-            // Read the status before the events, so an end seen here has all its
-            // events visible in the read that follows.
-            let ended = match f.state.store.get_task(f.tenant, f.id).await {
-                Ok(t) => t.status.is_terminal(),
-                Err(_) => true,
-            };
-            match f.state.store.list_events(f.id, f.after, 500).await {
-                Ok(page) if !page.is_empty() => {
-                    f.buf.extend(page);
-                    continue;
-                }
-                Ok(_) if ended => return None,
-                Ok(_) => {}
-                Err(_) => f.done = true,
-            }
-            // Wait for news of this task (this replica), or poll (other replicas).
-            let wait = async {
-                loop {
-                    match f.rx.recv().await {
-                        Ok(changed) if changed == f.id => return,
-                        Ok(_) => {}
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
-                        Err(_) => {
-                            std::future::pending::<()>().await;
-                        }
-                    }
-                }
-            };
-            let shutdown = f.state.tasks.shutdown.clone();
-            tokio::select! {
-                _ = wait => {},
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {},
-                _ = tokio::time::sleep_until(f.ends_at) => return None,
-                _ = shutdown.cancelled() => return None,
-            }
-        }
+    use futures_util::StreamExt;
+    orchestrator::follow(state, tenant, id, after, slot, ends_at).map(|e| {
+        Ok(Event::default()
+            .id(e.seq.to_string())
+            .event(e.kind.clone())
+            .data(serde_json::to_string(&e).unwrap_or_default()))
     })
 }

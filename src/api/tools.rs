@@ -17,16 +17,15 @@ use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::page::{ListParams, Page};
 use super::resource::{self, Resource, Target};
 use crate::auth::Scope;
-use crate::egress::EgressPolicy;
-use crate::runtime::tools::BUILTIN;
+use crate::orchestrator::tools as tool_rules;
 use crate::state::AppState;
 use crate::store::{WebhookTool, WebhookToolFields};
 
-const MAX_DESCRIPTION: usize = 1000;
-const MAX_PARAMETERS_BYTES: usize = 64 * 1024;
-const MAX_URL: usize = 2000;
-
 const TOOL: Resource = Resource::new("no such tool");
+
+fn invalid(e: crate::store::FieldError) -> ApiError {
+    ApiError::validation(e.field, e.message)
+}
 
 /// A webhook tool to create.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -89,75 +88,6 @@ impl From<WebhookTool> for ToolView {
     }
 }
 
-fn timeout_ms(seconds: u32) -> ApiResult<i64> {
-    if !(1..=60).contains(&seconds) {
-        return Err(ApiError::validation(
-            "timeout_seconds",
-            "must be between 1 and 60",
-        ));
-    }
-    Ok(i64::from(seconds) * 1000)
-}
-
-/// Business rules of a webhook tool; the first broken one answers 422 naming its field.
-fn validate(f: &WebhookToolFields, egress: &EgressPolicy) -> ApiResult<()> {
-    let name_ok = !f.name.is_empty()
-        && f.name.len() <= 64
-        && f.name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if !name_ok {
-        return Err(ApiError::validation(
-            "name",
-            "must be 1-64 characters of letters, digits, '_' or '-'",
-        ));
-    }
-    if BUILTIN.contains(&f.name.as_str()) {
-        return Err(ApiError::validation(
-            "name",
-            format!("'{}' is the name of a built-in tool", f.name),
-        ));
-    }
-    if crate::orchestrator::is_blank(&f.description)
-        || f.description.chars().count() > MAX_DESCRIPTION
-    {
-        return Err(ApiError::validation(
-            "description",
-            format!("must be 1-{MAX_DESCRIPTION} characters"),
-        ));
-    }
-    if !f.parameters.is_object() {
-        return Err(ApiError::validation(
-            "parameters",
-            "must be a JSON schema object",
-        ));
-    }
-    if f.parameters.to_string().len() > MAX_PARAMETERS_BYTES {
-        return Err(ApiError::validation(
-            "parameters",
-            format!("must be at most {MAX_PARAMETERS_BYTES} bytes"),
-        ));
-    }
-    let url_ok = f.url.len() <= MAX_URL
-        && crate::orchestrator::url_shape_ok(&f.url)
-        && reqwest::Url::parse(&f.url).is_ok_and(|u| {
-            matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty())
-        });
-    if !url_ok {
-        return Err(ApiError::validation(
-            "url",
-            format!("must be an absolute http or https URL of at most {MAX_URL} characters"),
-        ));
-    }
-    // An internal IP literal is refused now; a name is checked when a call resolves it.
-    if let Ok(u) = reqwest::Url::parse(&f.url)
-        && let Err(r) = egress.check_url(&u)
-    {
-        return Err(ApiError::validation("url", r.message()));
-    }
-    Ok(())
-}
-
 /// Create a webhook tool.
 #[utoipa::path(post, path = "/v1/tools", tag = "tools",
     request_body = CreateTool,
@@ -180,9 +110,9 @@ pub async fn create(
         description: body.description,
         parameters: body.parameters,
         url: body.url,
-        timeout_ms: timeout_ms(body.timeout_seconds.unwrap_or(10))?,
+        timeout_ms: tool_rules::timeout_ms(body.timeout_seconds.unwrap_or(10)).map_err(invalid)?,
     };
-    validate(&fields, &state.egress)?;
+    tool_rules::validate_webhook_tool(&fields, &state.egress).map_err(invalid)?;
     let t = state
         .store
         .create_webhook_tool(caller.0.tenant_id, &fields)
@@ -266,9 +196,9 @@ pub async fn update(
         f.url = v;
     }
     if let Some(v) = body.timeout_seconds {
-        f.timeout_ms = timeout_ms(v)?;
+        f.timeout_ms = tool_rules::timeout_ms(v).map_err(invalid)?;
     }
-    validate(&f, &state.egress)?;
+    tool_rules::validate_webhook_tool(&f, &state.egress).map_err(invalid)?;
     let t = state
         .store
         .update_webhook_tool(tenant, id, &f)

@@ -65,6 +65,90 @@ pub async fn issue(
     Ok(IssuedKey { record, secret })
 }
 
+/// Longest key name.
+pub const MAX_NAME: usize = 100;
+/// Largest per-key rate limit.
+pub const MAX_RATE_LIMIT: i32 = 1_000_000;
+
+/// A key someone asks for, with who asks.
+pub struct KeyRequest<'a> {
+    pub tenant_id: Uuid,
+    pub name: &'a str,
+    pub scope: Scope,
+    pub rate_limit: Option<i32>,
+    /// The caller is the operator (an admin of the default tenant).
+    pub by_operator: bool,
+}
+
+/// Why a key was not created.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyRefusal {
+    /// A field is invalid (HTTP 422).
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    /// The caller may not ask for this (HTTP 403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The tenant has as many keys as it may (HTTP 409).
+    #[error("{0}")]
+    Full(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Creates a key under the rules every front door applies: a printable name, a rate
+/// limit in range and above `default_limit` (`RATE_LIMIT_REQUESTS`) only for the
+/// operator, and at most `max_keys` (`TENANT_MAX_KEYS`) active keys per tenant.
+pub async fn create(
+    store: &DynStore,
+    req: KeyRequest<'_>,
+    default_limit: u32,
+    max_keys: u32,
+) -> Result<IssuedKey, KeyRefusal> {
+    // Kept as given; blank (white space only) is refused, as are control characters.
+    let name = req.name;
+    if name.chars().all(char::is_whitespace)
+        || name.chars().count() > MAX_NAME
+        || name.chars().any(char::is_control)
+    {
+        return Err(KeyRefusal::Invalid {
+            field: "name",
+            message: format!("must be 1-{MAX_NAME} printable characters"),
+        });
+    }
+    if let Some(n) = req.rate_limit
+        && !(1..=MAX_RATE_LIMIT).contains(&n)
+    {
+        return Err(KeyRefusal::Invalid {
+            field: "rate_limit",
+            message: format!("must be between 1 and {MAX_RATE_LIMIT}"),
+        });
+    }
+    // A tenant's admin may lower its keys' limit, not lift it: only the operator sets a
+    // key's limit above the deployment's per-key default.
+    if let Some(n) = req.rate_limit
+        && !req.by_operator
+        && i64::from(n) > i64::from(default_limit)
+    {
+        return Err(KeyRefusal::Forbidden(format!(
+            "only the operator sets a key's rate_limit above {default_limit} (RATE_LIMIT_REQUESTS)"
+        )));
+    }
+    // Checked before the insert: two creates racing at the cap may both pass.
+    if store.count_active_api_keys(req.tenant_id).await? >= i64::from(max_keys) {
+        return Err(KeyRefusal::Full(format!(
+            "this tenant already has {max_keys} active keys (TENANT_MAX_KEYS); revoke one first"
+        )));
+    }
+    let issued = issue(store, req.tenant_id, name, req.scope, req.rate_limit).await?;
+    tracing::info!(key_id = %issued.record.id, prefix = %issued.record.prefix,
+        tenant_id = %req.tenant_id, scope = req.scope.as_str(), "api key created");
+    Ok(issued)
+}
+
 /// A new key: the row to store (hash only) and the secret to show once.
 fn generate(
     tenant_id: Uuid,

@@ -10,6 +10,7 @@ pub mod jwt;
 pub mod keys;
 pub mod ratelimit;
 pub mod redact;
+pub mod session;
 pub mod signing;
 
 use std::collections::{HashMap, HashSet};

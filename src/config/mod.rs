@@ -80,17 +80,22 @@
 //! | `WEBHOOK_POLL_INTERVAL` | `1` | seconds between scans for due webhook deliveries |
 //! | `SSE_MAX_STREAMS_PER_TENANT` | `100` | live task event streams one tenant may hold on one replica; past it 429 with `Retry-After` |
 //! | `SSE_MAX_STREAM_SECONDS` | `3600` | lifetime of one event stream; it then ends and the client resumes with `Last-Event-ID` |
+//! | `SESSION_IDLE_TIMEOUT` | `1800` | seconds a web console session may go unused before it ends |
+//! | `SESSION_ABSOLUTE_TIMEOUT` | `43200` | seconds after sign-in a web console session ends, used or not |
+//! | `COOKIE_SECURE` | `false` | always mark the console's session cookie `Secure` (it is anyway when a trusted proxy reports HTTPS) |
 //!
 //! Nothing else in the crate calls `std::env::var`.
 //!
 //! Each area reads its own variables in its own file: `server.rs` (profile, listeners,
 //! limits, shutdown), `telemetry.rs` (log level, health probes), `database.rs` (database,
 //! pool, Redis, backups), `ai.rs` ([`AiConfig`], [`PriceSpec`]), `security.rs` (keys,
-//! rate limit, CORS, redaction) and `tasks.rs` ([`TaskConfig`]); [`Config::from_lookup`]
+//! rate limit, CORS, redaction), `tasks.rs` ([`TaskConfig`]) and `console.rs`
+//! ([`ConsoleConfig`]); [`Config::from_lookup`]
 //! composes them, and `parse.rs` holds the readers they share. `config` sits below every
 //! other module of the crate and imports none of them.
 
 mod ai;
+mod console;
 mod database;
 mod parse;
 mod security;
@@ -107,6 +112,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use ai::{AiConfig, PriceSpec, ProviderFormat, ProviderSpec};
+pub use console::ConsoleConfig;
 pub use database::{DatabaseUrl, redact_url_password};
 pub use security::RedisFailure;
 pub use server::AppEnv;
@@ -271,6 +277,8 @@ pub struct Config {
     pub ai: AiConfig,
     /// The Task Orchestrator's and Agent Runtime's settings.
     pub tasks: TaskConfig,
+    /// The web console's settings.
+    pub console: ConsoleConfig,
 }
 
 impl Config {
@@ -335,6 +343,7 @@ impl Config {
             egress_allow_cidrs,
         } = SecuritySettings::from_lookup(&get, app_env)?;
         let tasks = TaskConfig::from_lookup(&get)?;
+        let console = ConsoleConfig::from_lookup(&get)?;
 
         Ok(Self {
             app_env,
@@ -380,6 +389,7 @@ impl Config {
             request_body_timeout,
             ai,
             tasks,
+            console,
         })
     }
 

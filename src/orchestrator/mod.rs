@@ -9,14 +9,19 @@
 //! tasks the grace period and releases the rest (lease cleared, back to `queued`, the
 //! attempt given back) for another replica.
 
+pub mod chat;
 mod claim;
 mod control;
+pub mod employees;
+mod follow;
 pub mod scheduler;
 mod submit;
+pub mod tools;
 mod view;
 pub mod webhooks;
 
 pub use control::{DecideError, all_events, cancel, decide};
+pub use follow::follow;
 pub use submit::{
     EmployeeRef, Idempotency, PORT_PATTERN, Parent, Submit, SubmitError, Submitted, check_input,
     is_blank, resolve_employee, submit, url_shape_ok, validate,

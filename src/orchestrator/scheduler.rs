@@ -20,8 +20,9 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::{EmployeeRef, Idempotency, Submit, SubmitError, Submitted, submit};
+use crate::config::TaskConfig;
 use crate::state::AppState;
-use crate::store::{Schedule, now};
+use crate::store::{FieldError, Schedule, ScheduleFields, now};
 use crate::telemetry::metrics as m;
 
 /// Parses a cron expression (5 fields `min hour dom month dow`, or 6–7 with seconds
@@ -75,6 +76,82 @@ pub fn shortest_interval(
         .windows(2)
         .filter_map(|w| (w[1] - w[0]).to_std().ok())
         .min())
+}
+
+/// Largest input a schedule may hold.
+const MAX_INPUT_BYTES: usize = 256 * 1024;
+
+/// Checks a schedule's fields and computes its first fire after now; the first broken
+/// rule names its field.
+/// A cron that fires more often than `SCHEDULE_MIN_INTERVAL_SECONDS` is refused.
+pub fn validate(f: &ScheduleFields, cfg: &TaskConfig) -> Result<DateTime<Utc>, FieldError> {
+    if f.timezone.parse::<chrono_tz::Tz>().is_err() {
+        return Err(FieldError::new(
+            "timezone",
+            format!("unknown IANA time zone '{}'", f.timezone),
+        ));
+    }
+    if f.cron.len() > 200 {
+        return Err(FieldError::new("cron", "must be at most 200 characters"));
+    }
+    super::check_input(&f.input).map_err(|m| FieldError::new("input", m))?;
+    if f.input.to_string().len() > MAX_INPUT_BYTES {
+        return Err(FieldError::new(
+            "input",
+            format!("must be at most {MAX_INPUT_BYTES} bytes"),
+        ));
+    }
+    if !(-100..=100).contains(&f.priority) {
+        return Err(FieldError::new("priority", "must be between -100 and 100"));
+    }
+    let next = next_fire(&f.cron, &f.timezone, now()).map_err(|e| FieldError::new("cron", e))?;
+    let min = cfg.schedule_min_interval;
+    if let Some(gap) =
+        shortest_interval(&f.cron, &f.timezone, now()).map_err(|e| FieldError::new("cron", e))?
+        && gap < min
+    {
+        return Err(FieldError::new(
+            "cron",
+            format!(
+                "fires every {} s at times; schedules may fire at most every {} s \
+                 (SCHEDULE_MIN_INTERVAL_SECONDS)",
+                gap.as_secs_f64(),
+                min.as_secs_f64()
+            ),
+        ));
+    }
+    Ok(next)
+}
+
+/// Why a schedule was not created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// A field breaks a rule (HTTP 422).
+    #[error(transparent)]
+    Invalid(FieldError),
+    /// The tenant has `SCHEDULE_MAX_PER_TENANT` schedules (HTTP 409).
+    #[error("this tenant already has {0} schedules (SCHEDULE_MAX_PER_TENANT); delete one first")]
+    Full(u32),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Creates a schedule of `tenant` under the rules ([`validate`]) and the per-tenant cap;
+/// the API and the web console both create through here.
+pub async fn create(
+    state: &AppState,
+    tenant: uuid::Uuid,
+    fields: &ScheduleFields,
+) -> Result<Schedule, CreateError> {
+    let next = validate(fields, &state.config.tasks).map_err(CreateError::Invalid)?;
+    // Checked before the insert: two creates racing at the cap may both pass.
+    let cap = state.config.tasks.schedule_max_per_tenant;
+    if state.store.count_schedules(tenant).await? >= u64::from(cap) {
+        return Err(CreateError::Full(cap));
+    }
+    let s = state.store.create_schedule(tenant, fields, next).await?;
+    tracing::info!(schedule_id = %s.id, "schedule created");
+    Ok(s)
 }
 
 pub async fn run(state: AppState, stop: CancellationToken) {

@@ -431,6 +431,7 @@ impl<'a> Run<'a> {
             let mut req = ChatRequest::new("", messages);
             req.tools = offered.defs.clone();
             req.temperature = Some(self.employee.fields.temperature);
+            let started = std::time::Instant::now();
             req.response_format = self.output_schema.as_ref().map(
                 |s| json!({"type": "json_schema", "json_schema": {"name": "output", "schema": s}}),
             );
@@ -461,6 +462,7 @@ impl<'a> Run<'a> {
                         "provider": routed.provider, "model": routed.model,
                         "tokens_in": usage.input_tokens, "tokens_out": usage.output_tokens,
                         "cost_nanos": routed.cost_nanos, "cache_hit": routed.cache_hit,
+                        "latency_ms": started.elapsed().as_millis() as u64,
                         "failed_attempts": routed.failed_attempts.len(),
                         "redactions": redactions,
                         "message": {"content": resp.content, "tool_calls": resp.tool_calls},

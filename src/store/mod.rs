@@ -8,6 +8,7 @@ mod mcp;
 mod models;
 pub mod postgres;
 mod responses;
+mod sessions;
 pub mod sqlite;
 mod tasks;
 mod webhooks;
@@ -21,6 +22,7 @@ use uuid::Uuid;
 pub use mcp::*;
 pub use models::*;
 pub use responses::*;
+pub use sessions::*;
 pub use tasks::*;
 pub use webhooks::*;
 
@@ -108,7 +110,7 @@ pub struct Page<T> {
 /// suite in `tests/store_conformance.rs` runs against both.
 #[async_trait]
 pub trait Store:
-    TaskStore + WebhookStore + McpStore + ResponseStore + Send + Sync + 'static
+    TaskStore + WebhookStore + McpStore + ResponseStore + SessionStore + Send + Sync + 'static
 {
     fn backend(&self) -> Backend;
 

@@ -164,3 +164,22 @@ pub struct UsageGroup {
     pub cache_write_tokens: i64,
     pub cost_nanos: i64,
 }
+
+/// A broken rule of a resource's fields: the field (dotted path, `model_policy[1]`) and
+/// what it must be. Every front door shows it its own way (the API as a 422 naming the
+/// field, the web console beside the field).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}

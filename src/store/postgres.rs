@@ -16,6 +16,7 @@ use super::*;
 
 mod mcp;
 mod responses;
+mod sessions;
 mod tasks;
 mod webhooks;
 pub use tasks::TASKS_CHANNEL;

@@ -20,6 +20,7 @@ use super::*;
 
 mod mcp;
 mod responses;
+mod sessions;
 mod tasks;
 mod webhooks;
 mod writer;

@@ -653,6 +653,34 @@ impl TaskStore for PgStore {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
+    async fn count_tenant_tasks(
+        &self,
+        tenant: Uuid,
+        since: Option<DateTime<Utc>>,
+    ) -> StoreResult<Vec<(TaskStatus, i64)>> {
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS n FROM tasks WHERE tenant_id = $1 \
+             AND ($2::timestamptz IS NULL OR created_at >= $2) GROUP BY status",
+        )
+        .bind(tenant)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((status(r.try_get("status")?)?, r.try_get("n")?)))
+            .collect()
+    }
+
+    async fn count_tenant_tasks_in(&self, tenant: Uuid, status: TaskStatus) -> StoreResult<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE tenant_id = $1 AND status = $2")
+                .bind(tenant)
+                .bind(status.as_str())
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     async fn ensure_session(&self, tenant: Uuid, id: Uuid, employee: Uuid) -> StoreResult<Session> {
         let t = now();
         sqlx::query(

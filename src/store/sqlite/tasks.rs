@@ -842,6 +842,35 @@ impl TaskStore for SqliteStore {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
+    async fn count_tenant_tasks(
+        &self,
+        tenant: Uuid,
+        since: Option<DateTime<Utc>>,
+    ) -> StoreResult<Vec<(TaskStatus, i64)>> {
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS n FROM tasks WHERE tenant_id = ? \
+             AND (? IS NULL OR created_at >= ?) GROUP BY status",
+        )
+        .bind(tenant.to_string())
+        .bind(since.as_ref().map(ts))
+        .bind(since.as_ref().map(ts))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((status(r.try_get("status")?)?, r.try_get("n")?)))
+            .collect()
+    }
+
+    async fn count_tenant_tasks_in(&self, tenant: Uuid, status: TaskStatus) -> StoreResult<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE tenant_id = ? AND status = ?")
+                .bind(tenant.to_string())
+                .bind(status.as_str())
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     async fn ensure_session(&self, tenant: Uuid, id: Uuid, employee: Uuid) -> StoreResult<Session> {
         let t = ts(&now());
         sqlx::query(

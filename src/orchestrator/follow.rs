@@ -1,0 +1,99 @@
+//! Following a task's step log live: the events after a given `seq`, then each new one
+//! as it is written, until the task has ended and every event was yielded. The API's SSE
+//! stream and the web console's live timeline both read it.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::state::{AppState, StreamSlot};
+use crate::store::TaskEvent;
+
+struct Follow {
+    state: AppState,
+    /// Counts this stream against its tenant's cap until the stream is dropped.
+    _slot: StreamSlot,
+    /// The stream's lifetime (`SSE_MAX_STREAM_SECONDS`) ends here.
+    ends_at: tokio::time::Instant,
+    tenant: Uuid,
+    id: Uuid,
+    after: i64,
+    buf: VecDeque<TaskEvent>,
+    rx: tokio::sync::broadcast::Receiver<Uuid>,
+    done: bool,
+}
+
+/// Events of task `id` after `after`, live, until the task has ended and all were
+/// yielded, or until `ends_at` (the client resumes after the last `seq` it saw). New
+/// events are noticed through the hub (this replica) or a 500 ms poll (other replicas).
+pub fn follow(
+    state: AppState,
+    tenant: Uuid,
+    id: Uuid,
+    after: i64,
+    slot: StreamSlot,
+    ends_at: tokio::time::Instant,
+) -> impl futures_util::Stream<Item = TaskEvent> {
+    let rx = state.tasks.events.subscribe();
+    let f = Follow {
+        state,
+        _slot: slot,
+        ends_at,
+        tenant,
+        id,
+        after,
+        buf: VecDeque::new(),
+        rx,
+        done: false,
+    };
+    futures_util::stream::unfold(f, |mut f| async move {
+        loop {
+            if let Some(e) = f.buf.pop_front() {
+                f.after = e.seq;
+                return Some((e, f));
+            }
+            if f.done
+                || f.state.tasks.shutdown.is_cancelled()
+                || tokio::time::Instant::now() >= f.ends_at
+            {
+                return None;
+            }
+            // Read the status before the events, so an end seen here has all its
+            // events visible in the read that follows.
+            let ended = match f.state.store.get_task(f.tenant, f.id).await {
+                Ok(t) => t.status.is_terminal(),
+                Err(_) => true,
+            };
+            match f.state.store.list_events(f.id, f.after, 500).await {
+                Ok(page) if !page.is_empty() => {
+                    f.buf.extend(page);
+                    continue;
+                }
+                Ok(_) if ended => return None,
+                Ok(_) => {}
+                Err(_) => f.done = true,
+            }
+            // Wait for news of this task (this replica), or poll (other replicas).
+            let wait = async {
+                loop {
+                    match f.rx.recv().await {
+                        Ok(changed) if changed == f.id => return,
+                        Ok(_) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                        Err(_) => {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                }
+            };
+            let shutdown = f.state.tasks.shutdown.clone();
+            tokio::select! {
+                _ = wait => {},
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {},
+                _ = tokio::time::sleep_until(f.ends_at) => return None,
+                _ = shutdown.cancelled() => return None,
+            }
+        }
+    })
+}
