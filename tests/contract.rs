@@ -310,6 +310,26 @@ async fn the_document_states_the_contract() {
             }
         }
     }
+    // Every reference resolves (a dangling one makes generators drop whole endpoints).
+    fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r);
+                }
+                m.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    assert!(!all.is_empty());
+    for r in all {
+        let pointer = r.strip_prefix('#').unwrap_or(r);
+        assert!(doc.pointer(pointer).is_some(), "dangling reference {r}");
+    }
     let list = &doc["paths"]["/v1/tasks"]["get"]["parameters"];
     for p in list.as_array().unwrap() {
         assert_eq!(p["in"], "query", "{p}");

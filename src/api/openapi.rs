@@ -556,7 +556,6 @@ fn protocol_requests(model_pattern: &str) -> Vec<(&'static str, serde_json::Valu
     use serde_json::json;
     let open = |required: serde_json::Value, properties: serde_json::Value| {
         json!({"type": "object", "propertyNames": {"pattern": NO_NUL},
-            "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
             "required": required, "properties": properties})
     };
     let model = json!({"type": "string", "pattern": model_pattern, "example": "sandbox/sandbox-1",
