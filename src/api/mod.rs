@@ -365,13 +365,17 @@ pub fn if_match(headers: &axum::http::HeaderMap) -> Result<Option<i64>, ApiError
         .strip_prefix('"')
         .and_then(|t| t.strip_suffix('"'))
         .unwrap_or(s);
+    counter(s).map(Some).ok_or_else(|| {
+        ApiError::BadRequest("If-Match must be the resource version, e.g. \"3\"".into())
+    })
+}
+
+/// A version or event sequence number as headers carry it: 1–18 ASCII digits (the
+/// pattern the document gives `If-Match` and `Last-Event-ID`).
+pub fn counter(s: &str) -> Option<i64> {
     if (1..=18).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) {
-        s.parse::<i64>().map(Some).map_err(|_| {
-            ApiError::BadRequest("If-Match must be the resource version, e.g. \"3\"".into())
-        })
+        s.parse().ok()
     } else {
-        Err(ApiError::BadRequest(
-            "If-Match must be the resource version, e.g. \"3\"".into(),
-        ))
+        None
     }
 }

@@ -401,9 +401,7 @@ pub async fn events(
         Some(v) => Some(
             v.to_str()
                 .ok()
-                .map(str::trim)
-                .filter(|s| (1..=18).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<i64>().ok())
+                .and_then(|s| super::counter(s.trim()))
                 .ok_or_else(|| ApiError::BadRequest("Last-Event-ID must be an event seq".into()))?,
         ),
     };
