@@ -521,7 +521,7 @@ impl TaskStore for PgStore {
             if done.rows_affected() == 1 {
                 let ev = NewEvent::status(
                     to,
-                    serde_json::json!({"reason": "lease_expired", "error": error, "reset": true}),
+                    serde_json::json!({"reason": "lease_expired", "error": error}),
                 );
                 append(&mut tx, id, &[ev]).await?;
                 rescued.push(Rescued {

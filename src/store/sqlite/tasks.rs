@@ -516,7 +516,7 @@ struct Expired {
 }
 
 /// Moves each still-expired task to `retrying` or `failed` (guarded by owner, attempt and
-/// the expiry itself) with a `reset` status event.
+/// the expiry itself) with a status event.
 fn rescue_rs(
     conn: &rusqlite::Connection,
     expired: &[Expired],
@@ -549,7 +549,7 @@ fn rescue_rs(
         if done == 1 {
             let ev = NewEvent::status(
                 e.to,
-                serde_json::json!({"reason": "lease_expired", "error": e.error, "reset": true}),
+                serde_json::json!({"reason": "lease_expired", "error": e.error}),
             );
             append_rs(conn, &id, &[ev])?;
             rescued.push(Rescued {
