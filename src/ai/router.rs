@@ -350,6 +350,22 @@ impl AiRouter {
         out
     }
 
+    /// The configured aliases with their chains, sorted by name.
+    pub fn aliases(&self) -> Vec<(String, Vec<String>)> {
+        let mut v: Vec<(String, Vec<String>)> = self
+            .aliases
+            .iter()
+            .map(|(k, c)| (k.clone(), c.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The chain of the alias `name`, if one is configured.
+    pub fn alias_chain(&self, name: &str) -> Option<&[String]> {
+        self.aliases.get(name).map(Vec::as_slice)
+    }
+
     pub fn breaker_state(&self, provider: &str) -> Option<BreakerState> {
         self.breakers.get(provider).map(Breaker::state)
     }
