@@ -767,7 +767,7 @@ async fn wait_for_subtask(
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
 
     #[test]
@@ -782,5 +782,48 @@ mod tests {
         assert!(ok("http://127.0.0.1:8080/"));
         assert!(!ok("http://127.0.0.1/"));
         assert!(!ok("https://other.example.com/"));
+    }
+
+    #[test]
+    fn the_allow_list_matches_the_host_the_request_goes_to_and_nothing_like_it() {
+        let allowed = vec!["api.example.com".to_string(), "[::1]:9000".to_string()];
+        let ok = |u: &str| host_allowed(&allowed, &reqwest::Url::parse(u).unwrap());
+        // The host the request goes to decides, not text elsewhere in the URL.
+        assert!(!ok("https://api.example.com@evil.example/"), "userinfo");
+        assert!(ok("https://user:pw@api.example.com/"));
+        assert!(!ok("https://evil.example/?next=api.example.com"));
+        assert!(!ok("https://evil.example/api.example.com"));
+        assert!(!ok("https://evil.example#api.example.com"));
+        // Nothing that merely contains or extends the name.
+        assert!(!ok("https://x.api.example.com/"), "a subdomain");
+        assert!(!ok("https://api.example.com.evil.example/"), "a suffix");
+        assert!(!ok("https://xapi.example.com/"));
+        assert!(!ok("https://api.example.com./"), "the root-dot spelling");
+        // The default port is the scheme's: 80 for http, 443 for https, written or not.
+        assert!(ok("http://api.example.com:80/"));
+        assert!(ok("https://api.example.com:443/"));
+        assert!(!ok("https://api.example.com:80/"));
+        // IPv6 with an explicit port.
+        assert!(ok("http://[::1]:9000/"));
+        assert!(!ok("http://[::1]:9001/"));
+        assert!(!ok("http://[::1]/"));
+        // An empty list lets nothing through.
+        let none: Vec<String> = Vec::new();
+        assert!(!host_allowed(
+            &none,
+            &reqwest::Url::parse("https://api.example.com/").unwrap()
+        ));
+    }
+
+    #[test]
+    fn empty_arguments_are_an_empty_object_and_bad_json_is_invalid() {
+        assert_eq!(parse_arguments("").ok(), Some(json!({})));
+        assert_eq!(parse_arguments("  \n").ok(), Some(json!({})));
+        assert_eq!(parse_arguments(r#"{"a":1}"#).ok(), Some(json!({"a": 1})));
+        let Err(err) = parse_arguments("{nope") else {
+            panic!("bad JSON accepted");
+        };
+        assert!(err.is_error());
+        assert_eq!(err.outcome, "invalid");
     }
 }
