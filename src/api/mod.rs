@@ -123,6 +123,7 @@ fn v1() -> Router<AppState> {
         .route("/tasks/{id}/cancel", post(tasks::cancel))
         .route("/tasks/{id}/approve", post(tasks::approve))
         .route("/tasks/{id}/reject", post(tasks::reject))
+        .route("/tasks/{id}/input", post(tasks::input))
         .route("/tasks/{id}/events", get(tasks::events))
         .route("/usage", get(usage::report))
         .route("/webhooks/secret", post(webhooks::rotate_secret))

@@ -49,6 +49,7 @@ use crate::state::AppState;
         tasks::cancel,
         tasks::approve,
         tasks::reject,
+        tasks::input,
         tasks::events,
         usage::report,
         schedules::create,
@@ -437,6 +438,7 @@ fn refinements() -> Vec<(&'static str, &'static str, serde_json::Value)> {
         ("CreateKey", "rate_limit", json!({"minimum": 1, "maximum": 1_000_000})),
         ("ChatTurn", "message", json!({"pattern": NOT_BLANK})),
         ("Decision", "reason", json!({"maxLength": 1000})),
+        ("TaskInput", "answer", json!({"pattern": NOT_BLANK})),
         ("TaskView", "input", json!({"anyOf": [{"type": "string"}, {"type": "object"}]})),
         ("ScheduleView", "input", json!({"anyOf": [{"type": "string"}, {"type": "object"}]})),
     ]);
@@ -473,7 +475,7 @@ fn parameter_refinements() -> Vec<(&'static str, serde_json::Value)> {
         ),
         (
             "status",
-            json!({"type": "string", "enum": ["queued", "running", "succeeded", "failed", "cancelled", "waiting_approval", "retrying"]}),
+            json!({"type": "string", "enum": crate::store::TaskStatus::ALL.map(crate::store::TaskStatus::as_str)}),
         ),
         (
             "employee",
@@ -654,6 +656,7 @@ const REQUEST_SCHEMAS: &[&str] = &[
     "UpdateEmployee",
     "CreateTask",
     "Decision",
+    "TaskInput",
     "ChatTurn",
     "CreateKey",
     "CreateTenant",

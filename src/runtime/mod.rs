@@ -54,6 +54,10 @@ pub enum Outcome {
     Cancelled,
     /// Paused on a tool call that needs a human decision.
     WaitingApproval,
+    /// Paused on a question to a person (`ask_human`), for at most `timeout_seconds`.
+    WaitingInput {
+        timeout_seconds: i64,
+    },
     /// The worker no longer holds the task; stop without writing anything.
     LeaseLost,
 }
@@ -111,6 +115,8 @@ pub struct Run<'a> {
     /// The model step whose tool calls are `pending` (part of each call's stable id).
     pending_step: i32,
     decisions: HashMap<String, Decision>,
+    /// Answers of people to `ask_human` calls, by call id.
+    inputs: HashMap<String, String>,
     /// Call ids that already have a recorded result.
     answered: Vec<String>,
     /// Call ids recorded as started with no result (yet) and no decision since.
@@ -254,6 +260,7 @@ impl<'a> Run<'a> {
             pending: Vec::new(),
             pending_step: 0,
             decisions: HashMap::new(),
+            inputs: HashMap::new(),
             answered: Vec::new(),
             started: HashSet::new(),
             run_id: task_id.unwrap_or_else(Uuid::now_v7),
@@ -331,6 +338,12 @@ impl<'a> Run<'a> {
                     ));
                     self.started.remove(&id);
                     self.answered.push(id);
+                }
+                "input" => {
+                    if let Some(id) = e.payload["call_id"].as_str() {
+                        let answer = e.payload["answer"].as_str().unwrap_or("").to_string();
+                        self.inputs.insert(id.to_string(), answer);
+                    }
                 }
                 "approval" => {
                     if let Some(id) = e.payload["call_id"].as_str() {
@@ -420,6 +433,20 @@ impl<'a> Run<'a> {
                 // An MCP tool offered under its alias is known by its canonical name.
                 let name = offered.canonical(&call.name);
                 let key = tools::call_key(self.run_id, step, index);
+                if name == tools::ASK_HUMAN && self.can_pause {
+                    match self.ask_human(sink, call, &key).await {
+                        Ok(content) => {
+                            if let Err(o) = self
+                                .record_result(sink, call, name, "ok", content, &key)
+                                .await
+                            {
+                                return o;
+                            }
+                            continue;
+                        }
+                        Err(o) => return o,
+                    }
+                }
                 // Started by an earlier attempt, no result: did it happen? Only an
                 // idempotent call may simply be made again.
                 let unknown =
@@ -471,28 +498,11 @@ impl<'a> Run<'a> {
                         Err(o) => return o,
                     }
                 };
-                self.messages
-                    .push(Message::tool_result(call.id.clone(), content.to_string()));
-                self.answered.push(call.id.clone());
-                self.started.remove(&call.id);
-                let ev = NewEvent::new(
-                    "tool_result",
-                    json!({"call_id": call.id, "tool": name, "outcome": outcome,
-                           "content": content, "idempotency_key": key}),
-                );
-                match self
-                    .record(
-                        sink,
-                        StepUpdate {
-                            events: vec![ev],
-                            ..Default::default()
-                        },
-                    )
+                if let Err(o) = self
+                    .record_result(sink, call, name, outcome, content, &key)
                     .await
                 {
-                    Err(o) => return o,
-                    Ok(true) => return Outcome::Cancelled,
-                    Ok(false) => {}
+                    return o;
                 }
             }
 
@@ -646,6 +656,80 @@ impl<'a> Run<'a> {
             self.pending = resp.tool_calls;
             self.pending_step = step;
         }
+    }
+
+    /// The answer to an `ask_human` call, or the pause that waits for it: a
+    /// `waiting_input` status event with the question (a call without a valid question is
+    /// answered with the error instead).
+    async fn ask_human(
+        &mut self,
+        sink: &dyn Sink,
+        call: &ToolCall,
+        key: &str,
+    ) -> Result<Value, Outcome> {
+        if let Some(answer) = self.inputs.get(&call.id) {
+            return Ok(json!({ "answer": answer }));
+        }
+        let question = serde_json::from_str::<Value>(&call.arguments)
+            .ok()
+            .and_then(|a| a.get("question").and_then(Value::as_str).map(str::to_owned))
+            .filter(|q| !q.trim().is_empty());
+        let Some(question) = question else {
+            return Ok(json!({"error": "invalid arguments: `question` must be a non-empty text"}));
+        };
+        let timeout_seconds = self.employee.fields.input_timeout_seconds;
+        let ev = NewEvent::status(
+            TaskStatus::WaitingInput,
+            json!({"call_id": call.id, "question": question, "idempotency_key": key,
+                   "timeout_seconds": timeout_seconds}),
+        );
+        match self
+            .record(
+                sink,
+                StepUpdate {
+                    events: vec![ev],
+                    ..Default::default()
+                },
+            )
+            .await
+        {
+            Err(o) => Err(o),
+            Ok(_) => Err(Outcome::WaitingInput { timeout_seconds }),
+        }
+    }
+
+    /// Writes the result of a call (and adds it to the conversation); `Err` ends the run.
+    async fn record_result(
+        &mut self,
+        sink: &dyn Sink,
+        call: &ToolCall,
+        name: &str,
+        outcome: &str,
+        content: Value,
+        key: &str,
+    ) -> Result<(), Outcome> {
+        self.messages
+            .push(Message::tool_result(call.id.clone(), content.to_string()));
+        self.answered.push(call.id.clone());
+        self.started.remove(&call.id);
+        let ev = NewEvent::new(
+            "tool_result",
+            json!({"call_id": call.id, "tool": name, "outcome": outcome,
+                   "content": content, "idempotency_key": key}),
+        );
+        let cancel = self
+            .record(
+                sink,
+                StepUpdate {
+                    events: vec![ev],
+                    ..Default::default()
+                },
+            )
+            .await?;
+        if cancel {
+            return Err(Outcome::Cancelled);
+        }
+        Ok(())
     }
 
     /// Makes one tool call. For a task it is recorded `tool_started` first, so that an
