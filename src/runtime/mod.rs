@@ -88,6 +88,11 @@ pub struct Run<'a> {
     pub queue: &'a dyn Queue,
     pub employee: &'a Employee,
     pub task_id: Option<Uuid>,
+    /// The stored API key the run was started with (a synchronous chat), so its
+    /// budgets apply too.
+    pub key_id: Option<Uuid>,
+    /// The budget that refused a model call, when one ended the run.
+    pub refused: Option<crate::ai::budget::BudgetExceeded>,
     pub depth: i32,
     pub limits: Limits,
     pub totals: Totals,
@@ -227,6 +232,8 @@ impl<'a> Run<'a> {
             queue,
             employee,
             task_id,
+            key_id: None,
+            refused: None,
             depth,
             limits,
             totals: Totals::default(),
@@ -296,6 +303,7 @@ impl<'a> Run<'a> {
     fn ctx(&self) -> CallContext {
         CallContext {
             tenant_id: self.employee.tenant_id,
+            key_id: self.key_id,
             task_id: self.task_id,
             employee_id: Some(self.employee.id),
         }
@@ -443,6 +451,16 @@ impl<'a> Run<'a> {
             {
                 Ok(r) => r,
                 Err(e) => {
+                    // A budget without room is not cured by retrying soon: the run
+                    // fails; a budget that could not be checked may run again.
+                    if let Some(b) = e.budget_exceeded() {
+                        let error = format!("{BUDGET_EXCEEDED}: {b}");
+                        self.refused = Some(b.clone());
+                        return Outcome::Failed {
+                            error,
+                            retryable: false,
+                        };
+                    }
                     return Outcome::Failed {
                         error: e.to_string(),
                         retryable: true,
@@ -593,6 +611,9 @@ impl<'a> Run<'a> {
         }
     }
 }
+
+/// How a task refused by a budget fails (the error's prefix); it is not retried.
+pub const BUDGET_EXCEEDED: &str = "budget_exceeded";
 
 /// How a task whose answer never satisfied its output schema fails (the error's prefix).
 pub const INVALID_OUTPUT: &str = "invalid_output";
