@@ -430,6 +430,22 @@ impl AiRouter {
         out
     }
 
+    /// The configured aliases with their chains, sorted by name.
+    pub fn aliases(&self) -> Vec<(String, Vec<String>)> {
+        let mut v: Vec<(String, Vec<String>)> = self
+            .aliases
+            .iter()
+            .map(|(k, c)| (k.clone(), c.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The chain of the alias `name`, if one is configured.
+    pub fn alias_chain(&self, name: &str) -> Option<&[String]> {
+        self.aliases.get(name).map(Vec::as_slice)
+    }
+
     pub fn breaker_state(&self, provider: &str) -> Option<BreakerState> {
         self.breakers.get(provider).map(Breaker::state)
     }
@@ -1099,6 +1115,7 @@ fn timeout_error(t: Duration) -> AiError {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn open(cooldown: Duration) -> Breaker {
@@ -1170,5 +1187,184 @@ mod tests {
             BreakerState::Open,
             "the new probe's failure reopens"
         );
+    }
+
+    /// Ends the cooldown of an open breaker now, as the clock would: no test waits for it.
+    fn end_cooldown(b: &Breaker) {
+        let mut inner = b.lock();
+        assert!(inner.open_until.is_some(), "not open");
+        inner.open_until = Some(Instant::now());
+    }
+
+    #[test]
+    fn a_failing_probe_reopens_for_a_whole_cooldown() {
+        let b = open(Duration::from_secs(3600));
+        assert_eq!(b.state(), BreakerState::Open);
+        assert!(!b.allow());
+        end_cooldown(&b);
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        assert!(b.allow(), "the probe");
+        assert!(!b.allow(), "no second probe while the first runs");
+        b.failure();
+        assert_eq!(b.state(), BreakerState::Open);
+        assert!(!b.allow(), "a new cooldown started with the failed probe");
+        // And the next probe, once that cooldown ends, can close it.
+        end_cooldown(&b);
+        assert!(b.allow());
+        b.success();
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert!(b.allow() && b.allow(), "closed: every call goes through");
+    }
+
+    #[test]
+    fn only_one_probe_among_concurrent_callers() {
+        let b = Arc::new(open(Duration::from_secs(3600)));
+        end_cooldown(&b);
+        let start = Arc::new(std::sync::Barrier::new(16));
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                let (b, start) = (b.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    b.allow()
+                })
+            })
+            .collect();
+        let probes = threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|allowed| *allowed)
+            .count();
+        assert_eq!(probes, 1);
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+    }
+
+    #[test]
+    fn a_neutral_probe_closes_and_a_success_resets_the_count() {
+        let b = open(Duration::from_secs(3600));
+        end_cooldown(&b);
+        assert!(b.allow());
+        b.neutral();
+        assert_eq!(b.state(), BreakerState::Closed);
+
+        let b = Breaker::new("breaker-test", 3, Duration::from_secs(3600));
+        b.failure();
+        b.failure();
+        b.success();
+        b.failure();
+        b.failure();
+        assert_eq!(
+            b.state(),
+            BreakerState::Closed,
+            "the success reset the count"
+        );
+        b.failure();
+        assert_eq!(b.state(), BreakerState::Open, "three in a row open it");
+        // A neutral outcome outside a probe changes nothing.
+        b.neutral();
+        assert_eq!(b.state(), BreakerState::Open);
+    }
+
+    fn router_with(providers: &[&str], aliases: &[(&str, &[&str])]) -> AiRouter {
+        let engine = Arc::new(crate::ai::sandbox::SandboxEngine::default());
+        let providers = providers
+            .iter()
+            .map(|name| {
+                Arc::new(crate::ai::sandbox::SandboxProvider::new(
+                    *name,
+                    engine.clone(),
+                )) as Arc<dyn Provider>
+            })
+            .collect();
+        let aliases = aliases
+            .iter()
+            .map(|(a, chain)| (a.to_string(), chain.iter().map(|c| c.to_string()).collect()))
+            .collect();
+        AiRouter::new(
+            providers,
+            RouterConfig {
+                attempt_timeout: Duration::from_secs(5),
+                retries: 2,
+                base_delay: Duration::from_millis(100),
+                max_retry_after: Duration::from_secs(10),
+                breaker_threshold: 5,
+                breaker_cooldown: Duration::from_secs(30),
+            },
+            PriceTable::default(),
+            None,
+            None,
+            aliases,
+        )
+    }
+
+    #[test]
+    fn resolve_prefers_an_alias_then_an_explicit_provider_then_the_name() {
+        let r = router_with(
+            &["openai", "anthropic", "sandbox"],
+            &[("fast", &["sandbox/sandbox-1", "openai/gpt-4o-mini"])],
+        );
+        assert_eq!(
+            r.resolve("fast").unwrap(),
+            ["sandbox/sandbox-1", "openai/gpt-4o-mini"]
+        );
+        assert_eq!(r.resolve("anthropic/x-1").unwrap(), ["anthropic/x-1"]);
+        assert_eq!(
+            r.resolve("claude-sonnet-4").unwrap(),
+            ["anthropic/claude-sonnet-4"]
+        );
+        for m in [
+            "gpt-4o",
+            "o3-mini",
+            "chatgpt-4o-latest",
+            "text-embedding-3-small",
+        ] {
+            assert_eq!(r.resolve(m).unwrap(), [format!("openai/{m}")], "{m}");
+        }
+        assert_eq!(r.resolve("sandbox-1").unwrap(), ["sandbox/sandbox-1"]);
+        assert_eq!(r.resolve("llama3:8b"), None, "no provider guessed");
+        assert_eq!(r.resolve("mistral/large"), None, "an unknown provider");
+
+        // A guessed provider that is not configured is no answer either.
+        let only_sandbox = router_with(&["sandbox"], &[]);
+        assert_eq!(only_sandbox.resolve("gpt-4o"), None);
+        assert_eq!(only_sandbox.resolve("claude-sonnet-4"), None);
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_honours_a_retry_after_up_to_the_cap() {
+        let r = router_with(&["sandbox"], &[]);
+        for attempt in 0..4u32 {
+            let d = r.backoff(attempt, None).unwrap().as_secs_f64();
+            let exp = 0.1 * f64::from(2u32.pow(attempt));
+            assert!(d >= exp && d < exp + 0.1, "attempt {attempt}: {d}");
+        }
+        assert_eq!(r.backoff(40, None).unwrap(), Duration::from_secs(300));
+        assert_eq!(
+            r.backoff(0, Some(Duration::from_secs(3))),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            r.backoff(0, Some(Duration::from_secs(11))),
+            None,
+            "longer than the cap: move on"
+        );
+    }
+
+    #[test]
+    fn model_names_follow_the_documented_rule() {
+        for ok in [
+            "gpt-4o-mini",
+            "llama3:8b",
+            "meta-llama/Llama-3.1-8B-Instruct",
+            "claude-3-5-haiku@20241022",
+            "a+b",
+        ] {
+            assert!(valid_model_name(ok), "{ok}");
+        }
+        let long = "m".repeat(MAX_MODEL_NAME + 1);
+        for bad in ["", "gpt 4o", "model\n", "x;y", "ünï", long.as_str()] {
+            assert!(!valid_model_name(bad), "{bad:?}");
+        }
+        assert!(valid_model_name(&"m".repeat(MAX_MODEL_NAME)));
     }
 }

@@ -289,6 +289,17 @@ pub fn step(e: &TaskEvent) -> Step {
             body = Some(("arguments", pretty(&p["arguments"])));
             format!("Tool call: {}", text(&p["tool"]))
         }
+        "tool_started" => {
+            facts.push(("call id", text(&p["idempotency_key"])));
+            format!("Tool call started: {}", text(&p["tool"]))
+        }
+        "resumed" => {
+            let pending = p["pending_calls"].as_u64().unwrap_or(0);
+            if pending > 0 {
+                facts.push(("tool calls to make", pending.to_string()));
+            }
+            format!("Resumed after step {}", text(&p["step"]))
+        }
         "tool_result" => {
             body = Some(("result", pretty(&p["content"])));
             format!(

@@ -207,7 +207,7 @@ async fn execute(
             step: StepUpdate {
                 events: vec![NewEvent::status(
                     TaskStatus::Queued,
-                    json!({"reason": "released at shutdown", "reset": true}),
+                    json!({"reason": "released at shutdown"}),
                 )],
                 ..Default::default()
             },
@@ -309,7 +309,8 @@ async fn run_task(
         cost_nanos: task.cost_nanos,
         steps: task.steps,
     };
-    // Resuming after an approval: rebuild the conversation from the step log.
+    // Another attempt (after a crash, a lost lease, a retry or an approval): rebuild
+    // the conversation from the step log and go on from the first step not recorded.
     if task.steps > 0 {
         let mut events = Vec::new();
         let mut after = 0;
@@ -373,7 +374,7 @@ async fn finish(
                 None,
                 Some(error.clone()),
                 Some(now() + chrono::Duration::from_std(delay).unwrap_or_default()),
-                json!({"error": error, "retry_in_seconds": delay.as_secs_f64(), "reset": true}),
+                json!({"error": error, "retry_in_seconds": delay.as_secs_f64()}),
             )
         }
         Outcome::Failed { error, .. } => (

@@ -530,13 +530,41 @@ impl Store for PgStore {
                 calls.iter().map($f).collect::<Vec<_>>()
             };
         }
+        // The hourly rollup is kept by the same statement: the inserted rows, grouped
+        // and upserted in key order (so concurrent batches lock rows in one order).
         sqlx::query(concat!(
-            "INSERT INTO ai_calls (",
+            "WITH ins AS (INSERT INTO ai_calls (",
             ai_call_cols!(),
             ") SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], \
              $5::text[], $6::text[], $7::text[], $8::int4[], $9::int8[], $10::int8[], \
              $11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::bool[], $16::bool[], \
-             $17::timestamptz[], $18::uuid[])"
+             $17::timestamptz[], $18::uuid[]) \
+             RETURNING tenant_id, created_at, employee_id, provider, model, status, \
+             input_tokens, output_tokens, cached_tokens, cache_write_tokens, cost_nanos) \
+             INSERT INTO usage_hourly AS u (tenant_id, hour, employee_id, provider, model, \
+             requests, successes, errors, cache_hits, input_tokens, output_tokens, \
+             cached_tokens, cache_write_tokens, cost_nanos) \
+             SELECT tenant_id, \
+             date_trunc('hour', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', \
+             COALESCE(employee_id, '00000000-0000-0000-0000-000000000000'::uuid), \
+             provider, model, COUNT(*), \
+             COUNT(*) FILTER (WHERE status = 'ok'), \
+             COUNT(*) FILTER (WHERE status = 'error'), \
+             COUNT(*) FILTER (WHERE status = 'cache_hit'), \
+             SUM(input_tokens)::bigint, SUM(output_tokens)::bigint, \
+             SUM(cached_tokens)::bigint, SUM(cache_write_tokens)::bigint, \
+             SUM(cost_nanos)::bigint \
+             FROM ins GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5 \
+             ON CONFLICT (tenant_id, hour, employee_id, provider, model) DO UPDATE \
+             SET requests = u.requests + EXCLUDED.requests, \
+             successes = u.successes + EXCLUDED.successes, \
+             errors = u.errors + EXCLUDED.errors, \
+             cache_hits = u.cache_hits + EXCLUDED.cache_hits, \
+             input_tokens = u.input_tokens + EXCLUDED.input_tokens, \
+             output_tokens = u.output_tokens + EXCLUDED.output_tokens, \
+             cached_tokens = u.cached_tokens + EXCLUDED.cached_tokens, \
+             cache_write_tokens = u.cache_write_tokens + EXCLUDED.cache_write_tokens, \
+             cost_nanos = u.cost_nanos + EXCLUDED.cost_nanos"
         ))
         .bind(col!(|c| c.id))
         .bind(col!(|c| c.tenant_id))
@@ -581,7 +609,7 @@ impl Store for PgStore {
         rows.iter().map(ai_call_row).collect()
     }
 
-    async fn usage_report(
+    async fn usage_of_calls(
         &self,
         tenant: Uuid,
         from: DateTime<Utc>,
@@ -620,12 +648,49 @@ impl Store for PgStore {
             .bind(to)
             .fetch_all(&self.pool)
             .await?;
-        let mut groups = rows
-            .iter()
-            .map(usage_row)
-            .collect::<StoreResult<Vec<_>>>()?;
-        sort_usage(&mut groups);
-        Ok(groups)
+        rows.iter().map(usage_row).collect()
+    }
+
+    async fn usage_of_hours(
+        &self,
+        tenant: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        group_by: UsageGroupBy,
+    ) -> StoreResult<Vec<UsageGroup>> {
+        macro_rules! hours_sql {
+            ($key:literal) => {
+                concat!(
+                    "SELECT ",
+                    $key,
+                    " AS key, SUM(requests)::bigint AS requests, \
+                     SUM(successes)::bigint AS successes, SUM(errors)::bigint AS errors, \
+                     SUM(cache_hits)::bigint AS cache_hits, \
+                     SUM(input_tokens)::bigint AS input_tokens, \
+                     SUM(output_tokens)::bigint AS output_tokens, \
+                     SUM(cached_tokens)::bigint AS cached_tokens, \
+                     SUM(cache_write_tokens)::bigint AS cache_write_tokens, \
+                     SUM(cost_nanos)::bigint AS cost_nanos \
+                     FROM usage_hourly WHERE tenant_id = $1 AND hour >= $2 AND hour < $3 \
+                     GROUP BY 1"
+                )
+            };
+        }
+        let sql = match group_by {
+            UsageGroupBy::Employee => hours_sql!(
+                "NULLIF(employee_id, '00000000-0000-0000-0000-000000000000'::uuid)::text"
+            ),
+            UsageGroupBy::Model => hours_sql!("model"),
+            UsageGroupBy::Day => hours_sql!("to_char(hour AT TIME ZONE 'UTC', 'YYYY-MM-DD')"),
+            UsageGroupBy::Provider => hours_sql!("provider"),
+        };
+        let rows = sqlx::query(sql)
+            .bind(tenant)
+            .bind(from)
+            .bind(to)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(usage_row).collect()
     }
 }
 

@@ -146,7 +146,8 @@ pub struct TaskEvent {
     pub task_id: Uuid,
     /// 1, 2, 3… per task, without gaps; the SSE event id.
     pub seq: i64,
-    /// `status`, `llm_call`, `tool_call`, `tool_result`, `message` or `approval`.
+    /// `status`, `llm_call`, `tool_call`, `tool_started`, `tool_result`, `message`,
+    /// `approval` or `resumed`.
     pub kind: String,
     #[schema(value_type = Object)]
     pub payload: Value,

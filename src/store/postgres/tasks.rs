@@ -306,26 +306,35 @@ impl TaskStore for PgStore {
         before: Option<Uuid>,
         limit: u32,
     ) -> StoreResult<Page<Task>> {
-        let rows = sqlx::query(concat!(
+        // Only the filters given become conditions, so each combination is a plain
+        // query the planner can serve from an index (`tasks_tenant_status_id`, ...).
+        let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(concat!(
             "SELECT ",
             task_cols!(),
-            " FROM tasks WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id < $2) \
-             AND ($3::text IS NULL OR status = $3) AND ($4::uuid IS NULL OR employee_id = $4) \
-             AND ($5::timestamptz IS NULL OR created_at >= $5) \
-             AND ($6::timestamptz IS NULL OR created_at < $6) \
-             AND ($7::uuid IS NULL OR parent_task_id = $7) \
-             ORDER BY id DESC LIMIT $8"
-        ))
-        .bind(tenant)
-        .bind(before)
-        .bind(f.status.map(TaskStatus::as_str))
-        .bind(f.employee_id)
-        .bind(f.created_after)
-        .bind(f.created_before)
-        .bind(f.parent_task_id)
-        .bind(i64::from(limit) + 1)
-        .fetch_all(&self.pool)
-        .await?;
+            " FROM tasks WHERE tenant_id = "
+        ));
+        q.push_bind(tenant);
+        if let Some(b) = before {
+            q.push(" AND id < ").push_bind(b);
+        }
+        if let Some(st) = f.status {
+            q.push(" AND status = ").push_bind(st.as_str());
+        }
+        if let Some(e) = f.employee_id {
+            q.push(" AND employee_id = ").push_bind(e);
+        }
+        if let Some(t) = f.created_after {
+            q.push(" AND created_at >= ").push_bind(t);
+        }
+        if let Some(t) = f.created_before {
+            q.push(" AND created_at < ").push_bind(t);
+        }
+        if let Some(p) = f.parent_task_id {
+            q.push(" AND parent_task_id = ").push_bind(p);
+        }
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(limit) + 1);
+        let rows = q.build().fetch_all(&self.pool).await?;
         let mut items = rows.iter().map(task_row).collect::<StoreResult<Vec<_>>>()?;
         Ok(page(&mut items, limit))
     }
@@ -521,7 +530,7 @@ impl TaskStore for PgStore {
             if done.rows_affected() == 1 {
                 let ev = NewEvent::status(
                     to,
-                    serde_json::json!({"reason": "lease_expired", "error": error, "reset": true}),
+                    serde_json::json!({"reason": "lease_expired", "error": error}),
                 );
                 append(&mut tx, id, &[ev]).await?;
                 rescued.push(Rescued {
@@ -658,14 +667,25 @@ impl TaskStore for PgStore {
         tenant: Uuid,
         since: Option<DateTime<Utc>>,
     ) -> StoreResult<Vec<(TaskStatus, i64)>> {
-        let rows = sqlx::query(
-            "SELECT status, COUNT(*) AS n FROM tasks WHERE tenant_id = $1 \
-             AND ($2::timestamptz IS NULL OR created_at >= $2) GROUP BY status",
-        )
-        .bind(tenant)
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows =
+            match since {
+                Some(t) => {
+                    sqlx::query(
+                        "SELECT status, COUNT(*) AS n FROM tasks WHERE tenant_id = $1 \
+                     AND created_at >= $2 GROUP BY status",
+                    )
+                    .bind(tenant)
+                    .bind(t)
+                    .fetch_all(&self.pool)
+                    .await?
+                }
+                None => sqlx::query(
+                    "SELECT status, COUNT(*) AS n FROM tasks WHERE tenant_id = $1 GROUP BY status",
+                )
+                .bind(tenant)
+                .fetch_all(&self.pool)
+                .await?,
+            };
         rows.iter()
             .map(|r| Ok((status(r.try_get("status")?)?, r.try_get("n")?)))
             .collect()

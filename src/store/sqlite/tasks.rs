@@ -516,7 +516,7 @@ struct Expired {
 }
 
 /// Moves each still-expired task to `retrying` or `failed` (guarded by owner, attempt and
-/// the expiry itself) with a `reset` status event.
+/// the expiry itself) with a status event.
 fn rescue_rs(
     conn: &rusqlite::Connection,
     expired: &[Expired],
@@ -549,7 +549,7 @@ fn rescue_rs(
         if done == 1 {
             let ev = NewEvent::status(
                 e.to,
-                serde_json::json!({"reason": "lease_expired", "error": e.error, "reset": true}),
+                serde_json::json!({"reason": "lease_expired", "error": e.error}),
             );
             append_rs(conn, &id, &[ev])?;
             rescued.push(Rescued {
@@ -677,31 +677,35 @@ impl TaskStore for SqliteStore {
         before: Option<Uuid>,
         limit: u32,
     ) -> StoreResult<Page<Task>> {
-        let rows = sqlx::query(concat!(
+        // Only the filters given become conditions, so each combination is a plain
+        // query the planner can serve from an index (`tasks_tenant_status_id`, ...).
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(concat!(
             "SELECT ",
             task_cols!(),
-            " FROM tasks WHERE tenant_id = ? AND (? IS NULL OR id < ?) \
-             AND (? IS NULL OR status = ?) AND (? IS NULL OR employee_id = ?) \
-             AND (? IS NULL OR created_at >= ?) AND (? IS NULL OR created_at < ?) \
-             AND (? IS NULL OR parent_task_id = ?) \
-             ORDER BY id DESC LIMIT ?"
-        ))
-        .bind(tenant.to_string())
-        .bind(before.map(|b| b.to_string()))
-        .bind(before.map(|b| b.to_string()))
-        .bind(f.status.map(TaskStatus::as_str))
-        .bind(f.status.map(TaskStatus::as_str))
-        .bind(f.employee_id.map(|e| e.to_string()))
-        .bind(f.employee_id.map(|e| e.to_string()))
-        .bind(f.created_after.as_ref().map(ts))
-        .bind(f.created_after.as_ref().map(ts))
-        .bind(f.created_before.as_ref().map(ts))
-        .bind(f.created_before.as_ref().map(ts))
-        .bind(f.parent_task_id.map(|e| e.to_string()))
-        .bind(f.parent_task_id.map(|e| e.to_string()))
-        .bind(i64::from(limit) + 1)
-        .fetch_all(&self.pool)
-        .await?;
+            " FROM tasks WHERE tenant_id = "
+        ));
+        q.push_bind(tenant.to_string());
+        if let Some(b) = before {
+            q.push(" AND id < ").push_bind(b.to_string());
+        }
+        if let Some(st) = f.status {
+            q.push(" AND status = ").push_bind(st.as_str());
+        }
+        if let Some(e) = f.employee_id {
+            q.push(" AND employee_id = ").push_bind(e.to_string());
+        }
+        if let Some(t) = &f.created_after {
+            q.push(" AND created_at >= ").push_bind(ts(t));
+        }
+        if let Some(t) = &f.created_before {
+            q.push(" AND created_at < ").push_bind(ts(t));
+        }
+        if let Some(p) = f.parent_task_id {
+            q.push(" AND parent_task_id = ").push_bind(p.to_string());
+        }
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(limit) + 1);
+        let rows = q.build().fetch_all(&self.pool).await?;
         let mut items = rows.iter().map(task_row).collect::<StoreResult<Vec<_>>>()?;
         Ok(page(&mut items, limit))
     }
@@ -847,15 +851,25 @@ impl TaskStore for SqliteStore {
         tenant: Uuid,
         since: Option<DateTime<Utc>>,
     ) -> StoreResult<Vec<(TaskStatus, i64)>> {
-        let rows = sqlx::query(
-            "SELECT status, COUNT(*) AS n FROM tasks WHERE tenant_id = ? \
-             AND (? IS NULL OR created_at >= ?) GROUP BY status",
-        )
-        .bind(tenant.to_string())
-        .bind(since.as_ref().map(ts))
-        .bind(since.as_ref().map(ts))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows =
+            match since {
+                Some(t) => {
+                    sqlx::query(
+                        "SELECT status, COUNT(*) AS n FROM tasks WHERE tenant_id = ? \
+                     AND created_at >= ? GROUP BY status",
+                    )
+                    .bind(tenant.to_string())
+                    .bind(ts(&t))
+                    .fetch_all(&self.pool)
+                    .await?
+                }
+                None => sqlx::query(
+                    "SELECT status, COUNT(*) AS n FROM tasks WHERE tenant_id = ? GROUP BY status",
+                )
+                .bind(tenant.to_string())
+                .fetch_all(&self.pool)
+                .await?,
+            };
         rows.iter()
             .map(|r| Ok((status(r.try_get("status")?)?, r.try_get("n")?)))
             .collect()
