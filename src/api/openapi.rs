@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::{
-    chat, embeddings, employee_chat, employees, health, keys, messages, models, responses,
+    budgets, chat, embeddings, employee_chat, employees, health, keys, messages, models, responses,
     schedules, tasks, tenants, tools, usage, webhooks,
 };
 use crate::state::AppState;
@@ -36,6 +36,11 @@ use crate::state::AppState;
         responses::create,
         responses::get,
         responses::delete,
+        budgets::create,
+        budgets::list,
+        budgets::get,
+        budgets::update,
+        budgets::delete,
         keys::create,
         keys::list,
         keys::get,
@@ -73,6 +78,7 @@ use crate::state::AppState;
         (name = "schedules", description = "Cron schedules that submit a task on every tick"),
         (name = "tools", description = "Webhook tools of the tenant: a JSON-schema and a URL the signed calls are POSTed to"),
         (name = "gateway", description = "OpenAI-compatible chat completions through the AI router"),
+        (name = "budgets", description = "Spend limits of the tenant, a key or an employee, per day, month or for ever (admin); enforced before every vendor call"),
         (name = "keys", description = "API keys of a tenant (admin): the secret is shown once, at creation"),
         (name = "tenants", description = "Tenants (admin of the default tenant)"),
         (name = "usage", description = "AI usage and cost of the caller's tenant, from the recorded AI calls"),

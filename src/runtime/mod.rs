@@ -101,6 +101,11 @@ pub struct Run<'a> {
     pub queue: &'a dyn Queue,
     pub employee: &'a Employee,
     pub task_id: Option<Uuid>,
+    /// The stored API key the run was started with (a synchronous chat), so its
+    /// budgets apply too.
+    pub key_id: Option<Uuid>,
+    /// The budget that refused a model call, when one ended the run.
+    pub refused: Option<crate::ai::budget::BudgetExceeded>,
     pub depth: i32,
     pub limits: Limits,
     pub totals: Totals,
@@ -250,6 +255,8 @@ impl<'a> Run<'a> {
             queue,
             employee,
             task_id,
+            key_id: None,
+            refused: None,
             depth,
             limits,
             totals: Totals::default(),
@@ -368,6 +375,7 @@ impl<'a> Run<'a> {
     fn ctx(&self) -> CallContext {
         CallContext {
             tenant_id: self.employee.tenant_id,
+            key_id: self.key_id,
             task_id: self.task_id,
             employee_id: Some(self.employee.id),
         }
@@ -545,6 +553,16 @@ impl<'a> Run<'a> {
             {
                 Ok(r) => r,
                 Err(e) => {
+                    // A budget without room is not cured by retrying soon: the run
+                    // fails; a budget that could not be checked may run again.
+                    if let Some(b) = e.budget_exceeded() {
+                        let error = format!("{BUDGET_EXCEEDED}: {b}");
+                        self.refused = Some(b.clone());
+                        return Outcome::Failed {
+                            error,
+                            retryable: false,
+                        };
+                    }
                     return Outcome::Failed {
                         error: e.to_string(),
                         retryable: true,
@@ -801,6 +819,9 @@ impl<'a> Run<'a> {
         }
     }
 }
+
+/// How a task refused by a budget fails (the error's prefix); it is not retried.
+pub const BUDGET_EXCEEDED: &str = "budget_exceeded";
 
 /// The reason of a `waiting_approval` pause on a call an earlier attempt started but
 /// whose result was never recorded (a tool that is not idempotent).

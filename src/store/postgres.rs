@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::*;
 
+mod budgets;
 mod mcp;
 mod responses;
 mod sessions;
