@@ -122,6 +122,7 @@ fn router(providers: Vec<Arc<dyn Provider>>, cfg: RouterConfig) -> Arc<AiRouter>
 fn ctx() -> CallContext {
     CallContext {
         tenant_id: DEFAULT_TENANT_ID,
+        key_id: None,
         task_id: None,
         employee_id: None,
     }
@@ -528,6 +529,7 @@ async fn the_result_cache_is_per_tenant() {
     req.temperature = Some(0.0);
     let ctx = |tenant| CallContext {
         tenant_id: tenant,
+        key_id: None,
         task_id: None,
         employee_id: None,
     };
@@ -565,6 +567,7 @@ async fn accounting_and_cache(backend: common::Backend) {
     let employee = uuid::Uuid::now_v7();
     let tctx = CallContext {
         tenant_id: DEFAULT_TENANT_ID,
+        key_id: None,
         task_id: Some(task),
         employee_id: Some(employee),
     };

@@ -11,15 +11,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::tasks::*;
-use common::{Backend, TestApp, expire_lease};
+use common::{Backend, TestApp, expire_lease, test_config};
 use digital_employee::ai::sandbox::{Fault, SandboxEngine, SandboxSetup, ScriptStep, ScriptedCall};
 use digital_employee::ai::types::Usage;
+use digital_employee::app::App;
 use serde_json::{Value, json};
 
 backend_tests!(
     resume_after_a_lost_lease_asks_no_model_step_twice,
     a_started_call_of_a_webhook_tool_goes_to_a_human,
     usage_is_the_sum_of_the_steps_after_three_attempts,
+    ask_human_round_trip_across_a_restart,
+    an_unanswered_question_fails_with_input_timeout,
 );
 
 /// A sandbox vendor over HTTP, named `vendor` in `AI_PROVIDERS`.
@@ -360,5 +363,125 @@ async fn usage_is_the_sum_of_the_steps_after_three_attempts(backend: Backend) {
     // Each calculator call was made once: results recorded are never asked again.
     assert_eq!(of_kind(&ev, "tool_started").len(), 2);
     assert_eq!(of_kind(&ev, "tool_result").len(), 2);
+    app.stop().await.unwrap();
+}
+
+async fn ask_human_round_trip_across_a_restart(backend: Backend) {
+    let vendor = Vendor::start().await;
+    vendor.script(
+        "asker",
+        vec![
+            call("ask_human", json!({"question": "Which region?"})),
+            answer("deploying to the region given"),
+        ],
+    );
+    let extra = with(&[
+        ("AI_PROVIDERS", &vendor.providers),
+        ("AI_SERVICE_RETRY_COUNT", "0"),
+    ]);
+    let Some(app) = TestApp::spawn_with(backend, &extra).await else {
+        return;
+    };
+    employee(
+        &app,
+        json!({"name": "deployer", "role": "r", "model_policy": ["vendor/asker"],
+               "allowed_tools": ["ask_human"]}),
+    )
+    .await;
+    let id = id_of(&submit(&app, json!({"employee": "deployer", "input": "deploy"})).await);
+    let t = wait_status(&app, &id, "waiting_input").await;
+    assert_eq!(
+        t["attempt"], 0,
+        "a task waiting for a person holds no attempt: {t}"
+    );
+    let ev = events(&app, &id).await;
+    let asked = ev
+        .iter()
+        .find(|e| e["payload"]["status"] == "waiting_input")
+        .unwrap();
+    assert_eq!(asked["payload"]["question"], "Which region?");
+
+    // Not waiting for input yet / bad answers.
+    let post = |app: &TestApp, id: &str, body: Value| {
+        app.post_json(&format!("/v1/tasks/{id}/input"), &body)
+            .send()
+    };
+    let r = post(&app, &id, json!({})).await.unwrap();
+    common::assert_error(r, 422, "validation_error").await;
+    let r = post(&app, &id, json!({"answer": "   "})).await.unwrap();
+    let body = common::assert_error(r, 422, "validation_error").await;
+    assert_eq!(body["error"]["field"], "answer", "{body}");
+    let r = post(&app, &id, json!({"answer": "x".repeat(20_001)}))
+        .await
+        .unwrap();
+    common::assert_error(r, 422, "validation_error").await;
+    let r = post(
+        &app,
+        &uuid::Uuid::now_v7().to_string(),
+        json!({"answer": "eu"}),
+    )
+    .await
+    .unwrap();
+    common::assert_error(r, 404, "not_found").await;
+
+    // Restart: a new app on the same database still waits, and takes the answer.
+    let db = app.stop_keep_db().await;
+    let app = App::build(test_config(&db.url, &extra)).await.unwrap();
+    let app = TestApp::start(app, db).await;
+    assert_eq!(task(&app, &id).await["status"], "waiting_input");
+    let r = post(&app, &id, json!({"answer": "eu-west"})).await.unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    let t = wait_status(&app, &id, "succeeded").await;
+    assert_eq!(t["result"]["output"], "deploying to the region given");
+    assert_eq!(vendor.count("asker"), 2, "the question was asked once");
+    let ev = events(&app, &id).await;
+    let input = of_kind(&ev, "input");
+    assert_eq!(input.len(), 1);
+    assert_eq!(input[0]["payload"]["answer"], "eu-west");
+    let result = of_kind(&ev, "tool_result");
+    assert_eq!(result.len(), 1);
+    assert_eq!(result[0]["payload"]["tool"], "ask_human");
+    assert_eq!(result[0]["payload"]["content"]["answer"], "eu-west");
+    let r = post(&app, &id, json!({"answer": "again"})).await.unwrap();
+    common::assert_error(r, 409, "conflict").await;
+    app.stop().await.unwrap();
+}
+
+async fn an_unanswered_question_fails_with_input_timeout(backend: Backend) {
+    let vendor = Vendor::start().await;
+    vendor.script(
+        "asker",
+        vec![call("ask_human", json!({"question": "Anyone there?"}))],
+    );
+    let extra = with(&[("AI_PROVIDERS", &vendor.providers)]);
+    let Some(app) = TestApp::spawn_with(backend, &extra).await else {
+        return;
+    };
+    let r = app
+        .post_json(
+            "/v1/employees",
+            &json!({"name": "x", "role": "r", "input_timeout_seconds": 0}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let body = common::assert_error(r, 422, "validation_error").await;
+    assert_eq!(body["error"]["field"], "input_timeout_seconds", "{body}");
+    let e = employee(
+        &app,
+        json!({"name": "lonely", "role": "r", "model_policy": ["vendor/asker"],
+               "allowed_tools": ["ask_human"], "input_timeout_seconds": 1}),
+    )
+    .await;
+    assert_eq!(e["input_timeout_seconds"], 1);
+    let id = id_of(&submit(&app, json!({"employee": "lonely", "input": "hello"})).await);
+    wait_status(&app, &id, "waiting_input").await;
+    let t = wait_status(&app, &id, "failed").await;
+    assert!(
+        t["error"].as_str().unwrap().starts_with("input_timeout"),
+        "{t}"
+    );
+    let ev = events(&app, &id).await;
+    assert!(ev.iter().any(|e| e["payload"]["reason"] == "input_timeout"));
     app.stop().await.unwrap();
 }

@@ -249,6 +249,8 @@ async fn documented_metrics_are_exported_with_plausible_values(backend: Backend)
                     "webhook_deliveries_total",
                     "egress_refused_total",
                     "auth_failures_total",
+                    "budget_refusals_total",
+                    "budget_settle_failures_total",
                 ];
                 if !rare.contains(&name.as_str()) {
                     assert!(s.iter().any(|(_, v)| *v > 0.0), "{name} is 0: {s:?}");

@@ -41,6 +41,7 @@ fn fields(name: &str, i: usize) -> EmployeeFields {
             Vec::new()
         },
         output_schema: None,
+        input_timeout_seconds: 86_400,
     }
 }
 

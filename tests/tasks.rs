@@ -402,6 +402,7 @@ async fn stalled_worker_is_rescued_and_its_late_completion_rejected(backend: Bac
                 redact_prompts: false,
                 approval_tools: vec![],
                 output_schema: None,
+                input_timeout_seconds: 86_400,
             },
         )
         .await

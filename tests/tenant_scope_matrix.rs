@@ -110,6 +110,13 @@ async fn every_route_answers_each_tenant_and_scope_as_specified(backend: Backend
     let to_reject = id_of(&submit(&app, json!({"employee": "matrix-a", "input": "2 * 3"})).await);
     wait_status(&app, &to_approve, "waiting_approval").await;
     wait_status(&app, &to_reject, "waiting_approval").await;
+    employee(
+        &app,
+        json!({"name": "matrix-asker", "role": "r", "allowed_tools": ["ask_human"]}),
+    )
+    .await;
+    let to_answer = id_of(&submit(&app, json!({"employee": "matrix-asker", "input": "ask"})).await);
+    wait_status(&app, &to_answer, "waiting_input").await;
     let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
     let queued = id_of(
         &submit(
@@ -360,6 +367,12 @@ async fn every_route_answers_each_tenant_and_scope_as_specified(backend: Backend
             post.clone(),
             &format!("/v1/tasks/{to_reject}/reject"),
             Some(json!({"reason": "no"})),
+            [403, 202, 403, 404, 404],
+        ),
+        row(
+            post.clone(),
+            &format!("/v1/tasks/{to_answer}/input"),
+            Some(json!({"answer": "yes"})),
             [403, 202, 403, 404, 404],
         ),
         row(

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::accounting::Outcome;
+use super::budget::{self, BudgetExceeded, Budgets, Hold, Refusal};
 use super::cache::{self, ResultCache};
 use super::error::{AiError, ErrorKind};
 use super::pricing::{PriceTable, usd};
@@ -41,10 +42,13 @@ pub struct RouterConfig {
     pub breaker_cooldown: Duration,
 }
 
-/// Who a call is for, so its records land on the right tenant and task.
+/// Who a call is for, so its records land on the right tenant and task, and the
+/// budgets of the tenant, key and employee apply to it.
 #[derive(Clone, Copy, Debug)]
 pub struct CallContext {
     pub tenant_id: Uuid,
+    /// The stored API key the call was made with (gateway calls), for its budgets.
+    pub key_id: Option<Uuid>,
     pub task_id: Option<Uuid>,
     /// The employee the call runs for, so usage can be reported per employee.
     pub employee_id: Option<Uuid>,
@@ -60,12 +64,47 @@ pub struct AttemptReport {
     pub reason: String,
 }
 
-/// All candidates failed.
-#[derive(Clone, Debug, thiserror::Error)]
-#[error("all AI candidates failed: {}", summary(.attempts))]
+/// All candidates failed, or a budget refused the call before any was tried.
+#[derive(Clone, Debug)]
 pub struct RouteError {
     pub attempts: Vec<AttemptReport>,
+    /// Set when no vendor was called because of a budget.
+    pub refusal: Option<Refusal>,
 }
+
+impl RouteError {
+    fn refused(r: Refusal) -> Self {
+        Self {
+            attempts: Vec::new(),
+            refusal: Some(r),
+        }
+    }
+
+    /// The budget that refused the call, if one did.
+    pub fn budget_exceeded(&self) -> Option<&BudgetExceeded> {
+        match &self.refusal {
+            Some(Refusal::Exceeded(b)) => Some(b),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for RouteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.refusal {
+            Some(Refusal::Exceeded(b)) => write!(f, "budget exceeded: {b}"),
+            Some(Refusal::Unchecked(_)) => {
+                write!(
+                    f,
+                    "the budgets cannot be checked: the database is unavailable"
+                )
+            }
+            None => write!(f, "all AI candidates failed: {}", summary(&self.attempts)),
+        }
+    }
+}
+
+impl std::error::Error for RouteError {}
 
 fn summary(a: &[AttemptReport]) -> String {
     a.iter()
@@ -272,6 +311,8 @@ pub struct AiRouter {
     aliases: HashMap<String, Vec<String>>,
     /// provider → models the alias chains name: those keep their own metric label.
     alias_models: HashMap<String, HashSet<String>>,
+    /// The budget gate; `None` = no budgets are enforced (routers built for tests).
+    budgets: Option<Arc<Budgets>>,
 }
 
 impl AiRouter {
@@ -313,6 +354,45 @@ impl AiRouter {
             records,
             aliases,
             alias_models,
+            budgets: None,
+        }
+    }
+
+    /// Enforces budgets before every vendor call.
+    pub fn with_budgets(mut self, budgets: Arc<Budgets>) -> Self {
+        self.budgets = Some(budgets);
+        self
+    }
+
+    /// The budget gate, when budgets are enforced.
+    pub fn budgets(&self) -> Option<&Arc<Budgets>> {
+        self.budgets.as_ref()
+    }
+
+    /// Reserves a chat call's maximum cost against the budgets that apply to `ctx`.
+    /// Returns the request to send (capped at the default output tokens when it names
+    /// none and a budget applies) and the hold to settle.
+    async fn admit<'r>(
+        &self,
+        candidates: &[String],
+        req: &'r ChatRequest,
+        ctx: &CallContext,
+    ) -> Result<(std::borrow::Cow<'r, ChatRequest>, Option<Hold>), RouteError> {
+        use std::borrow::Cow;
+        let Some(b) = &self.budgets else {
+            return Ok((Cow::Borrowed(req), None));
+        };
+        let (cap, defaulted) = b.output_cap(req);
+        let amount = budget::max_chat_cost(&self.prices, candidates, req, cap);
+        match b.reserve(ctx, amount).await {
+            Ok(None) => Ok((Cow::Borrowed(req), None)),
+            Ok(Some(hold)) if defaulted => {
+                let mut capped = req.clone();
+                capped.max_tokens = Some(cap);
+                Ok((Cow::Owned(capped), Some(hold)))
+            }
+            Ok(Some(hold)) => Ok((Cow::Borrowed(req), Some(hold))),
+            Err(r) => Err(RouteError::refused(r)),
         }
     }
 
@@ -478,11 +558,21 @@ impl AiRouter {
             metrics::counter!(m::AI_CACHE_MISSES_TOTAL).increment(1);
         }
 
-        let won = self
-            .fallback(candidates, req, ctx, false, |provider, call| {
+        let (call, hold) = self.admit(candidates, req, &ctx).await?;
+        let won = match self
+            .fallback(candidates, &*call, ctx, false, |provider, call| {
                 provider.chat(call)
             })
-            .await?;
+            .await
+        {
+            Ok(won) => won,
+            Err(e) => {
+                if let Some(h) = hold {
+                    h.release();
+                }
+                return Err(e);
+            }
+        };
         self.breaker(won.provider, Breaker::success);
         let cost = self.record_ok(
             ctx,
@@ -492,6 +582,9 @@ impl AiRouter {
             won.latency,
             false,
         );
+        if let Some(h) = hold {
+            h.settle(cost);
+        }
         if let (Some(cache), Some(key)) = (&self.cache, &cache_key) {
             cache.put(key, &won.value).await;
         }
@@ -518,8 +611,9 @@ impl AiRouter {
         req: &ChatRequest,
         ctx: CallContext,
     ) -> Result<RoutedStream, RouteError> {
+        let (call, hold) = self.admit(candidates, req, &ctx).await?;
         let won = self
-            .fallback(candidates, req, ctx, true, |provider, call| {
+            .fallback(candidates, &*call, ctx, true, |provider, call| {
                 Box::pin(async move {
                     let mut s = provider.chat_stream(call).await?;
                     match s.next().await {
@@ -529,15 +623,23 @@ impl AiRouter {
                     }
                 })
             })
-            .await?;
-        let (first, rest) = won.value;
+            .await;
+        let won = match won {
+            Ok(won) => won,
+            Err(e) => {
+                if let Some(h) = hold {
+                    h.release();
+                }
+                return Err(e);
+            }
+        };
         let events = self.clone().account_stream(
             ctx,
             won.provider.to_string(),
             won.model.to_string(),
             won.started,
-            first,
-            rest,
+            won.value,
+            hold,
         );
         Ok(RoutedStream {
             provider: won.provider.to_string(),
@@ -558,11 +660,27 @@ impl AiRouter {
         ctx: CallContext,
     ) -> Result<RoutedEmbedding, RouteError> {
         let started = Instant::now();
-        let won = self
+        let hold = match &self.budgets {
+            Some(b) => b
+                .reserve(&ctx, budget::max_embed_cost(&self.prices, candidates, req))
+                .await
+                .map_err(RouteError::refused)?,
+            None => None,
+        };
+        let won = match self
             .fallback(candidates, req, ctx, false, |provider, call| {
                 provider.embed(call)
             })
-            .await?;
+            .await
+        {
+            Ok(won) => won,
+            Err(e) => {
+                if let Some(h) = hold {
+                    h.release();
+                }
+                return Err(e);
+            }
+        };
         self.breaker(won.provider, Breaker::success);
         let cost = self.record_ok(
             ctx,
@@ -572,6 +690,9 @@ impl AiRouter {
             won.latency,
             false,
         );
+        if let Some(h) = hold {
+            h.settle(cost);
+        }
         metrics::histogram!(m::AI_GATEWAY_OVERHEAD_SECONDS)
             .record(started.elapsed().saturating_sub(won.waited).as_secs_f64());
         Ok(RoutedEmbedding {
@@ -681,7 +802,10 @@ impl AiRouter {
                 retry += 1;
             }
         }
-        Err(RouteError { attempts: failed })
+        Err(RouteError {
+            attempts: failed,
+            refusal: None,
+        })
     }
 
     /// Wraps a started stream: per-event idle timeout, accounting and breaker update at
@@ -692,8 +816,8 @@ impl AiRouter {
         provider: String,
         model: String,
         started: Instant,
-        first: StreamEvent,
-        rest: EventStream,
+        (first, rest): (StreamEvent, EventStream),
+        hold: Option<Hold>,
     ) -> EventStream {
         struct St {
             router: Arc<AiRouter>,
@@ -701,6 +825,9 @@ impl AiRouter {
             pending: Option<StreamEvent>,
             acc: StreamAccumulator,
             done: bool,
+            /// Settled with the real cost at a clean end; a broken or abandoned stream
+            /// drops it, which charges its whole amount.
+            hold: Option<Hold>,
         }
         let st = St {
             router: self,
@@ -708,6 +835,7 @@ impl AiRouter {
             pending: Some(first),
             acc: StreamAccumulator::default(),
             done: false,
+            hold,
         };
         let stream = futures_util::stream::unfold(st, move |mut st| {
             let provider = provider.clone();
@@ -741,7 +869,7 @@ impl AiRouter {
                         Some(resp) => {
                             st.done = true;
                             st.router.breaker(&provider, Breaker::success);
-                            st.router.record_ok(
+                            let cost = st.router.record_ok(
                                 ctx,
                                 &provider,
                                 &model,
@@ -749,6 +877,9 @@ impl AiRouter {
                                 started.elapsed(),
                                 true,
                             );
+                            if let Some(h) = st.hold.take() {
+                                h.settle(cost);
+                            }
                             return None;
                         }
                         None => AiError::new(

@@ -20,7 +20,7 @@ pub mod tools;
 mod view;
 pub mod webhooks;
 
-pub use control::{DecideError, all_events, cancel, decide};
+pub use control::{AnswerError, DecideError, all_events, answer, cancel, decide, question};
 pub use follow::follow;
 pub use submit::{
     EmployeeRef, Idempotency, PORT_PATTERN, Parent, Submit, SubmitError, Submitted, check_input,
@@ -367,6 +367,14 @@ async fn finish(
             json!({"reason": "cancelled on request"}),
         ),
         Outcome::WaitingApproval => (TaskStatus::WaitingApproval, None, None, None, json!({})),
+        // `run_at` of a task waiting for input is the deadline of the answer.
+        Outcome::WaitingInput { timeout_seconds } => (
+            TaskStatus::WaitingInput,
+            None,
+            None,
+            Some(now() + chrono::Duration::seconds((*timeout_seconds).clamp(1, 31_536_000))),
+            json!({}),
+        ),
         Outcome::Failed { error, retryable } if *retryable && lease.attempt < task.max_attempts => {
             let delay = backoff(cfg.retry_base_delay, lease.attempt);
             (
@@ -385,9 +393,12 @@ async fn finish(
             json!({"error": error}),
         ),
     };
-    // The waiting_approval status event was written by the runtime with the call.
+    // A waiting status event was written by the runtime with the call.
     let mut step = tail;
-    if status != TaskStatus::WaitingApproval {
+    if !matches!(
+        status,
+        TaskStatus::WaitingApproval | TaskStatus::WaitingInput
+    ) {
         step.events.push(NewEvent::status(status, extra));
     }
     let f = Finish {
@@ -509,6 +520,20 @@ async fn reaper(state: AppState, stop: CancellationToken) {
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "lease reaper failed"),
+        }
+        match state.store.expire_inputs().await {
+            Ok(r) => {
+                for t in &r {
+                    tracing::info!(task_id = %t.task_id, "no answer to the task's question in time");
+                    metrics::counter!(m::TASKS_TOTAL, "status" => t.status.as_str()).increment(1);
+                    webhooks::task_ended_by_id(&state, t.tenant_id, t.task_id).await;
+                    state.tasks.task_changed(t.task_id);
+                }
+                if !r.is_empty() {
+                    state.tasks.finished.notify_waiters();
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "input timeouts failed"),
         }
     }
 }

@@ -54,6 +54,10 @@ pub enum Outcome {
     Cancelled,
     /// Paused on a tool call that needs a human decision.
     WaitingApproval,
+    /// Paused on a question to a person (`ask_human`), for at most `timeout_seconds`.
+    WaitingInput {
+        timeout_seconds: i64,
+    },
     /// The worker no longer holds the task; stop without writing anything.
     LeaseLost,
 }
@@ -97,6 +101,11 @@ pub struct Run<'a> {
     pub queue: &'a dyn Queue,
     pub employee: &'a Employee,
     pub task_id: Option<Uuid>,
+    /// The stored API key the run was started with (a synchronous chat), so its
+    /// budgets apply too.
+    pub key_id: Option<Uuid>,
+    /// The budget that refused a model call, when one ended the run.
+    pub refused: Option<crate::ai::budget::BudgetExceeded>,
     pub depth: i32,
     pub limits: Limits,
     pub totals: Totals,
@@ -111,6 +120,8 @@ pub struct Run<'a> {
     /// The model step whose tool calls are `pending` (part of each call's stable id).
     pending_step: i32,
     decisions: HashMap<String, Decision>,
+    /// Answers of people to `ask_human` calls, by call id.
+    inputs: HashMap<String, String>,
     /// Call ids that already have a recorded result.
     answered: Vec<String>,
     /// Call ids recorded as started with no result (yet) and no decision since.
@@ -244,6 +255,8 @@ impl<'a> Run<'a> {
             queue,
             employee,
             task_id,
+            key_id: None,
+            refused: None,
             depth,
             limits,
             totals: Totals::default(),
@@ -254,6 +267,7 @@ impl<'a> Run<'a> {
             pending: Vec::new(),
             pending_step: 0,
             decisions: HashMap::new(),
+            inputs: HashMap::new(),
             answered: Vec::new(),
             started: HashSet::new(),
             run_id: task_id.unwrap_or_else(Uuid::now_v7),
@@ -332,6 +346,12 @@ impl<'a> Run<'a> {
                     self.started.remove(&id);
                     self.answered.push(id);
                 }
+                "input" => {
+                    if let Some(id) = e.payload["call_id"].as_str() {
+                        let answer = e.payload["answer"].as_str().unwrap_or("").to_string();
+                        self.inputs.insert(id.to_string(), answer);
+                    }
+                }
                 "approval" => {
                     if let Some(id) = e.payload["call_id"].as_str() {
                         self.started.remove(id);
@@ -355,6 +375,7 @@ impl<'a> Run<'a> {
     fn ctx(&self) -> CallContext {
         CallContext {
             tenant_id: self.employee.tenant_id,
+            key_id: self.key_id,
             task_id: self.task_id,
             employee_id: Some(self.employee.id),
         }
@@ -420,6 +441,20 @@ impl<'a> Run<'a> {
                 // An MCP tool offered under its alias is known by its canonical name.
                 let name = offered.canonical(&call.name);
                 let key = tools::call_key(self.run_id, step, index);
+                if name == tools::ASK_HUMAN && self.can_pause {
+                    match self.ask_human(sink, call, &key).await {
+                        Ok(content) => {
+                            if let Err(o) = self
+                                .record_result(sink, call, name, "ok", content, &key)
+                                .await
+                            {
+                                return o;
+                            }
+                            continue;
+                        }
+                        Err(o) => return o,
+                    }
+                }
                 // Started by an earlier attempt, no result: did it happen? Only an
                 // idempotent call may simply be made again.
                 let unknown =
@@ -471,28 +506,11 @@ impl<'a> Run<'a> {
                         Err(o) => return o,
                     }
                 };
-                self.messages
-                    .push(Message::tool_result(call.id.clone(), content.to_string()));
-                self.answered.push(call.id.clone());
-                self.started.remove(&call.id);
-                let ev = NewEvent::new(
-                    "tool_result",
-                    json!({"call_id": call.id, "tool": name, "outcome": outcome,
-                           "content": content, "idempotency_key": key}),
-                );
-                match self
-                    .record(
-                        sink,
-                        StepUpdate {
-                            events: vec![ev],
-                            ..Default::default()
-                        },
-                    )
+                if let Err(o) = self
+                    .record_result(sink, call, name, outcome, content, &key)
                     .await
                 {
-                    Err(o) => return o,
-                    Ok(true) => return Outcome::Cancelled,
-                    Ok(false) => {}
+                    return o;
                 }
             }
 
@@ -535,6 +553,16 @@ impl<'a> Run<'a> {
             {
                 Ok(r) => r,
                 Err(e) => {
+                    // A budget without room is not cured by retrying soon: the run
+                    // fails; a budget that could not be checked may run again.
+                    if let Some(b) = e.budget_exceeded() {
+                        let error = format!("{BUDGET_EXCEEDED}: {b}");
+                        self.refused = Some(b.clone());
+                        return Outcome::Failed {
+                            error,
+                            retryable: false,
+                        };
+                    }
                     return Outcome::Failed {
                         error: e.to_string(),
                         retryable: true,
@@ -648,6 +676,80 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// The answer to an `ask_human` call, or the pause that waits for it: a
+    /// `waiting_input` status event with the question (a call without a valid question is
+    /// answered with the error instead).
+    async fn ask_human(
+        &mut self,
+        sink: &dyn Sink,
+        call: &ToolCall,
+        key: &str,
+    ) -> Result<Value, Outcome> {
+        if let Some(answer) = self.inputs.get(&call.id) {
+            return Ok(json!({ "answer": answer }));
+        }
+        let question = serde_json::from_str::<Value>(&call.arguments)
+            .ok()
+            .and_then(|a| a.get("question").and_then(Value::as_str).map(str::to_owned))
+            .filter(|q| !q.trim().is_empty());
+        let Some(question) = question else {
+            return Ok(json!({"error": "invalid arguments: `question` must be a non-empty text"}));
+        };
+        let timeout_seconds = self.employee.fields.input_timeout_seconds;
+        let ev = NewEvent::status(
+            TaskStatus::WaitingInput,
+            json!({"call_id": call.id, "question": question, "idempotency_key": key,
+                   "timeout_seconds": timeout_seconds}),
+        );
+        match self
+            .record(
+                sink,
+                StepUpdate {
+                    events: vec![ev],
+                    ..Default::default()
+                },
+            )
+            .await
+        {
+            Err(o) => Err(o),
+            Ok(_) => Err(Outcome::WaitingInput { timeout_seconds }),
+        }
+    }
+
+    /// Writes the result of a call (and adds it to the conversation); `Err` ends the run.
+    async fn record_result(
+        &mut self,
+        sink: &dyn Sink,
+        call: &ToolCall,
+        name: &str,
+        outcome: &str,
+        content: Value,
+        key: &str,
+    ) -> Result<(), Outcome> {
+        self.messages
+            .push(Message::tool_result(call.id.clone(), content.to_string()));
+        self.answered.push(call.id.clone());
+        self.started.remove(&call.id);
+        let ev = NewEvent::new(
+            "tool_result",
+            json!({"call_id": call.id, "tool": name, "outcome": outcome,
+                   "content": content, "idempotency_key": key}),
+        );
+        let cancel = self
+            .record(
+                sink,
+                StepUpdate {
+                    events: vec![ev],
+                    ..Default::default()
+                },
+            )
+            .await?;
+        if cancel {
+            return Err(Outcome::Cancelled);
+        }
+        Ok(())
+    }
+
     /// Makes one tool call. For a task it is recorded `tool_started` first, so that an
     /// attempt after a crash knows the call may have happened.
     async fn call_tool(
@@ -717,6 +819,9 @@ impl<'a> Run<'a> {
         }
     }
 }
+
+/// How a task refused by a budget fails (the error's prefix); it is not retried.
+pub const BUDGET_EXCEEDED: &str = "budget_exceeded";
 
 /// The reason of a `waiting_approval` pause on a call an earlier attempt started but
 /// whose result was never recorded (a tool that is not idempotent).

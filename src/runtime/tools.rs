@@ -1,5 +1,6 @@
 //! Built-in tools: `calculator`, `current_time`, `memory_get`, `memory_set`,
-//! `http_request` and `delegate`. An employee is offered only the tools on its
+//! `http_request`, `delegate` and `ask_human` (answered by the runtime: the task waits
+//! for a person's answer). An employee is offered only the tools on its
 //! `allowed_tools`; arguments are validated against the tool's schema before it runs,
 //! and every failure is returned to the model as a tool error it can act on.
 //!
@@ -39,7 +40,11 @@ pub const BUILTIN: &[&str] = &[
     "memory_set",
     "http_request",
     "delegate",
+    "ask_human",
 ];
+
+/// The built-in tool that parks a task until a person answers its question.
+pub const ASK_HUMAN: &str = "ask_human";
 
 /// Who is calling a tool, for tools that touch tenant data or spawn work.
 pub struct ToolCtx<'a> {
@@ -116,6 +121,12 @@ pub fn definition(name: &str) -> Option<ToolDef> {
             json!({"type": "object", "required": ["employee", "input"], "additionalProperties": false,
                    "properties": {"employee": {"type": "string", "maxLength": 64},
                                   "input": {"type": "string", "maxLength": 100000}}}),
+        ),
+        "ask_human" => (
+            "Ask a person a question and wait for the answer (the task pauses until someone \
+             answers). Use it when you cannot go on without a human's information or decision.",
+            json!({"type": "object", "required": ["question"], "additionalProperties": false,
+                   "properties": {"question": {"type": "string", "minLength": 1, "maxLength": 4000}}}),
         ),
         _ => return None,
     };
@@ -352,6 +363,12 @@ async fn run_inner(ctx: &ToolCtx<'_>, name: &str, arguments: &str) -> ToolOutcom
         },
         "http_request" => http_request(ctx, s("method"), s("url"), args.get("body")).await,
         "delegate" => delegate(ctx, s("employee"), s("input")).await,
+        // A task's run answers `ask_human` itself (it waits for the person); reaching here
+        // means there is nobody to wait for.
+        ASK_HUMAN => ToolOutcome::err(
+            "denied",
+            "there is no person to ask in a synchronous chat; answer with what you have",
+        ),
         _ => ToolOutcome::err("denied", format!("unknown tool '{name}'")),
     }
 }
