@@ -1040,4 +1040,64 @@ backend_tests!(
     chat_schedules_tools_keys_tenants_and_usage_pages,
     session_store_conformance,
     a_jwt_opens_a_session_that_ends_with_the_token,
+    an_alias_in_the_model_policy_is_saved_as_its_chain,
 );
+
+async fn an_alias_in_the_model_policy_is_saved_as_its_chain(backend: Backend) {
+    let aliases = r#"{"smart":["sandbox/sandbox-1","sandbox/sandbox-large"]}"#;
+    let Some(app) = TestApp::spawn_with(backend, &with(&[("AI_MODEL_ALIASES", aliases)])).await
+    else {
+        return;
+    };
+    let b = Browser::signin(&app, common::ADMIN_KEY).await;
+    // The picker offers the alias with what it stands for.
+    let (status, html) = b.get("/employees/new").await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains(
+            "<option value=\"smart\" label=\"alias: sandbox/sandbox-1 → sandbox/sandbox-large\">"
+        ),
+        "{html}"
+    );
+    let form = [
+        ("name", "aliased"),
+        ("role", "Uses an alias"),
+        ("model_policy", "smart"),
+        ("model_policy", "sandbox/sandbox-1"),
+        ("max_steps", "5"),
+        ("token_budget", "1000"),
+        ("temperature", "0"),
+    ];
+    let r = b.post("/employees", &form).await;
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+    let id = r.headers()["location"]
+        .to_str()
+        .unwrap()
+        .trim_start_matches("/employees/")
+        .to_string();
+    // Stored as the chain, each candidate once, in order: what the API accepts.
+    let e: Value = app
+        .get(&format!("/v1/employees/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        e["model_policy"],
+        json!(["sandbox/sandbox-1", "sandbox/sandbox-large"])
+    );
+    // A name that is no alias is still refused beside the field.
+    let mut bad = form.to_vec();
+    bad[0] = ("name", "unaliased");
+    bad[2] = ("model_policy", "clever");
+    let r = b.post("/employees", &bad).await;
+    assert_eq!(r.status(), 422);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("id=\"model_policy-error\"")
+    );
+}

@@ -22,6 +22,7 @@ backend_tests!(
     deletes_are_fenced_and_scoped,
     listing_pages_newest_first_within_tenant,
     usage_report_groups_and_sums_exactly,
+    usage_report_matches_the_calls_for_any_range,
 );
 
 fn fields(name: &str) -> EmployeeFields {
@@ -37,6 +38,7 @@ fn fields(name: &str) -> EmployeeFields {
         redact_prompts: true,
         approval_tools: Vec::new(),
         output_schema: None,
+        input_timeout_seconds: 86_400,
     }
 }
 
@@ -608,4 +610,128 @@ async fn usage_report_groups_and_sums_exactly(backend: Backend) {
         .await
         .unwrap();
     assert!(none.is_empty());
+}
+
+/// What a report must say, computed from the rows themselves.
+fn expected_usage(
+    rows: &[AiCallRecord],
+    tenant: Uuid,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+    by: UsageGroupBy,
+) -> Vec<UsageGroup> {
+    let mut groups: Vec<UsageGroup> = Vec::new();
+    for r in rows
+        .iter()
+        .filter(|r| r.tenant_id == tenant && r.created_at >= from && r.created_at < to)
+    {
+        let key = match by {
+            UsageGroupBy::Day => Some(r.created_at.format("%Y-%m-%d").to_string()),
+            UsageGroupBy::Employee => r.employee_id.map(|e| e.to_string()),
+            UsageGroupBy::Model => Some(r.model.clone()),
+            UsageGroupBy::Provider => Some(r.provider.clone()),
+        };
+        let at = match groups.iter().position(|g| g.key == key) {
+            Some(i) => i,
+            None => {
+                groups.push(UsageGroup {
+                    key,
+                    ..UsageGroup::default()
+                });
+                groups.len() - 1
+            }
+        };
+        let g = &mut groups[at];
+        g.requests += 1;
+        g.successes += i64::from(r.status == "ok");
+        g.errors += i64::from(r.status == "error");
+        g.cache_hits += i64::from(r.status == "cache_hit");
+        g.input_tokens += r.input_tokens;
+        g.output_tokens += r.output_tokens;
+        g.cached_tokens += r.cached_tokens;
+        g.cache_write_tokens += r.cache_write_tokens;
+        g.cost_nanos += r.cost_nanos;
+    }
+    groups.sort_by(|a, b| match (&a.key, &b.key) {
+        (Some(x), Some(y)) => x.as_bytes().cmp(y.as_bytes()),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    });
+    groups
+}
+
+/// Reports read whole hours from the rollup and partial hours from the calls: for any
+/// range, including ones that cut hours and days, the result equals the sums over the
+/// calls in it, and calls added by later batches land in the same hours.
+async fn usage_report_matches_the_calls_for_any_range(backend: Backend) {
+    let db = TestDb::new(backend).await.unwrap();
+    let store = db.migrated_store().await;
+    let t = DEFAULT_TENANT_ID;
+    let other = store.create_tenant("other").await.unwrap().id;
+    let employees = [Some(Uuid::from_u128(0xa)), Some(Uuid::from_u128(0xb)), None];
+    let models = ["openai/gpt-4o", "anthropic/claude-x", "sandbox/sandbox-1"];
+    let statuses = ["ok", "ok", "error", "cache_hit"];
+    let start = at("2025-06-30T21:00:00Z");
+    // A fixed pseudo-random spread over seven hours across midnight, hour starts included.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut rows = Vec::new();
+    for i in 0..240_i64 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let offset_ms = if i % 17 == 0 {
+            (i % 7) * 3_600_000
+        } else {
+            i64::try_from(x % (7 * 3_600_000)).unwrap()
+        };
+        let n = usize::try_from(x % 1000).unwrap();
+        let mut r = call(
+            if i % 11 == 0 { other } else { t },
+            employees[n % 3],
+            models[(n / 3) % 3],
+            statuses[(n / 9) % 4],
+            "2025-01-01T00:00:00Z",
+            (i, i / 2, i % 5, i % 3),
+            i * 1_000 + 7,
+        );
+        r.created_at = start + chrono::Duration::milliseconds(offset_ms);
+        rows.push(r);
+    }
+    // Two batches with the same hours and keys: the second adds to the first's sums.
+    let (first, second) = rows.split_at(130);
+    store.insert_ai_calls(first).await.unwrap();
+    store.insert_ai_calls(second).await.unwrap();
+
+    let ranges = [
+        ("2025-06-30T21:00:00Z", "2025-07-01T04:00:00Z"),
+        ("2025-06-30T21:17:03Z", "2025-07-01T03:42:10Z"),
+        ("2025-06-30T22:00:00Z", "2025-06-30T22:30:00Z"),
+        ("2025-06-30T22:59:59.999Z", "2025-06-30T23:00:00.001Z"),
+        ("2025-06-30T23:30:00Z", "2025-07-01T00:30:00Z"),
+        ("2025-06-30T23:00:00Z", "2025-07-01T01:00:00Z"),
+        ("2025-07-01T00:00:00Z", "2025-07-01T02:15:00Z"),
+        ("2025-06-01T00:00:00Z", "2025-07-01T00:00:00Z"),
+    ];
+    let far = chrono::Utc::now() + chrono::Duration::hours(2);
+    let mut cases: Vec<_> = ranges.iter().map(|(a, b)| (at(a), at(b))).collect();
+    // An end in the future: the current hour counts whole.
+    cases.push((at("2025-06-30T21:30:00Z"), far));
+    for (from, to) in cases {
+        for by in [
+            UsageGroupBy::Day,
+            UsageGroupBy::Employee,
+            UsageGroupBy::Model,
+            UsageGroupBy::Provider,
+        ] {
+            for tenant in [t, other] {
+                let got = store.usage_report(tenant, from, to, by).await.unwrap();
+                assert_eq!(
+                    got,
+                    expected_usage(&rows, tenant, from, to, by),
+                    "{by:?} over {from}..{to}"
+                );
+            }
+        }
+    }
 }

@@ -4,6 +4,7 @@
 //! access log, metrics labelled by route template) and then the auth middleware, which
 //! lets through only the paths on [`PUBLIC_PATHS`] without credentials.
 
+pub mod budgets;
 pub mod chat;
 pub mod embeddings;
 pub mod employee_chat;
@@ -115,6 +116,13 @@ fn v1() -> Router<AppState> {
         )
         .route("/models", get(models::list))
         .route("/models/{*id}", get(models::get))
+        .route("/budgets", get(budgets::list).post(budgets::create))
+        .route(
+            "/budgets/{id}",
+            get(budgets::get)
+                .patch(budgets::update)
+                .delete(budgets::delete),
+        )
         .route("/keys", get(keys::list).post(keys::create))
         .route("/keys/{id}", get(keys::get).delete(keys::revoke))
         .route("/tenants", get(tenants::list).post(tenants::create))
@@ -124,6 +132,7 @@ fn v1() -> Router<AppState> {
         .route("/tasks/{id}/cancel", post(tasks::cancel))
         .route("/tasks/{id}/approve", post(tasks::approve))
         .route("/tasks/{id}/reject", post(tasks::reject))
+        .route("/tasks/{id}/input", post(tasks::input))
         .route("/tasks/{id}/events", get(tasks::events))
         .route("/usage", get(usage::report))
         .route("/webhooks/secret", post(webhooks::rotate_secret))

@@ -39,6 +39,8 @@
 //! | `AI_CACHE_TTL` | `300` | seconds a cached result lives |
 //! | `AI_CACHE_MAX_ENTRIES` | `10000` | in-memory cache capacity |
 //! | `RESPONSES_RETENTION_DAYS` | `30` | days `/v1/responses` answers are kept (0 = not stored) |
+//! | `BUDGET_DEFAULT_MAX_TOKENS` | `4096` | output tokens reserved for (and the cap of) a call without `max_tokens` while a budget applies to it |
+//! | `BUDGET_HOLD_SECONDS` | `900` | seconds an unsettled budget reservation lives before it is reclaimed (the replica that made it is presumed dead) |
 //! | `MAX_BODY_BYTES` | `1048576` | largest accepted request body |
 //! | `SHUTDOWN_GRACE_PERIOD` | `30` | seconds in-flight requests get after SIGTERM |
 //! | `SHUTDOWN_DRAIN_DELAY` | `1` | seconds the listener keeps answering (with `Connection: close`) after SIGTERM before it may close |

@@ -15,7 +15,9 @@ use crate::auth::Scope;
 use crate::orchestrator::employees::{DEFAULT_MODEL_POLICY, validate};
 use crate::runtime::tools::BUILTIN;
 use crate::state::AppState;
-use crate::store::{Employee, EmployeeFields, StoreError, TaskFilter};
+use crate::store::{
+    DEFAULT_INPUT_TIMEOUT_SECONDS, Employee, EmployeeFields, StoreError, TaskFilter,
+};
 
 /// Model policy inputs on the form (first choice and fallbacks).
 const POLICY_SLOTS: usize = 3;
@@ -120,6 +122,7 @@ fn blank() -> EmployeeFields {
         redact_prompts: false,
         approval_tools: Vec::new(),
         output_schema: None,
+        input_timeout_seconds: DEFAULT_INPUT_TIMEOUT_SECONDS,
     }
 }
 
@@ -131,6 +134,8 @@ struct FormPage {
     id: Option<String>,
     v: Values,
     models: Vec<String>,
+    /// Configured aliases and the chain each stands for.
+    aliases: Vec<(String, String)>,
     tools: Vec<ToolChoice>,
     errors: FieldErrors,
     notice: Option<String>,
@@ -240,12 +245,37 @@ async fn render(
             id: d.id.map(|i| i.to_string()),
             v: d.v,
             models,
+            aliases: state
+                .ai
+                .aliases()
+                .into_iter()
+                .map(|(name, chain)| (name, chain.join(" → ")))
+                .collect(),
             tools,
             errors: d.errors,
             notice: d.notice,
             recent,
         },
     ))
+}
+
+/// A model policy entry naming a configured alias stands for the alias's chain: the
+/// employee stores the chain (`provider/model` candidates, as the API requires), each
+/// candidate once, in order.
+fn expand_aliases(state: &AppState, fields: &mut EmployeeFields) {
+    let mut policy: Vec<String> = Vec::with_capacity(fields.model_policy.len());
+    for entry in &fields.model_policy {
+        let expanded = match state.ai.alias_chain(entry) {
+            Some(chain) => chain.to_vec(),
+            None => vec![entry.clone()],
+        };
+        for c in expanded {
+            if !policy.contains(&c) {
+                policy.push(c);
+            }
+        }
+    }
+    fields.model_policy = policy;
 }
 
 /// The fields from the form; unparsable numbers are filed as errors.
@@ -285,8 +315,9 @@ fn read(f: &FormData, errors: &mut FieldErrors) -> (EmployeeFields, Values) {
         temperature,
         redact_prompts: f.checked("redact_prompts"),
         approval_tools: f.all("approval_tools"),
-        // Not on the form: an update keeps the stored one (see `update`).
+        // Not on the form: an update keeps the stored ones (see `update`).
         output_schema: None,
+        input_timeout_seconds: DEFAULT_INPUT_TIMEOUT_SECONDS,
     };
     let values = Values {
         name: fields.name.clone(),
@@ -378,7 +409,8 @@ pub async fn create(
 ) -> Result<Response, PageError> {
     ctx.require(Scope::Write)?;
     let mut errors = FieldErrors::default();
-    let (fields, values) = read(&FormData::parse(&body), &mut errors);
+    let (mut fields, values) = read(&FormData::parse(&body), &mut errors);
+    expand_aliases(&state, &mut fields);
     if let Err(e) = validate(&fields) {
         errors.add(&e.field, e.message);
     }
@@ -410,7 +442,9 @@ pub async fn update(
     let e = load(&state, &ctx, &id).await?;
     let mut errors = FieldErrors::default();
     let (mut fields, values) = read(&FormData::parse(&body), &mut errors);
+    expand_aliases(&state, &mut fields);
     fields.output_schema = e.fields.output_schema.clone();
+    fields.input_timeout_seconds = e.fields.input_timeout_seconds;
     if let Err(err) = validate(&fields) {
         errors.add(&err.field, err.message);
     }

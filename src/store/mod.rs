@@ -4,6 +4,7 @@
 //! schema enforces (uniqueness, optimistic versions) and imports nothing of the domain
 //! layers above it. Every query is scoped by tenant.
 
+mod budgets;
 mod mcp;
 mod models;
 pub mod postgres;
@@ -19,6 +20,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub use budgets::*;
 pub use mcp::*;
 pub use models::*;
 pub use responses::*;
@@ -110,7 +112,15 @@ pub struct Page<T> {
 /// suite in `tests/store_conformance.rs` runs against both.
 #[async_trait]
 pub trait Store:
-    TaskStore + WebhookStore + McpStore + ResponseStore + SessionStore + Send + Sync + 'static
+    TaskStore
+    + WebhookStore
+    + McpStore
+    + BudgetStore
+    + ResponseStore
+    + SessionStore
+    + Send
+    + Sync
+    + 'static
 {
     fn backend(&self) -> Backend;
 
@@ -194,13 +204,126 @@ pub trait Store:
     ) -> StoreResult<Vec<AiCallRecord>>;
     /// Sums of the tenant's AI calls with `from <= created_at < to`, one group per
     /// `group_by` key, sorted by key with the `None` group (no employee) last.
+    ///
+    /// Whole hours are read from the hourly rollup kept with the calls (`usage_hourly`),
+    /// only the partial hours at either end from `ai_calls`; so a month costs about as
+    /// much as a day. When `to` is not in the past, the current hour has no later calls
+    /// yet and is read whole from the rollup too.
     async fn usage_report(
         &self,
         tenant: Uuid,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         group_by: UsageGroupBy,
+    ) -> StoreResult<Vec<UsageGroup>> {
+        let mut parts = Vec::new();
+        for span in usage_spans(from, to, now()) {
+            parts.extend(match span {
+                UsageSpan::Calls(a, b) => self.usage_of_calls(tenant, a, b, group_by).await?,
+                UsageSpan::Hours(a, b) => self.usage_of_hours(tenant, a, b, group_by).await?,
+            });
+        }
+        Ok(merge_usage(parts))
+    }
+    /// Sums over the `ai_calls` rows with `from <= created_at < to`, per key (unsorted).
+    async fn usage_of_calls(
+        &self,
+        tenant: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        group_by: UsageGroupBy,
     ) -> StoreResult<Vec<UsageGroup>>;
+    /// Sums over the rollup rows of the whole hours in `from..to` (both on an hour), per
+    /// key (unsorted).
+    async fn usage_of_hours(
+        &self,
+        tenant: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        group_by: UsageGroupBy,
+    ) -> StoreResult<Vec<UsageGroup>>;
+}
+
+/// Where a usage report reads one part of its range from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum UsageSpan {
+    /// Raw `ai_calls` rows in `[a, b)`.
+    Calls(DateTime<Utc>, DateTime<Utc>),
+    /// Rollup rows of the whole hours in `[a, b)`.
+    Hours(DateTime<Utc>, DateTime<Utc>),
+}
+
+fn hour_floor(t: DateTime<Utc>) -> DateTime<Utc> {
+    let secs = t.timestamp().div_euclid(3600) * 3600;
+    DateTime::from_timestamp(secs, 0).unwrap_or(t)
+}
+
+fn hour_ceil(t: DateTime<Utc>) -> DateTime<Utc> {
+    let f = hour_floor(t);
+    if f == t {
+        f
+    } else {
+        f + chrono::Duration::hours(1)
+    }
+}
+
+/// Splits `[from, to)` into the partial hours at its ends (read from `ai_calls`) and the
+/// whole hours between (read from the rollup). A `to` at or after `now` reaches past
+/// every call recorded so far, so its hour counts as whole.
+pub(crate) fn usage_spans(
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Vec<UsageSpan> {
+    if from >= to {
+        return Vec::new();
+    }
+    let first = hour_ceil(from);
+    let last = if to >= now {
+        hour_ceil(to)
+    } else {
+        hour_floor(to)
+    };
+    if first >= last {
+        return vec![UsageSpan::Calls(from, to)];
+    }
+    let mut spans = Vec::with_capacity(3);
+    if from < first {
+        spans.push(UsageSpan::Calls(from, first));
+    }
+    spans.push(UsageSpan::Hours(first, last));
+    if last < to {
+        spans.push(UsageSpan::Calls(last, to));
+    }
+    spans
+}
+
+/// Adds up groups with the same key and sorts them as a report is sorted.
+pub(crate) fn merge_usage(parts: Vec<UsageGroup>) -> Vec<UsageGroup> {
+    let mut by_key: std::collections::HashMap<Option<String>, UsageGroup> =
+        std::collections::HashMap::with_capacity(parts.len());
+    for g in parts {
+        match by_key.entry(g.key.clone()) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(g);
+            }
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                let t = o.get_mut();
+                t.requests += g.requests;
+                t.successes += g.successes;
+                t.errors += g.errors;
+                t.cache_hits += g.cache_hits;
+                t.input_tokens += g.input_tokens;
+                t.output_tokens += g.output_tokens;
+                t.cached_tokens += g.cached_tokens;
+                t.cache_write_tokens += g.cache_write_tokens;
+                t.cost_nanos += g.cost_nanos;
+            }
+        }
+    }
+    let mut groups: Vec<UsageGroup> = by_key.into_values().collect();
+    sort_usage(&mut groups);
+    groups
 }
 
 pub type DynStore = Arc<dyn Store>;
@@ -305,5 +428,106 @@ impl HasId for Tenant {
 impl HasId for ApiKeyRecord {
     fn id(&self) -> Uuid {
         self.id
+    }
+}
+
+/// Adds one call to a group's sums, as the report's SQL counts it.
+pub(crate) fn add_call(g: &mut UsageGroup, c: &AiCallRecord) {
+    g.requests += 1;
+    match c.status.as_str() {
+        "ok" => g.successes += 1,
+        "error" => g.errors += 1,
+        "cache_hit" => g.cache_hits += 1,
+        _ => {}
+    }
+    g.input_tokens += c.input_tokens;
+    g.output_tokens += c.output_tokens;
+    g.cached_tokens += c.cached_tokens;
+    g.cache_write_tokens += c.cache_write_tokens;
+    g.cost_nanos += c.cost_nanos;
+}
+
+#[cfg(test)]
+mod usage_tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .map(|d| d.with_timezone(&Utc))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn partial_hours_at_the_ends_come_from_the_calls() {
+        let now = t("2026-03-10T12:00:00Z");
+        assert_eq!(
+            usage_spans(t("2026-03-01T10:15:00Z"), t("2026-03-02T08:30:00Z"), now),
+            vec![
+                UsageSpan::Calls(t("2026-03-01T10:15:00Z"), t("2026-03-01T11:00:00Z")),
+                UsageSpan::Hours(t("2026-03-01T11:00:00Z"), t("2026-03-02T08:00:00Z")),
+                UsageSpan::Calls(t("2026-03-02T08:00:00Z"), t("2026-03-02T08:30:00Z")),
+            ]
+        );
+    }
+
+    #[test]
+    fn whole_hours_need_no_calls() {
+        let now = t("2026-03-10T12:00:00Z");
+        assert_eq!(
+            usage_spans(t("2026-03-01T00:00:00Z"), t("2026-03-02T00:00:00Z"), now),
+            vec![UsageSpan::Hours(
+                t("2026-03-01T00:00:00Z"),
+                t("2026-03-02T00:00:00Z")
+            )]
+        );
+    }
+
+    #[test]
+    fn a_range_inside_one_hour_reads_the_calls() {
+        let now = t("2026-03-10T12:00:00Z");
+        let (a, b) = (t("2026-03-01T10:15:00Z"), t("2026-03-01T10:45:00Z"));
+        assert_eq!(usage_spans(a, b, now), vec![UsageSpan::Calls(a, b)]);
+        // Across one hour boundary with no whole hour between.
+        let (a, b) = (t("2026-03-01T10:15:00Z"), t("2026-03-01T11:45:00Z"));
+        assert_eq!(usage_spans(a, b, now), vec![UsageSpan::Calls(a, b)]);
+        assert!(usage_spans(b, a, now).is_empty());
+        assert!(usage_spans(a, a, now).is_empty());
+    }
+
+    #[test]
+    fn an_end_not_in_the_past_takes_its_hour_whole() {
+        let now = t("2026-03-10T12:20:00Z");
+        assert_eq!(
+            usage_spans(t("2026-03-10T00:00:00Z"), t("2026-03-10T12:20:01Z"), now),
+            vec![UsageSpan::Hours(
+                t("2026-03-10T00:00:00Z"),
+                t("2026-03-10T13:00:00Z")
+            )]
+        );
+        // An end in the past keeps its partial hour exact.
+        assert_eq!(
+            usage_spans(t("2026-03-10T00:00:00Z"), t("2026-03-10T12:19:00Z"), now),
+            vec![
+                UsageSpan::Hours(t("2026-03-10T00:00:00Z"), t("2026-03-10T12:00:00Z")),
+                UsageSpan::Calls(t("2026-03-10T12:00:00Z"), t("2026-03-10T12:19:00Z")),
+            ]
+        );
+    }
+
+    #[test]
+    fn merged_groups_add_up_and_sort_with_none_last() {
+        let g = |key: Option<&str>, n: i64| UsageGroup {
+            key: key.map(str::to_string),
+            requests: n,
+            cost_nanos: n * 10,
+            ..UsageGroup::default()
+        };
+        let merged = merge_usage(vec![
+            g(None, 1),
+            g(Some("b"), 2),
+            g(Some("a"), 3),
+            g(Some("b"), 4),
+        ]);
+        assert_eq!(merged, vec![g(Some("a"), 3), g(Some("b"), 6), g(None, 1)]);
     }
 }

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::*;
 
+mod budgets;
 mod mcp;
 mod responses;
 mod sessions;
@@ -94,6 +95,7 @@ fn employee_row(r: &PgRow) -> StoreResult<Employee> {
             output_schema: r
                 .try_get::<Option<Json<serde_json::Value>>, _>("output_schema")?
                 .map(|Json(v)| v),
+            input_timeout_seconds: r.try_get("input_timeout_seconds")?,
         },
         version: r.try_get("version")?,
         created_at: r.try_get("created_at")?,
@@ -106,7 +108,7 @@ macro_rules! employee_cols {
     () => {
         "id, tenant_id, name, role, instructions, model_policy, allowed_tools, \
          max_steps, token_budget, temperature, redact_prompts, version, created_at, updated_at, \
-         approval_tools, output_schema"
+         approval_tools, output_schema, input_timeout_seconds"
     };
 }
 
@@ -395,7 +397,7 @@ impl Store for PgStore {
             "INSERT INTO employees (",
             employee_cols!(),
             ") \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12, $13, $14) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12, $13, $14, $15) \
              RETURNING ",
             employee_cols!(),
             ""
@@ -414,6 +416,7 @@ impl Store for PgStore {
         .bind(t)
         .bind(Json(&fields.approval_tools))
         .bind(fields.output_schema.as_ref().map(Json))
+        .bind(fields.input_timeout_seconds)
         .fetch_one(&self.pool)
         .await
         .map_err(|err| map_unique(err, "employee name"))?;
@@ -469,7 +472,7 @@ impl Store for PgStore {
             "UPDATE employees SET name = $1, role = $2, instructions = $3, model_policy = $4, \
              allowed_tools = $5, max_steps = $6, token_budget = $7, temperature = $8, \
              redact_prompts = $9, version = version + 1, updated_at = $10, approval_tools = $14, \
-             output_schema = $15 \
+             output_schema = $15, input_timeout_seconds = $16 \
              WHERE tenant_id = $11 AND id = $12 AND version = $13 RETURNING ",
             employee_cols!(),
             ""
@@ -489,6 +492,7 @@ impl Store for PgStore {
         .bind(version)
         .bind(Json(&fields.approval_tools))
         .bind(fields.output_schema.as_ref().map(Json))
+        .bind(fields.input_timeout_seconds)
         .fetch_optional(&self.pool)
         .await
         .map_err(|err| map_unique(err, "employee name"))?;
@@ -529,13 +533,41 @@ impl Store for PgStore {
                 calls.iter().map($f).collect::<Vec<_>>()
             };
         }
+        // The hourly rollup is kept by the same statement: the inserted rows, grouped
+        // and upserted in key order (so concurrent batches lock rows in one order).
         sqlx::query(concat!(
-            "INSERT INTO ai_calls (",
+            "WITH ins AS (INSERT INTO ai_calls (",
             ai_call_cols!(),
             ") SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], \
              $5::text[], $6::text[], $7::text[], $8::int4[], $9::int8[], $10::int8[], \
              $11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::bool[], $16::bool[], \
-             $17::timestamptz[], $18::uuid[])"
+             $17::timestamptz[], $18::uuid[]) \
+             RETURNING tenant_id, created_at, employee_id, provider, model, status, \
+             input_tokens, output_tokens, cached_tokens, cache_write_tokens, cost_nanos) \
+             INSERT INTO usage_hourly AS u (tenant_id, hour, employee_id, provider, model, \
+             requests, successes, errors, cache_hits, input_tokens, output_tokens, \
+             cached_tokens, cache_write_tokens, cost_nanos) \
+             SELECT tenant_id, \
+             date_trunc('hour', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', \
+             COALESCE(employee_id, '00000000-0000-0000-0000-000000000000'::uuid), \
+             provider, model, COUNT(*), \
+             COUNT(*) FILTER (WHERE status = 'ok'), \
+             COUNT(*) FILTER (WHERE status = 'error'), \
+             COUNT(*) FILTER (WHERE status = 'cache_hit'), \
+             SUM(input_tokens)::bigint, SUM(output_tokens)::bigint, \
+             SUM(cached_tokens)::bigint, SUM(cache_write_tokens)::bigint, \
+             SUM(cost_nanos)::bigint \
+             FROM ins GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5 \
+             ON CONFLICT (tenant_id, hour, employee_id, provider, model) DO UPDATE \
+             SET requests = u.requests + EXCLUDED.requests, \
+             successes = u.successes + EXCLUDED.successes, \
+             errors = u.errors + EXCLUDED.errors, \
+             cache_hits = u.cache_hits + EXCLUDED.cache_hits, \
+             input_tokens = u.input_tokens + EXCLUDED.input_tokens, \
+             output_tokens = u.output_tokens + EXCLUDED.output_tokens, \
+             cached_tokens = u.cached_tokens + EXCLUDED.cached_tokens, \
+             cache_write_tokens = u.cache_write_tokens + EXCLUDED.cache_write_tokens, \
+             cost_nanos = u.cost_nanos + EXCLUDED.cost_nanos"
         ))
         .bind(col!(|c| c.id))
         .bind(col!(|c| c.tenant_id))
@@ -580,7 +612,7 @@ impl Store for PgStore {
         rows.iter().map(ai_call_row).collect()
     }
 
-    async fn usage_report(
+    async fn usage_of_calls(
         &self,
         tenant: Uuid,
         from: DateTime<Utc>,
@@ -619,12 +651,49 @@ impl Store for PgStore {
             .bind(to)
             .fetch_all(&self.pool)
             .await?;
-        let mut groups = rows
-            .iter()
-            .map(usage_row)
-            .collect::<StoreResult<Vec<_>>>()?;
-        sort_usage(&mut groups);
-        Ok(groups)
+        rows.iter().map(usage_row).collect()
+    }
+
+    async fn usage_of_hours(
+        &self,
+        tenant: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        group_by: UsageGroupBy,
+    ) -> StoreResult<Vec<UsageGroup>> {
+        macro_rules! hours_sql {
+            ($key:literal) => {
+                concat!(
+                    "SELECT ",
+                    $key,
+                    " AS key, SUM(requests)::bigint AS requests, \
+                     SUM(successes)::bigint AS successes, SUM(errors)::bigint AS errors, \
+                     SUM(cache_hits)::bigint AS cache_hits, \
+                     SUM(input_tokens)::bigint AS input_tokens, \
+                     SUM(output_tokens)::bigint AS output_tokens, \
+                     SUM(cached_tokens)::bigint AS cached_tokens, \
+                     SUM(cache_write_tokens)::bigint AS cache_write_tokens, \
+                     SUM(cost_nanos)::bigint AS cost_nanos \
+                     FROM usage_hourly WHERE tenant_id = $1 AND hour >= $2 AND hour < $3 \
+                     GROUP BY 1"
+                )
+            };
+        }
+        let sql = match group_by {
+            UsageGroupBy::Employee => hours_sql!(
+                "NULLIF(employee_id, '00000000-0000-0000-0000-000000000000'::uuid)::text"
+            ),
+            UsageGroupBy::Model => hours_sql!("model"),
+            UsageGroupBy::Day => hours_sql!("to_char(hour AT TIME ZONE 'UTC', 'YYYY-MM-DD')"),
+            UsageGroupBy::Provider => hours_sql!("provider"),
+        };
+        let rows = sqlx::query(sql)
+            .bind(tenant)
+            .bind(from)
+            .bind(to)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(usage_row).collect()
     }
 }
 

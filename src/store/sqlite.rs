@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use super::*;
 
+mod budgets;
 mod mcp;
 mod responses;
 mod sessions;
@@ -267,6 +268,7 @@ fn employee_row(r: &SqliteRow) -> StoreResult<Employee> {
                         .map_err(|e| StoreError::Corrupt(format!("output_schema: {e}")))
                 })
                 .transpose()?,
+            input_timeout_seconds: r.try_get("input_timeout_seconds")?,
         },
         version: r.try_get("version")?,
         created_at: parse_ts(r.try_get("created_at")?)?,
@@ -287,7 +289,7 @@ macro_rules! employee_cols {
     () => {
         "id, tenant_id, name, role, instructions, model_policy, allowed_tools, \
          max_steps, token_budget, temperature, redact_prompts, version, created_at, updated_at, \
-         approval_tools, output_schema"
+         approval_tools, output_schema, input_timeout_seconds"
     };
 }
 
@@ -584,7 +586,7 @@ impl Store for SqliteStore {
         sqlx::query(concat!(
             "INSERT INTO employees (",
             employee_cols!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
         .bind(e.id.to_string())
         .bind(tenant.to_string())
@@ -602,6 +604,7 @@ impl Store for SqliteStore {
         .bind(ts(&t))
         .bind(to_json(&fields.approval_tools))
         .bind(fields.output_schema.as_ref().map(|v| v.to_string()))
+        .bind(fields.input_timeout_seconds)
         .execute(&mut *self.w().await?)
         .await
         .map_err(|err| map_unique(err, "employee name"))?;
@@ -659,7 +662,7 @@ impl Store for SqliteStore {
             "UPDATE employees SET name = ?, role = ?, instructions = ?, model_policy = ?, \
              allowed_tools = ?, max_steps = ?, token_budget = ?, temperature = ?, \
              redact_prompts = ?, approval_tools = ?, output_schema = ?, version = version + 1, \
-             updated_at = ? \
+             input_timeout_seconds = ?, updated_at = ? \
              WHERE tenant_id = ? AND id = ? AND version = ? RETURNING ",
             employee_cols!(),
             ""
@@ -675,6 +678,7 @@ impl Store for SqliteStore {
         .bind(fields.redact_prompts)
         .bind(to_json(&fields.approval_tools))
         .bind(fields.output_schema.as_ref().map(|v| v.to_string()))
+        .bind(fields.input_timeout_seconds)
         .bind(ts(&t))
         .bind(tenant.to_string())
         .bind(id.to_string())
@@ -747,6 +751,60 @@ impl Store for SqliteStore {
                     ])
                     .map_err(writer::engine)?;
                 }
+                // The hourly rollup, in the same transaction: one upsert per group of
+                // the batch, in key order.
+                let mut hours: std::collections::BTreeMap<
+                    (String, String, String, String, String),
+                    UsageGroup,
+                > = std::collections::BTreeMap::new();
+                for c in &calls {
+                    let t = ts(&c.created_at);
+                    let key = (
+                        c.tenant_id.to_string(),
+                        format!("{}:00:00.000000Z", t.get(..13).unwrap_or(&t)),
+                        c.employee_id.map(|e| e.to_string()).unwrap_or_default(),
+                        c.provider.clone(),
+                        c.model.clone(),
+                    );
+                    add_call(hours.entry(key).or_default(), c);
+                }
+                let mut up = conn
+                    .prepare_cached(
+                        "INSERT INTO usage_hourly (tenant_id, hour, employee_id, provider, \
+                         model, requests, successes, errors, cache_hits, input_tokens, \
+                         output_tokens, cached_tokens, cache_write_tokens, cost_nanos) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+                         ON CONFLICT (tenant_id, hour, employee_id, provider, model) DO UPDATE \
+                         SET requests = requests + excluded.requests, \
+                         successes = successes + excluded.successes, \
+                         errors = errors + excluded.errors, \
+                         cache_hits = cache_hits + excluded.cache_hits, \
+                         input_tokens = input_tokens + excluded.input_tokens, \
+                         output_tokens = output_tokens + excluded.output_tokens, \
+                         cached_tokens = cached_tokens + excluded.cached_tokens, \
+                         cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens, \
+                         cost_nanos = cost_nanos + excluded.cost_nanos",
+                    )
+                    .map_err(writer::engine)?;
+                for ((tenant, hour, employee, provider, model), g) in &hours {
+                    up.execute(rusqlite::params![
+                        tenant,
+                        hour,
+                        employee,
+                        provider,
+                        model,
+                        g.requests,
+                        g.successes,
+                        g.errors,
+                        g.cache_hits,
+                        g.input_tokens,
+                        g.output_tokens,
+                        g.cached_tokens,
+                        g.cache_write_tokens,
+                        g.cost_nanos,
+                    ])
+                    .map_err(writer::engine)?;
+                }
                 Ok(())
             })
             .await
@@ -773,7 +831,7 @@ impl Store for SqliteStore {
         rows.iter().map(ai_call_row).collect()
     }
 
-    async fn usage_report(
+    async fn usage_of_calls(
         &self,
         tenant: Uuid,
         from: DateTime<Utc>,
@@ -812,12 +870,45 @@ impl Store for SqliteStore {
             .bind(ts(&to))
             .fetch_all(&self.pool)
             .await?;
-        let mut groups = rows
-            .iter()
-            .map(usage_row)
-            .collect::<StoreResult<Vec<_>>>()?;
-        sort_usage(&mut groups);
-        Ok(groups)
+        rows.iter().map(usage_row).collect()
+    }
+
+    async fn usage_of_hours(
+        &self,
+        tenant: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        group_by: UsageGroupBy,
+    ) -> StoreResult<Vec<UsageGroup>> {
+        macro_rules! hours_sql {
+            ($key:literal) => {
+                concat!(
+                    "SELECT ",
+                    $key,
+                    " AS key, SUM(requests) AS requests, SUM(successes) AS successes, \
+                     SUM(errors) AS errors, SUM(cache_hits) AS cache_hits, \
+                     SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens, \
+                     SUM(cached_tokens) AS cached_tokens, \
+                     SUM(cache_write_tokens) AS cache_write_tokens, \
+                     SUM(cost_nanos) AS cost_nanos \
+                     FROM usage_hourly WHERE tenant_id = ? AND hour >= ? AND hour < ? \
+                     GROUP BY 1"
+                )
+            };
+        }
+        let sql = match group_by {
+            UsageGroupBy::Employee => hours_sql!("NULLIF(employee_id, '')"),
+            UsageGroupBy::Model => hours_sql!("model"),
+            UsageGroupBy::Day => hours_sql!("substr(hour, 1, 10)"),
+            UsageGroupBy::Provider => hours_sql!("provider"),
+        };
+        let rows = sqlx::query(sql)
+            .bind(tenant.to_string())
+            .bind(ts(&from))
+            .bind(ts(&to))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(usage_row).collect()
     }
 }
 

@@ -27,10 +27,12 @@ pub enum TaskStatus {
     Cancelled,
     WaitingApproval,
     Retrying,
+    /// Parked on a question to a human (`ask_human`) until `POST /v1/tasks/{id}/input`.
+    WaitingInput,
 }
 
 impl TaskStatus {
-    pub const ALL: [TaskStatus; 7] = [
+    pub const ALL: [TaskStatus; 8] = [
         TaskStatus::Queued,
         TaskStatus::Running,
         TaskStatus::Succeeded,
@@ -38,6 +40,7 @@ impl TaskStatus {
         TaskStatus::Cancelled,
         TaskStatus::WaitingApproval,
         TaskStatus::Retrying,
+        TaskStatus::WaitingInput,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,7 +52,13 @@ impl TaskStatus {
             TaskStatus::Cancelled => "cancelled",
             TaskStatus::WaitingApproval => "waiting_approval",
             TaskStatus::Retrying => "retrying",
+            TaskStatus::WaitingInput => "waiting_input",
         }
+    }
+
+    /// Every status name, comma-separated (for error messages).
+    pub fn names() -> String {
+        TaskStatus::ALL.map(TaskStatus::as_str).join(", ")
     }
 
     pub fn parse(s: &str) -> Option<TaskStatus> {
@@ -152,7 +161,8 @@ pub struct TaskEvent {
     pub task_id: Uuid,
     /// 1, 2, 3… per task, without gaps; the SSE event id.
     pub seq: i64,
-    /// `status`, `llm_call`, `tool_call`, `tool_result`, `message` or `approval`.
+    /// `status`, `llm_call`, `tool_call`, `tool_started`, `tool_result`, `message`,
+    /// `approval` or `resumed`.
     pub kind: String,
     #[schema(value_type = Object)]
     pub payload: Value,
@@ -194,7 +204,8 @@ pub struct StepUpdate {
 #[derive(Clone, Debug)]
 pub struct Finish {
     /// `succeeded`, `failed`, `cancelled` (terminal), `retrying` (with `run_at`),
-    /// `waiting_approval` or `queued` (released; the attempt is given back).
+    /// `waiting_approval`, `waiting_input` (with `run_at` = the answer's deadline) or
+    /// `queued` (released); the attempt is given back for the last three.
     pub status: TaskStatus,
     pub result: Option<Value>,
     pub error: Option<String>,
@@ -366,6 +377,12 @@ pub trait TaskStore: Send + Sync {
         id: Uuid,
         decision: Value,
     ) -> StoreResult<Option<Task>>;
+    /// Resumes a task waiting for a human's answer (back to `queued`) with an `input`
+    /// event. `None` when the task is not waiting for input.
+    async fn answer_input(&self, tenant: Uuid, id: Uuid, input: Value)
+    -> StoreResult<Option<Task>>;
+    /// Tasks waiting for input past their deadline (`run_at`) fail with `input_timeout`.
+    async fn expire_inputs(&self) -> StoreResult<Vec<Rescued>>;
     /// Events with `seq > after`, in order.
     async fn list_events(&self, task: Uuid, after: i64, limit: u32) -> StoreResult<Vec<TaskEvent>>;
     /// Number of tasks per status (statuses with none are absent).

@@ -26,6 +26,18 @@ pub const AI_REQUEST_DURATION_SECONDS: &str = "ai_request_duration_seconds";
 /// Monotonic gauge `{service, model}`: spend in US dollars (a gauge because the facade's
 /// counters are integers; it never decreases).
 pub const AI_COST_USD_TOTAL: &str = "ai_cost_usd_total";
+/// Gauge `{scope}` (tenant, key, employee): spend in US dollars settled against the
+/// budgets of that scope in their current windows, summed over every tenant; sampled
+/// from the database.
+pub const BUDGET_SPENT_USD: &str = "budget_spent_usd";
+/// Gauge `{scope}`: the fullest budget of that scope, (spent + reserved) / limit; the
+/// budget alerts fire on it at 0.8 and 1.
+pub const BUDGET_USAGE_RATIO: &str = "budget_usage_ratio";
+/// Counter `{scope}`: vendor calls refused because a budget of that scope had no room.
+pub const BUDGET_REFUSALS_TOTAL: &str = "budget_refusals_total";
+/// Counter: settlements that could not be written (their holds expire and are
+/// reclaimed, and the spend is missing from the budget).
+pub const BUDGET_SETTLE_FAILURES_TOTAL: &str = "budget_settle_failures_total";
 /// Gauge `{provider}`: 0 closed, 1 half-open, 2 open.
 pub const AI_CIRCUIT_BREAKER_STATE: &str = "ai_circuit_breaker_state";
 /// Counters: result-cache hits and misses.
@@ -134,6 +146,22 @@ pub fn install() -> PrometheusHandle {
 }
 
 fn describe() {
+    metrics::describe_gauge!(
+        BUDGET_SPENT_USD,
+        "Spend settled against budgets in their current windows, USD, by scope"
+    );
+    metrics::describe_gauge!(
+        BUDGET_USAGE_RATIO,
+        "Fullest budget of each scope: (spent + reserved) / limit"
+    );
+    metrics::describe_counter!(
+        BUDGET_REFUSALS_TOTAL,
+        "Vendor calls refused because a budget had no room, by scope"
+    );
+    metrics::describe_counter!(
+        BUDGET_SETTLE_FAILURES_TOTAL,
+        "Budget settlements that could not be written"
+    );
     metrics::describe_counter!(
         HTTP_REQUESTS_TOTAL,
         "HTTP requests served, by method, route template and status"

@@ -309,26 +309,35 @@ impl TaskStore for PgStore {
         before: Option<Uuid>,
         limit: u32,
     ) -> StoreResult<Page<Task>> {
-        let rows = sqlx::query(concat!(
+        // Only the filters given become conditions, so each combination is a plain
+        // query the planner can serve from an index (`tasks_tenant_status_id`, ...).
+        let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(concat!(
             "SELECT ",
             task_cols!(),
-            " FROM tasks WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id < $2) \
-             AND ($3::text IS NULL OR status = $3) AND ($4::uuid IS NULL OR employee_id = $4) \
-             AND ($5::timestamptz IS NULL OR created_at >= $5) \
-             AND ($6::timestamptz IS NULL OR created_at < $6) \
-             AND ($7::uuid IS NULL OR parent_task_id = $7) \
-             ORDER BY id DESC LIMIT $8"
-        ))
-        .bind(tenant)
-        .bind(before)
-        .bind(f.status.map(TaskStatus::as_str))
-        .bind(f.employee_id)
-        .bind(f.created_after)
-        .bind(f.created_before)
-        .bind(f.parent_task_id)
-        .bind(i64::from(limit) + 1)
-        .fetch_all(&self.pool)
-        .await?;
+            " FROM tasks WHERE tenant_id = "
+        ));
+        q.push_bind(tenant);
+        if let Some(b) = before {
+            q.push(" AND id < ").push_bind(b);
+        }
+        if let Some(st) = f.status {
+            q.push(" AND status = ").push_bind(st.as_str());
+        }
+        if let Some(e) = f.employee_id {
+            q.push(" AND employee_id = ").push_bind(e);
+        }
+        if let Some(t) = f.created_after {
+            q.push(" AND created_at >= ").push_bind(t);
+        }
+        if let Some(t) = f.created_before {
+            q.push(" AND created_at < ").push_bind(t);
+        }
+        if let Some(p) = f.parent_task_id {
+            q.push(" AND parent_task_id = ").push_bind(p);
+        }
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(limit) + 1);
+        let rows = q.build().fetch_all(&self.pool).await?;
         let mut items = rows.iter().map(task_row).collect::<StoreResult<Vec<_>>>()?;
         Ok(page(&mut items, limit))
     }
@@ -433,7 +442,10 @@ impl TaskStore for PgStore {
     }
 
     async fn finish_task(&self, lease: &Lease, f: &Finish) -> StoreResult<bool> {
-        let give_back = matches!(f.status, TaskStatus::Queued | TaskStatus::WaitingApproval);
+        let give_back = matches!(
+            f.status,
+            TaskStatus::Queued | TaskStatus::WaitingApproval | TaskStatus::WaitingInput
+        );
         let requeued = matches!(f.status, TaskStatus::Queued | TaskStatus::Retrying);
         let (kinds, payloads) = event_arrays(&f.step.events);
         let won: Option<i32> = sqlx::query_scalar(concat!(
@@ -524,7 +536,7 @@ impl TaskStore for PgStore {
             if done.rows_affected() == 1 {
                 let ev = NewEvent::status(
                     to,
-                    serde_json::json!({"reason": "lease_expired", "error": error, "reset": true}),
+                    serde_json::json!({"reason": "lease_expired", "error": error}),
                 );
                 append(&mut tx, id, &[ev]).await?;
                 rescued.push(Rescued {
@@ -544,7 +556,7 @@ impl TaskStore for PgStore {
         let row = sqlx::query(concat!(
             "UPDATE tasks SET status = 'cancelled', cancel_requested = true, finished_at = $1, \
              updated_at = $1, error = 'cancelled on request' WHERE tenant_id = $2 AND id = $3 \
-             AND status IN ('queued', 'retrying', 'waiting_approval') RETURNING ",
+             AND status IN ('queued', 'retrying', 'waiting_approval', 'waiting_input') RETURNING ",
             task_cols!()
         ))
         .bind(t)
@@ -586,37 +598,60 @@ impl TaskStore for PgStore {
         id: Uuid,
         decision: Value,
     ) -> StoreResult<Option<Task>> {
+        self.resume_waiting(
+            tenant,
+            id,
+            TaskStatus::WaitingApproval,
+            NewEvent::new("approval", decision),
+        )
+        .await
+    }
+
+    async fn answer_input(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        input: Value,
+    ) -> StoreResult<Option<Task>> {
+        self.resume_waiting(
+            tenant,
+            id,
+            TaskStatus::WaitingInput,
+            NewEvent::new("input", input),
+        )
+        .await
+    }
+
+    async fn expire_inputs(&self) -> StoreResult<Vec<Rescued>> {
+        const ERROR: &str = "input_timeout: no answer before the deadline";
         let t = now();
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(concat!(
-            "UPDATE tasks SET status = 'queued', run_at = $1, updated_at = $1 \
-             WHERE tenant_id = $2 AND id = $3 AND status = 'waiting_approval' RETURNING ",
-            task_cols!()
-        ))
-        .bind(t)
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            tx.commit().await?;
-            return Ok(None);
-        };
-        append(
-            &mut tx,
-            id,
-            &[
-                NewEvent::new("approval", decision),
-                NewEvent::status(TaskStatus::Queued, Value::Null),
-            ],
+        let rows = sqlx::query(
+            "UPDATE tasks SET status = 'failed', finished_at = $1, updated_at = $1, error = $2 \
+             WHERE id IN (SELECT id FROM tasks WHERE status = 'waiting_input' AND run_at <= $1 \
+             LIMIT 100 FOR UPDATE SKIP LOCKED) AND status = 'waiting_input' \
+             RETURNING id, tenant_id",
         )
+        .bind(t)
+        .bind(ERROR)
+        .fetch_all(&mut *tx)
         .await?;
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(TASKS_CHANNEL)
-            .execute(&mut *tx)
-            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let id: Uuid = r.try_get("id")?;
+            let ev = NewEvent::status(
+                TaskStatus::Failed,
+                serde_json::json!({"reason": "input_timeout", "error": ERROR}),
+            );
+            append(&mut tx, id, &[ev]).await?;
+            out.push(Rescued {
+                task_id: id,
+                tenant_id: r.try_get("tenant_id")?,
+                status: TaskStatus::Failed,
+            });
+        }
         tx.commit().await?;
-        Ok(Some(task_row(&row)?))
+        Ok(out)
     }
 
     async fn list_events(&self, task: Uuid, after: i64, limit: u32) -> StoreResult<Vec<TaskEvent>> {
@@ -661,14 +696,25 @@ impl TaskStore for PgStore {
         tenant: Uuid,
         since: Option<DateTime<Utc>>,
     ) -> StoreResult<Vec<(TaskStatus, i64)>> {
-        let rows = sqlx::query(
-            "SELECT status, COUNT(*) AS n FROM tasks WHERE tenant_id = $1 \
-             AND ($2::timestamptz IS NULL OR created_at >= $2) GROUP BY status",
-        )
-        .bind(tenant)
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows =
+            match since {
+                Some(t) => {
+                    sqlx::query(
+                        "SELECT status, COUNT(*) AS n FROM tasks WHERE tenant_id = $1 \
+                     AND created_at >= $2 GROUP BY status",
+                    )
+                    .bind(tenant)
+                    .bind(t)
+                    .fetch_all(&self.pool)
+                    .await?
+                }
+                None => sqlx::query(
+                    "SELECT status, COUNT(*) AS n FROM tasks WHERE tenant_id = $1 GROUP BY status",
+                )
+                .bind(tenant)
+                .fetch_all(&self.pool)
+                .await?,
+            };
         rows.iter()
             .map(|r| Ok((status(r.try_get("status")?)?, r.try_get("n")?)))
             .collect()
@@ -965,5 +1011,47 @@ impl TaskStore for PgStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+}
+
+impl PgStore {
+    /// Requeues a task waiting in `from` (for approval, for input), with `event` (the
+    /// decision, the answer) and the status as events, and wakes the claimers.
+    async fn resume_waiting(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        from: TaskStatus,
+        event: NewEvent,
+    ) -> StoreResult<Option<Task>> {
+        let t = now();
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(concat!(
+            "UPDATE tasks SET status = 'queued', run_at = $1, updated_at = $1 \
+             WHERE tenant_id = $2 AND id = $3 AND status = $4 RETURNING ",
+            task_cols!()
+        ))
+        .bind(t)
+        .bind(tenant)
+        .bind(id)
+        .bind(from.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        append(
+            &mut tx,
+            id,
+            &[event, NewEvent::status(TaskStatus::Queued, Value::Null)],
+        )
+        .await?;
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(TASKS_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(task_row(&row)?))
     }
 }

@@ -469,7 +469,10 @@ fn record_step_rs(
 fn finish_task_rs(conn: &rusqlite::Connection, lease: &Lease, f: &Finish) -> StoreResult<bool> {
     let t = ts(&now());
     let id = lease.task_id.to_string();
-    let give_back = matches!(f.status, TaskStatus::Queued | TaskStatus::WaitingApproval);
+    let give_back = matches!(
+        f.status,
+        TaskStatus::Queued | TaskStatus::WaitingApproval | TaskStatus::WaitingInput
+    );
     let done = conn
         .prepare_cached(
             "UPDATE tasks SET status = ?1, result = COALESCE(?2, result), error = ?3, \
@@ -518,7 +521,7 @@ struct Expired {
 }
 
 /// Moves each still-expired task to `retrying` or `failed` (guarded by owner, attempt and
-/// the expiry itself) with a `reset` status event.
+/// the expiry itself) with a status event.
 fn rescue_rs(
     conn: &rusqlite::Connection,
     expired: &[Expired],
@@ -551,7 +554,7 @@ fn rescue_rs(
         if done == 1 {
             let ev = NewEvent::status(
                 e.to,
-                serde_json::json!({"reason": "lease_expired", "error": e.error, "reset": true}),
+                serde_json::json!({"reason": "lease_expired", "error": e.error}),
             );
             append_rs(conn, &id, &[ev])?;
             rescued.push(Rescued {
@@ -591,7 +594,7 @@ fn cancel_rs(
         concat!(
             "UPDATE tasks SET status = 'cancelled', cancel_requested = 1, finished_at = ?1, \
              updated_at = ?1, error = 'cancelled on request' WHERE tenant_id = ?2 AND id = ?3 \
-             AND status IN ('queued', 'retrying', 'waiting_approval') RETURNING ",
+             AND status IN ('queued', 'retrying', 'waiting_approval', 'waiting_input') RETURNING ",
             task_cols!()
         ),
         rusqlite::params![t, tenant, id],
@@ -616,22 +619,24 @@ fn cancel_rs(
     Ok(requested.map(CancelOutcome::Requested))
 }
 
-/// Requeues a task waiting for approval, with the decision and the status as events.
-fn resolve_approval_rs(
+/// Requeues a task waiting in `from` (for approval, for input), with `event` (the
+/// decision, the answer) and the status as events.
+fn resume_waiting_rs(
     conn: &rusqlite::Connection,
     tenant: Uuid,
     id: Uuid,
-    decision: Value,
+    from: TaskStatus,
+    event: NewEvent,
 ) -> StoreResult<Option<Task>> {
     let (t, id) = (ts(&now()), id.to_string());
     let Some(task) = returned_task(
         conn,
         concat!(
             "UPDATE tasks SET status = 'queued', run_at = ?1, updated_at = ?1 \
-             WHERE tenant_id = ?2 AND id = ?3 AND status = 'waiting_approval' RETURNING ",
+             WHERE tenant_id = ?2 AND id = ?3 AND status = ?4 RETURNING ",
             task_cols!()
         ),
-        rusqlite::params![t, tenant.to_string(), id],
+        rusqlite::params![t, tenant.to_string(), id, from.as_str()],
     )?
     else {
         return Ok(None);
@@ -639,12 +644,44 @@ fn resolve_approval_rs(
     append_rs(
         conn,
         &id,
-        &[
-            NewEvent::new("approval", decision),
-            NewEvent::status(TaskStatus::Queued, Value::Null),
-        ],
+        &[event, NewEvent::status(TaskStatus::Queued, Value::Null)],
     )?;
     Ok(Some(task))
+}
+
+/// Fails the tasks whose wait for input is over, each with a `failed` event.
+fn expire_inputs_rs(conn: &rusqlite::Connection) -> StoreResult<Vec<Rescued>> {
+    let t = ts(&now());
+    let mut st = conn
+        .prepare_cached(
+            "UPDATE tasks SET status = 'failed', finished_at = ?1, updated_at = ?1, \
+             error = 'input_timeout: no answer before the deadline' \
+             WHERE id IN (SELECT id FROM tasks WHERE status = 'waiting_input' AND run_at <= ?1 \
+             LIMIT 100) AND status = 'waiting_input' RETURNING id, tenant_id",
+        )
+        .map_err(engine)?;
+    let rows = st
+        .query_map(rusqlite::params![t], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
+        .map_err(engine)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(engine)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (id, tenant) in rows {
+        let ev = NewEvent::status(
+            TaskStatus::Failed,
+            serde_json::json!({"reason": "input_timeout",
+                               "error": "input_timeout: no answer before the deadline"}),
+        );
+        append_rs(conn, &id, &[ev])?;
+        out.push(Rescued {
+            task_id: parse_id(&id)?,
+            tenant_id: parse_id(&tenant)?,
+            status: TaskStatus::Failed,
+        });
+    }
+    Ok(out)
 }
 
 #[async_trait]
@@ -679,31 +716,35 @@ impl TaskStore for SqliteStore {
         before: Option<Uuid>,
         limit: u32,
     ) -> StoreResult<Page<Task>> {
-        let rows = sqlx::query(concat!(
+        // Only the filters given become conditions, so each combination is a plain
+        // query the planner can serve from an index (`tasks_tenant_status_id`, ...).
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(concat!(
             "SELECT ",
             task_cols!(),
-            " FROM tasks WHERE tenant_id = ? AND (? IS NULL OR id < ?) \
-             AND (? IS NULL OR status = ?) AND (? IS NULL OR employee_id = ?) \
-             AND (? IS NULL OR created_at >= ?) AND (? IS NULL OR created_at < ?) \
-             AND (? IS NULL OR parent_task_id = ?) \
-             ORDER BY id DESC LIMIT ?"
-        ))
-        .bind(tenant.to_string())
-        .bind(before.map(|b| b.to_string()))
-        .bind(before.map(|b| b.to_string()))
-        .bind(f.status.map(TaskStatus::as_str))
-        .bind(f.status.map(TaskStatus::as_str))
-        .bind(f.employee_id.map(|e| e.to_string()))
-        .bind(f.employee_id.map(|e| e.to_string()))
-        .bind(f.created_after.as_ref().map(ts))
-        .bind(f.created_after.as_ref().map(ts))
-        .bind(f.created_before.as_ref().map(ts))
-        .bind(f.created_before.as_ref().map(ts))
-        .bind(f.parent_task_id.map(|e| e.to_string()))
-        .bind(f.parent_task_id.map(|e| e.to_string()))
-        .bind(i64::from(limit) + 1)
-        .fetch_all(&self.pool)
-        .await?;
+            " FROM tasks WHERE tenant_id = "
+        ));
+        q.push_bind(tenant.to_string());
+        if let Some(b) = before {
+            q.push(" AND id < ").push_bind(b.to_string());
+        }
+        if let Some(st) = f.status {
+            q.push(" AND status = ").push_bind(st.as_str());
+        }
+        if let Some(e) = f.employee_id {
+            q.push(" AND employee_id = ").push_bind(e.to_string());
+        }
+        if let Some(t) = &f.created_after {
+            q.push(" AND created_at >= ").push_bind(ts(t));
+        }
+        if let Some(t) = &f.created_before {
+            q.push(" AND created_at < ").push_bind(ts(t));
+        }
+        if let Some(p) = f.parent_task_id {
+            q.push(" AND parent_task_id = ").push_bind(p.to_string());
+        }
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(limit) + 1);
+        let rows = q.build().fetch_all(&self.pool).await?;
         let mut items = rows.iter().map(task_row).collect::<StoreResult<Vec<_>>>()?;
         Ok(page(&mut items, limit))
     }
@@ -803,8 +844,39 @@ impl TaskStore for SqliteStore {
         decision: Value,
     ) -> StoreResult<Option<Task>> {
         self.hot
-            .run(move |c| resolve_approval_rs(c, tenant, id, decision))
+            .run(move |c| {
+                resume_waiting_rs(
+                    c,
+                    tenant,
+                    id,
+                    TaskStatus::WaitingApproval,
+                    NewEvent::new("approval", decision),
+                )
+            })
             .await
+    }
+
+    async fn answer_input(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        input: Value,
+    ) -> StoreResult<Option<Task>> {
+        self.hot
+            .run(move |c| {
+                resume_waiting_rs(
+                    c,
+                    tenant,
+                    id,
+                    TaskStatus::WaitingInput,
+                    NewEvent::new("input", input),
+                )
+            })
+            .await
+    }
+
+    async fn expire_inputs(&self) -> StoreResult<Vec<Rescued>> {
+        self.hot.run(expire_inputs_rs).await
     }
 
     async fn list_events(&self, task: Uuid, after: i64, limit: u32) -> StoreResult<Vec<TaskEvent>> {
@@ -849,15 +921,25 @@ impl TaskStore for SqliteStore {
         tenant: Uuid,
         since: Option<DateTime<Utc>>,
     ) -> StoreResult<Vec<(TaskStatus, i64)>> {
-        let rows = sqlx::query(
-            "SELECT status, COUNT(*) AS n FROM tasks WHERE tenant_id = ? \
-             AND (? IS NULL OR created_at >= ?) GROUP BY status",
-        )
-        .bind(tenant.to_string())
-        .bind(since.as_ref().map(ts))
-        .bind(since.as_ref().map(ts))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows =
+            match since {
+                Some(t) => {
+                    sqlx::query(
+                        "SELECT status, COUNT(*) AS n FROM tasks WHERE tenant_id = ? \
+                     AND created_at >= ? GROUP BY status",
+                    )
+                    .bind(tenant.to_string())
+                    .bind(ts(&t))
+                    .fetch_all(&self.pool)
+                    .await?
+                }
+                None => sqlx::query(
+                    "SELECT status, COUNT(*) AS n FROM tasks WHERE tenant_id = ? GROUP BY status",
+                )
+                .bind(tenant.to_string())
+                .fetch_all(&self.pool)
+                .await?,
+            };
         rows.iter()
             .map(|r| Ok((status(r.try_get("status")?)?, r.try_get("n")?)))
             .collect()
