@@ -160,6 +160,7 @@ async fn a_rescued_task_is_counted_once(backend: Backend) {
                 redact_prompts: false,
                 approval_tools: vec![],
                 output_schema: None,
+                input_timeout_seconds: 86_400,
             },
         )
         .await
