@@ -181,6 +181,7 @@ async fn a_rescued_task_is_counted_once(backend: Backend) {
             callback_url: None,
             metadata: json!({}),
             output_schema: None,
+            trace_context: None,
         })
         .await
         .unwrap();

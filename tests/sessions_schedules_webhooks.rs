@@ -955,6 +955,7 @@ async fn a_webhook_never_queued_is_swept_up(backend: Backend) {
             callback_url: Some(hook.url.clone()),
             metadata: json!({}),
             output_schema: None,
+            trace_context: None,
         })
         .await
         .unwrap();

@@ -48,6 +48,7 @@ fn new_task(employee: Uuid, priority: i32) -> NewTask {
         callback_url: None,
         metadata: json!({}),
         output_schema: None,
+        trace_context: None,
     }
 }
 

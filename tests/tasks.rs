@@ -214,6 +214,7 @@ async fn task_runs_the_tool_loop_to_success(backend: Backend) {
             callback_url: None,
             metadata: json!({}),
             output_schema: None,
+            trace_context: None,
         })
         .await
         .unwrap();
@@ -423,6 +424,7 @@ async fn stalled_worker_is_rescued_and_its_late_completion_rejected(backend: Bac
             callback_url: None,
             metadata: json!({}),
             output_schema: None,
+            trace_context: None,
         })
         .await
         .unwrap();

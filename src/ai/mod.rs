@@ -19,6 +19,7 @@ pub mod responses;
 pub mod router;
 pub mod sandbox;
 pub mod sandbox_server;
+mod spans;
 pub mod sse;
 pub mod types;
 

@@ -27,9 +27,12 @@ use super::cache::{self, ResultCache};
 use super::error::{AiError, ErrorKind};
 use super::pricing::{PriceTable, usd};
 use super::provider::{EventStream, Provider};
+use super::spans;
 use super::types::*;
 use crate::store::AiCallRecord;
 use crate::telemetry::metrics as m;
+use crate::telemetry::traces;
+use tracing::Instrument;
 
 #[derive(Clone, Debug)]
 pub struct RouterConfig {
@@ -524,8 +527,27 @@ impl AiRouter {
         Some(Duration::from_secs_f64((exp + jitter).min(300.0)))
     }
 
-    /// A non-streaming call over `candidates`.
+    /// A non-streaming call over `candidates`; with tracing on, one `chat` span.
     pub async fn chat(
+        &self,
+        candidates: &[String],
+        req: &ChatRequest,
+        ctx: CallContext,
+    ) -> Result<Routed, RouteError> {
+        if !traces::enabled() {
+            return self.chat_call(candidates, req, ctx).await;
+        }
+        let span = spans::start("chat", candidates);
+        spans::prompt(&span, req);
+        let out = self
+            .chat_call(candidates, req, ctx)
+            .instrument(span.clone())
+            .await;
+        spans::chat_done(&span, &out);
+        out
+    }
+
+    async fn chat_call(
         &self,
         candidates: &[String],
         req: &ChatRequest,
@@ -611,6 +633,25 @@ impl AiRouter {
         req: &ChatRequest,
         ctx: CallContext,
     ) -> Result<RoutedStream, RouteError> {
+        if !traces::enabled() {
+            return self.chat_stream_call(candidates, req, ctx).await;
+        }
+        let span = spans::start("chat", candidates);
+        spans::prompt(&span, req);
+        let out = self
+            .chat_stream_call(candidates, req, ctx)
+            .instrument(span.clone())
+            .await;
+        spans::stream_started(&span, &out);
+        out
+    }
+
+    async fn chat_stream_call(
+        self: &Arc<Self>,
+        candidates: &[String],
+        req: &ChatRequest,
+        ctx: CallContext,
+    ) -> Result<RoutedStream, RouteError> {
         let (call, hold) = self.admit(candidates, req, &ctx).await?;
         let won = self
             .fallback(candidates, &*call, ctx, true, |provider, call| {
@@ -654,6 +695,24 @@ impl AiRouter {
     /// price). Candidates whose vendor has no embeddings endpoint are skipped as bad
     /// requests.
     pub async fn embed(
+        &self,
+        candidates: &[String],
+        req: &EmbeddingRequest,
+        ctx: CallContext,
+    ) -> Result<RoutedEmbedding, RouteError> {
+        if !traces::enabled() {
+            return self.embed_call(candidates, req, ctx).await;
+        }
+        let span = spans::start("embeddings", candidates);
+        let out = self
+            .embed_call(candidates, req, ctx)
+            .instrument(span.clone())
+            .await;
+        spans::embed_done(&span, &out);
+        out
+    }
+
+    async fn embed_call(
         &self,
         candidates: &[String],
         req: &EmbeddingRequest,
@@ -755,6 +814,9 @@ impl AiRouter {
             let Some(provider) = self.usable(pname, model, need_context, &mut failed) else {
                 continue;
             };
+            if !failed.is_empty() {
+                spans::fallback(pname, model, failed.len());
+            }
             let mut call = req.clone();
             call.set_model(model);
             let mut retry = 0;
@@ -796,6 +858,7 @@ impl AiRouter {
                 let Some(pause) = self.backoff(retry, e.retry_after) else {
                     break;
                 };
+                spans::retry(pname, model, retry + 1, &format!("{:?}", e.kind));
                 let t1 = Instant::now();
                 tokio::time::sleep(pause).await;
                 waited += t1.elapsed();

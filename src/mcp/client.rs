@@ -198,6 +198,15 @@ impl Pool {
             };
             headers.insert(name, value);
         }
+        // The session is opened for this call: its requests continue the caller's trace.
+        if let Some(tp) = crate::telemetry::traces::current_traceparent()
+            .and_then(|t| HeaderValue::from_str(&t).ok())
+        {
+            headers.insert(
+                HeaderName::from_static(crate::telemetry::traces::TRACEPARENT),
+                tp,
+            );
+        }
         let mut config = StreamableHttpClientTransportConfig::with_uri(f.url.as_str())
             .custom_headers(headers)
             .max_json_response_size(MAX_MESSAGE_BYTES)

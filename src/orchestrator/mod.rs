@@ -45,6 +45,8 @@ use crate::store::{
     Employee, Finish, Lease, NewEvent, StepUpdate, StoreResult, Task, TaskStatus, now,
 };
 use crate::telemetry::metrics as m;
+use crate::telemetry::traces;
+use tracing::Instrument;
 
 /// Exponential backoff of a retry: base · 2^(attempt−1), at most an hour.
 pub fn backoff(base: Duration, attempt: i32) -> Duration {
@@ -166,8 +168,41 @@ impl Sink for TaskSink<'_> {
     }
 }
 
-/// Runs one claimed task to its end, renewing the lease meanwhile.
+/// Runs one claimed task to its end, renewing the lease meanwhile. With tracing on the
+/// attempt is an `invoke_agent` span continuing the trace stored at submit (the parent,
+/// whichever replica this is: ADR 0014).
 async fn execute(
+    state: AppState,
+    task: Task,
+    employee: Option<Employee>,
+    hard_stop: CancellationToken,
+) {
+    if !traces::enabled() {
+        return execute_attempt(state, task, employee, hard_stop).await;
+    }
+    let agent = employee.as_ref().map(|e| e.fields.name.as_str());
+    let span = tracing::info_span!(
+        "invoke_agent",
+        otel.name = %match agent {
+            Some(name) => format!("invoke_agent {name}"),
+            None => "invoke_agent".to_string(),
+        },
+        otel.kind = "internal",
+        gen_ai.operation.name = "invoke_agent",
+        gen_ai.agent.id = %task.employee_id,
+        gen_ai.agent.name = agent,
+        task.id = %task.id,
+        task.attempt = task.attempt,
+    );
+    if let Some(tp) = &task.trace_context {
+        traces::set_parent(&span, tp);
+    }
+    execute_attempt(state, task, employee, hard_stop)
+        .instrument(span)
+        .await
+}
+
+async fn execute_attempt(
     state: AppState,
     task: Task,
     employee: Option<Employee>,
@@ -217,6 +252,9 @@ async fn execute(
         return;
     };
     let (outcome, tail) = outcome;
+    if let Outcome::Failed { .. } = &outcome {
+        traces::set_error(&tracing::Span::current(), "task_failed");
+    }
     finish(
         &state,
         &task,

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::schema;
@@ -273,9 +274,29 @@ impl ToolOutcome {
     }
 }
 
-/// Parses, validates and runs one call.
+/// Parses, validates and runs one call; with tracing on, an `execute_tool` span.
 pub async fn run(ctx: &ToolCtx<'_>, name: &str, arguments: &str) -> ToolOutcome {
-    let outcome = run_inner(ctx, name, arguments).await;
+    let outcome = if crate::telemetry::traces::enabled() {
+        let span = tracing::info_span!(
+            "execute_tool",
+            otel.name = %format!("execute_tool {name}"),
+            otel.kind = "internal",
+            gen_ai.operation.name = "execute_tool",
+            gen_ai.tool.name = name,
+            gen_ai.tool.type = if BUILTIN.contains(&name) { "function" } else { "extension" },
+            tool.outcome = tracing::field::Empty,
+        );
+        let outcome = run_inner(ctx, name, arguments)
+            .instrument(span.clone())
+            .await;
+        span.record("tool.outcome", outcome.outcome);
+        if outcome.is_error() {
+            crate::telemetry::traces::set_error(&span, outcome.outcome);
+        }
+        outcome
+    } else {
+        run_inner(ctx, name, arguments).await
+    };
     metrics::counter!(crate::telemetry::metrics::TOOL_CALLS_TOTAL,
         "tool" => if BUILTIN.contains(&name) {
             name.to_string()
@@ -621,6 +642,7 @@ async fn webhook_call(ctx: &ToolCtx<'_>, tool: &WebhookTool, args: Value) -> Too
         // A call made again (on resume) is the same message: the same `webhook-id`.
         .headers(signing::headers(&secret, ctx.call_key, body.as_bytes()))
         .body(body);
+    let req = crate::telemetry::traces::propagate(req);
     let call = async {
         let resp = req.send().await?;
         let status = resp.status();

@@ -102,6 +102,10 @@ pub struct Task {
     pub metadata: Value,
     /// The schema its answer must satisfy, set at submit (the employee's otherwise).
     pub output_schema: Option<Value>,
+    /// The W3C `traceparent` of the submit, when tracing was on: each run continues
+    /// that trace, on whichever replica claims it (ADR 0014). Not shown to callers.
+    #[serde(default, skip_serializing)]
+    pub trace_context: Option<String>,
     pub result: Option<Value>,
     pub error: Option<String>,
     pub tokens_in: i64,
@@ -143,6 +147,8 @@ pub struct NewTask {
     pub callback_url: Option<String>,
     pub metadata: Value,
     pub output_schema: Option<Value>,
+    /// The submit's `traceparent` (tracing on), stored so the run continues its trace.
+    pub trace_context: Option<String>,
 }
 
 /// The fence of a running task: only the holder of this lease may write its progress.

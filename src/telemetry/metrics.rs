@@ -96,6 +96,12 @@ pub const SCHEDULE_FIRES_TOTAL: &str = "schedule_fires_total";
 /// Schedule fires that failed for a passing reason and stay due for the next scan.
 pub const SCHEDULE_FIRE_ERRORS_TOTAL: &str = "schedule_fire_errors_total";
 pub const WEBHOOK_DELIVERIES_TOTAL: &str = "webhook_deliveries_total";
+/// Counter `{reason}`: spans not exported: `queue_full` (the export queue was full, the
+/// span was dropped at once rather than waited for) or `export_failed` (the collector
+/// could not be reached or refused the batch).
+pub const OTEL_SPANS_DROPPED_TOTAL: &str = "otel_spans_dropped_total";
+/// Counter: spans the collector accepted.
+pub const OTEL_SPANS_EXPORTED_TOTAL: &str = "otel_spans_exported_total";
 
 /// The `endpoint` label of requests that matched no route, so raw paths never become
 /// label values.
@@ -238,6 +244,14 @@ fn describe() {
         WEBHOOK_DELIVERIES_TOTAL,
         "Completion webhook attempts by outcome (delivered, retrying, failed)"
     );
+    metrics::describe_counter!(
+        OTEL_SPANS_DROPPED_TOTAL,
+        "Trace spans not exported, by reason (queue_full, export_failed)"
+    );
+    metrics::describe_counter!(
+        OTEL_SPANS_EXPORTED_TOTAL,
+        "Trace spans the collector accepted"
+    );
     metrics::describe_gauge!(BUILD_INFO, "Always 1; labelled with the running version");
     metrics::describe_gauge!(
         PROCESS_RESIDENT_MEMORY_BYTES,
@@ -270,12 +284,16 @@ fn describe() {
         TASKS_RETRIED_TOTAL,
         SCHEDULE_FIRES_TOTAL,
         SCHEDULE_FIRE_ERRORS_TOTAL,
+        OTEL_SPANS_EXPORTED_TOTAL,
     ] {
         metrics::counter!(name).increment(0);
     }
     // Likewise every outcome of a webhook delivery, so a failure-rate query has both sides.
     for outcome in ["delivered", "retrying", "failed"] {
         metrics::counter!(WEBHOOK_DELIVERIES_TOTAL, "outcome" => outcome).increment(0);
+    }
+    for reason in ["queue_full", "export_failed"] {
+        metrics::counter!(OTEL_SPANS_DROPPED_TOTAL, "reason" => reason).increment(0);
     }
     for outcome in ["refused", "blocked"] {
         metrics::counter!(AUTH_FAILURES_TOTAL, "outcome" => outcome).increment(0);

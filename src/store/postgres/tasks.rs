@@ -25,7 +25,7 @@ macro_rules! task_cols {
          lease_owner, lease_expires_at, idempotency_key, request_hash, parent_task_id, depth, \
          session_id, callback_url, metadata, result, error, tokens_in, tokens_out, cost_nanos, \
          steps, cancel_requested, created_at, started_at, finished_at, updated_at, \
-         output_schema"
+         output_schema, trace_context"
     };
 }
 
@@ -119,6 +119,7 @@ fn task_row(r: &PgRow) -> StoreResult<Task> {
         output_schema: r
             .try_get::<Option<Json<Value>>, _>("output_schema")?
             .map(|Json(v)| v),
+        trace_context: r.try_get("trace_context")?,
         result: result.map(|Json(v)| v),
         error: r.try_get("error")?,
         tokens_in: r.try_get("tokens_in")?,
@@ -238,9 +239,10 @@ impl TaskStore for PgStore {
         let inserted = sqlx::query(concat!(
             "WITH ins AS (INSERT INTO tasks (id, tenant_id, employee_id, input, status, \
              priority, run_at, max_attempts, idempotency_key, request_hash, parent_task_id, \
-             depth, session_id, callback_url, metadata, created_at, updated_at, output_schema) \
+             depth, session_id, callback_url, metadata, created_at, updated_at, output_schema, \
+             trace_context) \
              VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-             $15, $15, $18) \
+             $15, $15, $18, $19) \
              ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL \
              DO NOTHING RETURNING ",
             task_cols!(),
@@ -267,6 +269,7 @@ impl TaskStore for PgStore {
         .bind(Json(&queued.payload))
         .bind(TASKS_CHANNEL)
         .bind(t.output_schema.as_ref().map(Json))
+        .bind(&t.trace_context)
         .fetch_optional(&self.pool)
         .await?;
         if let Some(row) = inserted {

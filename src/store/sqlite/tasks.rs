@@ -22,7 +22,7 @@ macro_rules! task_cols {
          lease_owner, lease_expires_at, idempotency_key, request_hash, parent_task_id, depth, \
          session_id, callback_url, metadata, result, error, tokens_in, tokens_out, cost_nanos, \
          steps, cancel_requested, created_at, started_at, finished_at, updated_at, \
-         output_schema"
+         output_schema, trace_context"
     };
 }
 
@@ -126,6 +126,7 @@ fn task_from(r: &impl Cols) -> StoreResult<Task> {
         callback_url: r.opt_text("callback_url")?,
         metadata: json(&r.text("metadata")?)?,
         output_schema: r.opt_text("output_schema")?.map(|s| json(&s)).transpose()?,
+        trace_context: r.opt_text("trace_context")?,
         result: r.opt_text("result")?.map(|s| json(&s)).transpose()?,
         error: r.opt_text("error")?,
         tokens_in: r.int("tokens_in")?,
@@ -225,9 +226,9 @@ fn create_task_rs(conn: &rusqlite::Connection, t: &NewTask) -> StoreResult<(Task
             .prepare_cached(concat!(
                 "INSERT INTO tasks (id, tenant_id, employee_id, input, status, priority, run_at, \
                  max_attempts, idempotency_key, request_hash, parent_task_id, depth, session_id, \
-                 callback_url, metadata, created_at, updated_at, output_schema) \
+                 callback_url, metadata, created_at, updated_at, output_schema, trace_context) \
                  VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
-                 ?15, ?15, ?16) \
+                 ?15, ?15, ?16, ?17) \
                  ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL \
                  DO NOTHING RETURNING ",
                 task_cols!()
@@ -251,6 +252,7 @@ fn create_task_rs(conn: &rusqlite::Connection, t: &NewTask) -> StoreResult<(Task
                 t.metadata.to_string(),
                 created,
                 t.output_schema.as_ref().map(|v| v.to_string()),
+                t.trace_context,
             ])
             .map_err(engine)?;
         match rows.next().map_err(engine)? {
