@@ -1,6 +1,6 @@
 //! The state shared by every part of a running replica: configuration, store, AI router,
 //! authenticator and rate limiter, the request [`Lifecycle`] (draining, in-flight count)
-//! and the in-process [`Hub`] of wake-ups and worker slots.
+//! and the in-process [`Hub`] of wake-ups.
 //!
 //! It sits below everything that uses it (`api`, `orchestrator`, `runtime`) and imports
 //! none of them; `app` builds it.
@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore, broadcast};
+use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -144,8 +144,6 @@ pub struct Hub {
     pub http: reqwest::Client,
     /// A completion webhook was queued (the delivery loop listens).
     pub webhooks: Notify,
-    /// The worker slots of this replica's claim loop (set when it starts).
-    slots: std::sync::OnceLock<Arc<Semaphore>>,
     /// Live event streams per tenant on this replica.
     streams: Mutex<HashMap<Uuid, u32>>,
 }
@@ -171,42 +169,6 @@ impl Drop for StreamSlot {
     }
 }
 
-/// A worker slot lent back to the claim loop while its task waits on other tasks.
-///
-/// Dropping it without [`take_back`](LentSlot::take_back) (the waiting task was abandoned:
-/// its lease was lost, or the replica is stopping) still removes the lent permit, so
-/// lending never grows the replica's concurrency for good.
-#[must_use = "take the slot back with `LentSlot::take_back` before running on"]
-pub struct LentSlot(Option<Arc<Semaphore>>);
-
-impl LentSlot {
-    /// Takes a slot back for the waiting task (waits for one to be free).
-    pub async fn take_back(mut self) {
-        if let Some(slots) = self.0.take()
-            && let Ok(p) = slots.acquire().await
-        {
-            p.forget();
-        }
-    }
-}
-
-impl Drop for LentSlot {
-    fn drop(&mut self) {
-        let Some(slots) = self.0.take() else { return };
-        if slots.forget_permits(1) == 1 {
-            return;
-        }
-        // Every slot is busy: remove the lent one as soon as one frees.
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                if let Ok(p) = slots.acquire().await {
-                    p.forget();
-                }
-            });
-        }
-    }
-}
-
 impl Hub {
     /// A hub whose HTTP client sends tenants' requests under `egress`.
     pub fn new(egress: &Arc<EgressPolicy>) -> reqwest::Result<Self> {
@@ -218,19 +180,8 @@ impl Hub {
             shutdown: CancellationToken::new(),
             http,
             webhooks: Notify::new(),
-            slots: std::sync::OnceLock::new(),
             streams: Mutex::new(HashMap::new()),
         })
-    }
-
-    /// Lends the calling task's worker slot to the claim loop while the task waits on
-    /// other tasks (delegation), so they can run on this replica even when every slot is
-    /// held by a waiting parent. `None` when this replica runs no claim loop.
-    pub fn lend_slot(&self) -> Option<LentSlot> {
-        let slots = self.slots.get()?.clone();
-        slots.add_permits(1);
-        self.wake();
-        Some(LentSlot(Some(slots)))
     }
 
     fn lock_streams(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, u32>> {
@@ -263,61 +214,8 @@ impl Hub {
         &self.wake
     }
 
-    /// Hands the claim loop's worker slots to the hub, so waiting tasks can lend theirs
-    /// (the first call wins; a replica runs one claim loop).
-    pub fn set_slots(&self, slots: Arc<Semaphore>) {
-        let _ = self.slots.set(slots);
-    }
-
     /// Tells SSE followers on this replica that a task has new events.
     pub fn task_changed(&self, id: Uuid) {
         let _ = self.events.send(id);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[tokio::test]
-    async fn a_lent_slot_comes_back_whether_taken_back_or_abandoned() {
-        let hub = Hub::new(&Arc::new(EgressPolicy::default())).unwrap();
-        assert!(hub.lend_slot().is_none(), "no claim loop, nothing to lend");
-        let slots = Arc::new(Semaphore::new(2));
-        hub.set_slots(slots.clone());
-        let held = slots.clone().acquire_owned().await.unwrap();
-
-        let lent = hub.lend_slot().unwrap();
-        assert_eq!(slots.available_permits(), 2);
-        lent.take_back().await;
-        assert_eq!(slots.available_permits(), 1);
-
-        // The waiting task is dropped (lease lost) while its slot is lent.
-        let lent = hub.lend_slot().unwrap();
-        drop(lent);
-        assert_eq!(
-            slots.available_permits(),
-            1,
-            "the lent permit outlived its task"
-        );
-
-        // Lent while every slot is busy: removed once one frees.
-        let busy = slots.clone().acquire_owned().await.unwrap();
-        let lent = hub.lend_slot().unwrap();
-        let borrowed = slots.clone().acquire_owned().await.unwrap();
-        drop(lent);
-        drop(borrowed);
-        drop(busy);
-        drop(held);
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while slots.available_permits() != 2 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{}",
-                slots.available_permits()
-            );
-            tokio::task::yield_now().await;
-        }
     }
 }

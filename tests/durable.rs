@@ -23,6 +23,7 @@ backend_tests!(
     usage_is_the_sum_of_the_steps_after_three_attempts,
     ask_human_round_trip_across_a_restart,
     an_unanswered_question_fails_with_input_timeout,
+    parents_waiting_on_twenty_children_hold_no_slot,
 );
 
 /// A sandbox vendor over HTTP, named `vendor` in `AI_PROVIDERS`.
@@ -483,5 +484,88 @@ async fn an_unanswered_question_fails_with_input_timeout(backend: Backend) {
     );
     let ev = events(&app, &id).await;
     assert!(ev.iter().any(|e| e["payload"]["reason"] == "input_timeout"));
+    app.stop().await.unwrap();
+}
+
+async fn parents_waiting_on_twenty_children_hold_no_slot(backend: Backend) {
+    let vendor = Vendor::start().await;
+    let delegate_all = |from: usize| ScriptStep {
+        tool_calls: (from..from + 10)
+            .map(|i| ScriptedCall {
+                name: "delegate".into(),
+                arguments: json!({"employee": "helper", "input": format!("part {i}")}),
+            })
+            .collect(),
+        ..Default::default()
+    };
+    vendor.script(
+        "boss",
+        vec![
+            delegate_all(0),
+            delegate_all(10),
+            answer("all parts done"),
+            answer("all parts done"),
+        ],
+    );
+    let extra = with(&[
+        ("AI_PROVIDERS", &vendor.providers),
+        ("WORKER_CONCURRENCY", "2"),
+    ]);
+    let Some(app) = TestApp::spawn_with(backend, &extra).await else {
+        return;
+    };
+    employee(&app, json!({"name": "helper", "role": "r"})).await;
+    employee(
+        &app,
+        json!({"name": "boss", "role": "r", "model_policy": ["vendor/boss"],
+               "allowed_tools": ["delegate"]}),
+    )
+    .await;
+    // Two parents, ten children each, two worker slots: a parent that held its slot
+    // while waiting would leave its children none.
+    let a = id_of(&submit(&app, json!({"employee": "boss", "input": "first half"})).await);
+    let b = id_of(&submit(&app, json!({"employee": "boss", "input": "second half"})).await);
+    for id in [&a, &b] {
+        let t = wait_end(&app, id).await;
+        assert_eq!(t["status"], "succeeded", "{t}");
+        let ev = events(&app, id).await;
+        assert!(
+            ev.iter()
+                .any(|e| e["payload"]["status"] == "waiting_subtasks"),
+            "{ev:?}"
+        );
+        let results = of_kind(&ev, "tool_result");
+        assert_eq!(results.len(), 10);
+        assert!(
+            results.iter().all(|r| r["payload"]["outcome"] == "ok"),
+            "{results:?}"
+        );
+    }
+    let filter = digital_employee::store::TaskFilter {
+        parent_task_id: Some(a.parse().unwrap()),
+        ..Default::default()
+    };
+    let children = app
+        .store
+        .list_tasks(
+            digital_employee::store::DEFAULT_TENANT_ID,
+            &filter,
+            None,
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(children.items.len(), 10);
+    assert!(
+        children
+            .items
+            .iter()
+            .all(|c| c.status == digital_employee::store::TaskStatus::Succeeded)
+    );
+    assert_eq!(
+        vendor.count("boss"),
+        4,
+        "each parent asked twice, nothing repeated"
+    );
     app.stop().await.unwrap();
 }

@@ -40,7 +40,7 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::runtime::{self, Limits, Outcome, Run, Sink, SubTask, SubTaskError};
-use crate::state::{AppState, LentSlot};
+use crate::state::AppState;
 use crate::store::{
     Employee, Finish, Lease, NewEvent, StepUpdate, StoreResult, Task, TaskStatus, now,
 };
@@ -127,7 +127,6 @@ async fn claim_loop(
 ) {
     let cfg = state.config.tasks.clone();
     let slots = Arc::new(Semaphore::new(cfg.worker_concurrency as usize));
-    state.tasks.set_slots(slots.clone());
     let pacing = claim::Pacing {
         max_batch: 64,
         poll_interval: cfg.poll_interval,
@@ -405,6 +404,13 @@ async fn finish(
             json!({"reason": "cancelled on request"}),
         ),
         Outcome::WaitingApproval => (TaskStatus::WaitingApproval, None, None, None, json!({})),
+        Outcome::WaitingSubtasks => (
+            TaskStatus::WaitingSubtasks,
+            None,
+            None,
+            Some(now()),
+            json!({}),
+        ),
         // `run_at` of a task waiting for input is the deadline of the answer.
         Outcome::WaitingInput { timeout_seconds } => (
             TaskStatus::WaitingInput,
@@ -435,7 +441,7 @@ async fn finish(
     let mut step = tail;
     if !matches!(
         status,
-        TaskStatus::WaitingApproval | TaskStatus::WaitingInput
+        TaskStatus::WaitingApproval | TaskStatus::WaitingInput | TaskStatus::WaitingSubtasks
     ) {
         step.events.push(NewEvent::status(status, extra));
     }
@@ -462,6 +468,8 @@ async fn finish(
         TaskStatus::Retrying => {
             metrics::counter!(m::TASKS_RETRIED_TOTAL).increment(1);
         }
+        // Written as `queued` when its sub-tasks had all ended meanwhile: claim it.
+        TaskStatus::WaitingSubtasks => state.tasks.wake(),
         s if s.is_terminal() => {
             metrics::counter!(m::TASKS_TOTAL, "status" => s.as_str()).increment(1);
             let since = task.started_at.unwrap_or(task.created_at);
@@ -471,6 +479,9 @@ async fn finish(
             state.tasks.finished.notify_waiters();
             if task.callback_url.is_some() {
                 webhooks::task_ended_by_id(state, task.tenant_id, task.id).await;
+            }
+            if task.parent_task_id.is_some() {
+                requeue_parents(state).await;
             }
         }
         _ => {}
@@ -488,8 +499,7 @@ async fn finish(
     }
 }
 
-/// The queue as the runtime reaches it: sub-tasks go through [`submit`], slots are lent
-/// through the hub.
+/// The queue as the runtime reaches it: sub-tasks go through [`submit`].
 pub struct TaskQueue<'a>(pub &'a AppState);
 
 #[async_trait]
@@ -524,10 +534,6 @@ impl runtime::Queue for TaskQueue<'_> {
             Err(e) => Err(SubTaskError::Refused(e.to_string())),
         }
     }
-
-    fn lend_slot(&self) -> Option<LentSlot> {
-        self.0.tasks.lend_slot()
-    }
 }
 
 /// Rescues tasks whose lease expired (their worker is presumed dead).
@@ -559,6 +565,7 @@ async fn reaper(state: AppState, stop: CancellationToken) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "lease reaper failed"),
         }
+        requeue_parents(&state).await;
         match state.store.expire_inputs().await {
             Ok(r) => {
                 for t in &r {
@@ -573,6 +580,22 @@ async fn reaper(state: AppState, stop: CancellationToken) {
             }
             Err(e) => tracing::warn!(error = %e, "input timeouts failed"),
         }
+    }
+}
+
+/// Queues again the parents whose sub-tasks all ended (after a child's end, and on every
+/// reaper pass for ends the direct path missed: a cancel, a rescue, a race with the
+/// parent's own parking).
+async fn requeue_parents(state: &AppState) {
+    match state.store.requeue_parents().await {
+        Ok(ids) if !ids.is_empty() => {
+            for id in ids {
+                state.tasks.task_changed(id);
+            }
+            state.tasks.wake();
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot requeue waiting parents"),
     }
 }
 

@@ -54,6 +54,8 @@ pub enum Outcome {
     Cancelled,
     /// Paused on a tool call that needs a human decision.
     WaitingApproval,
+    /// Waiting for delegated sub-tasks to end (no worker held meanwhile).
+    WaitingSubtasks,
     /// Paused on a question to a person (`ask_human`), for at most `timeout_seconds`.
     WaitingInput {
         timeout_seconds: i64,
@@ -434,6 +436,8 @@ impl<'a> Run<'a> {
             // 1. Tool calls of the last model turn that have no result yet.
             let pending = std::mem::take(&mut self.pending);
             let step = self.pending_step;
+            // Sub-tasks of this step still running: once every call is made, the task waits.
+            let mut running_children = 0usize;
             for (index, call) in pending.iter().enumerate() {
                 if self.answered.contains(&call.id) {
                     continue;
@@ -502,6 +506,10 @@ impl<'a> Run<'a> {
                     )
                 } else {
                     match self.call_tool(sink, call, name, &key).await {
+                        Ok(r) if r.outcome == tools::WAITING => {
+                            running_children += 1;
+                            continue;
+                        }
                         Ok(r) => (r.outcome, r.content),
                         Err(o) => return o,
                     }
@@ -512,6 +520,26 @@ impl<'a> Run<'a> {
                 {
                     return o;
                 }
+            }
+
+            if running_children > 0 {
+                let ev = NewEvent::status(
+                    TaskStatus::WaitingSubtasks,
+                    json!({ "running_subtasks": running_children }),
+                );
+                return match self
+                    .record(
+                        sink,
+                        StepUpdate {
+                            events: vec![ev],
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                {
+                    Err(o) => o,
+                    Ok(_) => Outcome::WaitingSubtasks,
+                };
             }
 
             // 2. Limits, before any further vendor call.

@@ -1,11 +1,11 @@
 //! How the runtime reaches the task queue without depending on the orchestrator: a run
-//! that delegates hands a [`SubTask`] to a [`Queue`] and lends its worker slot while it
-//! waits. The orchestrator implements the trait over its one submit path.
+//! that delegates hands a [`SubTask`] to a [`Queue`], then parks its task in
+//! `waiting_subtasks` until the sub-tasks end. The orchestrator implements the trait over
+//! its one submit path.
 
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use crate::state::LentSlot;
 use crate::store::{Employee, Task};
 
 /// A task one employee hands another.
@@ -38,7 +38,4 @@ pub enum SubTaskError {
 pub trait Queue: Send + Sync {
     /// Queues a sub-task; a replay of the same delegation returns the first one.
     async fn submit_subtask(&self, sub: SubTask) -> Result<Task, SubTaskError>;
-    /// Lends the calling task's worker slot while it waits on other tasks; `None` when
-    /// this replica runs no claim loop.
-    fn lend_slot(&self) -> Option<LentSlot>;
 }

@@ -730,20 +730,50 @@ async fn delegate(ctx: &ToolCtx<'_>, target: &str, input: &str) -> ToolOutcome {
             return ToolOutcome::err("error", "storage is unavailable; try again later");
         }
     };
-    // A task waiting here lends its worker slot, so the sub-task can run even when every
-    // slot of this replica is held by a waiting parent; it takes one back to go on.
-    let lent = match ctx.task_id {
-        Some(_) => ctx.queue.lend_slot(),
-        None => None,
-    };
-    let outcome = wait_for_subtask(ctx, target, &child).await;
-    if let Some(slot) = lent {
-        slot.take_back().await;
+    // A task does not wait here: it parks in `waiting_subtasks` (no lease, no worker) and
+    // runs again once its sub-tasks ended; the call is then made again and finds the same
+    // sub-task (submitted idempotently), ended. A synchronous chat has no task to park.
+    if ctx.task_id.is_some() {
+        return match subtask_outcome(target, &child) {
+            Some(done) => done,
+            None => ToolOutcome {
+                outcome: WAITING,
+                content: json!({ "task_id": child.id, "employee": target }),
+            },
+        };
     }
-    outcome
+    wait_for_subtask(ctx, target, &child).await
 }
 
-/// Waits for a delegated task to end (or the caller's deadline).
+/// The outcome of a call whose sub-task has not ended yet: the task waits for it.
+pub const WAITING: &str = "waiting";
+
+/// The result of a delegated task once it ended; `None` while it runs.
+fn subtask_outcome(target: &str, t: &crate::store::Task) -> Option<ToolOutcome> {
+    if !t.status.is_terminal() {
+        return None;
+    }
+    Some(if t.status == TaskStatus::Succeeded {
+        ToolOutcome::ok(json!({
+            "task_id": t.id,
+            "employee": target,
+            "output": t.result.as_ref().and_then(|r| r.get("output")).cloned(),
+        }))
+    } else {
+        ToolOutcome::err(
+            "error",
+            format!(
+                "sub-task {} ended {}: {}",
+                t.id,
+                t.status.as_str(),
+                t.error.clone().unwrap_or_default()
+            ),
+        )
+    })
+}
+
+/// Waits for a delegated task to end (or the caller's deadline): a synchronous chat's
+/// delegation, which has no task to park.
 async fn wait_for_subtask(
     ctx: &ToolCtx<'_>,
     target: &str,
@@ -754,26 +784,11 @@ async fn wait_for_subtask(
     loop {
         let waiter = ctx.state.tasks.finished.notified();
         match store.get_task(tenant, child.id).await {
-            Ok(t) if t.status.is_terminal() => {
-                return if t.status == TaskStatus::Succeeded {
-                    ToolOutcome::ok(json!({
-                        "task_id": t.id,
-                        "employee": target,
-                        "output": t.result.as_ref().and_then(|r| r.get("output")).cloned(),
-                    }))
-                } else {
-                    ToolOutcome::err(
-                        "error",
-                        format!(
-                            "sub-task {} ended {}: {}",
-                            t.id,
-                            t.status.as_str(),
-                            t.error.unwrap_or_default()
-                        ),
-                    )
-                };
+            Ok(t) => {
+                if let Some(done) = subtask_outcome(target, &t) {
+                    return done;
+                }
             }
-            Ok(_) => {}
             Err(e) => return ToolOutcome::err("error", store_msg(&e)),
         }
         let left = ctx.deadline.saturating_duration_since(Instant::now());

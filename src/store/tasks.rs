@@ -29,10 +29,12 @@ pub enum TaskStatus {
     Retrying,
     /// Parked on a question to a human (`ask_human`) until `POST /v1/tasks/{id}/input`.
     WaitingInput,
+    /// Parked until its delegated sub-tasks end (no lease, no worker slot).
+    WaitingSubtasks,
 }
 
 impl TaskStatus {
-    pub const ALL: [TaskStatus; 8] = [
+    pub const ALL: [TaskStatus; 9] = [
         TaskStatus::Queued,
         TaskStatus::Running,
         TaskStatus::Succeeded,
@@ -41,6 +43,7 @@ impl TaskStatus {
         TaskStatus::WaitingApproval,
         TaskStatus::Retrying,
         TaskStatus::WaitingInput,
+        TaskStatus::WaitingSubtasks,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +56,7 @@ impl TaskStatus {
             TaskStatus::WaitingApproval => "waiting_approval",
             TaskStatus::Retrying => "retrying",
             TaskStatus::WaitingInput => "waiting_input",
+            TaskStatus::WaitingSubtasks => "waiting_subtasks",
         }
     }
 
@@ -204,8 +208,9 @@ pub struct StepUpdate {
 #[derive(Clone, Debug)]
 pub struct Finish {
     /// `succeeded`, `failed`, `cancelled` (terminal), `retrying` (with `run_at`),
-    /// `waiting_approval`, `waiting_input` (with `run_at` = the answer's deadline) or
-    /// `queued` (released); the attempt is given back for the last three.
+    /// `waiting_approval`, `waiting_input` (with `run_at` = the answer's deadline),
+    /// `waiting_subtasks` (written as `queued` when no sub-task is unfinished any more) or
+    /// `queued` (released); the attempt is given back for the last four.
     pub status: TaskStatus,
     pub result: Option<Value>,
     pub error: Option<String>,
@@ -383,6 +388,9 @@ pub trait TaskStore: Send + Sync {
     -> StoreResult<Option<Task>>;
     /// Tasks waiting for input past their deadline (`run_at`) fail with `input_timeout`.
     async fn expire_inputs(&self) -> StoreResult<Vec<Rescued>>;
+    /// Tasks in `waiting_subtasks` none of whose sub-tasks is still unfinished go back to
+    /// `queued` (with a status event); their ids.
+    async fn requeue_parents(&self) -> StoreResult<Vec<Uuid>>;
     /// Events with `seq > after`, in order.
     async fn list_events(&self, task: Uuid, after: i64, limit: u32) -> StoreResult<Vec<TaskEvent>>;
     /// Number of tasks per status (statuses with none are absent).

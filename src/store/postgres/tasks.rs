@@ -444,12 +444,21 @@ impl TaskStore for PgStore {
     async fn finish_task(&self, lease: &Lease, f: &Finish) -> StoreResult<bool> {
         let give_back = matches!(
             f.status,
-            TaskStatus::Queued | TaskStatus::WaitingApproval | TaskStatus::WaitingInput
+            TaskStatus::Queued
+                | TaskStatus::WaitingApproval
+                | TaskStatus::WaitingInput
+                | TaskStatus::WaitingSubtasks
         );
-        let requeued = matches!(f.status, TaskStatus::Queued | TaskStatus::Retrying);
+        let requeued = matches!(
+            f.status,
+            TaskStatus::Queued | TaskStatus::Retrying | TaskStatus::WaitingSubtasks
+        );
         let (kinds, payloads) = event_arrays(&f.step.events);
         let won: Option<i32> = sqlx::query_scalar(concat!(
-            "WITH u AS (UPDATE tasks SET status = $11, result = COALESCE($12, result), \
+            "WITH u AS (UPDATE tasks SET status = CASE WHEN $11 = 'waiting_subtasks' AND NOT \
+             EXISTS (SELECT 1 FROM tasks c WHERE c.parent_task_id = $6 AND c.status IN \
+             ('queued', 'running', 'retrying', 'waiting_approval', 'waiting_input', 'waiting_subtasks')) THEN 'queued' ELSE $11 END, \
+             result = COALESCE($12, result), \
              error = $13, run_at = COALESCE($14, run_at), lease_owner = NULL, \
              lease_expires_at = NULL, attempt = CASE WHEN $15 THEN attempt - 1 ELSE attempt END, \
              finished_at = CASE WHEN $16 THEN $5 ELSE finished_at END, \
@@ -556,7 +565,8 @@ impl TaskStore for PgStore {
         let row = sqlx::query(concat!(
             "UPDATE tasks SET status = 'cancelled', cancel_requested = true, finished_at = $1, \
              updated_at = $1, error = 'cancelled on request' WHERE tenant_id = $2 AND id = $3 \
-             AND status IN ('queued', 'retrying', 'waiting_approval', 'waiting_input') RETURNING ",
+             AND status IN ('queued', 'retrying', 'waiting_approval', 'waiting_input', \
+             'waiting_subtasks') RETURNING ",
             task_cols!()
         ))
         .bind(t)
@@ -620,6 +630,35 @@ impl TaskStore for PgStore {
             NewEvent::new("input", input),
         )
         .await
+    }
+
+    async fn requeue_parents(&self) -> StoreResult<Vec<Uuid>> {
+        let t = now();
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "UPDATE tasks p SET status = 'queued', run_at = $1, updated_at = $1 \
+             WHERE p.status = 'waiting_subtasks' AND NOT EXISTS (SELECT 1 FROM tasks c \
+             WHERE c.parent_task_id = p.id AND c.status IN \
+             ('queued', 'running', 'retrying', 'waiting_approval', 'waiting_input', 'waiting_subtasks')) RETURNING p.id",
+        )
+        .bind(t)
+        .fetch_all(&mut *tx)
+        .await?;
+        for id in &ids {
+            let ev = NewEvent::status(
+                TaskStatus::Queued,
+                serde_json::json!({"reason": "sub-tasks ended"}),
+            );
+            append(&mut tx, *id, &[ev]).await?;
+        }
+        if !ids.is_empty() {
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(TASKS_CHANNEL)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(ids)
     }
 
     async fn expire_inputs(&self) -> StoreResult<Vec<Rescued>> {

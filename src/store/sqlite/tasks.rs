@@ -471,11 +471,17 @@ fn finish_task_rs(conn: &rusqlite::Connection, lease: &Lease, f: &Finish) -> Sto
     let id = lease.task_id.to_string();
     let give_back = matches!(
         f.status,
-        TaskStatus::Queued | TaskStatus::WaitingApproval | TaskStatus::WaitingInput
+        TaskStatus::Queued
+            | TaskStatus::WaitingApproval
+            | TaskStatus::WaitingInput
+            | TaskStatus::WaitingSubtasks
     );
     let done = conn
         .prepare_cached(
-            "UPDATE tasks SET status = ?1, result = COALESCE(?2, result), error = ?3, \
+            "UPDATE tasks SET status = CASE WHEN ?1 = 'waiting_subtasks' AND NOT EXISTS \
+             (SELECT 1 FROM tasks c WHERE c.parent_task_id = tasks.id AND c.status IN \
+             ('queued', 'running', 'retrying', 'waiting_approval', 'waiting_input', 'waiting_subtasks')) THEN 'queued' ELSE ?1 END, \
+             result = COALESCE(?2, result), error = ?3, \
              run_at = COALESCE(?4, run_at), lease_owner = NULL, lease_expires_at = NULL, \
              attempt = CASE WHEN ?5 THEN attempt - 1 ELSE attempt END, \
              finished_at = CASE WHEN ?6 THEN ?7 ELSE finished_at END, \
@@ -594,7 +600,8 @@ fn cancel_rs(
         concat!(
             "UPDATE tasks SET status = 'cancelled', cancel_requested = 1, finished_at = ?1, \
              updated_at = ?1, error = 'cancelled on request' WHERE tenant_id = ?2 AND id = ?3 \
-             AND status IN ('queued', 'retrying', 'waiting_approval', 'waiting_input') RETURNING ",
+             AND status IN ('queued', 'retrying', 'waiting_approval', 'waiting_input', \
+             'waiting_subtasks') RETURNING ",
             task_cols!()
         ),
         rusqlite::params![t, tenant, id],
@@ -647,6 +654,34 @@ fn resume_waiting_rs(
         &[event, NewEvent::status(TaskStatus::Queued, Value::Null)],
     )?;
     Ok(Some(task))
+}
+
+/// Requeues the parents whose sub-tasks all ended, each with a `queued` event.
+fn requeue_parents_rs(conn: &rusqlite::Connection) -> StoreResult<Vec<Uuid>> {
+    let t = ts(&now());
+    let mut st = conn
+        .prepare_cached(
+            "UPDATE tasks SET status = 'queued', run_at = ?1, updated_at = ?1 \
+             WHERE status = 'waiting_subtasks' AND NOT EXISTS (SELECT 1 FROM tasks c \
+             WHERE c.parent_task_id = tasks.id AND c.status IN \
+             ('queued', 'running', 'retrying', 'waiting_approval', 'waiting_input', 'waiting_subtasks')) RETURNING id",
+        )
+        .map_err(engine)?;
+    let ids = st
+        .query_map(rusqlite::params![t], |r| r.get::<_, String>(0))
+        .map_err(engine)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(engine)?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let ev = NewEvent::status(
+            TaskStatus::Queued,
+            serde_json::json!({"reason": "sub-tasks ended"}),
+        );
+        append_rs(conn, &id, &[ev])?;
+        out.push(parse_id(&id)?);
+    }
+    Ok(out)
 }
 
 /// Fails the tasks whose wait for input is over, each with a `failed` event.
@@ -877,6 +912,10 @@ impl TaskStore for SqliteStore {
 
     async fn expire_inputs(&self) -> StoreResult<Vec<Rescued>> {
         self.hot.run(expire_inputs_rs).await
+    }
+
+    async fn requeue_parents(&self) -> StoreResult<Vec<Uuid>> {
+        self.hot.run(requeue_parents_rs).await
     }
 
     async fn list_events(&self, task: Uuid, after: i64, limit: u32) -> StoreResult<Vec<TaskEvent>> {
