@@ -621,7 +621,20 @@ async fn approvals_inbox_approve_reject_and_cancel(backend: Backend) {
     let (_, html) = b.get("/approvals").await;
     assert!(html.contains(&format!("approval-{yes}")), "{html}");
     assert!(html.contains(&format!("approval-{no}")));
-    assert!(html.contains("6 * 7"), "the call's arguments are shown");
+    // The pending call itself: the tool and its arguments (not only the task's input).
+    assert!(
+        html.contains("wants to call <code>calculator</code>"),
+        "{html}"
+    );
+    let shown: Vec<&str> = html
+        .split("<summary>Arguments</summary><pre>")
+        .skip(1)
+        .filter_map(|part| part.split("</pre>").next())
+        .collect();
+    assert!(
+        shown.iter().any(|a| a.contains("6 * 7")) && shown.iter().any(|a| a.contains("1 + 1")),
+        "each call's arguments are shown: {html}"
+    );
     assert!(
         html.contains("id=\"approvals-badge\""),
         "the navigation badge"

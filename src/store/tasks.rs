@@ -362,6 +362,8 @@ pub trait TaskStore: Send + Sync {
     ) -> StoreResult<Option<Task>>;
     /// Events with `seq > after`, in order.
     async fn list_events(&self, task: Uuid, after: i64, limit: u32) -> StoreResult<Vec<TaskEvent>>;
+    /// The latest event of `kind` of each of `tasks` that has one, in one query.
+    async fn last_events(&self, tasks: &[Uuid], kind: &str) -> StoreResult<Vec<TaskEvent>>;
     /// Number of tasks per status (statuses with none are absent).
     async fn count_tasks_by_status(&self) -> StoreResult<Vec<(TaskStatus, i64)>>;
     /// Tenants with at least `cap` top-level tasks running and another one due: those

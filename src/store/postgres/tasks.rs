@@ -638,6 +638,23 @@ impl TaskStore for PgStore {
         rows.iter().map(event_row).collect()
     }
 
+    async fn last_events(&self, tasks: &[Uuid], kind: &str) -> StoreResult<Vec<TaskEvent>> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT e.task_id, e.seq, e.kind, e.payload, e.created_at \
+             FROM unnest($1::uuid[]) AS j(id) CROSS JOIN LATERAL \
+             (SELECT * FROM task_events WHERE task_id = j.id AND kind = $2 \
+              ORDER BY seq DESC LIMIT 1) AS e",
+        )
+        .bind(tasks)
+        .bind(kind)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_row).collect()
+    }
+
     async fn count_tasks_by_status(&self) -> StoreResult<Vec<(TaskStatus, i64)>> {
         let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status")
             .fetch_all(&self.pool)
