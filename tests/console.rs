@@ -618,6 +618,17 @@ async fn approvals_inbox_approve_reject_and_cancel(backend: Backend) {
     wait_status(&app, &yes, "waiting_approval").await;
     wait_status(&app, &no, "waiting_approval").await;
     let b = Browser::signin(&app, common::ADMIN_KEY).await;
+    // The overview counts them, now and among the last 24 hours' tasks.
+    let (_, html) = b.get("/").await;
+    assert!(
+        html.contains("id=\"stat-waiting\"><a href=\"/approvals\">2</a>"),
+        "{html}"
+    );
+    assert!(html.contains("Tasks in the last 24 hours (2)"), "{html}");
+    assert!(
+        html.contains("<a href=\"/tasks?status=waiting_approval\">2</a>"),
+        "{html}"
+    );
     let (_, html) = b.get("/approvals").await;
     assert!(html.contains(&format!("approval-{yes}")), "{html}");
     assert!(html.contains(&format!("approval-{no}")));

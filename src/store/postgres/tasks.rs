@@ -682,29 +682,24 @@ impl TaskStore for PgStore {
     async fn count_tenant_tasks(
         &self,
         tenant: Uuid,
-        since: Option<DateTime<Utc>>,
-    ) -> StoreResult<Vec<(TaskStatus, i64)>> {
-        let rows =
-            match since {
-                Some(t) => {
-                    sqlx::query(
-                        "SELECT status, COUNT(*) AS n FROM tasks WHERE tenant_id = $1 \
-                     AND created_at >= $2 GROUP BY status",
-                    )
-                    .bind(tenant)
-                    .bind(t)
-                    .fetch_all(&self.pool)
-                    .await?
-                }
-                None => sqlx::query(
-                    "SELECT status, COUNT(*) AS n FROM tasks WHERE tenant_id = $1 GROUP BY status",
-                )
-                .bind(tenant)
-                .fetch_all(&self.pool)
-                .await?,
-            };
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<(TaskStatus, i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) FILTER (WHERE created_at >= $2) AS recent, \
+             COUNT(*) AS n FROM tasks WHERE tenant_id = $1 GROUP BY status",
+        )
+        .bind(tenant)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
-            .map(|r| Ok((status(r.try_get("status")?)?, r.try_get("n")?)))
+            .map(|r| {
+                Ok((
+                    status(r.try_get("status")?)?,
+                    r.try_get("recent")?,
+                    r.try_get("n")?,
+                ))
+            })
             .collect()
     }
 

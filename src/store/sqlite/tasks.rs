@@ -868,29 +868,24 @@ impl TaskStore for SqliteStore {
     async fn count_tenant_tasks(
         &self,
         tenant: Uuid,
-        since: Option<DateTime<Utc>>,
-    ) -> StoreResult<Vec<(TaskStatus, i64)>> {
-        let rows =
-            match since {
-                Some(t) => {
-                    sqlx::query(
-                        "SELECT status, COUNT(*) AS n FROM tasks WHERE tenant_id = ? \
-                     AND created_at >= ? GROUP BY status",
-                    )
-                    .bind(tenant.to_string())
-                    .bind(ts(&t))
-                    .fetch_all(&self.pool)
-                    .await?
-                }
-                None => sqlx::query(
-                    "SELECT status, COUNT(*) AS n FROM tasks WHERE tenant_id = ? GROUP BY status",
-                )
-                .bind(tenant.to_string())
-                .fetch_all(&self.pool)
-                .await?,
-            };
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<(TaskStatus, i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT status, SUM(CASE WHEN created_at >= ? THEN 1 ELSE 0 END) AS recent, \
+             COUNT(*) AS n FROM tasks WHERE tenant_id = ? GROUP BY status",
+        )
+        .bind(ts(&since))
+        .bind(tenant.to_string())
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
-            .map(|r| Ok((status(r.try_get("status")?)?, r.try_get("n")?)))
+            .map(|r| {
+                Ok((
+                    status(r.try_get("status")?)?,
+                    r.try_get("recent")?,
+                    r.try_get("n")?,
+                ))
+            })
             .collect()
     }
 
