@@ -214,6 +214,7 @@ check_compose() {
         API_KEY_WHITELIST=example-key GRAFANA_PASSWORD=example-grafana \
         OPENAI_API_KEY=sk-example CLAUDE_API_KEY=sk-ant-example
     docker-compose -f deploy/docker-compose.prod.yml config -q
+    docker-compose -f deploy/docker-compose.prod.yml -f deploy/docker-compose.tracing.yml config -q
     docker-compose -f deploy/docker-compose.prod.yml config >"$WORK/compose.rendered.yml"
     "$VENV/bin/python" .ci/deploy_checks.py compose "$WORK/compose.rendered.yml"
     # and it must refuse to start without its secrets

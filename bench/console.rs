@@ -30,6 +30,7 @@ fn employee(name: &str, max_steps: i32, approval: bool) -> EmployeeFields {
         temperature: 0.0,
         redact_prompts: false,
         output_schema: None,
+        input_timeout_seconds: 86_400,
         approval_tools: if approval {
             vec!["calculator".into()]
         } else {

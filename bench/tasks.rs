@@ -80,6 +80,7 @@ async fn main() {
             redact_prompts: false,
             approval_tools: vec![],
             output_schema: None,
+            input_timeout_seconds: 86_400,
         },
     )
     .await

@@ -29,6 +29,8 @@ use crate::telemetry;
 const KEY_USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 /// How often stored `/v1/responses` answers past their retention are purged.
 const RESPONSES_PURGE_INTERVAL: Duration = Duration::from_secs(60);
+/// How often expired budget reservations are reclaimed and the budget gauges sampled.
+const BUDGET_SWEEP_INTERVAL: Duration = Duration::from_secs(15);
 
 /// A built app: listeners bound, database connected and checked, not yet serving.
 pub struct App {
@@ -37,6 +39,7 @@ pub struct App {
     metrics_listener: TcpListener,
     bootstrap_key: Option<String>,
     ai_writer: crate::ai::accounting::Writer,
+    budget_settler: crate::ai::budget::Settler,
 }
 
 impl App {
@@ -122,7 +125,7 @@ impl App {
             )?,
             None => RateLimiter::memory(config.rate_limit_window),
         };
-        let (ai, ai_writer) = crate::ai::build(&config.ai, store.clone())
+        let (ai, ai_writer, budget_settler) = crate::ai::build(&config.ai, store.clone())
             .await
             .context("setting up the AI providers")?;
         let egress = Arc::new(EgressPolicy::new(config.egress_allow_cidrs.clone()));
@@ -147,6 +150,7 @@ impl App {
             metrics_listener,
             bootstrap_key,
             ai_writer,
+            budget_settler,
         })
     }
 
@@ -178,6 +182,7 @@ impl App {
             api_listener,
             metrics_listener,
             ai_writer,
+            budget_settler,
             ..
         } = self;
         let stop_listeners = CancellationToken::new();
@@ -212,6 +217,19 @@ impl App {
         // AI call records are written until the API has stopped, then drained.
         let stop_writer = CancellationToken::new();
         tasks.spawn(ai_writer.run(stop_writer.clone()));
+        // Budget settlements likewise, drained after the API and the workers stopped.
+        tasks.spawn(budget_settler.run(stop_writer.clone()));
+        // Budget reservations of dead replicas come back; the budget gauges are sampled.
+        if let Some(budgets) = state.ai.budgets().cloned() {
+            tasks.spawn(every(
+                BUDGET_SWEEP_INTERVAL,
+                stop_listeners.clone(),
+                move || {
+                    let budgets = budgets.clone();
+                    async move { budgets.sweep().await }
+                },
+            ));
+        }
 
         // The in-process rate limiter forgets idle callers here, off the request path.
         let limiter = state.rate_limiter.clone();

@@ -122,6 +122,7 @@ fn router(providers: Vec<Arc<dyn Provider>>, cfg: RouterConfig) -> Arc<AiRouter>
 fn ctx() -> CallContext {
     CallContext {
         tenant_id: DEFAULT_TENANT_ID,
+        key_id: None,
         task_id: None,
         employee_id: None,
     }
@@ -351,7 +352,9 @@ async fn a_hanging_vendor_times_out_and_the_next_answers() {
     let v = Vendor::start().await;
     v.faults(vec![rule("hang", Fault::Hang, None)]);
     let mut c = cfg();
-    c.attempt_timeout = Duration::from_millis(300);
+    // Long enough for the answering vendor on a busy machine; only the hanging one
+    // reaches it.
+    c.attempt_timeout = Duration::from_secs(3);
     c.retries = 1;
     let r = router(vec![v.openai(KEY), v.anthropic()], c);
     let out = r
@@ -402,30 +405,53 @@ async fn context_length_errors_move_to_a_larger_window() {
 }
 
 #[tokio::test]
-async fn the_breaker_opens_skips_and_recovers() {
+async fn the_breaker_opens_and_skips_for_its_cooldown() {
     let v = Vendor::start().await;
     v.faults(vec![rule("m1", status(500), Some(2))]);
     let mut c = cfg();
     c.retries = 0;
     c.breaker_threshold = 2;
-    c.breaker_cooldown = Duration::from_millis(300);
+    // Far longer than the test: the breaker cannot half-open on its own meanwhile.
+    c.breaker_cooldown = Duration::from_secs(3600);
+    let r = router(vec![v.openai(KEY), v.anthropic()], c);
+    let ch = chain(&["openai/m1", "anthropic/m2"]);
+    r.chat(&ch, &calc_request("x"), ctx()).await.unwrap();
+    assert_eq!(
+        r.breaker_state("openai"),
+        Some(BreakerState::Closed),
+        "one fault is under the threshold"
+    );
+    r.chat(&ch, &calc_request("x"), ctx()).await.unwrap();
+    assert_eq!(r.breaker_state("openai"), Some(BreakerState::Open));
+    for _ in 0..3 {
+        let out = r.chat(&ch, &calc_request("x"), ctx()).await.unwrap();
+        assert_eq!(out.failed_attempts[0].kind, ErrorKind::CircuitOpen);
+        assert_eq!(out.provider, "anthropic");
+    }
+    assert_eq!(v.count("m1"), 2, "skipped while open");
+    assert_eq!(r.breaker_state("anthropic"), Some(BreakerState::Closed));
+}
+
+#[tokio::test]
+async fn the_breaker_recovers_through_a_successful_probe() {
+    let v = Vendor::start().await;
+    v.faults(vec![rule("m1", status(500), Some(2))]);
+    let mut c = cfg();
+    c.retries = 0;
+    c.breaker_threshold = 2;
+    // No cooldown: once open, the next call is the probe (the timing of the cooldown
+    // itself is covered by the unit tests in src/ai/router.rs).
+    c.breaker_cooldown = Duration::ZERO;
     let r = router(vec![v.openai(KEY), v.anthropic()], c);
     let ch = chain(&["openai/m1", "anthropic/m2"]);
     for _ in 0..2 {
-        r.chat(&ch, &calc_request("x"), ctx()).await.unwrap();
+        let out = r.chat(&ch, &calc_request("x"), ctx()).await.unwrap();
+        assert_eq!(out.provider, "anthropic");
     }
-    assert_eq!(r.breaker_state("openai"), Some(BreakerState::Open));
-    let out = r.chat(&ch, &calc_request("x"), ctx()).await.unwrap();
-    assert_eq!(out.failed_attempts[0].kind, ErrorKind::CircuitOpen);
-    assert_eq!(v.count("m1"), 2, "skipped while open");
-
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while r.breaker_state("openai") != Some(BreakerState::HalfOpen) {
-        assert!(Instant::now() < deadline, "breaker never half-opened");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert_eq!(r.breaker_state("openai"), Some(BreakerState::HalfOpen));
     let out = r.chat(&ch, &calc_request("x"), ctx()).await.unwrap();
     assert_eq!(out.provider, "openai", "the probe succeeded");
+    assert!(out.failed_attempts.is_empty());
     assert_eq!(r.breaker_state("openai"), Some(BreakerState::Closed));
     assert_eq!(v.count("m1"), 3);
 }
@@ -503,6 +529,7 @@ async fn the_result_cache_is_per_tenant() {
     req.temperature = Some(0.0);
     let ctx = |tenant| CallContext {
         tenant_id: tenant,
+        key_id: None,
         task_id: None,
         employee_id: None,
     };
@@ -540,6 +567,7 @@ async fn accounting_and_cache(backend: common::Backend) {
     let employee = uuid::Uuid::now_v7();
     let tctx = CallContext {
         tenant_id: DEFAULT_TENANT_ID,
+        key_id: None,
         task_id: Some(task),
         employee_id: Some(employee),
     };
@@ -764,17 +792,7 @@ async fn gateway_serves_openai_format_with_fallback_and_streaming() {
     let err = common::assert_error(r, 422, "validation_error").await;
     assert_eq!(err["error"]["field"], "messages[0].role");
 
-    // Metrics: requests by service, model and status; tokens by type; breaker state.
-    let m = app.metrics().await;
-    assert!(
-        m.contains(r#"ai_requests_total{service="openai",model="gpt-4o-mini",status="success"}"#)
-    );
-    assert!(m.contains(r#"ai_requests_total{service="openai",model="down",status="error"}"#));
-    assert!(m.contains(
-        r#"ai_tokens_used_total{service="anthropic",model="claude-sonnet-4",type="output"}"#
-    ));
-    assert!(m.contains("ai_circuit_breaker_state{provider=\"openai\"}"));
-    assert!(m.contains("ai_gateway_overhead_seconds_bucket"));
+    // Its metrics are counted exactly in tests/metric_deltas.rs.
 }
 
 #[tokio::test]

@@ -187,31 +187,50 @@ async fn optimistic_concurrency(backend: Backend) {
         .unwrap();
     assert_error(r, 409, "conflict").await;
 
-    // Concurrent blind updates all apply, none is lost.
+    // Concurrent blind updates: each is retried a few times against a moving version, so
+    // under heavy contention one may still be refused with 409; none that was answered
+    // 200 is lost. Every 200 carries its own version, the versions are consecutive, and
+    // the employee ends as the writer with the highest version left it.
     let mut handles = Vec::new();
     for i in 0..8 {
         let client = app.client.clone();
         let url = app.url(&path);
         handles.push(tokio::spawn(async move {
-            client
+            let r = client
                 .patch(url)
                 .header("X-API-Key", ADMIN_KEY)
                 .json(&json!({"instructions": format!("writer {i}")}))
                 .send()
                 .await
-                .unwrap()
-                .status()
-                .as_u16()
+                .unwrap();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap();
+            (status, body)
         }));
     }
-    let mut ok = 0;
+    let mut applied = Vec::new();
     for h in handles {
-        let s = h.await.unwrap();
-        assert!(s == 200 || s == 409, "status {s}");
-        ok += usize::from(s == 200);
+        let (s, body) = h.await.unwrap();
+        match s {
+            200 => applied.push((
+                body["version"].as_i64().unwrap(),
+                body["instructions"].as_str().unwrap().to_string(),
+            )),
+            409 => assert_eq!(body["error"]["type"], "conflict", "{body}"),
+            _ => panic!("status {s}: {body}"),
+        }
     }
+    assert!(!applied.is_empty(), "no concurrent update applied");
+    applied.sort();
+    let versions: Vec<i64> = applied.iter().map(|(v, _)| *v).collect();
+    assert_eq!(
+        versions,
+        (3..3 + applied.len() as i64).collect::<Vec<_>>(),
+        "each applied update has its own version"
+    );
     let now: Value = app.get(&path).send().await.unwrap().json().await.unwrap();
-    assert_eq!(now["version"].as_i64().unwrap(), 2 + ok as i64);
+    assert_eq!(now["version"].as_i64().unwrap(), 2 + applied.len() as i64);
+    assert_eq!(now["instructions"], applied.last().unwrap().1.as_str());
 
     // Renaming onto a taken name is a conflict.
     app.create_employee("hopper").await;
@@ -425,7 +444,12 @@ async fn auth_is_required_except_on_public_paths(backend: Backend) {
     assert_eq!(r.status(), 200);
     let (prefix, secret) = key.strip_prefix("de_").unwrap().split_once('_').unwrap();
     let rec = fresh.store.find_api_key(prefix).await.unwrap();
-    assert_ne!(rec.secret_hash, secret);
+    // What is stored is the SHA-256 of the secret, in hex, and nothing of the secret.
+    use sha2::Digest;
+    assert_eq!(
+        rec.secret_hash,
+        hex::encode(sha2::Sha256::digest(secret.as_bytes()))
+    );
     assert!(!rec.secret_hash.contains(secret));
     let tampered = format!("de_{prefix}_{}x", &secret[..secret.len() - 1]);
     let r = fresh
@@ -462,21 +486,7 @@ async fn metrics_are_labelled_by_route_template(backend: Backend) {
     let r = app.get("/v1/raw/path/123").send().await.unwrap();
     assert_eq!(r.status(), 404);
     let text = app.metrics().await;
-    let line = text
-        .lines()
-        .find(|l| {
-            l.starts_with("http_requests_total{")
-                && l.contains(r#"endpoint="/v1/employees/{id}""#)
-                && l.contains(r#"method="GET""#)
-                && l.contains(r#"status="200""#)
-        })
-        .unwrap_or_else(|| panic!("no templated counter in\n{text}"));
-    let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
-    assert!(n >= 3.0, "{line}");
-    assert!(text.contains(
-        r#"http_request_duration_seconds_bucket{method="GET",endpoint="/v1/employees/{id}""#
-    ));
-    assert!(text.contains(r#"endpoint="unmatched""#));
+    // The counts themselves are checked exactly in tests/metric_deltas.rs.
     assert!(!text.contains(id), "raw ids never become labels");
     assert!(
         !text.contains("/v1/raw/path"),

@@ -41,6 +41,7 @@ fn fields(name: &str, i: usize) -> EmployeeFields {
             Vec::new()
         },
         output_schema: None,
+        input_timeout_seconds: 86_400,
     }
 }
 
@@ -126,6 +127,8 @@ async fn snapshot(backend: Backend, url: &str) -> BTreeMap<String, BTreeSet<Stri
                         .unwrap();
                 out.insert(t, rows.into_iter().collect());
             }
+            // Closed before returning: a restore needs the file to itself.
+            c.close().await.unwrap();
         }
         Backend::Postgres => {
             let mut c = sqlx::PgConnection::connect(url).await.unwrap();
@@ -145,6 +148,7 @@ async fn snapshot(backend: Backend, url: &str) -> BTreeMap<String, BTreeSet<Stri
                 .unwrap();
                 out.insert(t, rows.into_iter().collect());
             }
+            c.close().await.unwrap();
         }
     }
     out
@@ -304,14 +308,51 @@ async fn round_trip_while_writing(backend: Backend) {
         .count() as u64;
     assert!(during >= at_start, "{during} of {at_start} early writes");
 
-    // The restored database serves.
+    // The restored database serves what was backed up: the tasks, with their results
+    // and events, as the source serves them.
     let restored_app = TestApp::spawn_on(dst, &[]).await;
     let r = restored_app
-        .get("/v1/employees?limit=5")
+        .get("/v1/tasks?employee=backup-calc&status=succeeded&limit=100")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    let tasks: serde_json::Value = r.json().await.unwrap();
+    let tasks = tasks["data"].as_array().unwrap();
+    assert_eq!(tasks.len(), 5, "{tasks:?}");
+    for t in tasks {
+        let id = t["id"].as_str().unwrap();
+        let original = app
+            .get(&format!("/v1/tasks/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap();
+        let served = restored_app
+            .get(&format!("/v1/tasks/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap();
+        assert_eq!(served, original);
+        assert!(served["result"]["output"].is_string(), "{served}");
+        let events = restored_app
+            .get(&format!("/v1/tasks/{id}/events"))
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap();
+        assert_eq!(
+            events["data"].as_array().unwrap().last().unwrap()["payload"]["status"],
+            "succeeded"
+        );
+    }
     restored_app.stop().await.unwrap();
     app.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
@@ -373,14 +414,30 @@ async fn the_binary_backs_up_and_refuses_bad_restores() {
     let backups = backup::list_backups(&dir).unwrap();
     assert_eq!(backups.len(), 1);
     let good = backups[0].0.clone();
+    // A row written after the backup: a restore that wrongly went through would lose it.
+    app.create_employee("after-the-backup").await;
+
+    // Stopped first, so no refusal below can come from the server holding the file.
+    let db = app.stop_keep_db().await;
+    let unchanged = snapshot(Backend::Sqlite, &url).await;
+    assert!(
+        unchanged["employees"]
+            .iter()
+            .any(|r| r.contains("after-the-backup"))
+    );
+    let refused = |out: &std::process::Output, says: &str| {
+        assert_eq!(out.status.code(), Some(1), "{}", text(out));
+        assert!(text(out).contains(says), "wanted {says:?} in {}", text(out));
+        assert!(!text(out).contains("in use"), "{}", text(out));
+    };
 
     // A missing file.
     let out = bin(&url)
         .args(["restore", "/nonexistent/db_backup_x.sqlite3", "--yes"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("does not exist"), "{}", text(&out));
+    refused(&out, "does not exist");
+    assert_eq!(snapshot(Backend::Sqlite, &url).await, unchanged);
     // A corrupt file: a real backup cut short.
     let bytes = std::fs::read(&good).unwrap();
     let junk = dir.join("junk");
@@ -393,11 +450,12 @@ async fn the_binary_backs_up_and_refuses_bad_restores() {
         .arg("--yes")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    refused(&out, "db_backup_corrupt.sqlite3");
+    assert_eq!(snapshot(Backend::Sqlite, &url).await, unchanged);
     // Without --yes and without a terminal: refused, nothing changed.
     let out = bin(&url).arg("restore").arg(&good).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("--yes"), "{}", text(&out));
+    refused(&out, "pass --yes");
+    assert_eq!(snapshot(Backend::Sqlite, &url).await, unchanged);
     // A PostgreSQL dump for a SQLite database.
     let pg = junk.join("db_backup_x.dump");
     std::fs::write(&pg, b"PGDMP\x01\x0e\x00").unwrap();
@@ -407,7 +465,8 @@ async fn the_binary_backs_up_and_refuses_bad_restores() {
         .arg("--yes")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    refused(&out, "is a PostgreSQL dump but DATABASE_URL is SQLite");
+    assert_eq!(snapshot(Backend::Sqlite, &url).await, unchanged);
     // Usage error.
     let out = bin(&url)
         .args(["backup", "--retention-days", "soon"])
@@ -442,9 +501,10 @@ async fn the_binary_backs_up_and_refuses_bad_restores() {
         2,
         "{log}"
     );
+    assert_eq!(snapshot(Backend::Sqlite, &url).await, unchanged);
 
-    // Restore through the binary once the server is stopped.
-    let db = app.stop_keep_db().await;
+    // The first backup restored through the binary: the later row is gone, the rest is
+    // back.
     let out = bin(&url)
         .arg("restore")
         .arg(&good)
@@ -453,6 +513,71 @@ async fn the_binary_backs_up_and_refuses_bad_restores() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("schema current"), "{}", text(&out));
+    let restored = snapshot(Backend::Sqlite, &url).await;
+    assert!(
+        !restored["employees"]
+            .iter()
+            .any(|r| r.contains("after-the-backup"))
+    );
+    assert_eq!(restored["api_keys"], unchanged["api_keys"]);
     drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// On PostgreSQL, through the binary, over a database that already holds data: without
+/// `--yes` nothing changes; with it the database is exactly what was backed up (a row
+/// written after the backup is gone), and it serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_cli_restore_over_an_existing_database() {
+    let Some(db) = TestDb::new_database(Backend::Postgres).await else {
+        return;
+    };
+    let app = TestApp::spawn_on(db, &[]).await;
+    let url = app.db().url.clone();
+    app.create_employee("before-the-backup").await;
+    let dir = temp_dir();
+    let out = bin(&url)
+        .args(["backup", "--output-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let dump = backup::list_backups(&dir).unwrap()[0].0.clone();
+    let backed_up = snapshot(Backend::Postgres, &url).await;
+    app.create_employee("after-the-backup").await;
+    let db = app.stop_keep_db().await;
+    let current = snapshot(Backend::Postgres, &url).await;
+    assert_ne!(current["employees"], backed_up["employees"]);
+
+    let out = bin(&url).arg("restore").arg(&dump).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("pass --yes"), "{}", text(&out));
+    assert_eq!(snapshot(Backend::Postgres, &url).await, current);
+
+    let out = bin(&url)
+        .arg("restore")
+        .arg(&dump)
+        .arg("--yes")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("schema current"), "{}", text(&out));
+    let restored = snapshot(Backend::Postgres, &url).await;
+    for table in ["employees", "tenants", "api_keys", "_sqlx_migrations"] {
+        assert_eq!(restored[table], backed_up[table], "{table}");
+    }
+
+    let app = TestApp::spawn_on(db, &[]).await;
+    let names = app
+        .get("/v1/employees?limit=100")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(names.contains("before-the-backup"), "{names}");
+    assert!(!names.contains("after-the-backup"), "{names}");
+    app.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }

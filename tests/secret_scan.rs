@@ -64,14 +64,19 @@ fn run(env: &[(String, String)], args: &[&str]) -> (bool, String, String) {
 }
 
 /// The database for the scenario: PostgreSQL with a password in its URL when
-/// `TEST_DATABASE_URL` is set (loopback trust auth ignores it), else SQLite.
+/// `TEST_DATABASE_URL` is set (loopback trust auth ignores it), else SQLite, unless
+/// `REQUIRE_BACKEND_TESTS=1` asks for PostgreSQL: then a missing URL fails.
 async fn database(dir: &Path) -> (String, Option<(String, String)>) {
-    let Ok(base) = std::env::var("TEST_DATABASE_URL") else {
-        return (format!("sqlite://{}/scan.db", dir.display()), None);
+    let base = match std::env::var("TEST_DATABASE_URL") {
+        Ok(u) if !u.is_empty() => u,
+        _ => {
+            assert!(
+                !std::env::var("REQUIRE_BACKEND_TESTS").is_ok_and(|v| v == "1"),
+                "REQUIRE_BACKEND_TESTS=1 but TEST_DATABASE_URL is not set"
+            );
+            return (format!("sqlite://{}/scan.db", dir.display()), None);
+        }
     };
-    if base.is_empty() {
-        return (format!("sqlite://{}/scan.db", dir.display()), None);
-    }
     use sqlx::Connection;
     let schema = format!("scan_{}", uuid::Uuid::now_v7().simple());
     let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();

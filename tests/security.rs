@@ -1034,7 +1034,7 @@ async fn cors_allows_only_configured_origins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_disconnected_after_the_header_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let app = TestApp::spawn_with(Backend::Sqlite, &[("REQUEST_HEADER_TIMEOUT", "1")])
+    let app = TestApp::spawn_with(Backend::Sqlite, &[("REQUEST_HEADER_TIMEOUT", "2")])
         .await
         .unwrap();
     let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
@@ -1043,23 +1043,33 @@ async fn slow_clients_are_disconnected_after_the_header_timeout() {
         .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
-    let started = std::time::Instant::now();
+    // Not cut at once: the server answers a whole request on another connection while
+    // the slow one is still open (open, and nothing to read, is WouldBlock).
+    // (A client of its own that keeps no idle connection: the server closes idle ones
+    // after the same timeout.)
+    let once = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let r = once.get(app.url("/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let mut probe = [0u8; 1];
+    match stream.try_read(&mut probe) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the slow connection ended before its timeout: {other:?}"),
+    }
+    // Then closed by the server, with no response to the half request.
     let mut buf = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf)).await;
-    assert!(read.is_ok(), "connection still open after 10 s");
-    let waited = started.elapsed();
+    let read = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "connection still open after 30 s");
     assert!(
-        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
-        "{waited:?}"
+        !String::from_utf8_lossy(&buf).contains("200 OK"),
+        "{}",
+        String::from_utf8_lossy(&buf)
     );
     // A normal request on a fresh connection is still served.
     assert_eq!(
-        app.client
-            .get(app.url("/health"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        once.get(app.url("/health")).send().await.unwrap().status(),
         200
     );
 }

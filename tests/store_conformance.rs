@@ -38,6 +38,7 @@ fn fields(name: &str) -> EmployeeFields {
         redact_prompts: true,
         approval_tools: Vec::new(),
         output_schema: None,
+        input_timeout_seconds: 86_400,
     }
 }
 

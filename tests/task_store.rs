@@ -48,6 +48,7 @@ fn new_task(employee: Uuid, priority: i32) -> NewTask {
         callback_url: None,
         metadata: json!({}),
         output_schema: None,
+        trace_context: None,
     }
 }
 
@@ -181,6 +182,7 @@ async fn a_claim_can_carry_the_employee(backend: Backend) {
                 redact_prompts: true,
                 approval_tools: vec!["calculator".into()],
                 output_schema: None,
+                input_timeout_seconds: 86_400,
             },
         )
         .await
@@ -492,6 +494,7 @@ async fn due_schedules_are_shared_fairly_between_tenants(backend: Backend) {
         redact_prompts: false,
         approval_tools: Vec::new(),
         output_schema: None,
+        input_timeout_seconds: 86_400,
     };
     let busy = DEFAULT_TENANT_ID;
     let quiet = s.create_tenant("quiet").await.unwrap().id;

@@ -3,10 +3,12 @@
 //! `provider` is the trait; `openai`, `anthropic` and `sandbox` implement it; `router`
 //! runs fallback chains with retries, timeouts and circuit breakers; `pricing` turns
 //! usage into cost; `cache` holds exact-match results; `accounting` writes every attempt
-//! to `ai_calls` in batches, off the request path.
+//! to `ai_calls` in batches, off the request path; `budget` reserves each call's
+//! maximum cost against the spend limits before the vendor is called.
 
 pub mod accounting;
 pub mod anthropic;
+pub mod budget;
 pub mod cache;
 pub mod error;
 pub mod num;
@@ -17,6 +19,7 @@ pub mod responses;
 pub mod router;
 pub mod sandbox;
 pub mod sandbox_server;
+mod spans;
 pub mod sse;
 pub mod types;
 
@@ -30,12 +33,12 @@ pub use router::{AiRouter, CallContext, RouteError, Routed, RouterConfig};
 
 /// Builds the router from configuration: the in-process sandbox always, OpenAI and
 /// Anthropic when keyed (or given a base URL), and every extra provider named in
-/// `AI_PROVIDERS`. Returns the router and the writer that must be run to persist
-/// `ai_calls`.
+/// `AI_PROVIDERS`. Returns the router, the writer that must be run to persist
+/// `ai_calls` and the settler that must be run to settle budget reservations.
 pub async fn build(
     cfg: &AiConfig,
     store: DynStore,
-) -> anyhow::Result<(Arc<AiRouter>, accounting::Writer)> {
+) -> anyhow::Result<(Arc<AiRouter>, accounting::Writer, budget::Settler)> {
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .pool_idle_timeout(Duration::from_secs(90))
@@ -102,6 +105,11 @@ pub async fn build(
         )))
     };
 
+    let (budgets, settler) = budget::Budgets::new(
+        store.clone(),
+        cfg.budget_hold,
+        cfg.budget_default_max_tokens,
+    );
     let (writer, tx) = accounting::Writer::new(store);
     let router = AiRouter::new(
         providers,
@@ -117,7 +125,8 @@ pub async fn build(
         result_cache,
         Some(tx),
         cfg.aliases.clone(),
-    );
+    )
+    .with_budgets(budgets);
     tracing::info!(providers = ?router.provider_names(), "AI providers ready");
-    Ok((Arc::new(router), writer))
+    Ok((Arc::new(router), writer, settler))
 }

@@ -56,12 +56,14 @@ impl Endpoint {
         }
     }
 
-    /// A POST to this endpoint carrying the credential.
+    /// A POST to this endpoint carrying the credential (and, with tracing on, the
+    /// current span's `traceparent`).
     pub fn post(&self, http: &reqwest::Client) -> reqwest::RequestBuilder {
         let req = match &self.parsed {
             Some(url) => http.post(url.clone()),
             None => http.post(&self.url),
         };
+        let req = crate::telemetry::traces::propagate(req);
         match &self.credential {
             Some((name, value)) => req.header(name.clone(), value.clone()),
             None => req,

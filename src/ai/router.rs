@@ -22,13 +22,17 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::accounting::Outcome;
+use super::budget::{self, BudgetExceeded, Budgets, Hold, Refusal};
 use super::cache::{self, ResultCache};
 use super::error::{AiError, ErrorKind};
 use super::pricing::{PriceTable, usd};
 use super::provider::{EventStream, Provider};
+use super::spans;
 use super::types::*;
 use crate::store::AiCallRecord;
 use crate::telemetry::metrics as m;
+use crate::telemetry::traces;
+use tracing::Instrument;
 
 #[derive(Clone, Debug)]
 pub struct RouterConfig {
@@ -41,10 +45,13 @@ pub struct RouterConfig {
     pub breaker_cooldown: Duration,
 }
 
-/// Who a call is for, so its records land on the right tenant and task.
+/// Who a call is for, so its records land on the right tenant and task, and the
+/// budgets of the tenant, key and employee apply to it.
 #[derive(Clone, Copy, Debug)]
 pub struct CallContext {
     pub tenant_id: Uuid,
+    /// The stored API key the call was made with (gateway calls), for its budgets.
+    pub key_id: Option<Uuid>,
     pub task_id: Option<Uuid>,
     /// The employee the call runs for, so usage can be reported per employee.
     pub employee_id: Option<Uuid>,
@@ -60,12 +67,47 @@ pub struct AttemptReport {
     pub reason: String,
 }
 
-/// All candidates failed.
-#[derive(Clone, Debug, thiserror::Error)]
-#[error("all AI candidates failed: {}", summary(.attempts))]
+/// All candidates failed, or a budget refused the call before any was tried.
+#[derive(Clone, Debug)]
 pub struct RouteError {
     pub attempts: Vec<AttemptReport>,
+    /// Set when no vendor was called because of a budget.
+    pub refusal: Option<Refusal>,
 }
+
+impl RouteError {
+    fn refused(r: Refusal) -> Self {
+        Self {
+            attempts: Vec::new(),
+            refusal: Some(r),
+        }
+    }
+
+    /// The budget that refused the call, if one did.
+    pub fn budget_exceeded(&self) -> Option<&BudgetExceeded> {
+        match &self.refusal {
+            Some(Refusal::Exceeded(b)) => Some(b),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for RouteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.refusal {
+            Some(Refusal::Exceeded(b)) => write!(f, "budget exceeded: {b}"),
+            Some(Refusal::Unchecked(_)) => {
+                write!(
+                    f,
+                    "the budgets cannot be checked: the database is unavailable"
+                )
+            }
+            None => write!(f, "all AI candidates failed: {}", summary(&self.attempts)),
+        }
+    }
+}
+
+impl std::error::Error for RouteError {}
 
 fn summary(a: &[AttemptReport]) -> String {
     a.iter()
@@ -272,6 +314,8 @@ pub struct AiRouter {
     aliases: HashMap<String, Vec<String>>,
     /// provider → models the alias chains name: those keep their own metric label.
     alias_models: HashMap<String, HashSet<String>>,
+    /// The budget gate; `None` = no budgets are enforced (routers built for tests).
+    budgets: Option<Arc<Budgets>>,
 }
 
 impl AiRouter {
@@ -313,6 +357,45 @@ impl AiRouter {
             records,
             aliases,
             alias_models,
+            budgets: None,
+        }
+    }
+
+    /// Enforces budgets before every vendor call.
+    pub fn with_budgets(mut self, budgets: Arc<Budgets>) -> Self {
+        self.budgets = Some(budgets);
+        self
+    }
+
+    /// The budget gate, when budgets are enforced.
+    pub fn budgets(&self) -> Option<&Arc<Budgets>> {
+        self.budgets.as_ref()
+    }
+
+    /// Reserves a chat call's maximum cost against the budgets that apply to `ctx`.
+    /// Returns the request to send (capped at the default output tokens when it names
+    /// none and a budget applies) and the hold to settle.
+    async fn admit<'r>(
+        &self,
+        candidates: &[String],
+        req: &'r ChatRequest,
+        ctx: &CallContext,
+    ) -> Result<(std::borrow::Cow<'r, ChatRequest>, Option<Hold>), RouteError> {
+        use std::borrow::Cow;
+        let Some(b) = &self.budgets else {
+            return Ok((Cow::Borrowed(req), None));
+        };
+        let (cap, defaulted) = b.output_cap(req);
+        let amount = budget::max_chat_cost(&self.prices, candidates, req, cap);
+        match b.reserve(ctx, amount).await {
+            Ok(None) => Ok((Cow::Borrowed(req), None)),
+            Ok(Some(hold)) if defaulted => {
+                let mut capped = req.clone();
+                capped.max_tokens = Some(cap);
+                Ok((Cow::Owned(capped), Some(hold)))
+            }
+            Ok(Some(hold)) => Ok((Cow::Borrowed(req), Some(hold))),
+            Err(r) => Err(RouteError::refused(r)),
         }
     }
 
@@ -444,8 +527,27 @@ impl AiRouter {
         Some(Duration::from_secs_f64((exp + jitter).min(300.0)))
     }
 
-    /// A non-streaming call over `candidates`.
+    /// A non-streaming call over `candidates`; with tracing on, one `chat` span.
     pub async fn chat(
+        &self,
+        candidates: &[String],
+        req: &ChatRequest,
+        ctx: CallContext,
+    ) -> Result<Routed, RouteError> {
+        if !traces::enabled() {
+            return self.chat_call(candidates, req, ctx).await;
+        }
+        let span = spans::start("chat", candidates);
+        spans::prompt(&span, req);
+        let out = self
+            .chat_call(candidates, req, ctx)
+            .instrument(span.clone())
+            .await;
+        spans::chat_done(&span, &out);
+        out
+    }
+
+    async fn chat_call(
         &self,
         candidates: &[String],
         req: &ChatRequest,
@@ -478,11 +580,21 @@ impl AiRouter {
             metrics::counter!(m::AI_CACHE_MISSES_TOTAL).increment(1);
         }
 
-        let won = self
-            .fallback(candidates, req, ctx, false, |provider, call| {
+        let (call, hold) = self.admit(candidates, req, &ctx).await?;
+        let won = match self
+            .fallback(candidates, &*call, ctx, false, |provider, call| {
                 provider.chat(call)
             })
-            .await?;
+            .await
+        {
+            Ok(won) => won,
+            Err(e) => {
+                if let Some(h) = hold {
+                    h.release();
+                }
+                return Err(e);
+            }
+        };
         self.breaker(won.provider, Breaker::success);
         let cost = self.record_ok(
             ctx,
@@ -492,6 +604,9 @@ impl AiRouter {
             won.latency,
             false,
         );
+        if let Some(h) = hold {
+            h.settle(cost);
+        }
         if let (Some(cache), Some(key)) = (&self.cache, &cache_key) {
             cache.put(key, &won.value).await;
         }
@@ -518,8 +633,28 @@ impl AiRouter {
         req: &ChatRequest,
         ctx: CallContext,
     ) -> Result<RoutedStream, RouteError> {
+        if !traces::enabled() {
+            return self.chat_stream_call(candidates, req, ctx).await;
+        }
+        let span = spans::start("chat", candidates);
+        spans::prompt(&span, req);
+        let out = self
+            .chat_stream_call(candidates, req, ctx)
+            .instrument(span.clone())
+            .await;
+        spans::stream_started(&span, &out);
+        out
+    }
+
+    async fn chat_stream_call(
+        self: &Arc<Self>,
+        candidates: &[String],
+        req: &ChatRequest,
+        ctx: CallContext,
+    ) -> Result<RoutedStream, RouteError> {
+        let (call, hold) = self.admit(candidates, req, &ctx).await?;
         let won = self
-            .fallback(candidates, req, ctx, true, |provider, call| {
+            .fallback(candidates, &*call, ctx, true, |provider, call| {
                 Box::pin(async move {
                     let mut s = provider.chat_stream(call).await?;
                     match s.next().await {
@@ -529,15 +664,23 @@ impl AiRouter {
                     }
                 })
             })
-            .await?;
-        let (first, rest) = won.value;
+            .await;
+        let won = match won {
+            Ok(won) => won,
+            Err(e) => {
+                if let Some(h) = hold {
+                    h.release();
+                }
+                return Err(e);
+            }
+        };
         let events = self.clone().account_stream(
             ctx,
             won.provider.to_string(),
             won.model.to_string(),
             won.started,
-            first,
-            rest,
+            won.value,
+            hold,
         );
         Ok(RoutedStream {
             provider: won.provider.to_string(),
@@ -557,12 +700,46 @@ impl AiRouter {
         req: &EmbeddingRequest,
         ctx: CallContext,
     ) -> Result<RoutedEmbedding, RouteError> {
+        if !traces::enabled() {
+            return self.embed_call(candidates, req, ctx).await;
+        }
+        let span = spans::start("embeddings", candidates);
+        let out = self
+            .embed_call(candidates, req, ctx)
+            .instrument(span.clone())
+            .await;
+        spans::embed_done(&span, &out);
+        out
+    }
+
+    async fn embed_call(
+        &self,
+        candidates: &[String],
+        req: &EmbeddingRequest,
+        ctx: CallContext,
+    ) -> Result<RoutedEmbedding, RouteError> {
         let started = Instant::now();
-        let won = self
+        let hold = match &self.budgets {
+            Some(b) => b
+                .reserve(&ctx, budget::max_embed_cost(&self.prices, candidates, req))
+                .await
+                .map_err(RouteError::refused)?,
+            None => None,
+        };
+        let won = match self
             .fallback(candidates, req, ctx, false, |provider, call| {
                 provider.embed(call)
             })
-            .await?;
+            .await
+        {
+            Ok(won) => won,
+            Err(e) => {
+                if let Some(h) = hold {
+                    h.release();
+                }
+                return Err(e);
+            }
+        };
         self.breaker(won.provider, Breaker::success);
         let cost = self.record_ok(
             ctx,
@@ -572,6 +749,9 @@ impl AiRouter {
             won.latency,
             false,
         );
+        if let Some(h) = hold {
+            h.settle(cost);
+        }
         metrics::histogram!(m::AI_GATEWAY_OVERHEAD_SECONDS)
             .record(started.elapsed().saturating_sub(won.waited).as_secs_f64());
         Ok(RoutedEmbedding {
@@ -634,6 +814,9 @@ impl AiRouter {
             let Some(provider) = self.usable(pname, model, need_context, &mut failed) else {
                 continue;
             };
+            if !failed.is_empty() {
+                spans::fallback(pname, model, failed.len());
+            }
             let mut call = req.clone();
             call.set_model(model);
             let mut retry = 0;
@@ -675,13 +858,17 @@ impl AiRouter {
                 let Some(pause) = self.backoff(retry, e.retry_after) else {
                     break;
                 };
+                spans::retry(pname, model, retry + 1, &format!("{:?}", e.kind));
                 let t1 = Instant::now();
                 tokio::time::sleep(pause).await;
                 waited += t1.elapsed();
                 retry += 1;
             }
         }
-        Err(RouteError { attempts: failed })
+        Err(RouteError {
+            attempts: failed,
+            refusal: None,
+        })
     }
 
     /// Wraps a started stream: per-event idle timeout, accounting and breaker update at
@@ -692,8 +879,8 @@ impl AiRouter {
         provider: String,
         model: String,
         started: Instant,
-        first: StreamEvent,
-        rest: EventStream,
+        (first, rest): (StreamEvent, EventStream),
+        hold: Option<Hold>,
     ) -> EventStream {
         struct St {
             router: Arc<AiRouter>,
@@ -701,6 +888,9 @@ impl AiRouter {
             pending: Option<StreamEvent>,
             acc: StreamAccumulator,
             done: bool,
+            /// Settled with the real cost at a clean end; a broken or abandoned stream
+            /// drops it, which charges its whole amount.
+            hold: Option<Hold>,
         }
         let st = St {
             router: self,
@@ -708,6 +898,7 @@ impl AiRouter {
             pending: Some(first),
             acc: StreamAccumulator::default(),
             done: false,
+            hold,
         };
         let stream = futures_util::stream::unfold(st, move |mut st| {
             let provider = provider.clone();
@@ -741,7 +932,7 @@ impl AiRouter {
                         Some(resp) => {
                             st.done = true;
                             st.router.breaker(&provider, Breaker::success);
-                            st.router.record_ok(
+                            let cost = st.router.record_ok(
                                 ctx,
                                 &provider,
                                 &model,
@@ -749,6 +940,9 @@ impl AiRouter {
                                 started.elapsed(),
                                 true,
                             );
+                            if let Some(h) = st.hold.take() {
+                                h.settle(cost);
+                            }
                             return None;
                         }
                         None => AiError::new(
@@ -984,6 +1178,7 @@ fn timeout_error(t: Duration) -> AiError {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn open(cooldown: Duration) -> Breaker {
@@ -1055,5 +1250,184 @@ mod tests {
             BreakerState::Open,
             "the new probe's failure reopens"
         );
+    }
+
+    /// Ends the cooldown of an open breaker now, as the clock would: no test waits for it.
+    fn end_cooldown(b: &Breaker) {
+        let mut inner = b.lock();
+        assert!(inner.open_until.is_some(), "not open");
+        inner.open_until = Some(Instant::now());
+    }
+
+    #[test]
+    fn a_failing_probe_reopens_for_a_whole_cooldown() {
+        let b = open(Duration::from_secs(3600));
+        assert_eq!(b.state(), BreakerState::Open);
+        assert!(!b.allow());
+        end_cooldown(&b);
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        assert!(b.allow(), "the probe");
+        assert!(!b.allow(), "no second probe while the first runs");
+        b.failure();
+        assert_eq!(b.state(), BreakerState::Open);
+        assert!(!b.allow(), "a new cooldown started with the failed probe");
+        // And the next probe, once that cooldown ends, can close it.
+        end_cooldown(&b);
+        assert!(b.allow());
+        b.success();
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert!(b.allow() && b.allow(), "closed: every call goes through");
+    }
+
+    #[test]
+    fn only_one_probe_among_concurrent_callers() {
+        let b = Arc::new(open(Duration::from_secs(3600)));
+        end_cooldown(&b);
+        let start = Arc::new(std::sync::Barrier::new(16));
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                let (b, start) = (b.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    b.allow()
+                })
+            })
+            .collect();
+        let probes = threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|allowed| *allowed)
+            .count();
+        assert_eq!(probes, 1);
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+    }
+
+    #[test]
+    fn a_neutral_probe_closes_and_a_success_resets_the_count() {
+        let b = open(Duration::from_secs(3600));
+        end_cooldown(&b);
+        assert!(b.allow());
+        b.neutral();
+        assert_eq!(b.state(), BreakerState::Closed);
+
+        let b = Breaker::new("breaker-test", 3, Duration::from_secs(3600));
+        b.failure();
+        b.failure();
+        b.success();
+        b.failure();
+        b.failure();
+        assert_eq!(
+            b.state(),
+            BreakerState::Closed,
+            "the success reset the count"
+        );
+        b.failure();
+        assert_eq!(b.state(), BreakerState::Open, "three in a row open it");
+        // A neutral outcome outside a probe changes nothing.
+        b.neutral();
+        assert_eq!(b.state(), BreakerState::Open);
+    }
+
+    fn router_with(providers: &[&str], aliases: &[(&str, &[&str])]) -> AiRouter {
+        let engine = Arc::new(crate::ai::sandbox::SandboxEngine::default());
+        let providers = providers
+            .iter()
+            .map(|name| {
+                Arc::new(crate::ai::sandbox::SandboxProvider::new(
+                    *name,
+                    engine.clone(),
+                )) as Arc<dyn Provider>
+            })
+            .collect();
+        let aliases = aliases
+            .iter()
+            .map(|(a, chain)| (a.to_string(), chain.iter().map(|c| c.to_string()).collect()))
+            .collect();
+        AiRouter::new(
+            providers,
+            RouterConfig {
+                attempt_timeout: Duration::from_secs(5),
+                retries: 2,
+                base_delay: Duration::from_millis(100),
+                max_retry_after: Duration::from_secs(10),
+                breaker_threshold: 5,
+                breaker_cooldown: Duration::from_secs(30),
+            },
+            PriceTable::default(),
+            None,
+            None,
+            aliases,
+        )
+    }
+
+    #[test]
+    fn resolve_prefers_an_alias_then_an_explicit_provider_then_the_name() {
+        let r = router_with(
+            &["openai", "anthropic", "sandbox"],
+            &[("fast", &["sandbox/sandbox-1", "openai/gpt-4o-mini"])],
+        );
+        assert_eq!(
+            r.resolve("fast").unwrap(),
+            ["sandbox/sandbox-1", "openai/gpt-4o-mini"]
+        );
+        assert_eq!(r.resolve("anthropic/x-1").unwrap(), ["anthropic/x-1"]);
+        assert_eq!(
+            r.resolve("claude-sonnet-4").unwrap(),
+            ["anthropic/claude-sonnet-4"]
+        );
+        for m in [
+            "gpt-4o",
+            "o3-mini",
+            "chatgpt-4o-latest",
+            "text-embedding-3-small",
+        ] {
+            assert_eq!(r.resolve(m).unwrap(), [format!("openai/{m}")], "{m}");
+        }
+        assert_eq!(r.resolve("sandbox-1").unwrap(), ["sandbox/sandbox-1"]);
+        assert_eq!(r.resolve("llama3:8b"), None, "no provider guessed");
+        assert_eq!(r.resolve("mistral/large"), None, "an unknown provider");
+
+        // A guessed provider that is not configured is no answer either.
+        let only_sandbox = router_with(&["sandbox"], &[]);
+        assert_eq!(only_sandbox.resolve("gpt-4o"), None);
+        assert_eq!(only_sandbox.resolve("claude-sonnet-4"), None);
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_honours_a_retry_after_up_to_the_cap() {
+        let r = router_with(&["sandbox"], &[]);
+        for attempt in 0..4u32 {
+            let d = r.backoff(attempt, None).unwrap().as_secs_f64();
+            let exp = 0.1 * f64::from(2u32.pow(attempt));
+            assert!(d >= exp && d < exp + 0.1, "attempt {attempt}: {d}");
+        }
+        assert_eq!(r.backoff(40, None).unwrap(), Duration::from_secs(300));
+        assert_eq!(
+            r.backoff(0, Some(Duration::from_secs(3))),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            r.backoff(0, Some(Duration::from_secs(11))),
+            None,
+            "longer than the cap: move on"
+        );
+    }
+
+    #[test]
+    fn model_names_follow_the_documented_rule() {
+        for ok in [
+            "gpt-4o-mini",
+            "llama3:8b",
+            "meta-llama/Llama-3.1-8B-Instruct",
+            "claude-3-5-haiku@20241022",
+            "a+b",
+        ] {
+            assert!(valid_model_name(ok), "{ok}");
+        }
+        let long = "m".repeat(MAX_MODEL_NAME + 1);
+        for bad in ["", "gpt 4o", "model\n", "x;y", "ünï", long.as_str()] {
+            assert!(!valid_model_name(bad), "{bad:?}");
+        }
+        assert!(valid_model_name(&"m".repeat(MAX_MODEL_NAME)));
     }
 }

@@ -17,6 +17,7 @@ use serde_json::json;
 use super::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::ApiJson;
+use crate::ai::budget::Refusal;
 use crate::ai::error::ErrorKind;
 use crate::ai::openai::{self, OaRequest};
 use crate::ai::router::{
@@ -38,7 +39,7 @@ use crate::state::AppState;
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "Invalid field or unknown model", body = ErrorBody),
-        (status = 429, description = "Every vendor attempt was rate limited", body = ErrorBody),
+        (status = 429, description = "Every vendor attempt was rate limited, or a budget has no room for the call (`budget_exceeded`, with the budget and its `reset_at`)", body = ErrorBody),
         (status = 502, description = "Every vendor attempt failed; `attempts` lists them", body = ErrorBody),
         (status = 503, description = "Every provider's circuit breaker is open", body = ErrorBody),
     ),
@@ -143,6 +144,7 @@ pub fn route(state: &AppState, caller: &Caller, scope: Scope, model: &str) -> Ap
         chain,
         ctx: CallContext {
             tenant_id: caller.0.tenant_id,
+            key_id: caller.0.key_id,
             task_id: None,
             employee_id: None,
         },
@@ -197,6 +199,16 @@ pub fn decorate(
 
 /// Maps "every candidate failed" to the status that says most about why.
 pub fn upstream(e: RouteError) -> ApiError {
+    match e.refusal {
+        Some(Refusal::Exceeded(b)) => return ApiError::BudgetExceeded(Box::new(b)),
+        Some(Refusal::Unchecked(why)) => {
+            tracing::warn!(error = %why, "cannot check the budgets");
+            return ApiError::Unavailable(
+                "the budgets cannot be checked: database unavailable".into(),
+            );
+        }
+        None => {}
+    }
     let all =
         |pred: fn(&AttemptReport) -> bool| !e.attempts.is_empty() && e.attempts.iter().all(pred);
     let status = if all(|a| matches!(a.kind, ErrorKind::BadRequest | ErrorKind::ContextLength)) {

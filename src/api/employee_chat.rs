@@ -69,6 +69,7 @@ pub struct ChatReply {
         (status = 404, description = "No such employee or session in this tenant", body = ErrorBody),
         (status = 409, description = "The employee's model policy names no configured provider", body = ErrorBody),
         (status = 422, description = "Invalid field, or a limit ended the turn", body = ErrorBody),
+        (status = 429, description = "Rate limited, or a budget has no room for a model call (`budget_exceeded`, with the budget and its `reset_at`)", body = ErrorBody),
         (status = 502, description = "Every AI vendor failed", body = ErrorBody),
     ),
     security(("api_key" = []), ("bearer" = [])))]
@@ -86,7 +87,9 @@ pub async fn chat(
         Err(StoreError::NotFound) => return Err(ApiError::NotFound("employee not found".into())),
         Err(e) => return Err(e.into()),
     };
-    Ok(Json(run_turn(&state, employee, body).await?))
+    Ok(Json(
+        run_turn(&state, employee, body, caller.0.key_id).await?,
+    ))
 }
 
 /// One turn of `employee` (already read in the caller's tenant): the HTTP route and the
@@ -95,12 +98,13 @@ pub(super) async fn run_turn(
     state: &AppState,
     employee: Employee,
     body: ChatTurn,
+    key_id: Option<Uuid>,
 ) -> ApiResult<ChatReply> {
     let chat::Turn {
         session_id,
         answer,
         totals,
-    } = chat::turn(state, employee, body.session_id, body.message)
+    } = chat::turn(state, employee, body.session_id, body.message, key_id)
         .await
         .map_err(|e| match e {
             ChatError::Invalid(f) => ApiError::validation(f.field, f.message),
@@ -111,6 +115,7 @@ pub(super) async fn run_turn(
                 message,
                 attempts: Vec::new(),
             },
+            ChatError::Budget(b) => ApiError::BudgetExceeded(b),
             ChatError::Store(e) => e.into(),
             e @ ChatError::Unexpected(_) => ApiError::Internal(anyhow::Error::new(e)),
         })?;

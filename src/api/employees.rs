@@ -18,7 +18,7 @@ use super::{Caller, etag, if_match};
 use crate::auth::Scope;
 use crate::orchestrator::employees as employee_rules;
 use crate::state::AppState;
-use crate::store::{Employee, EmployeeFields, StoreError};
+use crate::store::{DEFAULT_INPUT_TIMEOUT_SECONDS, Employee, EmployeeFields, StoreError};
 
 pub use crate::orchestrator::employees::DEFAULT_MODEL_POLICY;
 
@@ -73,6 +73,11 @@ pub struct CreateEmployee {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub output_schema: Option<Value>,
+    /// Seconds a task waits for a person's answer to `ask_human` before it fails with
+    /// `input_timeout`, 1–2,592,000 (30 days); default 86,400.
+    #[serde(default, deserialize_with = "crate::ai::num::optional")]
+    #[schema(minimum = 1, maximum = 2_592_000)]
+    pub input_timeout_seconds: Option<i64>,
 }
 
 /// A partial update: only the fields present change.
@@ -95,6 +100,9 @@ pub struct UpdateEmployee {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<Object>)]
     pub output_schema: Option<Value>,
+    #[serde(default, deserialize_with = "crate::ai::num::optional")]
+    #[schema(minimum = 1, maximum = 2_592_000)]
+    pub input_timeout_seconds: Option<i64>,
     /// The version the change is based on (alternative to `If-Match`); 409 if stale.
     #[serde(default, deserialize_with = "crate::ai::num::optional")]
     pub version: Option<i64>,
@@ -116,6 +124,7 @@ pub struct EmployeeView {
     pub approval_tools: Vec<String>,
     #[schema(value_type = Option<Object>)]
     pub output_schema: Option<Value>,
+    pub input_timeout_seconds: i64,
     /// Bumped by every update; send it back as `If-Match` or `version`.
     pub version: i64,
     pub created_at: DateTime<Utc>,
@@ -138,6 +147,7 @@ impl From<Employee> for EmployeeView {
             redact_prompts: f.redact_prompts,
             approval_tools: f.approval_tools,
             output_schema: f.output_schema,
+            input_timeout_seconds: f.input_timeout_seconds,
             version: e.version,
             created_at: e.created_at,
             updated_at: e.updated_at,
@@ -184,6 +194,9 @@ pub async fn create(
         redact_prompts: body.redact_prompts,
         approval_tools: body.approval_tools,
         output_schema: body.output_schema,
+        input_timeout_seconds: body
+            .input_timeout_seconds
+            .unwrap_or(DEFAULT_INPUT_TIMEOUT_SECONDS),
     };
     validate(&fields)?;
     let e = state
@@ -372,6 +385,9 @@ fn apply(mut f: EmployeeFields, p: &UpdateEmployee) -> ApiResult<EmployeeFields>
     if let Some(v) = &p.output_schema {
         f.output_schema = (!v.is_null()).then(|| v.clone());
     }
+    if let Some(v) = p.input_timeout_seconds {
+        f.input_timeout_seconds = v;
+    }
     Ok(f)
 }
 
@@ -407,6 +423,7 @@ mod tests {
             redact_prompts: false,
             approval_tools: Vec::new(),
             output_schema: None,
+            input_timeout_seconds: DEFAULT_INPUT_TIMEOUT_SECONDS,
         }
     }
 

@@ -47,6 +47,12 @@ pub struct ErrorDetail {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<Object>>)]
     pub attempts: Option<Vec<crate::ai::router::AttemptReport>>,
+    /// For `budget_exceeded`: the budget without room (`budget_id`, `scope`, `period`,
+    /// `limit_usd`, `used_usd`, `needed_usd`) and `reset_at`, when its window ends
+    /// (null for a budget without a period).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub budget: Option<crate::ai::budget::BudgetExceeded>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +99,9 @@ pub enum ApiError {
         message: String,
         attempts: Vec<crate::ai::router::AttemptReport>,
     },
+    /// A budget has no room for the call; nothing was sent to a vendor.
+    #[error("budget exceeded: {0}")]
+    BudgetExceeded(Box<crate::ai::budget::BudgetExceeded>),
     /// Anything unexpected. The cause is logged, never sent.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -119,7 +128,8 @@ impl ApiError {
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. }
             | Self::TooManyStreams { .. }
-            | Self::TooManyAuthFailures { .. } => StatusCode::TOO_MANY_REQUESTS,
+            | Self::TooManyAuthFailures { .. }
+            | Self::BudgetExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Upstream { status, .. } => *status,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -140,6 +150,7 @@ impl ApiError {
             Self::RateLimited { .. }
             | Self::TooManyStreams { .. }
             | Self::TooManyAuthFailures { .. } => "rate_limited",
+            Self::BudgetExceeded(_) => "budget_exceeded",
             Self::Unavailable(_) => "unavailable",
             Self::Upstream { .. } => "upstream_error",
             Self::Internal(_) => "internal_error",
@@ -173,6 +184,10 @@ impl IntoResponse for ApiError {
             Self::Upstream { attempts, .. } => Some(attempts.clone()),
             _ => None,
         };
+        let budget = match &self {
+            Self::BudgetExceeded(b) => Some((**b).clone()),
+            _ => None,
+        };
         // Messages may quote the caller's input (serde names the offending value); pass
         // them through the redactor so no credential or configured secret is echoed.
         let (message, _) = crate::auth::redact::redact(&message);
@@ -183,6 +198,7 @@ impl IntoResponse for ApiError {
                 request_id,
                 field,
                 attempts,
+                budget: budget.clone(),
             },
         };
         let mut resp = (status, axum::Json(body)).into_response();
@@ -192,6 +208,16 @@ impl IntoResponse for ApiError {
         {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        }
+        if let Some(b) = &budget {
+            // Retrying before the reset cannot succeed: the SDKs that honour
+            // `x-should-retry` stop at once; the others wait for `Retry-After`.
+            if let Some(secs) = b.retry_after(chrono::Utc::now()) {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            resp.headers_mut()
+                .insert("x-should-retry", HeaderValue::from_static("false"));
         }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(

@@ -104,6 +104,7 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
             request_id: current_request_id(),
             field: None,
             attempts: None,
+            budget: None,
         }),
     };
     let status = if ready {

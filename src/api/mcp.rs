@@ -476,7 +476,7 @@ impl McpApi {
         };
         let turn: ChatTurn = parse(Value::Object(args))?;
         let employee = orchestrator::resolve_employee(&self.state, who.tenant_id, &key).await?;
-        let reply = employee_chat::run_turn(&self.state, employee, turn).await?;
+        let reply = employee_chat::run_turn(&self.state, employee, turn, who.key_id).await?;
         Ok(serde_json::to_value(reply).unwrap_or(Value::Null))
     }
 }

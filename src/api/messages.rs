@@ -40,7 +40,7 @@ use crate::state::AppState;
         (status = 401, description = "Missing or invalid key (authentication_error)", body = Object),
         (status = 403, description = "Key lacks the write scope (permission_error)", body = Object),
         (status = 413, description = "Body too large (request_too_large)", body = Object),
-        (status = 429, description = "Rate limited (rate_limit_error)", body = Object),
+        (status = 429, description = "Rate limited (rate_limit_error), or a budget has no room for the call (budget_exceeded, with the budget and its reset_at)", body = Object),
         (status = 502, description = "Every vendor attempt failed (api_error)", body = Object),
         (status = 503, description = "Every provider's circuit breaker is open (overloaded_error)", body = Object),
     ),
@@ -200,9 +200,17 @@ pub async fn anthropic_errors(req: Request, next: Next) -> Response {
         }
         s => s,
     };
+    // A budget refusal keeps its type and its budget (with the reset time): the SDKs
+    // map errors by status, so the type is free to say why.
+    let error = match (text("/error/type"), ours.pointer("/error/budget")) {
+        (Some("budget_exceeded"), Some(budget)) => {
+            json!({"type": "budget_exceeded", "message": message, "budget": budget})
+        }
+        _ => json!({"type": error_type(status), "message": message}),
+    };
     let body = json!({
         "type": "error",
-        "error": {"type": error_type(status), "message": message},
+        "error": error,
         "request_id": text("/error/request_id").unwrap_or_default(),
     });
     parts.status = status;

@@ -4,6 +4,7 @@
 //! access log, metrics labelled by route template) and then the auth middleware, which
 //! lets through only the paths on [`PUBLIC_PATHS`] without credentials.
 
+pub mod budgets;
 pub mod chat;
 pub mod embeddings;
 pub mod employee_chat;
@@ -46,6 +47,7 @@ use crate::auth::{AuthError, Principal};
 use crate::config::Secret;
 use crate::state::AppState;
 use crate::telemetry::metrics as m;
+use crate::telemetry::traces;
 use error::{ApiError, REQUEST_ID};
 
 /// Paths served without credentials. Everything else requires a key.
@@ -114,6 +116,13 @@ fn v1() -> Router<AppState> {
         )
         .route("/models", get(models::list))
         .route("/models/{*id}", get(models::get))
+        .route("/budgets", get(budgets::list).post(budgets::create))
+        .route(
+            "/budgets/{id}",
+            get(budgets::get)
+                .patch(budgets::update)
+                .delete(budgets::delete),
+        )
         .route("/keys", get(keys::list).post(keys::create))
         .route("/keys/{id}", get(keys::get).delete(keys::revoke))
         .route("/tenants", get(tenants::list).post(tenants::create))
@@ -123,6 +132,7 @@ fn v1() -> Router<AppState> {
         .route("/tasks/{id}/cancel", post(tasks::cancel))
         .route("/tasks/{id}/approve", post(tasks::approve))
         .route("/tasks/{id}/reject", post(tasks::reject))
+        .route("/tasks/{id}/input", post(tasks::input))
         .route("/tasks/{id}/events", get(tasks::events))
         .route("/usage", get(usage::report))
         .route("/webhooks/secret", post(webhooks::rotate_secret))
@@ -217,7 +227,7 @@ async fn request_context(State(state): State<AppState>, req: Request, next: Next
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| m::UNMATCHED_ENDPOINT.to_owned());
 
-    let span = tracing::info_span!("request", request_id = %request_id);
+    let span = request_span(&request_id, &method, &endpoint, &path, req.headers());
     let mut resp = REQUEST_ID
         .scope(request_id.clone(), next.run(req).instrument(span.clone()))
         .await;
@@ -226,6 +236,17 @@ async fn request_context(State(state): State<AppState>, req: Request, next: Next
     let status = resp.status().as_u16();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert(X_REQUEST_ID.clone(), v);
+    }
+    if traces::enabled() {
+        span.record("http.response.status_code", status);
+        if status >= 500 {
+            span.record("otel.status_code", "error");
+        }
+        // The server span's context: a caller links its own span to ours with it.
+        if let Some(v) = traces::traceparent_of(&span).and_then(|t| HeaderValue::from_str(&t).ok())
+        {
+            resp.headers_mut().insert(traces::TRACEPARENT, v);
+        }
     }
     // While draining, every connection closes after its response, so a proxy never reuses
     // one that the shutdown is about to cut.
@@ -250,6 +271,39 @@ async fn request_context(State(state): State<AppState>, req: Request, next: Next
         );
     });
     resp
+}
+
+/// The span of one request: with tracing on, an HTTP server span named after the route
+/// template and continuing the caller's `traceparent`; otherwise just the request id
+/// every log line of the request carries.
+fn request_span(
+    request_id: &str,
+    method: &axum::http::Method,
+    endpoint: &str,
+    path: &str,
+    headers: &axum::http::HeaderMap,
+) -> tracing::Span {
+    if !traces::enabled() {
+        return tracing::info_span!("request", request_id = %request_id);
+    }
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        otel.name = %format!("{method} {endpoint}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = %endpoint,
+        url.path = %path,
+        http.response.status_code = tracing::field::Empty,
+    );
+    if let Some(tp) = headers
+        .get(traces::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+    {
+        traces::set_parent(&span, tp);
+    }
+    span
 }
 
 /// Accepts a caller's request id if it is short printable ASCII; otherwise we mint one.

@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::{
-    chat, embeddings, employee_chat, employees, health, keys, messages, models, responses,
+    budgets, chat, embeddings, employee_chat, employees, health, keys, messages, models, responses,
     schedules, tasks, tenants, tools, usage, webhooks,
 };
 use crate::state::AppState;
@@ -36,6 +36,11 @@ use crate::state::AppState;
         responses::create,
         responses::get,
         responses::delete,
+        budgets::create,
+        budgets::list,
+        budgets::get,
+        budgets::update,
+        budgets::delete,
         keys::create,
         keys::list,
         keys::get,
@@ -49,6 +54,7 @@ use crate::state::AppState;
         tasks::cancel,
         tasks::approve,
         tasks::reject,
+        tasks::input,
         tasks::events,
         usage::report,
         schedules::create,
@@ -72,6 +78,7 @@ use crate::state::AppState;
         (name = "schedules", description = "Cron schedules that submit a task on every tick"),
         (name = "tools", description = "Webhook tools of the tenant: a JSON-schema and a URL the signed calls are POSTed to"),
         (name = "gateway", description = "OpenAI-compatible chat completions through the AI router"),
+        (name = "budgets", description = "Spend limits of the tenant, a key or an employee, per day, month or for ever (admin); enforced before every vendor call"),
         (name = "keys", description = "API keys of a tenant (admin): the secret is shown once, at creation"),
         (name = "tenants", description = "Tenants (admin of the default tenant)"),
         (name = "usage", description = "AI usage and cost of the caller's tenant, from the recorded AI calls"),
@@ -437,6 +444,7 @@ fn refinements() -> Vec<(&'static str, &'static str, serde_json::Value)> {
         ("CreateKey", "rate_limit", json!({"minimum": 1, "maximum": 1_000_000})),
         ("ChatTurn", "message", json!({"pattern": NOT_BLANK})),
         ("Decision", "reason", json!({"maxLength": 1000})),
+        ("TaskInput", "answer", json!({"pattern": NOT_BLANK})),
         ("TaskView", "input", json!({"anyOf": [{"type": "string"}, {"type": "object"}]})),
         ("ScheduleView", "input", json!({"anyOf": [{"type": "string"}, {"type": "object"}]})),
     ]);
@@ -473,7 +481,7 @@ fn parameter_refinements() -> Vec<(&'static str, serde_json::Value)> {
         ),
         (
             "status",
-            json!({"type": "string", "enum": ["queued", "running", "succeeded", "failed", "cancelled", "waiting_approval", "retrying"]}),
+            json!({"type": "string", "enum": crate::store::TaskStatus::ALL.map(crate::store::TaskStatus::as_str)}),
         ),
         (
             "employee",
@@ -654,6 +662,7 @@ const REQUEST_SCHEMAS: &[&str] = &[
     "UpdateEmployee",
     "CreateTask",
     "Decision",
+    "TaskInput",
     "ChatTurn",
     "CreateKey",
     "CreateTenant",

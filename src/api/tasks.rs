@@ -23,7 +23,7 @@ use super::page::{self, Page};
 use super::resource::Resource;
 use crate::auth::Scope;
 use crate::orchestrator::{
-    self, DecideError, EmployeeRef, Idempotency, Submit, Submitted, TaskView,
+    self, AnswerError, DecideError, EmployeeRef, Idempotency, Submit, Submitted, TaskView,
 };
 use crate::state::{AppState, StreamSlot};
 use crate::store::{CancelOutcome, TaskEvent, TaskFilter, TaskStatus};
@@ -107,6 +107,19 @@ pub struct Decision {
     #[serde(default)]
     pub reason: Option<String>,
 }
+
+/// A person's answer to the question a task waits on (`ask_human`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskInput {
+    /// The answer, given to the employee as the result of its question; 1–20,000
+    /// characters, not blank.
+    #[schema(min_length = 1, max_length = 20000)]
+    pub answer: String,
+}
+
+/// The longest answer to a task's question, in characters.
+pub const MAX_ANSWER_CHARS: usize = 20_000;
 
 impl CreateTask {
     /// The request to `orchestrator::submit` (every front door submits the same way).
@@ -193,10 +206,7 @@ pub async fn list(
     let status = match &p.status {
         None => None,
         Some(s) => Some(TaskStatus::parse(s).ok_or_else(|| {
-            ApiError::validation(
-                "status",
-                "must be one of queued, running, succeeded, failed, cancelled, waiting_approval, retrying",
-            )
+            ApiError::validation("status", format!("must be one of {}", TaskStatus::names()))
         })?),
     };
     let before = page::decode(p.cursor.as_deref())?;
@@ -322,6 +332,62 @@ pub async fn reject(
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     decide(state, caller, id, false, decision_body(&body)?).await
+}
+
+/// Answer the question a task waits on (`waiting_input`); the task resumes with it.
+#[utoipa::path(post, path = "/v1/tasks/{id}/input", tag = "tasks",
+    params(("id" = Uuid, Path, description = "Task id")),
+    request_body = TaskInput,
+    responses(
+        (status = 202, description = "Resumed with the answer", body = TaskView),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody),
+        (status = 403, description = "Key lacks the write scope", body = ErrorBody),
+        (status = 404, description = "No such task in this tenant", body = ErrorBody),
+        (status = 409, description = "The task is not waiting for input", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "Missing, blank or too long answer", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn input(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath,
+    ApiJson(body): ApiJson<TaskInput>,
+) -> ApiResult<Response> {
+    caller.require(Scope::Write)?;
+    let id = TASK.parse_id(&id)?;
+    let view = answer_task(&state, caller.0.tenant_id, id, body.answer).await?;
+    Ok((StatusCode::ACCEPTED, Json(view)).into_response())
+}
+
+/// Answers the question of a task of `tenant`, errors as the API answers them.
+pub(super) async fn answer_task(
+    state: &AppState,
+    tenant: Uuid,
+    id: Uuid,
+    answer: String,
+) -> ApiResult<TaskView> {
+    if answer.trim().is_empty() {
+        return Err(ApiError::validation("answer", "must not be blank"));
+    }
+    if answer.chars().count() > MAX_ANSWER_CHARS {
+        return Err(ApiError::validation(
+            "answer",
+            format!("must be at most {MAX_ANSWER_CHARS} characters"),
+        ));
+    }
+    match orchestrator::answer(state, tenant, id, answer).await {
+        Ok(t) => Ok(TaskView::from(t)),
+        Err(AnswerError::NotFound) => Err(TASK.missing()),
+        Err(AnswerError::NotWaiting(Some(status))) => Err(ApiError::Conflict(format!(
+            "the task is not waiting for input ({})",
+            status.as_str()
+        ))),
+        Err(e @ AnswerError::NotWaiting(None)) => Err(ApiError::Conflict(e.to_string())),
+        Err(AnswerError::Store(e)) => Err(e.into()),
+    }
 }
 
 /// The optional JSON body of approve/reject.

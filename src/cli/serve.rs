@@ -10,7 +10,24 @@ pub struct Args {}
 pub async fn run(_args: Args, config: Config) -> anyhow::Result<()> {
     // The redactor first: the logger applies it to every line from the first one on.
     crate::auth::redact::install(&config.redact_extra_patterns, config.secret_values());
-    telemetry::logging::init(&config.log_level);
+    let tracing_on = telemetry::traces::Tracing::start(&config.tracing)?;
+    let (tracer_guard, tracer) = match tracing_on {
+        Some((guard, tracer)) => (Some(guard), Some(tracer)),
+        None => (None, None),
+    };
+    telemetry::logging::init_with_traces(&config.log_level, tracer);
+    if let Some(endpoint) = &config.tracing.endpoint {
+        tracing::info!(
+            endpoint = %crate::config::redact_url_password(endpoint),
+            service = %config.tracing.service_name,
+            "exporting traces"
+        );
+        if matches!(config.log_level.as_str(), "warn" | "error" | "off") {
+            tracing::warn!(
+                "LOG_LEVEL is coarser than info: the spans are at info, so no trace is exported"
+            );
+        }
+    }
     tracing::info!(
         app_env = ?config.app_env,
         database = %config.database_url.redacted(),
@@ -41,7 +58,11 @@ pub async fn run(_args: Args, config: Config) -> anyhow::Result<()> {
         metrics = %app.metrics_addr()?,
         "listening"
     );
-    app.run(shutdown).await
+    let result = app.run(shutdown).await;
+    if let Some(guard) = tracer_guard {
+        guard.shutdown().await;
+    }
+    result
 }
 
 /// File name of the bootstrap admin key under `DATA_DIR`.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::database::DatabaseUrl;
-use super::parse::{on_off, parse, secs, ser_secs};
+use super::parse::{on_off, parse, positive_secs, positive_u32, secs, ser_secs};
 use super::{ConfigError, Secret};
 
 /// Wire format of a configured AI provider.
@@ -111,6 +111,13 @@ pub struct AiConfig {
     /// `RESPONSES_RETENTION_DAYS`: how long `/v1/responses` answers are kept for
     /// `GET /v1/responses/{id}` and `previous_response_id` (0 = not stored).
     pub responses_retention_days: u32,
+    /// `BUDGET_DEFAULT_MAX_TOKENS`: the output tokens a call without `max_tokens` is
+    /// reserved for, and capped at, while a budget applies to it.
+    pub budget_default_max_tokens: u32,
+    /// `BUDGET_HOLD_SECONDS`: how long a reservation lives unsettled before it is
+    /// reclaimed (its process is presumed dead).
+    #[serde(serialize_with = "ser_secs")]
+    pub budget_hold: Duration,
 }
 
 impl AiConfig {
@@ -174,6 +181,13 @@ impl AiConfig {
                 "30",
                 "a whole number of days (0 = responses are not stored)",
             )?,
+            budget_default_max_tokens: positive_u32(
+                get,
+                "BUDGET_DEFAULT_MAX_TOKENS",
+                "4096",
+                "a whole number of tokens, 1 or more",
+            )?,
+            budget_hold: positive_secs(get, "BUDGET_HOLD_SECONDS", "900")?,
         })
     }
 }

@@ -39,6 +39,8 @@
 //! | `AI_CACHE_TTL` | `300` | seconds a cached result lives |
 //! | `AI_CACHE_MAX_ENTRIES` | `10000` | in-memory cache capacity |
 //! | `RESPONSES_RETENTION_DAYS` | `30` | days `/v1/responses` answers are kept (0 = not stored) |
+//! | `BUDGET_DEFAULT_MAX_TOKENS` | `4096` | output tokens reserved for (and the cap of) a call without `max_tokens` while a budget applies to it |
+//! | `BUDGET_HOLD_SECONDS` | `900` | seconds an unsettled budget reservation lives before it is reclaimed (the replica that made it is presumed dead) |
 //! | `MAX_BODY_BYTES` | `1048576` | largest accepted request body |
 //! | `SHUTDOWN_GRACE_PERIOD` | `30` | seconds in-flight requests get after SIGTERM |
 //! | `SHUTDOWN_DRAIN_DELAY` | `1` | seconds the listener keeps answering (with `Connection: close`) after SIGTERM before it may close |
@@ -83,6 +85,19 @@
 //! | `SESSION_IDLE_TIMEOUT` | `1800` | seconds a web console session may go unused before it ends |
 //! | `SESSION_ABSOLUTE_TIMEOUT` | `43200` | seconds after sign-in a web console session ends, used or not |
 //! | `COOKIE_SECURE` | `false` | always mark the console's session cookie `Secure` (it is anyway when a trusted proxy reports HTTPS) |
+//! | `OTEL_EXPORTER_OTLP_ENDPOINT` | unset | OTLP/HTTP collector base URL (spans go to `…/v1/traces`); unset = tracing off |
+//! | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` | unset | the full traces URL, used as given (wins over the base URL) |
+//! | `OTEL_EXPORTER_OTLP_PROTOCOL` | `http/protobuf` | only `http/protobuf` is built in |
+//! | `OTEL_EXPORTER_OTLP_HEADERS` | empty | `name=value,…` sent with each export (secret) |
+//! | `OTEL_EXPORTER_OTLP_TIMEOUT` | `10000` | milliseconds one export may take |
+//! | `OTEL_SERVICE_NAME` | `digital-employee` | the `service.name` of every span |
+//! | `OTEL_RESOURCE_ATTRIBUTES` | empty | `key=value,…` added to the resource |
+//! | `OTEL_TRACES_SAMPLER` | `parentbased_always_on` | `always_on`, `always_off`, `traceidratio`, `parentbased_*` |
+//! | `OTEL_TRACES_SAMPLER_ARG` | `1.0` | the ratio of the `*traceidratio` samplers |
+//! | `OTEL_BSP_MAX_QUEUE_SIZE` | `2048` | spans waiting for export; past it spans are dropped and counted |
+//! | `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` | `512` | spans per export request |
+//! | `OTEL_BSP_SCHEDULE_DELAY` | `5000` | milliseconds between exports |
+//! | `OTEL_GENAI_CAPTURE_CONTENT` | `false` | record prompts and completions on `chat` spans, redacted |
 //!
 //! Nothing else in the crate calls `std::env::var`.
 //!
@@ -117,6 +132,7 @@ pub use database::{DatabaseUrl, redact_url_password};
 pub use security::RedisFailure;
 pub use server::AppEnv;
 pub use tasks::TaskConfig;
+pub use telemetry::{Sampling, TracingConfig};
 
 use database::DatabaseSettings;
 use parse::ser_secs;
@@ -279,6 +295,8 @@ pub struct Config {
     pub tasks: TaskConfig,
     /// The web console's settings.
     pub console: ConsoleConfig,
+    /// Trace export (`OTEL_*`).
+    pub tracing: TracingConfig,
 }
 
 impl Config {
@@ -344,6 +362,7 @@ impl Config {
         } = SecuritySettings::from_lookup(&get, app_env)?;
         let tasks = TaskConfig::from_lookup(&get)?;
         let console = ConsoleConfig::from_lookup(&get)?;
+        let tracing = TracingConfig::from_lookup(&get)?;
 
         Ok(Self {
             app_env,
@@ -390,6 +409,7 @@ impl Config {
             ai,
             tasks,
             console,
+            tracing,
         })
     }
 
@@ -406,6 +426,7 @@ impl Config {
         ]
         .into_iter()
         .chain(self.api_key_whitelist.iter())
+        .chain(self.tracing.headers.iter().map(|(_, v)| v))
         .filter(|s| !s.is_empty())
         .map(|s| s.expose().to_string())
         .collect();

@@ -159,7 +159,8 @@ pub async fn say(
         Err(e) => return Err(e.into()),
     };
     let session = Uuid::parse_str(&f.session).ok();
-    match chat::turn(&state, employee, session, f.message).await {
+    let key = ctx.session.principal.key_id;
+    match chat::turn(&state, employee, session, f.message, key).await {
         Ok(t) => {
             let usage = format!(
                 "{} steps, {} in / {} out tokens, {}",
@@ -186,6 +187,10 @@ pub async fn say(
         Err(ChatError::Upstream(m)) => {
             v.notice = Some(format!("every AI vendor failed: {m}"));
             render(&state, &ctx, v, StatusCode::BAD_GATEWAY).await
+        }
+        Err(e @ ChatError::Budget(_)) => {
+            v.notice = Some(e.to_string());
+            render(&state, &ctx, v, StatusCode::TOO_MANY_REQUESTS).await
         }
         Err(ChatError::Store(e)) => Err(e.into()),
         Err(e @ ChatError::Unexpected(_)) => Err(PageError::Internal(anyhow::Error::new(e))),

@@ -15,7 +15,9 @@ use crate::auth::Scope;
 use crate::orchestrator::employees::{DEFAULT_MODEL_POLICY, validate};
 use crate::runtime::tools::BUILTIN;
 use crate::state::AppState;
-use crate::store::{Employee, EmployeeFields, StoreError, TaskFilter};
+use crate::store::{
+    DEFAULT_INPUT_TIMEOUT_SECONDS, Employee, EmployeeFields, StoreError, TaskFilter,
+};
 
 /// Model policy inputs on the form (first choice and fallbacks).
 const POLICY_SLOTS: usize = 3;
@@ -120,6 +122,7 @@ fn blank() -> EmployeeFields {
         redact_prompts: false,
         approval_tools: Vec::new(),
         output_schema: None,
+        input_timeout_seconds: DEFAULT_INPUT_TIMEOUT_SECONDS,
     }
 }
 
@@ -312,8 +315,9 @@ fn read(f: &FormData, errors: &mut FieldErrors) -> (EmployeeFields, Values) {
         temperature,
         redact_prompts: f.checked("redact_prompts"),
         approval_tools: f.all("approval_tools"),
-        // Not on the form: an update keeps the stored one (see `update`).
+        // Not on the form: an update keeps the stored ones (see `update`).
         output_schema: None,
+        input_timeout_seconds: DEFAULT_INPUT_TIMEOUT_SECONDS,
     };
     let values = Values {
         name: fields.name.clone(),
@@ -440,6 +444,7 @@ pub async fn update(
     let (mut fields, values) = read(&FormData::parse(&body), &mut errors);
     expand_aliases(&state, &mut fields);
     fields.output_schema = e.fields.output_schema.clone();
+    fields.input_timeout_seconds = e.fields.input_timeout_seconds;
     if let Err(err) = validate(&fields) {
         errors.add(&err.field, err.message);
     }

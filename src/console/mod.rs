@@ -50,6 +50,7 @@ pub fn router() -> Router<AppState> {
         .route("/tasks/{id}/live", get(tasks::live))
         .route("/tasks/{id}/cancel", post(tasks::cancel))
         .route("/tasks/{id}/approve", post(approvals::approve))
+        .route("/tasks/{id}/input", post(tasks::answer))
         .route("/tasks/{id}/reject", post(approvals::reject))
         .route("/approvals", get(approvals::inbox))
         .route("/employees", get(employees::list).post(employees::create))

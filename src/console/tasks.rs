@@ -22,7 +22,7 @@ use uuid::Uuid;
 use super::markdown;
 use super::view::{Ctx, FieldErrors, Layout, PageError, dollars, page, parse_id, see_other, when};
 use crate::auth::Scope;
-use crate::orchestrator::{self, EmployeeRef, Submit, SubmitError};
+use crate::orchestrator::{self, AnswerError, EmployeeRef, Submit, SubmitError};
 use crate::state::AppState;
 use crate::store::{CancelOutcome, Employee, Task, TaskEvent, TaskFilter, TaskStatus};
 
@@ -289,6 +289,17 @@ pub fn step(e: &TaskEvent) -> Step {
             body = Some(("arguments", pretty(&p["arguments"])));
             format!("Tool call: {}", text(&p["tool"]))
         }
+        "tool_started" => {
+            facts.push(("call id", text(&p["idempotency_key"])));
+            format!("Tool call started: {}", text(&p["tool"]))
+        }
+        "resumed" => {
+            let pending = p["pending_calls"].as_u64().unwrap_or(0);
+            if pending > 0 {
+                facts.push(("tool calls to make", pending.to_string()));
+            }
+            format!("Resumed after step {}", text(&p["step"]))
+        }
         "tool_result" => {
             body = Some(("result", pretty(&p["content"])));
             format!(
@@ -348,6 +359,9 @@ pub struct Summary {
     pub result_json: Option<String>,
     pub error: Option<String>,
     pub can_cancel: bool,
+    /// The question a task waiting for input asks, and whether this viewer may answer.
+    pub question: Option<String>,
+    pub can_answer: bool,
     pub csrf: String,
 }
 
@@ -365,6 +379,11 @@ async fn summary(state: &AppState, ctx: &Ctx, t: &Task) -> Result<Summary, PageE
         },
     };
     let ended = t.status.is_terminal();
+    let question = if t.status == TaskStatus::WaitingInput {
+        orchestrator::question(&orchestrator::all_events(state, t.id).await?)
+    } else {
+        None
+    };
     Ok(Summary {
         id: t.id.to_string(),
         status: t.status.as_str(),
@@ -383,6 +402,8 @@ async fn summary(state: &AppState, ctx: &Ctx, t: &Task) -> Result<Summary, PageE
         result_json,
         error: t.error.clone(),
         can_cancel: !ended && !t.cancel_requested && ctx.can(Scope::Write),
+        can_answer: question.is_some() && ctx.can(Scope::Write),
+        question,
         csrf: ctx.session.csrf.clone(),
     })
 }
@@ -528,6 +549,41 @@ pub async fn cancel(
             "the task already ended ({})",
             t.status.as_str()
         ))),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct AnswerForm {
+    #[serde(default)]
+    answer: String,
+}
+
+/// `POST /tasks/{id}/input`: a person answers the question the task waits on.
+pub async fn answer(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(f): Form<AnswerForm>,
+) -> Result<Response, PageError> {
+    ctx.require(Scope::Write)?;
+    let t = load(&state, &ctx, &id).await?;
+    let answer = f.answer.trim().to_string();
+    if answer.is_empty() {
+        return Err(PageError::BadRequest("answer: must not be blank".into()));
+    }
+    if answer.chars().count() > 20_000 {
+        return Err(PageError::BadRequest(
+            "answer: must be at most 20000 characters".into(),
+        ));
+    }
+    match orchestrator::answer(&state, ctx.tenant(), t.id, answer).await {
+        Ok(_) => Ok(see_other(&format!("/tasks/{}", t.id))),
+        Err(AnswerError::NotFound) => Err(PageError::NotFound("no such task".into())),
+        Err(AnswerError::NotWaiting(s)) => Err(PageError::Conflict(format!(
+            "the task is not waiting for input ({})",
+            s.map_or("changed meanwhile", |s| s.as_str())
+        ))),
+        Err(AnswerError::Store(e)) => Err(e.into()),
     }
 }
 

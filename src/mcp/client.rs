@@ -26,6 +26,9 @@ use crate::store::{DynStore, McpServer, McpServerState, McpToolInfo, StoreResult
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Tools of one server kept in the cache.
 pub const MAX_TOOLS: usize = 500;
+/// The `_meta` key of a tool call that carries the call's stable id: the same when the
+/// call is made again after a crash, so a server can drop a repeat.
+pub const IDEMPOTENCY_META: &str = "digital-employee/idempotencyKey";
 /// A session unused this long is closed (the next use opens a new one).
 const IDLE: Duration = Duration::from_secs(300);
 /// Sessions one replica keeps open; past it the least recently used closes.
@@ -195,6 +198,15 @@ impl Pool {
             };
             headers.insert(name, value);
         }
+        // The session is opened for this call: its requests continue the caller's trace.
+        if let Some(tp) = crate::telemetry::traces::current_traceparent()
+            .and_then(|t| HeaderValue::from_str(&t).ok())
+        {
+            headers.insert(
+                HeaderName::from_static(crate::telemetry::traces::TRACEPARENT),
+                tp,
+            );
+        }
         let mut config = StreamableHttpClientTransportConfig::with_uri(f.url.as_str())
             .custom_headers(headers)
             .max_json_response_size(MAX_MESSAGE_BYTES)
@@ -315,11 +327,17 @@ impl Pool {
         tool: &str,
         arguments: Map<String, Value>,
         timeout: Duration,
+        idempotency_key: Option<&str>,
     ) -> Result<CallToolResult, CallError> {
         let started = Instant::now();
         let session = self.session(server, timeout).await?;
         let left = timeout.saturating_sub(started.elapsed());
-        let params = CallToolRequestParams::new(tool.to_string()).with_arguments(arguments);
+        let mut params = CallToolRequestParams::new(tool.to_string()).with_arguments(arguments);
+        if let Some(key) = idempotency_key {
+            let mut meta = Map::new();
+            meta.insert(IDEMPOTENCY_META.to_string(), Value::from(key));
+            params.meta = Some(meta.into());
+        }
         match tokio::time::timeout(left, session.client.peer().call_tool(params)).await {
             Err(_) => Err(CallError::Timeout(timeout)),
             Ok(Err(e)) => {

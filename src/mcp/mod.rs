@@ -15,4 +15,4 @@
 mod client;
 pub mod names;
 
-pub use client::{CallError, Pool, result_value, timeout_of};
+pub use client::{CallError, IDEMPOTENCY_META, Pool, result_value, timeout_of};

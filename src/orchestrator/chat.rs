@@ -39,6 +39,9 @@ pub enum ChatError {
     /// Every AI vendor failed (502).
     #[error("{0}")]
     Upstream(String),
+    /// A budget had no room for a model call (429).
+    #[error("budget exceeded: {0}")]
+    Budget(Box<crate::ai::budget::BudgetExceeded>),
     #[error(transparent)]
     Store(#[from] StoreError),
     /// An outcome a synchronous turn cannot have.
@@ -53,6 +56,7 @@ pub async fn turn(
     employee: Employee,
     session_id: Option<Uuid>,
     message: String,
+    key_id: Option<Uuid>,
 ) -> Result<Turn, ChatError> {
     let tenant = employee.tenant_id;
     if super::is_blank(&message) {
@@ -99,9 +103,13 @@ pub async fn turn(
     let limits = Limits::for_employee(&employee, &state.config.tasks);
     let queue = TaskQueue(state);
     let mut run = Run::new(state, &queue, &employee, None, 0, limits, messages);
+    run.key_id = key_id;
     let sink = MemorySink::default();
     let outcome = run.run(&sink).await;
     let totals = run.totals;
+    if let Some(b) = run.refused.take() {
+        return Err(ChatError::Budget(Box::new(b)));
+    }
     let answer = match outcome {
         Outcome::Succeeded { answer, .. } => answer,
         Outcome::Failed {

@@ -80,6 +80,67 @@ pub async fn decide(
     }
 }
 
+/// Why an answer to a task's question was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    #[error("no such task")]
+    NotFound,
+    /// The task is not waiting for input (its status, when known).
+    #[error("the task is not waiting for input")]
+    NotWaiting(Option<TaskStatus>),
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for AnswerError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => AnswerError::NotFound,
+            e => AnswerError::Store(e),
+        }
+    }
+}
+
+/// Answers the question a task waits on (`ask_human`); the task is queued again and
+/// resumes on any replica with the answer as the tool's result.
+pub async fn answer(
+    state: &AppState,
+    tenant: Uuid,
+    id: Uuid,
+    answer: String,
+) -> Result<Task, AnswerError> {
+    let task = state.store.get_task(tenant, id).await?;
+    if task.status != TaskStatus::WaitingInput {
+        return Err(AnswerError::NotWaiting(Some(task.status)));
+    }
+    // The call it waits on: the last waiting_input status event.
+    let events = all_events(state, id).await?;
+    let call_id = events
+        .iter()
+        .rev()
+        .find(|e| e.kind == "status" && e.payload["status"] == "waiting_input")
+        .and_then(|e| e.payload["call_id"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let input = json!({ "call_id": call_id, "answer": answer });
+    match state.store.answer_input(tenant, id, input).await? {
+        Some(t) => {
+            state.tasks.wake();
+            state.tasks.task_changed(id);
+            Ok(t)
+        }
+        None => Err(AnswerError::NotWaiting(None)),
+    }
+}
+
+/// The question a task waiting for input asks, from its last `waiting_input` event.
+pub fn question(events: &[TaskEvent]) -> Option<String> {
+    events
+        .iter()
+        .rev()
+        .find(|e| e.kind == "status" && e.payload["status"] == "waiting_input")
+        .and_then(|e| e.payload["question"].as_str().map(str::to_owned))
+}
+
 /// Every event of a task, in order.
 pub async fn all_events(state: &AppState, id: Uuid) -> StoreResult<Vec<TaskEvent>> {
     let mut out: Vec<TaskEvent> = Vec::new();

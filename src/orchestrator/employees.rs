@@ -15,6 +15,8 @@ const MAX_ROLE: usize = 200;
 const MAX_INSTRUCTIONS: usize = 32 * 1024;
 const MAX_CANDIDATES: usize = 8;
 const MAX_TOOLS: usize = 64;
+/// The longest a task may wait for a person's answer: 30 days.
+pub const MAX_INPUT_TIMEOUT_SECONDS: i64 = 30 * 86_400;
 
 /// Business rules of an employee; the first broken one is returned, naming its field.
 pub fn validate(f: &EmployeeFields) -> Result<(), FieldError> {
@@ -114,6 +116,12 @@ pub fn validate(f: &EmployeeFields) -> Result<(), FieldError> {
     }
     if !(0.0..=2.0).contains(&f.temperature) {
         return Err(FieldError::new("temperature", "must be between 0 and 2"));
+    }
+    if !(1..=MAX_INPUT_TIMEOUT_SECONDS).contains(&f.input_timeout_seconds) {
+        return Err(FieldError::new(
+            "input_timeout_seconds",
+            format!("must be between 1 and {MAX_INPUT_TIMEOUT_SECONDS}"),
+        ));
     }
     if let Some(s) = &f.output_schema {
         crate::runtime::schema::check_output_schema(s)

@@ -20,7 +20,7 @@ pub mod tools;
 mod view;
 pub mod webhooks;
 
-pub use control::{DecideError, all_events, cancel, decide};
+pub use control::{AnswerError, DecideError, all_events, answer, cancel, decide, question};
 pub use follow::follow;
 pub use submit::{
     EmployeeRef, Idempotency, PORT_PATTERN, Parent, Submit, SubmitError, Submitted, check_input,
@@ -45,6 +45,8 @@ use crate::store::{
     Employee, Finish, Lease, NewEvent, StepUpdate, StoreResult, Task, TaskStatus, now,
 };
 use crate::telemetry::metrics as m;
+use crate::telemetry::traces;
+use tracing::Instrument;
 
 /// Exponential backoff of a retry: base · 2^(attempt−1), at most an hour.
 pub fn backoff(base: Duration, attempt: i32) -> Duration {
@@ -167,8 +169,41 @@ impl Sink for TaskSink<'_> {
     }
 }
 
-/// Runs one claimed task to its end, renewing the lease meanwhile.
+/// Runs one claimed task to its end, renewing the lease meanwhile. With tracing on the
+/// attempt is an `invoke_agent` span continuing the trace stored at submit (the parent,
+/// whichever replica this is: ADR 0014).
 async fn execute(
+    state: AppState,
+    task: Task,
+    employee: Option<Employee>,
+    hard_stop: CancellationToken,
+) {
+    if !traces::enabled() {
+        return execute_attempt(state, task, employee, hard_stop).await;
+    }
+    let agent = employee.as_ref().map(|e| e.fields.name.as_str());
+    let span = tracing::info_span!(
+        "invoke_agent",
+        otel.name = %match agent {
+            Some(name) => format!("invoke_agent {name}"),
+            None => "invoke_agent".to_string(),
+        },
+        otel.kind = "internal",
+        gen_ai.operation.name = "invoke_agent",
+        gen_ai.agent.id = %task.employee_id,
+        gen_ai.agent.name = agent,
+        task.id = %task.id,
+        task.attempt = task.attempt,
+    );
+    if let Some(tp) = &task.trace_context {
+        traces::set_parent(&span, tp);
+    }
+    execute_attempt(state, task, employee, hard_stop)
+        .instrument(span)
+        .await
+}
+
+async fn execute_attempt(
     state: AppState,
     task: Task,
     employee: Option<Employee>,
@@ -207,7 +242,7 @@ async fn execute(
             step: StepUpdate {
                 events: vec![NewEvent::status(
                     TaskStatus::Queued,
-                    json!({"reason": "released at shutdown", "reset": true}),
+                    json!({"reason": "released at shutdown"}),
                 )],
                 ..Default::default()
             },
@@ -218,6 +253,9 @@ async fn execute(
         return;
     };
     let (outcome, tail) = outcome;
+    if let Outcome::Failed { .. } = &outcome {
+        traces::set_error(&tracing::Span::current(), "task_failed");
+    }
     finish(
         &state,
         &task,
@@ -309,7 +347,8 @@ async fn run_task(
         cost_nanos: task.cost_nanos,
         steps: task.steps,
     };
-    // Resuming after an approval: rebuild the conversation from the step log.
+    // Another attempt (after a crash, a lost lease, a retry or an approval): rebuild
+    // the conversation from the step log and go on from the first step not recorded.
     if task.steps > 0 {
         let mut events = Vec::new();
         let mut after = 0;
@@ -366,6 +405,14 @@ async fn finish(
             json!({"reason": "cancelled on request"}),
         ),
         Outcome::WaitingApproval => (TaskStatus::WaitingApproval, None, None, None, json!({})),
+        // `run_at` of a task waiting for input is the deadline of the answer.
+        Outcome::WaitingInput { timeout_seconds } => (
+            TaskStatus::WaitingInput,
+            None,
+            None,
+            Some(now() + chrono::Duration::seconds((*timeout_seconds).clamp(1, 31_536_000))),
+            json!({}),
+        ),
         Outcome::Failed { error, retryable } if *retryable && lease.attempt < task.max_attempts => {
             let delay = backoff(cfg.retry_base_delay, lease.attempt);
             (
@@ -373,7 +420,7 @@ async fn finish(
                 None,
                 Some(error.clone()),
                 Some(now() + chrono::Duration::from_std(delay).unwrap_or_default()),
-                json!({"error": error, "retry_in_seconds": delay.as_secs_f64(), "reset": true}),
+                json!({"error": error, "retry_in_seconds": delay.as_secs_f64()}),
             )
         }
         Outcome::Failed { error, .. } => (
@@ -384,9 +431,12 @@ async fn finish(
             json!({"error": error}),
         ),
     };
-    // The waiting_approval status event was written by the runtime with the call.
+    // A waiting status event was written by the runtime with the call.
     let mut step = tail;
-    if status != TaskStatus::WaitingApproval {
+    if !matches!(
+        status,
+        TaskStatus::WaitingApproval | TaskStatus::WaitingInput
+    ) {
         step.events.push(NewEvent::status(status, extra));
     }
     let f = Finish {
@@ -508,6 +558,20 @@ async fn reaper(state: AppState, stop: CancellationToken) {
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "lease reaper failed"),
+        }
+        match state.store.expire_inputs().await {
+            Ok(r) => {
+                for t in &r {
+                    tracing::info!(task_id = %t.task_id, "no answer to the task's question in time");
+                    metrics::counter!(m::TASKS_TOTAL, "status" => t.status.as_str()).increment(1);
+                    webhooks::task_ended_by_id(&state, t.tenant_id, t.task_id).await;
+                    state.tasks.task_changed(t.task_id);
+                }
+                if !r.is_empty() {
+                    state.tasks.finished.notify_waiters();
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "input timeouts failed"),
         }
     }
 }

@@ -15,6 +15,8 @@ use crate::config::TaskConfig;
 use crate::egress::EgressPolicy;
 use crate::state::AppState;
 use crate::store::{Employee, NewTask, StoreError, Task, now};
+use crate::telemetry::traces;
+use tracing::Instrument;
 
 /// Largest task input, as serialised JSON.
 pub const MAX_INPUT_BYTES: usize = 256 * 1024;
@@ -319,6 +321,34 @@ pub async fn resolve_employee(
 /// the first task (`created: false`), or [`SubmitError::IdempotencyConflict`] when the
 /// request differs.
 pub async fn submit(state: &AppState, req: Submit) -> Result<Submitted, SubmitError> {
+    if !traces::enabled() {
+        return submit_in(state, req).await;
+    }
+    let span = tracing::info_span!(
+        "submit_task",
+        otel.name = "submit_task",
+        task.id = tracing::field::Empty,
+        task.created = tracing::field::Empty,
+    );
+    let out = submit_in(state, req).instrument(span.clone()).await;
+    match &out {
+        Ok(s) => {
+            span.record("task.id", tracing::field::display(s.task.id));
+            span.record("task.created", s.created);
+        }
+        Err(e) => traces::set_error(
+            &span,
+            match e {
+                SubmitError::Invalid { .. } | SubmitError::BadIdempotencyKey(_) => "invalid",
+                SubmitError::IdempotencyConflict => "idempotency_conflict",
+                SubmitError::Store(_) => "storage",
+            },
+        ),
+    }
+    out
+}
+
+async fn submit_in(state: &AppState, req: Submit) -> Result<Submitted, SubmitError> {
     let valid = validate(&req, &state.config.tasks, &state.egress)?;
     let tenant = req.tenant_id;
     let employee = match req.employee {
@@ -363,6 +393,8 @@ pub async fn submit(state: &AppState, req: Submit) -> Result<Submitted, SubmitEr
         callback_url: req.callback_url,
         metadata: valid.metadata,
         output_schema: req.output_schema,
+        // The submit span's context (tracing on): the run continues this trace.
+        trace_context: traces::current_traceparent(),
     };
     let (task, created) = state.store.create_task(&new).await?;
     if created {

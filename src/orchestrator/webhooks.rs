@@ -29,6 +29,8 @@ use crate::egress::{Refusal, refusal_of};
 use crate::state::AppState;
 use crate::store::{Delivery, DeliveryResult, NewDelivery, Task, now};
 use crate::telemetry::metrics as m;
+use crate::telemetry::traces;
+use tracing::Instrument;
 
 /// The event of a task's end, in `X-Digital-Employee-Event`.
 pub const TASK_FINISHED: &str = "task.finished";
@@ -141,8 +143,30 @@ async fn sweep(state: &AppState) {
     }
 }
 
-/// One attempt of one delivery, and its record.
+/// One attempt of one delivery, and its record; with tracing on, a `webhook_delivery`
+/// span in the trace of its task (read from the task's stored context).
 async fn attempt(state: &AppState, d: Delivery) {
+    if !traces::enabled() {
+        return attempt_untraced(state, d).await;
+    }
+    let span = tracing::info_span!(
+        "webhook_delivery",
+        otel.name = "webhook_delivery",
+        otel.kind = "client",
+        task.id = %d.task_id,
+        webhook.event = %d.event,
+        webhook.attempt = d.attempts,
+        webhook.outcome = tracing::field::Empty,
+    );
+    if let Ok(task) = state.store.get_task(d.tenant_id, d.task_id).await
+        && let Some(tp) = &task.trace_context
+    {
+        traces::set_parent(&span, tp);
+    }
+    attempt_untraced(state, d).instrument(span).await
+}
+
+async fn attempt_untraced(state: &AppState, d: Delivery) {
     let cfg = &state.config.tasks;
     let sent = send(state, &d).await;
     let (result, outcome) = match sent {
@@ -163,6 +187,13 @@ async fn attempt(state: &AppState, d: Delivery) {
         }
     };
     metrics::counter!(m::WEBHOOK_DELIVERIES_TOTAL, "outcome" => outcome).increment(1);
+    if traces::enabled() {
+        let span = tracing::Span::current();
+        span.record("webhook.outcome", outcome);
+        if outcome != "delivered" {
+            traces::set_error(&span, "webhook_not_delivered");
+        }
+    }
     match state.store.finish_delivery(d.id, d.attempts, &result).await {
         Ok(true) => {}
         Ok(false) => {
@@ -220,6 +251,7 @@ async fn send(state: &AppState, d: &Delivery) -> Result<(), SendError> {
             d.body.as_bytes(),
         ))
         .body(d.body.clone());
+    let req = traces::propagate(req);
     let resp = req.send().await.map_err(|e| match refusal_of(&e) {
         Some(r) => refused(r),
         None => SendError::retry(format!("request failed: {}", e.without_url())),

@@ -2,10 +2,19 @@
 //! limit, recording every step through a [`Sink`].
 //!
 //! It owns the conversation (system prompt from role and instructions, session history,
-//! the input, and — when resuming after an approval — the steps already recorded in
-//! `task_events`), the limits (steps, tokens, cost, deadline) and the cancel checks. It
-//! does not own leases or task statuses: the orchestrator turns an [`Outcome`] into the
-//! task's end. Vendors are reached only through `state.ai`.
+//! the input, and — when a task runs again after a crash, a lost lease, a retry or an
+//! approval — the steps already recorded in `task_events`), the limits (steps, tokens,
+//! cost, deadline) and the cancel checks. It does not own leases or task statuses: the
+//! orchestrator turns an [`Outcome`] into the task's end. Vendors are reached only
+//! through `state.ai`.
+//!
+//! Checkpoints (ADR 0015): every recorded step is one. A new attempt rebuilds the
+//! conversation with [`Run::replay`] and continues at the first step not recorded: a
+//! model turn that is recorded is never asked again, a tool call whose result is
+//! recorded is never made again. A tool call is recorded `tool_started` before it is
+//! made; one that was started and has no result is made again only when the tool is
+//! idempotent ([`tools::idempotent`]), otherwise a human decides (`waiting_approval`,
+//! reason `outcome unknown`).
 
 pub mod calc;
 mod queue;
@@ -14,7 +23,7 @@ pub mod tools;
 
 pub use queue::{Queue, SubTask, SubTaskError};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -45,6 +54,10 @@ pub enum Outcome {
     Cancelled,
     /// Paused on a tool call that needs a human decision.
     WaitingApproval,
+    /// Paused on a question to a person (`ask_human`), for at most `timeout_seconds`.
+    WaitingInput {
+        timeout_seconds: i64,
+    },
     /// The worker no longer holds the task; stop without writing anything.
     LeaseLost,
 }
@@ -88,6 +101,11 @@ pub struct Run<'a> {
     pub queue: &'a dyn Queue,
     pub employee: &'a Employee,
     pub task_id: Option<Uuid>,
+    /// The stored API key the run was started with (a synchronous chat), so its
+    /// budgets apply too.
+    pub key_id: Option<Uuid>,
+    /// The budget that refused a model call, when one ended the run.
+    pub refused: Option<crate::ai::budget::BudgetExceeded>,
     pub depth: i32,
     pub limits: Limits,
     pub totals: Totals,
@@ -99,9 +117,19 @@ pub struct Run<'a> {
     corrected: bool,
     messages: Vec<Message>,
     pending: Vec<ToolCall>,
+    /// The model step whose tool calls are `pending` (part of each call's stable id).
+    pending_step: i32,
     decisions: HashMap<String, Decision>,
+    /// Answers of people to `ask_human` calls, by call id.
+    inputs: HashMap<String, String>,
     /// Call ids that already have a recorded result.
     answered: Vec<String>,
+    /// Call ids recorded as started with no result (yet) and no decision since.
+    started: HashSet<String>,
+    /// The task, or this synchronous run: the first part of every call's stable id.
+    run_id: Uuid,
+    /// The last recorded step a replay found (a `resumed` event is written first).
+    resumed_from: Option<i32>,
     /// The last step when it ended the run: not written yet, so the orchestrator writes
     /// it together with the task's end (one write instead of two).
     tail: Option<StepUpdate>,
@@ -227,6 +255,8 @@ impl<'a> Run<'a> {
             queue,
             employee,
             task_id,
+            key_id: None,
+            refused: None,
             depth,
             limits,
             totals: Totals::default(),
@@ -235,27 +265,34 @@ impl<'a> Run<'a> {
             corrected: false,
             messages,
             pending: Vec::new(),
+            pending_step: 0,
             decisions: HashMap::new(),
+            inputs: HashMap::new(),
             answered: Vec::new(),
+            started: HashSet::new(),
+            run_id: task_id.unwrap_or_else(Uuid::now_v7),
+            resumed_from: None,
             tail: None,
         }
     }
 
-    /// Replays the steps recorded since the last reset (a retry or a rescue starts the
-    /// conversation over; an approval pause does not), so a task resumed after approval
-    /// continues where it stopped, on any replica.
+    /// Rebuilds the conversation from every step recorded by earlier attempts (a crash,
+    /// a lost lease, a retry, an approval pause: all the same), so the run continues at
+    /// the first step not recorded, on any replica. The usage of those steps is already
+    /// in the task row (`totals`), never added again.
     pub fn replay(&mut self, events: &[TaskEvent]) {
-        let start = events
-            .iter()
-            .rposition(|e| e.kind == "status" && e.payload.get("reset") == Some(&json!(true)))
-            .map_or(0, |i| i + 1);
-        for e in &events[start..] {
+        let mut step = 0;
+        let mut last_answer: Option<String> = None;
+        for e in events {
             match e.kind.as_str() {
                 "llm_call" => {
+                    step += 1;
                     let m = &e.payload["message"];
                     let calls: Vec<ToolCall> =
                         serde_json::from_value(m["tool_calls"].clone()).unwrap_or_default();
                     if calls.is_empty() {
+                        // A refused final answer (output schema): its correction follows.
+                        last_answer = Some(m["content"].as_str().unwrap_or("").to_string());
                         continue;
                     }
                     self.messages.push(Message {
@@ -265,6 +302,37 @@ impl<'a> Run<'a> {
                         tool_call_id: None,
                     });
                     self.pending = calls;
+                    self.pending_step = e.payload["step"]
+                        .as_i64()
+                        .and_then(|n| i32::try_from(n).ok())
+                        .unwrap_or(step);
+                }
+                "message" if e.payload.get("problem").is_some() => {
+                    let problem = e.payload["problem"].as_str().unwrap_or("");
+                    self.messages
+                        .push(Message::assistant(last_answer.take().unwrap_or_default()));
+                    self.messages.push(Message::user(correction(
+                        problem,
+                        self.output_schema.as_ref().unwrap_or(&Value::Null),
+                    )));
+                    self.corrected = true;
+                }
+                "tool_started" => {
+                    if let Some(id) = e.payload["call_id"].as_str() {
+                        self.started.insert(id.to_string());
+                        // A decision to make a call that is not idempotent is spent once
+                        // the call was made: a repeat needs a new one.
+                        let repeatable = self.pending.iter().any(|c| {
+                            c.id == id
+                                && tools::idempotent(
+                                    e.payload["tool"].as_str().unwrap_or(""),
+                                    &c.arguments,
+                                )
+                        });
+                        if !repeatable {
+                            self.decisions.remove(id);
+                        }
+                    }
                 }
                 "tool_result" => {
                     let id = e.payload["call_id"]
@@ -275,10 +343,18 @@ impl<'a> Run<'a> {
                         id.clone(),
                         e.payload["content"].to_string(),
                     ));
+                    self.started.remove(&id);
                     self.answered.push(id);
+                }
+                "input" => {
+                    if let Some(id) = e.payload["call_id"].as_str() {
+                        let answer = e.payload["answer"].as_str().unwrap_or("").to_string();
+                        self.inputs.insert(id.to_string(), answer);
+                    }
                 }
                 "approval" => {
                     if let Some(id) = e.payload["call_id"].as_str() {
+                        self.started.remove(id);
                         self.decisions.insert(
                             id.to_string(),
                             Decision {
@@ -291,11 +367,15 @@ impl<'a> Run<'a> {
                 _ => {}
             }
         }
+        if step > 0 {
+            self.resumed_from = Some(step);
+        }
     }
 
     fn ctx(&self) -> CallContext {
         CallContext {
             tenant_id: self.employee.tenant_id,
+            key_id: self.key_id,
             task_id: self.task_id,
             employee_id: Some(self.employee.id),
         }
@@ -329,24 +409,66 @@ impl<'a> Run<'a> {
     /// left in [`Run::take_tail`] for the caller to write with the outcome.
     pub async fn run(&mut self, sink: &dyn Sink) -> Outcome {
         let offered = tools::offered_all(self.state, self.employee).await;
+        if let Some(step) = self.resumed_from.take() {
+            let ev = NewEvent::new(
+                "resumed",
+                json!({"step": step, "pending_calls": self.pending.iter()
+                    .filter(|c| !self.answered.contains(&c.id)).count()}),
+            );
+            match self
+                .record(
+                    sink,
+                    StepUpdate {
+                        events: vec![ev],
+                        ..Default::default()
+                    },
+                )
+                .await
+            {
+                Err(o) => return o,
+                Ok(true) => return Outcome::Cancelled,
+                Ok(false) => {}
+            }
+        }
         loop {
             // 1. Tool calls of the last model turn that have no result yet.
             let pending = std::mem::take(&mut self.pending);
-            for call in &pending {
+            let step = self.pending_step;
+            for (index, call) in pending.iter().enumerate() {
                 if self.answered.contains(&call.id) {
                     continue;
                 }
                 // An MCP tool offered under its alias is known by its canonical name.
                 let name = offered.canonical(&call.name);
-                let needs_approval = tools::needs_approval(self.employee, name);
+                let key = tools::call_key(self.run_id, step, index);
+                if name == tools::ASK_HUMAN && self.can_pause {
+                    match self.ask_human(sink, call, &key).await {
+                        Ok(content) => {
+                            if let Err(o) = self
+                                .record_result(sink, call, name, "ok", content, &key)
+                                .await
+                            {
+                                return o;
+                            }
+                            continue;
+                        }
+                        Err(o) => return o,
+                    }
+                }
+                // Started by an earlier attempt, no result: did it happen? Only an
+                // idempotent call may simply be made again.
+                let unknown =
+                    self.started.contains(&call.id) && !tools::idempotent(name, &call.arguments);
+                let needs_approval = tools::needs_approval(self.employee, name) || unknown;
                 let (outcome, content) = if needs_approval && self.can_pause {
                     match self.decisions.get(&call.id).cloned() {
                         None => {
-                            let ev = NewEvent::status(
-                                TaskStatus::WaitingApproval,
-                                json!({"call_id": call.id, "tool": name,
-                                       "arguments": call.arguments}),
-                            );
+                            let mut extra = json!({"call_id": call.id, "tool": name,
+                                       "arguments": call.arguments, "idempotency_key": key});
+                            if unknown {
+                                extra["reason"] = json!(OUTCOME_UNKNOWN);
+                            }
+                            let ev = NewEvent::status(TaskStatus::WaitingApproval, extra);
                             return match self
                                 .record(
                                     sink,
@@ -362,8 +484,10 @@ impl<'a> Run<'a> {
                             };
                         }
                         Some(d) if d.approve => {
-                            let r = self.tool(name, &call.arguments).await;
-                            (r.outcome, r.content)
+                            match self.call_tool(sink, call, name, &key).await {
+                                Ok(r) => (r.outcome, r.content),
+                                Err(o) => return o,
+                            }
                         }
                         Some(d) => (
                             "rejected",
@@ -377,30 +501,16 @@ impl<'a> Run<'a> {
                         json!({"error": "this tool needs a human approval and cannot run in a synchronous chat"}),
                     )
                 } else {
-                    let r = self.tool(name, &call.arguments).await;
-                    (r.outcome, r.content)
+                    match self.call_tool(sink, call, name, &key).await {
+                        Ok(r) => (r.outcome, r.content),
+                        Err(o) => return o,
+                    }
                 };
-                self.messages
-                    .push(Message::tool_result(call.id.clone(), content.to_string()));
-                self.answered.push(call.id.clone());
-                let ev = NewEvent::new(
-                    "tool_result",
-                    json!({"call_id": call.id, "tool": name, "outcome": outcome,
-                           "content": content}),
-                );
-                match self
-                    .record(
-                        sink,
-                        StepUpdate {
-                            events: vec![ev],
-                            ..Default::default()
-                        },
-                    )
+                if let Err(o) = self
+                    .record_result(sink, call, name, outcome, content, &key)
                     .await
                 {
-                    Err(o) => return o,
-                    Ok(true) => return Outcome::Cancelled,
-                    Ok(false) => {}
+                    return o;
                 }
             }
 
@@ -443,6 +553,16 @@ impl<'a> Run<'a> {
             {
                 Ok(r) => r,
                 Err(e) => {
+                    // A budget without room is not cured by retrying soon: the run
+                    // fails; a budget that could not be checked may run again.
+                    if let Some(b) = e.budget_exceeded() {
+                        let error = format!("{BUDGET_EXCEEDED}: {b}");
+                        self.refused = Some(b.clone());
+                        return Outcome::Failed {
+                            error,
+                            retryable: false,
+                        };
+                    }
                     return Outcome::Failed {
                         error: e.to_string(),
                         retryable: true,
@@ -451,6 +571,7 @@ impl<'a> Run<'a> {
             };
             let resp = routed.response;
             let usage = resp.usage;
+            let step = self.totals.steps + 1;
             let mut update = StepUpdate {
                 tokens_in: usage.input_tokens as i64,
                 tokens_out: usage.output_tokens as i64,
@@ -459,6 +580,7 @@ impl<'a> Run<'a> {
                 events: vec![NewEvent::new(
                     "llm_call",
                     json!({
+                        "step": step,
                         "provider": routed.provider, "model": routed.model,
                         "tokens_in": usage.input_tokens, "tokens_out": usage.output_tokens,
                         "cost_nanos": routed.cost_nanos, "cache_hit": routed.cache_hit,
@@ -469,11 +591,12 @@ impl<'a> Run<'a> {
                     }),
                 )],
             };
-            for c in &resp.tool_calls {
+            for (index, c) in resp.tool_calls.iter().enumerate() {
                 update.events.push(NewEvent::new(
                     "tool_call",
                     json!({"call_id": c.id, "tool": offered.canonical(&c.name),
-                           "arguments": c.arguments}),
+                           "arguments": c.arguments,
+                           "idempotency_key": tools::call_key(self.run_id, step, index)}),
                 ));
             }
             let answer = resp.content.clone().unwrap_or_default();
@@ -494,7 +617,7 @@ impl<'a> Run<'a> {
                 self.corrected = true;
                 update.events.push(NewEvent::new(
                     "message",
-                    json!({"role": "system", "content": format!(
+                    json!({"role": "system", "problem": problem, "content": format!(
                         "the answer does not satisfy the output schema ({problem}); asked once more")}),
                 ));
                 let cancel = match self.record(sink, update).await {
@@ -549,10 +672,112 @@ impl<'a> Run<'a> {
                 tool_call_id: None,
             });
             self.pending = resp.tool_calls;
+            self.pending_step = step;
         }
     }
 
-    async fn tool(&self, name: &str, arguments: &str) -> tools::ToolOutcome {
+    /// The answer to an `ask_human` call, or the pause that waits for it: a
+    /// `waiting_input` status event with the question (a call without a valid question is
+    /// answered with the error instead).
+    async fn ask_human(
+        &mut self,
+        sink: &dyn Sink,
+        call: &ToolCall,
+        key: &str,
+    ) -> Result<Value, Outcome> {
+        if let Some(answer) = self.inputs.get(&call.id) {
+            return Ok(json!({ "answer": answer }));
+        }
+        let question = serde_json::from_str::<Value>(&call.arguments)
+            .ok()
+            .and_then(|a| a.get("question").and_then(Value::as_str).map(str::to_owned))
+            .filter(|q| !q.trim().is_empty());
+        let Some(question) = question else {
+            return Ok(json!({"error": "invalid arguments: `question` must be a non-empty text"}));
+        };
+        let timeout_seconds = self.employee.fields.input_timeout_seconds;
+        let ev = NewEvent::status(
+            TaskStatus::WaitingInput,
+            json!({"call_id": call.id, "question": question, "idempotency_key": key,
+                   "timeout_seconds": timeout_seconds}),
+        );
+        match self
+            .record(
+                sink,
+                StepUpdate {
+                    events: vec![ev],
+                    ..Default::default()
+                },
+            )
+            .await
+        {
+            Err(o) => Err(o),
+            Ok(_) => Err(Outcome::WaitingInput { timeout_seconds }),
+        }
+    }
+
+    /// Writes the result of a call (and adds it to the conversation); `Err` ends the run.
+    async fn record_result(
+        &mut self,
+        sink: &dyn Sink,
+        call: &ToolCall,
+        name: &str,
+        outcome: &str,
+        content: Value,
+        key: &str,
+    ) -> Result<(), Outcome> {
+        self.messages
+            .push(Message::tool_result(call.id.clone(), content.to_string()));
+        self.answered.push(call.id.clone());
+        self.started.remove(&call.id);
+        let ev = NewEvent::new(
+            "tool_result",
+            json!({"call_id": call.id, "tool": name, "outcome": outcome,
+                   "content": content, "idempotency_key": key}),
+        );
+        let cancel = self
+            .record(
+                sink,
+                StepUpdate {
+                    events: vec![ev],
+                    ..Default::default()
+                },
+            )
+            .await?;
+        if cancel {
+            return Err(Outcome::Cancelled);
+        }
+        Ok(())
+    }
+
+    /// Makes one tool call. For a task it is recorded `tool_started` first, so that an
+    /// attempt after a crash knows the call may have happened.
+    async fn call_tool(
+        &mut self,
+        sink: &dyn Sink,
+        call: &ToolCall,
+        name: &str,
+        key: &str,
+    ) -> Result<tools::ToolOutcome, Outcome> {
+        if self.task_id.is_some() {
+            let ev = NewEvent::new(
+                "tool_started",
+                json!({"call_id": call.id, "tool": name, "idempotency_key": key}),
+            );
+            let cancel = self
+                .record(
+                    sink,
+                    StepUpdate {
+                        events: vec![ev],
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            if cancel {
+                return Err(Outcome::Cancelled);
+            }
+            self.started.insert(call.id.clone());
+        }
         let ctx = tools::ToolCtx {
             state: self.state,
             queue: self.queue,
@@ -560,8 +785,9 @@ impl<'a> Run<'a> {
             task_id: self.task_id,
             depth: self.depth,
             deadline: self.limits.deadline,
+            call_key: key,
         };
-        tools::run(&ctx, name, arguments).await
+        Ok(tools::run(&ctx, name, &call.arguments).await)
     }
 
     /// The step that ended the run, when it is not written yet (see [`Run::run`]): the
@@ -593,6 +819,13 @@ impl<'a> Run<'a> {
         }
     }
 }
+
+/// How a task refused by a budget fails (the error's prefix); it is not retried.
+pub const BUDGET_EXCEEDED: &str = "budget_exceeded";
+
+/// The reason of a `waiting_approval` pause on a call an earlier attempt started but
+/// whose result was never recorded (a tool that is not idempotent).
+pub const OUTCOME_UNKNOWN: &str = "outcome unknown";
 
 /// How a task whose answer never satisfied its output schema fails (the error's prefix).
 pub const INVALID_OUTPUT: &str = "invalid_output";

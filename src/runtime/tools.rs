@@ -1,5 +1,6 @@
 //! Built-in tools: `calculator`, `current_time`, `memory_get`, `memory_set`,
-//! `http_request` and `delegate`. An employee is offered only the tools on its
+//! `http_request`, `delegate` and `ask_human` (answered by the runtime: the task waits
+//! for a person's answer). An employee is offered only the tools on its
 //! `allowed_tools`; arguments are validated against the tool's schema before it runs,
 //! and every failure is returned to the model as a tool error it can act on.
 //!
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::schema;
@@ -39,7 +41,11 @@ pub const BUILTIN: &[&str] = &[
     "memory_set",
     "http_request",
     "delegate",
+    "ask_human",
 ];
+
+/// The built-in tool that parks a task until a person answers its question.
+pub const ASK_HUMAN: &str = "ask_human";
 
 /// Who is calling a tool, for tools that touch tenant data or spawn work.
 pub struct ToolCtx<'a> {
@@ -49,6 +55,36 @@ pub struct ToolCtx<'a> {
     pub task_id: Option<Uuid>,
     pub depth: i32,
     pub deadline: Instant,
+    /// The call's stable id (task, step, call index; see [`call_key`]): the same on
+    /// every attempt, so a receiver can drop a repeat.
+    pub call_key: &'a str,
+}
+
+/// The stable id of a tool call: the task (or the synchronous run), the model step that
+/// asked for it and its index among that step's calls. Webhook tools get it in
+/// [`IDEMPOTENCY_HEADER`] (and as their `webhook-id`), MCP tools in the request's
+/// `_meta` under [`MCP_IDEMPOTENCY_META`].
+pub fn call_key(run: Uuid, step: i32, index: usize) -> String {
+    format!("{run}:{step}:{index}")
+}
+
+/// The header carrying a webhook tool call's stable id.
+pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+/// The `_meta` key carrying an MCP tool call's stable id.
+pub const MCP_IDEMPOTENCY_META: &str = crate::mcp::IDEMPOTENCY_META;
+
+/// Whether a call may simply be made again when an earlier attempt started it and its
+/// outcome was never recorded (ADR 0015): the built-in tools (reads, a keyed write, an
+/// idempotent submit) and `http_request` GET. Webhook and MCP tools are not: a repeat
+/// of theirs goes to a human first.
+pub fn idempotent(name: &str, arguments: &str) -> bool {
+    match name {
+        "http_request" => serde_json::from_str::<Value>(arguments)
+            .ok()
+            .and_then(|a| a.get("method").and_then(Value::as_str).map(|m| m == "GET"))
+            .unwrap_or(false),
+        n => BUILTIN.contains(&n),
+    }
 }
 
 /// The definition of a built-in tool, or `None` for an unknown name.
@@ -86,6 +122,12 @@ pub fn definition(name: &str) -> Option<ToolDef> {
             json!({"type": "object", "required": ["employee", "input"], "additionalProperties": false,
                    "properties": {"employee": {"type": "string", "maxLength": 64},
                                   "input": {"type": "string", "maxLength": 100000}}}),
+        ),
+        "ask_human" => (
+            "Ask a person a question and wait for the answer (the task pauses until someone \
+             answers). Use it when you cannot go on without a human's information or decision.",
+            json!({"type": "object", "required": ["question"], "additionalProperties": false,
+                   "properties": {"question": {"type": "string", "minLength": 1, "maxLength": 4000}}}),
         ),
         _ => return None,
     };
@@ -232,9 +274,29 @@ impl ToolOutcome {
     }
 }
 
-/// Parses, validates and runs one call.
+/// Parses, validates and runs one call; with tracing on, an `execute_tool` span.
 pub async fn run(ctx: &ToolCtx<'_>, name: &str, arguments: &str) -> ToolOutcome {
-    let outcome = run_inner(ctx, name, arguments).await;
+    let outcome = if crate::telemetry::traces::enabled() {
+        let span = tracing::info_span!(
+            "execute_tool",
+            otel.name = %format!("execute_tool {name}"),
+            otel.kind = "internal",
+            gen_ai.operation.name = "execute_tool",
+            gen_ai.tool.name = name,
+            gen_ai.tool.type = if BUILTIN.contains(&name) { "function" } else { "extension" },
+            tool.outcome = tracing::field::Empty,
+        );
+        let outcome = run_inner(ctx, name, arguments)
+            .instrument(span.clone())
+            .await;
+        span.record("tool.outcome", outcome.outcome);
+        if outcome.is_error() {
+            crate::telemetry::traces::set_error(&span, outcome.outcome);
+        }
+        outcome
+    } else {
+        run_inner(ctx, name, arguments).await
+    };
     metrics::counter!(crate::telemetry::metrics::TOOL_CALLS_TOTAL,
         "tool" => if BUILTIN.contains(&name) {
             name.to_string()
@@ -322,6 +384,12 @@ async fn run_inner(ctx: &ToolCtx<'_>, name: &str, arguments: &str) -> ToolOutcom
         },
         "http_request" => http_request(ctx, s("method"), s("url"), args.get("body")).await,
         "delegate" => delegate(ctx, s("employee"), s("input")).await,
+        // A task's run answers `ask_human` itself (it waits for the person); reaching here
+        // means there is nobody to wait for.
+        ASK_HUMAN => ToolOutcome::err(
+            "denied",
+            "there is no person to ask in a synchronous chat; answer with what you have",
+        ),
         _ => ToolOutcome::err("denied", format!("unknown tool '{name}'")),
     }
 }
@@ -392,7 +460,12 @@ async fn mcp_call(ctx: &ToolCtx<'_>, entry: Entry<'_>, arguments: &str) -> ToolO
     };
     let timeout =
         crate::mcp::timeout_of(&s).min(ctx.deadline.saturating_duration_since(Instant::now()));
-    match ctx.state.mcp.call(&s, tool, map, timeout).await {
+    match ctx
+        .state
+        .mcp
+        .call(&s, tool, map, timeout, Some(ctx.call_key))
+        .await
+    {
         Err(CallError::Refused(r)) => egress_denied(r),
         Err(CallError::Timeout(t)) => ToolOutcome::err(
             "error",
@@ -542,6 +615,7 @@ async fn webhook_call(ctx: &ToolCtx<'_>, tool: &WebhookTool, args: Value) -> Too
         "arguments": args,
         "task_id": ctx.task_id,
         "employee_id": ctx.employee.id,
+        "call_id": ctx.call_key,
     })
     .to_string();
     let secret = match ctx
@@ -564,13 +638,11 @@ async fn webhook_call(ctx: &ToolCtx<'_>, tool: &WebhookTool, args: Value) -> Too
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header(reqwest::header::USER_AGENT, "digital-employee-tools")
         .header(signing::EVENT_HEADER, TOOL_CALL_EVENT)
-        // Each call is its own message: a fresh `webhook-id`.
-        .headers(signing::headers(
-            &secret,
-            &Uuid::now_v7().to_string(),
-            body.as_bytes(),
-        ))
+        .header(IDEMPOTENCY_HEADER, ctx.call_key)
+        // A call made again (on resume) is the same message: the same `webhook-id`.
+        .headers(signing::headers(&secret, ctx.call_key, body.as_bytes()))
         .body(body);
+    let req = crate::telemetry::traces::propagate(req);
     let call = async {
         let resp = req.send().await?;
         let status = resp.status();
@@ -717,7 +789,7 @@ async fn wait_for_subtask(
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
 
     #[test]
@@ -732,5 +804,48 @@ mod tests {
         assert!(ok("http://127.0.0.1:8080/"));
         assert!(!ok("http://127.0.0.1/"));
         assert!(!ok("https://other.example.com/"));
+    }
+
+    #[test]
+    fn the_allow_list_matches_the_host_the_request_goes_to_and_nothing_like_it() {
+        let allowed = vec!["api.example.com".to_string(), "[::1]:9000".to_string()];
+        let ok = |u: &str| host_allowed(&allowed, &reqwest::Url::parse(u).unwrap());
+        // The host the request goes to decides, not text elsewhere in the URL.
+        assert!(!ok("https://api.example.com@evil.example/"), "userinfo");
+        assert!(ok("https://user:pw@api.example.com/"));
+        assert!(!ok("https://evil.example/?next=api.example.com"));
+        assert!(!ok("https://evil.example/api.example.com"));
+        assert!(!ok("https://evil.example#api.example.com"));
+        // Nothing that merely contains or extends the name.
+        assert!(!ok("https://x.api.example.com/"), "a subdomain");
+        assert!(!ok("https://api.example.com.evil.example/"), "a suffix");
+        assert!(!ok("https://xapi.example.com/"));
+        assert!(!ok("https://api.example.com./"), "the root-dot spelling");
+        // The default port is the scheme's: 80 for http, 443 for https, written or not.
+        assert!(ok("http://api.example.com:80/"));
+        assert!(ok("https://api.example.com:443/"));
+        assert!(!ok("https://api.example.com:80/"));
+        // IPv6 with an explicit port.
+        assert!(ok("http://[::1]:9000/"));
+        assert!(!ok("http://[::1]:9001/"));
+        assert!(!ok("http://[::1]/"));
+        // An empty list lets nothing through.
+        let none: Vec<String> = Vec::new();
+        assert!(!host_allowed(
+            &none,
+            &reqwest::Url::parse("https://api.example.com/").unwrap()
+        ));
+    }
+
+    #[test]
+    fn empty_arguments_are_an_empty_object_and_bad_json_is_invalid() {
+        assert_eq!(parse_arguments("").ok(), Some(json!({})));
+        assert_eq!(parse_arguments("  \n").ok(), Some(json!({})));
+        assert_eq!(parse_arguments(r#"{"a":1}"#).ok(), Some(json!({"a": 1})));
+        let Err(err) = parse_arguments("{nope") else {
+            panic!("bad JSON accepted");
+        };
+        assert!(err.is_error());
+        assert_eq!(err.outcome, "invalid");
     }
 }

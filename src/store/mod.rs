@@ -4,6 +4,7 @@
 //! schema enforces (uniqueness, optimistic versions) and imports nothing of the domain
 //! layers above it. Every query is scoped by tenant.
 
+mod budgets;
 mod mcp;
 mod models;
 pub mod postgres;
@@ -19,6 +20,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub use budgets::*;
 pub use mcp::*;
 pub use models::*;
 pub use responses::*;
@@ -110,7 +112,15 @@ pub struct Page<T> {
 /// suite in `tests/store_conformance.rs` runs against both.
 #[async_trait]
 pub trait Store:
-    TaskStore + WebhookStore + McpStore + ResponseStore + SessionStore + Send + Sync + 'static
+    TaskStore
+    + WebhookStore
+    + McpStore
+    + BudgetStore
+    + ResponseStore
+    + SessionStore
+    + Send
+    + Sync
+    + 'static
 {
     fn backend(&self) -> Backend;
 

@@ -63,6 +63,17 @@ pub struct EmployeeFields {
     /// set its own); `None`: free text.
     #[serde(default)]
     pub output_schema: Option<serde_json::Value>,
+    /// How long a task waits for a human's answer to `ask_human` before it fails with
+    /// `input_timeout`.
+    #[serde(default = "default_input_timeout")]
+    pub input_timeout_seconds: i64,
+}
+
+/// The input timeout of an employee that sets none: one day.
+pub const DEFAULT_INPUT_TIMEOUT_SECONDS: i64 = 86_400;
+
+fn default_input_timeout() -> i64 {
+    DEFAULT_INPUT_TIMEOUT_SECONDS
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

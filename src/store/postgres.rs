@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::*;
 
+mod budgets;
 mod mcp;
 mod responses;
 mod sessions;
@@ -94,6 +95,7 @@ fn employee_row(r: &PgRow) -> StoreResult<Employee> {
             output_schema: r
                 .try_get::<Option<Json<serde_json::Value>>, _>("output_schema")?
                 .map(|Json(v)| v),
+            input_timeout_seconds: r.try_get("input_timeout_seconds")?,
         },
         version: r.try_get("version")?,
         created_at: r.try_get("created_at")?,
@@ -106,7 +108,7 @@ macro_rules! employee_cols {
     () => {
         "id, tenant_id, name, role, instructions, model_policy, allowed_tools, \
          max_steps, token_budget, temperature, redact_prompts, version, created_at, updated_at, \
-         approval_tools, output_schema"
+         approval_tools, output_schema, input_timeout_seconds"
     };
 }
 
@@ -395,7 +397,7 @@ impl Store for PgStore {
             "INSERT INTO employees (",
             employee_cols!(),
             ") \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12, $13, $14) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12, $13, $14, $15) \
              RETURNING ",
             employee_cols!(),
             ""
@@ -414,6 +416,7 @@ impl Store for PgStore {
         .bind(t)
         .bind(Json(&fields.approval_tools))
         .bind(fields.output_schema.as_ref().map(Json))
+        .bind(fields.input_timeout_seconds)
         .fetch_one(&self.pool)
         .await
         .map_err(|err| map_unique(err, "employee name"))?;
@@ -469,7 +472,7 @@ impl Store for PgStore {
             "UPDATE employees SET name = $1, role = $2, instructions = $3, model_policy = $4, \
              allowed_tools = $5, max_steps = $6, token_budget = $7, temperature = $8, \
              redact_prompts = $9, version = version + 1, updated_at = $10, approval_tools = $14, \
-             output_schema = $15 \
+             output_schema = $15, input_timeout_seconds = $16 \
              WHERE tenant_id = $11 AND id = $12 AND version = $13 RETURNING ",
             employee_cols!(),
             ""
@@ -489,6 +492,7 @@ impl Store for PgStore {
         .bind(version)
         .bind(Json(&fields.approval_tools))
         .bind(fields.output_schema.as_ref().map(Json))
+        .bind(fields.input_timeout_seconds)
         .fetch_optional(&self.pool)
         .await
         .map_err(|err| map_unique(err, "employee name"))?;

@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use super::*;
 
+mod budgets;
 mod mcp;
 mod responses;
 mod sessions;
@@ -267,6 +268,7 @@ fn employee_row(r: &SqliteRow) -> StoreResult<Employee> {
                         .map_err(|e| StoreError::Corrupt(format!("output_schema: {e}")))
                 })
                 .transpose()?,
+            input_timeout_seconds: r.try_get("input_timeout_seconds")?,
         },
         version: r.try_get("version")?,
         created_at: parse_ts(r.try_get("created_at")?)?,
@@ -287,7 +289,7 @@ macro_rules! employee_cols {
     () => {
         "id, tenant_id, name, role, instructions, model_policy, allowed_tools, \
          max_steps, token_budget, temperature, redact_prompts, version, created_at, updated_at, \
-         approval_tools, output_schema"
+         approval_tools, output_schema, input_timeout_seconds"
     };
 }
 
@@ -584,7 +586,7 @@ impl Store for SqliteStore {
         sqlx::query(concat!(
             "INSERT INTO employees (",
             employee_cols!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
         .bind(e.id.to_string())
         .bind(tenant.to_string())
@@ -602,6 +604,7 @@ impl Store for SqliteStore {
         .bind(ts(&t))
         .bind(to_json(&fields.approval_tools))
         .bind(fields.output_schema.as_ref().map(|v| v.to_string()))
+        .bind(fields.input_timeout_seconds)
         .execute(&mut *self.w().await?)
         .await
         .map_err(|err| map_unique(err, "employee name"))?;
@@ -659,7 +662,7 @@ impl Store for SqliteStore {
             "UPDATE employees SET name = ?, role = ?, instructions = ?, model_policy = ?, \
              allowed_tools = ?, max_steps = ?, token_budget = ?, temperature = ?, \
              redact_prompts = ?, approval_tools = ?, output_schema = ?, version = version + 1, \
-             updated_at = ? \
+             input_timeout_seconds = ?, updated_at = ? \
              WHERE tenant_id = ? AND id = ? AND version = ? RETURNING ",
             employee_cols!(),
             ""
@@ -675,6 +678,7 @@ impl Store for SqliteStore {
         .bind(fields.redact_prompts)
         .bind(to_json(&fields.approval_tools))
         .bind(fields.output_schema.as_ref().map(|v| v.to_string()))
+        .bind(fields.input_timeout_seconds)
         .bind(ts(&t))
         .bind(tenant.to_string())
         .bind(id.to_string())

@@ -27,10 +27,12 @@ pub enum TaskStatus {
     Cancelled,
     WaitingApproval,
     Retrying,
+    /// Parked on a question to a human (`ask_human`) until `POST /v1/tasks/{id}/input`.
+    WaitingInput,
 }
 
 impl TaskStatus {
-    pub const ALL: [TaskStatus; 7] = [
+    pub const ALL: [TaskStatus; 8] = [
         TaskStatus::Queued,
         TaskStatus::Running,
         TaskStatus::Succeeded,
@@ -38,6 +40,7 @@ impl TaskStatus {
         TaskStatus::Cancelled,
         TaskStatus::WaitingApproval,
         TaskStatus::Retrying,
+        TaskStatus::WaitingInput,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,7 +52,13 @@ impl TaskStatus {
             TaskStatus::Cancelled => "cancelled",
             TaskStatus::WaitingApproval => "waiting_approval",
             TaskStatus::Retrying => "retrying",
+            TaskStatus::WaitingInput => "waiting_input",
         }
+    }
+
+    /// Every status name, comma-separated (for error messages).
+    pub fn names() -> String {
+        TaskStatus::ALL.map(TaskStatus::as_str).join(", ")
     }
 
     pub fn parse(s: &str) -> Option<TaskStatus> {
@@ -89,6 +98,10 @@ pub struct Task {
     pub metadata: Value,
     /// The schema its answer must satisfy, set at submit (the employee's otherwise).
     pub output_schema: Option<Value>,
+    /// The W3C `traceparent` of the submit, when tracing was on: each run continues
+    /// that trace, on whichever replica claims it (ADR 0014). Not shown to callers.
+    #[serde(default, skip_serializing)]
+    pub trace_context: Option<String>,
     pub result: Option<Value>,
     pub error: Option<String>,
     pub tokens_in: i64,
@@ -130,6 +143,8 @@ pub struct NewTask {
     pub callback_url: Option<String>,
     pub metadata: Value,
     pub output_schema: Option<Value>,
+    /// The submit's `traceparent` (tracing on), stored so the run continues its trace.
+    pub trace_context: Option<String>,
 }
 
 /// The fence of a running task: only the holder of this lease may write its progress.
@@ -146,7 +161,8 @@ pub struct TaskEvent {
     pub task_id: Uuid,
     /// 1, 2, 3… per task, without gaps; the SSE event id.
     pub seq: i64,
-    /// `status`, `llm_call`, `tool_call`, `tool_result`, `message` or `approval`.
+    /// `status`, `llm_call`, `tool_call`, `tool_started`, `tool_result`, `message`,
+    /// `approval` or `resumed`.
     pub kind: String,
     #[schema(value_type = Object)]
     pub payload: Value,
@@ -188,7 +204,8 @@ pub struct StepUpdate {
 #[derive(Clone, Debug)]
 pub struct Finish {
     /// `succeeded`, `failed`, `cancelled` (terminal), `retrying` (with `run_at`),
-    /// `waiting_approval` or `queued` (released; the attempt is given back).
+    /// `waiting_approval`, `waiting_input` (with `run_at` = the answer's deadline) or
+    /// `queued` (released); the attempt is given back for the last three.
     pub status: TaskStatus,
     pub result: Option<Value>,
     pub error: Option<String>,
@@ -360,6 +377,12 @@ pub trait TaskStore: Send + Sync {
         id: Uuid,
         decision: Value,
     ) -> StoreResult<Option<Task>>;
+    /// Resumes a task waiting for a human's answer (back to `queued`) with an `input`
+    /// event. `None` when the task is not waiting for input.
+    async fn answer_input(&self, tenant: Uuid, id: Uuid, input: Value)
+    -> StoreResult<Option<Task>>;
+    /// Tasks waiting for input past their deadline (`run_at`) fail with `input_timeout`.
+    async fn expire_inputs(&self) -> StoreResult<Vec<Rescued>>;
     /// Events with `seq > after`, in order.
     async fn list_events(&self, task: Uuid, after: i64, limit: u32) -> StoreResult<Vec<TaskEvent>>;
     /// The latest event of `kind` of each of `tasks` that has one, in one query.

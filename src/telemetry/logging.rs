@@ -24,12 +24,41 @@ use tracing_subscriber::{EnvFilter, Layer};
 /// `info`; noisy dependencies are held at `warn` unless the filter names them.
 /// Calling it twice is harmless (the first logger stays).
 pub fn init(level: &str) {
+    init_with_traces(level, None);
+}
+
+/// [`init`], and with a tracer the spans the log filter lets through go to it as well
+/// (the crate's are at `info`: a `LOG_LEVEL` of `warn` or `error` leaves no trace).
+/// Events never do: log text stays with the redacting logger.
+///
+/// One filter for both layers, on purpose: with a per-layer filter on each, spans opened
+/// while a new database connection was being established were never closed for the
+/// trace layer (they stayed open as long as the connection lived).
+pub fn init_with_traces(level: &str, tracer: Option<opentelemetry_sdk::trace::SdkTracer>) {
     let directives = format!("warn,digital_employee={level},{level}");
     let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
+    let otel = tracer.map(|tracer| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_level(false)
+            .with_context_activation(false)
+            // Spans only: log events carry free text, which stays with the redacting
+            // logger.
+            .with_filter(tracing_subscriber::filter::filter_fn(|meta| meta.is_span()))
+    });
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(JsonLayer::new(std::io::stdout))
+        .with(otel)
         .try_init();
+}
+
+/// Span fields that are trace attributes only.
+fn log_field(name: &str) -> bool {
+    !name.contains('.')
 }
 
 /// A `tracing` layer that writes one JSON object per event.
@@ -95,6 +124,7 @@ where
         let Some(span) = ctx.span(id) else { return };
         let mut fields = Map::new();
         attrs.record(&mut JsonVisitor(&mut fields));
+        fields.retain(|k, _| log_field(k));
         span.extensions_mut().insert(SpanFields(fields));
     }
 
@@ -108,6 +138,7 @@ where
         let mut ext = span.extensions_mut();
         if let Some(SpanFields(fields)) = ext.get_mut::<SpanFields>() {
             values.record(&mut JsonVisitor(fields));
+            fields.retain(|k, _| log_field(k));
         }
     }
 
@@ -121,6 +152,8 @@ where
         line.insert("level".into(), Value::from(meta.level().as_str()));
         line.insert("message".into(), Value::from(""));
         line.insert("target".into(), Value::from(meta.target()));
+        // Read before any span's extensions are borrowed below (the trace layer locks them).
+        let ids = super::traces::current_ids();
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope.from_root() {
                 if let Some(SpanFields(fields)) = span.extensions().get::<SpanFields>() {
@@ -130,10 +163,17 @@ where
                 }
             }
         }
+        if let Some((trace_id, span_id)) = ids {
+            line.insert("trace_id".into(), Value::from(trace_id));
+            line.insert("span_id".into(), Value::from(span_id));
+        }
         event.record(&mut JsonVisitor(&mut line));
         let redactor = crate::auth::redact::global();
         for (key, value) in line.iter_mut() {
-            if matches!(key.as_str(), "timestamp" | "level" | "target") {
+            if matches!(
+                key.as_str(),
+                "timestamp" | "level" | "target" | "trace_id" | "span_id"
+            ) {
                 continue;
             }
             if let Value::String(text) = value {
@@ -207,7 +247,35 @@ mod tests {
         assert_eq!(first["response_time"], 0.25);
         assert!(chrono::DateTime::parse_from_rfc3339(first["timestamp"].as_str().unwrap()).is_ok());
         assert_eq!(lines[1]["level"], "WARN");
+        assert!(
+            first.get("trace_id").is_none(),
+            "no trace ids while tracing is off"
+        );
         assert_eq!(lines[1]["request_id"], "req-1");
+    }
+
+    #[test]
+    fn dotted_span_fields_stay_out_of_log_lines() {
+        let buf = Buf::default();
+        let subscriber = tracing_subscriber::registry().with(JsonLayer::new(buf.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(
+                "chat",
+                request_id = "r",
+                gen_ai.request.model = "m",
+                otel.kind = "client",
+                gen_ai.usage.input_tokens = tracing::field::Empty
+            );
+            span.record("gen_ai.usage.input_tokens", 3u64);
+            let _g = span.enter();
+            tracing::info!("x");
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let line: Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["request_id"], "r");
+        assert!(line.get("gen_ai.request.model").is_none(), "{text}");
+        assert!(line.get("otel.kind").is_none(), "{text}");
+        assert!(line.get("gen_ai.usage.input_tokens").is_none(), "{text}");
     }
 
     #[test]

@@ -26,6 +26,18 @@ pub const AI_REQUEST_DURATION_SECONDS: &str = "ai_request_duration_seconds";
 /// Monotonic gauge `{service, model}`: spend in US dollars (a gauge because the facade's
 /// counters are integers; it never decreases).
 pub const AI_COST_USD_TOTAL: &str = "ai_cost_usd_total";
+/// Gauge `{scope}` (tenant, key, employee): spend in US dollars settled against the
+/// budgets of that scope in their current windows, summed over every tenant; sampled
+/// from the database.
+pub const BUDGET_SPENT_USD: &str = "budget_spent_usd";
+/// Gauge `{scope}`: the fullest budget of that scope, (spent + reserved) / limit; the
+/// budget alerts fire on it at 0.8 and 1.
+pub const BUDGET_USAGE_RATIO: &str = "budget_usage_ratio";
+/// Counter `{scope}`: vendor calls refused because a budget of that scope had no room.
+pub const BUDGET_REFUSALS_TOTAL: &str = "budget_refusals_total";
+/// Counter: settlements that could not be written (their holds expire and are
+/// reclaimed, and the spend is missing from the budget).
+pub const BUDGET_SETTLE_FAILURES_TOTAL: &str = "budget_settle_failures_total";
 /// Gauge `{provider}`: 0 closed, 1 half-open, 2 open.
 pub const AI_CIRCUIT_BREAKER_STATE: &str = "ai_circuit_breaker_state";
 /// Counters: result-cache hits and misses.
@@ -84,6 +96,12 @@ pub const SCHEDULE_FIRES_TOTAL: &str = "schedule_fires_total";
 /// Schedule fires that failed for a passing reason and stay due for the next scan.
 pub const SCHEDULE_FIRE_ERRORS_TOTAL: &str = "schedule_fire_errors_total";
 pub const WEBHOOK_DELIVERIES_TOTAL: &str = "webhook_deliveries_total";
+/// Counter `{reason}`: spans not exported: `queue_full` (the export queue was full, the
+/// span was dropped at once rather than waited for) or `export_failed` (the collector
+/// could not be reached or refused the batch).
+pub const OTEL_SPANS_DROPPED_TOTAL: &str = "otel_spans_dropped_total";
+/// Counter: spans the collector accepted.
+pub const OTEL_SPANS_EXPORTED_TOTAL: &str = "otel_spans_exported_total";
 
 /// The `endpoint` label of requests that matched no route, so raw paths never become
 /// label values.
@@ -128,6 +146,22 @@ pub fn install() -> PrometheusHandle {
 }
 
 fn describe() {
+    metrics::describe_gauge!(
+        BUDGET_SPENT_USD,
+        "Spend settled against budgets in their current windows, USD, by scope"
+    );
+    metrics::describe_gauge!(
+        BUDGET_USAGE_RATIO,
+        "Fullest budget of each scope: (spent + reserved) / limit"
+    );
+    metrics::describe_counter!(
+        BUDGET_REFUSALS_TOTAL,
+        "Vendor calls refused because a budget had no room, by scope"
+    );
+    metrics::describe_counter!(
+        BUDGET_SETTLE_FAILURES_TOTAL,
+        "Budget settlements that could not be written"
+    );
     metrics::describe_counter!(
         HTTP_REQUESTS_TOTAL,
         "HTTP requests served, by method, route template and status"
@@ -210,6 +244,14 @@ fn describe() {
         WEBHOOK_DELIVERIES_TOTAL,
         "Completion webhook attempts by outcome (delivered, retrying, failed)"
     );
+    metrics::describe_counter!(
+        OTEL_SPANS_DROPPED_TOTAL,
+        "Trace spans not exported, by reason (queue_full, export_failed)"
+    );
+    metrics::describe_counter!(
+        OTEL_SPANS_EXPORTED_TOTAL,
+        "Trace spans the collector accepted"
+    );
     metrics::describe_gauge!(BUILD_INFO, "Always 1; labelled with the running version");
     metrics::describe_gauge!(
         PROCESS_RESIDENT_MEMORY_BYTES,
@@ -242,12 +284,16 @@ fn describe() {
         TASKS_RETRIED_TOTAL,
         SCHEDULE_FIRES_TOTAL,
         SCHEDULE_FIRE_ERRORS_TOTAL,
+        OTEL_SPANS_EXPORTED_TOTAL,
     ] {
         metrics::counter!(name).increment(0);
     }
     // Likewise every outcome of a webhook delivery, so a failure-rate query has both sides.
     for outcome in ["delivered", "retrying", "failed"] {
         metrics::counter!(WEBHOOK_DELIVERIES_TOTAL, "outcome" => outcome).increment(0);
+    }
+    for reason in ["queue_full", "export_failed"] {
+        metrics::counter!(OTEL_SPANS_DROPPED_TOTAL, "reason" => reason).increment(0);
     }
     for outcome in ["refused", "blocked"] {
         metrics::counter!(AUTH_FAILURES_TOTAL, "outcome" => outcome).increment(0);

@@ -1,4 +1,4 @@
-//! Telemetry: JSON logs and Prometheus metrics.
+//! Telemetry: JSON logs, Prometheus metrics and OpenTelemetry traces.
 //!
 //! Metric names are fixed by the alerts and the dashboard under `deploy/monitoring/`;
 //! they are declared once in [`metrics`] and nowhere else.
@@ -6,3 +6,4 @@
 pub mod logging;
 pub mod metrics;
 pub mod process;
+pub mod traces;

@@ -448,3 +448,41 @@ pub fn metric(text: &str, series: &str) -> f64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
 }
+
+/// Runs one statement on the test database (faults a test injects behind the app's back,
+/// like a lease that runs out while its worker still works).
+pub async fn exec_sql(db: &TestDb, statement: &str) {
+    use sqlx::Connection;
+    match db.backend {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(statement.to_string()))
+                .execute(&mut c)
+                .await
+                .unwrap();
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(statement.to_string()))
+                .execute(&mut c)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// Makes a running task's lease run out now: its worker is presumed dead, the reaper
+/// rescues the task and the worker learns it lost the lease at its next renewal.
+pub async fn expire_lease(db: &TestDb, task: &str) {
+    let past = match db.backend {
+        Backend::Sqlite => "'2000-01-01T00:00:00.000000Z'",
+        Backend::Postgres => "now() - interval '1 hour'",
+    };
+    exec_sql(
+        db,
+        &format!(
+            "UPDATE tasks SET lease_expires_at = {past} WHERE id = '{task}' AND status = 'running'"
+        ),
+    )
+    .await;
+}

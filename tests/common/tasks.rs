@@ -79,3 +79,58 @@ pub async fn wait_end(app: &TestApp, id: &str) -> Value {
     })
     .await
 }
+
+/// Returns once the schedulers sharing `app`'s database have run `n` more scans: each
+/// round adds a yearly schedule of `employee` already due and waits for its task, which
+/// only a scan begun after the schedule existed can create. Counting something after
+/// this is counting after several scheduler ticks, without guessing at how long they take.
+pub async fn scheduler_scans(app: &TestApp, employee: &str, n: usize) {
+    let e = app
+        .store
+        .find_employee_by_name(digital_employee::store::DEFAULT_TENANT_ID, employee)
+        .await
+        .unwrap();
+    for _ in 0..n {
+        let s = app
+            .store
+            .create_schedule(
+                digital_employee::store::DEFAULT_TENANT_ID,
+                &digital_employee::store::ScheduleFields {
+                    employee_id: e.id,
+                    cron: "0 0 1 1 *".into(),
+                    timezone: "UTC".into(),
+                    input: serde_json::json!("scan marker"),
+                    priority: 0,
+                    enabled: true,
+                },
+                digital_employee::store::now() - chrono::Duration::seconds(1),
+            )
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let r: Value = app
+                .get(&format!("/v1/tasks?employee={employee}&limit=100"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let fired = r["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["metadata"]["schedule_id"] == s.id.to_string());
+            if fired {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no scheduler scan within 20s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        app.store
+            .delete_schedule(digital_employee::store::DEFAULT_TENANT_ID, s.id)
+            .await
+            .unwrap();
+    }
+}

@@ -25,7 +25,7 @@ macro_rules! task_cols {
          lease_owner, lease_expires_at, idempotency_key, request_hash, parent_task_id, depth, \
          session_id, callback_url, metadata, result, error, tokens_in, tokens_out, cost_nanos, \
          steps, cancel_requested, created_at, started_at, finished_at, updated_at, \
-         output_schema"
+         output_schema, trace_context"
     };
 }
 
@@ -119,6 +119,7 @@ fn task_row(r: &PgRow) -> StoreResult<Task> {
         output_schema: r
             .try_get::<Option<Json<Value>>, _>("output_schema")?
             .map(|Json(v)| v),
+        trace_context: r.try_get("trace_context")?,
         result: result.map(|Json(v)| v),
         error: r.try_get("error")?,
         tokens_in: r.try_get("tokens_in")?,
@@ -238,9 +239,10 @@ impl TaskStore for PgStore {
         let inserted = sqlx::query(concat!(
             "WITH ins AS (INSERT INTO tasks (id, tenant_id, employee_id, input, status, \
              priority, run_at, max_attempts, idempotency_key, request_hash, parent_task_id, \
-             depth, session_id, callback_url, metadata, created_at, updated_at, output_schema) \
+             depth, session_id, callback_url, metadata, created_at, updated_at, output_schema, \
+             trace_context) \
              VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-             $15, $15, $18) \
+             $15, $15, $18, $19) \
              ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL \
              DO NOTHING RETURNING ",
             task_cols!(),
@@ -267,6 +269,7 @@ impl TaskStore for PgStore {
         .bind(Json(&queued.payload))
         .bind(TASKS_CHANNEL)
         .bind(t.output_schema.as_ref().map(Json))
+        .bind(&t.trace_context)
         .fetch_optional(&self.pool)
         .await?;
         if let Some(row) = inserted {
@@ -439,7 +442,10 @@ impl TaskStore for PgStore {
     }
 
     async fn finish_task(&self, lease: &Lease, f: &Finish) -> StoreResult<bool> {
-        let give_back = matches!(f.status, TaskStatus::Queued | TaskStatus::WaitingApproval);
+        let give_back = matches!(
+            f.status,
+            TaskStatus::Queued | TaskStatus::WaitingApproval | TaskStatus::WaitingInput
+        );
         let requeued = matches!(f.status, TaskStatus::Queued | TaskStatus::Retrying);
         let (kinds, payloads) = event_arrays(&f.step.events);
         let won: Option<i32> = sqlx::query_scalar(concat!(
@@ -530,7 +536,7 @@ impl TaskStore for PgStore {
             if done.rows_affected() == 1 {
                 let ev = NewEvent::status(
                     to,
-                    serde_json::json!({"reason": "lease_expired", "error": error, "reset": true}),
+                    serde_json::json!({"reason": "lease_expired", "error": error}),
                 );
                 append(&mut tx, id, &[ev]).await?;
                 rescued.push(Rescued {
@@ -550,7 +556,7 @@ impl TaskStore for PgStore {
         let row = sqlx::query(concat!(
             "UPDATE tasks SET status = 'cancelled', cancel_requested = true, finished_at = $1, \
              updated_at = $1, error = 'cancelled on request' WHERE tenant_id = $2 AND id = $3 \
-             AND status IN ('queued', 'retrying', 'waiting_approval') RETURNING ",
+             AND status IN ('queued', 'retrying', 'waiting_approval', 'waiting_input') RETURNING ",
             task_cols!()
         ))
         .bind(t)
@@ -592,37 +598,60 @@ impl TaskStore for PgStore {
         id: Uuid,
         decision: Value,
     ) -> StoreResult<Option<Task>> {
+        self.resume_waiting(
+            tenant,
+            id,
+            TaskStatus::WaitingApproval,
+            NewEvent::new("approval", decision),
+        )
+        .await
+    }
+
+    async fn answer_input(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        input: Value,
+    ) -> StoreResult<Option<Task>> {
+        self.resume_waiting(
+            tenant,
+            id,
+            TaskStatus::WaitingInput,
+            NewEvent::new("input", input),
+        )
+        .await
+    }
+
+    async fn expire_inputs(&self) -> StoreResult<Vec<Rescued>> {
+        const ERROR: &str = "input_timeout: no answer before the deadline";
         let t = now();
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(concat!(
-            "UPDATE tasks SET status = 'queued', run_at = $1, updated_at = $1 \
-             WHERE tenant_id = $2 AND id = $3 AND status = 'waiting_approval' RETURNING ",
-            task_cols!()
-        ))
-        .bind(t)
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            tx.commit().await?;
-            return Ok(None);
-        };
-        append(
-            &mut tx,
-            id,
-            &[
-                NewEvent::new("approval", decision),
-                NewEvent::status(TaskStatus::Queued, Value::Null),
-            ],
+        let rows = sqlx::query(
+            "UPDATE tasks SET status = 'failed', finished_at = $1, updated_at = $1, error = $2 \
+             WHERE id IN (SELECT id FROM tasks WHERE status = 'waiting_input' AND run_at <= $1 \
+             LIMIT 100 FOR UPDATE SKIP LOCKED) AND status = 'waiting_input' \
+             RETURNING id, tenant_id",
         )
+        .bind(t)
+        .bind(ERROR)
+        .fetch_all(&mut *tx)
         .await?;
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(TASKS_CHANNEL)
-            .execute(&mut *tx)
-            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let id: Uuid = r.try_get("id")?;
+            let ev = NewEvent::status(
+                TaskStatus::Failed,
+                serde_json::json!({"reason": "input_timeout", "error": ERROR}),
+            );
+            append(&mut tx, id, &[ev]).await?;
+            out.push(Rescued {
+                task_id: id,
+                tenant_id: r.try_get("tenant_id")?,
+                status: TaskStatus::Failed,
+            });
+        }
         tx.commit().await?;
-        Ok(Some(task_row(&row)?))
+        Ok(out)
     }
 
     async fn list_events(&self, task: Uuid, after: i64, limit: u32) -> StoreResult<Vec<TaskEvent>> {
@@ -994,5 +1023,47 @@ impl TaskStore for PgStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+}
+
+impl PgStore {
+    /// Requeues a task waiting in `from` (for approval, for input), with `event` (the
+    /// decision, the answer) and the status as events, and wakes the claimers.
+    async fn resume_waiting(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        from: TaskStatus,
+        event: NewEvent,
+    ) -> StoreResult<Option<Task>> {
+        let t = now();
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(concat!(
+            "UPDATE tasks SET status = 'queued', run_at = $1, updated_at = $1 \
+             WHERE tenant_id = $2 AND id = $3 AND status = $4 RETURNING ",
+            task_cols!()
+        ))
+        .bind(t)
+        .bind(tenant)
+        .bind(id)
+        .bind(from.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        append(
+            &mut tx,
+            id,
+            &[event, NewEvent::status(TaskStatus::Queued, Value::Null)],
+        )
+        .await?;
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(TASKS_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(task_row(&row)?))
     }
 }

@@ -22,7 +22,7 @@ macro_rules! task_cols {
          lease_owner, lease_expires_at, idempotency_key, request_hash, parent_task_id, depth, \
          session_id, callback_url, metadata, result, error, tokens_in, tokens_out, cost_nanos, \
          steps, cancel_requested, created_at, started_at, finished_at, updated_at, \
-         output_schema"
+         output_schema, trace_context"
     };
 }
 
@@ -126,6 +126,7 @@ fn task_from(r: &impl Cols) -> StoreResult<Task> {
         callback_url: r.opt_text("callback_url")?,
         metadata: json(&r.text("metadata")?)?,
         output_schema: r.opt_text("output_schema")?.map(|s| json(&s)).transpose()?,
+        trace_context: r.opt_text("trace_context")?,
         result: r.opt_text("result")?.map(|s| json(&s)).transpose()?,
         error: r.opt_text("error")?,
         tokens_in: r.int("tokens_in")?,
@@ -225,9 +226,9 @@ fn create_task_rs(conn: &rusqlite::Connection, t: &NewTask) -> StoreResult<(Task
             .prepare_cached(concat!(
                 "INSERT INTO tasks (id, tenant_id, employee_id, input, status, priority, run_at, \
                  max_attempts, idempotency_key, request_hash, parent_task_id, depth, session_id, \
-                 callback_url, metadata, created_at, updated_at, output_schema) \
+                 callback_url, metadata, created_at, updated_at, output_schema, trace_context) \
                  VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
-                 ?15, ?15, ?16) \
+                 ?15, ?15, ?16, ?17) \
                  ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL \
                  DO NOTHING RETURNING ",
                 task_cols!()
@@ -251,6 +252,7 @@ fn create_task_rs(conn: &rusqlite::Connection, t: &NewTask) -> StoreResult<(Task
                 t.metadata.to_string(),
                 created,
                 t.output_schema.as_ref().map(|v| v.to_string()),
+                t.trace_context,
             ])
             .map_err(engine)?;
         match rows.next().map_err(engine)? {
@@ -467,7 +469,10 @@ fn record_step_rs(
 fn finish_task_rs(conn: &rusqlite::Connection, lease: &Lease, f: &Finish) -> StoreResult<bool> {
     let t = ts(&now());
     let id = lease.task_id.to_string();
-    let give_back = matches!(f.status, TaskStatus::Queued | TaskStatus::WaitingApproval);
+    let give_back = matches!(
+        f.status,
+        TaskStatus::Queued | TaskStatus::WaitingApproval | TaskStatus::WaitingInput
+    );
     let done = conn
         .prepare_cached(
             "UPDATE tasks SET status = ?1, result = COALESCE(?2, result), error = ?3, \
@@ -516,7 +521,7 @@ struct Expired {
 }
 
 /// Moves each still-expired task to `retrying` or `failed` (guarded by owner, attempt and
-/// the expiry itself) with a `reset` status event.
+/// the expiry itself) with a status event.
 fn rescue_rs(
     conn: &rusqlite::Connection,
     expired: &[Expired],
@@ -549,7 +554,7 @@ fn rescue_rs(
         if done == 1 {
             let ev = NewEvent::status(
                 e.to,
-                serde_json::json!({"reason": "lease_expired", "error": e.error, "reset": true}),
+                serde_json::json!({"reason": "lease_expired", "error": e.error}),
             );
             append_rs(conn, &id, &[ev])?;
             rescued.push(Rescued {
@@ -589,7 +594,7 @@ fn cancel_rs(
         concat!(
             "UPDATE tasks SET status = 'cancelled', cancel_requested = 1, finished_at = ?1, \
              updated_at = ?1, error = 'cancelled on request' WHERE tenant_id = ?2 AND id = ?3 \
-             AND status IN ('queued', 'retrying', 'waiting_approval') RETURNING ",
+             AND status IN ('queued', 'retrying', 'waiting_approval', 'waiting_input') RETURNING ",
             task_cols!()
         ),
         rusqlite::params![t, tenant, id],
@@ -614,22 +619,24 @@ fn cancel_rs(
     Ok(requested.map(CancelOutcome::Requested))
 }
 
-/// Requeues a task waiting for approval, with the decision and the status as events.
-fn resolve_approval_rs(
+/// Requeues a task waiting in `from` (for approval, for input), with `event` (the
+/// decision, the answer) and the status as events.
+fn resume_waiting_rs(
     conn: &rusqlite::Connection,
     tenant: Uuid,
     id: Uuid,
-    decision: Value,
+    from: TaskStatus,
+    event: NewEvent,
 ) -> StoreResult<Option<Task>> {
     let (t, id) = (ts(&now()), id.to_string());
     let Some(task) = returned_task(
         conn,
         concat!(
             "UPDATE tasks SET status = 'queued', run_at = ?1, updated_at = ?1 \
-             WHERE tenant_id = ?2 AND id = ?3 AND status = 'waiting_approval' RETURNING ",
+             WHERE tenant_id = ?2 AND id = ?3 AND status = ?4 RETURNING ",
             task_cols!()
         ),
-        rusqlite::params![t, tenant.to_string(), id],
+        rusqlite::params![t, tenant.to_string(), id, from.as_str()],
     )?
     else {
         return Ok(None);
@@ -637,12 +644,44 @@ fn resolve_approval_rs(
     append_rs(
         conn,
         &id,
-        &[
-            NewEvent::new("approval", decision),
-            NewEvent::status(TaskStatus::Queued, Value::Null),
-        ],
+        &[event, NewEvent::status(TaskStatus::Queued, Value::Null)],
     )?;
     Ok(Some(task))
+}
+
+/// Fails the tasks whose wait for input is over, each with a `failed` event.
+fn expire_inputs_rs(conn: &rusqlite::Connection) -> StoreResult<Vec<Rescued>> {
+    let t = ts(&now());
+    let mut st = conn
+        .prepare_cached(
+            "UPDATE tasks SET status = 'failed', finished_at = ?1, updated_at = ?1, \
+             error = 'input_timeout: no answer before the deadline' \
+             WHERE id IN (SELECT id FROM tasks WHERE status = 'waiting_input' AND run_at <= ?1 \
+             LIMIT 100) AND status = 'waiting_input' RETURNING id, tenant_id",
+        )
+        .map_err(engine)?;
+    let rows = st
+        .query_map(rusqlite::params![t], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
+        .map_err(engine)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(engine)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (id, tenant) in rows {
+        let ev = NewEvent::status(
+            TaskStatus::Failed,
+            serde_json::json!({"reason": "input_timeout",
+                               "error": "input_timeout: no answer before the deadline"}),
+        );
+        append_rs(conn, &id, &[ev])?;
+        out.push(Rescued {
+            task_id: parse_id(&id)?,
+            tenant_id: parse_id(&tenant)?,
+            status: TaskStatus::Failed,
+        });
+    }
+    Ok(out)
 }
 
 #[async_trait]
@@ -805,8 +844,39 @@ impl TaskStore for SqliteStore {
         decision: Value,
     ) -> StoreResult<Option<Task>> {
         self.hot
-            .run(move |c| resolve_approval_rs(c, tenant, id, decision))
+            .run(move |c| {
+                resume_waiting_rs(
+                    c,
+                    tenant,
+                    id,
+                    TaskStatus::WaitingApproval,
+                    NewEvent::new("approval", decision),
+                )
+            })
             .await
+    }
+
+    async fn answer_input(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        input: Value,
+    ) -> StoreResult<Option<Task>> {
+        self.hot
+            .run(move |c| {
+                resume_waiting_rs(
+                    c,
+                    tenant,
+                    id,
+                    TaskStatus::WaitingInput,
+                    NewEvent::new("input", input),
+                )
+            })
+            .await
+    }
+
+    async fn expire_inputs(&self) -> StoreResult<Vec<Rescued>> {
+        self.hot.run(expire_inputs_rs).await
     }
 
     async fn list_events(&self, task: Uuid, after: i64, limit: u32) -> StoreResult<Vec<TaskEvent>> {

@@ -1,0 +1,487 @@
+//! Checkpointed runs, on SQLite and PostgreSQL (ADR 0015): another attempt goes on from
+//! the first step not recorded. The vendor is the sandbox over HTTP, so its request count
+//! says how many model turns were really asked for; tool receivers are local servers.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::tasks::*;
+use common::{Backend, TestApp, expire_lease, test_config};
+use digital_employee::ai::sandbox::{Fault, SandboxEngine, SandboxSetup, ScriptStep, ScriptedCall};
+use digital_employee::ai::types::Usage;
+use digital_employee::app::App;
+use serde_json::{Value, json};
+
+backend_tests!(
+    resume_after_a_lost_lease_asks_no_model_step_twice,
+    a_started_call_of_a_webhook_tool_goes_to_a_human,
+    usage_is_the_sum_of_the_steps_after_three_attempts,
+    ask_human_round_trip_across_a_restart,
+    an_unanswered_question_fails_with_input_timeout,
+);
+
+/// A sandbox vendor over HTTP, named `vendor` in `AI_PROVIDERS`.
+struct Vendor {
+    engine: Arc<SandboxEngine>,
+    providers: String,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Vendor {
+    async fn start() -> Vendor {
+        let engine = Arc::new(SandboxEngine::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/v1", listener.local_addr().unwrap());
+        let router =
+            digital_employee::ai::sandbox_server::router(engine.clone(), Some("sk-v".into()));
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        Vendor {
+            engine,
+            providers: json!([{"name": "vendor", "format": "openai", "base_url": base,
+                               "api_key": "sk-v"}])
+            .to_string(),
+            _task: task,
+        }
+    }
+
+    fn script(&self, model: &str, steps: Vec<ScriptStep>) {
+        self.engine.apply(SandboxSetup {
+            seed: Some(1),
+            faults: vec![],
+            scripts: HashMap::from([(model.to_string(), steps)]),
+        });
+    }
+
+    fn count(&self, model: &str) -> u64 {
+        self.engine.stats().get(model).copied().unwrap_or(0)
+    }
+}
+
+fn call(name: &str, arguments: Value) -> ScriptStep {
+    ScriptStep {
+        tool_calls: vec![ScriptedCall {
+            name: name.into(),
+            arguments,
+        }],
+        ..Default::default()
+    }
+}
+
+fn answer(text: &str) -> ScriptStep {
+    ScriptStep {
+        content: Some(text.into()),
+        ..Default::default()
+    }
+}
+
+/// A receiver whose first request never gets an answer (its caller "crashes" while
+/// waiting); later ones are answered at once. Keeps the headers of every request.
+struct Receiver {
+    url: String,
+    calls: Arc<AtomicUsize>,
+    headers: Arc<Mutex<Vec<(String, String, Value)>>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let headers: Arc<Mutex<Vec<(String, String, Value)>>> = Arc::default();
+        let (c, h) = (calls.clone(), headers.clone());
+        let handler = move |hm: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let (c, h) = (c.clone(), h.clone());
+            async move {
+                let get = |k: &str| {
+                    hm.get(k)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                h.lock()
+                    .unwrap()
+                    .push((get("idempotency-key"), get("webhook-id"), v));
+                if c.fetch_add(1, Ordering::SeqCst) == 0 {
+                    std::future::pending::<()>().await;
+                }
+                axum::Json(json!({"state": "done"}))
+            }
+        };
+        let router =
+            axum::Router::new().route("/effect", axum::routing::get(handler.clone()).post(handler));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/effect", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        Receiver {
+            url,
+            calls,
+            headers,
+            _task: task,
+        }
+    }
+
+    fn host(&self) -> String {
+        self.url
+            .trim_start_matches("http://")
+            .trim_end_matches("/effect")
+            .to_string()
+    }
+
+    async fn wait_calls(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.calls.load(Ordering::SeqCst) < n {
+            assert!(Instant::now() < deadline, "the receiver never got call {n}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn of_kind<'a>(ev: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    ev.iter().filter(|e| e["kind"] == kind).collect()
+}
+
+async fn resume_after_a_lost_lease_asks_no_model_step_twice(backend: Backend) {
+    let vendor = Vendor::start().await;
+    let receiver = Receiver::start().await;
+    vendor.script(
+        "steps",
+        vec![
+            call(
+                "http_request",
+                json!({"method": "GET", "url": receiver.url}),
+            ),
+            answer("fetched"),
+        ],
+    );
+    let host = receiver.host();
+    let extra = with(&[
+        ("AI_PROVIDERS", &vendor.providers),
+        ("AI_SERVICE_RETRY_COUNT", "0"),
+        ("HTTP_TOOL_ALLOWED_HOSTS", &host),
+        ("TASK_LEASE_SECONDS", "1"),
+    ]);
+    let Some(app) = TestApp::spawn_with(backend, &extra).await else {
+        return;
+    };
+    employee(
+        &app,
+        json!({"name": "fetcher", "role": "r", "model_policy": ["vendor/steps"],
+               "allowed_tools": ["http_request"]}),
+    )
+    .await;
+    let id = id_of(&submit(&app, json!({"employee": "fetcher", "input": "fetch it"})).await);
+    // The tool call is in flight (and will never answer): the worker is presumed dead.
+    receiver.wait_calls(1).await;
+    expire_lease(app.db(), &id).await;
+
+    let t = wait_status(&app, &id, "succeeded").await;
+    assert_eq!(t["attempt"], 2, "{t}");
+    assert_eq!(t["steps"], 2, "{t}");
+    let ev = events(&app, &id).await;
+    let llm = of_kind(&ev, "llm_call");
+    assert_eq!(llm.len(), 2);
+    assert_eq!(
+        vendor.count("steps"),
+        llm.len() as u64,
+        "the vendor was asked exactly once per recorded step"
+    );
+    let resumed = of_kind(&ev, "resumed");
+    assert_eq!(resumed.len(), 1, "{ev:?}");
+    assert_eq!(resumed[0]["payload"]["step"], 1);
+    assert_eq!(resumed[0]["payload"]["pending_calls"], 1);
+    // GET is idempotent: made again, with the same id, without asking anyone.
+    let started = of_kind(&ev, "tool_started");
+    assert_eq!(started.len(), 2);
+    assert_eq!(
+        started[0]["payload"]["idempotency_key"],
+        started[1]["payload"]["idempotency_key"]
+    );
+    assert_eq!(
+        started[0]["payload"]["idempotency_key"],
+        format!("{id}:1:0")
+    );
+    assert_eq!(of_kind(&ev, "tool_result").len(), 1);
+    assert!(
+        !ev.iter()
+            .any(|e| e["payload"]["status"] == "waiting_approval")
+    );
+    assert_eq!(receiver.calls.load(Ordering::SeqCst), 2);
+    app.stop().await.unwrap();
+}
+
+async fn a_started_call_of_a_webhook_tool_goes_to_a_human(backend: Backend) {
+    let vendor = Vendor::start().await;
+    let receiver = Receiver::start().await;
+    vendor.script(
+        "mail",
+        vec![
+            call("send_mail", json!({"to": "ops@example.com"})),
+            answer("sent"),
+        ],
+    );
+    let extra = with(&[
+        ("AI_PROVIDERS", &vendor.providers),
+        ("AI_SERVICE_RETRY_COUNT", "0"),
+        ("TASK_LEASE_SECONDS", "1"),
+    ]);
+    let Some(app) = TestApp::spawn_with(backend, &extra).await else {
+        return;
+    };
+    let r = app
+        .post_json(
+            "/v1/tools",
+            &json!({"name": "send_mail", "description": "send an e-mail",
+                    "parameters": {"type": "object", "properties": {"to": {"type": "string"}}},
+                    "url": receiver.url}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    employee(
+        &app,
+        json!({"name": "mailer", "role": "r", "model_policy": ["vendor/mail"],
+               "allowed_tools": ["send_mail"]}),
+    )
+    .await;
+    let id = id_of(&submit(&app, json!({"employee": "mailer", "input": "mail ops"})).await);
+    receiver.wait_calls(1).await;
+    expire_lease(app.db(), &id).await;
+
+    // Did the e-mail go out? Nobody knows: a human decides, the call is not repeated.
+    wait_status(&app, &id, "waiting_approval").await;
+    let ev = events(&app, &id).await;
+    let paused = ev
+        .iter()
+        .rev()
+        .find(|e| e["payload"]["status"] == "waiting_approval")
+        .unwrap();
+    assert_eq!(paused["payload"]["reason"], "outcome unknown");
+    assert_eq!(paused["payload"]["tool"], "send_mail");
+    let key = format!("{id}:1:0");
+    assert_eq!(paused["payload"]["idempotency_key"], key);
+    assert_eq!(receiver.calls.load(Ordering::SeqCst), 1);
+
+    let r = app
+        .post_json(
+            &format!("/v1/tasks/{id}/approve"),
+            &json!({"reason": "it did not arrive"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    wait_status(&app, &id, "succeeded").await;
+    assert_eq!(vendor.count("mail"), 2, "no model step asked twice");
+    let got = receiver.headers.lock().unwrap().clone();
+    assert_eq!(got.len(), 2);
+    for (idem, webhook_id, body) in &got {
+        assert_eq!(idem, &key, "Idempotency-Key");
+        assert_eq!(webhook_id, &key, "webhook-id");
+        assert_eq!(body["call_id"], key.as_str());
+    }
+    app.stop().await.unwrap();
+}
+
+async fn usage_is_the_sum_of_the_steps_after_three_attempts(backend: Backend) {
+    let vendor = Vendor::start().await;
+    let usage = |i: u64, o: u64| {
+        Some(Usage {
+            input_tokens: i,
+            output_tokens: o,
+            ..Default::default()
+        })
+    };
+    let down = || ScriptStep {
+        fault: Some(Fault::Status {
+            status: 500,
+            retry_after: None,
+            message: None,
+        }),
+        ..Default::default()
+    };
+    let mut first = call("calculator", json!({"expression": "1 + 1"}));
+    first.usage = usage(100, 10);
+    let mut second = call("calculator", json!({"expression": "2 + 2"}));
+    second.usage = usage(200, 20);
+    let mut last = answer("four");
+    last.usage = usage(300, 30);
+    vendor.script("thrice", vec![first, down(), second, down(), last]);
+    let extra = with(&[
+        ("AI_PROVIDERS", &vendor.providers),
+        ("AI_SERVICE_RETRY_COUNT", "0"),
+        ("AI_BREAKER_THRESHOLD", "1000"),
+    ]);
+    let Some(app) = TestApp::spawn_with(backend, &extra).await else {
+        return;
+    };
+    employee(
+        &app,
+        json!({"name": "counter", "role": "r", "model_policy": ["vendor/thrice"],
+               "allowed_tools": ["calculator"]}),
+    )
+    .await;
+    let id = id_of(
+        &submit(
+            &app,
+            json!({"employee": "counter", "input": "add", "max_attempts": 3}),
+        )
+        .await,
+    );
+    let t = wait_end(&app, &id).await;
+    assert_eq!(t["status"], "succeeded", "{t}");
+    assert_eq!(t["attempt"], 3);
+    let ev = events(&app, &id).await;
+    let llm = of_kind(&ev, "llm_call");
+    assert_eq!(llm.len(), 3, "three recorded steps");
+    assert_eq!(vendor.count("thrice"), 5, "three steps and two failures");
+    let sum = |k: &str| {
+        llm.iter()
+            .map(|e| e["payload"][k].as_i64().unwrap())
+            .sum::<i64>()
+    };
+    assert_eq!(sum("tokens_in"), 600);
+    assert_eq!(sum("tokens_out"), 60);
+    assert_eq!(t["tokens_in"], 600, "{t}");
+    assert_eq!(t["tokens_out"], 60, "{t}");
+    assert_eq!(t["steps"], 3);
+    assert_eq!(t["cost_nanos"], sum("cost_nanos"), "{t}");
+    let resumed: Vec<i64> = of_kind(&ev, "resumed")
+        .iter()
+        .map(|e| e["payload"]["step"].as_i64().unwrap())
+        .collect();
+    assert_eq!(resumed, vec![1, 2]);
+    // Each calculator call was made once: results recorded are never asked again.
+    assert_eq!(of_kind(&ev, "tool_started").len(), 2);
+    assert_eq!(of_kind(&ev, "tool_result").len(), 2);
+    app.stop().await.unwrap();
+}
+
+async fn ask_human_round_trip_across_a_restart(backend: Backend) {
+    let vendor = Vendor::start().await;
+    vendor.script(
+        "asker",
+        vec![
+            call("ask_human", json!({"question": "Which region?"})),
+            answer("deploying to the region given"),
+        ],
+    );
+    let extra = with(&[
+        ("AI_PROVIDERS", &vendor.providers),
+        ("AI_SERVICE_RETRY_COUNT", "0"),
+    ]);
+    let Some(app) = TestApp::spawn_with(backend, &extra).await else {
+        return;
+    };
+    employee(
+        &app,
+        json!({"name": "deployer", "role": "r", "model_policy": ["vendor/asker"],
+               "allowed_tools": ["ask_human"]}),
+    )
+    .await;
+    let id = id_of(&submit(&app, json!({"employee": "deployer", "input": "deploy"})).await);
+    let t = wait_status(&app, &id, "waiting_input").await;
+    assert_eq!(
+        t["attempt"], 0,
+        "a task waiting for a person holds no attempt: {t}"
+    );
+    let ev = events(&app, &id).await;
+    let asked = ev
+        .iter()
+        .find(|e| e["payload"]["status"] == "waiting_input")
+        .unwrap();
+    assert_eq!(asked["payload"]["question"], "Which region?");
+
+    // Not waiting for input yet / bad answers.
+    let post = |app: &TestApp, id: &str, body: Value| {
+        app.post_json(&format!("/v1/tasks/{id}/input"), &body)
+            .send()
+    };
+    let r = post(&app, &id, json!({})).await.unwrap();
+    common::assert_error(r, 422, "validation_error").await;
+    let r = post(&app, &id, json!({"answer": "   "})).await.unwrap();
+    let body = common::assert_error(r, 422, "validation_error").await;
+    assert_eq!(body["error"]["field"], "answer", "{body}");
+    let r = post(&app, &id, json!({"answer": "x".repeat(20_001)}))
+        .await
+        .unwrap();
+    common::assert_error(r, 422, "validation_error").await;
+    let r = post(
+        &app,
+        &uuid::Uuid::now_v7().to_string(),
+        json!({"answer": "eu"}),
+    )
+    .await
+    .unwrap();
+    common::assert_error(r, 404, "not_found").await;
+
+    // Restart: a new app on the same database still waits, and takes the answer.
+    let db = app.stop_keep_db().await;
+    let app = App::build(test_config(&db.url, &extra)).await.unwrap();
+    let app = TestApp::start(app, db).await;
+    assert_eq!(task(&app, &id).await["status"], "waiting_input");
+    let r = post(&app, &id, json!({"answer": "eu-west"})).await.unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    let t = wait_status(&app, &id, "succeeded").await;
+    assert_eq!(t["result"]["output"], "deploying to the region given");
+    assert_eq!(vendor.count("asker"), 2, "the question was asked once");
+    let ev = events(&app, &id).await;
+    let input = of_kind(&ev, "input");
+    assert_eq!(input.len(), 1);
+    assert_eq!(input[0]["payload"]["answer"], "eu-west");
+    let result = of_kind(&ev, "tool_result");
+    assert_eq!(result.len(), 1);
+    assert_eq!(result[0]["payload"]["tool"], "ask_human");
+    assert_eq!(result[0]["payload"]["content"]["answer"], "eu-west");
+    let r = post(&app, &id, json!({"answer": "again"})).await.unwrap();
+    common::assert_error(r, 409, "conflict").await;
+    app.stop().await.unwrap();
+}
+
+async fn an_unanswered_question_fails_with_input_timeout(backend: Backend) {
+    let vendor = Vendor::start().await;
+    vendor.script(
+        "asker",
+        vec![call("ask_human", json!({"question": "Anyone there?"}))],
+    );
+    let extra = with(&[("AI_PROVIDERS", &vendor.providers)]);
+    let Some(app) = TestApp::spawn_with(backend, &extra).await else {
+        return;
+    };
+    let r = app
+        .post_json(
+            "/v1/employees",
+            &json!({"name": "x", "role": "r", "input_timeout_seconds": 0}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let body = common::assert_error(r, 422, "validation_error").await;
+    assert_eq!(body["error"]["field"], "input_timeout_seconds", "{body}");
+    let e = employee(
+        &app,
+        json!({"name": "lonely", "role": "r", "model_policy": ["vendor/asker"],
+               "allowed_tools": ["ask_human"], "input_timeout_seconds": 1}),
+    )
+    .await;
+    assert_eq!(e["input_timeout_seconds"], 1);
+    let id = id_of(&submit(&app, json!({"employee": "lonely", "input": "hello"})).await);
+    wait_status(&app, &id, "waiting_input").await;
+    let t = wait_status(&app, &id, "failed").await;
+    assert!(
+        t["error"].as_str().unwrap().starts_with("input_timeout"),
+        "{t}"
+    );
+    let ev = events(&app, &id).await;
+    assert!(ev.iter().any(|e| e["payload"]["reason"] == "input_timeout"));
+    app.stop().await.unwrap();
+}
