@@ -618,10 +618,34 @@ async fn approvals_inbox_approve_reject_and_cancel(backend: Backend) {
     wait_status(&app, &yes, "waiting_approval").await;
     wait_status(&app, &no, "waiting_approval").await;
     let b = Browser::signin(&app, common::ADMIN_KEY).await;
+    // The overview counts them, now and among the last 24 hours' tasks.
+    let (_, html) = b.get("/").await;
+    assert!(
+        html.contains("id=\"stat-waiting\"><a href=\"/approvals\">2</a>"),
+        "{html}"
+    );
+    assert!(html.contains("Tasks in the last 24 hours (2)"), "{html}");
+    assert!(
+        html.contains("<a href=\"/tasks?status=waiting_approval\">2</a>"),
+        "{html}"
+    );
     let (_, html) = b.get("/approvals").await;
     assert!(html.contains(&format!("approval-{yes}")), "{html}");
     assert!(html.contains(&format!("approval-{no}")));
-    assert!(html.contains("6 * 7"), "the call's arguments are shown");
+    // The pending call itself: the tool and its arguments (not only the task's input).
+    assert!(
+        html.contains("wants to call <code>calculator</code>"),
+        "{html}"
+    );
+    let shown: Vec<&str> = html
+        .split("<summary>Arguments</summary><pre>")
+        .skip(1)
+        .filter_map(|part| part.split("</pre>").next())
+        .collect();
+    assert!(
+        shown.iter().any(|a| a.contains("6 * 7")) && shown.iter().any(|a| a.contains("1 + 1")),
+        "each call's arguments are shown: {html}"
+    );
     assert!(
         html.contains("id=\"approvals-badge\""),
         "the navigation badge"

@@ -17,7 +17,7 @@ use super::view::{Ctx, Layout, PageError, page, parse_id, see_other, when};
 use crate::auth::Scope;
 use crate::orchestrator;
 use crate::state::AppState;
-use crate::store::{TaskFilter, TaskStatus};
+use crate::store::{TaskEvent, TaskFilter, TaskStatus};
 
 const INBOX_SIZE: u32 = 50;
 
@@ -68,31 +68,38 @@ pub async fn inbox(State(state): State<AppState>, ctx: Ctx) -> Result<Response, 
         .list_tasks(tenant, &filter, None, INBOX_SIZE)
         .await?
         .items;
-    let mut items = Vec::with_capacity(tasks.len());
-    for t in tasks {
-        let events = orchestrator::all_events(&state, t.id).await?;
-        let call = events
-            .iter()
-            .rev()
-            .find(|e| e.kind == "status" && e.payload["status"] == "waiting_approval");
-        let (tool, arguments, since) = match call {
-            Some(e) => (
-                e.payload["tool"].as_str().unwrap_or_default().to_string(),
-                pretty(&e.payload["arguments"]),
-                when(&e.created_at),
-            ),
-            None => (String::new(), String::new(), when(&t.updated_at)),
-        };
-        items.push(Pending {
-            id: t.id.to_string(),
-            short: short(t.id),
-            employee: names.get(&t.employee_id).cloned().unwrap_or_default(),
-            input: preview(&t.input, 200),
-            tool,
-            arguments,
-            since,
-        });
-    }
+    // Each task's latest status change is the one that paused it on the call.
+    let ids: Vec<Uuid> = tasks.iter().map(|t| t.id).collect();
+    let calls: HashMap<Uuid, TaskEvent> = state
+        .store
+        .last_events(&ids, "status")
+        .await?
+        .into_iter()
+        .filter(|e| e.payload["status"] == "waiting_approval")
+        .map(|e| (e.task_id, e))
+        .collect();
+    let items = tasks
+        .into_iter()
+        .map(|t| {
+            let (tool, arguments, since) = match calls.get(&t.id) {
+                Some(e) => (
+                    e.payload["tool"].as_str().unwrap_or_default().to_string(),
+                    pretty(&e.payload["arguments"]),
+                    when(&e.created_at),
+                ),
+                None => (String::new(), String::new(), when(&t.updated_at)),
+            };
+            Pending {
+                id: t.id.to_string(),
+                short: short(t.id),
+                employee: names.get(&t.employee_id).cloned().unwrap_or_default(),
+                input: preview(&t.input, 200),
+                tool,
+                arguments,
+                since,
+            }
+        })
+        .collect();
     Ok(page(StatusCode::OK, &Inbox { l, items }))
 }
 

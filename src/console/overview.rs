@@ -51,22 +51,24 @@ pub async fn show(State(state): State<AppState>, ctx: Ctx) -> Result<Response, P
     let tenant = ctx.tenant();
     let l = ctx.layout(&state, "overview", "Overview").await?;
     let t = now();
-    let day = state
+    let counts = state
         .store
-        .count_tenant_tasks(tenant, Some(t - Duration::hours(24)))
+        .count_tenant_tasks(tenant, t - Duration::hours(24))
         .await?;
-    let all: HashMap<TaskStatus, i64> = state
-        .store
-        .count_tenant_tasks(tenant, None)
-        .await?
-        .into_iter()
-        .collect();
-    let n = |s: TaskStatus| all.get(&s).copied().unwrap_or(0);
+    let n = |s: TaskStatus| {
+        counts
+            .iter()
+            .find(|(k, _, _)| *k == s)
+            .map_or(0, |(_, _, all)| *all)
+    };
     let by_status: Vec<Count> = TaskStatus::ALL
         .iter()
         .map(|s| Count {
             status: s.as_str(),
-            n: day.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n),
+            n: counts
+                .iter()
+                .find(|(k, _, _)| k == s)
+                .map_or(0, |(_, recent, _)| *recent),
         })
         .collect();
     let today = t.date_naive();

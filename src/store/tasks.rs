@@ -393,18 +393,20 @@ pub trait TaskStore: Send + Sync {
     async fn requeue_parents(&self) -> StoreResult<Vec<Uuid>>;
     /// Events with `seq > after`, in order.
     async fn list_events(&self, task: Uuid, after: i64, limit: u32) -> StoreResult<Vec<TaskEvent>>;
+    /// The latest event of `kind` of each of `tasks` that has one, in one query.
+    async fn last_events(&self, tasks: &[Uuid], kind: &str) -> StoreResult<Vec<TaskEvent>>;
     /// Number of tasks per status (statuses with none are absent).
     async fn count_tasks_by_status(&self) -> StoreResult<Vec<(TaskStatus, i64)>>;
     /// Tenants with at least `cap` top-level tasks running and another one due: those
     /// the cap of [`TaskStore::claim_tasks`] is holding back now.
     async fn count_tenants_at_cap(&self, cap: u32) -> StoreResult<u64>;
-    /// Number of one tenant's tasks per status, of those created at or after `since`
-    /// (all of them when `None`); statuses with none are absent.
+    /// One tenant's tasks per status, in one pass: `(status, created at or after `since`,
+    /// all)`; statuses with none are absent.
     async fn count_tenant_tasks(
         &self,
         tenant: Uuid,
-        since: Option<DateTime<Utc>>,
-    ) -> StoreResult<Vec<(TaskStatus, i64)>>;
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<(TaskStatus, i64, i64)>>;
     /// Number of one tenant's tasks in `status` (one index seek).
     async fn count_tenant_tasks_in(&self, tenant: Uuid, status: TaskStatus) -> StoreResult<i64>;
 

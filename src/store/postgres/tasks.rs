@@ -706,6 +706,23 @@ impl TaskStore for PgStore {
         rows.iter().map(event_row).collect()
     }
 
+    async fn last_events(&self, tasks: &[Uuid], kind: &str) -> StoreResult<Vec<TaskEvent>> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT e.task_id, e.seq, e.kind, e.payload, e.created_at \
+             FROM unnest($1::uuid[]) AS j(id) CROSS JOIN LATERAL \
+             (SELECT * FROM task_events WHERE task_id = j.id AND kind = $2 \
+              ORDER BY seq DESC LIMIT 1) AS e",
+        )
+        .bind(tasks)
+        .bind(kind)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_row).collect()
+    }
+
     async fn count_tasks_by_status(&self) -> StoreResult<Vec<(TaskStatus, i64)>> {
         let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status")
             .fetch_all(&self.pool)
@@ -733,29 +750,24 @@ impl TaskStore for PgStore {
     async fn count_tenant_tasks(
         &self,
         tenant: Uuid,
-        since: Option<DateTime<Utc>>,
-    ) -> StoreResult<Vec<(TaskStatus, i64)>> {
-        let rows =
-            match since {
-                Some(t) => {
-                    sqlx::query(
-                        "SELECT status, COUNT(*) AS n FROM tasks WHERE tenant_id = $1 \
-                     AND created_at >= $2 GROUP BY status",
-                    )
-                    .bind(tenant)
-                    .bind(t)
-                    .fetch_all(&self.pool)
-                    .await?
-                }
-                None => sqlx::query(
-                    "SELECT status, COUNT(*) AS n FROM tasks WHERE tenant_id = $1 GROUP BY status",
-                )
-                .bind(tenant)
-                .fetch_all(&self.pool)
-                .await?,
-            };
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<(TaskStatus, i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) FILTER (WHERE created_at >= $2) AS recent, \
+             COUNT(*) AS n FROM tasks WHERE tenant_id = $1 GROUP BY status",
+        )
+        .bind(tenant)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
-            .map(|r| Ok((status(r.try_get("status")?)?, r.try_get("n")?)))
+            .map(|r| {
+                Ok((
+                    status(r.try_get("status")?)?,
+                    r.try_get("recent")?,
+                    r.try_get("n")?,
+                ))
+            })
             .collect()
     }
 

@@ -931,6 +931,25 @@ impl TaskStore for SqliteStore {
         rows.iter().map(event_row).collect()
     }
 
+    async fn last_events(&self, tasks: &[Uuid], kind: &str) -> StoreResult<Vec<TaskEvent>> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = serde_json::to_string(&tasks.iter().map(Uuid::to_string).collect::<Vec<_>>())
+            .map_err(|e| StoreError::Engine(format!("task ids: {e}")))?;
+        let rows = sqlx::query(
+            "SELECT e.task_id, e.seq, e.kind, e.payload, e.created_at \
+             FROM json_each(?1) AS j JOIN task_events AS e ON e.task_id = j.value \
+             AND e.seq = (SELECT MAX(seq) FROM task_events \
+                          WHERE task_id = j.value AND kind = ?2)",
+        )
+        .bind(ids)
+        .bind(kind)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_row).collect()
+    }
+
     async fn count_tasks_by_status(&self) -> StoreResult<Vec<(TaskStatus, i64)>> {
         let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status")
             .fetch_all(&self.pool)
@@ -958,29 +977,24 @@ impl TaskStore for SqliteStore {
     async fn count_tenant_tasks(
         &self,
         tenant: Uuid,
-        since: Option<DateTime<Utc>>,
-    ) -> StoreResult<Vec<(TaskStatus, i64)>> {
-        let rows =
-            match since {
-                Some(t) => {
-                    sqlx::query(
-                        "SELECT status, COUNT(*) AS n FROM tasks WHERE tenant_id = ? \
-                     AND created_at >= ? GROUP BY status",
-                    )
-                    .bind(tenant.to_string())
-                    .bind(ts(&t))
-                    .fetch_all(&self.pool)
-                    .await?
-                }
-                None => sqlx::query(
-                    "SELECT status, COUNT(*) AS n FROM tasks WHERE tenant_id = ? GROUP BY status",
-                )
-                .bind(tenant.to_string())
-                .fetch_all(&self.pool)
-                .await?,
-            };
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<(TaskStatus, i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT status, SUM(CASE WHEN created_at >= ? THEN 1 ELSE 0 END) AS recent, \
+             COUNT(*) AS n FROM tasks WHERE tenant_id = ? GROUP BY status",
+        )
+        .bind(ts(&since))
+        .bind(tenant.to_string())
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
-            .map(|r| Ok((status(r.try_get("status")?)?, r.try_get("n")?)))
+            .map(|r| {
+                Ok((
+                    status(r.try_get("status")?)?,
+                    r.try_get("recent")?,
+                    r.try_get("n")?,
+                ))
+            })
             .collect()
     }
 
