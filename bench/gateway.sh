@@ -8,6 +8,9 @@
 # /v1/responses (stored, and with "store": false) against the direct chat completion
 # it makes.
 #
+# TRACING=on exports a span for every request (OTLP/HTTP, 100 % sampling) to a local sink
+# that accepts and discards the batches, to measure what tracing adds; off by default.
+#
 # PACING=jitter (default) spreads each connection's requests at random around the mean
 # interval, as independent clients would; PACING=fixed sends all connections in lockstep
 # (bursts of CONNS requests). See bench/chat.lua.
@@ -33,7 +36,29 @@ env -i PATH="$PATH" "$bin" sandbox --port 0 >"$work/sandbox.log" 2>&1 &
 pids+=($!)
 vendor=$(wait_field "$work/sandbox.log" "sandbox vendor listening" addr)
 
-env -i PATH="$PATH" HOST=127.0.0.1 PORT=0 PROMETHEUS_METRICS_PORT=0 \
+otel=()
+if [ "${TRACING:-off}" = on ]; then
+    sink_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    python3 - "$sink_port" >"$work/sink.log" 2>&1 <<'PY' &
+import http.server, sys
+class Sink(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
+PY
+    pids+=($!)
+    otel=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$sink_port" OTEL_TRACES_SAMPLER=always_on)
+    echo "tracing on: every request exported to the sink on port $sink_port"
+fi
+
+env -i PATH="$PATH" "${otel[@]}" HOST=127.0.0.1 PORT=0 PROMETHEUS_METRICS_PORT=0 \
     DATA_DIR="$work/data" API_KEY_WHITELIST=$BENCH_KEY AI_CACHE=off LOG_LEVEL="${GATEWAY_LOG_LEVEL:-info}" \
     RATE_LIMIT_REQUESTS=1000000000 RATE_LIMIT_WINDOW_SECONDS=1 \
     OPENAI_BASE_URL="http://$vendor/v1" OPENAI_API_KEY=sk-bench \
@@ -100,3 +125,7 @@ echo "rate $prate/s  chat direct:      $(wrk_summary "$(RATE=$prate wrk -t2 -c"$
 
 echo "router overhead histogram (seconds, cumulative):"
 curl -fs "http://$metrics/metrics" | grep '^ai_gateway_overhead_seconds' | sed 's/^/  /'
+if [ "${TRACING:-off}" = on ]; then
+    echo "spans exported and dropped:"
+    curl -fs "http://$metrics/metrics" | grep -E '^otel_spans_(exported|dropped)_total' | sed 's/^/  /'
+fi
