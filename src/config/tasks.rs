@@ -71,6 +71,11 @@ pub struct TaskConfig {
     /// client resumes with `Last-Event-ID`).
     #[serde(serialize_with = "ser_secs")]
     pub sse_max_stream_duration: Duration,
+    /// `SSE_REREAD_SECONDS`: how often a live event stream re-reads the step log when no
+    /// wake-up came (one missed, or lost with the notification connection); at least
+    /// 0.1 s. Followers are woken by notifications, this is only the safety net.
+    #[serde(serialize_with = "ser_secs")]
+    pub sse_reread_interval: Duration,
 }
 
 impl TaskConfig {
@@ -150,6 +155,8 @@ impl TaskConfig {
                 as u32,
             sse_max_stream_duration: secs(get, "SSE_MAX_STREAM_SECONDS", "3600")?
                 .max(Duration::from_secs(1)),
+            sse_reread_interval: secs(get, "SSE_REREAD_SECONDS", "5")?
+                .max(Duration::from_millis(100)),
         })
     }
 }

@@ -1,13 +1,21 @@
 //! Following a task's step log live: the events after a given `seq`, then each new one
 //! as it is written, until the task has ended and every event was yielded. The API's SSE
 //! stream and the web console's live timeline both read it.
+//!
+//! A follower sleeps until the replica's event hub names its task: written by this
+//! replica (SQLite, or a worker here), or announced by the database (PostgreSQL: every
+//! append notifies `de_events`, which the replica's listener forwards to the hub). The
+//! listener says "everyone" ([`Hub::catch_up_all`]) when it (re)connects, since
+//! notifications may have been missed meanwhile; and a follower re-reads the log every
+//! `SSE_REREAD_SECONDS` anyway, so a lost wake-up only delays it.
+//!
+//! [`Hub::catch_up_all`]: crate::state::Hub::catch_up_all
 
 use std::collections::VecDeque;
-use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::state::{AppState, StreamSlot};
+use crate::state::{AppState, StreamSlot, TASKS_ALL as ALL};
 use crate::store::TaskEvent;
 
 struct Follow {
@@ -26,7 +34,7 @@ struct Follow {
 
 /// Events of task `id` after `after`, live, until the task has ended and all were
 /// yielded, or until `ends_at` (the client resumes after the last `seq` it saw). New
-/// events are noticed through the hub (this replica) or a 500 ms poll (other replicas).
+/// events are noticed through the hub (see the module docs).
 pub fn follow(
     state: AppState,
     tenant: Uuid,
@@ -74,11 +82,11 @@ pub fn follow(
                 Ok(_) => {}
                 Err(_) => f.done = true,
             }
-            // Wait for news of this task (this replica), or poll (other replicas).
+            // Wait for news of this task, or re-read after a while (a missed wake-up).
             let wait = async {
                 loop {
                     match f.rx.recv().await {
-                        Ok(changed) if changed == f.id => return,
+                        Ok(changed) if changed == f.id || changed == ALL => return,
                         Ok(_) => {}
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
                         Err(_) => {
@@ -88,9 +96,10 @@ pub fn follow(
                 }
             };
             let shutdown = f.state.tasks.shutdown.clone();
+            let reread = f.state.config.tasks.sse_reread_interval;
             tokio::select! {
                 _ = wait => {},
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {},
+                _ = tokio::time::sleep(reread) => {},
                 _ = tokio::time::sleep_until(f.ends_at) => return None,
                 _ = shutdown.cancelled() => return None,
             }
