@@ -699,7 +699,12 @@ async fn every_end_writes_its_webhook_in_the_same_write(backend: Backend) {
     ] {
         let t = new_task(s, emp, Some(hook), true, 3).await;
         let lease = claim(s, t.id, Duration::from_secs(30)).await;
-        assert!(s.record_step(&lease, &StepUpdate::default()).await.unwrap().is_some());
+        assert!(
+            s.record_step(&lease, &StepUpdate::default())
+                .await
+                .unwrap()
+                .is_some()
+        );
         assert!(queued(t.id).await.is_empty(), "a step is not an end");
         assert!(s.finish_task(&lease, &end(status)).await.unwrap());
         assert_queued(t.id, status.as_str(), queued(t.id).await);
@@ -750,7 +755,11 @@ async fn every_end_writes_its_webhook_in_the_same_write(backend: Backend) {
     // Without a callback_url, an end queues nothing.
     let t = new_task(s, emp, None, true, 3).await;
     let lease = claim(s, t.id, Duration::from_secs(30)).await;
-    assert!(s.finish_task(&lease, &end(TaskStatus::Succeeded)).await.unwrap());
+    assert!(
+        s.finish_task(&lease, &end(TaskStatus::Succeeded))
+            .await
+            .unwrap()
+    );
     assert!(queued(t.id).await.is_empty());
     app.stop().await.unwrap();
 }
@@ -787,7 +796,11 @@ async fn a_crash_right_after_the_end_still_delivers_once(backend: Backend) {
     let b = TestApp::start(b, db).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let d = loop {
-        let d = b.store.list_deliveries(DEFAULT_TENANT_ID, id).await.unwrap();
+        let d = b
+            .store
+            .list_deliveries(DEFAULT_TENANT_ID, id)
+            .await
+            .unwrap();
         if d.len() == 1 && d[0].status == "delivered" {
             break d;
         }
@@ -810,4 +823,112 @@ async fn a_crash_right_after_the_end_still_delivers_once(backend: Backend) {
     // The body is the task as the API shows it.
     assert_eq!(*body, task(&b, &id.to_string()).await);
     b.stop().await.unwrap();
+}
+
+/// The `id:`s of the complete lines of an SSE body read so far.
+fn sse_ids(body: &str) -> Vec<i64> {
+    let complete = body.rsplit_once('\n').map_or("", |(done, _)| done);
+    complete
+        .lines()
+        .filter_map(|l| l.strip_prefix("id:"))
+        .map(|v| v.trim().parse().unwrap())
+        .collect()
+}
+
+/// Two replicas on one PostgreSQL database: replica B (no workers) streams the events of a
+/// task replica A runs. B re-reads the log on its own only every 60 s, so the events can
+/// reach it in time only through A's notifications (`de_events`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_follower_on_another_replica_is_woken_by_notifications() {
+    if common::postgres_url().is_none() {
+        return;
+    }
+    let vendor = Vendor::start().await;
+    vendor.script(
+        "asker",
+        vec![
+            call("ask_human", json!({"question": "Which region?"})),
+            answer("deployed"),
+        ],
+    );
+    let extra = with(&[
+        ("AI_PROVIDERS", &vendor.providers),
+        ("SSE_REREAD_SECONDS", "60"),
+    ]);
+    let a = TestApp::spawn_with(Backend::Postgres, &extra)
+        .await
+        .unwrap();
+    employee(
+        &a,
+        json!({"name": "deployer", "role": "r", "model_policy": ["vendor/asker"],
+               "allowed_tools": ["ask_human"]}),
+    )
+    .await;
+    let id = id_of(&submit(&a, json!({"employee": "deployer", "input": "deploy"})).await);
+    wait_status(&a, &id, "waiting_input").await;
+    let so_far = events(&a, &id).await.len();
+
+    let b = App::build(test_config(
+        &a.db().url,
+        &[("WORKERS_ENABLED", "false"), ("SSE_REREAD_SECONDS", "60")],
+    ))
+    .await
+    .unwrap();
+    let b_addr = b.api_addr().unwrap();
+    let (stop_b, stopped) = tokio::sync::oneshot::channel::<()>();
+    let b_run = tokio::spawn(b.run(async move {
+        let _ = stopped.await;
+    }));
+    common::poll_ok(|| a.client.get(format!("http://{b_addr}/ready"))).await;
+    let mut live = a
+        .client
+        .get(format!("http://{b_addr}/v1/tasks/{id}/events"))
+        .header("X-API-Key", common::ADMIN_KEY)
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    // B streams the log so far, then waits.
+    let mut body = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while sse_ids(&body).len() < so_far {
+        let chunk = tokio::time::timeout_at(deadline, live.chunk())
+            .await
+            .expect("B streams the events written so far")
+            .unwrap()
+            .expect("the stream is open while the task waits");
+        body.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+
+    // A runs the rest of the task; B's follower must be woken for each new event.
+    let answered = Instant::now();
+    let r = a
+        .post_json(&format!("/v1/tasks/{id}/input"), &json!({"answer": "eu"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while let Some(chunk) = tokio::time::timeout_at(deadline, live.chunk())
+        .await
+        .expect("B's stream ends with the task, long before its 60 s re-read")
+        .unwrap()
+    {
+        body.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    let elapsed = answered.elapsed();
+    let all = events(&a, &id).await;
+    assert_eq!(task(&a, &id).await["status"], "succeeded");
+    assert!(all.len() > so_far);
+    body.push('\n');
+    assert_eq!(
+        sse_ids(&body),
+        (1..=all.len() as i64).collect::<Vec<_>>(),
+        "{body}"
+    );
+    println!("answer to the end of B's stream: {elapsed:?}");
+    let _ = stop_b.send(());
+    b_run.await.unwrap().unwrap();
+    a.stop().await.unwrap();
 }

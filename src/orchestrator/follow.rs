@@ -32,6 +32,22 @@ struct Follow {
     done: bool,
 }
 
+impl Follow {
+    /// Reads the events after the last one yielded into the buffer: `Some(true)` when
+    /// there were any, `None` when the store failed.
+    async fn read(&mut self) -> Option<bool> {
+        let page = self
+            .state
+            .store
+            .list_events(self.id, self.after, 500)
+            .await
+            .ok()?;
+        let any = !page.is_empty();
+        self.buf.extend(page);
+        Some(any)
+    }
+}
+
 /// Events of task `id` after `after`, live, until the task has ended and all were
 /// yielded, or until `ends_at` (the client resumes after the last `seq` it saw). New
 /// events are noticed through the hub (see the module docs).
@@ -67,20 +83,24 @@ pub fn follow(
             {
                 return None;
             }
-            // Read the status before the events, so an end seen here has all its
-            // events visible in the read that follows.
-            let ended = match f.state.store.get_task(f.tenant, f.id).await {
-                Ok(t) => t.status.is_terminal(),
-                Err(_) => true,
-            };
-            match f.state.store.list_events(f.id, f.after, 500).await {
-                Ok(page) if !page.is_empty() => {
-                    f.buf.extend(page);
-                    continue;
+            // New events go out after one read. Only when there are none is the status
+            // read, and the events once more after it: an end seen there has all its
+            // events visible to that second read.
+            match f.read().await {
+                Some(true) => continue,
+                Some(false) => {
+                    let ended = match f.state.store.get_task(f.tenant, f.id).await {
+                        Ok(t) => t.status.is_terminal(),
+                        Err(_) => true,
+                    };
+                    if ended {
+                        match f.read().await {
+                            Some(true) => continue,
+                            _ => return None,
+                        }
+                    }
                 }
-                Ok(_) if ended => return None,
-                Ok(_) => {}
-                Err(_) => f.done = true,
+                None => f.done = true,
             }
             // Wait for news of this task, or re-read after a while (a missed wake-up).
             let wait = async {

@@ -158,11 +158,12 @@ fn body_of(d: &Delivery, task: StoreResult<Task>) -> Result<String, SendError> {
         return Ok(body.clone());
     }
     match task {
-        Ok(t) if t.status.is_terminal() => serde_json::to_string(&TaskView::from(t))
-            .map_err(|e| SendError {
+        Ok(t) if t.status.is_terminal() => {
+            serde_json::to_string(&TaskView::from(t)).map_err(|e| SendError {
                 error: format!("cannot serialise the task: {e}"),
                 permanent: true,
-            }),
+            })
+        }
         // The outbox writes a row only with the end; a row for a task that has not ended
         // cannot be sent as its final JSON (and never will be).
         Ok(t) => Err(SendError {
