@@ -837,7 +837,8 @@ fn sse_ids(body: &str) -> Vec<i64> {
 
 /// Two replicas on one PostgreSQL database: replica B (no workers) streams the events of a
 /// task replica A runs. B re-reads the log on its own only every 60 s, so the events can
-/// reach it in time only through A's notifications (`de_events`).
+/// reach it in time only through the notifications (`de_events`) of A's writes, sent
+/// because B's stream registered itself as a follower of the task.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_follower_on_another_replica_is_woken_by_notifications() {
     if common::postgres_url().is_none() {
@@ -928,6 +929,22 @@ async fn postgres_a_follower_on_another_replica_is_woken_by_notifications() {
         "{body}"
     );
     println!("answer to the end of B's stream: {elapsed:?}");
+    // The stream's registration went with it.
+    let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&a.db().url)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM task_followers")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{n} registrations left");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let _ = stop_b.send(());
     b_run.await.unwrap().unwrap();
     a.stop().await.unwrap();

@@ -3,9 +3,10 @@
 //! stream and the web console's live timeline both read it.
 //!
 //! A follower sleeps until the replica's event hub names its task: written by this
-//! replica (SQLite, or a worker here), or announced by the database (PostgreSQL: every
-//! append notifies `de_events`, which the replica's listener forwards to the hub). The
-//! listener says "everyone" ([`Hub::catch_up_all`]) when it (re)connects, since
+//! replica (SQLite, or a worker here), or announced by the database (PostgreSQL: a stream
+//! registers itself in `task_followers` before its first read, and every append to a
+//! followed task notifies `de_events`, which each replica's listener forwards to its hub).
+//! The listener says "everyone" ([`Hub::catch_up_all`]) when it (re)connects, since
 //! notifications may have been missed meanwhile; and a follower re-reads the log every
 //! `SSE_REREAD_SECONDS` anyway, so a lost wake-up only delays it.
 //!
@@ -30,9 +31,55 @@ struct Follow {
     buf: VecDeque<TaskEvent>,
     rx: tokio::sync::broadcast::Receiver<Uuid>,
     done: bool,
+    /// Whether [`Follow::register`] ran; its registration lives as long as the stream.
+    registered: bool,
+    _registration: Option<Registration>,
+}
+
+/// A stream's row in `task_followers`, removed when the stream is dropped.
+struct Registration {
+    state: AppState,
+    id: Uuid,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let (store, id) = (self.state.store.clone(), self.id);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = store.unfollow_task(id).await {
+                    tracing::debug!(error = %e, "cannot remove a live stream's registration; it expires");
+                }
+            });
+        }
+    }
 }
 
 impl Follow {
+    /// Registers the stream so that appends to its task notify every replica; without it
+    /// (the store failed) the stream still catches up at each re-read.
+    async fn register(&mut self) {
+        self.registered = true;
+        let left = self
+            .ends_at
+            .saturating_duration_since(tokio::time::Instant::now());
+        let until = crate::store::now()
+            + chrono::Duration::from_std(left).unwrap_or(chrono::Duration::days(366))
+            + chrono::Duration::minutes(1);
+        match self.state.store.follow_task(self.id, until).await {
+            Ok(Some(id)) => {
+                self._registration = Some(Registration {
+                    state: self.state.clone(),
+                    id,
+                })
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(task_id = %self.id, error = %e, "cannot register a live stream; it re-reads instead")
+            }
+        }
+    }
+
     /// Reads the events after the last one yielded into the buffer: `Some(true)` when
     /// there were any, `None` when the store failed.
     async fn read(&mut self) -> Option<bool> {
@@ -70,8 +117,13 @@ pub fn follow(
         buf: VecDeque::new(),
         rx,
         done: false,
+        registered: false,
+        _registration: None,
     };
     futures_util::stream::unfold(f, |mut f| async move {
+        if !f.registered {
+            f.register().await;
+        }
         loop {
             if let Some(e) = f.buf.pop_front() {
                 f.after = e.seq;

@@ -735,6 +735,29 @@ impl TaskStore for PgStore {
         Ok(out)
     }
 
+    async fn follow_task(&self, task: Uuid, until: DateTime<Utc>) -> StoreResult<Option<Uuid>> {
+        let id = Uuid::now_v7();
+        sqlx::query(
+            "WITH gone AS (DELETE FROM task_followers WHERE expires_at < $4) \
+             INSERT INTO task_followers (id, task_id, expires_at) VALUES ($1, $2, $3)",
+        )
+        .bind(id)
+        .bind(task)
+        .bind(until)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(Some(id))
+    }
+
+    async fn unfollow_task(&self, id: Uuid) -> StoreResult<()> {
+        sqlx::query("DELETE FROM task_followers WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn list_events(&self, task: Uuid, after: i64, limit: u32) -> StoreResult<Vec<TaskEvent>> {
         let rows = sqlx::query(
             "SELECT task_id, seq, kind, payload, created_at FROM task_events \
