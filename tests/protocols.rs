@@ -412,6 +412,90 @@ async fn a_stream_that_breaks_ends_with_an_error_event() {
     );
 }
 
+/// A vendor that falls silent mid-stream: the Messages stream sends `ping` events in the
+/// silence, the OpenAI protocols SSE comments; the answer is whole either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_streams_are_kept_alive() {
+    let vendor = Vendor::start().await;
+    let providers = vendor.providers();
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[
+            ("AI_PROVIDERS", &providers),
+            ("AI_CACHE", "off"),
+            ("AI_STREAM_PING_INTERVAL", "0.1"),
+        ],
+    )
+    .await
+    .unwrap();
+    vendor.engine.apply(SandboxSetup {
+        seed: Some(1),
+        faults: vec![FaultRule {
+            model: Some("sandbox-slow".into()),
+            // Far longer than the ping interval, so a ping is due however busy the host.
+            fault: Fault::StallStream {
+                after_chunks: 3,
+                ms: 1500,
+            },
+            times: None,
+            rate: None,
+        }],
+        scripts: HashMap::new(),
+    });
+    let long = "word ".repeat(50);
+    let r = post_messages(
+        &app,
+        &json!({"model": "sbopenai/sandbox-slow", "max_tokens": 500, "stream": true,
+            "messages": [{"role": "user", "content": long}]}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let events = parse_sse(&r.text().await.unwrap());
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e.event.as_deref()).collect();
+    let first_delta = kinds
+        .iter()
+        .position(|k| *k == "content_block_delta")
+        .unwrap_or_else(|| panic!("{kinds:?}"));
+    let last_delta = kinds
+        .iter()
+        .rposition(|k| *k == "content_block_delta")
+        .unwrap();
+    assert!(
+        kinds[first_delta..last_delta].contains(&"ping"),
+        "a ping between the deltas: {kinds:?}"
+    );
+    assert_eq!(kinds.last(), Some(&"message_stop"), "{kinds:?}");
+    for e in events.iter().filter(|e| e.event.as_deref() == Some("ping")) {
+        let v: Value = serde_json::from_str(&e.data).unwrap();
+        assert_eq!(v, json!({"type": "ping"}));
+    }
+
+    let r = app
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model": "sbopenai/sandbox-slow", "stream": true,
+                "messages": [{"role": "user", "content": long}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    let frames: Vec<&str> = body.split("\n\n").filter(|f| !f.is_empty()).collect();
+    let comment = frames
+        .iter()
+        .position(|f| *f == ": keep-alive")
+        .unwrap_or_else(|| panic!("{body}"));
+    assert!(
+        comment > 1
+            && frames[comment + 1..]
+                .iter()
+                .any(|f| f.starts_with("data: {")),
+        "the keep-alive comes between chunks: {body}"
+    );
+    assert_eq!(frames.last(), Some(&"data: [DONE]"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn count_tokens_asks_anthropic_format_vendors_and_estimates_for_others() {
     let vendor = Vendor::start().await;

@@ -429,6 +429,8 @@ pub enum Fault {
     Hang,
     /// Stream `after_chunks` chunks, then cut the connection.
     BreakStream { after_chunks: usize },
+    /// Stream `after_chunks` chunks, fall silent for `ms`, then send the rest.
+    StallStream { after_chunks: usize, ms: u64 },
     /// Answer with a body that is not valid JSON.
     Malformed,
 }

@@ -121,6 +121,10 @@ pub struct AiConfig {
     /// reclaimed (its process is presumed dead).
     #[serde(serialize_with = "ser_secs")]
     pub budget_hold: Duration,
+    /// `AI_STREAM_PING_INTERVAL`: silence after which a gateway stream sends a keep-alive
+    /// (a `ping` event on `/v1/messages`, an SSE comment elsewhere); 0 = never.
+    #[serde(serialize_with = "ser_secs")]
+    pub stream_ping_interval: Duration,
 }
 
 impl AiConfig {
@@ -171,6 +175,7 @@ impl AiConfig {
             prices,
             cache_enabled,
             cache_ttl: secs(get, "AI_CACHE_TTL", "300")?,
+            stream_ping_interval: secs(get, "AI_STREAM_PING_INTERVAL", "10")?,
             cache_max_entries: parse(
                 get,
                 "AI_CACHE_MAX_ENTRIES",
