@@ -11,7 +11,9 @@
 //! - otherwise answer in text, quoting the tool results when there are some; with a
 //!   `json_schema` response format, a value valid for the schema instead.
 //!
-//! Usage is about four characters a token, counted on what was sent and returned.
+//! Usage is about four characters a token, counted on what was sent and returned. A
+//! model named `sandbox-reasoning…` also "reasons": it reports as many reasoning tokens
+//! as it answered, counted in its output tokens as vendors count them.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -30,6 +32,20 @@ use super::types::*;
 
 /// The deterministic answer to a request.
 pub fn respond(req: &ChatRequest) -> ChatResponse {
+    let mut resp = answer(req);
+    think(&req.model, &mut resp.usage);
+    resp
+}
+
+/// Reasoning tokens of a reasoning model: as many as its visible output, added to it.
+fn think(model: &str, usage: &mut Usage) {
+    if model.starts_with("sandbox-reasoning") {
+        usage.reasoning_tokens = usage.output_tokens.max(1);
+        usage.output_tokens += usage.reasoning_tokens;
+    }
+}
+
+fn answer(req: &ChatRequest) -> ChatResponse {
     let digest = hex::encode(Sha256::digest(serde_json::to_vec(req).unwrap_or_default()));
     let id = format!("sb-{}", &digest[..24]);
     let last_user = req.messages.iter().rposition(|m| m.role == Role::User);
@@ -413,6 +429,8 @@ pub enum Fault {
     Hang,
     /// Stream `after_chunks` chunks, then cut the connection.
     BreakStream { after_chunks: usize },
+    /// Stream `after_chunks` chunks, fall silent for `ms`, then send the rest.
+    StallStream { after_chunks: usize, ms: u64 },
     /// Answer with a body that is not valid JSON.
     Malformed,
 }
@@ -673,6 +691,8 @@ fn scripted(req: &ChatRequest, step: ScriptStep) -> ChatResponse {
                 .map(|c| c.arguments.len())
                 .sum::<usize>();
         base.usage.output_tokens = tokens(out_len);
+        base.usage.reasoning_tokens = 0;
+        think(&req.model, &mut base.usage);
     }
     base
 }
