@@ -387,6 +387,7 @@ async fn decide_unknown(pool: &sqlx::PgPool, api: &Api, receiver: &Receiver) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_replica_killed_every_few_seconds_repeats_no_step_and_no_call() {
+    let begun = Instant::now();
     let Some(db) = TestDb::new_database(Backend::Postgres).await else {
         return;
     };
@@ -457,6 +458,7 @@ async fn postgres_replica_killed_every_few_seconds_repeats_no_step_and_no_call()
     // Tasks go in in waves: one at the start and one after each of the first kills, so
     // every run sees at least WAVES - 1 kills however fast the machine is. The victim is
     // killed and restarted every few seconds until every task has ended.
+    let setup = begun.elapsed();
     let started = Instant::now();
     let mut input_of: HashMap<String, String> = HashMap::new();
     input_of.extend(submit_wave(&api, 0).await);
@@ -665,14 +667,17 @@ async fn postgres_replica_killed_every_few_seconds_repeats_no_step_and_no_call()
     // The chaos happened: tasks were cut off and went on elsewhere.
     assert!(resumed > 0 && retried > 0, "no task was interrupted");
     eprintln!(
-        "chaos (seed {seed}): {TASKS} tasks in {:.1}s, {kills} kills, {retried} tasks retried, \
-         {resumed} resumed; vendor: {} requests for {} steps ({reasked} asked again, answer \
+        "chaos (seed {seed}): set-up {:.1}s; {TASKS} tasks in {:.1}s, {kills} kills, \
+         {retried} tasks retried, {resumed} resumed; vendor: {} requests for {} steps ({reasked} asked again, answer \
          never recorded); calls: {arrived} arrived once each, {remade} made again after \
-         approval; outcome unknown: {approved} approved, {rejected} rejected; 503 answers: {}",
+         approval; outcome unknown: {approved} approved, {rejected} rejected; 503 answers: {}; \
+         checks {:.1}s",
+        setup.as_secs_f64(),
         elapsed.as_secs_f64(),
         log.len(),
         asks.len(),
         api.unavailable.load(Ordering::Relaxed),
+        started.elapsed().saturating_sub(elapsed).as_secs_f64(),
     );
     pool.close().await;
     let _ = std::fs::remove_dir_all(&data);
