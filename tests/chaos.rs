@@ -245,18 +245,21 @@ impl Replica {
                 }
             });
         }
+        // Owned before waiting, so that a failure below still kills the process.
+        let mut replica = Replica {
+            child,
+            api: String::new(),
+            tail,
+        };
         let line = rx
             .recv_timeout(Duration::from_secs(30))
             .unwrap_or_else(|_| {
-                let lines = tail.lock().unwrap().clone();
+                let lines = replica.tail.lock().unwrap().clone();
                 panic!("no 'listening' line within 30s: {lines:?}")
             });
         let v: Value = serde_json::from_str(&line).unwrap();
-        Replica {
-            child,
-            api: v["api"].as_str().unwrap().to_string(),
-            tail,
-        }
+        replica.api = v["api"].as_str().unwrap().to_string();
+        replica
     }
 
     /// SIGKILL, and waits for the process to be gone.
