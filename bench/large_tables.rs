@@ -9,17 +9,15 @@
 //! (10), `BENCH_ROUNDS` (200 requests or claims per figure).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::HashMap;
+#[path = "common.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{KEY, ScratchDb};
 use digital_employee::app::App;
-use digital_employee::config::Config;
-use digital_employee::store::{
-    self, DEFAULT_TENANT_ID, DynStore, EmployeeFields, NewTask, TaskStatus, now,
-};
+use digital_employee::store::{DEFAULT_TENANT_ID, DynStore, NewTask, TaskStatus, now};
 use sqlx::Connection;
-
-const KEY: &str = "bench-admin-key-0123456789";
 /// Rows of the fill per statement (one transaction each).
 const CHUNK: i64 = 50_000;
 
@@ -266,62 +264,13 @@ async fn main() {
     let per_task: i64 = env("BENCH_EVENTS_PER_TASK", "10").parse().unwrap();
     let rounds: usize = env("BENCH_ROUNDS", "200").parse().unwrap();
     let tasks = ((1_000_000.0 * scale) as i64).max(1);
-    let dir = std::env::temp_dir().join(format!("de-bench-{}", uuid::Uuid::now_v7().simple()));
-    let (url, mut db) = if db_name == "sqlite" {
-        std::fs::create_dir_all(&dir).unwrap();
-        let url = format!("sqlite://{}/bench.db", dir.display());
-        (url, None)
-    } else {
-        let schema = format!("bench_{}", uuid::Uuid::now_v7().simple());
-        let mut c = sqlx::PgConnection::connect(&db_name).await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-            .execute(&mut c)
-            .await
-            .unwrap();
-        let sep = if db_name.contains('?') { '&' } else { '?' };
-        let url = format!("{db_name}{sep}options=-c%20search_path%3D{schema}");
-        (url, Some(schema))
-    };
-    let vars: HashMap<&str, String> = [
-        ("HOST", "127.0.0.1".to_string()),
-        ("PORT", "0".into()),
-        ("PROMETHEUS_METRICS_PORT", "0".into()),
-        ("API_KEY_WHITELIST", KEY.into()),
-        ("RATE_LIMIT_REQUESTS", "1000000000".into()),
-        ("DATABASE_URL", url.clone()),
-        ("DB_MAX_CONNECTIONS", "16".into()),
-        // Claims are measured on the store; no worker may take the tasks first.
-        ("WORKERS_ENABLED", "off".into()),
-        ("LOG_LEVEL", "warn".into()),
-    ]
-    .into_iter()
-    .collect();
-    let cfg = Config::from_lookup(|k| vars.get(k).cloned()).unwrap();
-    let s = store::connect(&store::ConnectOptions {
-        url: url.clone(),
-        max_connections: 4,
-    })
-    .await
-    .unwrap();
-    s.migrate().await.unwrap();
-    let employee = s
-        .create_employee(
-            DEFAULT_TENANT_ID,
-            &EmployeeFields {
-                name: "bench".into(),
-                role: "benchmark".into(),
-                instructions: String::new(),
-                model_policy: vec!["sandbox/sandbox-1".into()],
-                allowed_tools: vec![],
-                max_steps: 5,
-                token_budget: 100_000,
-                temperature: 0.0,
-                redact_prompts: false,
-                approval_tools: vec![],
-                output_schema: None,
-                input_timeout_seconds: 86_400,
-            },
-        )
+    let scratch = ScratchDb::new(&db_name).await;
+    // Claims are measured on the store; no worker may take the tasks first.
+    let cfg = scratch.config(&[("DB_MAX_CONNECTIONS", "16"), ("WORKERS_ENABLED", "off")]);
+    let employee = scratch
+        .store()
+        .await
+        .create_employee(DEFAULT_TENANT_ID, &common::employee("bench"))
         .await
         .unwrap()
         .id;
@@ -336,14 +285,19 @@ async fn main() {
 
     let empty = measure(&store, employee, &client, &base, rounds).await;
     eprintln!("filling {tasks} tasks, {} events ...", tasks * per_task);
-    let mut conn = match &db {
-        None => Db::Sqlite(sqlx::SqliteConnection::connect(&url).await.unwrap()),
-        Some(_) => Db::Postgres(sqlx::PgConnection::connect(&url).await.unwrap()),
+    let mut conn = if scratch.is_postgres() {
+        Db::Postgres(sqlx::PgConnection::connect(&scratch.url).await.unwrap())
+    } else {
+        Db::Sqlite(sqlx::SqliteConnection::connect(&scratch.url).await.unwrap())
     };
     fill(&mut conn, employee, tasks, per_task).await;
     let large = measure(&store, employee, &client, &base, rounds).await;
 
-    let backend = if db.is_none() { "sqlite" } else { "postgres" };
+    let backend = if scratch.is_postgres() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
     println!(
         "db={backend} tasks={tasks} events={} rounds={rounds} (ms)",
         tasks * per_task
@@ -380,12 +334,5 @@ async fn main() {
 
     let _ = tx.send(());
     let _ = running.await;
-    if let Some(schema) = db.take() {
-        let mut c = sqlx::PgConnection::connect(&db_name).await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-            .execute(&mut c)
-            .await
-            .unwrap();
-    }
-    let _ = std::fs::remove_dir_all(&dir);
+    scratch.remove().await;
 }

@@ -182,3 +182,33 @@ impl TaskConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::cfg;
+    use std::time::Duration;
+
+    #[test]
+    fn retention_is_off_unless_set_and_bounded() {
+        let t = cfg(&[]).unwrap().tasks;
+        assert_eq!(t.retention_days, 0, "every task is kept by default");
+        assert_eq!(t.prune_batch_size, 500);
+        assert_eq!(t.prune_pause, Duration::from_secs(1));
+        assert_eq!(t.prune_interval, Duration::from_secs(60));
+        let t = cfg(&[("TASK_RETENTION_DAYS", "30"), ("TASK_PRUNE_INTERVAL", "0")])
+            .unwrap()
+            .tasks;
+        assert_eq!(t.retention_days, 30);
+        assert_eq!(t.prune_interval, Duration::from_millis(10));
+        for (var, value) in [
+            ("TASK_RETENTION_DAYS", "a month"),
+            ("TASK_RETENTION_DAYS", "-1"),
+            ("TASK_RETENTION_DAYS", "36501"),
+            ("TASK_PRUNE_BATCH_SIZE", "0"),
+            ("TASK_PRUNE_BATCH_SIZE", "10001"),
+            ("TASK_PRUNE_PAUSE", "soon"),
+        ] {
+            assert_eq!(cfg(&[(var, value)]).unwrap_err().var, var, "{var}={value}");
+        }
+    }
+}
