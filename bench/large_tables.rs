@@ -235,8 +235,8 @@ async fn fill(db: &mut Db, employee: uuid::Uuid, tasks: i64, events: i64) {
              COUNT(*) FILTER (WHERE status = 'error'), \
              COUNT(*) FILTER (WHERE status = 'cache_hit'), SUM(input_tokens)::bigint, \
              SUM(output_tokens)::bigint, SUM(cached_tokens)::bigint, \
-             SUM(cache_write_tokens)::bigint, SUM(cost_nanos)::bigint \
-             FROM ai_calls GROUP BY 1, 2, 3, 4, 5"
+             SUM(cache_write_tokens)::bigint, SUM(cost_nanos)::bigint, \
+             SUM(reasoning_tokens)::bigint FROM ai_calls GROUP BY 1, 2, 3, 4, 5"
         }
         Db::Sqlite(_) => {
             "INSERT INTO usage_hourly SELECT tenant_id, \
@@ -244,8 +244,8 @@ async fn fill(db: &mut Db, employee: uuid::Uuid, tasks: i64, events: i64) {
              provider, model, COUNT(*), SUM(CASE WHEN status = 'ok' THEN 1 ELSE 0 END), \
              SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END), \
              SUM(CASE WHEN status = 'cache_hit' THEN 1 ELSE 0 END), SUM(input_tokens), \
-             SUM(output_tokens), SUM(cached_tokens), SUM(cache_write_tokens), SUM(cost_nanos) \
-             FROM ai_calls GROUP BY 1, 2, 3, 4, 5"
+             SUM(output_tokens), SUM(cached_tokens), SUM(cache_write_tokens), SUM(cost_nanos), \
+             SUM(reasoning_tokens) FROM ai_calls GROUP BY 1, 2, 3, 4, 5"
         }
     };
     db.exec(rollup.into()).await;

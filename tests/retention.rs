@@ -83,6 +83,7 @@ fn call(task: Uuid, when: DateTime<Utc>, cost: i64) -> AiCallRecord {
         output_tokens: 20,
         cached_tokens: 0,
         cache_write_tokens: 0,
+        reasoning_tokens: 0,
         cost_nanos: cost,
         cache_hit: false,
         streamed: false,
