@@ -10,47 +10,35 @@
 //! (`SSE_REREAD_SECONDS`) is 60 s, so every event measured arrived through a notification.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use digital_employee::app::App;
-use digital_employee::config::Config;
+use digital_employee::store::DEFAULT_TENANT_ID;
 
 #[path = "common.rs"]
 mod common;
 
 use common::KEY;
 
-/// One replica on `url`, running until the returned sender is dropped or fired.
+/// One replica on the scratch database, running until the returned sender fires.
 async fn replica(
-    url: &str,
+    scratch: &common::ScratchDb,
     workers: bool,
 ) -> (
     SocketAddr,
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<()>,
 ) {
-    let vars: HashMap<&str, String> = [
-        ("HOST", "127.0.0.1".to_string()),
-        ("PORT", "0".into()),
-        ("PROMETHEUS_METRICS_PORT", "0".into()),
-        ("API_KEY_WHITELIST", KEY.into()),
-        ("RATE_LIMIT_REQUESTS", "1000000000".into()),
-        ("DATABASE_URL", url.into()),
-        ("DB_MAX_CONNECTIONS", "16".into()),
-        ("WORKERS_ENABLED", if workers { "on" } else { "off" }.into()),
-        ("TASK_POLL_INTERVAL", "0.05".into()),
-        ("SSE_REREAD_SECONDS", "60".into()),
-        ("SSE_MAX_STREAMS_PER_TENANT", "10000".into()),
-        ("LOG_LEVEL", "warn".into()),
-    ]
-    .into_iter()
-    .collect();
-    let app = App::build(Config::from_lookup(|k| vars.get(k).cloned()).unwrap())
-        .await
-        .unwrap();
+    let cfg = scratch.config(&[
+        ("DB_MAX_CONNECTIONS", "16"),
+        ("WORKERS_ENABLED", if workers { "on" } else { "off" }),
+        ("TASK_POLL_INTERVAL", "0.05"),
+        ("SSE_REREAD_SECONDS", "60"),
+        ("SSE_MAX_STREAMS_PER_TENANT", "10000"),
+    ]);
+    let app = App::build(cfg).await.unwrap();
     let addr = app.api_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(async move {
@@ -127,10 +115,15 @@ async fn main() {
             .unwrap_or(d)
     };
     let (n, followers) = (env("BENCH_TASKS", 300), env("BENCH_FOLLOWERS", 16));
-    let url = common::database(&db, std::path::Path::new("")).await;
-    let _store = common::migrate_with_employee(&url).await;
-    let (a, stop_a, run_a) = replica(&url, true).await;
-    let (b, stop_b, run_b) = replica(&url, false).await;
+    let scratch = common::ScratchDb::new(&db).await;
+    scratch
+        .store()
+        .await
+        .create_employee(DEFAULT_TENANT_ID, &common::employee("bench"))
+        .await
+        .unwrap();
+    let (a, stop_a, run_a) = replica(&scratch, true).await;
+    let (b, stop_b, run_b) = replica(&scratch, false).await;
     let same = std::env::var("BENCH_SAME_REPLICA").is_ok_and(|v| v == "1");
     let follow_on = if same { a } else { b };
     let client = reqwest::Client::new();
@@ -171,4 +164,5 @@ async fn main() {
     let _ = stop_b.send(());
     let _ = run_a.await;
     let _ = run_b.await;
+    scratch.remove().await;
 }

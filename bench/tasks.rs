@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use digital_employee::app::App;
 use digital_employee::config::Config;
-use digital_employee::store::TaskStatus;
+use digital_employee::store::{DEFAULT_TENANT_ID, TaskStatus};
 
 #[path = "common.rs"]
 mod common;
@@ -33,8 +33,8 @@ async fn main() {
         .unwrap_or(32);
     let workers = std::env::var("WORKER_CONCURRENCY").unwrap_or_else(|_| "32".into());
     let tenant_cap = std::env::var("TENANT_MAX_RUNNING").unwrap_or_else(|_| "0".into());
-    let dir = std::env::temp_dir().join(format!("de-bench-{}", uuid::Uuid::now_v7().simple()));
-    let url = common::database(&db, &dir).await;
+    let scratch = common::ScratchDb::new(&db).await;
+    let url = scratch.url.clone();
     let vars: HashMap<&str, String> = [
         ("HOST", "127.0.0.1".to_string()),
         ("PORT", "0".into()),
@@ -51,7 +51,12 @@ async fn main() {
     .into_iter()
     .collect();
     let cfg = Config::from_lookup(|k| vars.get(k).cloned()).unwrap();
-    let _store = common::migrate_with_employee(&url).await;
+    scratch
+        .store()
+        .await
+        .create_employee(DEFAULT_TENANT_ID, &common::employee("bench"))
+        .await
+        .unwrap();
     if db != "sqlite" && std::env::var("BENCH_EVENT_NOTIFY").is_ok_and(|v| v == "off") {
         use sqlx::Connection;
         let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
@@ -131,5 +136,5 @@ async fn main() {
     );
     let _ = tx.send(());
     let _ = running.await;
-    let _ = std::fs::remove_dir_all(&dir);
+    scratch.remove().await;
 }

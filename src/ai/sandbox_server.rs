@@ -156,16 +156,33 @@ fn break_after(faults: &[Fault]) -> Option<usize> {
     })
 }
 
-/// An SSE body of `frames`, cut off (connection error) after `cut` frames if given. The
-/// cut comes a moment after the last frame so the frames are on the wire first.
-fn sse_body(frames: Vec<String>, cut: Option<usize>) -> Response {
+/// The pause a stream takes and after how many chunks.
+fn stall_of(faults: &[Fault]) -> Option<(usize, Duration)> {
+    faults.iter().find_map(|f| match f {
+        Fault::StallStream { after_chunks, ms } => {
+            Some((*after_chunks, Duration::from_millis(*ms)))
+        }
+        _ => None,
+    })
+}
+
+/// An SSE body of `frames`, cut off (connection error) after `cut` frames if given, and
+/// silent for a while after some frames if `stall` says so. The cut comes a moment after
+/// the last frame so the frames are on the wire first.
+fn sse_body(frames: Vec<String>, cut: Option<usize>, stall: Option<(usize, Duration)>) -> Response {
     let total = frames.len();
     let broken = cut.is_some_and(|c| c < total);
-    let sent: Vec<Result<Bytes, std::io::Error>> = frames
-        .into_iter()
-        .take(cut.unwrap_or(total))
-        .map(|f| Ok(Bytes::from(f)))
-        .collect();
+    let sent = futures_util::stream::iter(
+        frames.into_iter().take(cut.unwrap_or(total)).enumerate(),
+    )
+    .then(move |(i, f)| async move {
+        if let Some((after, pause)) = stall
+            && i == after
+        {
+            tokio::time::sleep(pause).await;
+        }
+        Ok::<_, std::io::Error>(Bytes::from(f))
+    });
     let tail = futures_util::stream::iter(broken.then_some(())).then(|()| async {
         tokio::time::sleep(Duration::from_millis(50)).await;
         Err(std::io::Error::new(
@@ -173,7 +190,7 @@ fn sse_body(frames: Vec<String>, cut: Option<usize>) -> Response {
             "injected stream break",
         ))
     });
-    let body = futures_util::stream::iter(sent).chain(tail);
+    let body = sent.chain(tail);
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")
@@ -221,7 +238,7 @@ async fn openai_chat(State(s): State<SbState>, headers: HeaderMap, body: Bytes) 
         frames.insert(1, sse::encode(None, "{not json"));
     }
     frames.push(sse::encode(None, "[DONE]"));
-    sse_body(frames, break_after(&plan.faults))
+    sse_body(frames, break_after(&plan.faults), stall_of(&plan.faults))
 }
 
 async fn openai_embeddings(State(s): State<SbState>, headers: HeaderMap, body: Bytes) -> Response {
@@ -323,5 +340,5 @@ async fn anthropic_messages(State(s): State<SbState>, headers: HeaderMap, body: 
     if plan.faults.contains(&Fault::Malformed) {
         frames.insert(1, sse::encode(Some("content_block_delta"), "{not json"));
     }
-    sse_body(frames, break_after(&plan.faults))
+    sse_body(frames, break_after(&plan.faults), stall_of(&plan.faults))
 }

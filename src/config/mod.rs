@@ -38,6 +38,7 @@
 //! | `AI_CACHE` | `on` | exact-match result cache `on`/`off` |
 //! | `AI_CACHE_TTL` | `300` | seconds a cached result lives |
 //! | `AI_CACHE_MAX_ENTRIES` | `10000` | in-memory cache capacity |
+//! | `AI_STREAM_PING_INTERVAL` | `10` | seconds of vendor silence after which a gateway stream sends a keep-alive (`ping` event on `/v1/messages`, an SSE comment on the OpenAI protocols); `0` = never |
 //! | `RESPONSES_RETENTION_DAYS` | `30` | days `/v1/responses` answers are kept (0 = not stored) |
 //! | `BUDGET_DEFAULT_MAX_TOKENS` | `4096` | output tokens reserved for (and the cap of) a call without `max_tokens` while a budget applies to it |
 //! | `BUDGET_HOLD_SECONDS` | `900` | seconds an unsettled budget reservation lives before it is reclaimed (the replica that made it is presumed dead) |
@@ -80,6 +81,10 @@
 //! | `WEBHOOK_RETRY_BASE_DELAY` | `2` | seconds, base of the webhook retry backoff (doubles per attempt) |
 //! | `WEBHOOK_TIMEOUT` | `10` | seconds one webhook attempt may take |
 //! | `WEBHOOK_POLL_INTERVAL` | `1` | seconds between scans for due webhook deliveries |
+//! | `TASK_RETENTION_DAYS` | `0` | days an ended task is kept before it is deleted with its events and webhook deliveries (`0` = keep every task) |
+//! | `TASK_PRUNE_BATCH_SIZE` | `500` | ended tasks deleted per transaction by the retention |
+//! | `TASK_PRUNE_PAUSE` | `1` | seconds between two retention batches |
+//! | `TASK_PRUNE_INTERVAL` | `60` | seconds between retention passes once caught up |
 //! | `SSE_MAX_STREAMS_PER_TENANT` | `100` | live task event streams one tenant may hold on one replica; past it 429 with `Retry-After` |
 //! | `SSE_MAX_STREAM_SECONDS` | `3600` | lifetime of one event stream; it then ends and the client resumes with `Last-Event-ID` |
 //! | `SSE_REREAD_SECONDS` | `5` | a live event stream re-reads the step log this often when no wake-up came (followers are woken by the database's notifications; this only catches up a missed one) |
