@@ -5,6 +5,7 @@
 //! `REQUIRE_BACKEND_TESTS=1` (set by `.ci/run`) a missing URL fails instead of skipping.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod console;
 pub mod tasks;
 
 use std::collections::HashMap;
