@@ -206,6 +206,11 @@ async fn documented_metrics_are_exported_with_plausible_values(backend: Backend)
     }
 
     let text = app.metrics().await;
+    // The queue depth counts live tasks only: the one that succeeded is not there.
+    assert!(
+        !text.contains("digital_employee_queue_depth{status=\"succeeded\"}"),
+        "{text}"
+    );
     let all = samples(&text);
     let docs = documented();
     assert!(docs.len() >= 20, "metrics table not found: {docs:?}");

@@ -603,13 +603,14 @@ async fn requeue_parents(state: &AppState) {
     }
 }
 
-/// Samples the queue depth per status for `digital_employee_queue_depth`, and the tenants
-/// held back by `TENANT_MAX_RUNNING` for `tenants_at_running_cap`.
+/// Samples the queue depth per live status for `digital_employee_queue_depth` (ended
+/// tasks are counted by `tasks_total`; counting them here would read the whole table),
+/// and the tenants held back by `TENANT_MAX_RUNNING` for `tenants_at_running_cap`.
 async fn sample_depth(state: AppState, stop: CancellationToken) {
     let cap = state.config.tasks.tenant_max_running;
     loop {
         if let Ok(counts) = state.store.count_tasks_by_status().await {
-            for s in TaskStatus::ALL {
+            for s in TaskStatus::ALL.into_iter().filter(|s| !s.is_terminal()) {
                 let n = counts.iter().find(|(k, _)| *k == s).map_or(0, |(_, n)| *n);
                 metrics::gauge!(m::QUEUE_DEPTH, "status" => s.as_str()).set(n as f64);
             }

@@ -49,6 +49,15 @@ pub enum TaskStatus {
     WaitingSubtasks,
 }
 
+/// The statuses that are not terminal, as an SQL list, for `concat!` into queries.
+macro_rules! live_statuses_sql {
+    () => {
+        "('queued', 'running', 'retrying', 'waiting_approval', 'waiting_input', \
+         'waiting_subtasks')"
+    };
+}
+pub(crate) use live_statuses_sql;
+
 impl TaskStatus {
     pub const ALL: [TaskStatus; 9] = [
         TaskStatus::Queued,
@@ -429,7 +438,8 @@ pub trait TaskStore: Send + Sync {
     /// `ai_calls` are kept: they are the usage ledger. Safe to run on several replicas at
     /// once (PostgreSQL: the batch's rows are locked with `SKIP LOCKED`).
     async fn prune_finished_tasks(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<Pruned>;
-    /// Number of tasks per status (statuses with none are absent).
+    /// Number of tasks per status that is not terminal (statuses with none are absent):
+    /// the queue's depth. Ended tasks are counted by `tasks_total` as they end.
     async fn count_tasks_by_status(&self) -> StoreResult<Vec<(TaskStatus, i64)>>;
     /// Tenants with at least `cap` top-level tasks running and another one due: those
     /// the cap of [`TaskStore::claim_tasks`] is holding back now.
@@ -512,4 +522,28 @@ pub trait TaskStore: Send + Sync {
         expected: DateTime<Utc>,
         next: DateTime<Utc>,
     ) -> StoreResult<bool>;
+}
+
+#[cfg(test)]
+mod live_status_tests {
+    use super::TaskStatus;
+
+    #[test]
+    fn the_live_status_list_is_every_status_that_is_not_terminal() {
+        let listed: Vec<&str> = live_statuses_sql!()
+            .trim_matches(|c| c == '(' || c == ')')
+            .split(',')
+            .map(|s| s.trim().trim_matches('\''))
+            .collect();
+        let live: Vec<&str> = TaskStatus::ALL
+            .into_iter()
+            .filter(|s| !s.is_terminal())
+            .map(TaskStatus::as_str)
+            .collect();
+        let mut a = listed.clone();
+        let mut b = live.clone();
+        a.sort_unstable();
+        b.sort_unstable();
+        assert_eq!(a, b);
+    }
 }

@@ -834,9 +834,14 @@ impl TaskStore for PgStore {
     }
 
     async fn count_tasks_by_status(&self) -> StoreResult<Vec<(TaskStatus, i64)>> {
-        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status")
-            .fetch_all(&self.pool)
-            .await?;
+        // Live statuses only: the status index keeps this small however many tasks ended.
+        let rows = sqlx::query(concat!(
+            "SELECT status, COUNT(*) AS n FROM tasks WHERE status IN ",
+            crate::store::tasks::live_statuses_sql!(),
+            " GROUP BY status"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| Ok((status(r.try_get("status")?)?, r.try_get("n")?)))
             .collect()
