@@ -6,6 +6,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod tasks;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
