@@ -5,7 +5,9 @@
 //! `REQUIRE_BACKEND_TESTS=1` (set by `.ci/run`) a missing URL fails instead of skipping.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod process;
 pub mod tasks;
+pub mod vendor;
 pub mod webhooks;
 
 use std::collections::HashMap;
