@@ -413,6 +413,9 @@ pub enum Fault {
     Hang,
     /// Stream `after_chunks` chunks, then cut the connection.
     BreakStream { after_chunks: usize },
+    /// Stream `after_chunks` chunks, then send nothing more, never ending (a client that
+    /// gives up mid-stream).
+    StallStream { after_chunks: usize },
     /// Answer with a body that is not valid JSON.
     Malformed,
 }
