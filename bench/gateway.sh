@@ -8,6 +8,9 @@
 # /v1/responses (stored, and with "store": false) against the direct chat completion
 # it makes.
 #
+# BUDGET=on puts a tenant budget in force, so every call reserves and settles; off by
+# default.
+#
 # TRACING=on exports a span for every request (OTLP/HTTP, 100 % sampling) to a local sink
 # that accepts and discards the batches, to measure what tracing adds; off by default.
 #
@@ -68,6 +71,15 @@ gw_pid=$!
 api=$(wait_field "$work/serve.log" "listening" api)
 metrics=$(wait_field "$work/serve.log" "listening" metrics)
 echo "vendor http://$vendor  gateway http://$api  pacing ${PACING:-jitter} ($conns connections)"
+
+# BUDGET=on: a tenant budget far above what the run spends, so every call reserves its
+# maximum cost before the vendor call and settles after (the budget's cost).
+if [ "${BUDGET:-off}" = on ]; then
+    curl -sf -X POST -H "authorization: Bearer $BENCH_KEY" -H 'content-type: application/json' \
+        -d '{"scope":"tenant","period":"month","limit_usd":1000000000}' \
+        "http://$api/v1/budgets" >/dev/null || { echo "cannot create the bench budget" >&2; exit 1; }
+    echo "budget on: every call reserves and settles against a tenant budget"
+fi
 
 # Reference: what a second hop alone costs here, through nginx (one worker, keep-alive
 # upstream, no logic). Skipped when nginx is not installed.

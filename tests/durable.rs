@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 backend_tests!(
     resume_after_a_lost_lease_asks_no_model_step_twice,
     a_started_call_of_a_webhook_tool_goes_to_a_human,
+    a_rejected_call_of_unknown_outcome_is_not_made_again,
     usage_is_the_sum_of_the_steps_after_three_attempts,
     ask_human_round_trip_across_a_restart,
     an_unanswered_question_fails_with_input_timeout,
@@ -219,14 +220,19 @@ async fn resume_after_a_lost_lease_asks_no_model_step_twice(backend: Backend) {
     app.stop().await.unwrap();
 }
 
-async fn a_started_call_of_a_webhook_tool_goes_to_a_human(backend: Backend) {
+/// A task whose webhook-tool call was started and never answered (its worker presumed
+/// dead): the next attempt pauses it for a human. The model's last turn answers `last`.
+async fn paused_on_an_unknown_outcome(
+    backend: Backend,
+    last: &str,
+) -> Option<(TestApp, Vendor, Receiver, String)> {
     let vendor = Vendor::start().await;
     let receiver = Receiver::start().await;
     vendor.script(
         "mail",
         vec![
             call("send_mail", json!({"to": "ops@example.com"})),
-            answer("sent"),
+            answer(last),
         ],
     );
     let extra = with(&[
@@ -234,9 +240,7 @@ async fn a_started_call_of_a_webhook_tool_goes_to_a_human(backend: Backend) {
         ("AI_SERVICE_RETRY_COUNT", "0"),
         ("TASK_LEASE_SECONDS", "1"),
     ]);
-    let Some(app) = TestApp::spawn_with(backend, &extra).await else {
-        return;
-    };
+    let app = TestApp::spawn_with(backend, &extra).await?;
     let r = app
         .post_json(
             "/v1/tools",
@@ -257,9 +261,17 @@ async fn a_started_call_of_a_webhook_tool_goes_to_a_human(backend: Backend) {
     let id = id_of(&submit(&app, json!({"employee": "mailer", "input": "mail ops"})).await);
     receiver.wait_calls(1).await;
     expire_lease(app.db(), &id).await;
+    wait_status(&app, &id, "waiting_approval").await;
+    Some((app, vendor, receiver, id))
+}
+
+async fn a_started_call_of_a_webhook_tool_goes_to_a_human(backend: Backend) {
+    let Some((app, vendor, receiver, id)) = paused_on_an_unknown_outcome(backend, "sent").await
+    else {
+        return;
+    };
 
     // Did the e-mail go out? Nobody knows: a human decides, the call is not repeated.
-    wait_status(&app, &id, "waiting_approval").await;
     let ev = events(&app, &id).await;
     let paused = ev
         .iter()
@@ -290,6 +302,39 @@ async fn a_started_call_of_a_webhook_tool_goes_to_a_human(backend: Backend) {
         assert_eq!(webhook_id, &key, "webhook-id");
         assert_eq!(body["call_id"], key.as_str());
     }
+    app.stop().await.unwrap();
+}
+
+/// The other answer a human may give: the call may have happened, so it is not made
+/// again and the model is told so (the tool itself needs no approval).
+async fn a_rejected_call_of_unknown_outcome_is_not_made_again(backend: Backend) {
+    let Some((app, vendor, receiver, id)) =
+        paused_on_an_unknown_outcome(backend, "not sent again").await
+    else {
+        return;
+    };
+    let r = app
+        .post_json(
+            &format!("/v1/tasks/{id}/reject"),
+            &json!({"reason": "it arrived"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let t = wait_status(&app, &id, "succeeded").await;
+    assert_eq!(t["result"]["output"], "not sent again");
+    assert_eq!(receiver.calls.load(Ordering::SeqCst), 1, "not made again");
+    let ev = events(&app, &id).await;
+    assert_eq!(of_kind(&ev, "tool_started").len(), 1, "{ev:?}");
+    let result = of_kind(&ev, "tool_result");
+    assert_eq!(result.len(), 1);
+    assert_eq!(result[0]["payload"]["outcome"], "rejected");
+    assert_eq!(
+        result[0]["payload"]["idempotency_key"],
+        format!("{id}:1:0").as_str()
+    );
+    assert_eq!(vendor.count("mail"), 2, "no model step asked twice");
     app.stop().await.unwrap();
 }
 

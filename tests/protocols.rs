@@ -412,6 +412,90 @@ async fn a_stream_that_breaks_ends_with_an_error_event() {
     );
 }
 
+/// A vendor that falls silent mid-stream: the Messages stream sends `ping` events in the
+/// silence, the OpenAI protocols SSE comments; the answer is whole either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_streams_are_kept_alive() {
+    let vendor = Vendor::start().await;
+    let providers = vendor.providers();
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[
+            ("AI_PROVIDERS", &providers),
+            ("AI_CACHE", "off"),
+            ("AI_STREAM_PING_INTERVAL", "0.1"),
+        ],
+    )
+    .await
+    .unwrap();
+    vendor.engine.apply(SandboxSetup {
+        seed: Some(1),
+        faults: vec![FaultRule {
+            model: Some("sandbox-slow".into()),
+            // Far longer than the ping interval, so a ping is due however busy the host.
+            fault: Fault::StallStream {
+                after_chunks: 3,
+                ms: 1500,
+            },
+            times: None,
+            rate: None,
+        }],
+        scripts: HashMap::new(),
+    });
+    let long = "word ".repeat(50);
+    let r = post_messages(
+        &app,
+        &json!({"model": "sbopenai/sandbox-slow", "max_tokens": 500, "stream": true,
+            "messages": [{"role": "user", "content": long}]}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let events = parse_sse(&r.text().await.unwrap());
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e.event.as_deref()).collect();
+    let first_delta = kinds
+        .iter()
+        .position(|k| *k == "content_block_delta")
+        .unwrap_or_else(|| panic!("{kinds:?}"));
+    let last_delta = kinds
+        .iter()
+        .rposition(|k| *k == "content_block_delta")
+        .unwrap();
+    assert!(
+        kinds[first_delta..last_delta].contains(&"ping"),
+        "a ping between the deltas: {kinds:?}"
+    );
+    assert_eq!(kinds.last(), Some(&"message_stop"), "{kinds:?}");
+    for e in events.iter().filter(|e| e.event.as_deref() == Some("ping")) {
+        let v: Value = serde_json::from_str(&e.data).unwrap();
+        assert_eq!(v, json!({"type": "ping"}));
+    }
+
+    let r = app
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model": "sbopenai/sandbox-slow", "stream": true,
+                "messages": [{"role": "user", "content": long}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    let frames: Vec<&str> = body.split("\n\n").filter(|f| !f.is_empty()).collect();
+    let comment = frames
+        .iter()
+        .position(|f| *f == ": keep-alive")
+        .unwrap_or_else(|| panic!("{body}"));
+    assert!(
+        comment > 1
+            && frames[comment + 1..]
+                .iter()
+                .any(|f| f.starts_with("data: {")),
+        "the keep-alive comes between chunks: {body}"
+    );
+    assert_eq!(frames.last(), Some(&"data: [DONE]"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn count_tokens_asks_anthropic_format_vendors_and_estimates_for_others() {
     let vendor = Vendor::start().await;
@@ -867,9 +951,145 @@ async fn expired_responses_are_gone_and_purged(backend: Backend) {
     store.close().await;
 }
 
+/// A reasoning model's reasoning tokens travel through every protocol that has a field for
+/// them, are recorded apart in `ai_calls` and the usage report, and cost the reasoning
+/// price (the sandbox's reasoning model: input $1, output $2, reasoning $3 a million).
+async fn reasoning_tokens_are_recorded_and_priced_apart(backend: Backend) {
+    let vendor = Vendor::start().await;
+    let Some(app) = app_with(backend, &vendor).await else {
+        return;
+    };
+    let ask = json!([{"role": "user", "content": "Think about the number seven."}]);
+    // Chat Completions over the OpenAI wire.
+    let r = app
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model": "sbopenai/sandbox-reasoning", "messages": ask}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let chat: Value = r.json().await.unwrap();
+    let u = &chat["usage"];
+    let reasoning = u["completion_tokens_details"]["reasoning_tokens"]
+        .as_i64()
+        .unwrap();
+    let output = u["completion_tokens"].as_i64().unwrap();
+    assert!(reasoning > 0 && reasoning < output, "{u}");
+    // Streamed, the final usage chunk says the same.
+    let r = app
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model": "sbopenai/sandbox-reasoning", "messages": ask, "stream": true,
+                "stream_options": {"include_usage": true}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let chunks = parse_sse(&r.text().await.unwrap());
+    let usage_chunk = chunks
+        .iter()
+        .filter(|e| e.data != "[DONE]")
+        .map(|e| serde_json::from_str::<Value>(&e.data).unwrap())
+        .find(|c| c["usage"].is_object())
+        .expect("a usage chunk");
+    assert_eq!(
+        usage_chunk["usage"]["completion_tokens_details"]["reasoning_tokens"],
+        reasoning
+    );
+    // The Responses protocol.
+    let r = app
+        .post_json(
+            "/v1/responses",
+            &json!({"model": "sbopenai/sandbox-reasoning", "input": "Think about the number seven."}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let resp: Value = r.json().await.unwrap();
+    assert_eq!(
+        resp["usage"]["output_tokens_details"]["reasoning_tokens"],
+        reasoning
+    );
+    // The Anthropic wire has no reasoning count: its thinking is plain output.
+    let r = app
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model": "sbclaude/sandbox-reasoning", "messages": ask}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let claude: Value = r.json().await.unwrap();
+    assert_eq!(
+        claude["usage"]["completion_tokens_details"]["reasoning_tokens"],
+        0
+    );
+    assert_eq!(claude["usage"]["completion_tokens"], output);
+
+    // Recorded: four calls, three with reasoning, each priced at its split.
+    let calls = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let calls = app
+                .store
+                .list_ai_calls(DEFAULT_TENANT_ID, None, 100)
+                .await
+                .unwrap();
+            if calls
+                .iter()
+                .filter(|c| c.model == "sandbox-reasoning")
+                .count()
+                >= 4
+            {
+                break calls;
+            }
+            assert!(Instant::now() < deadline, "ai_calls not written: {calls:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let mut expected_reasoning = 0;
+    for c in calls.iter().filter(|c| c.model == "sandbox-reasoning") {
+        let r = if c.provider == "sbopenai" {
+            reasoning
+        } else {
+            0
+        };
+        assert_eq!(c.reasoning_tokens, r, "{c:?}");
+        assert_eq!(c.output_tokens, output, "{c:?}");
+        assert_eq!(
+            c.cost_nanos,
+            c.input_tokens * 1000 + (c.output_tokens - r) * 2000 + r * 3000,
+            "{c:?}"
+        );
+        expected_reasoning += r;
+    }
+    assert_eq!(expected_reasoning, 3 * reasoning);
+    let report: Value = app
+        .get("/v1/usage?group_by=model")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let line = report["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["key"] == "sandbox-reasoning")
+        .unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(line["reasoning_tokens"], expected_reasoning, "{report:#}");
+}
+
 backend_tests!(
     responses_are_stored_and_continued,
-    expired_responses_are_gone_and_purged
+    expired_responses_are_gone_and_purged,
+    reasoning_tokens_are_recorded_and_priced_apart
 );
 
 /// The answer's content under each protocol, for a JSON-schema response format.

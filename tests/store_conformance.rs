@@ -413,6 +413,8 @@ fn call(
         output_tokens: tokens.1,
         cached_tokens: tokens.2,
         cache_write_tokens: tokens.3,
+        // A value of its own per row whose sums the groups can state: output − cached.
+        reasoning_tokens: tokens.1 - tokens.2,
         cost_nanos,
         cache_hit: status == "cache_hit",
         streamed: false,
@@ -434,6 +436,7 @@ fn group(key: Option<&str>, n: [i64; 9]) -> UsageGroup {
         output_tokens: n[5],
         cached_tokens: n[6],
         cache_write_tokens: n[7],
+        reasoning_tokens: n[5] - n[6],
         cost_nanos: n[8],
     }
 }
@@ -650,6 +653,7 @@ fn expected_usage(
         g.output_tokens += r.output_tokens;
         g.cached_tokens += r.cached_tokens;
         g.cache_write_tokens += r.cache_write_tokens;
+        g.reasoning_tokens += r.reasoning_tokens;
         g.cost_nanos += r.cost_nanos;
     }
     groups.sort_by(|a, b| match (&a.key, &b.key) {

@@ -81,7 +81,10 @@ async fn a_stream_the_client_drops_is_recorded_with_what_it_used(backend: Backen
     // Start and some text, then silence.
     let stall = |model: &str| FaultRule {
         model: Some(model.into()),
-        fault: Fault::StallStream { after_chunks: 2 },
+        fault: Fault::StallStream {
+            after_chunks: 2,
+            ms: 3_600_000,
+        },
         times: None,
         rate: None,
     };

@@ -36,6 +36,7 @@ fn row(tenant: Uuid, employee: Option<Uuid>, status: &str, when: &str, cost: i64
         output_tokens: if status == "ok" { 200 } else { 0 },
         cached_tokens: if status == "ok" { 100 } else { 0 },
         cache_write_tokens: if status == "ok" { 50 } else { 0 },
+        reasoning_tokens: if status == "ok" { 30 } else { 0 },
         cost_nanos: cost,
         cache_hit: status == "cache_hit",
         streamed: false,
@@ -132,6 +133,7 @@ async fn usage_api_and_cli_report_recorded_calls(backend: Backend) {
     assert_eq!(groups[0]["output_tokens"], 200);
     assert_eq!(groups[0]["cached_tokens"], 100);
     assert_eq!(groups[0]["cache_write_tokens"], 50);
+    assert_eq!(groups[0]["reasoning_tokens"], 30);
     assert_eq!(groups[0]["cost_nanos"], 1_000_000_001);
     assert_eq!(groups[0]["cost_usd"], 1.000000001);
     assert_eq!(groups[1]["key"], b.to_string());
@@ -263,9 +265,9 @@ async fn usage_api_and_cli_report_recorded_calls(backend: Backend) {
         lines,
         [
             "employee_id,requests,successes,errors,cache_hits,error_rate,input_tokens,\
-             output_tokens,cached_tokens,cache_write_tokens,cost_usd,cost_nanos",
-            &format!("{a},2,1,1,0,0.5000,1000,200,100,50,1.000000001,1000000001"),
-            &format!("{b},1,1,0,0,0.0000,1000,200,100,50,0.000000002,2"),
+             output_tokens,cached_tokens,cache_write_tokens,reasoning_tokens,cost_usd,cost_nanos",
+            &format!("{a},2,1,1,0,0.5000,1000,200,100,50,30,1.000000001,1000000001"),
+            &format!("{b},1,1,0,0,0.0000,1000,200,100,50,30,0.000000002,2"),
         ]
     );
     let (code, stdout, stderr) = cli(&[

@@ -104,6 +104,7 @@ impl AiCallRecord {
             output_tokens: n(usage.output_tokens),
             cached_tokens: n(usage.cached_input_tokens),
             cache_write_tokens: n(usage.cache_write_tokens),
+            reasoning_tokens: n(usage.reasoning_tokens),
             cost_nanos,
             cache_hit: matches!(outcome, Outcome::CacheHit),
             streamed,

@@ -639,7 +639,8 @@ fn stop_from_wire(s: Option<&str>) -> FinishReason {
 }
 
 /// Anthropic counts cached reads and writes apart from `input_tokens`; the neutral
-/// `input_tokens` is the whole prompt.
+/// `input_tokens` is the whole prompt. Extended thinking is billed inside
+/// `output_tokens` and not counted apart, so it prices as output (no reasoning count).
 fn usage_from_wire(u: &AnUsage) -> Usage {
     let read = u.cache_read_input_tokens.unwrap_or(0);
     let write = u.cache_creation_input_tokens.unwrap_or(0);
@@ -648,6 +649,7 @@ fn usage_from_wire(u: &AnUsage) -> Usage {
         output_tokens: u.output_tokens,
         cached_input_tokens: read,
         cache_write_tokens: write,
+        reasoning_tokens: 0,
     }
 }
 
@@ -1196,6 +1198,7 @@ mod tests {
                 output_tokens: 7,
                 cached_input_tokens: 60,
                 cache_write_tokens: 10,
+                reasoning_tokens: 0,
             },
             stop_sequence: None,
         };

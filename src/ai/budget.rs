@@ -349,7 +349,7 @@ pub fn max_chat_cost(
             let n = |t: u64| i64::try_from(t).unwrap_or(i64::MAX);
             n(input)
                 .saturating_mul(price.input.max(price.cache_write))
-                .saturating_add(n(u64::from(max_output)).saturating_mul(price.output))
+                .saturating_add(n(u64::from(max_output)).saturating_mul(price.max_output()))
         })
         .max()
         .unwrap_or(0)

@@ -179,12 +179,21 @@ pub struct OaUsage {
     pub total_tokens: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_tokens_details: Option<OaPromptDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_tokens_details: Option<OaCompletionDetails>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct OaPromptDetails {
     #[serde(default)]
     pub cached_tokens: u64,
+}
+
+/// The output side's details: reasoning tokens are part of `completion_tokens`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OaCompletionDetails {
+    #[serde(default)]
+    pub reasoning_tokens: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -473,6 +482,9 @@ pub fn usage_to_wire(u: &Usage) -> OaUsage {
         prompt_tokens_details: Some(OaPromptDetails {
             cached_tokens: u.cached_input_tokens,
         }),
+        completion_tokens_details: Some(OaCompletionDetails {
+            reasoning_tokens: u.reasoning_tokens,
+        }),
     }
 }
 
@@ -486,6 +498,10 @@ fn usage_from_wire(u: &OaUsage) -> Usage {
             .map(|d| d.cached_tokens)
             .unwrap_or(0),
         cache_write_tokens: 0,
+        reasoning_tokens: u
+            .completion_tokens_details
+            .as_ref()
+            .map_or(0, |d| d.reasoning_tokens),
     }
 }
 
@@ -1033,6 +1049,7 @@ mod tests {
                 output_tokens: 4,
                 cached_input_tokens: 1,
                 cache_write_tokens: 0,
+                reasoning_tokens: 2,
             }),
         ];
         let mut parser = ChunkParser::default();

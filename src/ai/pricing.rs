@@ -5,7 +5,9 @@
 //! (USD per million × 1000), so every cost is an exact integer and sums never drift.
 //! `AI_PRICES` overrides or adds entries: a JSON object
 //! `{"provider/model" or "model": {"input": 2.5, "output": 10, "cached_input": 1.25,
-//! "cache_write": 0, "context_window": 128000}}` (USD per million tokens).
+//! "cache_write": 0, "reasoning": 10, "context_window": 128000}}` (USD per million tokens).
+//! Reasoning tokens are part of the output tokens; they cost the reasoning price, which
+//! is the output price unless a vendor bills them apart.
 
 use std::collections::HashMap;
 
@@ -21,6 +23,8 @@ pub struct Price {
     pub output: i64,
     pub cached_input: i64,
     pub cache_write: i64,
+    /// Output tokens the vendor reports as reasoning.
+    pub reasoning: i64,
     pub context_window: u64,
 }
 
@@ -30,12 +34,19 @@ impl Price {
         let cached = u.cached_input_tokens.min(u.input_tokens);
         let written = u.cache_write_tokens.min(u.input_tokens - cached);
         let plain = u.input_tokens - cached - written;
+        let reasoning = u.reasoning_tokens.min(u.output_tokens);
         let n = |t: u64| i64::try_from(t).unwrap_or(i64::MAX);
         n(plain)
             .saturating_mul(self.input)
             .saturating_add(n(cached).saturating_mul(self.cached_input))
             .saturating_add(n(written).saturating_mul(self.cache_write))
-            .saturating_add(n(u.output_tokens).saturating_mul(self.output))
+            .saturating_add(n(u.output_tokens - reasoning).saturating_mul(self.output))
+            .saturating_add(n(reasoning).saturating_mul(self.reasoning))
+    }
+
+    /// The dearer of the output and reasoning prices: what one output token can cost.
+    pub fn max_output(&self) -> i64 {
+        self.output.max(self.reasoning)
     }
 }
 
@@ -50,6 +61,7 @@ impl From<PriceSpec> for Price {
             output: nanos(s.output),
             cached_input: nanos(s.cached_input.unwrap_or(s.input)),
             cache_write: nanos(s.cache_write.unwrap_or(s.input)),
+            reasoning: nanos(s.reasoning.unwrap_or(s.output)),
             context_window: s.context_window.unwrap_or(128_000),
         }
     }
@@ -79,8 +91,14 @@ const BUILT_IN: &[(&str, f64, f64, f64, f64, u64)] = &[
     // The sandbox bills fictional, round prices so accounting is visible and testable.
     ("sandbox-1", 1.0, 0.5, 1.0, 2.0, 32_000),
     ("sandbox-large", 1.0, 0.5, 1.0, 2.0, 1_000_000),
+    ("sandbox-reasoning", 1.0, 0.5, 1.0, 2.0, 200_000),
     ("sandbox-embed", 0.1, 0.1, 0.1, 0.0, 8_191),
 ];
+
+/// Models whose reasoning tokens cost other than their output tokens — USD per million.
+/// Vendors bill reasoning as output today; the sandbox's reasoning model does not, so
+/// that pricing them apart is visible and testable.
+const REASONING: &[(&str, f64)] = &[("sandbox-reasoning", 3.0)];
 
 #[derive(Clone, Debug)]
 pub struct PriceTable {
@@ -99,6 +117,12 @@ impl Default for PriceTable {
                         output: nanos(o),
                         cached_input: nanos(c),
                         cache_write: nanos(w),
+                        reasoning: nanos(
+                            REASONING
+                                .iter()
+                                .find(|(r, _)| *r == m)
+                                .map_or(o, |&(_, r)| r),
+                        ),
                         context_window: ctx,
                     },
                 )
@@ -174,8 +198,7 @@ mod tests {
         let u = Usage {
             input_tokens: 1_000_000,
             output_tokens: 1_000_000,
-            cached_input_tokens: 0,
-            cache_write_tokens: 0,
+            ..Usage::default()
         };
         assert_eq!(t.cost("openai", "gpt-4o-mini", &u), Some(750_000_000)); // $0.75
         let cached = Usage {
@@ -183,6 +206,7 @@ mod tests {
             output_tokens: 10,
             cached_input_tokens: 600,
             cache_write_tokens: 100,
+            reasoning_tokens: 0,
         };
         // 300 plain × 3000 + 600 × 300 + 100 × 3750 + 10 × 15000 (claude-sonnet-4)
         assert_eq!(
@@ -190,6 +214,46 @@ mod tests {
             Some(300 * 3000 + 600 * 300 + 100 * 3750 + 10 * 15000)
         );
         assert_eq!(t.cost("x", "unknown-model", &u), None);
+    }
+
+    #[test]
+    fn reasoning_tokens_are_output_tokens_at_the_reasoning_price() {
+        let t = PriceTable::default();
+        let u = Usage {
+            input_tokens: 100,
+            output_tokens: 50,
+            reasoning_tokens: 30,
+            ..Usage::default()
+        };
+        // sandbox-reasoning: input 1000, output 2000, reasoning 3000 nano-dollars a token.
+        assert_eq!(
+            t.cost("sandbox", "sandbox-reasoning", &u),
+            Some(100 * 1000 + 20 * 2000 + 30 * 3000)
+        );
+        // Where reasoning costs as output, the split changes nothing.
+        let plain = Usage {
+            reasoning_tokens: 0,
+            ..u
+        };
+        assert_eq!(t.cost("openai", "o3", &u), t.cost("openai", "o3", &plain));
+        // A vendor claiming more reasoning than output is capped at the output.
+        let odd = Usage {
+            reasoning_tokens: 500,
+            ..u
+        };
+        assert_eq!(
+            t.cost("sandbox", "sandbox-reasoning", &odd),
+            Some(100 * 1000 + 50 * 3000)
+        );
+        let over = PriceTable::with_overrides(HashMap::from([(
+            "gpt-5".to_string(),
+            serde_json::from_value::<PriceSpec>(
+                serde_json::json!({"input": 1.0, "output": 2.0, "reasoning": 5.0}),
+            )
+            .unwrap(),
+        )]));
+        let p = over.lookup("openai", "gpt-5").unwrap();
+        assert_eq!((p.output, p.reasoning, p.max_output()), (2000, 5000, 5000));
     }
 
     #[test]
@@ -207,6 +271,7 @@ mod tests {
                 output: 0.0,
                 cached_input: None,
                 cache_write: None,
+                reasoning: None,
                 context_window: Some(8192),
             },
         )]));

@@ -337,7 +337,7 @@ fn usage_object(u: &Usage) -> Value {
     json!({"input_tokens": u.input_tokens,
         "input_tokens_details": {"cached_tokens": u.cached_input_tokens},
         "output_tokens": u.output_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
         "total_tokens": u.total()})
 }
 

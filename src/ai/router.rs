@@ -1104,6 +1104,7 @@ impl AiRouter {
             ("output", u.output_tokens),
             ("cached_input", u.cached_input_tokens),
             ("cache_write", u.cache_write_tokens),
+            ("reasoning", u.reasoning_tokens),
         ] {
             if n > 0 {
                 metrics::counter!(m::AI_TOKENS_USED_TOTAL, "service" => svc.clone(), "model" => mdl.clone(), "type" => kind)

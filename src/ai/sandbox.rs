@@ -11,7 +11,9 @@
 //! - otherwise answer in text, quoting the tool results when there are some; with a
 //!   `json_schema` response format, a value valid for the schema instead.
 //!
-//! Usage is about four characters a token, counted on what was sent and returned.
+//! Usage is about four characters a token, counted on what was sent and returned. A
+//! model named `sandbox-reasoning…` also "reasons": it reports as many reasoning tokens
+//! as it answered, counted in its output tokens as vendors count them.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -30,6 +32,20 @@ use super::types::*;
 
 /// The deterministic answer to a request.
 pub fn respond(req: &ChatRequest) -> ChatResponse {
+    let mut resp = answer(req);
+    think(&req.model, &mut resp.usage);
+    resp
+}
+
+/// Reasoning tokens of a reasoning model: as many as its visible output, added to it.
+fn think(model: &str, usage: &mut Usage) {
+    if model.starts_with("sandbox-reasoning") {
+        usage.reasoning_tokens = usage.output_tokens.max(1);
+        usage.output_tokens += usage.reasoning_tokens;
+    }
+}
+
+fn answer(req: &ChatRequest) -> ChatResponse {
     let digest = hex::encode(Sha256::digest(serde_json::to_vec(req).unwrap_or_default()));
     let id = format!("sb-{}", &digest[..24]);
     let last_user = req.messages.iter().rposition(|m| m.role == Role::User);
@@ -413,9 +429,8 @@ pub enum Fault {
     Hang,
     /// Stream `after_chunks` chunks, then cut the connection.
     BreakStream { after_chunks: usize },
-    /// Stream `after_chunks` chunks, then send nothing more, never ending (a client that
-    /// gives up mid-stream).
-    StallStream { after_chunks: usize },
+    /// Stream `after_chunks` chunks, fall silent for `ms`, then send the rest.
+    StallStream { after_chunks: usize, ms: u64 },
     /// Answer with a body that is not valid JSON.
     Malformed,
 }
@@ -473,6 +488,8 @@ struct EngineState {
     rng: StdRng,
     rules: Vec<FaultRule>,
     scripts: HashMap<String, VecDeque<ScriptStep>>,
+    /// Answers by turn, per model: see [`SandboxEngine::answer_by_turn`].
+    turns: HashMap<String, Vec<ScriptStep>>,
     requests: HashMap<String, u64>,
 }
 
@@ -500,6 +517,7 @@ impl SandboxEngine {
                 rng: StdRng::seed_from_u64(0),
                 rules: Vec::new(),
                 scripts: HashMap::new(),
+                turns: HashMap::new(),
                 requests: HashMap::new(),
             }),
         };
@@ -530,8 +548,19 @@ impl SandboxEngine {
         let mut s = self.lock();
         s.rules.clear();
         s.scripts.clear();
+        s.turns.clear();
         s.requests.clear();
         s.rng = StdRng::seed_from_u64(0);
+    }
+
+    /// Answers requests for `model` by their turn instead of in order: a request whose
+    /// conversation holds `k` assistant messages after its last user message gets
+    /// `steps[k]` (past the end, the default answer). Unlike a script, the answer depends
+    /// on the request alone, so conversations running side by side each get the whole
+    /// sequence, and a request sent again gets the same answer. Scripts, when a model has
+    /// both, come first. Replaces the model's earlier turns.
+    pub fn answer_by_turn(&self, model: &str, steps: Vec<ScriptStep>) {
+        self.lock().turns.insert(model.to_string(), steps);
     }
 
     /// Requests received per model.
@@ -544,7 +573,15 @@ impl SandboxEngine {
         let mut s = self.lock();
         let mut faults = extra_faults;
         let mut response = None;
-        if let Some(step) = s.scripts.get_mut(&req.model).and_then(VecDeque::pop_front) {
+        let step = match s.scripts.get_mut(&req.model).and_then(VecDeque::pop_front) {
+            Some(step) => Some(step),
+            None => s
+                .turns
+                .get(&req.model)
+                .and_then(|steps| steps.get(turn_of(req)))
+                .cloned(),
+        };
+        if let Some(step) = step {
             faults.extend(step.fault.clone());
             response = Some(scripted(req, step));
         }
@@ -604,6 +641,20 @@ impl EngineState {
     }
 }
 
+/// The model turn a request asks for, counted from 0: its assistant messages after the
+/// last user message.
+fn turn_of(req: &ChatRequest) -> usize {
+    let after = req
+        .messages
+        .iter()
+        .rposition(|m| m.role == Role::User)
+        .map_or(0, |i| i + 1);
+    req.messages[after..]
+        .iter()
+        .filter(|m| m.role == Role::Assistant)
+        .count()
+}
+
 fn scripted(req: &ChatRequest, step: ScriptStep) -> ChatResponse {
     let mut base = respond(req);
     let calls: Vec<ToolCall> = step
@@ -640,6 +691,8 @@ fn scripted(req: &ChatRequest, step: ScriptStep) -> ChatResponse {
                 .map(|c| c.arguments.len())
                 .sum::<usize>();
         base.usage.output_tokens = tokens(out_len);
+        base.usage.reasoning_tokens = 0;
+        think(&req.model, &mut base.usage);
     }
     base
 }
@@ -830,6 +883,64 @@ mod tests {
         assert!(p3.faults.is_empty());
         assert!(p3.response.content.unwrap().starts_with("Sandbox reply"));
         assert_eq!(engine.stats()["m"], 3);
+    }
+
+    #[test]
+    fn answers_by_turn_whatever_the_order_of_conversations() {
+        let engine = SandboxEngine::default();
+        let call = ScriptStep {
+            tool_calls: vec![ScriptedCall {
+                name: "calculator".into(),
+                arguments: json!({"expression": "1 + 1"}),
+            }],
+            ..Default::default()
+        };
+        let done = ScriptStep {
+            content: Some("done".into()),
+            ..Default::default()
+        };
+        engine.answer_by_turn("t", vec![call, done]);
+        let first = |who: &str| ChatRequest::new("t", vec![Message::user(who)]);
+        let second = |who: &str| {
+            let mut r = first(who);
+            let asked = engine.plan(&r, vec![]).response.tool_calls;
+            assert_eq!(asked.len(), 1, "turn 0 of {who} is the call");
+            r.messages.push(Message {
+                role: Role::Assistant,
+                content: None,
+                tool_calls: asked.clone(),
+                tool_call_id: None,
+            });
+            r.messages.push(Message::tool_result(&asked[0].id, "2"));
+            r
+        };
+        let (a, b) = (second("a"), second("b"));
+        let a1 = engine.plan(&a, vec![]).response;
+        assert_eq!(a1.content.as_deref(), Some("done"));
+        assert_eq!(
+            engine.plan(&b, vec![]).response.content.as_deref(),
+            Some("done")
+        );
+        assert_eq!(
+            engine.plan(&a, vec![]).response,
+            a1,
+            "asked again, same answer"
+        );
+        // Past the last turn: the default answer; a new user message starts over.
+        let mut c = a.clone();
+        c.messages.push(Message::assistant("done"));
+        c.messages.push(Message::tool_result("x", "y"));
+        assert!(
+            engine
+                .plan(&c, vec![])
+                .response
+                .content
+                .unwrap()
+                .starts_with("Based on")
+        );
+        c.messages.push(Message::user("again"));
+        assert_eq!(engine.plan(&c, vec![]).response.tool_calls.len(), 1);
+        assert_eq!(engine.stats()["t"], 7);
     }
 
     #[test]

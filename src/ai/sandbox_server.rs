@@ -149,37 +149,40 @@ async fn pre_faults(faults: &[Fault]) -> Option<Response> {
     None
 }
 
-/// How a streamed answer ends early, if a fault says so.
-#[derive(Clone, Copy)]
-enum Early {
-    /// After this many frames, the connection is cut.
-    Break(usize),
-    /// After this many frames, nothing more comes, ever.
-    Stall(usize),
-}
-
-fn ends_early(faults: &[Fault]) -> Option<Early> {
+fn break_after(faults: &[Fault]) -> Option<usize> {
     faults.iter().find_map(|f| match f {
-        Fault::BreakStream { after_chunks } => Some(Early::Break(*after_chunks)),
-        Fault::StallStream { after_chunks } => Some(Early::Stall(*after_chunks)),
+        Fault::BreakStream { after_chunks } => Some(*after_chunks),
         _ => None,
     })
 }
 
-/// An SSE body of `frames`, ended early if given: cut off (connection error) a moment
-/// after the last frame sent, so the frames are on the wire first, or stalled for good.
-fn sse_body(frames: Vec<String>, early: Option<Early>) -> Response {
+/// The pause a stream takes and after how many chunks.
+fn stall_of(faults: &[Fault]) -> Option<(usize, Duration)> {
+    faults.iter().find_map(|f| match f {
+        Fault::StallStream { after_chunks, ms } => {
+            Some((*after_chunks, Duration::from_millis(*ms)))
+        }
+        _ => None,
+    })
+}
+
+/// An SSE body of `frames`, cut off (connection error) after `cut` frames if given, and
+/// silent for a while after some frames if `stall` says so. The cut comes a moment after
+/// the last frame so the frames are on the wire first.
+fn sse_body(frames: Vec<String>, cut: Option<usize>, stall: Option<(usize, Duration)>) -> Response {
     let total = frames.len();
-    let (keep, broken, stalled) = match early {
-        Some(Early::Break(n)) => (n.min(total), n < total, false),
-        Some(Early::Stall(n)) => (n.min(total), false, n < total),
-        None => (total, false, false),
-    };
-    let sent: Vec<Result<Bytes, std::io::Error>> = frames
-        .into_iter()
-        .take(keep)
-        .map(|f| Ok(Bytes::from(f)))
-        .collect();
+    let broken = cut.is_some_and(|c| c < total);
+    let sent = futures_util::stream::iter(
+        frames.into_iter().take(cut.unwrap_or(total)).enumerate(),
+    )
+    .then(move |(i, f)| async move {
+        if let Some((after, pause)) = stall
+            && i == after
+        {
+            tokio::time::sleep(pause).await;
+        }
+        Ok::<_, std::io::Error>(Bytes::from(f))
+    });
     let tail = futures_util::stream::iter(broken.then_some(())).then(|()| async {
         tokio::time::sleep(Duration::from_millis(50)).await;
         Err(std::io::Error::new(
@@ -187,9 +190,7 @@ fn sse_body(frames: Vec<String>, early: Option<Early>) -> Response {
             "injected stream break",
         ))
     });
-    let stall = futures_util::stream::iter(stalled.then_some(()))
-        .then(|()| std::future::pending::<Result<Bytes, std::io::Error>>());
-    let body = futures_util::stream::iter(sent).chain(tail).chain(stall);
+    let body = sent.chain(tail);
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")
@@ -237,7 +238,7 @@ async fn openai_chat(State(s): State<SbState>, headers: HeaderMap, body: Bytes) 
         frames.insert(1, sse::encode(None, "{not json"));
     }
     frames.push(sse::encode(None, "[DONE]"));
-    sse_body(frames, ends_early(&plan.faults))
+    sse_body(frames, break_after(&plan.faults), stall_of(&plan.faults))
 }
 
 async fn openai_embeddings(State(s): State<SbState>, headers: HeaderMap, body: Bytes) -> Response {
@@ -339,5 +340,5 @@ async fn anthropic_messages(State(s): State<SbState>, headers: HeaderMap, body: 
     if plan.faults.contains(&Fault::Malformed) {
         frames.insert(1, sse::encode(Some("content_block_delta"), "{not json"));
     }
-    sse_body(frames, ends_early(&plan.faults))
+    sse_body(frames, break_after(&plan.faults), stall_of(&plan.faults))
 }

@@ -160,7 +160,9 @@ pub enum FinishReason {
 }
 
 /// Tokens of one vendor call. `cached_input_tokens` are part of `input_tokens` billed at
-/// the cached price; `cache_write_tokens` are input tokens written to a prompt cache.
+/// the cached price; `cache_write_tokens` are input tokens written to a prompt cache;
+/// `reasoning_tokens` are part of `output_tokens` (hidden reasoning the vendor bills as
+/// output), billed at the reasoning price.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub input_tokens: u64,
@@ -169,6 +171,8 @@ pub struct Usage {
     pub cached_input_tokens: u64,
     #[serde(default)]
     pub cache_write_tokens: u64,
+    #[serde(default)]
+    pub reasoning_tokens: u64,
 }
 
 impl Usage {

@@ -5,6 +5,7 @@
 //! accounting). Works unchanged with OpenAI SDKs: the API key is the bearer token.
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -111,7 +112,10 @@ pub async fn completions(
                 Some((Ok::<_, Infallible>(Bytes::from(text)), (events, finished)))
             }
         });
-    let mut resp = sse_response(frames)?;
+    let mut resp = sse_response(
+        frames,
+        KeepAlive::comment(state.config.ai.stream_ping_interval),
+    )?;
     decorate(&mut resp, &routed.provider, &routed.model, None, false);
     Ok(resp)
 }
@@ -161,7 +165,7 @@ pub fn stream_failure(e: &crate::ai::error::AiError) -> String {
 }
 
 /// An SSE response over `frames`, with the headers that keep proxies from buffering it.
-pub fn sse_response<S>(frames: S) -> ApiResult<Response>
+pub fn sse_response<S>(frames: S, keep_alive: KeepAlive) -> ApiResult<Response>
 where
     S: futures_util::Stream<Item = Result<Bytes, Infallible>> + Send + 'static,
 {
@@ -170,8 +174,59 @@ where
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")
         .header("x-accel-buffering", "no")
-        .body(Body::from_stream(frames))
+        .body(Body::from_stream(keep_alive.around(frames)))
         .map_err(|e| ApiError::Internal(e.into()))
+}
+
+/// What a gateway stream sends when the vendor has been silent for `every`, so that
+/// proxies and clients with idle timeouts keep a slow stream open.
+#[derive(Clone, Copy, Debug)]
+pub struct KeepAlive {
+    /// Zero: never.
+    pub every: Duration,
+    pub frame: &'static str,
+}
+
+impl KeepAlive {
+    /// An SSE comment line, which SSE clients skip (the OpenAI protocols).
+    pub fn comment(every: Duration) -> Self {
+        Self {
+            every,
+            frame: ": keep-alive\n\n",
+        }
+    }
+
+    /// Anthropic's `ping` event.
+    pub fn ping(every: Duration) -> Self {
+        Self {
+            every,
+            frame: "event: ping\ndata: {\"type\": \"ping\"}\n\n",
+        }
+    }
+
+    /// `frames`, with the keep-alive frame inserted whenever `every` passes without one.
+    /// A frame is never split: the keep-alive comes only between frames.
+    fn around<S>(
+        self,
+        frames: S,
+    ) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Send + 'static
+    where
+        S: futures_util::Stream<Item = Result<Bytes, Infallible>> + Send + 'static,
+    {
+        let frames = Box::pin(frames);
+        futures_util::stream::unfold(frames, move |mut frames| async move {
+            if self.every.is_zero() {
+                return frames.next().await.map(|f| (f, frames));
+            }
+            // `next` is cancel-safe: a frame that arrives after the timeout is kept for
+            // the next call.
+            match tokio::time::timeout(self.every, frames.next()).await {
+                Ok(Some(f)) => Some((f, frames)),
+                Ok(None) => None,
+                Err(_) => Some((Ok(Bytes::from_static(self.frame.as_bytes())), frames)),
+            }
+        })
+    }
 }
 
 /// The gateway's response headers: `X-De-Model` (the candidate that answered),

@@ -21,7 +21,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use super::Caller;
-use super::chat::{Route, decorate, route, sse_response, stream_failure, upstream};
+use super::chat::{KeepAlive, Route, decorate, route, sse_response, stream_failure, upstream};
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiJson;
 use crate::ai::anthropic::{self, AnRequest, StreamEncoder};
@@ -114,7 +114,10 @@ pub async fn create(
             }
         },
     );
-    let mut resp = sse_response(frames)?;
+    let mut resp = sse_response(
+        frames,
+        KeepAlive::ping(state.config.ai.stream_ping_interval),
+    )?;
     decorate(&mut resp, &routed.provider, &routed.model, None, false);
     Ok(resp)
 }

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::Caller;
-use super::chat::{Route, decorate, route, sse_response, stream_failure, upstream};
+use super::chat::{KeepAlive, Route, decorate, route, sse_response, stream_failure, upstream};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::ApiJson;
 use crate::ai::responses::{self, Echo, RsRequest, StreamEncoder};
@@ -129,7 +129,10 @@ pub async fn create(
             ))
         },
     );
-    let mut resp = sse_response(frames)?;
+    let mut resp = sse_response(
+        frames,
+        KeepAlive::comment(state.config.ai.stream_ping_interval),
+    )?;
     decorate(&mut resp, &routed.provider, &routed.model, None, false);
     Ok(resp)
 }

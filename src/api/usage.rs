@@ -79,6 +79,8 @@ pub struct UsageSums {
     pub cached_tokens: i64,
     /// Input tokens written to the vendor's prompt cache.
     pub cache_write_tokens: i64,
+    /// Output tokens the vendor reports as reasoning (part of `output_tokens`).
+    pub reasoning_tokens: i64,
     /// Cost in US dollars (`cost_nanos / 1e9`, for display).
     pub cost_usd: f64,
     /// Cost in nano-dollars, exact.
@@ -95,6 +97,7 @@ impl UsageSums {
         self.output_tokens = self.output_tokens.saturating_add(g.output_tokens);
         self.cached_tokens = self.cached_tokens.saturating_add(g.cached_tokens);
         self.cache_write_tokens = self.cache_write_tokens.saturating_add(g.cache_write_tokens);
+        self.reasoning_tokens = self.reasoning_tokens.saturating_add(g.reasoning_tokens);
         self.cost_nanos = self.cost_nanos.saturating_add(g.cost_nanos);
         self.derive();
     }

@@ -95,7 +95,7 @@ pub fn usd(nanos: i64) -> String {
     format!("{sign}{}.{:09}", n / 1_000_000_000, n % 1_000_000_000)
 }
 
-const COLUMNS: [&str; 11] = [
+const COLUMNS: [&str; 12] = [
     "requests",
     "successes",
     "errors",
@@ -105,11 +105,12 @@ const COLUMNS: [&str; 11] = [
     "output_tokens",
     "cached_tokens",
     "cache_write_tokens",
+    "reasoning_tokens",
     "cost_usd",
     "cost_nanos",
 ];
 
-fn cells(s: &UsageSums) -> [String; 11] {
+fn cells(s: &UsageSums) -> [String; 12] {
     [
         s.requests.to_string(),
         s.successes.to_string(),
@@ -120,6 +121,7 @@ fn cells(s: &UsageSums) -> [String; 11] {
         s.output_tokens.to_string(),
         s.cached_tokens.to_string(),
         s.cache_write_tokens.to_string(),
+        s.reasoning_tokens.to_string(),
         usd(s.cost_nanos),
         s.cost_nanos.to_string(),
     ]
@@ -244,13 +246,13 @@ mod tests {
         assert_eq!(
             lines[0],
             "model,requests,successes,errors,cache_hits,error_rate,input_tokens,output_tokens,\
-             cached_tokens,cache_write_tokens,cost_usd,cost_nanos"
+             cached_tokens,cache_write_tokens,reasoning_tokens,cost_usd,cost_nanos"
         );
         assert_eq!(
             lines[1],
-            "\"gpt,\"\"4\"\"\",2,1,1,0,0.5000,5,0,0,0,1.000000001,1000000001"
+            "\"gpt,\"\"4\"\"\",2,1,1,0,0.5000,5,0,0,0,0,1.000000001,1000000001"
         );
-        assert_eq!(lines[2], ",1,1,0,0,0.0000,0,0,0,0,0.000000007,7");
+        assert_eq!(lines[2], ",1,1,0,0,0.0000,0,0,0,0,0,0.000000007,7");
         assert_eq!(lines.len(), 3);
     }
 

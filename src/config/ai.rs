@@ -56,6 +56,9 @@ pub struct PriceSpec {
     /// Input tokens written to the vendor's prompt cache; defaults to `input`.
     #[serde(default)]
     pub cache_write: Option<f64>,
+    /// Output tokens the vendor reports as reasoning; defaults to `output`.
+    #[serde(default)]
+    pub reasoning: Option<f64>,
     /// Context window in tokens; defaults to 128,000.
     #[serde(default)]
     pub context_window: Option<u64>,
@@ -118,6 +121,10 @@ pub struct AiConfig {
     /// reclaimed (its process is presumed dead).
     #[serde(serialize_with = "ser_secs")]
     pub budget_hold: Duration,
+    /// `AI_STREAM_PING_INTERVAL`: silence after which a gateway stream sends a keep-alive
+    /// (a `ping` event on `/v1/messages`, an SSE comment elsewhere); 0 = never.
+    #[serde(serialize_with = "ser_secs")]
+    pub stream_ping_interval: Duration,
 }
 
 impl AiConfig {
@@ -168,6 +175,7 @@ impl AiConfig {
             prices,
             cache_enabled,
             cache_ttl: secs(get, "AI_CACHE_TTL", "300")?,
+            stream_ping_interval: secs(get, "AI_STREAM_PING_INTERVAL", "10")?,
             cache_max_entries: parse(
                 get,
                 "AI_CACHE_MAX_ENTRIES",
@@ -290,14 +298,28 @@ fn aliases(
 fn prices(
     get: &impl Fn(&str) -> Option<String>,
 ) -> Result<HashMap<String, PriceSpec>, ConfigError> {
-    const PRICES: &str = "a JSON object {\"model\": {\"input\": USD, \"output\": USD, \"cached_input\"?: USD}} per million tokens";
+    const PRICES: &str = "a JSON object {\"model\": {\"input\": USD, \"output\": USD, \"cached_input\"?, \"cache_write\"?, \"reasoning\"?: USD}} per million tokens, none negative";
     match json_var(get, "AI_PRICES", PRICES)? {
         None => Ok(HashMap::new()),
-        Some(v) => serde_json::from_value(v.clone()).map_err(|_| ConfigError {
-            var: "AI_PRICES",
-            value: v.to_string(),
-            expected: PRICES,
-        }),
+        Some(v) => {
+            let bad = || ConfigError {
+                var: "AI_PRICES",
+                value: v.to_string(),
+                expected: PRICES,
+            };
+            let prices: HashMap<String, PriceSpec> =
+                serde_json::from_value(v.clone()).map_err(|_| bad())?;
+            let valid = |p: f64| p.is_finite() && p >= 0.0;
+            let all_valid = prices.values().all(|s| {
+                [s.input, s.output]
+                    .into_iter()
+                    .chain(s.cached_input)
+                    .chain(s.cache_write)
+                    .chain(s.reasoning)
+                    .all(valid)
+            });
+            if all_valid { Ok(prices) } else { Err(bad()) }
+        }
     }
 }
 
@@ -333,5 +355,18 @@ mod tests {
             "OPENAI_BASE_URL"
         );
         assert_eq!(cfg(&[("AI_CACHE", "maybe")]).unwrap_err().var, "AI_CACHE");
+        for bad in [
+            r#"{"m":{"input":-1,"output":1}}"#,
+            r#"{"m":{"input":1,"output":1,"reasoning":-0.5}}"#,
+            r#"{"m":{"input":1}}"#,
+        ] {
+            assert_eq!(
+                cfg(&[("AI_PRICES", bad)]).unwrap_err().var,
+                "AI_PRICES",
+                "{bad}"
+            );
+        }
+        let c = cfg(&[("AI_PRICES", r#"{"m":{"input":1,"output":2,"reasoning":4}}"#)]).unwrap();
+        assert_eq!(c.ai.prices["m"].reasoning, Some(4.0));
     }
 }

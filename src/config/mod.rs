@@ -38,6 +38,7 @@
 //! | `AI_CACHE` | `on` | exact-match result cache `on`/`off` |
 //! | `AI_CACHE_TTL` | `300` | seconds a cached result lives |
 //! | `AI_CACHE_MAX_ENTRIES` | `10000` | in-memory cache capacity |
+//! | `AI_STREAM_PING_INTERVAL` | `10` | seconds of vendor silence after which a gateway stream sends a keep-alive (`ping` event on `/v1/messages`, an SSE comment on the OpenAI protocols); `0` = never |
 //! | `RESPONSES_RETENTION_DAYS` | `30` | days `/v1/responses` answers are kept (0 = not stored) |
 //! | `BUDGET_DEFAULT_MAX_TOKENS` | `4096` | output tokens reserved for (and the cap of) a call without `max_tokens` while a budget applies to it |
 //! | `BUDGET_HOLD_SECONDS` | `900` | seconds an unsettled budget reservation lives before it is reclaimed (the replica that made it is presumed dead) |

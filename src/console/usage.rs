@@ -322,6 +322,7 @@ mod tests {
             output_tokens: 1,
             cached_tokens: 0,
             cache_write_tokens: 0,
+            reasoning_tokens: 0,
             cost_nanos: c,
         };
         let c = chart(

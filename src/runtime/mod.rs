@@ -463,7 +463,12 @@ impl<'a> Run<'a> {
                 // idempotent call may simply be made again.
                 let unknown =
                     self.started.contains(&call.id) && !tools::idempotent(name, &call.arguments);
-                let needs_approval = tools::needs_approval(self.employee, name) || unknown;
+                // A decision not spent yet (a call of unknown outcome that a human
+                // rejected, or approved and not yet made) holds even for a tool that does
+                // not ask for approval by itself.
+                let needs_approval = tools::needs_approval(self.employee, name)
+                    || unknown
+                    || self.decisions.contains_key(&call.id);
                 let (outcome, content) = if needs_approval && self.can_pause {
                     match self.decisions.get(&call.id).cloned() {
                         None => {

@@ -307,18 +307,7 @@ pub(crate) fn merge_usage(parts: Vec<UsageGroup>) -> Vec<UsageGroup> {
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(g);
             }
-            std::collections::hash_map::Entry::Occupied(mut o) => {
-                let t = o.get_mut();
-                t.requests += g.requests;
-                t.successes += g.successes;
-                t.errors += g.errors;
-                t.cache_hits += g.cache_hits;
-                t.input_tokens += g.input_tokens;
-                t.output_tokens += g.output_tokens;
-                t.cached_tokens += g.cached_tokens;
-                t.cache_write_tokens += g.cache_write_tokens;
-                t.cost_nanos += g.cost_nanos;
-            }
+            std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().absorb(&g),
         }
     }
     let mut groups: Vec<UsageGroup> = by_key.into_values().collect();
@@ -433,18 +422,20 @@ impl HasId for ApiKeyRecord {
 
 /// Adds one call to a group's sums, as the report's SQL counts it.
 pub(crate) fn add_call(g: &mut UsageGroup, c: &AiCallRecord) {
-    g.requests += 1;
-    match c.status.as_str() {
-        "ok" => g.successes += 1,
-        "error" => g.errors += 1,
-        "cache_hit" => g.cache_hits += 1,
-        _ => {}
-    }
-    g.input_tokens += c.input_tokens;
-    g.output_tokens += c.output_tokens;
-    g.cached_tokens += c.cached_tokens;
-    g.cache_write_tokens += c.cache_write_tokens;
-    g.cost_nanos += c.cost_nanos;
+    let status = c.status.as_str();
+    g.absorb(&UsageGroup {
+        key: None,
+        requests: 1,
+        successes: i64::from(status == "ok"),
+        errors: i64::from(status == "error"),
+        cache_hits: i64::from(status == "cache_hit"),
+        input_tokens: c.input_tokens,
+        output_tokens: c.output_tokens,
+        cached_tokens: c.cached_tokens,
+        cache_write_tokens: c.cache_write_tokens,
+        reasoning_tokens: c.reasoning_tokens,
+        cost_nanos: c.cost_nanos,
+    });
 }
 
 #[cfg(test)]

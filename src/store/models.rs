@@ -112,6 +112,9 @@ pub struct AiCallRecord {
     pub output_tokens: i64,
     pub cached_tokens: i64,
     pub cache_write_tokens: i64,
+    /// Part of `output_tokens`: the vendor's reasoning tokens.
+    #[serde(default)]
+    pub reasoning_tokens: i64,
     /// Cost in nano-dollars (exact integer).
     pub cost_nanos: i64,
     pub cache_hit: bool,
@@ -173,7 +176,26 @@ pub struct UsageGroup {
     pub output_tokens: i64,
     pub cached_tokens: i64,
     pub cache_write_tokens: i64,
+    /// Part of `output_tokens`.
+    pub reasoning_tokens: i64,
     pub cost_nanos: i64,
+}
+
+impl UsageGroup {
+    /// Adds `g`'s sums to these (the key stays); saturating, never wrapping.
+    pub fn absorb(&mut self, g: &UsageGroup) {
+        let add = |a: &mut i64, b: i64| *a = a.saturating_add(b);
+        add(&mut self.requests, g.requests);
+        add(&mut self.successes, g.successes);
+        add(&mut self.errors, g.errors);
+        add(&mut self.cache_hits, g.cache_hits);
+        add(&mut self.input_tokens, g.input_tokens);
+        add(&mut self.output_tokens, g.output_tokens);
+        add(&mut self.cached_tokens, g.cached_tokens);
+        add(&mut self.cache_write_tokens, g.cache_write_tokens);
+        add(&mut self.reasoning_tokens, g.reasoning_tokens);
+        add(&mut self.cost_nanos, g.cost_nanos);
+    }
 }
 
 /// A broken rule of a resource's fields: the field (dotted path, `model_policy[1]`) and

@@ -134,7 +134,7 @@ macro_rules! ai_call_cols {
     () => {
         "id, tenant_id, task_id, provider, model, status, error_kind, http_status, latency_us, \
          input_tokens, output_tokens, cached_tokens, cache_write_tokens, cost_nanos, cache_hit, \
-         streamed, created_at, employee_id"
+         streamed, created_at, employee_id, reasoning_tokens"
     };
 }
 
@@ -153,6 +153,7 @@ fn ai_call_row(r: &PgRow) -> StoreResult<AiCallRecord> {
         output_tokens: r.try_get("output_tokens")?,
         cached_tokens: r.try_get("cached_tokens")?,
         cache_write_tokens: r.try_get("cache_write_tokens")?,
+        reasoning_tokens: r.try_get("reasoning_tokens")?,
         cost_nanos: r.try_get("cost_nanos")?,
         cache_hit: r.try_get("cache_hit")?,
         streamed: r.try_get("streamed")?,
@@ -172,6 +173,7 @@ fn usage_row(r: &PgRow) -> StoreResult<UsageGroup> {
         output_tokens: r.try_get("output_tokens")?,
         cached_tokens: r.try_get("cached_tokens")?,
         cache_write_tokens: r.try_get("cache_write_tokens")?,
+        reasoning_tokens: r.try_get("reasoning_tokens")?,
         cost_nanos: r.try_get("cost_nanos")?,
     })
 }
@@ -541,12 +543,13 @@ impl Store for PgStore {
             ") SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], \
              $5::text[], $6::text[], $7::text[], $8::int4[], $9::int8[], $10::int8[], \
              $11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::bool[], $16::bool[], \
-             $17::timestamptz[], $18::uuid[]) \
+             $17::timestamptz[], $18::uuid[], $19::int8[]) \
              RETURNING tenant_id, created_at, employee_id, provider, model, status, \
-             input_tokens, output_tokens, cached_tokens, cache_write_tokens, cost_nanos) \
+             input_tokens, output_tokens, cached_tokens, cache_write_tokens, cost_nanos, \
+             reasoning_tokens) \
              INSERT INTO usage_hourly AS u (tenant_id, hour, employee_id, provider, model, \
              requests, successes, errors, cache_hits, input_tokens, output_tokens, \
-             cached_tokens, cache_write_tokens, cost_nanos) \
+             cached_tokens, cache_write_tokens, cost_nanos, reasoning_tokens) \
              SELECT tenant_id, \
              date_trunc('hour', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', \
              COALESCE(employee_id, '00000000-0000-0000-0000-000000000000'::uuid), \
@@ -556,7 +559,7 @@ impl Store for PgStore {
              COUNT(*) FILTER (WHERE status = 'cache_hit'), \
              SUM(input_tokens)::bigint, SUM(output_tokens)::bigint, \
              SUM(cached_tokens)::bigint, SUM(cache_write_tokens)::bigint, \
-             SUM(cost_nanos)::bigint \
+             SUM(cost_nanos)::bigint, SUM(reasoning_tokens)::bigint \
              FROM ins GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5 \
              ON CONFLICT (tenant_id, hour, employee_id, provider, model) DO UPDATE \
              SET requests = u.requests + EXCLUDED.requests, \
@@ -567,7 +570,8 @@ impl Store for PgStore {
              output_tokens = u.output_tokens + EXCLUDED.output_tokens, \
              cached_tokens = u.cached_tokens + EXCLUDED.cached_tokens, \
              cache_write_tokens = u.cache_write_tokens + EXCLUDED.cache_write_tokens, \
-             cost_nanos = u.cost_nanos + EXCLUDED.cost_nanos"
+             cost_nanos = u.cost_nanos + EXCLUDED.cost_nanos, \
+             reasoning_tokens = u.reasoning_tokens + EXCLUDED.reasoning_tokens"
         ))
         .bind(col!(|c| c.id))
         .bind(col!(|c| c.tenant_id))
@@ -587,6 +591,7 @@ impl Store for PgStore {
         .bind(col!(|c| c.streamed))
         .bind(col!(|c| c.created_at))
         .bind(col!(|c| c.employee_id))
+        .bind(col!(|c| c.reasoning_tokens))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -633,6 +638,7 @@ impl Store for PgStore {
                      SUM(output_tokens)::bigint AS output_tokens, \
                      SUM(cached_tokens)::bigint AS cached_tokens, \
                      SUM(cache_write_tokens)::bigint AS cache_write_tokens, \
+                     SUM(reasoning_tokens)::bigint AS reasoning_tokens, \
                      SUM(cost_nanos)::bigint AS cost_nanos \
                      FROM ai_calls WHERE tenant_id = $1 AND created_at >= $2 AND created_at < $3 \
                      GROUP BY 1"
@@ -673,6 +679,7 @@ impl Store for PgStore {
                      SUM(output_tokens)::bigint AS output_tokens, \
                      SUM(cached_tokens)::bigint AS cached_tokens, \
                      SUM(cache_write_tokens)::bigint AS cache_write_tokens, \
+                     SUM(reasoning_tokens)::bigint AS reasoning_tokens, \
                      SUM(cost_nanos)::bigint AS cost_nanos \
                      FROM usage_hourly WHERE tenant_id = $1 AND hour >= $2 AND hour < $3 \
                      GROUP BY 1"

@@ -315,7 +315,7 @@ macro_rules! ai_call_cols {
     () => {
         "id, tenant_id, task_id, provider, model, status, error_kind, http_status, latency_us, \
          input_tokens, output_tokens, cached_tokens, cache_write_tokens, cost_nanos, cache_hit, \
-         streamed, created_at, employee_id"
+         streamed, created_at, employee_id, reasoning_tokens"
     };
 }
 
@@ -337,6 +337,7 @@ fn ai_call_row(r: &SqliteRow) -> StoreResult<AiCallRecord> {
         output_tokens: r.try_get("output_tokens")?,
         cached_tokens: r.try_get("cached_tokens")?,
         cache_write_tokens: r.try_get("cache_write_tokens")?,
+        reasoning_tokens: r.try_get("reasoning_tokens")?,
         cost_nanos: r.try_get("cost_nanos")?,
         cache_hit: r.try_get("cache_hit")?,
         streamed: r.try_get("streamed")?,
@@ -359,6 +360,7 @@ fn usage_row(r: &SqliteRow) -> StoreResult<UsageGroup> {
         output_tokens: r.try_get("output_tokens")?,
         cached_tokens: r.try_get("cached_tokens")?,
         cache_write_tokens: r.try_get("cache_write_tokens")?,
+        reasoning_tokens: r.try_get("reasoning_tokens")?,
         cost_nanos: r.try_get("cost_nanos")?,
     })
 }
@@ -725,7 +727,7 @@ impl Store for SqliteStore {
                         "INSERT INTO ai_calls (",
                         ai_call_cols!(),
                         ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
-                         ?15, ?16, ?17, ?18)"
+                         ?15, ?16, ?17, ?18, ?19)"
                     ))
                     .map_err(writer::engine)?;
                 for c in &calls {
@@ -748,6 +750,7 @@ impl Store for SqliteStore {
                         c.streamed,
                         ts(&c.created_at),
                         c.employee_id.map(|e| e.to_string()),
+                        c.reasoning_tokens,
                     ])
                     .map_err(writer::engine)?;
                 }
@@ -772,8 +775,10 @@ impl Store for SqliteStore {
                     .prepare_cached(
                         "INSERT INTO usage_hourly (tenant_id, hour, employee_id, provider, \
                          model, requests, successes, errors, cache_hits, input_tokens, \
-                         output_tokens, cached_tokens, cache_write_tokens, cost_nanos) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+                         output_tokens, cached_tokens, cache_write_tokens, cost_nanos, \
+                         reasoning_tokens) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
+                         ?15) \
                          ON CONFLICT (tenant_id, hour, employee_id, provider, model) DO UPDATE \
                          SET requests = requests + excluded.requests, \
                          successes = successes + excluded.successes, \
@@ -783,7 +788,8 @@ impl Store for SqliteStore {
                          output_tokens = output_tokens + excluded.output_tokens, \
                          cached_tokens = cached_tokens + excluded.cached_tokens, \
                          cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens, \
-                         cost_nanos = cost_nanos + excluded.cost_nanos",
+                         cost_nanos = cost_nanos + excluded.cost_nanos, \
+                         reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens",
                     )
                     .map_err(writer::engine)?;
                 for ((tenant, hour, employee, provider, model), g) in &hours {
@@ -802,6 +808,7 @@ impl Store for SqliteStore {
                         g.cached_tokens,
                         g.cache_write_tokens,
                         g.cost_nanos,
+                        g.reasoning_tokens,
                     ])
                     .map_err(writer::engine)?;
                 }
@@ -852,6 +859,7 @@ impl Store for SqliteStore {
                      SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens, \
                      SUM(cached_tokens) AS cached_tokens, \
                      SUM(cache_write_tokens) AS cache_write_tokens, \
+                     SUM(reasoning_tokens) AS reasoning_tokens, \
                      SUM(cost_nanos) AS cost_nanos \
                      FROM ai_calls WHERE tenant_id = ? AND created_at >= ? AND created_at < ? \
                      GROUP BY 1"
@@ -890,6 +898,7 @@ impl Store for SqliteStore {
                      SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens, \
                      SUM(cached_tokens) AS cached_tokens, \
                      SUM(cache_write_tokens) AS cache_write_tokens, \
+                     SUM(reasoning_tokens) AS reasoning_tokens, \
                      SUM(cost_nanos) AS cost_nanos \
                      FROM usage_hourly WHERE tenant_id = ? AND hour >= ? AND hour < ? \
                      GROUP BY 1"

@@ -19,7 +19,8 @@ pub const HTTP_REQUESTS_IN_FLIGHT: &str = "http_requests_in_flight";
 /// Counter `{service, model, status}`: AI vendor attempts; `status` is `success`,
 /// `error` or `cache_hit` (the alert reads `status="error"`).
 pub const AI_REQUESTS_TOTAL: &str = "ai_requests_total";
-/// Counter `{service, model, type}`: tokens by `input`, `output`, `cached_input`, `cache_write`.
+/// Counter `{service, model, type}`: tokens by `input`, `output`, `cached_input`, `cache_write`,
+/// `reasoning` (part of `output`).
 pub const AI_TOKENS_USED_TOTAL: &str = "ai_tokens_used_total";
 /// Histogram `{service, model}`: vendor attempt latency, seconds.
 pub const AI_REQUEST_DURATION_SECONDS: &str = "ai_request_duration_seconds";

@@ -399,6 +399,17 @@ pub async fn poll_ok(make: impl Fn() -> reqwest::RequestBuilder) {
     }
 }
 
+/// Serves `router` on a free loopback port (a vendor or a receiver a test stands up);
+/// returns its address and the task serving it.
+pub async fn serve_local(router: axum::Router) -> (SocketAddr, JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router).await.unwrap();
+    });
+    (addr, task)
+}
+
 /// Asserts the one JSON error shape and returns it.
 pub async fn assert_error(resp: reqwest::Response, status: u16, kind: &str) -> serde_json::Value {
     assert_eq!(resp.status().as_u16(), status, "status");
