@@ -2,7 +2,9 @@
 //! `TASK_POLL_INTERVAL` at ten minutes, tasks submitted after the workers' first poll
 //! must still end within the tests' usual deadline (20 s). In one app that is the
 //! in-process wake-up (both backends); across two apps on PostgreSQL, the submitting app
-//! has no workers and the other is woken by `NOTIFY de_tasks`.
+//! has no workers and the other is woken by `NOTIFY de_tasks`. PostgreSQL tests take a
+//! database of their own: a notification reaches every listener of its database, so
+//! other suites' submits in a shared one would wake these workers too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -32,9 +34,10 @@ async fn tasks_end_one_after_another(to: &TestApp, watch: &TestApp, n: usize) {
 }
 
 async fn a_submitted_task_starts_without_waiting_for_a_poll(backend: Backend) {
-    let Some(app) = TestApp::spawn_with(backend, SLOW_POLL).await else {
+    let Some(db) = TestDb::new_database(backend).await else {
         return;
     };
+    let app = TestApp::spawn_on(db, SLOW_POLL).await;
     employee(&app, json!({"name": "prompt", "role": "r"})).await;
     // The claim loop's first poll may come after the first submit; the later ones can
     // only be started by a wake-up.
@@ -43,15 +46,14 @@ async fn a_submitted_task_starts_without_waiting_for_a_poll(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_notify_wakes_the_workers_of_another_app() {
-    if common::postgres_url().is_none() {
+    let Some(db) = TestDb::new_database(Backend::Postgres).await else {
         return;
-    }
-    let front = TestApp::spawn_with(
-        Backend::Postgres,
+    };
+    let front = TestApp::spawn_on(
+        db,
         &[("WORKERS_ENABLED", "off"), ("TASK_POLL_INTERVAL", "600")],
     )
-    .await
-    .unwrap();
+    .await;
     employee(&front, json!({"name": "prompt", "role": "r"})).await;
     let workers = App::build(test_config(&front.db().url, SLOW_POLL))
         .await
