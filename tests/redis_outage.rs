@@ -147,31 +147,12 @@ async fn cacheable(app: &TestApp, text: &str) {
     assert_eq!(r.status(), 200, "{text}: {}", r.text().await.unwrap());
 }
 
-/// The app's gateway calls answered from the cache, from `/v1/usage` (the records are
-/// written in the background: count them with [`requests`] first).
-async fn cache_hits(app: &TestApp) -> i64 {
-    let v: Value = app
-        .get("/v1/usage?group_by=model")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["totals"]["cache_hits"].as_i64().unwrap_or(0)
-}
-
-/// The app's gateway calls recorded so far, from `/v1/usage`.
-async fn requests(app: &TestApp) -> i64 {
-    let v: Value = app
-        .get("/v1/usage?group_by=model")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["totals"]["requests"].as_i64().unwrap_or(0)
+/// One of the app's usage totals (`requests`, `cache_hits`) over its gateway calls, from
+/// `/v1/usage` (records are written in the background: wait for `requests` first).
+async fn total(app: &TestApp, what: &str) -> i64 {
+    app.get_json("/v1/usage?group_by=model").await["totals"][what]
+        .as_i64()
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,7 +177,7 @@ async fn redis_outage_fails_open_and_recovers() {
     cacheable(&a, "before the outage").await;
     cacheable(&b, "before the outage").await;
     eventually("B's cache hit is recorded", || async {
-        cache_hits(&b).await == 1
+        total(&b, "cache_hits").await == 1
     })
     .await;
 
@@ -220,10 +201,14 @@ async fn redis_outage_fails_open_and_recovers() {
     cacheable(&a, "during the outage").await;
     cacheable(&b, "during the outage").await;
     eventually("B's call during the outage recorded", || async {
-        requests(&b).await == 2
+        total(&b, "requests").await == 2
     })
     .await;
-    assert_eq!(cache_hits(&b).await, 1, "no hit while Redis is down");
+    assert_eq!(
+        total(&b, "cache_hits").await,
+        1,
+        "no hit while Redis is down"
+    );
 
     redis.up().await;
     // Back: the limiter counts again (the restarted Redis starts empty) and refuses
@@ -264,10 +249,10 @@ async fn redis_outage_fails_open_and_recovers() {
         cacheable(&b, &text).await;
         // B's calls so far: one before the outage, one during it, `n` after.
         eventually("B's call recorded", || async {
-            requests(&b).await == 2 + n
+            total(&b, "requests").await == 2 + n
         })
         .await;
-        if cache_hits(&b).await == 2 {
+        if total(&b, "cache_hits").await == 2 {
             break;
         }
         assert!(Instant::now() < deadline, "no shared cache hit within 20s");

@@ -118,14 +118,7 @@ async fn a_stream_the_client_drops_is_recorded_with_what_it_used(backend: Backen
         assert!(row.cost_nanos > 0, "and costs: {row:?}");
     }
     // `/v1/usage` reports them.
-    let v: Value = app
-        .get("/v1/usage?group_by=model")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = app.get_json("/v1/usage?group_by=model").await;
     for model in ["stalls-openai", "stalls-anthropic"] {
         let g = v["groups"]
             .as_array()

@@ -294,6 +294,13 @@ impl TestApp {
             .header("X-API-Key", ADMIN_KEY)
     }
 
+    /// GETs `path` as the admin, asserting 200, and returns the JSON body.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let r = self.get(path).send().await.unwrap();
+        assert_eq!(r.status(), 200, "GET {path}");
+        r.json().await.unwrap()
+    }
+
     pub fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::RequestBuilder {
         self.client
             .post(self.url(path))
