@@ -12,6 +12,13 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["X-API-Key"] = os.getenv("BENCH_KEY") or "bench-key"
 wrk.headers["Authorization"] = "Bearer " .. (os.getenv("BENCH_KEY") or "bench-key")
 wrk.headers["anthropic-version"] = "2023-06-01"
+-- BENCH_HEADERS: more headers, one "Name: value" per line (a peer's routing headers).
+for line in string.gmatch(os.getenv("BENCH_HEADERS") or "", "[^\n]+") do
+    local name, value = string.match(line, "^%s*([^:]+):%s*(.-)%s*$")
+    if name then
+        wrk.headers[name] = value
+    end
+end
 wrk.body = os.getenv("BENCH_BODY") or ('{"model":"' .. (os.getenv("BENCH_MODEL") or "gpt-4o-mini") ..
     '","messages":[{"role":"user","content":"Summarise the quarterly report in one line."}]}')
 

@@ -9,33 +9,25 @@
 //! service's own `http_request_duration_seconds` histogram that holds its p99.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::HashMap;
+#[path = "common.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{KEY, ScratchDb};
 use digital_employee::app::App;
-use digital_employee::config::Config;
-use digital_employee::store::{self, DEFAULT_TENANT_ID, EmployeeFields, TaskStatus};
-
-const KEY: &str = "bench-admin-key-0123456789";
+use digital_employee::store::{DEFAULT_TENANT_ID, EmployeeFields, TaskStatus};
 
 fn employee(name: &str, max_steps: i32, approval: bool) -> EmployeeFields {
     EmployeeFields {
-        name: name.into(),
-        role: "benchmark".into(),
-        instructions: String::new(),
-        model_policy: vec!["sandbox/sandbox-1".into()],
         allowed_tools: vec!["calculator".into()],
         max_steps,
-        token_budget: 100_000,
-        temperature: 0.0,
-        redact_prompts: false,
-        output_schema: None,
-        input_timeout_seconds: 86_400,
         approval_tools: if approval {
             vec!["calculator".into()]
         } else {
             vec![]
         },
+        ..common::employee(name)
     }
 }
 
@@ -50,43 +42,13 @@ async fn main() {
     let db = env("BENCH_DB", "sqlite");
     let n: usize = env("BENCH_TASKS", "10000").parse().unwrap();
     let rounds: usize = env("BENCH_ROUNDS", "200").parse().unwrap();
-    let dir = std::env::temp_dir().join(format!("de-bench-{}", uuid::Uuid::now_v7().simple()));
-    let url = if db == "sqlite" {
-        std::fs::create_dir_all(&dir).unwrap();
-        format!("sqlite://{}/bench.db", dir.display())
-    } else {
-        use sqlx::Connection;
-        let schema = format!("bench_{}", uuid::Uuid::now_v7().simple());
-        let mut c = sqlx::PgConnection::connect(&db).await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-            .execute(&mut c)
-            .await
-            .unwrap();
-        let sep = if db.contains('?') { '&' } else { '?' };
-        format!("{db}{sep}options=-c%20search_path%3D{schema}")
-    };
-    let vars: HashMap<&str, String> = [
-        ("HOST", "127.0.0.1".to_string()),
-        ("PORT", "0".into()),
-        ("PROMETHEUS_METRICS_PORT", "0".into()),
-        ("API_KEY_WHITELIST", KEY.into()),
-        ("RATE_LIMIT_REQUESTS", "1000000000".into()),
-        ("DATABASE_URL", url.clone()),
-        ("DB_MAX_CONNECTIONS", "16".into()),
-        ("WORKER_CONCURRENCY", "32".into()),
-        ("TASK_POLL_INTERVAL", "0.05".into()),
-        ("LOG_LEVEL", "warn".into()),
-    ]
-    .into_iter()
-    .collect();
-    let cfg = Config::from_lookup(|k| vars.get(k).cloned()).unwrap();
-    let s = store::connect(&store::ConnectOptions {
-        url: url.clone(),
-        max_connections: 4,
-    })
-    .await
-    .unwrap();
-    s.migrate().await.unwrap();
+    let scratch = ScratchDb::new(&db).await;
+    let cfg = scratch.config(&[
+        ("DB_MAX_CONNECTIONS", "16"),
+        ("WORKER_CONCURRENCY", "32"),
+        ("TASK_POLL_INTERVAL", "0.05"),
+    ]);
+    let s = scratch.store().await;
     let bench = s
         .create_employee(DEFAULT_TENANT_ID, &employee("bench", 5, false))
         .await
@@ -169,7 +131,7 @@ async fn main() {
         // statistics and a visibility map, so the measurement is of the steady state
         // rather than of the minute after 10,000 inserts and 40,000 updates.
         use sqlx::Connection;
-        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+        let mut c = sqlx::PgConnection::connect(&scratch.url).await.unwrap();
         sqlx::raw_sql("VACUUM ANALYZE tasks, task_events, ai_calls, usage_hourly")
             .execute(&mut c)
             .await
@@ -267,7 +229,7 @@ async fn main() {
     }
     let _ = tx.send(());
     running.await.unwrap().unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    scratch.remove().await;
 }
 
 /// The upper bound of the histogram bucket that holds the p99 of `GET route`.

@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::console::Browser;
 use common::tasks::*;
-use common::{Backend, TestApp, expire_lease, test_config};
+use common::{ADMIN_KEY, Backend, TestApp, expire_lease, test_config};
 use digital_employee::ai::sandbox::{Fault, SandboxEngine, SandboxSetup, ScriptStep, ScriptedCall};
 use digital_employee::ai::types::Usage;
 use digital_employee::app::App;
@@ -283,6 +284,15 @@ async fn a_started_call_of_a_webhook_tool_goes_to_a_human(backend: Backend) {
     let key = format!("{id}:1:0");
     assert_eq!(paused["payload"]["idempotency_key"], key);
     assert_eq!(receiver.calls.load(Ordering::SeqCst), 1);
+    // The console's approvals inbox says so, with the key to check the receiver by.
+    let b = Browser::signin(&app, ADMIN_KEY).await;
+    let (status, html) = b.get("/approvals").await;
+    assert_eq!(status, 200);
+    let notice = html
+        .find(&format!("id=\"unknown-{id}\""))
+        .map(|at| &html[at..])
+        .unwrap_or_else(|| panic!("no outcome-unknown notice: {html}"));
+    assert!(notice.contains(&format!("<code>{key}</code>")), "{notice}");
 
     let r = app
         .post_json(

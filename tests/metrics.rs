@@ -251,6 +251,8 @@ async fn documented_metrics_are_exported_with_plausible_values(backend: Backend)
                     "auth_failures_total",
                     "budget_refusals_total",
                     "budget_settle_failures_total",
+                    // Retention is off in this scenario (tests/retention.rs exercises it).
+                    "digital_employee_pruned_total",
                     // Tracing is off in this scenario (tests/traces.rs exercises it).
                     "otel_spans_exported_total",
                     "otel_spans_dropped_total",

@@ -81,6 +81,10 @@
 //! | `WEBHOOK_RETRY_BASE_DELAY` | `2` | seconds, base of the webhook retry backoff (doubles per attempt) |
 //! | `WEBHOOK_TIMEOUT` | `10` | seconds one webhook attempt may take |
 //! | `WEBHOOK_POLL_INTERVAL` | `1` | seconds between scans for due webhook deliveries |
+//! | `TASK_RETENTION_DAYS` | `0` | days an ended task is kept before it is deleted with its events and webhook deliveries (`0` = keep every task) |
+//! | `TASK_PRUNE_BATCH_SIZE` | `500` | ended tasks deleted per transaction by the retention |
+//! | `TASK_PRUNE_PAUSE` | `1` | seconds between two retention batches |
+//! | `TASK_PRUNE_INTERVAL` | `60` | seconds between retention passes once caught up |
 //! | `SSE_MAX_STREAMS_PER_TENANT` | `100` | live task event streams one tenant may hold on one replica; past it 429 with `Retry-After` |
 //! | `SSE_MAX_STREAM_SECONDS` | `3600` | lifetime of one event stream; it then ends and the client resumes with `Last-Event-ID` |
 //! | `SESSION_IDLE_TIMEOUT` | `1800` | seconds a web console session may go unused before it ends |

@@ -71,11 +71,23 @@ pub struct TaskConfig {
     /// client resumes with `Last-Event-ID`).
     #[serde(serialize_with = "ser_secs")]
     pub sse_max_stream_duration: Duration,
+    /// `TASK_RETENTION_DAYS`: tasks that ended longer ago than this many days are deleted
+    /// with their events; 0 (the default) keeps every task.
+    pub retention_days: u32,
+    /// `TASK_PRUNE_BATCH_SIZE`: tasks deleted per transaction.
+    pub prune_batch_size: u32,
+    /// `TASK_PRUNE_PAUSE`: time between two batches of one pruning pass.
+    #[serde(serialize_with = "ser_secs")]
+    pub prune_pause: Duration,
+    /// `TASK_PRUNE_INTERVAL`: time between pruning passes (at least 10 ms).
+    #[serde(serialize_with = "ser_secs")]
+    pub prune_interval: Duration,
 }
 
 impl TaskConfig {
     /// `WORKERS_ENABLED`, `WORKER_CONCURRENCY`, `TENANT_MAX_RUNNING`, `TASK_*`, `DELEGATION_MAX_DEPTH`,
-    /// `HTTP_TOOL_*`, `SCHEDULER_INTERVAL`, `SCHEDULE_*`, `WEBHOOK_*` and `SSE_*`.
+    /// `HTTP_TOOL_*`, `SCHEDULER_INTERVAL`, `SCHEDULE_*`, `WEBHOOK_*`, `SSE_*` and the
+    /// retention's `TASK_RETENTION_DAYS`, `TASK_PRUNE_*`.
     pub(super) fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let workers_enabled = on_off(get, "WORKERS_ENABLED", true)?;
         let positive = |var: &'static str, default: &str, max: u64| -> Result<u64, ConfigError> {
@@ -111,6 +123,19 @@ impl TaskConfig {
                 }
             },
         };
+        let retention_days: u32 = parse(
+            get,
+            "TASK_RETENTION_DAYS",
+            "0",
+            "a whole number of days (0 = keep every task)",
+        )?;
+        if retention_days > 36_500 {
+            return Err(ConfigError {
+                var: "TASK_RETENTION_DAYS",
+                value: retention_days.to_string(),
+                expected: "at most 36500 days (0 = keep every task)",
+            });
+        }
         let http_allowed_hosts = get("HTTP_TOOL_ALLOWED_HOSTS")
             .unwrap_or_default()
             .split(',')
@@ -150,6 +175,40 @@ impl TaskConfig {
                 as u32,
             sse_max_stream_duration: secs(get, "SSE_MAX_STREAM_SECONDS", "3600")?
                 .max(Duration::from_secs(1)),
+            retention_days,
+            prune_batch_size: positive("TASK_PRUNE_BATCH_SIZE", "500", 10_000)? as u32,
+            prune_pause: secs(get, "TASK_PRUNE_PAUSE", "1")?,
+            prune_interval: secs(get, "TASK_PRUNE_INTERVAL", "60")?.max(Duration::from_millis(10)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::cfg;
+    use std::time::Duration;
+
+    #[test]
+    fn retention_is_off_unless_set_and_bounded() {
+        let t = cfg(&[]).unwrap().tasks;
+        assert_eq!(t.retention_days, 0, "every task is kept by default");
+        assert_eq!(t.prune_batch_size, 500);
+        assert_eq!(t.prune_pause, Duration::from_secs(1));
+        assert_eq!(t.prune_interval, Duration::from_secs(60));
+        let t = cfg(&[("TASK_RETENTION_DAYS", "30"), ("TASK_PRUNE_INTERVAL", "0")])
+            .unwrap()
+            .tasks;
+        assert_eq!(t.retention_days, 30);
+        assert_eq!(t.prune_interval, Duration::from_millis(10));
+        for (var, value) in [
+            ("TASK_RETENTION_DAYS", "a month"),
+            ("TASK_RETENTION_DAYS", "-1"),
+            ("TASK_RETENTION_DAYS", "36501"),
+            ("TASK_PRUNE_BATCH_SIZE", "0"),
+            ("TASK_PRUNE_BATCH_SIZE", "10001"),
+            ("TASK_PRUNE_PAUSE", "soon"),
+        ] {
+            assert_eq!(cfg(&[(var, value)]).unwrap_err().var, var, "{var}={value}");
+        }
     }
 }

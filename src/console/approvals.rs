@@ -16,6 +16,7 @@ use super::tasks::{employee_names, pretty, preview, short};
 use super::view::{Ctx, Layout, PageError, page, parse_id, see_other, when};
 use crate::auth::Scope;
 use crate::orchestrator;
+use crate::runtime::OUTCOME_UNKNOWN;
 use crate::state::AppState;
 use crate::store::{TaskEvent, TaskFilter, TaskStatus};
 
@@ -29,6 +30,9 @@ pub struct Pending {
     pub tool: String,
     pub arguments: String,
     pub since: String,
+    /// The call's idempotency key when an earlier attempt started the call and its result
+    /// was never recorded: it may have taken effect already.
+    pub unknown_outcome: Option<String>,
 }
 
 #[derive(Template)]
@@ -81,13 +85,19 @@ pub async fn inbox(State(state): State<AppState>, ctx: Ctx) -> Result<Response, 
     let items = tasks
         .into_iter()
         .map(|t| {
-            let (tool, arguments, since) = match calls.get(&t.id) {
+            let (tool, arguments, since, unknown_outcome) = match calls.get(&t.id) {
                 Some(e) => (
                     e.payload["tool"].as_str().unwrap_or_default().to_string(),
                     pretty(&e.payload["arguments"]),
                     when(&e.created_at),
+                    (e.payload["reason"] == OUTCOME_UNKNOWN).then(|| {
+                        e.payload["idempotency_key"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string()
+                    }),
                 ),
-                None => (String::new(), String::new(), when(&t.updated_at)),
+                None => (String::new(), String::new(), when(&t.updated_at), None),
             };
             Pending {
                 id: t.id.to_string(),
@@ -97,6 +107,7 @@ pub async fn inbox(State(state): State<AppState>, ctx: Ctx) -> Result<Response, 
                 tool,
                 arguments,
                 since,
+                unknown_outcome,
             }
         })
         .collect();

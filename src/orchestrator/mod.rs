@@ -1,5 +1,6 @@
 //! The Task Orchestrator: the worker pool of this replica, the lease reaper, wake-ups,
-//! the queue-depth sampler and the scheduler (DESIGN §5, ADR 0005).
+//! the queue-depth sampler, the scheduler (DESIGN §5, ADR 0005) and the retention of
+//! ended tasks (ADR 0017).
 //!
 //! It owns task statuses and leases; the Agent Runtime only reports an [`Outcome`].
 //! Every write about a running task goes through the fenced store operations, so a
@@ -14,6 +15,7 @@ mod claim;
 mod control;
 pub mod employees;
 mod follow;
+mod retention;
 pub mod scheduler;
 mod submit;
 pub mod tools;
@@ -89,6 +91,7 @@ impl Workers {
             }
         }
         tracker.spawn(sample_depth(state.clone(), w.stop_claiming.clone()));
+        tracker.spawn(retention::run(state.clone(), w.stop_claiming.clone()));
         tracing::info!(
             worker_id = %owner,
             enabled = cfg.workers_enabled,

@@ -16,6 +16,22 @@ use uuid::Uuid;
 
 use super::{Employee, Page, StoreResult};
 
+/// What one pruning batch removed (see [`TaskStore::prune_finished_tasks`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub tasks: u64,
+    pub events: u64,
+    pub webhook_deliveries: u64,
+}
+
+/// The least UUIDv7 of the millisecond `t`: every task created before `t` has a smaller
+/// id (task ids are UUIDv7 taken at creation), so the pruning scan walks the primary key
+/// up to here instead of needing an index of its own.
+pub(crate) fn uuid_v7_floor(t: DateTime<Utc>) -> Uuid {
+    let ms = u64::try_from(t.timestamp_millis()).unwrap_or(0);
+    uuid::Builder::from_unix_timestamp_millis(ms, &[0; 10]).into_uuid()
+}
+
 /// Task statuses (DESIGN §5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -395,6 +411,13 @@ pub trait TaskStore: Send + Sync {
     async fn list_events(&self, task: Uuid, after: i64, limit: u32) -> StoreResult<Vec<TaskEvent>>;
     /// The latest event of `kind` of each of `tasks` that has one, in one query.
     async fn last_events(&self, tasks: &[Uuid], kind: &str) -> StoreResult<Vec<TaskEvent>>;
+    /// Deletes up to `limit` tasks that ended (`succeeded`, `failed`, `cancelled`) before
+    /// `before`, with their step log and their webhook deliveries, oldest first, in one
+    /// transaction. A task is kept while its parent has not ended (the parent's replay
+    /// finds its sub-task by idempotency key) and while a webhook of its is still pending.
+    /// `ai_calls` are kept: they are the usage ledger. Safe to run on several replicas at
+    /// once (PostgreSQL: the batch's rows are locked with `SKIP LOCKED`).
+    async fn prune_finished_tasks(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<Pruned>;
     /// Number of tasks per status (statuses with none are absent).
     async fn count_tasks_by_status(&self) -> StoreResult<Vec<(TaskStatus, i64)>>;
     /// Tenants with at least `cap` top-level tasks running and another one due: those

@@ -84,6 +84,9 @@ pub const QUEUE_DEPTH: &str = "digital_employee_queue_depth";
 /// Gauge: tenants holding `TENANT_MAX_RUNNING` running tasks while more of theirs are
 /// due, sampled periodically from the database (0 without a cap).
 pub const TENANTS_AT_RUNNING_CAP: &str = "tenants_at_running_cap";
+/// Counter `{kind}`: rows deleted by the task retention (`TASK_RETENTION_DAYS`): `tasks`,
+/// `task_events`, `webhook_deliveries`.
+pub const PRUNED_TOTAL: &str = "digital_employee_pruned_total";
 /// Counter: tasks claimed by this replica's workers.
 pub const TASKS_CLAIMED_TOTAL: &str = "tasks_claimed_total";
 /// Counter: tasks rescued from an expired lease, by the `status` they went to.
@@ -232,6 +235,10 @@ fn describe() {
     metrics::describe_counter!(TASKS_CLAIMED_TOTAL, "Tasks claimed by this replica");
     metrics::describe_counter!(TASKS_RESCUED_TOTAL, "Tasks rescued from an expired lease");
     metrics::describe_counter!(
+        PRUNED_TOTAL,
+        "Rows deleted by the task retention, by kind (tasks, task_events, webhook_deliveries)"
+    );
+    metrics::describe_counter!(
         TASKS_RETRIED_TOTAL,
         "Tasks queued again after a retryable failure"
     );
@@ -295,6 +302,9 @@ fn describe() {
     }
     for reason in ["queue_full", "export_failed"] {
         metrics::counter!(OTEL_SPANS_DROPPED_TOTAL, "reason" => reason).increment(0);
+    }
+    for kind in ["tasks", "task_events", "webhook_deliveries"] {
+        metrics::counter!(PRUNED_TOTAL, "kind" => kind).increment(0);
     }
     for outcome in ["refused", "blocked"] {
         metrics::counter!(AUTH_FAILURES_TOTAL, "outcome" => outcome).increment(0);

@@ -5,6 +5,7 @@
 //! `REQUIRE_BACKEND_TESTS=1` (set by `.ci/run`) a missing URL fails instead of skipping.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod console;
 pub mod process;
 pub mod tasks;
 pub mod vendor;

@@ -723,6 +723,51 @@ impl TaskStore for PgStore {
         rows.iter().map(event_row).collect()
     }
 
+    async fn prune_finished_tasks(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<Pruned> {
+        let mut tx = self.pool.begin().await?;
+        // Oldest first along the primary key (ids are time-ordered); rows another replica
+        // is pruning right now are skipped, not waited for.
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT t.id FROM tasks t WHERE t.id < $1 \
+             AND t.status IN ('succeeded', 'failed', 'cancelled') AND t.finished_at < $2 \
+             AND NOT EXISTS (SELECT 1 FROM tasks p WHERE p.id = t.parent_task_id \
+             AND p.status NOT IN ('succeeded', 'failed', 'cancelled')) \
+             AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.task_id = t.id \
+             AND d.status = 'pending') \
+             ORDER BY t.id LIMIT $3 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(uuid_v7_floor(before))
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        if ids.is_empty() {
+            return Ok(Pruned::default());
+        }
+        let events = sqlx::query("DELETE FROM task_events WHERE task_id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let webhook_deliveries =
+            sqlx::query("DELETE FROM webhook_deliveries WHERE task_id = ANY($1)")
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        let tasks = sqlx::query("DELETE FROM tasks WHERE id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(Pruned {
+            tasks,
+            events,
+            webhook_deliveries,
+        })
+    }
+
     async fn count_tasks_by_status(&self) -> StoreResult<Vec<(TaskStatus, i64)>> {
         let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status")
             .fetch_all(&self.pool)

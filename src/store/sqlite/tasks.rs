@@ -950,6 +950,55 @@ impl TaskStore for SqliteStore {
         rows.iter().map(event_row).collect()
     }
 
+    async fn prune_finished_tasks(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<Pruned> {
+        let mut w = self.w().await?;
+        // The write lock first: the batch is read and deleted under it, so another process
+        // on the same file cannot slip a write in between (which would fail the upgrade).
+        let mut tx = w.begin_with("BEGIN IMMEDIATE").await?;
+        // Oldest first along the primary key (ids are time-ordered UUIDv7 text, which sorts
+        // as the bytes do); the unary `+` keeps the planner off the status index, which
+        // would visit every recent ended task.
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT t.id FROM tasks t WHERE t.id < ? \
+             AND +t.status IN ('succeeded', 'failed', 'cancelled') AND t.finished_at < ? \
+             AND NOT EXISTS (SELECT 1 FROM tasks p WHERE p.id = t.parent_task_id \
+             AND p.status NOT IN ('succeeded', 'failed', 'cancelled')) \
+             AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.task_id = t.id \
+             AND d.status = 'pending') \
+             ORDER BY t.id LIMIT ?",
+        )
+        .bind(uuid_v7_floor(before).to_string())
+        .bind(ts(&before))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        if ids.is_empty() {
+            return Ok(Pruned::default());
+        }
+        let ids = serde_json::to_string(&ids)
+            .map_err(|e| StoreError::Corrupt(format!("task ids: {e}")))?;
+        // The step log and the webhooks first, then the tasks they belong to.
+        let mut removed = [0u64; 3];
+        for (n, sql) in removed.iter_mut().zip([
+            "DELETE FROM task_events WHERE task_id IN (SELECT value FROM json_each(?))",
+            "DELETE FROM webhook_deliveries WHERE task_id IN (SELECT value FROM json_each(?))",
+            "DELETE FROM tasks WHERE id IN (SELECT value FROM json_each(?))",
+        ]) {
+            *n = sqlx::query(sql)
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        let [events, webhook_deliveries, tasks] = removed;
+        tx.commit().await?;
+        Ok(Pruned {
+            tasks,
+            events,
+            webhook_deliveries,
+        })
+    }
+
     async fn count_tasks_by_status(&self) -> StoreResult<Vec<(TaskStatus, i64)>> {
         let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status")
             .fetch_all(&self.pool)

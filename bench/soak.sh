@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# Memory over time. Two parts, one gateway process each:
+#
+# 1. Soak: SOAK_DURATION seconds (600) of mixed load at about half of this machine's
+#    capacity: chat completions through the gateway to the sandbox vendor, paced at
+#    SOAK_GATEWAY_RATE/s (2000), and one-step tasks submitted at SOAK_TASK_RATE/s (500)
+#    and run against the same vendor. RSS is sampled every SOAK_SAMPLE seconds (10); the
+#    growth from the first sample after SOAK_WARMUP seconds (60) to the last must stay
+#    under SOAK_MAX_GROWTH percent (5).
+# 2. In flight: INFLIGHT_TASKS tasks (10000) submitted against a slow vendor (every answer
+#    takes SLOW_MS, 60000 ms) with WORKER_CONCURRENCY 4096 (the most one replica runs);
+#    the peak RSS while they are in flight must stay under INFLIGHT_MAX_MIB (200).
+#
+# Exits 1 when a limit is passed. Everything listens on 127.0.0.1; wrk and python3 are
+# the load generators. BIN picks the binary (default the release build):
+#   cargo build --release && bench/soak.sh
+#   BIN=target/debug/digital-employee SOAK_DURATION=40 SOAK_WARMUP=10 INFLIGHT_TASKS=500 bench/soak.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+bin=${BIN:-target/release/digital-employee}
+[ -x "$bin" ] || { echo "build first: cargo build --release (or set BIN)" >&2; exit 2; }
+command -v wrk >/dev/null || { echo "install wrk (apt-get install wrk)" >&2; exit 2; }
+duration=${SOAK_DURATION:-600}
+warmup=${SOAK_WARMUP:-60}
+sample=${SOAK_SAMPLE:-10}
+max_growth=${SOAK_MAX_GROWTH:-5}
+gateway_rate=${SOAK_GATEWAY_RATE:-2000}
+task_rate=${SOAK_TASK_RATE:-500}
+inflight=${INFLIGHT_TASKS:-10000}
+slow_ms=${SLOW_MS:-60000}
+inflight_max=${INFLIGHT_MAX_MIB:-200}
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+export BENCH_KEY=bench-key-0123456789 CONNS=32
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# The vendor: every model answers at once except gpt-4o, which takes SLOW_MS.
+echo "{\"faults\": [{\"model\": \"gpt-4o\", \"fault\": {\"kind\": \"latency\", \"ms\": $slow_ms}}]}" >"$work/setup.json"
+env -i PATH="$PATH" "$bin" sandbox --port 0 --setup "$work/setup.json" >"$work/sandbox.log" 2>&1 &
+pids+=($!)
+vendor=$(wait_field "$work/sandbox.log" "sandbox vendor listening" addr)
+
+# start_gateway NAME [VAR=VALUE...]: starts `serve` on free ports, sets $api, $metrics, $gw.
+start_gateway() {
+    local name=$1
+    shift
+    local port mport
+    port=$(free_port)
+    mport=$(free_port)
+    env -i PATH="$PATH" HOST=127.0.0.1 PORT="$port" PROMETHEUS_METRICS_PORT="$mport" \
+        DATA_DIR="$work/data-$name" API_KEY_WHITELIST=$BENCH_KEY AI_CACHE=off LOG_LEVEL=warn \
+        RATE_LIMIT_REQUESTS=1000000000 RATE_LIMIT_WINDOW_SECONDS=1 AI_SERVICE_TIMEOUT=300 \
+        OPENAI_BASE_URL="http://$vendor/v1" OPENAI_API_KEY=sk-bench "$@" \
+        "$bin" serve >"$work/$name.log" 2>&1 &
+    gw=$!
+    pids+=("$gw")
+    api="127.0.0.1:$port"
+    metrics="127.0.0.1:$mport"
+    for _ in $(seq 1 600); do
+        curl -fs -o /dev/null "http://$api/ready" && return 0
+        sleep 0.05
+    done
+    echo "the $name gateway did not become ready" >&2
+    cat "$work/$name.log" >&2
+    exit 1
+}
+
+# employee NAME MODEL
+employee() {
+    curl -fs -o /dev/null -X POST "http://$api/v1/employees" -H "X-API-Key: $BENCH_KEY" \
+        -H 'Content-Type: application/json' \
+        -d "{\"name\": \"$1\", \"role\": \"benchmark\", \"model_policy\": [\"openai/$2\"]}"
+}
+
+# gauge NAME_WITH_LABELS: its value on the metrics endpoint (0 when absent).
+gauge() {
+    curl -fs "http://$metrics/metrics" | awk -v s="$1" '$1 == s { print $2; found = 1 } END { if (!found) print 0 }'
+}
+
+status=0
+
+echo "== soak: ${duration}s, gateway ${gateway_rate}/s + tasks ${task_rate}/s, RSS every ${sample}s"
+start_gateway soak
+employee soak gpt-4o-mini
+RATE=$gateway_rate wrk -t1 -c32 -d"${duration}s" --latency -s bench/chat.lua \
+    "http://$api/v1/chat/completions" >"$work/wrk-gateway.txt" 2>&1 &
+load1=$!
+pids+=("$load1")
+BENCH_BODY='{"employee": "soak", "input": "2 + 2"}' RATE=$task_rate wrk -t1 -c32 -d"${duration}s" \
+    --latency -s bench/chat.lua "http://$api/v1/tasks" >"$work/wrk-tasks.txt" 2>&1 &
+load2=$!
+pids+=("$load2")
+start=$SECONDS
+base=""
+while kill -0 "$load1" 2>/dev/null || kill -0 "$load2" 2>/dev/null; do
+    sleep "$sample"
+    t=$((SECONDS - start))
+    rss=$(rss_mib "$gw")
+    echo "  t=${t}s RSS ${rss} MiB"
+    if [ -z "$base" ] && [ "$t" -ge "$warmup" ]; then base=$rss; fi
+    last=$rss
+done
+wait "$load1" "$load2" || true
+echo "gateway load: $(wrk_summary "$(cat "$work/wrk-gateway.txt")")"
+echo "task submits: $(wrk_summary "$(cat "$work/wrk-tasks.txt")")"
+echo "tasks succeeded: $(gauge 'tasks_total{status="succeeded"}'), failed: $(gauge 'tasks_total{status="failed"}')"
+if [ -z "$base" ]; then
+    echo "soak shorter than the warm-up (${warmup}s): no growth measured"
+else
+    growth=$(awk -v a="$base" -v b="$last" 'BEGIN { printf "%.1f", (b - a) * 100 / a }')
+    echo "RSS after ${warmup}s: ${base} MiB, at the end: ${last} MiB, growth ${growth} %"
+    if awk -v g="$growth" -v m="$max_growth" 'BEGIN { exit !(g >= m) }'; then
+        echo "FAIL: RSS grew by ${growth} % (limit ${max_growth} %)"
+        status=1
+    fi
+fi
+kill -TERM "$gw"
+wait "$gw" || true
+
+echo "== in flight: ${inflight} tasks against a vendor that answers in ${slow_ms} ms"
+start_gateway inflight WORKER_CONCURRENCY=4096 DB_MAX_CONNECTIONS=32
+employee slow gpt-4o
+idle=$(rss_mib "$gw")
+python3 - "$api" "$BENCH_KEY" "$inflight" <<'PY'
+import http.client, json, sys, threading
+addr, key, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+host, port = addr.split(":")
+lock = threading.Lock()
+left = [n]
+bad = [0]
+def submit():
+    c = http.client.HTTPConnection(host, int(port), timeout=60)
+    while True:
+        with lock:
+            if left[0] == 0:
+                return
+            left[0] -= 1
+            i = left[0]
+        c.request("POST", "/v1/tasks", json.dumps({"employee": "slow", "input": f"task {i}"}),
+                  {"X-API-Key": key, "Content-Type": "application/json"})
+        r = c.getresponse()
+        r.read()
+        if r.status != 202:
+            with lock:
+                bad[0] += 1
+threads = [threading.Thread(target=submit) for _ in range(16)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(f"  submitted {n} tasks ({bad[0]} refused)")
+PY
+peak=$idle
+for _ in $(seq 1 10); do
+    sleep 2
+    rss=$(rss_mib "$gw")
+    if awk -v a="$rss" -v b="$peak" 'BEGIN { exit !(a > b) }'; then peak=$rss; fi
+done
+running=$(gauge 'digital_employee_queue_depth{status="running"}')
+queued=$(gauge 'digital_employee_queue_depth{status="queued"}')
+echo "RSS idle ${idle} MiB, peak ${peak} MiB with ${running} running and ${queued} queued"
+if awk -v p="$peak" -v m="$inflight_max" 'BEGIN { exit !(p >= m) }'; then
+    echo "FAIL: RSS ${peak} MiB with tasks in flight (limit ${inflight_max} MiB)"
+    status=1
+fi
+exit "$status"
