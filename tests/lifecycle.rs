@@ -4,125 +4,18 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::process::{Server, bin, poll, temp_dir};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const BIN: &str = env!("CARGO_BIN_EXE_digital-employee");
 const KEY: &str = "lifecycle-key-0123456789";
-
-fn temp_dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("de-life-{}", uuid::Uuid::now_v7().simple()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// The binary with a clean environment (nothing leaks in from the caller's shell).
-fn bin(data_dir: &Path, env: &[(&str, &str)]) -> Command {
-    let mut c = Command::new(BIN);
-    c.env_clear()
-        .env("DATA_DIR", data_dir)
-        .env("HOST", "127.0.0.1")
-        .env("PORT", "0")
-        .env("PROMETHEUS_METRICS_PORT", "0");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c
-}
 
 fn run(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null()).output().unwrap()
-}
-
-struct Server {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    api: String,
-    metrics: String,
-}
-
-impl Server {
-    // The child is killed and waited for in `Drop`, which clippy cannot see.
-    #[allow(clippy::zombie_processes)]
-    fn start(data_dir: &Path, env: &[(&str, &str)]) -> Server {
-        let mut child = bin(data_dir, env)
-            .arg("serve")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, rx) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no 'listening' line within 30s"));
-            let v: serde_json::Value = serde_json::from_str(&line)
-                .unwrap_or_else(|_| panic!("stdout line is not JSON: {line}"));
-            if v["message"] == "listening" {
-                return Server {
-                    child,
-                    lines: rx,
-                    api: v["api"].as_str().unwrap().to_string(),
-                    metrics: v["metrics"].as_str().unwrap().to_string(),
-                };
-            }
-        }
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-
-    /// Waits for the process to exit, failing after the deadline.
-    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "process did not exit in time");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn remaining_lines(&self) -> Vec<String> {
-        self.lines.try_iter().collect()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn poll<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

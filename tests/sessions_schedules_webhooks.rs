@@ -5,10 +5,10 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::tasks::*;
+use common::webhooks::{Receiver, verify};
 use common::{Backend, TestApp, TestDb, test_config};
 use digital_employee::app::App;
 use digital_employee::store::DEFAULT_TENANT_ID;
@@ -604,130 +604,6 @@ async fn schedule_created_through_the_api_fires_once_per_tick_with_two_apps(back
     let got: Value = a.get(&path).send().await.unwrap().json().await.unwrap();
     assert!(got["last_fired_at"].is_string(), "{got}");
     assert_eq!(got["enabled"], false);
-}
-
-/// One request a receiver got.
-#[derive(Clone, Debug)]
-struct Received {
-    headers: axum::http::HeaderMap,
-    body: Vec<u8>,
-    answered: u16,
-}
-
-/// A local webhook receiver on port 0: answers 500 to the first `fail_first` requests
-/// (`u32::MAX` for always), 200 afterwards, and keeps every request.
-struct Receiver {
-    url: String,
-    got: Arc<Mutex<Vec<Received>>>,
-    _task: tokio::task::JoinHandle<()>,
-}
-
-impl Receiver {
-    async fn start(fail_first: u32) -> Receiver {
-        let got: Arc<Mutex<Vec<Received>>> = Arc::default();
-        let seen = got.clone();
-        let router = axum::Router::new().route(
-            "/hook",
-            axum::routing::post(
-                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                    let seen = seen.clone();
-                    async move {
-                        let mut seen = seen.lock().unwrap();
-                        let status = if (seen.len() as u32) < fail_first {
-                            500
-                        } else {
-                            200
-                        };
-                        seen.push(Received {
-                            headers,
-                            body: body.to_vec(),
-                            answered: status,
-                        });
-                        axum::http::StatusCode::from_u16(status).unwrap()
-                    }
-                },
-            ),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            axum::serve(listener, router).await.unwrap();
-        });
-        Receiver {
-            url,
-            got,
-            _task: task,
-        }
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.got.lock().unwrap().clone()
-    }
-
-    /// Polls until at least `n` requests arrived, failing after a deadline.
-    async fn wait_for(&self, n: usize) -> Vec<Received> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let got = self.received();
-            if got.len() >= n {
-                return got;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} webhook requests of {n} within 20s",
-                got.len()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-/// Checks the signature of a received webhook the way the README tells receivers to.
-fn verify(secret: &str, r: &Received) -> Value {
-    use hmac::{Hmac, Mac};
-    let header = r.headers["x-digital-employee-signature"].to_str().unwrap();
-    let hex_sig = header.strip_prefix("sha256=").expect("sha256= prefix");
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(&r.body);
-    mac.verify_slice(&hex::decode(hex_sig).unwrap())
-        .expect("valid signature");
-    assert_eq!(r.headers["x-digital-employee-event"], "task.finished");
-    assert_eq!(r.headers["content-type"], "application/json");
-    verify_standard(secret, r);
-    serde_json::from_slice(&r.body).unwrap()
-}
-
-/// The Standard Webhooks signature, checked as its receivers do: HMAC-SHA256 keyed with
-/// the base64 after `whsec_`, over `{webhook-id}.{webhook-timestamp}.{body}`, with the
-/// timestamp within five minutes of now and the id the delivery's.
-fn verify_standard(secret: &str, r: &Received) {
-    use base64::Engine;
-    use hmac::{Hmac, Mac};
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let id = r.headers["webhook-id"].to_str().unwrap();
-    assert_eq!(
-        id,
-        r.headers["x-digital-employee-delivery"].to_str().unwrap()
-    );
-    let ts: i64 = r.headers["webhook-timestamp"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(
-        (chrono::Utc::now().timestamp() - ts).abs() <= 300,
-        "stale timestamp {ts}"
-    );
-    let key = b64.decode(secret.strip_prefix("whsec_").unwrap()).unwrap();
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
-    mac.update(format!("{id}.{ts}.").as_bytes());
-    mac.update(&r.body);
-    let expected = format!("v1,{}", b64.encode(mac.finalize().into_bytes()));
-    let header = r.headers["webhook-signature"].to_str().unwrap();
-    assert!(
-        header.split(' ').any(|s| s == expected),
-        "webhook-signature {header} is not {expected}"
-    );
 }
 
 async fn webhooks_deliver_signed_final_tasks_and_retry(backend: Backend) {

@@ -42,6 +42,13 @@ pub(crate) enum Outcome<'a> {
     },
     /// Answered from the result cache: no vendor call, no tokens, no cost.
     CacheHit,
+    /// A stream its consumer dropped before the end (a client that went away): an error
+    /// of kind `abandoned`, with what was used until then.
+    Abandoned {
+        usage: &'a Usage,
+        cost_nanos: i64,
+        latency: Duration,
+    },
 }
 
 impl AiCallRecord {
@@ -69,6 +76,18 @@ impl AiCallRecord {
                 0,
             ),
             Outcome::CacheHit => ("cache_hit", None, None, Duration::ZERO, Usage::default(), 0),
+            Outcome::Abandoned {
+                usage,
+                cost_nanos,
+                latency,
+            } => (
+                "error",
+                Some("abandoned".to_owned()),
+                None,
+                latency,
+                *usage,
+                cost_nanos,
+            ),
         };
         let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         AiCallRecord {

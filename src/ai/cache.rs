@@ -2,10 +2,11 @@
 //! canonical request. The tenant is part of the key so one tenant never receives (or
 //! learns the existence of) another's answer.
 //! In memory (bounded, TTL) by default; Redis when `REDIS_URL` is set, so replicas share
-//! hits. A cache failure is never a request failure: it counts as a miss.
+//! hits. A cache failure is never a request failure: it counts as a miss; and after one,
+//! Redis is left alone for a second, so an outage adds no latency to calls.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
@@ -67,38 +68,87 @@ impl ResultCache for MemoryCache {
     }
 }
 
+/// How long one Redis round trip may take before it counts as a miss.
+const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long Redis is not asked after a failure.
+const REDIS_REST: Duration = Duration::from_secs(1);
+
 pub struct RedisCache {
     conn: redis::aio::ConnectionManager,
     ttl: Duration,
+    /// Set after a failure: until then every lookup is a miss without a round trip (the
+    /// connection manager's own reconnection would otherwise hold each call for seconds).
+    resting_until: Mutex<Option<Instant>>,
 }
 
 impl RedisCache {
     pub async fn connect(url: &str, ttl: Duration) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(url)?;
-        let conn = redis::aio::ConnectionManager::new(client).await?;
-        Ok(Self { conn, ttl })
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
+        let conn = redis::aio::ConnectionManager::new_with_config(client, config).await?;
+        Ok(Self {
+            conn,
+            ttl,
+            resting_until: Mutex::new(None),
+        })
+    }
+
+    /// Runs `cmd`, or `None` when Redis fails, is slow or rests after a failure.
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Option<T> {
+        let resting = {
+            let mut rest = self.resting_until.lock().unwrap_or_else(|p| p.into_inner());
+            let resting = rest.is_some_and(|t| Instant::now() < t);
+            if !resting {
+                *rest = None;
+            }
+            resting
+        };
+        if resting {
+            return None;
+        }
+        let mut c = self.conn.clone();
+        match tokio::time::timeout(REDIS_TIMEOUT * 2, cmd.query_async::<T>(&mut c)).await {
+            Ok(Ok(v)) => Some(v),
+            Ok(Err(e)) => {
+                self.rest(&format!("{:?}", e.kind()));
+                None
+            }
+            Err(_) => {
+                self.rest("timeout");
+                None
+            }
+        }
+    }
+
+    fn rest(&self, reason: &str) {
+        let mut rest = self.resting_until.lock().unwrap_or_else(|p| p.into_inner());
+        if rest.is_none() {
+            tracing::warn!(
+                error = reason,
+                "AI result cache: Redis unreachable; calls miss the cache"
+            );
+        }
+        *rest = Some(Instant::now() + REDIS_REST);
     }
 }
 
 #[async_trait]
 impl ResultCache for RedisCache {
     async fn get(&self, key: &str) -> Option<ChatResponse> {
-        let mut c = self.conn.clone();
-        let raw: Option<Vec<u8>> = redis::cmd("GET").arg(key).query_async(&mut c).await.ok()?;
+        let raw: Option<Vec<u8>> = self.query(redis::cmd("GET").arg(key)).await?;
         serde_json::from_slice(&raw?).ok()
     }
     async fn put(&self, key: &str, value: &ChatResponse) {
         let Ok(bytes) = serde_json::to_vec(value) else {
             return;
         };
-        let mut c = self.conn.clone();
         let secs = self.ttl.as_secs().max(1);
-        let _: Result<(), _> = redis::cmd("SET")
-            .arg(key)
-            .arg(bytes)
-            .arg("EX")
-            .arg(secs)
-            .query_async(&mut c)
+        let _: Option<()> = self
+            .query(redis::cmd("SET").arg(key).arg(bytes).arg("EX").arg(secs))
             .await;
     }
 }

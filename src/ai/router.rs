@@ -676,9 +676,9 @@ impl AiRouter {
         };
         let events = self.clone().account_stream(
             ctx,
-            won.provider.to_string(),
-            won.model.to_string(),
+            (won.provider.to_string(), won.model.to_string()),
             won.started,
+            req.estimated_input_tokens(),
             won.value,
             hold,
         );
@@ -872,18 +872,24 @@ impl AiRouter {
     }
 
     /// Wraps a started stream: per-event idle timeout, accounting and breaker update at
-    /// the end, and an error item (never a silent end) when it breaks.
+    /// the end, and an error item (never a silent end) when it breaks. A stream dropped
+    /// before its end (the client went away) is recorded with what it used until then.
     fn account_stream(
         self: Arc<Self>,
         ctx: CallContext,
-        provider: String,
-        model: String,
+        (provider, model): (String, String),
         started: Instant,
+        estimated_input: u64,
         (first, rest): (StreamEvent, EventStream),
         hold: Option<Hold>,
     ) -> EventStream {
         struct St {
             router: Arc<AiRouter>,
+            ctx: CallContext,
+            provider: String,
+            model: String,
+            started: Instant,
+            estimated_input: u64,
             rest: EventStream,
             pending: Option<StreamEvent>,
             acc: StreamAccumulator,
@@ -892,72 +898,94 @@ impl AiRouter {
             /// drops it, which charges its whole amount.
             hold: Option<Hold>,
         }
+        impl Drop for St {
+            fn drop(&mut self) {
+                if !self.done {
+                    let used = self.acc.used_so_far(self.estimated_input);
+                    let latency = self.started.elapsed();
+                    self.router.record_abandoned(
+                        self.ctx,
+                        &self.provider,
+                        &self.model,
+                        &used,
+                        latency,
+                    );
+                }
+            }
+        }
         let st = St {
             router: self,
+            ctx,
+            provider,
+            model,
+            started,
+            estimated_input,
             rest,
             pending: Some(first),
             acc: StreamAccumulator::default(),
             done: false,
             hold,
         };
-        let stream = futures_util::stream::unfold(st, move |mut st| {
-            let provider = provider.clone();
-            let model = model.clone();
-            async move {
-                if st.done {
-                    return None;
-                }
-                if let Some(ev) = st.pending.take() {
+        let stream = futures_util::stream::unfold(st, move |mut st| async move {
+            if st.done {
+                return None;
+            }
+            if let Some(ev) = st.pending.take() {
+                st.acc.push(&ev);
+                return Some((Ok(ev), st));
+            }
+            let timeout = st.router.cfg.attempt_timeout;
+            let next = match tokio::time::timeout(timeout, st.rest.next()).await {
+                Ok(n) => n,
+                Err(_) => Some(Err(AiError::new(
+                    ErrorKind::StreamBroken,
+                    format!("no stream data for {}s", timeout.as_secs_f64()),
+                ))),
+            };
+            let broken = match next {
+                Some(Ok(ev)) => {
                     st.acc.push(&ev);
                     return Some((Ok(ev), st));
                 }
-                let timeout = st.router.cfg.attempt_timeout;
-                let next = match tokio::time::timeout(timeout, st.rest.next()).await {
-                    Ok(n) => n,
-                    Err(_) => Some(Err(AiError::new(
-                        ErrorKind::StreamBroken,
-                        format!("no stream data for {}s", timeout.as_secs_f64()),
-                    ))),
-                };
-                let broken = match next {
-                    Some(Ok(ev)) => {
-                        st.acc.push(&ev);
-                        return Some((Ok(ev), st));
-                    }
-                    Some(Err(mut e)) => {
-                        e.kind = ErrorKind::StreamBroken;
-                        e
-                    }
-                    None => match std::mem::take(&mut st.acc).finish() {
-                        Some(resp) => {
-                            st.done = true;
-                            st.router.breaker(&provider, Breaker::success);
-                            let cost = st.router.record_ok(
-                                ctx,
-                                &provider,
-                                &model,
-                                &resp.usage,
-                                started.elapsed(),
-                                true,
-                            );
-                            if let Some(h) = st.hold.take() {
-                                h.settle(cost);
-                            }
-                            return None;
+                Some(Err(mut e)) => {
+                    e.kind = ErrorKind::StreamBroken;
+                    e
+                }
+                None => match std::mem::take(&mut st.acc).finish() {
+                    Some(resp) => {
+                        st.done = true;
+                        st.router.breaker(&st.provider, Breaker::success);
+                        let cost = st.router.record_ok(
+                            st.ctx,
+                            &st.provider,
+                            &st.model,
+                            &resp.usage,
+                            st.started.elapsed(),
+                            true,
+                        );
+                        if let Some(h) = st.hold.take() {
+                            h.settle(cost);
                         }
-                        None => AiError::new(
-                            ErrorKind::StreamBroken,
-                            "the stream ended without finishing",
-                        ),
-                    },
-                };
-                st.done = true;
-                // No fallback is possible any more: the failure is recorded and becomes
-                // the stream's last item.
-                st.router
-                    .on_failure(ctx, &provider, &model, &broken, started.elapsed(), true);
-                Some((Err(broken), st))
-            }
+                        return None;
+                    }
+                    None => AiError::new(
+                        ErrorKind::StreamBroken,
+                        "the stream ended without finishing",
+                    ),
+                },
+            };
+            st.done = true;
+            // No fallback is possible any more: the failure is recorded and becomes
+            // the stream's last item.
+            st.router.on_failure(
+                st.ctx,
+                &st.provider,
+                &st.model,
+                &broken,
+                st.started.elapsed(),
+                true,
+            );
+            Some((Err(broken), st))
         });
         Box::pin(stream)
     }
@@ -1102,6 +1130,37 @@ impl AiRouter {
             },
         ));
         cost
+    }
+
+    /// Records a stream its consumer dropped before the end, with what it had used. The
+    /// vendor was answering, so its breaker is not charged with a fault.
+    fn record_abandoned(
+        &self,
+        ctx: CallContext,
+        pname: &str,
+        model: &str,
+        u: &Usage,
+        latency: Duration,
+    ) {
+        self.breaker(pname, Breaker::neutral);
+        let cost_nanos = self.prices.cost(pname, model, u).unwrap_or(0);
+        tracing::info!(
+            provider = pname,
+            model,
+            output_tokens = u.output_tokens,
+            "stream dropped by its consumer before the end; recording what it used"
+        );
+        self.send(AiCallRecord::new(
+            ctx,
+            pname,
+            model,
+            true,
+            Outcome::Abandoned {
+                usage: u,
+                cost_nanos,
+                latency,
+            },
+        ));
     }
 
     fn record_hit(&self, ctx: CallContext, pname: &str, model: &str, streamed: bool) {

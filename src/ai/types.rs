@@ -266,6 +266,26 @@ impl StreamAccumulator {
         }
     }
 
+    /// What a stream cut short has used so far: the vendor's counts where it sent them
+    /// (input at the start, in Anthropic's format), otherwise `estimated_input` and an
+    /// estimate of the output received.
+    pub fn used_so_far(&self, estimated_input: u64) -> Usage {
+        let mut u = self.usage;
+        if u.input_tokens == 0 {
+            u.input_tokens = estimated_input;
+        }
+        let received = self.text.len()
+            + self
+                .calls
+                .iter()
+                .map(|c| c.name.len() + c.arguments.len())
+                .sum::<usize>();
+        if received > 0 {
+            u.output_tokens = u.output_tokens.max(estimate_tokens(received));
+        }
+        u
+    }
+
     /// The response, or `None` if the stream never said how it finished.
     pub fn finish(self) -> Option<ChatResponse> {
         let finish_reason = self.finish?;

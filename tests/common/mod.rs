@@ -6,7 +6,10 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod console;
+pub mod process;
 pub mod tasks;
+pub mod vendor;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -290,6 +293,13 @@ impl TestApp {
         self.client
             .get(self.url(path))
             .header("X-API-Key", ADMIN_KEY)
+    }
+
+    /// GETs `path` as the admin, asserting 200, and returns the JSON body.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let r = self.get(path).send().await.unwrap();
+        assert_eq!(r.status(), 200, "GET {path}");
+        r.json().await.unwrap()
     }
 
     pub fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::RequestBuilder {
