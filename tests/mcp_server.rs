@@ -77,11 +77,17 @@ async fn mcp_endpoint_runs_tasks_and_approvals_by_scope_and_tenant(backend: Back
                "approval_tools": ["calculator"]}),
     )
     .await;
+    employee(
+        &app,
+        json!({"name": "asker", "role": "r", "allowed_tools": ["ask_human"]}),
+    )
+    .await;
     let writer = new_key(&app, json!({"name": "w", "scope": "write"})).await;
     let client = connect(&app, &writer).await;
     assert_eq!(
         tool_names(&client).await,
         [
+            "answer_task",
             "approve_task",
             "chat_with_employee",
             "get_task",
@@ -97,7 +103,7 @@ async fn mcp_endpoint_runs_tasks_and_approvals_by_scope_and_tenant(backend: Back
     assert!(props.contains_key("employee") && props.contains_key("wait_seconds"));
 
     let employees = call(&client, "list_employees", json!({})).await;
-    assert_eq!(employees["data"].as_array().unwrap().len(), 2);
+    assert_eq!(employees["data"].as_array().unwrap().len(), 3);
 
     let done = call(
         &client,
@@ -143,6 +149,62 @@ async fn mcp_endpoint_runs_tasks_and_approvals_by_scope_and_tenant(backend: Back
         assert!(Instant::now() < deadline, "{t}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // A task waiting on a question comes back at once; the answer resumes it.
+    let asking = call(
+        &client,
+        "run_task",
+        json!({"employee": "asker", "input": "Use ask_human to ask for the region.",
+               "wait_seconds": 20}),
+    )
+    .await;
+    assert_eq!(asking["status"], "waiting_input", "{asking}");
+    let asked = asking["id"].as_str().unwrap().to_string();
+    let t = call(&client, "get_task", json!({"task_id": asked})).await;
+    assert!(
+        t["recent_events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["payload"]["status"] == "waiting_input"
+                && e["payload"]["question"].is_string()),
+        "the question is among the recent events: {t}"
+    );
+    let resumed = call(
+        &client,
+        "answer_task",
+        json!({"task_id": asked, "answer": "eu-west-3"}),
+    )
+    .await;
+    assert_eq!(resumed["id"], asked.as_str());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let t = call(&client, "get_task", json!({"task_id": asked})).await;
+        if t["task"]["status"] == "succeeded" {
+            let out = t["task"]["result"]["output"].as_str().unwrap_or_default();
+            assert!(
+                out.contains("eu-west-3"),
+                "the answer reached the model: {t}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{t}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Answering a task that waits on nothing is a tool error naming why.
+    let r = client
+        .call_tool(
+            CallToolRequestParams::new("answer_task").with_arguments(
+                json!({"task_id": asked, "answer": "again"})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(true), "{r:?}");
+    assert!(format!("{r:?}").contains("not waiting for input"), "{r:?}");
+
     // A tool's own failure is a tool error the caller reads.
     let r = client
         .call_tool(

@@ -32,7 +32,7 @@ use uuid::Uuid;
 use super::employee_chat::{self, ChatTurn};
 use super::error::ApiError;
 use super::page;
-use super::tasks::{CreateTask, Decision, decide_task};
+use super::tasks::{CreateTask, Decision, TaskInput, answer_task, decide_task};
 use crate::auth::{Principal, Scope};
 use crate::orchestrator::{self, TaskView};
 use crate::state::AppState;
@@ -117,6 +117,14 @@ const TOOLS: &[Spec] = &[
         schema: decision_schema,
     },
     Spec {
+        name: "answer_task",
+        scope: Scope::Write,
+        description: "Answer the question a task is waiting on (status waiting_input, asked \
+                      with ask_human; get_task shows the question); the task resumes with \
+                      the answer.",
+        schema: answer_schema,
+    },
+    Spec {
         name: "chat_with_employee",
         scope: Scope::Write,
         description: "One conversational turn with an employee; pass the returned session_id \
@@ -169,6 +177,15 @@ fn task_id_schema() -> Value {
 fn decision_schema() -> Value {
     with_property(
         schema_of::<Decision>(),
+        "task_id",
+        json!({"type": "string", "format": "uuid"}),
+        true,
+    )
+}
+
+fn answer_schema() -> Value {
+    with_property(
+        schema_of::<TaskInput>(),
         "task_id",
         json!({"type": "string", "format": "uuid"}),
         true,
@@ -307,6 +324,7 @@ impl ServerHandler for McpApi {
             "list_pending_approvals" => self.pending_approvals(&who, args).await,
             "approve_task" => self.decide(&who, args, true).await,
             "reject_task" => self.decide(&who, args, false).await,
+            "answer_task" => self.answer(&who, args).await,
             _ => self.chat(&who, args).await,
         };
         Ok(outcome.map_or_else(failure, success).into())
@@ -377,7 +395,10 @@ impl McpApi {
         loop {
             let finished = self.state.tasks.finished.notified();
             let t = self.state.store.get_task(tenant, id).await?;
-            let paused = t.status == TaskStatus::WaitingApproval;
+            let paused = matches!(
+                t.status,
+                TaskStatus::WaitingApproval | TaskStatus::WaitingInput
+            );
             if t.status.is_terminal() || paused || Instant::now() >= deadline {
                 return Ok(TaskView::from(t));
             }
@@ -446,7 +467,11 @@ impl McpApi {
                 .iter()
                 .rev()
                 .find(|e| e.kind == "status" && e.payload["status"] == "waiting_approval")
-                .map(|e| json!({"tool": e.payload["tool"], "arguments": e.payload["arguments"]}));
+                .map(|e| {
+                    json!({"tool": e.payload["tool"], "arguments": e.payload["arguments"],
+                           "reason": e.payload["reason"],
+                           "idempotency_key": e.payload["idempotency_key"]})
+                });
             out.push(json!({"task": TaskView::from(t), "pending_call": call}));
         }
         Ok(json!({"data": out, "next_cursor": p.next_cursor.map(page::encode)}))
@@ -461,6 +486,17 @@ impl McpApi {
         let id = task_id(&mut args)?;
         let d: Decision = parse(Value::Object(args))?;
         let view = decide_task(&self.state, who.tenant_id, id, approve, d.reason).await?;
+        Ok(serde_json::to_value(view).unwrap_or(Value::Null))
+    }
+
+    async fn answer(
+        &self,
+        who: &Principal,
+        mut args: Map<String, Value>,
+    ) -> Result<Value, ApiError> {
+        let id = task_id(&mut args)?;
+        let input: TaskInput = parse(Value::Object(args))?;
+        let view = answer_task(&self.state, who.tenant_id, id, input.answer).await?;
         Ok(serde_json::to_value(view).unwrap_or(Value::Null))
     }
 
