@@ -3,7 +3,9 @@
 //!
 //! Environment: `BENCH_DB` (`sqlite` or a `postgres://` URL), `BENCH_TASKS` (default
 //! 2000), `BENCH_SUBMITTERS` (concurrent HTTP clients, default 32), `WORKER_CONCURRENCY`,
-//! `TENANT_MAX_RUNNING` (default 0: the capped claim path when set).
+//! `TENANT_MAX_RUNNING` (default 0: the capped claim path when set), `BENCH_EVENT_NOTIFY`
+//! (PostgreSQL; `off` drops the trigger that notifies `de_events` on every step-log append,
+//! to see what the notifications cost).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
@@ -11,9 +13,12 @@ use std::time::{Duration, Instant};
 
 use digital_employee::app::App;
 use digital_employee::config::Config;
-use digital_employee::store::{self, DEFAULT_TENANT_ID, EmployeeFields, TaskStatus};
+use digital_employee::store::{DEFAULT_TENANT_ID, TaskStatus};
 
-const KEY: &str = "bench-admin-key-0123456789";
+#[path = "common.rs"]
+mod common;
+
+use common::KEY;
 
 #[tokio::main]
 async fn main() {
@@ -28,21 +33,8 @@ async fn main() {
         .unwrap_or(32);
     let workers = std::env::var("WORKER_CONCURRENCY").unwrap_or_else(|_| "32".into());
     let tenant_cap = std::env::var("TENANT_MAX_RUNNING").unwrap_or_else(|_| "0".into());
-    let dir = std::env::temp_dir().join(format!("de-bench-{}", uuid::Uuid::now_v7().simple()));
-    let url = if db == "sqlite" {
-        std::fs::create_dir_all(&dir).unwrap();
-        format!("sqlite://{}/bench.db", dir.display())
-    } else {
-        use sqlx::Connection;
-        let schema = format!("bench_{}", uuid::Uuid::now_v7().simple());
-        let mut c = sqlx::PgConnection::connect(&db).await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-            .execute(&mut c)
-            .await
-            .unwrap();
-        let sep = if db.contains('?') { '&' } else { '?' };
-        format!("{db}{sep}options=-c%20search_path%3D{schema}")
-    };
+    let scratch = common::ScratchDb::new(&db).await;
+    let url = scratch.url.clone();
     let vars: HashMap<&str, String> = [
         ("HOST", "127.0.0.1".to_string()),
         ("PORT", "0".into()),
@@ -59,32 +51,20 @@ async fn main() {
     .into_iter()
     .collect();
     let cfg = Config::from_lookup(|k| vars.get(k).cloned()).unwrap();
-    let s = store::connect(&store::ConnectOptions {
-        url: url.clone(),
-        max_connections: 4,
-    })
-    .await
-    .unwrap();
-    s.migrate().await.unwrap();
-    s.create_employee(
-        DEFAULT_TENANT_ID,
-        &EmployeeFields {
-            name: "bench".into(),
-            role: "benchmark".into(),
-            instructions: String::new(),
-            model_policy: vec!["sandbox/sandbox-1".into()],
-            allowed_tools: vec![],
-            max_steps: 5,
-            token_budget: 100_000,
-            temperature: 0.0,
-            redact_prompts: false,
-            approval_tools: vec![],
-            output_schema: None,
-            input_timeout_seconds: 86_400,
-        },
-    )
-    .await
-    .unwrap();
+    scratch
+        .store()
+        .await
+        .create_employee(DEFAULT_TENANT_ID, &common::employee("bench"))
+        .await
+        .unwrap();
+    if db != "sqlite" && std::env::var("BENCH_EVENT_NOTIFY").is_ok_and(|v| v == "off") {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql("DROP TRIGGER task_events_notify ON task_events")
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
     let app = App::build(cfg).await.unwrap();
     let addr = app.api_addr().unwrap();
     let store = app.state().store.clone();
@@ -156,5 +136,5 @@ async fn main() {
     );
     let _ = tx.send(());
     let _ = running.await;
-    let _ = std::fs::remove_dir_all(&dir);
+    scratch.remove().await;
 }

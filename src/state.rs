@@ -129,13 +129,16 @@ impl Drop for InFlightGuard {
     }
 }
 
+/// The id sent on [`Hub::events`] to mean "every task" (see [`Hub::catch_up_all`]).
+pub const TASKS_ALL: Uuid = Uuid::nil();
+
 /// In-process signals shared by the API and the workers of one replica.
 pub struct Hub {
     /// Work may be available (a submit, a release, a slot freed).
     wake: Notify,
     /// Some task ended (delegation waits on it).
     pub finished: Notify,
-    /// Ids of tasks with new events (SSE followers listen).
+    /// Ids of tasks with new events (SSE followers listen); [`TASKS_ALL`]: every task.
     pub events: broadcast::Sender<Uuid>,
     /// Cancelled when the replica shuts down (SSE streams end).
     pub shutdown: CancellationToken,
@@ -217,5 +220,11 @@ impl Hub {
     /// Tells SSE followers on this replica that a task has new events.
     pub fn task_changed(&self, id: Uuid) {
         let _ = self.events.send(id);
+    }
+
+    /// Tells every SSE follower on this replica to re-read its task's log: wake-ups may
+    /// have been missed (the notification connection was down).
+    pub fn catch_up_all(&self) {
+        let _ = self.events.send(TASKS_ALL);
     }
 }

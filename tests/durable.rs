@@ -16,7 +16,11 @@ use common::{ADMIN_KEY, Backend, TestApp, expire_lease, test_config};
 use digital_employee::ai::sandbox::{Fault, SandboxEngine, SandboxSetup, ScriptStep, ScriptedCall};
 use digital_employee::ai::types::Usage;
 use digital_employee::app::App;
+use digital_employee::store::{
+    DEFAULT_TENANT_ID, DynStore, Finish, Lease, NewTask, StepUpdate, Task, TaskStatus,
+};
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 backend_tests!(
     resume_after_a_lost_lease_asks_no_model_step_twice,
@@ -26,6 +30,8 @@ backend_tests!(
     ask_human_round_trip_across_a_restart,
     an_unanswered_question_fails_with_input_timeout,
     parents_waiting_on_twenty_children_hold_no_slot,
+    every_end_writes_its_webhook_in_the_same_write,
+    a_crash_right_after_the_end_still_delivers_once,
 );
 
 /// A sandbox vendor over HTTP, named `vendor` in `AI_PROVIDERS`.
@@ -623,4 +629,378 @@ async fn parents_waiting_on_twenty_children_hold_no_slot(backend: Backend) {
         "each parent asked twice, nothing repeated"
     );
     app.stop().await.unwrap();
+}
+
+/// A completion-webhook receiver answering 200, keeping every request.
+struct Hook {
+    url: String,
+    got: Arc<Mutex<Vec<(axum::http::HeaderMap, Value)>>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Hook {
+    async fn start() -> Hook {
+        let got: Arc<Mutex<Vec<(axum::http::HeaderMap, Value)>>> = Arc::default();
+        let seen = got.clone();
+        let handler = move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let seen = seen.clone();
+            async move {
+                let v = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                seen.lock().unwrap().push((headers, v));
+                axum::http::StatusCode::OK
+            }
+        };
+        let router = axum::Router::new().route("/hook", axum::routing::post(handler));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        Hook {
+            url,
+            got,
+            _task: task,
+        }
+    }
+
+    fn received(&self) -> Vec<(axum::http::HeaderMap, Value)> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+/// A task of `employee` inserted through the store: due now or in an hour.
+async fn new_task(
+    store: &DynStore,
+    employee: Uuid,
+    callback_url: Option<&str>,
+    due_now: bool,
+    max_attempts: i32,
+) -> Task {
+    let now = digital_employee::store::now();
+    let (t, created) = store
+        .create_task(&NewTask {
+            tenant_id: DEFAULT_TENANT_ID,
+            employee_id: employee,
+            input: json!("hello"),
+            priority: 0,
+            run_at: if due_now {
+                now
+            } else {
+                now + chrono::Duration::hours(1)
+            },
+            max_attempts,
+            idempotency_key: None,
+            request_hash: None,
+            parent_task_id: None,
+            depth: 0,
+            session_id: None,
+            callback_url: callback_url.map(str::to_string),
+            metadata: json!({}),
+            output_schema: None,
+            trace_context: None,
+        })
+        .await
+        .unwrap();
+    assert!(created);
+    t
+}
+
+/// Claims task `id` (the only one due) as a worker would.
+async fn claim(store: &DynStore, id: Uuid, lease: Duration) -> Lease {
+    let claimed = store.claim_tasks("test-worker", 1, lease, 0).await.unwrap();
+    assert_eq!(claimed.len(), 1, "{claimed:?}");
+    assert_eq!(claimed[0].id, id);
+    claimed[0].lease().unwrap()
+}
+
+fn end(status: TaskStatus) -> Finish {
+    Finish {
+        status,
+        result: (status == TaskStatus::Succeeded).then(|| json!({"output": "done"})),
+        error: (status != TaskStatus::Succeeded).then(|| "it went wrong".to_string()),
+        run_at: None,
+        step: StepUpdate::default(),
+    }
+}
+
+/// Every path that ends a task writes its completion webhook in the same write as the
+/// end, through the store alone: no worker, no delivery loop, no code after the write
+/// runs here (`WORKERS_ENABLED=false`). Writes that do not end the task queue nothing.
+async fn every_end_writes_its_webhook_in_the_same_write(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, &[("WORKERS_ENABLED", "false")]).await else {
+        return;
+    };
+    let e = employee(&app, json!({"name": "hooked", "role": "r"})).await;
+    let emp = Uuid::parse_str(e["id"].as_str().unwrap()).unwrap();
+    let s = &app.store;
+    let hook = "http://127.0.0.1:9/hook";
+    let queued = |id: Uuid| async move { s.list_deliveries(DEFAULT_TENANT_ID, id).await.unwrap() };
+    let assert_queued = |id: Uuid, what: &str, d: Vec<digital_employee::store::Delivery>| {
+        assert_eq!(d.len(), 1, "{what}: {d:?}");
+        assert_eq!(d[0].task_id, id, "{what}");
+        assert_eq!(d[0].event, "task.finished", "{what}");
+        assert_eq!(d[0].url, hook, "{what}");
+        assert_eq!(d[0].status, "pending", "{what}");
+        assert_eq!(d[0].attempts, 0, "{what}");
+        assert_eq!(d[0].body, None, "{what}: rendered at delivery");
+    };
+
+    // The worker's end: succeeded, failed (budget_exceeded, invalid_output, ... end this
+    // way too), cancelled at a step boundary.
+    for status in [
+        TaskStatus::Succeeded,
+        TaskStatus::Failed,
+        TaskStatus::Cancelled,
+    ] {
+        let t = new_task(s, emp, Some(hook), true, 3).await;
+        let lease = claim(s, t.id, Duration::from_secs(30)).await;
+        assert!(
+            s.record_step(&lease, &StepUpdate::default())
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(queued(t.id).await.is_empty(), "a step is not an end");
+        assert!(s.finish_task(&lease, &end(status)).await.unwrap());
+        assert_queued(t.id, status.as_str(), queued(t.id).await);
+        // A late, fenced-out end writes nothing more.
+        assert!(!s.finish_task(&lease, &end(status)).await.unwrap());
+        assert_eq!(queued(t.id).await.len(), 1);
+    }
+
+    // A retry and a release are not ends.
+    let t = new_task(s, emp, Some(hook), true, 3).await;
+    let lease = claim(s, t.id, Duration::from_secs(30)).await;
+    let mut retry = end(TaskStatus::Retrying);
+    retry.run_at = Some(digital_employee::store::now() + chrono::Duration::hours(1));
+    assert!(s.finish_task(&lease, &retry).await.unwrap());
+    assert!(queued(t.id).await.is_empty(), "a retry is not an end");
+
+    // A cancel of a task that is not running.
+    let t = new_task(s, emp, Some(hook), false, 3).await;
+    s.cancel_task(DEFAULT_TENANT_ID, t.id).await.unwrap();
+    assert_queued(t.id, "cancel", queued(t.id).await);
+
+    // The reaper's rescue with the attempts used up.
+    let t = new_task(s, emp, Some(hook), true, 1).await;
+    claim(s, t.id, Duration::from_millis(1)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = s.rescue_expired(&|_| Duration::ZERO).await.unwrap();
+        if r.iter().any(|r| r.task_id == t.id) {
+            assert_eq!(r[0].status, TaskStatus::Failed);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the lease never expired");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_queued(t.id, "rescue", queued(t.id).await);
+
+    // A question nobody answered in time.
+    let t = new_task(s, emp, Some(hook), true, 3).await;
+    let lease = claim(s, t.id, Duration::from_secs(30)).await;
+    let mut wait = end(TaskStatus::WaitingInput);
+    wait.run_at = Some(digital_employee::store::now() - chrono::Duration::seconds(1));
+    assert!(s.finish_task(&lease, &wait).await.unwrap());
+    assert!(queued(t.id).await.is_empty(), "waiting is not an end");
+    let expired = s.expire_inputs().await.unwrap();
+    assert!(expired.iter().any(|r| r.task_id == t.id), "{expired:?}");
+    assert_queued(t.id, "input_timeout", queued(t.id).await);
+
+    // Without a callback_url, an end queues nothing.
+    let t = new_task(s, emp, None, true, 3).await;
+    let lease = claim(s, t.id, Duration::from_secs(30)).await;
+    assert!(
+        s.finish_task(&lease, &end(TaskStatus::Succeeded))
+            .await
+            .unwrap()
+    );
+    assert!(queued(t.id).await.is_empty());
+    app.stop().await.unwrap();
+}
+
+/// The process that ended a task dies right after the end committed, before any
+/// webhook attempt: another replica on the same database delivers it, exactly once.
+async fn a_crash_right_after_the_end_still_delivers_once(backend: Backend) {
+    let hook = Hook::start().await;
+    // Replica A runs no deliverer; the test is its worker, and no code of A runs after
+    // the worker's end (the crash).
+    let Some(a) = TestApp::spawn_with(backend, &[("WORKERS_ENABLED", "false")]).await else {
+        return;
+    };
+    employee(&a, json!({"name": "hooked", "role": "r"})).await;
+    let t = submit(
+        &a,
+        json!({"employee": "hooked", "input": "hello", "callback_url": hook.url}),
+    )
+    .await;
+    let id = Uuid::parse_str(&id_of(&t)).unwrap();
+    let lease = claim(&a.store, id, Duration::from_secs(30)).await;
+    assert!(
+        a.store
+            .finish_task(&lease, &end(TaskStatus::Succeeded))
+            .await
+            .unwrap()
+    );
+    let db = a.stop_keep_db().await;
+    assert!(hook.received().is_empty());
+
+    let b = App::build(test_config(&db.url, &[("WEBHOOK_POLL_INTERVAL", "0.05")]))
+        .await
+        .unwrap();
+    let b = TestApp::start(b, db).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let d = loop {
+        let d = b
+            .store
+            .list_deliveries(DEFAULT_TENANT_ID, id)
+            .await
+            .unwrap();
+        if d.len() == 1 && d[0].status == "delivered" {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "not delivered: {d:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(d[0].attempts, 1);
+    let got = hook.received();
+    assert_eq!(got.len(), 1, "delivered once");
+    let (headers, body) = &got[0];
+    assert_eq!(
+        headers["x-digital-employee-delivery"].to_str().unwrap(),
+        d[0].id.to_string()
+    );
+    assert_eq!(headers["x-digital-employee-event"], "task.finished");
+    assert!(headers.contains_key("x-digital-employee-signature"));
+    assert_eq!(body["id"], id.to_string());
+    assert_eq!(body["status"], "succeeded");
+    assert_eq!(body["result"]["output"], "done");
+    // The body is the task as the API shows it.
+    assert_eq!(*body, task(&b, &id.to_string()).await);
+    b.stop().await.unwrap();
+}
+
+/// The `id:`s of the complete lines of an SSE body read so far.
+fn sse_ids(body: &str) -> Vec<i64> {
+    let complete = body.rsplit_once('\n').map_or("", |(done, _)| done);
+    complete
+        .lines()
+        .filter_map(|l| l.strip_prefix("id:"))
+        .map(|v| v.trim().parse().unwrap())
+        .collect()
+}
+
+/// Two replicas on one PostgreSQL database: replica B (no workers) streams the events of a
+/// task replica A runs. B re-reads the log on its own only every 60 s, so the events can
+/// reach it in time only through the notifications (`de_events`) of A's writes, sent
+/// because B's stream registered itself as a follower of the task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_follower_on_another_replica_is_woken_by_notifications() {
+    if common::postgres_url().is_none() {
+        return;
+    }
+    let vendor = Vendor::start().await;
+    vendor.script(
+        "asker",
+        vec![
+            call("ask_human", json!({"question": "Which region?"})),
+            answer("deployed"),
+        ],
+    );
+    let extra = with(&[
+        ("AI_PROVIDERS", &vendor.providers),
+        ("SSE_REREAD_SECONDS", "60"),
+    ]);
+    let a = TestApp::spawn_with(Backend::Postgres, &extra)
+        .await
+        .unwrap();
+    employee(
+        &a,
+        json!({"name": "deployer", "role": "r", "model_policy": ["vendor/asker"],
+               "allowed_tools": ["ask_human"]}),
+    )
+    .await;
+    let id = id_of(&submit(&a, json!({"employee": "deployer", "input": "deploy"})).await);
+    wait_status(&a, &id, "waiting_input").await;
+    let so_far = events(&a, &id).await.len();
+
+    let b = App::build(test_config(
+        &a.db().url,
+        &[("WORKERS_ENABLED", "false"), ("SSE_REREAD_SECONDS", "60")],
+    ))
+    .await
+    .unwrap();
+    let b_addr = b.api_addr().unwrap();
+    let (stop_b, stopped) = tokio::sync::oneshot::channel::<()>();
+    let b_run = tokio::spawn(b.run(async move {
+        let _ = stopped.await;
+    }));
+    common::poll_ok(|| a.client.get(format!("http://{b_addr}/ready"))).await;
+    let mut live = a
+        .client
+        .get(format!("http://{b_addr}/v1/tasks/{id}/events"))
+        .header("X-API-Key", common::ADMIN_KEY)
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    // B streams the log so far, then waits.
+    let mut body = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while sse_ids(&body).len() < so_far {
+        let chunk = tokio::time::timeout_at(deadline, live.chunk())
+            .await
+            .expect("B streams the events written so far")
+            .unwrap()
+            .expect("the stream is open while the task waits");
+        body.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+
+    // A runs the rest of the task; B's follower must be woken for each new event.
+    let answered = Instant::now();
+    let r = a
+        .post_json(&format!("/v1/tasks/{id}/input"), &json!({"answer": "eu"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while let Some(chunk) = tokio::time::timeout_at(deadline, live.chunk())
+        .await
+        .expect("B's stream ends with the task, long before its 60 s re-read")
+        .unwrap()
+    {
+        body.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    let elapsed = answered.elapsed();
+    let all = events(&a, &id).await;
+    assert_eq!(task(&a, &id).await["status"], "succeeded");
+    assert!(all.len() > so_far);
+    body.push('\n');
+    assert_eq!(
+        sse_ids(&body),
+        (1..=all.len() as i64).collect::<Vec<_>>(),
+        "{body}"
+    );
+    println!("answer to the end of B's stream: {elapsed:?}");
+    // The stream's registration went with it.
+    let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&a.db().url)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM task_followers")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{n} registrations left");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = stop_b.send(());
+    b_run.await.unwrap().unwrap();
+    a.stop().await.unwrap();
 }

@@ -142,15 +142,20 @@ async fn prune_takes_old_ended_tasks_and_keeps_the_rest(backend: Backend) {
         Some(t0 + chrono::Duration::hours(1)),
     )
     .await;
+    // Their deliveries, as the end would have written them (ended here by SQL).
     for id in [delivered, pending] {
-        let d = NewDelivery {
-            tenant_id: DEFAULT_TENANT_ID,
-            task_id: id,
-            event: "task.finished".into(),
-            url: "http://127.0.0.1:9/hook".into(),
-            body: "{}".into(),
-        };
-        assert!(s.enqueue_delivery(&d).await.unwrap());
+        let at = ts_sql(db.backend, t0);
+        exec_sql(
+            &db,
+            &format!(
+                "INSERT INTO webhook_deliveries (id, tenant_id, task_id, event, url, body, \
+                 status, attempts, next_attempt_at, created_at, updated_at) \
+                 VALUES ('{}', '{DEFAULT_TENANT_ID}', '{id}', 'task.finished', \
+                 'http://127.0.0.1:9/hook', NULL, 'pending', 0, {at}, {at}, {at})",
+                Uuid::now_v7()
+            ),
+        )
+        .await;
     }
     exec_sql(
         &db,

@@ -87,6 +87,7 @@
 //! | `TASK_PRUNE_INTERVAL` | `60` | seconds between retention passes once caught up |
 //! | `SSE_MAX_STREAMS_PER_TENANT` | `100` | live task event streams one tenant may hold on one replica; past it 429 with `Retry-After` |
 //! | `SSE_MAX_STREAM_SECONDS` | `3600` | lifetime of one event stream; it then ends and the client resumes with `Last-Event-ID` |
+//! | `SSE_REREAD_SECONDS` | `5` | a live event stream re-reads the step log this often when no wake-up came (followers are woken by the database's notifications; this only catches up a missed one) |
 //! | `SESSION_IDLE_TIMEOUT` | `1800` | seconds a web console session may go unused before it ends |
 //! | `SESSION_ABSOLUTE_TIMEOUT` | `43200` | seconds after sign-in a web console session ends, used or not |
 //! | `COOKIE_SECURE` | `false` | always mark the console's session cookie `Secure` (it is anyway when a trusted proxy reports HTTPS) |

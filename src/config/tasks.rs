@@ -71,6 +71,11 @@ pub struct TaskConfig {
     /// client resumes with `Last-Event-ID`).
     #[serde(serialize_with = "ser_secs")]
     pub sse_max_stream_duration: Duration,
+    /// `SSE_REREAD_SECONDS`: how often a live event stream re-reads the step log when no
+    /// wake-up came (one missed, or lost with the notification connection); at least
+    /// 0.1 s. Followers are woken by notifications, this is only the safety net.
+    #[serde(serialize_with = "ser_secs")]
+    pub sse_reread_interval: Duration,
     /// `TASK_RETENTION_DAYS`: tasks that ended longer ago than this many days are deleted
     /// with their events; 0 (the default) keeps every task.
     pub retention_days: u32,
@@ -175,6 +180,8 @@ impl TaskConfig {
                 as u32,
             sse_max_stream_duration: secs(get, "SSE_MAX_STREAM_SECONDS", "3600")?
                 .max(Duration::from_secs(1)),
+            sse_reread_interval: secs(get, "SSE_REREAD_SECONDS", "5")?
+                .max(Duration::from_millis(100)),
             retention_days,
             prune_batch_size: positive("TASK_PRUNE_BATCH_SIZE", "500", 10_000)? as u32,
             prune_pause: secs(get, "TASK_PRUNE_PAUSE", "1")?,

@@ -10,13 +10,15 @@ use crate::state::AppState;
 use crate::store::{CancelOutcome, StoreError, StoreResult, Task, TaskEvent, TaskStatus};
 use crate::telemetry::metrics as m;
 
-/// Cancels a task: at once when it is not running (its end is recorded, its completion
-/// webhook queued), at its next step boundary when it is.
+/// Cancels a task: at once when it is not running (its end is recorded with its
+/// completion webhook), at its next step boundary when it is.
 pub async fn cancel(state: &AppState, tenant: Uuid, id: Uuid) -> StoreResult<CancelOutcome> {
     let outcome = state.store.cancel_task(tenant, id).await?;
     if let CancelOutcome::Cancelled(t) = &outcome {
         metrics::counter!(m::TASKS_TOTAL, "status" => "cancelled").increment(1);
-        webhooks::task_ended(state, t).await;
+        if t.callback_url.is_some() {
+            webhooks::wake(state);
+        }
         state.tasks.finished.notify_waiters();
         state.tasks.task_changed(id);
     }

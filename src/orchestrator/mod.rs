@@ -86,9 +86,10 @@ impl Workers {
             tracker.spawn(reaper(state.clone(), w.stop_claiming.clone()));
             tracker.spawn(scheduler::run(state.clone(), w.stop_claiming.clone()));
             tracker.spawn(webhooks::run(state.clone(), w.stop_claiming.clone()));
-            if state.config.database_url.is_postgres() {
-                tracker.spawn(listen(state.clone(), w.stop_claiming.clone()));
-            }
+        }
+        // Every replica listens, workers or not: its SSE followers wait on it.
+        if state.config.database_url.is_postgres() {
+            tracker.spawn(listen(state.clone(), w.stop_claiming.clone()));
         }
         tracker.spawn(sample_depth(state.clone(), w.stop_claiming.clone()));
         tracker.spawn(retention::run(state.clone(), w.stop_claiming.clone()));
@@ -481,7 +482,7 @@ async fn finish(
                 .record(secs.max(started.elapsed().as_secs_f64()));
             state.tasks.finished.notify_waiters();
             if task.callback_url.is_some() {
-                webhooks::task_ended_by_id(state, task.tenant_id, task.id).await;
+                webhooks::wake(state);
             }
             if task.parent_task_id.is_some() {
                 requeue_parents(state).await;
@@ -559,7 +560,7 @@ async fn reaper(state: AppState, stop: CancellationToken) {
                         metrics::counter!(m::TASKS_TOTAL, "status" => t.status.as_str())
                             .increment(1);
                         state.tasks.finished.notify_waiters();
-                        webhooks::task_ended_by_id(&state, t.tenant_id, t.task_id).await;
+                        webhooks::wake(&state);
                     }
                     state.tasks.task_changed(t.task_id);
                 }
@@ -574,11 +575,11 @@ async fn reaper(state: AppState, stop: CancellationToken) {
                 for t in &r {
                     tracing::info!(task_id = %t.task_id, "no answer to the task's question in time");
                     metrics::counter!(m::TASKS_TOTAL, "status" => t.status.as_str()).increment(1);
-                    webhooks::task_ended_by_id(&state, t.tenant_id, t.task_id).await;
                     state.tasks.task_changed(t.task_id);
                 }
                 if !r.is_empty() {
                     state.tasks.finished.notify_waiters();
+                    webhooks::wake(&state);
                 }
             }
             Err(e) => tracing::warn!(error = %e, "input timeouts failed"),
@@ -626,13 +627,17 @@ async fn sample_depth(state: AppState, stop: CancellationToken) {
     }
 }
 
-/// PostgreSQL `LISTEN de_tasks`: a submit on any replica wakes this one's claimer.
+/// PostgreSQL `LISTEN de_tasks, de_events` on one connection per replica: a submit or a
+/// requeue on any replica wakes this one's claimer; an append to any task's step log
+/// wakes this replica's followers of that task. On every (re)connect all followers catch
+/// up, since notifications sent while the connection was down are lost.
 async fn listen(state: AppState, stop: CancellationToken) {
+    use crate::store::postgres::{EVENTS_CHANNEL, TASKS_CHANNEL};
     use sqlx::postgres::PgListener;
     loop {
         let connected = async {
             let mut l = PgListener::connect(state.config.database_url.expose()).await?;
-            l.listen(crate::store::postgres::TASKS_CHANNEL).await?;
+            l.listen_all([TASKS_CHANNEL, EVENTS_CHANNEL]).await?;
             Ok::<_, sqlx::Error>(l)
         };
         let mut listener = tokio::select! {
@@ -648,10 +653,25 @@ async fn listen(state: AppState, stop: CancellationToken) {
             },
             _ = stop.cancelled() => return,
         };
+        // Whatever was appended while not listening: every follower re-reads its log.
+        state.tasks.catch_up_all();
+        state.tasks.wake();
         loop {
             tokio::select! {
-                n = listener.recv() => match n {
-                    Ok(_) => state.tasks.wake(),
+                n = listener.try_recv() => match n {
+                    Ok(Some(n)) if n.channel() == EVENTS_CHANNEL => {
+                        for id in n.payload().split(',') {
+                            match Uuid::parse_str(id) {
+                                Ok(id) => state.tasks.task_changed(id),
+                                Err(_) => state.tasks.catch_up_all(),
+                            }
+                        }
+                    }
+                    Ok(Some(_)) => state.tasks.wake(),
+                    Ok(None) => {
+                        tracing::warn!("LISTEN connection lost; reconnecting");
+                        break;
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
                         break;

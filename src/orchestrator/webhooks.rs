@@ -1,12 +1,14 @@
 //! Completion webhooks: when a task with a `callback_url` ends (succeeded, failed or
 //! cancelled), its final JSON is POSTed there, signed with the tenant's webhook secret.
 //!
-//! Deliveries are rows of `webhook_deliveries` (migration 0006), queued when the task
-//! ends and polled by [`run`], one loop per replica, so they survive restarts and never
-//! hold up a worker. The same loop sweeps for tasks that ended in the last day without a
-//! queued delivery (the process stopped in between) and queues theirs. Each attempt is
-//! claimed like a task (one statement, with a lease); network errors and non-2xx answers
-//! are retried with exponential backoff up to
+//! Deliveries are rows of `webhook_deliveries` (migration 0006) written by the store in
+//! the same statement or transaction as the task's end, whichever path ends it (an
+//! outbox, ADR 0016): a task never ends without its delivery, whatever stops the process.
+//! Each replica's delivery loop ([`run`]) polls for due rows, so deliveries survive
+//! restarts and never hold up a worker. The body is the task as the API shows it, rendered
+//! at each attempt from the ended row (which no longer changes), so every attempt sends
+//! the same bytes. Each attempt is claimed like a task (one statement, with a lease);
+//! network errors and non-2xx answers are retried with exponential backoff up to
 //! `WEBHOOK_MAX_ATTEMPTS`. Delivery is at least once: a receiver deduplicates by the
 //! `X-Digital-Employee-Delivery` id.
 //!
@@ -21,66 +23,24 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use uuid::Uuid;
 
 use super::TaskView;
 use crate::auth::signing::{self, ATTEMPT_HEADER, DELIVERY_HEADER, EVENT_HEADER, new_secret};
 use crate::egress::{Refusal, refusal_of};
 use crate::state::AppState;
-use crate::store::{Delivery, DeliveryResult, NewDelivery, Task, now};
+use crate::store::{Delivery, DeliveryResult, StoreError, StoreResult, Task, now};
 use crate::telemetry::metrics as m;
 use crate::telemetry::traces;
 use tracing::Instrument;
 
-/// The event of a task's end, in `X-Digital-Employee-Event`.
-pub const TASK_FINISHED: &str = "task.finished";
+pub use crate::store::TASK_FINISHED;
 /// Deliveries attempted at once by one replica.
 const CONCURRENCY: usize = 16;
-/// The sweeper leaves a task this long after its end to the normal path.
-const SWEEP_GRACE: Duration = Duration::from_secs(2);
-/// How far back the sweeper looks.
-const SWEEP_HORIZON: chrono::Duration = chrono::Duration::hours(24);
 
-/// Queues the completion webhook of a task that ended, if it asked for one. `task` is
-/// the row as it ended. Failures are logged: the end of the task stands regardless.
-pub async fn task_ended(state: &AppState, task: &Task) {
-    let Some(url) = task.callback_url.clone() else {
-        return;
-    };
-    if !task.status.is_terminal() {
-        return;
-    }
-    let body = match serde_json::to_string(&TaskView::from(task.clone())) {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::error!(task_id = %task.id, error = %e, "cannot serialise the task for its webhook");
-            return;
-        }
-    };
-    let new = NewDelivery {
-        tenant_id: task.tenant_id,
-        task_id: task.id,
-        event: TASK_FINISHED.into(),
-        url,
-        body,
-    };
-    match state.store.enqueue_delivery(&new).await {
-        Ok(true) => state.tasks.webhooks.notify_one(),
-        Ok(false) => {}
-        Err(e) => {
-            tracing::error!(task_id = %task.id, error = %e, "cannot queue the completion webhook")
-        }
-    }
-}
-
-/// Like [`task_ended`] for a task known by id (re-read to get its final row).
-pub async fn task_ended_by_id(state: &AppState, tenant: Uuid, id: Uuid) {
-    match state.store.get_task(tenant, id).await {
-        Ok(t) => task_ended(state, &t).await,
-        Err(e) => {
-            tracing::warn!(task_id = %id, error = %e, "cannot read an ended task for its webhook")
-        }
-    }
+/// Wakes this replica's delivery loop: a task with a `callback_url` ended here, so its
+/// delivery row was just written. Other replicas find it at their next poll.
+pub fn wake(state: &AppState) {
+    state.tasks.webhooks.notify_one();
 }
 
 /// The delivery loop of this replica: claims due deliveries and attempts them, at most
@@ -90,18 +50,6 @@ pub async fn run(state: AppState, stop: CancellationToken) {
     let cfg = state.config.tasks.clone();
     let lease = cfg.webhook_timeout + Duration::from_secs(30);
     let inflight = TaskTracker::new();
-    let sweep_every =
-        (cfg.webhook_poll_interval * 10).clamp(Duration::from_secs(1), Duration::from_secs(30));
-    let sweeper = async {
-        let mut tick = tokio::time::interval(sweep_every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => sweep(&state).await,
-                _ = stop.cancelled() => break,
-            }
-        }
-    };
     let pacing = super::claim::Pacing {
         max_batch: CONCURRENCY as u32,
         poll_interval: cfg.webhook_poll_interval,
@@ -117,37 +65,17 @@ pub async fn run(state: AppState, stop: CancellationToken) {
         async move { attempt(&state, d).await }
     };
     let slots = Arc::new(Semaphore::new(CONCURRENCY));
-    let deliver = super::claim::claim_and_run(slots, pacing, &stop, &inflight, claim, run);
-    tokio::join!(sweeper, deliver);
+    super::claim::claim_and_run(slots, pacing, &stop, &inflight, claim, run).await;
     inflight.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), inflight.wait()).await;
-}
-
-/// Queues the webhooks of tasks that ended without one in the last day: the process
-/// stopped between a task's end and the queueing of its webhook. Queueing is idempotent
-/// (one delivery per task and event), so racing the normal path is harmless.
-async fn sweep(state: &AppState) {
-    let until = now() - chrono::Duration::from_std(SWEEP_GRACE).unwrap_or_default();
-    match state
-        .store
-        .ended_without_webhook(until - SWEEP_HORIZON, until, 100)
-        .await
-    {
-        Ok(missed) => {
-            for (tenant, id) in missed {
-                tracing::warn!(task_id = %id, "queueing a completion webhook that was never queued");
-                task_ended_by_id(state, tenant, id).await;
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "webhook sweep failed"),
-    }
 }
 
 /// One attempt of one delivery, and its record; with tracing on, a `webhook_delivery`
 /// span in the trace of its task (read from the task's stored context).
 async fn attempt(state: &AppState, d: Delivery) {
+    let task = state.store.get_task(d.tenant_id, d.task_id).await;
     if !traces::enabled() {
-        return attempt_untraced(state, d).await;
+        return attempt_untraced(state, d, task).await;
     }
     let span = tracing::info_span!(
         "webhook_delivery",
@@ -158,17 +86,20 @@ async fn attempt(state: &AppState, d: Delivery) {
         webhook.attempt = d.attempts,
         webhook.outcome = tracing::field::Empty,
     );
-    if let Ok(task) = state.store.get_task(d.tenant_id, d.task_id).await
-        && let Some(tp) = &task.trace_context
+    if let Ok(t) = &task
+        && let Some(tp) = &t.trace_context
     {
         traces::set_parent(&span, tp);
     }
-    attempt_untraced(state, d).instrument(span).await
+    attempt_untraced(state, d, task).instrument(span).await
 }
 
-async fn attempt_untraced(state: &AppState, d: Delivery) {
+async fn attempt_untraced(state: &AppState, d: Delivery, task: StoreResult<Task>) {
     let cfg = &state.config.tasks;
-    let sent = send(state, &d).await;
+    let sent = match body_of(&d, task) {
+        Ok(body) => send(state, &d, body).await,
+        Err(e) => Err(e),
+    };
     let (result, outcome) = match sent {
         Ok(()) => (DeliveryResult::Delivered, "delivered"),
         Err(SendError { error, permanent })
@@ -220,9 +151,36 @@ impl SendError {
     }
 }
 
+/// The body of an attempt: the one stored with the delivery (rows queued before the
+/// outbox), or the ended task as the API shows it.
+fn body_of(d: &Delivery, task: StoreResult<Task>) -> Result<String, SendError> {
+    if let Some(body) = &d.body {
+        return Ok(body.clone());
+    }
+    match task {
+        Ok(t) if t.status.is_terminal() => {
+            serde_json::to_string(&TaskView::from(t)).map_err(|e| SendError {
+                error: format!("cannot serialise the task: {e}"),
+                permanent: true,
+            })
+        }
+        // The outbox writes a row only with the end; a row for a task that has not ended
+        // cannot be sent as its final JSON (and never will be).
+        Ok(t) => Err(SendError {
+            error: format!("the task has not ended (status {})", t.status.as_str()),
+            permanent: true,
+        }),
+        Err(StoreError::NotFound) => Err(SendError {
+            error: "the task no longer exists".into(),
+            permanent: true,
+        }),
+        Err(e) => Err(SendError::retry(format!("storage unavailable: {e}"))),
+    }
+}
+
 /// POSTs the body, signed; `Err` with a reason for anything but a 2xx answer. A target
 /// the egress policy refuses fails for good (it will not change by retrying).
-async fn send(state: &AppState, d: &Delivery) -> Result<(), SendError> {
+async fn send(state: &AppState, d: &Delivery, body: String) -> Result<(), SendError> {
     let refused = |r: Refusal| SendError {
         error: format!("refused by the egress policy: {}", r.message()),
         permanent: true,
@@ -248,9 +206,9 @@ async fn send(state: &AppState, d: &Delivery) -> Result<(), SendError> {
         .headers(signing::headers(
             &secret,
             &d.id.to_string(),
-            d.body.as_bytes(),
+            body.as_bytes(),
         ))
-        .body(d.body.clone());
+        .body(body);
     let req = traces::propagate(req);
     let resp = req.send().await.map_err(|e| match refusal_of(&e) {
         Some(r) => refused(r),

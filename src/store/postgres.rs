@@ -20,7 +20,7 @@ mod responses;
 mod sessions;
 mod tasks;
 mod webhooks;
-pub use tasks::TASKS_CHANNEL;
+pub use tasks::{EVENTS_CHANNEL, TASKS_CHANNEL};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 

@@ -416,6 +416,17 @@ pub trait TaskStore: Send + Sync {
     /// Tasks in `waiting_subtasks` none of whose sub-tasks is still unfinished go back to
     /// `queued` (with a status event); their ids.
     async fn requeue_parents(&self) -> StoreResult<Vec<Uuid>>;
+    /// Records a live stream of task `task`, open until at most `until`, so that appends
+    /// to its step log notify every replica (PostgreSQL; ADR 0016); the registration's id,
+    /// or `None` where nothing needs recording (SQLite: one process, woken in process).
+    /// Also drops registrations past their `until` (left by a process that died).
+    async fn follow_task(&self, _task: Uuid, _until: DateTime<Utc>) -> StoreResult<Option<Uuid>> {
+        Ok(None)
+    }
+    /// Removes a registration of [`TaskStore::follow_task`] (the stream closed).
+    async fn unfollow_task(&self, _id: Uuid) -> StoreResult<()> {
+        Ok(())
+    }
     /// Events with `seq > after`, in order.
     async fn list_events(&self, task: Uuid, after: i64, limit: u32) -> StoreResult<Vec<TaskEvent>>;
     /// The latest event of `kind` of each of `tasks` that has one, in one query.

@@ -5,6 +5,9 @@
 //! a lease into the future and bumping `attempts`; a deliverer that crashes mid-attempt
 //! simply lets the lease run out and the row becomes due again. The end of an attempt is
 //! fenced by `attempts`, so a slow deliverer cannot overwrite a newer attempt.
+//!
+//! Deliveries are never queued on their own: the store writes a task's `task.finished`
+//! row in the same statement or transaction as the task's end (an outbox, ADR 0016).
 
 use std::time::Duration;
 
@@ -17,17 +20,8 @@ use serde_json::Value;
 
 use super::{HasId, Page, StoreResult};
 
-/// A delivery to queue.
-#[derive(Clone, Debug)]
-pub struct NewDelivery {
-    pub tenant_id: Uuid,
-    pub task_id: Uuid,
-    /// `task.finished`.
-    pub event: String,
-    pub url: String,
-    /// The exact body sent and signed on every attempt.
-    pub body: String,
-}
+/// The event of a task's end, in `X-Digital-Employee-Event`.
+pub const TASK_FINISHED: &str = "task.finished";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Delivery {
@@ -36,7 +30,9 @@ pub struct Delivery {
     pub task_id: Uuid,
     pub event: String,
     pub url: String,
-    pub body: String,
+    /// The exact body of every attempt; `None` (every row the outbox writes): rendered
+    /// at each attempt from the ended task, whose row no longer changes.
+    pub body: Option<String>,
     /// `pending`, `delivered` or `failed`.
     pub status: String,
     /// Attempts made (or in flight).
@@ -96,8 +92,6 @@ pub trait WebhookStore: Send + Sync {
     async fn webhook_secret(&self, tenant: Uuid, candidate: &str) -> StoreResult<String>;
     /// Replaces (or sets) the tenant's signing secret.
     async fn set_webhook_secret(&self, tenant: Uuid, secret: &str) -> StoreResult<()>;
-    /// Queues a delivery, due now; `false` when this task and event already have one.
-    async fn enqueue_delivery(&self, d: &NewDelivery) -> StoreResult<bool>;
     /// Claims up to `n` due pending deliveries for one attempt each (see the module docs).
     async fn claim_deliveries(&self, n: u32, lease: Duration) -> StoreResult<Vec<Delivery>>;
     /// Records the end of attempt number `attempt`; `false` when a newer attempt owns it.
@@ -107,15 +101,6 @@ pub trait WebhookStore: Send + Sync {
         attempt: i32,
         result: &DeliveryResult,
     ) -> StoreResult<bool>;
-    /// `(tenant, task)` of tasks with a `callback_url` that ended between `since` and
-    /// `until` and have no `task.finished` delivery queued (the process stopped between
-    /// the end and the queue); oldest first, at most `limit`.
-    async fn ended_without_webhook(
-        &self,
-        since: DateTime<Utc>,
-        until: DateTime<Utc>,
-        limit: u32,
-    ) -> StoreResult<Vec<(Uuid, Uuid)>>;
     /// The deliveries of one task of the tenant, oldest first.
     async fn list_deliveries(&self, tenant: Uuid, task: Uuid) -> StoreResult<Vec<Delivery>>;
 

@@ -18,6 +18,9 @@ use crate::store::*;
 
 /// The channel `LISTEN`ed to by workers; the payload is unused (a wake-up only).
 pub const TASKS_CHANNEL: &str = "de_tasks";
+/// The channel every append to `task_events` notifies (a trigger, migration 0018) with
+/// the comma-separated ids of the tasks appended to; `LISTEN`ed to for SSE followers.
+pub const EVENTS_CHANNEL: &str = "de_events";
 
 macro_rules! task_cols {
     () => {
@@ -200,6 +203,32 @@ async fn append(
     .bind(task)
     .bind(&kinds)
     .bind(&payloads)
+    .bind(now())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Writes the completion webhook (the outbox row, ADR 0016) of each of `tasks` that has
+/// ended and asked for one, in the caller's transaction: the end and its delivery commit
+/// together. The body is rendered at delivery time from the ended row.
+async fn outbox(tx: &mut Transaction<'_, Postgres>, tasks: &[Uuid]) -> StoreResult<()> {
+    if tasks.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = tasks.iter().map(|_| Uuid::now_v7()).collect();
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (id, tenant_id, task_id, event, url, body, status, \
+         attempts, next_attempt_at, last_error, created_at, updated_at) \
+         SELECT j.did, t.tenant_id, t.id, $3, t.callback_url, NULL, 'pending', 0, $4, NULL, \
+         $4, $4 FROM UNNEST($1::uuid[], $2::uuid[]) AS j(task, did) \
+         JOIN tasks t ON t.id = j.task WHERE t.callback_url IS NOT NULL \
+         AND t.status IN ('succeeded', 'failed', 'cancelled') \
+         ON CONFLICT (task_id, event) DO NOTHING",
+    )
+    .bind(tasks)
+    .bind(&ids)
+    .bind(TASK_FINISHED)
     .bind(now())
     .execute(&mut **tx)
     .await?;
@@ -465,9 +494,14 @@ impl TaskStore for PgStore {
              tokens_in = tokens_in + $1, tokens_out = tokens_out + $2, \
              cost_nanos = cost_nanos + $3, steps = steps + $4, updated_at = $5 \
              WHERE id = $6 AND lease_owner = $7 AND attempt = $8 AND status = 'running' \
-             RETURNING id), ",
+             RETURNING id, tenant_id, callback_url), ",
             append_after_u!(),
-            ", wake AS (SELECT pg_notify($17, '') FROM u WHERE $18) \
+            ", wake AS (SELECT pg_notify($17, '') FROM u WHERE $18), \
+             hook AS (INSERT INTO webhook_deliveries (id, tenant_id, task_id, event, url, body, \
+             status, attempts, next_attempt_at, last_error, created_at, updated_at) \
+             SELECT $19, u.tenant_id, u.id, $20, u.callback_url, NULL, 'pending', 0, $5, NULL, \
+             $5, $5 FROM u WHERE $16 AND u.callback_url IS NOT NULL \
+             ON CONFLICT (task_id, event) DO NOTHING) \
              SELECT 1 FROM u LEFT JOIN wake ON true"
         ))
         .bind(f.step.tokens_in)
@@ -488,6 +522,8 @@ impl TaskStore for PgStore {
         .bind(f.status.is_terminal())
         .bind(TASKS_CHANNEL)
         .bind(requeued)
+        .bind(Uuid::now_v7())
+        .bind(TASK_FINISHED)
         .fetch_optional(&self.pool)
         .await?;
         Ok(won.is_some())
@@ -548,6 +584,9 @@ impl TaskStore for PgStore {
                     serde_json::json!({"reason": "lease_expired", "error": error}),
                 );
                 append(&mut tx, id, &[ev]).await?;
+                if to.is_terminal() {
+                    outbox(&mut tx, &[id]).await?;
+                }
                 rescued.push(Rescued {
                     task_id: id,
                     tenant_id,
@@ -580,6 +619,7 @@ impl TaskStore for PgStore {
                 serde_json::json!({"reason": "cancelled on request"}),
             );
             append(&mut tx, id, &[ev]).await?;
+            outbox(&mut tx, &[id]).await?;
             tx.commit().await?;
             return Ok(CancelOutcome::Cancelled(task_row(&row)?));
         }
@@ -689,8 +729,33 @@ impl TaskStore for PgStore {
                 status: TaskStatus::Failed,
             });
         }
+        let ended: Vec<Uuid> = out.iter().map(|r| r.task_id).collect();
+        outbox(&mut tx, &ended).await?;
         tx.commit().await?;
         Ok(out)
+    }
+
+    async fn follow_task(&self, task: Uuid, until: DateTime<Utc>) -> StoreResult<Option<Uuid>> {
+        let id = Uuid::now_v7();
+        sqlx::query(
+            "WITH gone AS (DELETE FROM task_followers WHERE expires_at < $4) \
+             INSERT INTO task_followers (id, task_id, expires_at) VALUES ($1, $2, $3)",
+        )
+        .bind(id)
+        .bind(task)
+        .bind(until)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(Some(id))
+    }
+
+    async fn unfollow_task(&self, id: Uuid) -> StoreResult<()> {
+        sqlx::query("DELETE FROM task_followers WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn list_events(&self, task: Uuid, after: i64, limit: u32) -> StoreResult<Vec<TaskEvent>> {

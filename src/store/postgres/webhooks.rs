@@ -99,49 +99,6 @@ impl WebhookStore for PgStore {
         Ok(())
     }
 
-    async fn enqueue_delivery(&self, d: &NewDelivery) -> StoreResult<bool> {
-        let t = now();
-        let done = sqlx::query(
-            "INSERT INTO webhook_deliveries (id, tenant_id, task_id, event, url, body, status, \
-             attempts, next_attempt_at, last_error, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, NULL, $7, $7) \
-             ON CONFLICT (task_id, event) DO NOTHING",
-        )
-        .bind(Uuid::now_v7())
-        .bind(d.tenant_id)
-        .bind(d.task_id)
-        .bind(&d.event)
-        .bind(&d.url)
-        .bind(&d.body)
-        .bind(t)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn ended_without_webhook(
-        &self,
-        since: DateTime<Utc>,
-        until: DateTime<Utc>,
-        limit: u32,
-    ) -> StoreResult<Vec<(Uuid, Uuid)>> {
-        let rows = sqlx::query(
-            "SELECT t.tenant_id, t.id FROM tasks t WHERE t.callback_url IS NOT NULL \
-             AND t.finished_at >= $1 AND t.finished_at <= $2 \
-             AND t.status IN ('succeeded', 'failed', 'cancelled') \
-             AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.task_id = t.id \
-             AND d.event = 'task.finished') ORDER BY t.finished_at LIMIT $3",
-        )
-        .bind(since)
-        .bind(until)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("tenant_id")?, r.try_get("id")?)))
-            .collect()
-    }
-
     async fn claim_deliveries(&self, n: u32, lease: Duration) -> StoreResult<Vec<Delivery>> {
         let rows = sqlx::query(concat!(
             "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = $1, \

@@ -218,6 +218,30 @@ fn append_rs(conn: &rusqlite::Connection, task: &str, events: &[NewEvent]) -> St
     Ok(())
 }
 
+/// Writes the completion webhook (the outbox row, ADR 0016) of task `task` when it has
+/// ended and asked for one, in the caller's transaction: the end and its delivery commit
+/// together. The body is rendered at delivery time from the ended row.
+fn outbox_rs(conn: &rusqlite::Connection, task: &str) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO webhook_deliveries (id, tenant_id, task_id, event, url, body, status, \
+         attempts, next_attempt_at, last_error, created_at, updated_at) \
+         SELECT ?1, tenant_id, id, ?2, callback_url, NULL, 'pending', 0, ?3, NULL, ?3, ?3 \
+         FROM tasks WHERE id = ?4 AND callback_url IS NOT NULL \
+         AND status IN ('succeeded', 'failed', 'cancelled') \
+         ON CONFLICT (task_id, event) DO NOTHING",
+    )
+    .and_then(|mut st| {
+        st.execute(rusqlite::params![
+            Uuid::now_v7().to_string(),
+            TASK_FINISHED,
+            ts(&now()),
+            task
+        ])
+    })
+    .map_err(engine)?;
+    Ok(())
+}
+
 fn create_task_rs(conn: &rusqlite::Connection, t: &NewTask) -> StoreResult<(Task, bool)> {
     let id = Uuid::now_v7().to_string();
     let created = ts(&now());
@@ -512,6 +536,9 @@ fn finish_task_rs(conn: &rusqlite::Connection, lease: &Lease, f: &Finish) -> Sto
         return Ok(false);
     }
     append_rs(conn, &id, &f.step.events)?;
+    if f.status.is_terminal() {
+        outbox_rs(conn, &id)?;
+    }
     Ok(true)
 }
 
@@ -563,6 +590,9 @@ fn rescue_rs(
                 serde_json::json!({"reason": "lease_expired", "error": e.error}),
             );
             append_rs(conn, &id, &[ev])?;
+            if e.to.is_terminal() {
+                outbox_rs(conn, &id)?;
+            }
             rescued.push(Rescued {
                 task_id: e.id,
                 tenant_id: e.tenant_id,
@@ -612,6 +642,7 @@ fn cancel_rs(
             serde_json::json!({"reason": "cancelled on request"}),
         );
         append_rs(conn, &id, &[ev])?;
+        outbox_rs(conn, &id)?;
         return Ok(Some(CancelOutcome::Cancelled(task)));
     }
     let requested = returned_task(
@@ -710,6 +741,7 @@ fn expire_inputs_rs(conn: &rusqlite::Connection) -> StoreResult<Vec<Rescued>> {
                                "error": "input_timeout: no answer before the deadline"}),
         );
         append_rs(conn, &id, &[ev])?;
+        outbox_rs(conn, &id)?;
         out.push(Rescued {
             task_id: parse_id(&id)?,
             tenant_id: parse_id(&tenant)?,

@@ -98,56 +98,6 @@ impl WebhookStore for SqliteStore {
         Ok(())
     }
 
-    async fn enqueue_delivery(&self, d: &NewDelivery) -> StoreResult<bool> {
-        let t = ts(&now());
-        let done = sqlx::query(
-            "INSERT INTO webhook_deliveries (id, tenant_id, task_id, event, url, body, status, \
-             attempts, next_attempt_at, last_error, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, NULL, ?, ?) \
-             ON CONFLICT (task_id, event) DO NOTHING",
-        )
-        .bind(Uuid::now_v7().to_string())
-        .bind(d.tenant_id.to_string())
-        .bind(d.task_id.to_string())
-        .bind(&d.event)
-        .bind(&d.url)
-        .bind(&d.body)
-        .bind(&t)
-        .bind(&t)
-        .bind(&t)
-        .execute(&mut *self.w().await?)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn ended_without_webhook(
-        &self,
-        since: DateTime<Utc>,
-        until: DateTime<Utc>,
-        limit: u32,
-    ) -> StoreResult<Vec<(Uuid, Uuid)>> {
-        let rows = sqlx::query(
-            "SELECT t.tenant_id, t.id FROM tasks t WHERE t.callback_url IS NOT NULL \
-             AND t.finished_at >= ? AND t.finished_at <= ? \
-             AND t.status IN ('succeeded', 'failed', 'cancelled') \
-             AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.task_id = t.id \
-             AND d.event = 'task.finished') ORDER BY t.finished_at LIMIT ?",
-        )
-        .bind(ts(&since))
-        .bind(ts(&until))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    parse_id(r.try_get("tenant_id")?)?,
-                    parse_id(r.try_get("id")?)?,
-                ))
-            })
-            .collect()
-    }
-
     async fn claim_deliveries(&self, n: u32, lease: Duration) -> StoreResult<Vec<Delivery>> {
         let t = ts(&now());
         let rows = sqlx::query(concat!(
