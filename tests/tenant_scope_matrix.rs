@@ -175,6 +175,26 @@ async fn every_route_answers_each_tenant_and_scope_as_specified(backend: Backend
         )
         .await,
     );
+    // MCP servers that do not answer (their status says so; the routes answer anyway).
+    let mcp = |name: &str| json!({"name": name, "url": "http://127.0.0.1:9/mcp"});
+    let m = id_of(
+        &created(
+            app.post_json("/v1/mcp-servers", &mcp("matrix-mcp"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await,
+    );
+    let m_del = id_of(
+        &created(
+            app.post_json("/v1/mcp-servers", &mcp("matrix-mcp-del"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await,
+    );
     let resp = id_of(
         &created(
             app.post_json(
@@ -303,6 +323,36 @@ async fn every_route_answers_each_tenant_and_scope_as_specified(backend: Backend
             [403, 200, 403, 404, 404],
         ),
         row(get.clone(), "/v1/tools", None, [200, 200, 200, 200, 200]),
+        row(
+            get.clone(),
+            &format!("/v1/mcp-servers/{m}"),
+            None,
+            [200, 200, 404, 404, 404],
+        ),
+        row(
+            patch.clone(),
+            &format!("/v1/mcp-servers/{m}"),
+            Some(json!({"timeout_seconds": 5})),
+            [403, 200, 403, 404, 404],
+        ),
+        row(
+            post.clone(),
+            &format!("/v1/mcp-servers/{m}/refresh"),
+            Some(json!({})),
+            [403, 200, 403, 404, 404],
+        ),
+        row(
+            delete.clone(),
+            &format!("/v1/mcp-servers/{m_del}"),
+            None,
+            [403, 204, 403, 404, 404],
+        ),
+        row(
+            get.clone(),
+            "/v1/mcp-servers",
+            None,
+            [200, 200, 200, 200, 200],
+        ),
         row(
             get.clone(),
             &format!("/v1/responses/{resp}"),
@@ -464,7 +514,7 @@ async fn every_route_answers_each_tenant_and_scope_as_specified(backend: Backend
                 }
                 // A refusal names nothing of A's the caller did not send.
                 let sent = r.body.as_ref().map(Value::to_string).unwrap_or_default();
-                for secret in ["matrix-a", "matrix-plain", "lookup"] {
+                for secret in ["matrix-a", "matrix-plain", "lookup", "matrix-mcp"] {
                     assert!(sent.contains(secret) || !text.contains(secret), "{text}");
                 }
             } else if r.sse {
@@ -479,6 +529,7 @@ async fn every_route_answers_each_tenant_and_scope_as_specified(backend: Backend
         ("/v1/tasks?limit=100", done.as_str()),
         ("/v1/schedules?limit=100", s.as_str()),
         ("/v1/tools?limit=100", w.as_str()),
+        ("/v1/mcp-servers?limit=100", m.as_str()),
         ("/v1/employees?limit=100", e_id.as_str()),
     ] {
         let mine = as_key(&app, &a_read, Method::GET, path)
