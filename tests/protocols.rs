@@ -55,6 +55,20 @@ impl Vendor {
         .to_string()
     }
 
+    /// Every request for `model` meets `fault` (the run's other rules are replaced).
+    fn fault_always(&self, model: &str, fault: Fault) {
+        self.engine.apply(SandboxSetup {
+            seed: Some(1),
+            faults: vec![FaultRule {
+                model: Some(model.into()),
+                fault,
+                times: None,
+                rate: None,
+            }],
+            scripts: HashMap::new(),
+        });
+    }
+
     fn count(&self, model: &str) -> u64 {
         self.engine.stats().get(model).copied().unwrap_or(0)
     }
@@ -333,20 +347,14 @@ async fn messages_errors_take_anthropics_shape() {
     assert_eq!(r.status(), 400);
     shape(&r.json().await.unwrap(), "invalid_request_error");
     // Every vendor failing: the upstream status in Anthropic's shape.
-    vendor.engine.apply(SandboxSetup {
-        seed: Some(1),
-        faults: vec![FaultRule {
-            model: Some("sandbox-fails".into()),
-            fault: Fault::Status {
-                status: 500,
-                retry_after: None,
-                message: None,
-            },
-            times: None,
-            rate: None,
-        }],
-        scripts: HashMap::new(),
-    });
+    vendor.fault_always(
+        "sandbox-fails",
+        Fault::Status {
+            status: 500,
+            retry_after: None,
+            message: None,
+        },
+    );
     let r = post_messages(
         &app,
         &json!({"model": "sbclaude/sandbox-fails", "max_tokens": 5, "messages": ok_msgs}),
@@ -363,16 +371,7 @@ async fn messages_errors_take_anthropics_shape() {
 async fn a_stream_that_breaks_ends_with_an_error_event() {
     let vendor = Vendor::start().await;
     let app = app_with(Backend::Sqlite, &vendor).await.unwrap();
-    vendor.engine.apply(SandboxSetup {
-        seed: Some(1),
-        faults: vec![FaultRule {
-            model: Some("sandbox-brittle".into()),
-            fault: Fault::BreakStream { after_chunks: 3 },
-            times: None,
-            rate: None,
-        }],
-        scripts: HashMap::new(),
-    });
+    vendor.fault_always("sandbox-brittle", Fault::BreakStream { after_chunks: 3 });
     let long = "word ".repeat(50);
     let r = post_messages(
         &app,
@@ -428,20 +427,14 @@ async fn silent_streams_are_kept_alive() {
     )
     .await
     .unwrap();
-    vendor.engine.apply(SandboxSetup {
-        seed: Some(1),
-        faults: vec![FaultRule {
-            model: Some("sandbox-slow".into()),
-            // Far longer than the ping interval, so a ping is due however busy the host.
-            fault: Fault::StallStream {
-                after_chunks: 3,
-                ms: 1500,
-            },
-            times: None,
-            rate: None,
-        }],
-        scripts: HashMap::new(),
-    });
+    // Far longer than the ping interval, so a ping is due however busy the host.
+    vendor.fault_always(
+        "sandbox-slow",
+        Fault::StallStream {
+            after_chunks: 3,
+            ms: 1500,
+        },
+    );
     let long = "word ".repeat(50);
     let r = post_messages(
         &app,
