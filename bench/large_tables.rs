@@ -323,13 +323,22 @@ async fn main() {
         pruned.tasks,
         pruned.events
     );
-    let counts = store.count_tasks_by_status().await.unwrap();
-    let n = |s: TaskStatus| counts.iter().find(|c| c.0 == s).map_or(0, |c| c.1);
+    let mut left = Vec::new();
+    for s in [
+        TaskStatus::Succeeded,
+        TaskStatus::Failed,
+        TaskStatus::Cancelled,
+    ] {
+        left.push(
+            store
+                .count_tenant_tasks_in(DEFAULT_TENANT_ID, s)
+                .await
+                .unwrap(),
+        );
+    }
     eprintln!(
         "tasks now: {} succeeded, {} failed, {} cancelled",
-        n(TaskStatus::Succeeded),
-        n(TaskStatus::Failed),
-        n(TaskStatus::Cancelled)
+        left[0], left[1], left[2]
     );
 
     let _ = tx.send(());

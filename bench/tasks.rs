@@ -103,24 +103,36 @@ async fn main() {
     }
     let submitted = started.elapsed();
     let total = per * submitters;
+    // Every task was submitted: wait until none is live (queued, running, waiting).
     loop {
-        let counts = store.count_tasks_by_status().await.unwrap();
-        let done = counts
+        let live = store
+            .count_tasks_by_status()
+            .await
+            .unwrap()
             .iter()
-            .filter(|(s, _)| s.is_terminal())
             .map(|(_, c)| *c)
             .sum::<i64>();
-        if done as usize >= total {
-            let failed = counts
-                .iter()
-                .find(|(s, _)| *s == TaskStatus::Failed)
-                .map_or(0, |c| c.1);
-            assert_eq!(failed, 0, "no task may fail");
+        if live == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let elapsed = started.elapsed();
+    let count = |status| {
+        let store = store.clone();
+        async move {
+            store
+                .count_tenant_tasks_in(DEFAULT_TENANT_ID, status)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(count(TaskStatus::Failed).await, 0, "no task may fail");
+    assert_eq!(
+        count(TaskStatus::Succeeded).await as usize,
+        total,
+        "every task succeeded"
+    );
     lat.sort();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
     println!(
