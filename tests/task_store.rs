@@ -30,6 +30,8 @@ backend_tests!(
     tenant_max_running_holds_across_concurrent_claimers,
     a_subtask_is_claimed_past_its_tenants_cap,
     sessions_are_scoped_by_tenant,
+    concurrent_submits_and_ends_each_get_their_own_answer,
+    a_bad_write_does_not_fail_the_writes_beside_it,
 );
 
 fn new_task(employee: Uuid, priority: i32) -> NewTask {
@@ -789,4 +791,148 @@ async fn sessions_are_scoped_by_tenant(backend: Backend) {
         s.append_messages(c, &[say("intruder")]).await,
         Err(StoreError::NotFound)
     ));
+}
+
+/// Many submits and ends at once (PostgreSQL group-commits them, ADR 0018): each caller
+/// gets its own answer — a new task or the one its idempotency key already named, `true`
+/// for a held lease and `false` for a stale one — and each task's log is whole and in order.
+async fn concurrent_submits_and_ends_each_get_their_own_answer(backend: Backend) {
+    let db = TestDb::new(backend).await.unwrap();
+    let s = db.migrated_store().await;
+    let e = Uuid::now_v7();
+    let mut submits = Vec::new();
+    for i in 0..200 {
+        let s = s.clone();
+        let mut t = new_task(e, 0);
+        t.input = json!({"n": i});
+        // 50 submits share 10 idempotency keys, five each.
+        let key = (i < 50).then(|| format!("key-{}", i % 10));
+        t.idempotency_key = key.clone();
+        submits.push(tokio::spawn(async move {
+            let (task, created) = s.create_task(&t).await.unwrap();
+            (i, key, task, created)
+        }));
+    }
+    let mut by_key: std::collections::HashMap<String, Vec<(Uuid, bool)>> = Default::default();
+    let mut plain = Vec::new();
+    for h in submits {
+        let (i, key, task, created) = h.await.unwrap();
+        match key {
+            Some(k) => by_key.entry(k).or_default().push((task.id, created)),
+            None => {
+                assert!(created, "a submit without a key always creates");
+                assert_eq!(task.input, json!({"n": i}), "each caller gets its own task");
+                assert_eq!(task.status, TaskStatus::Queued);
+                plain.push(task.id);
+            }
+        }
+    }
+    assert_eq!(by_key.len(), 10);
+    for (k, answers) in &by_key {
+        assert_eq!(answers.len(), 5);
+        assert_eq!(
+            answers.iter().filter(|(_, created)| *created).count(),
+            1,
+            "{k}: exactly one submit created the task"
+        );
+        let first = answers[0].0;
+        assert!(
+            answers.iter().all(|(id, _)| *id == first),
+            "{k}: one task for the key"
+        );
+    }
+    assert_eq!(plain.iter().collect::<HashSet<_>>().len(), 150);
+
+    let mut claimed = Vec::new();
+    loop {
+        let got = s.claim_tasks("w1", 64, LEASE, 0).await.unwrap();
+        if got.is_empty() {
+            break;
+        }
+        claimed.extend(got);
+    }
+    assert_eq!(claimed.len(), 160, "every task created once, claimed once");
+    // Every task ends once with its own lease; every fifth also gets a stale end first.
+    let mut ends = Vec::new();
+    for (i, t) in claimed.iter().enumerate() {
+        let lease = t.lease().unwrap();
+        if i % 5 == 0 {
+            let (s, mut stale) = (s.clone(), lease.clone());
+            stale.attempt += 1;
+            ends.push(tokio::spawn(async move {
+                (false, s.finish_task(&stale, &succeed()).await.unwrap())
+            }));
+        }
+        let s = s.clone();
+        let mut f = succeed();
+        f.result = Some(json!({"task": t.id}));
+        f.step.tokens_in = 7;
+        f.step.events = vec![
+            NewEvent::new("llm_call", json!({"task": t.id})),
+            NewEvent::status(TaskStatus::Succeeded, json!({})),
+        ];
+        ends.push(tokio::spawn(async move {
+            (true, s.finish_task(&lease, &f).await.unwrap())
+        }));
+    }
+    for h in ends {
+        let (held, won) = h.await.unwrap();
+        assert_eq!(
+            held, won,
+            "a held lease ends the task, a stale one does not"
+        );
+    }
+    for t in &claimed {
+        let got = s.get_task(DEFAULT_TENANT_ID, t.id).await.unwrap();
+        assert_eq!(got.status, TaskStatus::Succeeded);
+        assert_eq!(
+            got.result,
+            Some(json!({"task": t.id})),
+            "each end wrote its own result"
+        );
+        assert_eq!(got.tokens_in, 7, "counted once");
+        let events = s.list_events(t.id, 0, 100).await.unwrap();
+        let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+        assert_eq!(
+            seqs,
+            vec![1, 2, 3, 4],
+            "{}: the log has no gap and no duplicate",
+            t.id
+        );
+        assert_eq!(events[2].kind, "llm_call");
+        assert_eq!(events[2].payload, json!({"task": t.id}));
+    }
+}
+
+/// A submit the database refuses (its tenant does not exist) fails alone: the submits
+/// that went with it in the same batch are written and answered.
+async fn a_bad_write_does_not_fail_the_writes_beside_it(backend: Backend) {
+    let db = TestDb::new(backend).await.unwrap();
+    let s = db.migrated_store().await;
+    let e = Uuid::now_v7();
+    let mut submits = Vec::new();
+    for i in 0..60 {
+        let s = s.clone();
+        let mut t = new_task(e, 0);
+        let bad = i % 10 == 3;
+        if bad {
+            t.tenant_id = Uuid::now_v7();
+        }
+        submits.push(tokio::spawn(async move { (bad, s.create_task(&t).await) }));
+    }
+    let (mut good, mut refused) = (0, 0);
+    for h in submits {
+        match h.await.unwrap() {
+            (false, Ok((task, true))) => {
+                good += 1;
+                assert_eq!(
+                    s.get_task(DEFAULT_TENANT_ID, task.id).await.unwrap().status,
+                    TaskStatus::Queued
+                );
+            }
+            (true, Err(_)) => refused += 1,
+            (bad, other) => panic!("bad={bad}: unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!((good, refused), (54, 6));
 }

@@ -14,18 +14,23 @@ use uuid::Uuid;
 
 use super::*;
 
+mod batch;
 mod budgets;
 mod mcp;
 mod responses;
 mod sessions;
 mod tasks;
 mod webhooks;
+pub use batch::WRITE_BATCH_SIZE;
 pub use tasks::{EVENTS_CHANNEL, TASKS_CHANNEL};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 pub struct PgStore {
     pool: PgPool,
+    /// Group commit of task submits and task ends (ADR 0018).
+    submits: batch::Batcher<tasks::SubmitBatch>,
+    finishes: batch::Batcher<tasks::FinishBatch>,
 }
 
 impl PgStore {
@@ -36,7 +41,11 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self {
+            submits: batch::Batcher::start(tasks::SubmitBatch, pool.clone()),
+            finishes: batch::Batcher::start(tasks::FinishBatch, pool.clone()),
+            pool,
+        })
     }
 
     pub fn pool(&self) -> &PgPool {

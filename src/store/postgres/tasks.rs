@@ -14,7 +14,9 @@ use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::PgStore;
+use super::batch::BatchOp;
 use crate::store::*;
+use sqlx::PgPool;
 
 /// The channel `LISTEN`ed to by workers; the payload is unused (a wake-up only).
 pub const TASKS_CHANNEL: &str = "de_tasks";
@@ -263,46 +265,10 @@ impl TaskStore for PgStore {
     }
 
     async fn create_task(&self, t: &NewTask) -> StoreResult<(Task, bool)> {
-        // One statement: the row, its `queued` event and the wake-up of the workers.
-        let queued = NewEvent::status(TaskStatus::Queued, Value::Null);
-        let inserted = sqlx::query(concat!(
-            "WITH ins AS (INSERT INTO tasks (id, tenant_id, employee_id, input, status, \
-             priority, run_at, max_attempts, idempotency_key, request_hash, parent_task_id, \
-             depth, session_id, callback_url, metadata, created_at, updated_at, output_schema, \
-             trace_context) \
-             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-             $15, $15, $18, $19) \
-             ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL \
-             DO NOTHING RETURNING ",
-            task_cols!(),
-            "), ev AS (INSERT INTO task_events (task_id, seq, kind, payload, created_at) \
-             SELECT id, 1, 'status', $16, $15 FROM ins), \
-             wake AS (SELECT pg_notify($17, '') FROM ins) \
-             SELECT ins.* FROM ins LEFT JOIN wake ON true"
-        ))
-        .bind(Uuid::now_v7())
-        .bind(t.tenant_id)
-        .bind(t.employee_id)
-        .bind(Json(&t.input))
-        .bind(t.priority)
-        .bind(t.run_at)
-        .bind(t.max_attempts)
-        .bind(&t.idempotency_key)
-        .bind(&t.request_hash)
-        .bind(t.parent_task_id)
-        .bind(t.depth)
-        .bind(t.session_id)
-        .bind(&t.callback_url)
-        .bind(Json(&t.metadata))
-        .bind(now())
-        .bind(Json(&queued.payload))
-        .bind(TASKS_CHANNEL)
-        .bind(t.output_schema.as_ref().map(Json))
-        .bind(&t.trace_context)
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(row) = inserted {
-            return Ok((task_row(&row)?, true));
+        // Group-committed with the submits running alongside (ADR 0018): the row, its
+        // `queued` event and the wake-up of the workers in one statement.
+        if let Some(task) = self.submits.submit(t.clone()).await? {
+            return Ok((task, true));
         }
         // The idempotency key is taken: the existing task.
         let row = sqlx::query(concat!(
@@ -471,62 +437,13 @@ impl TaskStore for PgStore {
     }
 
     async fn finish_task(&self, lease: &Lease, f: &Finish) -> StoreResult<bool> {
-        let give_back = matches!(
-            f.status,
-            TaskStatus::Queued
-                | TaskStatus::WaitingApproval
-                | TaskStatus::WaitingInput
-                | TaskStatus::WaitingSubtasks
-        );
-        let requeued = matches!(
-            f.status,
-            TaskStatus::Queued | TaskStatus::Retrying | TaskStatus::WaitingSubtasks
-        );
-        let (kinds, payloads) = event_arrays(&f.step.events);
-        let won: Option<i32> = sqlx::query_scalar(concat!(
-            "WITH u AS (UPDATE tasks SET status = CASE WHEN $11 = 'waiting_subtasks' AND NOT \
-             EXISTS (SELECT 1 FROM tasks c WHERE c.parent_task_id = $6 AND c.status IN \
-             ('queued', 'running', 'retrying', 'waiting_approval', 'waiting_input', 'waiting_subtasks')) THEN 'queued' ELSE $11 END, \
-             result = COALESCE($12, result), \
-             error = $13, run_at = COALESCE($14, run_at), lease_owner = NULL, \
-             lease_expires_at = NULL, attempt = CASE WHEN $15 THEN attempt - 1 ELSE attempt END, \
-             finished_at = CASE WHEN $16 THEN $5 ELSE finished_at END, \
-             tokens_in = tokens_in + $1, tokens_out = tokens_out + $2, \
-             cost_nanos = cost_nanos + $3, steps = steps + $4, updated_at = $5 \
-             WHERE id = $6 AND lease_owner = $7 AND attempt = $8 AND status = 'running' \
-             RETURNING id, tenant_id, callback_url), ",
-            append_after_u!(),
-            ", wake AS (SELECT pg_notify($17, '') FROM u WHERE $18), \
-             hook AS (INSERT INTO webhook_deliveries (id, tenant_id, task_id, event, url, body, \
-             status, attempts, next_attempt_at, last_error, created_at, updated_at) \
-             SELECT $19, u.tenant_id, u.id, $20, u.callback_url, NULL, 'pending', 0, $5, NULL, \
-             $5, $5 FROM u WHERE $16 AND u.callback_url IS NOT NULL \
-             ON CONFLICT (task_id, event) DO NOTHING) \
-             SELECT 1 FROM u LEFT JOIN wake ON true"
-        ))
-        .bind(f.step.tokens_in)
-        .bind(f.step.tokens_out)
-        .bind(f.step.cost_nanos)
-        .bind(f.step.steps)
-        .bind(now())
-        .bind(lease.task_id)
-        .bind(&lease.owner)
-        .bind(lease.attempt)
-        .bind(&kinds)
-        .bind(&payloads)
-        .bind(f.status.as_str())
-        .bind(f.result.as_ref().map(Json))
-        .bind(&f.error)
-        .bind(f.run_at)
-        .bind(give_back)
-        .bind(f.status.is_terminal())
-        .bind(TASKS_CHANNEL)
-        .bind(requeued)
-        .bind(Uuid::now_v7())
-        .bind(TASK_FINISHED)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(won.is_some())
+        // Group-committed with the ends of other tasks (ADR 0018).
+        self.finishes
+            .submit(FinishItem {
+                lease: lease.clone(),
+                finish: f.clone(),
+            })
+            .await
     }
 
     async fn rescue_expired(
@@ -1219,5 +1136,259 @@ impl PgStore {
             .await?;
         tx.commit().await?;
         Ok(Some(task_row(&row)?))
+    }
+}
+
+/// `create_task`, group-committed (ADR 0018): the rows of many submits, their `queued`
+/// events and one wake-up of the workers in one statement.
+pub(super) struct SubmitBatch;
+
+#[async_trait]
+impl BatchOp for SubmitBatch {
+    const KIND: &'static str = "submit";
+    type Item = NewTask;
+    /// The inserted task, or `None` when its idempotency key was already taken.
+    type Out = Option<Task>;
+
+    async fn run(&self, pool: &PgPool, items: &[NewTask]) -> StoreResult<Vec<Option<Task>>> {
+        let ids: Vec<Uuid> = items.iter().map(|_| Uuid::now_v7()).collect();
+        let queued = NewEvent::status(TaskStatus::Queued, Value::Null);
+        let rows = sqlx::query(concat!(
+            "WITH ins AS (INSERT INTO tasks (id, tenant_id, employee_id, input, status, \
+             priority, run_at, max_attempts, idempotency_key, request_hash, parent_task_id, \
+             depth, session_id, callback_url, metadata, created_at, updated_at, output_schema, \
+             trace_context) \
+             SELECT j.id, j.tenant_id, j.employee_id, j.input, 'queued', j.priority, j.run_at, \
+             j.max_attempts, j.idem, j.hash, j.parent, j.depth, j.session, j.callback, \
+             j.metadata, $17, $17, j.schema, j.trace \
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::jsonb[], $5::int4[], \
+             $6::timestamptz[], $7::int4[], $8::text[], $9::text[], $10::uuid[], $11::int4[], \
+             $12::uuid[], $13::text[], $14::jsonb[], $15::jsonb[], $16::text[]) \
+             AS j(id, tenant_id, employee_id, input, priority, run_at, max_attempts, idem, \
+             hash, parent, depth, session, callback, metadata, schema, trace) \
+             ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL \
+             DO NOTHING RETURNING ",
+            task_cols!(),
+            "), ev AS (INSERT INTO task_events (task_id, seq, kind, payload, created_at) \
+             SELECT id, 1, 'status', $18, $17 FROM ins), \
+             wake AS (SELECT pg_notify($19, '') WHERE EXISTS (SELECT 1 FROM ins)) \
+             SELECT ins.* FROM ins LEFT JOIN wake ON true"
+        ))
+        .bind(&ids)
+        .bind(items.iter().map(|t| t.tenant_id).collect::<Vec<_>>())
+        .bind(items.iter().map(|t| t.employee_id).collect::<Vec<_>>())
+        .bind(items.iter().map(|t| Json(&t.input)).collect::<Vec<_>>())
+        .bind(items.iter().map(|t| t.priority).collect::<Vec<_>>())
+        .bind(items.iter().map(|t| t.run_at).collect::<Vec<_>>())
+        .bind(items.iter().map(|t| t.max_attempts).collect::<Vec<_>>())
+        .bind(
+            items
+                .iter()
+                .map(|t| t.idempotency_key.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            items
+                .iter()
+                .map(|t| t.request_hash.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(items.iter().map(|t| t.parent_task_id).collect::<Vec<_>>())
+        .bind(items.iter().map(|t| t.depth).collect::<Vec<_>>())
+        .bind(items.iter().map(|t| t.session_id).collect::<Vec<_>>())
+        .bind(
+            items
+                .iter()
+                .map(|t| t.callback_url.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(items.iter().map(|t| Json(&t.metadata)).collect::<Vec<_>>())
+        .bind(
+            items
+                .iter()
+                .map(|t| t.output_schema.as_ref().map(Json))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            items
+                .iter()
+                .map(|t| t.trace_context.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(now())
+        .bind(Json(&queued.payload))
+        .bind(TASKS_CHANNEL)
+        .fetch_all(pool)
+        .await?;
+        let mut inserted = std::collections::HashMap::with_capacity(rows.len());
+        for r in &rows {
+            let t = task_row(r)?;
+            inserted.insert(t.id, t);
+        }
+        Ok(ids.iter().map(|id| inserted.remove(id)).collect())
+    }
+}
+
+/// A task's end as the finish batch takes it.
+pub(super) struct FinishItem {
+    pub(super) lease: Lease,
+    pub(super) finish: Finish,
+}
+
+/// `finish_task`, group-committed (ADR 0018): the fenced ends of many tasks, their
+/// events, their completion webhooks and at most one wake-up in one statement.
+pub(super) struct FinishBatch;
+
+#[async_trait]
+impl BatchOp for FinishBatch {
+    const KIND: &'static str = "finish";
+    type Item = FinishItem;
+    /// Whether the lease still held (the end was written).
+    type Out = bool;
+
+    async fn run(&self, pool: &PgPool, items: &[FinishItem]) -> StoreResult<Vec<bool>> {
+        let n = items.len();
+        let (mut ev_item, mut ev_kind, mut ev_payload, mut ev_n) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        // Events name their item by its place in the batch (1-based, as `ORDINALITY`).
+        for (k, it) in items.iter().enumerate() {
+            for (i, e) in it.finish.step.events.iter().enumerate() {
+                ev_item.push(i64::try_from(k + 1).unwrap_or(i64::MAX));
+                ev_kind.push(e.kind);
+                ev_payload.push(Json(&e.payload));
+                ev_n.push(i64::try_from(i + 1).unwrap_or(i64::MAX));
+            }
+        }
+        let (mut give_back, mut requeued) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for it in items {
+            give_back.push(matches!(
+                it.finish.status,
+                TaskStatus::Queued
+                    | TaskStatus::WaitingApproval
+                    | TaskStatus::WaitingInput
+                    | TaskStatus::WaitingSubtasks
+            ));
+            requeued.push(matches!(
+                it.finish.status,
+                TaskStatus::Queued | TaskStatus::Retrying | TaskStatus::WaitingSubtasks
+            ));
+        }
+        // The answer names items by their place in the batch (1-based), not by task:
+        // a stale end of a task may share the batch with the end that holds its lease.
+        let won: Vec<i64> = sqlx::query_scalar(
+            "WITH j AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::int4[], $4::int8[], \
+             $5::int8[], $6::int8[], $7::int4[], $8::text[], $9::jsonb[], $10::text[], \
+             $11::timestamptz[], $12::bool[], $13::bool[], $14::bool[], $15::uuid[]) \
+             WITH ORDINALITY AS j(id, owner, attempt, tokens_in, tokens_out, cost_nanos, \
+             steps, status, result, error, run_at, give_back, terminal, requeued, hook_id, \
+             idx)), \
+             u AS (UPDATE tasks t SET status = CASE WHEN j.status = 'waiting_subtasks' AND NOT \
+             EXISTS (SELECT 1 FROM tasks c WHERE c.parent_task_id = t.id AND c.status IN \
+             ('queued', 'running', 'retrying', 'waiting_approval', 'waiting_input', \
+             'waiting_subtasks')) THEN 'queued' ELSE j.status END, \
+             result = COALESCE(j.result, t.result), error = j.error, \
+             run_at = COALESCE(j.run_at, t.run_at), lease_owner = NULL, \
+             lease_expires_at = NULL, \
+             attempt = CASE WHEN j.give_back THEN t.attempt - 1 ELSE t.attempt END, \
+             finished_at = CASE WHEN j.terminal THEN $16 ELSE t.finished_at END, \
+             tokens_in = t.tokens_in + j.tokens_in, tokens_out = t.tokens_out + j.tokens_out, \
+             cost_nanos = t.cost_nanos + j.cost_nanos, steps = t.steps + j.steps, \
+             updated_at = $16 FROM j \
+             WHERE t.id = j.id AND t.lease_owner = j.owner AND t.attempt = j.attempt \
+             AND t.status = 'running' \
+             RETURNING t.id, t.tenant_id, t.callback_url, j.terminal, j.requeued, j.hook_id, \
+             j.idx), \
+             ev AS (INSERT INTO task_events (task_id, seq, kind, payload, created_at) \
+             SELECT u.id, (SELECT COALESCE(MAX(seq), 0) FROM task_events \
+             WHERE task_id = u.id) + e.n, e.kind, e.payload, $16 \
+             FROM UNNEST($17::int8[], $18::text[], $19::jsonb[], $20::int8[]) \
+             AS e(item, kind, payload, n) JOIN u ON u.idx = e.item), \
+             wake AS (SELECT pg_notify($21, '') WHERE EXISTS (SELECT 1 FROM u WHERE u.requeued)), \
+             hook AS (INSERT INTO webhook_deliveries (id, tenant_id, task_id, event, url, body, \
+             status, attempts, next_attempt_at, last_error, created_at, updated_at) \
+             SELECT u.hook_id, u.tenant_id, u.id, $22, u.callback_url, NULL, 'pending', 0, $16, \
+             NULL, $16, $16 FROM u WHERE u.terminal AND u.callback_url IS NOT NULL \
+             ON CONFLICT (task_id, event) DO NOTHING) \
+             SELECT u.idx FROM u LEFT JOIN wake ON true",
+        )
+        .bind(items.iter().map(|i| i.lease.task_id).collect::<Vec<_>>())
+        .bind(
+            items
+                .iter()
+                .map(|i| i.lease.owner.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(items.iter().map(|i| i.lease.attempt).collect::<Vec<_>>())
+        .bind(
+            items
+                .iter()
+                .map(|i| i.finish.step.tokens_in)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            items
+                .iter()
+                .map(|i| i.finish.step.tokens_out)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            items
+                .iter()
+                .map(|i| i.finish.step.cost_nanos)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            items
+                .iter()
+                .map(|i| i.finish.step.steps)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            items
+                .iter()
+                .map(|i| i.finish.status.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            items
+                .iter()
+                .map(|i| i.finish.result.as_ref().map(Json))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            items
+                .iter()
+                .map(|i| i.finish.error.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(items.iter().map(|i| i.finish.run_at).collect::<Vec<_>>())
+        .bind(&give_back)
+        .bind(
+            items
+                .iter()
+                .map(|i| i.finish.status.is_terminal())
+                .collect::<Vec<_>>(),
+        )
+        .bind(&requeued)
+        .bind(items.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
+        .bind(now())
+        .bind(&ev_item)
+        .bind(&ev_kind)
+        .bind(&ev_payload)
+        .bind(&ev_n)
+        .bind(TASKS_CHANNEL)
+        .bind(TASK_FINISHED)
+        .fetch_all(pool)
+        .await?;
+        let mut answers = vec![false; n];
+        for idx in won {
+            if let Some(a) = usize::try_from(idx - 1)
+                .ok()
+                .and_then(|i| answers.get_mut(i))
+            {
+                *a = true;
+            }
+        }
+        Ok(answers)
     }
 }
