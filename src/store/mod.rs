@@ -66,6 +66,10 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Histogram `{kind}`: writes per group commit — on PostgreSQL per statement (`submit`,
+/// `finish`; ADR 0018), on SQLite per transaction of the writer thread (`writer`).
+pub const WRITE_BATCH_SIZE: &str = "db_write_batch_size";
+
 /// Which backend a store runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -21,7 +21,6 @@ mod responses;
 mod sessions;
 mod tasks;
 mod webhooks;
-pub use batch::WRITE_BATCH_SIZE;
 pub use tasks::{EVENTS_CHANNEL, TASKS_CHANNEL};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");

@@ -116,8 +116,8 @@ const OVERHEAD_BUCKETS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05,
 ];
 
-/// Items per group-commit statement (the batch never exceeds 128).
-const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
+/// Writes per group commit (PostgreSQL batches hold up to 128, the SQLite writer's 256).
+const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -142,7 +142,7 @@ pub fn install() -> PrometheusHandle {
                 })
                 .and_then(|b| {
                     b.set_buckets_for_metric(
-                        Matcher::Full(crate::store::postgres::WRITE_BATCH_SIZE.into()),
+                        Matcher::Full(crate::store::WRITE_BATCH_SIZE.into()),
                         BATCH_SIZE_BUCKETS,
                     )
                 })
@@ -243,8 +243,8 @@ fn describe() {
     );
     metrics::describe_counter!(TASKS_CLAIMED_TOTAL, "Tasks claimed by this replica");
     metrics::describe_histogram!(
-        crate::store::postgres::WRITE_BATCH_SIZE,
-        "Writes per group-commit statement on PostgreSQL, by kind (submit, finish)"
+        crate::store::WRITE_BATCH_SIZE,
+        "Writes per group commit, by kind (PostgreSQL: submit, finish; SQLite: writer)"
     );
     metrics::describe_counter!(TASKS_RESCUED_TOTAL, "Tasks rescued from an expired lease");
     metrics::describe_counter!(

@@ -19,10 +19,7 @@ use async_trait::async_trait;
 use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::store::{StoreError, StoreResult};
-
-/// Histogram `{kind}`: items written per group-commit statement (`submit`, `finish`).
-pub const WRITE_BATCH_SIZE: &str = "db_write_batch_size";
+use crate::store::{StoreError, StoreResult, WRITE_BATCH_SIZE};
 
 /// At most this many items per statement.
 pub(super) const MAX_BATCH: usize = 128;

@@ -135,6 +135,8 @@ fn run(conn: &rusqlite::Connection, rx: mpsc::Receiver<Job>, gate: Gate) {
                 Err(_) => break,
             }
         }
+        metrics::histogram!(crate::store::WRITE_BATCH_SIZE, "kind" => "writer")
+            .record(batch.len() as f64);
         let _exclusive = gate.blocking_lock();
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             let why = e.to_string();
