@@ -284,6 +284,16 @@ async fn chat_is_tenant_scoped(backend: Backend) {
         assert!(Instant::now() < deadline, "tenant B's task never ended");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The session turn is written just after the task's end (not in the same commit):
+    // wait for it, with a deadline.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while history(b_tenant).await.len() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "tenant B's session turn never written"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(history(b_tenant).await.len(), 4);
     assert_eq!(history(DEFAULT_TENANT_ID).await, mine_history);
     // Another employee's session in the same tenant: 404 too.
