@@ -18,13 +18,16 @@
 # interval, as independent clients would; PACING=fixed sends all connections in lockstep
 # (bursts of CONNS requests). See bench/chat.lua.
 #
+# BIN names another build to measure (default target/release/digital-employee), so two
+# builds can be compared in interleaved runs. PROTOCOLS=off skips the other protocols.
+#
 #   cargo build --release && bench/gateway.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
-bin=target/release/digital-employee
-[ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 2; }
+bin=${BIN:-target/release/digital-employee}
+[ -x "$bin" ] || { echo "build first: cargo build --release (or set BIN to a binary)" >&2; exit 2; }
 command -v wrk >/dev/null || { echo "install wrk (apt-get install wrk)" >&2; exit 2; }
 duration=${DURATION:-15s}
 rates=${RATES:-"500 1000 2000"}
@@ -122,18 +125,20 @@ echo "flat out gateway: $(wrk_summary "$flat")  RSS $(rss_mib "$gw_pid") MiB"
 flat=$(RATE=0 wrk -t2 -c"$conns" -d"$duration" --latency -s bench/chat.lua "http://$vendor/v1/chat/completions")
 echo "flat out direct:  $(wrk_summary "$flat")"
 # The other protocols at one rate: each against the direct vendor call it makes.
-prate=${PROTOCOL_RATE:-1000}
-messages_body='{"model":"gpt-4o-mini","max_tokens":256,"messages":[{"role":"user","content":"Summarise the quarterly report in one line."}]}'
-responses_body='{"model":"gpt-4o-mini","input":"Summarise the quarterly report in one line."}'
-unstored_body='{"model":"gpt-4o-mini","input":"Summarise the quarterly report in one line.","store":false}'
-run_body() { # BODY URL
-    BENCH_BODY=$1 RATE=$prate wrk -t2 -c"$conns" -d"$duration" --latency -s bench/chat.lua "$2"
-}
-echo "rate $prate/s  messages direct:  $(wrk_summary "$(run_body "$messages_body" "http://$vendor/v1/messages")")"
-echo "rate $prate/s  messages gateway: $(wrk_summary "$(run_body "$messages_body" "http://$api/v1/messages")")  (OpenAI-format vendor behind)"
-echo "rate $prate/s  responses gateway: $(wrk_summary "$(run_body "$responses_body" "http://$api/v1/responses")")  (stored)"
-echo "rate $prate/s  responses gateway: $(wrk_summary "$(run_body "$unstored_body" "http://$api/v1/responses")")  (store: false)"
-echo "rate $prate/s  chat direct:      $(wrk_summary "$(RATE=$prate wrk -t2 -c"$conns" -d"$duration" --latency -s bench/chat.lua "http://$vendor/v1/chat/completions")")  (what /v1/responses calls)"
+if [ "${PROTOCOLS:-on}" = on ]; then
+    prate=${PROTOCOL_RATE:-1000}
+    messages_body='{"model":"gpt-4o-mini","max_tokens":256,"messages":[{"role":"user","content":"Summarise the quarterly report in one line."}]}'
+    responses_body='{"model":"gpt-4o-mini","input":"Summarise the quarterly report in one line."}'
+    unstored_body='{"model":"gpt-4o-mini","input":"Summarise the quarterly report in one line.","store":false}'
+    run_body() { # BODY URL
+        BENCH_BODY=$1 RATE=$prate wrk -t2 -c"$conns" -d"$duration" --latency -s bench/chat.lua "$2"
+    }
+    echo "rate $prate/s  messages direct:  $(wrk_summary "$(run_body "$messages_body" "http://$vendor/v1/messages")")"
+    echo "rate $prate/s  messages gateway: $(wrk_summary "$(run_body "$messages_body" "http://$api/v1/messages")")  (OpenAI-format vendor behind)"
+    echo "rate $prate/s  responses gateway: $(wrk_summary "$(run_body "$responses_body" "http://$api/v1/responses")")  (stored)"
+    echo "rate $prate/s  responses gateway: $(wrk_summary "$(run_body "$unstored_body" "http://$api/v1/responses")")  (store: false)"
+    echo "rate $prate/s  chat direct:      $(wrk_summary "$(RATE=$prate wrk -t2 -c"$conns" -d"$duration" --latency -s bench/chat.lua "http://$vendor/v1/chat/completions")")  (what /v1/responses calls)"
+fi
 
 echo "router overhead histogram (seconds, cumulative):"
 curl -fs "http://$metrics/metrics" | grep '^ai_gateway_overhead_seconds' | sed 's/^/  /'

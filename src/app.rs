@@ -21,7 +21,7 @@ use crate::auth::ratelimit::RateLimiter;
 use crate::auth::{Authenticator, Scope, keys, redact};
 use crate::config::Config;
 use crate::egress::EgressPolicy;
-use crate::state::{AppState, Hub, Lifecycle};
+use crate::state::{AppState, Hub, Lifecycle, Shared};
 use crate::store::{self, DEFAULT_TENANT_ID};
 use crate::telemetry;
 
@@ -133,7 +133,7 @@ impl App {
         let mcp = crate::mcp::Pool::new(&egress, store.clone())
             .context("building the HTTP client for MCP servers")?;
         Ok(App {
-            state: AppState {
+            state: AppState::new(Shared {
                 config: Arc::new(config),
                 store,
                 ai,
@@ -145,7 +145,7 @@ impl App {
                 egress,
                 probes: Arc::default(),
                 mcp: Arc::new(mcp),
-            },
+            }),
             api_listener,
             metrics_listener,
             bootstrap_key,

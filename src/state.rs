@@ -22,9 +22,26 @@ use crate::egress::EgressPolicy;
 use crate::store::DynStore;
 use crate::telemetry;
 
-/// Shared state of one running app; cheap to clone.
+/// Shared state of one running app: one reference-counted pointer, so the clone every
+/// middleware layer and handler takes of it costs one atomic increment.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What an [`AppState`] holds.
+pub struct Shared {
     pub config: Arc<Config>,
     pub store: DynStore,
     pub ai: Arc<AiRouter>,

@@ -65,9 +65,33 @@ pub fn router(state: AppState) -> Router {
 /// document and the key check, behind the session gate ([`pages::gate`]) and the same
 /// request context, body limits and security headers.
 pub fn router_with_pages(state: AppState, pages: Router<AppState>) -> Router {
+    use tower::ServiceBuilder;
+    use tower::util::option_layer;
+
     let limit = state.config.max_body_bytes;
     let cors = security::cors(&state.config);
-    let router = Router::new()
+    // Each `Router::layer` call wraps every route in one more boxed service, and every
+    // request clones the whole chain of boxes beneath the layer it passes (quadratic in
+    // the number of calls). So the layers are composed first, with `ServiceBuilder`, and
+    // each group is applied in one call: one box per group, cloned once per request.
+    let api_layers = ServiceBuilder::new()
+        .layer(middleware::from_fn(messages::anthropic_errors))
+        .layer(middleware::from_fn_with_state(state.clone(), require_auth));
+    // Outermost first. `request_context` needs the matched route (its span and metrics
+    // are labelled with the template), so these run once a route has matched.
+    let edge_layers = ServiceBuilder::new()
+        .layer(middleware::from_fn(security::security_headers))
+        .layer(option_layer(cors))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_context,
+        ))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            state.config.request_body_timeout,
+        ))
+        .map_request(|req: Request<_>| req.map(axum::body::Body::new))
+        .layer(DefaultBodyLimit::max(limit));
+    Router::new()
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .nest("/v1", v1())
@@ -75,23 +99,9 @@ pub fn router_with_pages(state: AppState, pages: Router<AppState>) -> Router {
         .merge(openapi::docs_router(&state.ai.provider_names()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), require_auth))
-        .layer(middleware::from_fn(messages::anthropic_errors))
+        .layer(api_layers)
         .merge(pages.layer(middleware::from_fn_with_state(state.clone(), pages::gate)))
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
-            state.config.request_body_timeout,
-        ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            request_context,
-        ));
-    let router = match cors {
-        Some(cors) => router.layer(cors),
-        None => router,
-    };
-    router
-        .layer(middleware::from_fn(security::security_headers))
+        .layer(edge_layers)
         .with_state(state)
 }
 

@@ -3,7 +3,10 @@
 //! Each line is one JSON object: `timestamp` (RFC 3339, UTC), `level`, `message`,
 //! `target`, then the fields of the enclosing spans (so `request_id` appears on every
 //! line logged while serving a request), then the event's own fields. The log analyzer
-//! reads exactly these names.
+//! reads exactly these names. A name appears once: an event's field wins over a span's,
+//! an inner span's over an outer's, and a field may not take one of the line's own keys.
+//! Lines are written straight from the fields into a reused buffer, without an
+//! intermediate JSON value.
 //!
 //! Every string value is passed through the redactor (`auth::redact`) before the line is
 //! written: e-mail addresses, card numbers, SSNs, credentials, configured patterns and the
@@ -11,7 +14,6 @@
 
 use std::io::Write;
 
-use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::MakeWriter;
@@ -72,26 +74,79 @@ impl<W> JsonLayer<W> {
     }
 }
 
-/// Fields recorded on a span, kept in its extensions.
-struct SpanFields(Map<String, Value>);
+/// Fields recorded on a span, kept in its extensions: names as `tracing` gives them,
+/// string values already redacted (the redactor is fixed once the process has read it).
+struct SpanFields(Vec<(&'static str, FieldValue)>);
 
-struct JsonVisitor<'a>(&'a mut Map<String, Value>);
+/// One field's value, as the line will print it.
+enum FieldValue {
+    Str(String),
+    I64(i64),
+    U64(u64),
+    F64(f64),
+    Bool(bool),
+}
 
-impl Visit for JsonVisitor<'_> {
+impl FieldValue {
+    fn write(&self, out: &mut Vec<u8>) {
+        // Writing JSON scalars into a Vec cannot fail.
+        let _ = match self {
+            FieldValue::Str(s) => serde_json::to_writer(&mut *out, s.as_str()),
+            FieldValue::I64(n) => serde_json::to_writer(&mut *out, n),
+            FieldValue::U64(n) => serde_json::to_writer(&mut *out, n),
+            FieldValue::F64(n) => serde_json::to_writer(&mut *out, n),
+            FieldValue::Bool(b) => serde_json::to_writer(&mut *out, b),
+        };
+    }
+}
+
+/// Collects fields; a name recorded twice keeps its last value. With `keep_dotted` false,
+/// trace-only (dotted) names are dropped as they come.
+struct Collect<'a> {
+    fields: &'a mut Vec<(&'static str, FieldValue)>,
+    keep_dotted: bool,
+}
+
+impl Collect<'_> {
+    fn put(&mut self, name: &'static str, value: FieldValue) {
+        if !self.keep_dotted && !log_field(name) {
+            return;
+        }
+        let value = match value {
+            FieldValue::Str(text) => FieldValue::Str(redacted(text)),
+            other => other,
+        };
+        match self.fields.iter_mut().find(|(k, _)| *k == name) {
+            Some(slot) => slot.1 = value,
+            None => self.fields.push((name, value)),
+        }
+    }
+}
+
+/// `text` with whatever the process-wide redactor finds replaced.
+fn redacted(text: String) -> String {
+    let (clean, n) = crate::auth::redact::global().redact_cow(&text);
+    if n == 0 {
+        return text;
+    }
+    clean.into_owned()
+}
+
+impl Visit for Collect<'_> {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.insert(field.name().into(), Value::from(value));
+        self.put(field.name(), FieldValue::F64(value));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.insert(field.name().into(), Value::from(value));
+        self.put(field.name(), FieldValue::I64(value));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name().into(), Value::from(value));
+        self.put(field.name(), FieldValue::U64(value));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.insert(field.name().into(), Value::from(value));
+        self.put(field.name(), FieldValue::Bool(value));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().into(), Value::from(value));
+        self.put(field.name(), FieldValue::Str(value.to_owned()));
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         // The whole cause chain, outermost first.
@@ -102,12 +157,33 @@ impl Visit for JsonVisitor<'_> {
             text.push_str(&s.to_string());
             source = s.source();
         }
-        self.0.insert(field.name().into(), Value::from(text));
+        self.put(field.name(), FieldValue::Str(text));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0
-            .insert(field.name().into(), Value::from(format!("{value:?}")));
+        self.put(field.name(), FieldValue::Str(format!("{value:?}")));
     }
+}
+
+/// The keys every line has; fields of the same name never replace them.
+const LINE_KEYS: [&str; 6] = [
+    "timestamp",
+    "level",
+    "message",
+    "target",
+    "trace_id",
+    "span_id",
+];
+
+/// Writes `"key":` (with the separating comma) into `out`.
+fn key(out: &mut Vec<u8>, name: &str) {
+    out.push(b',');
+    let _ = serde_json::to_writer(&mut *out, name);
+    out.push(b':');
+}
+
+thread_local! {
+    /// Each thread's line buffer, reused from line to line.
+    static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl<S, W> Layer<S> for JsonLayer<W>
@@ -122,9 +198,11 @@ where
         ctx: Context<'_, S>,
     ) {
         let Some(span) = ctx.span(id) else { return };
-        let mut fields = Map::new();
-        attrs.record(&mut JsonVisitor(&mut fields));
-        fields.retain(|k, _| log_field(k));
+        let mut fields = Vec::new();
+        attrs.record(&mut Collect {
+            fields: &mut fields,
+            keep_dotted: false,
+        });
         span.extensions_mut().insert(SpanFields(fields));
     }
 
@@ -137,65 +215,96 @@ where
         let Some(span) = ctx.span(id) else { return };
         let mut ext = span.extensions_mut();
         if let Some(SpanFields(fields)) = ext.get_mut::<SpanFields>() {
-            values.record(&mut JsonVisitor(fields));
-            fields.retain(|k, _| log_field(k));
+            values.record(&mut Collect {
+                fields,
+                keep_dotted: false,
+            });
         }
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let meta = event.metadata();
-        let mut line = Map::new();
-        line.insert(
-            "timestamp".into(),
-            Value::from(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
-        );
-        line.insert("level".into(), Value::from(meta.level().as_str()));
-        line.insert("message".into(), Value::from(""));
-        line.insert("target".into(), Value::from(meta.target()));
+        let mut own = Vec::with_capacity(8);
+        event.record(&mut Collect {
+            fields: &mut own,
+            keep_dotted: true,
+        });
         // Read before any span's extensions are borrowed below (the trace layer locks them).
         let ids = super::traces::current_ids();
-        if let Some(scope) = ctx.event_scope(event) {
-            for span in scope.from_root() {
-                if let Some(SpanFields(fields)) = span.extensions().get::<SpanFields>() {
-                    for (k, v) in fields {
-                        line.insert(k.clone(), v.clone());
+        let write_line = |out: &mut Vec<u8>| {
+            out.clear();
+            out.extend_from_slice(b"{\"timestamp\":\"");
+            out.extend_from_slice(
+                chrono::Utc::now()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                    .as_bytes(),
+            );
+            out.extend_from_slice(b"\",\"level\":\"");
+            out.extend_from_slice(meta.level().as_str().as_bytes());
+            out.push(b'"');
+            key(out, "message");
+            match own.iter().find(|(k, _)| *k == "message") {
+                Some((_, value)) => value.write(out),
+                None => out.extend_from_slice(b"\"\""),
+            }
+            key(out, "target");
+            let _ = serde_json::to_writer(&mut *out, meta.target());
+            // The event's own fields win over its spans', an inner span's over an outer's.
+            let mut written: Vec<&'static str> = Vec::with_capacity(16);
+            if let Some(scope) = ctx.event_scope(event) {
+                for span in scope {
+                    let ext = span.extensions();
+                    let Some(SpanFields(fields)) = ext.get::<SpanFields>() else {
+                        continue;
+                    };
+                    for (name, value) in fields {
+                        if LINE_KEYS.contains(name)
+                            || written.contains(name)
+                            || own.iter().any(|(k, _)| k == name)
+                        {
+                            continue;
+                        }
+                        written.push(name);
+                        key(out, name);
+                        value.write(out);
                     }
                 }
             }
-        }
-        if let Some((trace_id, span_id)) = ids {
-            line.insert("trace_id".into(), Value::from(trace_id));
-            line.insert("span_id".into(), Value::from(span_id));
-        }
-        event.record(&mut JsonVisitor(&mut line));
-        let redactor = crate::auth::redact::global();
-        for (key, value) in line.iter_mut() {
-            if matches!(
-                key.as_str(),
-                "timestamp" | "level" | "target" | "trace_id" | "span_id"
-            ) {
-                continue;
+            if let Some((trace_id, span_id)) = &ids {
+                key(out, "trace_id");
+                let _ = serde_json::to_writer(&mut *out, trace_id);
+                key(out, "span_id");
+                let _ = serde_json::to_writer(&mut *out, span_id);
             }
-            if let Value::String(text) = value {
-                let (clean, n) = redactor.redact_cow(text);
-                if n > 0 {
-                    *text = clean.into_owned();
+            for (name, value) in &own {
+                if LINE_KEYS.contains(name) {
+                    continue;
+                }
+                key(out, name);
+                value.write(out);
+            }
+            out.extend_from_slice(b"}\n");
+            // One write per line so concurrent lines never interleave.
+            let _ = self.make_writer.make_writer().write_all(out);
+        };
+        LINE.with(|line| match line.try_borrow_mut() {
+            Ok(mut buf) => {
+                write_line(&mut buf);
+                // A rare huge line does not keep its buffer for the thread's lifetime.
+                if buf.capacity() > 64 * 1024 {
+                    *buf = Vec::new();
                 }
             }
-        }
-        let mut bytes = match serde_json::to_vec(&Value::Object(line)) {
-            Ok(b) => b,
-            Err(_) => return,
-        };
-        bytes.push(b'\n');
-        // One write per line so concurrent lines never interleave.
-        let _ = self.make_writer.make_writer().write_all(&bytes);
+            // A line logged while this thread writes one (from inside the writer).
+            Err(_) => write_line(&mut Vec::new()),
+        });
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
     use std::sync::{Arc, Mutex};
 
     #[derive(Clone, Default)]
@@ -252,6 +361,41 @@ mod tests {
             "no trace ids while tracing is off"
         );
         assert_eq!(lines[1]["request_id"], "req-1");
+    }
+
+    #[test]
+    fn each_name_once_with_the_nearest_value() {
+        let buf = Buf::default();
+        let subscriber = tracing_subscriber::registry().with(JsonLayer::new(buf.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            let outer = tracing::info_span!("outer", who = "outer", only_outer = 1u64);
+            let _o = outer.enter();
+            let inner = tracing::info_span!("inner", who = "inner", step = 1u64);
+            let _i = inner.enter();
+            inner.record("step", 2u64);
+            tracing::info!(
+                step = 3u64,
+                level = "mine",
+                quote = "a \"b\"\n\tc\u{1}",
+                "m"
+            );
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let line: Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["who"], "inner", "{text}");
+        assert_eq!(line["only_outer"], 1, "{text}");
+        assert_eq!(line["step"], 3, "{text}");
+        assert_eq!(line["level"], "INFO", "{text}");
+        assert_eq!(line["quote"], "a \"b\"\n\tc\u{1}", "{text}");
+        assert_eq!(line["message"], "m");
+        for name in ["who", "step", "level", "message"] {
+            assert_eq!(
+                text.matches(&format!("\"{name}\":")).count(),
+                1,
+                "{name} in {text}"
+            );
+        }
     }
 
     #[test]
