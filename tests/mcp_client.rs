@@ -276,7 +276,12 @@ async fn mcp_servers_crud_secrets_refresh_and_scoping(backend: Backend) {
     .await;
     let d = refreshed(&app, &id_of(&down)).await;
     assert_eq!(d["status"], "error", "{d}");
-    assert!(!d["last_error"].as_str().unwrap().is_empty());
+    let last_error = d["last_error"].as_str().unwrap();
+    assert!(!last_error.is_empty(), "{d}");
+    assert!(
+        !last_error.contains("::"),
+        "no Rust type paths in what a user reads: {last_error}"
+    );
 
     // Another tenant sees none of it; a read key reads but cannot change.
     let r = app

@@ -130,7 +130,7 @@ fn failed(server: &McpServer, error: &str) -> McpServerState {
 
 /// `text` without the server's header values and token, then through the log redactor.
 pub fn scrub(server: &McpServer, text: &str) -> String {
-    let mut out = text.to_string();
+    let mut out = without_type_names(text);
     let f = &server.fields;
     for secret in f.headers.values().chain(f.bearer_token.iter()) {
         if !secret.is_empty() {
@@ -139,6 +139,32 @@ pub fn scrub(server: &McpServer, text: &str) -> String {
     }
     let out: String = out.chars().take(1000).collect();
     crate::auth::redact::redact(&out).0
+}
+
+/// `text` without the bracketed Rust type paths the SDK puts in its transport errors
+/// (`Transport [some::crate::Type<..>] error: …` becomes `Transport error: …`): they say
+/// nothing to a user and expose how the service is built.
+fn without_type_names(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find('[') {
+        let Some(len) = rest[open..].find(']') else {
+            break;
+        };
+        let inside = &rest[open + 1..open + len];
+        let type_path = inside.contains("::")
+            && inside
+                .split(", ")
+                .all(|part| !part.contains(char::is_whitespace));
+        if type_path {
+            out.push_str(rest[..open].strip_suffix(' ').unwrap_or(&rest[..open]));
+        } else {
+            out.push_str(&rest[..=open + len]);
+        }
+        rest = &rest[open + len + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The error of an MCP request: the egress refusal when that is what failed it.
@@ -436,6 +462,23 @@ fn cut(s: &str, max: usize) -> (String, bool) {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn transport_errors_lose_their_type_paths() {
+        let text = "Transport send error: Transport [rmcp::transport::worker::WorkerTransport<rmcp::transport::streamable_http_client::StreamableHttpClientWorker<reqwest::Client, a::B>>] error: Client error: error sending request";
+        assert_eq!(
+            without_type_names(text),
+            "Transport send error: Transport error: Client error: error sending request"
+        );
+        for kept in [
+            "status [500] from the server",
+            "see [docs::setup here]",
+            "an open [bracket",
+            "",
+        ] {
+            assert_eq!(without_type_names(kept), kept);
+        }
+    }
 
     #[test]
     fn results_map_to_what_the_model_sees() {
