@@ -20,6 +20,10 @@ mod common;
 
 use common::KEY;
 
+/// The allocator of the shipped binary (`src/main.rs`), so the figures are the service's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let db = std::env::var("BENCH_DB").unwrap_or_else(|_| "sqlite".into());
