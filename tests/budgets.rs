@@ -7,18 +7,14 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::tasks::{submit, wait_end};
-use common::{ADMIN_KEY, Backend, TestApp, TestDb, assert_error};
+use common::{ADMIN_KEY, Backend, TestApp, TestDb, assert_error, process};
 use digital_employee::ai::sandbox::{Fault, FaultRule, SandboxEngine, SandboxSetup};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_digital-employee");
 const VENDOR_KEY: &str = "sk-sandbox-budgets";
 
 /// A sandbox vendor on a loopback port that answers after 50–150 ms, so concurrent
@@ -525,70 +521,26 @@ async fn sixty_four_calls_on_sqlite_never_overspend() {
     app.stop().await.unwrap();
 }
 
-/// One `digital-employee serve` process.
+/// One `digital-employee serve` process on the shared database.
 struct Server {
-    child: Child,
     api: String,
+    _process: process::Server,
 }
 
 impl Server {
-    #[allow(clippy::zombie_processes)]
     fn start(db_url: &str, vendor: &Vendor) -> Server {
-        let dir = std::env::temp_dir().join(format!("de-budget-{}", uuid::Uuid::now_v7().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.env_clear()
-            .env("DATA_DIR", &dir)
-            .env("HOST", "127.0.0.1")
-            .env("PORT", "0")
-            .env("PROMETHEUS_METRICS_PORT", "0")
-            .env("DATABASE_URL", db_url)
-            .env("API_KEY_WHITELIST", ADMIN_KEY)
-            .env("RATE_LIMIT_REQUESTS", "1000000");
-        for (k, v) in vendor.env() {
-            cmd.env(k, v);
+        let vendor_env = vendor.env();
+        let mut env = vec![
+            ("DATABASE_URL", db_url),
+            ("API_KEY_WHITELIST", ADMIN_KEY),
+            ("RATE_LIMIT_REQUESTS", "1000000"),
+        ];
+        env.extend(vendor_env.iter().map(|(k, v)| (*k, v.as_str())));
+        let started = process::Server::start(&process::temp_dir(), &env);
+        Server {
+            api: format!("http://{}", started.api),
+            _process: started,
         }
-        let mut child = cmd
-            .arg("serve")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let (tx, rx) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no 'listening' line within 30s"));
-            let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            if v["message"] == "listening" {
-                // Keep draining stdout so the child never blocks on a full pipe.
-                std::thread::spawn(move || while rx.recv().is_ok() {});
-                return Server {
-                    child,
-                    api: format!("http://{}", v["api"].as_str().unwrap()),
-                };
-            }
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -8,10 +8,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -25,9 +22,8 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use prost::Message;
 use serde_json::{Value, json};
 
-use common::{Backend, TestDb};
+use common::{Backend, TestDb, process};
 
-const BIN: &str = env!("CARGO_BIN_EXE_digital-employee");
 const KEY: &str = "traces-admin-key-0123456789";
 /// The caller's trace: every span of the task must carry it.
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -157,83 +153,39 @@ async fn start_vendor() -> (String, Arc<Mutex<Vec<String>>>) {
 }
 
 struct Server {
-    child: Child,
-    lines: mpsc::Receiver<String>,
     api: String,
     metrics: String,
-    _dir: PathBuf,
+    process: process::Server,
 }
 
 impl Server {
-    // The child is killed and waited for in `Drop`, which clippy cannot see.
-    #[allow(clippy::zombie_processes)]
     fn start(env: &[(&str, &str)]) -> Server {
-        let dir = std::env::temp_dir().join(format!("de-traces-{}", uuid::Uuid::now_v7().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.env_clear()
-            .env("DATA_DIR", &dir)
-            .env("HOST", "127.0.0.1")
-            .env("PORT", "0")
-            .env("PROMETHEUS_METRICS_PORT", "0")
-            .env("API_KEY_WHITELIST", KEY)
-            .env("EGRESS_ALLOW_CIDRS", "127.0.0.1/32")
-            .env("AI_SERVICE_RETRY_COUNT", "1")
-            .env("AI_SERVICE_RETRY_DELAY", "0")
-            .env("AI_CACHE", "off")
-            .env("TASK_POLL_INTERVAL", "0.1")
-            .env("OTEL_BSP_SCHEDULE_DELAY", "100");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd
-            .arg("serve")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let (tx, rx) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no 'listening' line within 60s"));
-            let v: Value = serde_json::from_str(&line)
-                .unwrap_or_else(|_| panic!("stdout line is not JSON: {line}"));
-            if v["message"] == "listening" {
-                return Server {
-                    child,
-                    lines: rx,
-                    api: format!("http://{}", v["api"].as_str().unwrap()),
-                    metrics: format!("http://{}/metrics", v["metrics"].as_str().unwrap()),
-                    _dir: dir,
-                };
-            }
+        let mut all = vec![
+            ("API_KEY_WHITELIST", KEY),
+            ("EGRESS_ALLOW_CIDRS", "127.0.0.1/32"),
+            ("AI_SERVICE_RETRY_COUNT", "1"),
+            ("AI_SERVICE_RETRY_DELAY", "0"),
+            ("AI_CACHE", "off"),
+            ("TASK_POLL_INTERVAL", "0.1"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ];
+        // Later entries win: the caller's settings over these.
+        all.extend_from_slice(env);
+        let process = process::Server::start(&process::temp_dir(), &all);
+        Server {
+            api: format!("http://{}", process.api),
+            metrics: format!("http://{}/metrics", process.metrics),
+            process,
         }
     }
 
+    /// The JSON log lines written since the last call.
     fn lines(&self) -> Vec<Value> {
-        self.lines
-            .try_iter()
-            .filter_map(|l| serde_json::from_str(&l).ok())
+        self.process
+            .remaining_lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

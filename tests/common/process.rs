@@ -57,12 +57,12 @@ impl Server {
                 }
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = rx
                 .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no 'listening' line within 30s"));
+                .unwrap_or_else(|_| panic!("no 'listening' line within 60s"));
             let v: serde_json::Value = serde_json::from_str(&line)
                 .unwrap_or_else(|_| panic!("stdout line is not JSON: {line}"));
             if v["message"] == "listening" {
