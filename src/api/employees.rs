@@ -449,6 +449,14 @@ mod tests {
         let mut f = fields();
         f.allowed_tools = vec!["a".into(), "a".into()];
         assert_eq!(field_of(validate(&f)), "allowed_tools[1]");
+        f.allowed_tools = vec!["a".into(), "b".into()];
+        f.approval_tools = vec!["b".into(), "a".into(), "b".into()];
+        assert_eq!(field_of(validate(&f)), "approval_tools[2]");
+        f.allowed_tools = vec!["mcp:srv/*".into()];
+        f.approval_tools = (0..65).map(|i| format!("mcp:srv/t{i}")).collect();
+        assert_eq!(field_of(validate(&f)), "approval_tools");
+        f.approval_tools.truncate(64);
+        assert!(validate(&f).is_ok());
         let mut f = fields();
         f.temperature = 2.5;
         assert_eq!(field_of(validate(&f)), "temperature");

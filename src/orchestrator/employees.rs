@@ -93,7 +93,19 @@ pub fn validate(f: &EmployeeFields) -> Result<(), FieldError> {
             ));
         }
     }
+    if f.approval_tools.len() > MAX_TOOLS {
+        return Err(FieldError::new(
+            "approval_tools",
+            format!("must list at most {MAX_TOOLS} tools"),
+        ));
+    }
     for (i, t) in f.approval_tools.iter().enumerate() {
+        if f.approval_tools[..i].contains(t) {
+            return Err(FieldError::new(
+                format!("approval_tools[{i}]"),
+                "is listed twice",
+            ));
+        }
         let within = match names::Entry::parse(t) {
             Some(e) => names::entry_within(&e, &f.allowed_tools),
             None => f.allowed_tools.contains(t),
