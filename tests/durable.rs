@@ -720,6 +720,7 @@ fn end(status: TaskStatus) -> Finish {
         error: (status != TaskStatus::Succeeded).then(|| "it went wrong".to_string()),
         run_at: None,
         step: StepUpdate::default(),
+        messages: Vec::new(),
     }
 }
 

@@ -32,6 +32,7 @@ backend_tests!(
     sessions_are_scoped_by_tenant,
     concurrent_submits_and_ends_each_get_their_own_answer,
     a_bad_write_does_not_fail_the_writes_beside_it,
+    a_task_end_writes_its_session_turn_in_the_same_write,
 );
 
 fn new_task(employee: Uuid, priority: i32) -> NewTask {
@@ -122,6 +123,7 @@ async fn step_events_keep_order_and_are_fenced(backend: Backend) {
                 error: Some("not mine".into()),
                 run_at: None,
                 step: step.clone(),
+                messages: Vec::new(),
             }
         )
         .await
@@ -136,6 +138,7 @@ async fn step_events_keep_order_and_are_fenced(backend: Backend) {
         error: None,
         run_at: None,
         step: last,
+        messages: Vec::new(),
     };
     assert!(s.finish_task(&lease, &fin).await.unwrap());
     let ev = s.list_events(t.id, 0, 100).await.unwrap();
@@ -263,6 +266,7 @@ async fn late_completion_is_rejected_after_rescue(backend: Backend) {
             events: vec![NewEvent::status(TaskStatus::Succeeded, json!({"by": who}))],
             ..StepUpdate::default()
         },
+        messages: Vec::new(),
     };
     assert!(
         s.record_step(&lease_a, &StepUpdate::default())
@@ -378,6 +382,7 @@ async fn approval_resumes_a_waiting_task(backend: Backend) {
         error: None,
         run_at: None,
         step: StepUpdate::default(),
+        messages: Vec::new(),
     };
     assert!(s.finish_task(&lease, &park).await.unwrap());
     let w = s.get_task(DEFAULT_TENANT_ID, t.id).await.unwrap();
@@ -566,6 +571,7 @@ fn succeed() -> Finish {
         error: None,
         run_at: None,
         step: StepUpdate::default(),
+        messages: Vec::new(),
     }
 }
 
@@ -935,4 +941,88 @@ async fn a_bad_write_does_not_fail_the_writes_beside_it(backend: Backend) {
         }
     }
     assert_eq!((good, refused), (54, 6));
+}
+
+/// The session turn of a task is part of its end: written by the same fenced write (a
+/// stale end writes none), and skipped, without failing the end, when the task's tenant
+/// has no such session (another tenant's session with that id is left untouched).
+async fn a_task_end_writes_its_session_turn_in_the_same_write(backend: Backend) {
+    let db = TestDb::new(backend).await.unwrap();
+    let s = db.migrated_store().await;
+    let e = Uuid::now_v7();
+    let sid = Uuid::now_v7();
+    s.ensure_session(DEFAULT_TENANT_ID, sid, e).await.unwrap();
+    let turn = |session: Uuid, task: Uuid, answer: &str| {
+        ["hello", answer]
+            .iter()
+            .zip(["user", "assistant"])
+            .map(|(content, role)| SessionMessage {
+                id: Uuid::now_v7(),
+                session_id: session,
+                role: role.into(),
+                content: content.to_string(),
+                task_id: Some(task),
+                created_at: now(),
+            })
+            .collect::<Vec<_>>()
+    };
+    let in_session = |session: Uuid| NewTask {
+        session_id: Some(session),
+        ..new_task(e, 0)
+    };
+
+    let (t, _) = s.create_task(&in_session(sid)).await.unwrap();
+    let lease = s.claim_tasks("w1", 1, LEASE, 0).await.unwrap()[0]
+        .lease()
+        .unwrap();
+    let stale = Lease {
+        owner: "someone-else".into(),
+        ..lease.clone()
+    };
+    let mut fin = succeed();
+    fin.messages = turn(sid, t.id, "stale answer");
+    assert!(!s.finish_task(&stale, &fin).await.unwrap());
+    assert!(
+        s.list_messages(DEFAULT_TENANT_ID, sid, 50)
+            .await
+            .unwrap()
+            .is_empty(),
+        "an end without the lease writes no turn"
+    );
+    fin.messages = turn(sid, t.id, "done");
+    assert!(s.finish_task(&lease, &fin).await.unwrap());
+    let kept = s.list_messages(DEFAULT_TENANT_ID, sid, 50).await.unwrap();
+    assert_eq!(
+        kept.iter()
+            .map(|m| (m.role.as_str(), m.content.as_str(), m.task_id))
+            .collect::<Vec<_>>(),
+        vec![
+            ("user", "hello", Some(t.id)),
+            ("assistant", "done", Some(t.id))
+        ]
+    );
+
+    // Tenant B has a session with this id; the default tenant has none.
+    let b = s.create_tenant("tenant-b").await.unwrap().id;
+    let other = Uuid::now_v7();
+    s.ensure_session(b, other, Uuid::now_v7()).await.unwrap();
+    let (t2, _) = s.create_task(&in_session(other)).await.unwrap();
+    let lease2 = s.claim_tasks("w1", 1, LEASE, 0).await.unwrap()[0]
+        .lease()
+        .unwrap();
+    assert_eq!(lease2.task_id, t2.id);
+    let mut fin2 = succeed();
+    fin2.messages = turn(other, t2.id, "not b's");
+    assert!(s.finish_task(&lease2, &fin2).await.unwrap());
+    assert_eq!(
+        s.get_task(DEFAULT_TENANT_ID, t2.id).await.unwrap().status,
+        TaskStatus::Succeeded
+    );
+    assert!(s.list_messages(b, other, 50).await.unwrap().is_empty());
+    assert!(
+        s.list_messages(DEFAULT_TENANT_ID, other, 50)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

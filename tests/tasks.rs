@@ -352,6 +352,7 @@ async fn stalled_worker_is_rescued_and_its_late_completion_rejected(backend: Bac
         error: Some("late".into()),
         run_at: None,
         step: StepUpdate::default(),
+        messages: Vec::new(),
     };
     assert!(!app.store.finish_task(&ghost_lease, &late).await.unwrap());
     assert_eq!(task(&app, &id).await["status"], "succeeded");

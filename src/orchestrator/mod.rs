@@ -249,6 +249,7 @@ async fn execute_attempt(
                 )],
                 ..Default::default()
             },
+            messages: Vec::new(),
         };
         if let Err(e) = state.store.finish_task(&lease, &f).await {
             tracing::warn!(task_id = %task.id, error = %e, "could not release the task; its lease will expire");
@@ -449,12 +450,23 @@ async fn finish(
     ) {
         step.events.push(NewEvent::status(status, extra));
     }
+    let messages = match (&outcome, task.session_id) {
+        (Outcome::Succeeded { answer, .. }, Some(sid)) => runtime::session_turn(
+            sid,
+            runtime::input_text(&task.input),
+            answer.clone(),
+            Some(task.id),
+        )
+        .into(),
+        _ => Vec::new(),
+    };
     let f = Finish {
         status,
         result,
         error,
         run_at,
         step,
+        messages,
     };
     match state.store.finish_task(lease, &f).await {
         Ok(true) => {}
@@ -489,17 +501,6 @@ async fn finish(
             }
         }
         _ => {}
-    }
-    if let (Outcome::Succeeded { answer, .. }, Some(sid)) = (&outcome, task.session_id) {
-        let msgs = runtime::session_turn(
-            sid,
-            runtime::input_text(&task.input),
-            answer.clone(),
-            Some(task.id),
-        );
-        if let Err(e) = state.store.append_messages(task.tenant_id, &msgs).await {
-            tracing::warn!(task_id = %task.id, error = %e, "cannot store the session messages");
-        }
     }
 }
 

@@ -242,6 +242,10 @@ pub struct Finish {
     /// When a `retrying` task is due again.
     pub run_at: Option<DateTime<Utc>>,
     pub step: StepUpdate,
+    /// The session turn of a succeeded task in a session (its input and its answer),
+    /// written in the same transaction as the end, so a task is never finished without
+    /// its turn. Skipped when the session is gone (or is not the task's tenant's).
+    pub messages: Vec<SessionMessage>,
 }
 
 /// Filters of `GET /v1/tasks`.

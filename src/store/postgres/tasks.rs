@@ -1236,7 +1236,8 @@ pub(super) struct FinishItem {
 }
 
 /// `finish_task`, group-committed (ADR 0018): the fenced ends of many tasks, their
-/// events, their completion webhooks and at most one wake-up in one statement.
+/// events, their completion webhooks, their session turns and at most one wake-up in one
+/// statement.
 pub(super) struct FinishBatch;
 
 #[async_trait]
@@ -1257,6 +1258,19 @@ impl BatchOp for FinishBatch {
                 ev_kind.push(e.kind);
                 ev_payload.push(Json(&e.payload));
                 ev_n.push(i64::try_from(i + 1).unwrap_or(i64::MAX));
+            }
+        }
+        // The session turns, by item as the events.
+        let (mut msg_item, mut msg_session, mut msg_id) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut msg_role, mut msg_content, mut msg_at) = (Vec::new(), Vec::new(), Vec::new());
+        for (k, it) in items.iter().enumerate() {
+            for m in &it.finish.messages {
+                msg_item.push(i64::try_from(k + 1).unwrap_or(i64::MAX));
+                msg_session.push(m.session_id);
+                msg_id.push(m.id);
+                msg_role.push(m.role.as_str());
+                msg_content.push(m.content.as_str());
+                msg_at.push(m.created_at);
             }
         }
         let (mut give_back, mut requeued) = (Vec::with_capacity(n), Vec::with_capacity(n));
@@ -1308,7 +1322,19 @@ impl BatchOp for FinishBatch {
              status, attempts, next_attempt_at, last_error, created_at, updated_at) \
              SELECT u.hook_id, u.tenant_id, u.id, $22, u.callback_url, NULL, 'pending', 0, $16, \
              NULL, $16, $16 FROM u WHERE u.terminal AND u.callback_url IS NOT NULL \
-             ON CONFLICT (task_id, event) DO NOTHING) \
+             ON CONFLICT (task_id, event) DO NOTHING), \
+             sess AS (UPDATE sessions s SET updated_at = $16 FROM (SELECT DISTINCT \
+             m.session_id, u.tenant_id FROM UNNEST($23::int8[], $24::uuid[]) \
+             AS m(item, session_id) JOIN u ON u.idx = m.item) x \
+             WHERE s.id = x.session_id AND s.tenant_id = x.tenant_id \
+             RETURNING s.id, s.tenant_id), \
+             msg AS (INSERT INTO messages (id, tenant_id, session_id, role, content, task_id, \
+             created_at) SELECT m.id, u.tenant_id, m.session_id, m.role, m.content, u.id, \
+             m.created_at FROM UNNEST($23::int8[], $24::uuid[], $25::uuid[], $26::text[], \
+             $27::text[], $28::timestamptz[]) \
+             AS m(item, session_id, id, role, content, created_at) \
+             JOIN u ON u.idx = m.item \
+             JOIN sess ON sess.id = m.session_id AND sess.tenant_id = u.tenant_id) \
              SELECT u.idx FROM u LEFT JOIN wake ON true",
         )
         .bind(items.iter().map(|i| i.lease.task_id).collect::<Vec<_>>())
@@ -1378,6 +1404,12 @@ impl BatchOp for FinishBatch {
         .bind(&ev_n)
         .bind(TASKS_CHANNEL)
         .bind(TASK_FINISHED)
+        .bind(&msg_item)
+        .bind(&msg_session)
+        .bind(&msg_id)
+        .bind(&msg_role)
+        .bind(&msg_content)
+        .bind(&msg_at)
         .fetch_all(pool)
         .await?;
         let mut answers = vec![false; n];

@@ -539,7 +539,55 @@ fn finish_task_rs(conn: &rusqlite::Connection, lease: &Lease, f: &Finish) -> Sto
     if f.status.is_terminal() {
         outbox_rs(conn, &id)?;
     }
+    session_turn_rs(conn, &id, &f.messages, &t)?;
     Ok(true)
+}
+
+/// Appends a finished task's session turn to its session, when the session still exists
+/// and belongs to the task's tenant (a session deleted while its task ran takes no turn).
+fn session_turn_rs(
+    conn: &rusqlite::Connection,
+    task: &str,
+    msgs: &[SessionMessage],
+    at: &str,
+) -> StoreResult<()> {
+    if msgs.is_empty() {
+        return Ok(());
+    }
+    let mut touch = conn
+        .prepare_cached(
+            "UPDATE sessions SET updated_at = ?1 WHERE id = ?2 \
+             AND tenant_id = (SELECT tenant_id FROM tasks WHERE id = ?3)",
+        )
+        .map_err(engine)?;
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO messages (id, tenant_id, session_id, role, content, task_id, \
+             created_at) SELECT ?1, tenant_id, ?2, ?3, ?4, ?5, ?6 FROM tasks WHERE id = ?5",
+        )
+        .map_err(engine)?;
+    for m in msgs {
+        let session = m.session_id.to_string();
+        if touch
+            .execute(rusqlite::params![at, session, task])
+            .map_err(engine)?
+            != 1
+        {
+            tracing::warn!(task_id = %task, session_id = %session, "the task's session is gone; its turn is not kept");
+            return Ok(());
+        }
+        insert
+            .execute(rusqlite::params![
+                m.id.to_string(),
+                session,
+                m.role,
+                m.content,
+                task,
+                ts(&m.created_at)
+            ])
+            .map_err(engine)?;
+    }
+    Ok(())
 }
 
 /// A running task whose lease ran out, with what the reaper decided for it.
