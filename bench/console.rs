@@ -132,7 +132,7 @@ async fn main() {
         // rather than of the minute after 10,000 inserts and 40,000 updates.
         use sqlx::Connection;
         let mut c = sqlx::PgConnection::connect(&scratch.url).await.unwrap();
-        sqlx::raw_sql("VACUUM ANALYZE tasks, task_events, ai_calls, usage_hourly")
+        sqlx::raw_sql("VACUUM ANALYZE tasks, task_events, ai_calls, usage_daily, usage_hourly, usage_minutely")
             .execute(&mut c)
             .await
             .unwrap();

@@ -224,31 +224,49 @@ async fn fill(db: &mut Db, employee: uuid::Uuid, tasks: i64, events: i64) {
             started.elapsed().as_secs_f64()
         );
     }
-    // The rollup the service keeps with every insert, rebuilt for the rows written here.
-    db.exec("DELETE FROM usage_hourly".into()).await;
-    let rollup = match db {
-        Db::Postgres(_) => {
-            "INSERT INTO usage_hourly SELECT tenant_id, \
-             date_trunc('hour', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', \
-             COALESCE(employee_id, '00000000-0000-0000-0000-000000000000'::uuid), provider, \
-             model, COUNT(*), COUNT(*) FILTER (WHERE status = 'ok'), \
-             COUNT(*) FILTER (WHERE status = 'error'), \
-             COUNT(*) FILTER (WHERE status = 'cache_hit'), SUM(input_tokens)::bigint, \
-             SUM(output_tokens)::bigint, SUM(cached_tokens)::bigint, \
-             SUM(cache_write_tokens)::bigint, SUM(cost_nanos)::bigint, \
-             SUM(reasoning_tokens)::bigint FROM ai_calls GROUP BY 1, 2, 3, 4, 5"
-        }
-        Db::Sqlite(_) => {
-            "INSERT INTO usage_hourly SELECT tenant_id, \
-             substr(created_at, 1, 13) || ':00:00.000000Z', COALESCE(employee_id, ''), \
-             provider, model, COUNT(*), SUM(CASE WHEN status = 'ok' THEN 1 ELSE 0 END), \
-             SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END), \
-             SUM(CASE WHEN status = 'cache_hit' THEN 1 ELSE 0 END), SUM(input_tokens), \
-             SUM(output_tokens), SUM(cached_tokens), SUM(cache_write_tokens), SUM(cost_nanos), \
-             SUM(reasoning_tokens) FROM ai_calls GROUP BY 1, 2, 3, 4, 5"
-        }
-    };
-    db.exec(rollup.into()).await;
+    // The rollups the service keeps with every insert, rebuilt for the rows written here.
+    for (table, pg_unit, sqlite_unit) in [
+        (
+            "usage_daily",
+            "day",
+            "substr(created_at, 1, 10) || 'T00:00:00.000000Z'",
+        ),
+        (
+            "usage_hourly",
+            "hour",
+            "substr(created_at, 1, 13) || ':00:00.000000Z'",
+        ),
+        (
+            "usage_minutely",
+            "minute",
+            "substr(created_at, 1, 16) || ':00.000000Z'",
+        ),
+    ] {
+        db.exec(format!("DELETE FROM {table}")).await;
+        let rollup = match db {
+            Db::Postgres(_) => format!(
+                "INSERT INTO {table} SELECT tenant_id, \
+                 date_trunc('{pg_unit}', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', \
+                 COALESCE(employee_id, '00000000-0000-0000-0000-000000000000'::uuid), \
+                 provider, model, COUNT(*), COUNT(*) FILTER (WHERE status = 'ok'), \
+                 COUNT(*) FILTER (WHERE status = 'error'), \
+                 COUNT(*) FILTER (WHERE status = 'cache_hit'), SUM(input_tokens)::bigint, \
+                 SUM(output_tokens)::bigint, SUM(cached_tokens)::bigint, \
+                 SUM(cache_write_tokens)::bigint, SUM(cost_nanos)::bigint, \
+                 SUM(reasoning_tokens)::bigint FROM ai_calls GROUP BY 1, 2, 3, 4, 5"
+            ),
+            Db::Sqlite(_) => format!(
+                "INSERT INTO {table} SELECT tenant_id, {sqlite_unit}, \
+                 COALESCE(employee_id, ''), provider, model, COUNT(*), \
+                 SUM(CASE WHEN status = 'ok' THEN 1 ELSE 0 END), \
+                 SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END), \
+                 SUM(CASE WHEN status = 'cache_hit' THEN 1 ELSE 0 END), SUM(input_tokens), \
+                 SUM(output_tokens), SUM(cached_tokens), SUM(cache_write_tokens), \
+                 SUM(cost_nanos), SUM(reasoning_tokens) FROM ai_calls GROUP BY 1, 2, 3, 4, 5"
+            ),
+        };
+        db.exec(rollup).await;
+    }
     if let Db::Postgres(_) = db {
         // What autovacuum does within a minute or two of such a burst.
         db.exec("VACUUM ANALYZE".into()).await;

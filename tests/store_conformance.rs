@@ -665,9 +665,10 @@ fn expected_usage(
     groups
 }
 
-/// Reports read whole hours from the rollup and partial hours from the calls: for any
-/// range, including ones that cut hours and days, the result equals the sums over the
-/// calls in it, and calls added by later batches land in the same hours.
+/// Reports read whole days, hours and minutes from the rollups and partial minutes from
+/// the calls: for any range, including ones that cut minutes, hours and days, the result
+/// equals the sums over the calls in it, and calls added by later batches land in the
+/// same days, hours and minutes.
 async fn usage_report_matches_the_calls_for_any_range(backend: Backend) {
     let db = TestDb::new(backend).await.unwrap();
     let store = db.migrated_store().await;
@@ -716,6 +717,15 @@ async fn usage_report_matches_the_calls_for_any_range(backend: Backend) {
         ("2025-06-30T23:00:00Z", "2025-07-01T01:00:00Z"),
         ("2025-07-01T00:00:00Z", "2025-07-01T02:15:00Z"),
         ("2025-06-01T00:00:00Z", "2025-07-01T00:00:00Z"),
+        // Cutting minutes: whole minutes inside an hour, a range inside one minute, one
+        // across a minute boundary, and hours with cut minutes at both ends.
+        ("2025-06-30T22:05:00Z", "2025-06-30T22:50:00Z"),
+        ("2025-06-30T22:05:10.5Z", "2025-06-30T22:05:50Z"),
+        ("2025-06-30T22:05:10Z", "2025-06-30T22:06:20Z"),
+        ("2025-06-30T21:59:30Z", "2025-07-01T02:00:30Z"),
+        // Whole days, and days with cut hours and minutes at both ends.
+        ("2025-06-29T00:00:00Z", "2025-07-02T00:00:00Z"),
+        ("2025-06-29T23:59:59.5Z", "2025-07-01T03:00:01Z"),
     ];
     let far = chrono::Utc::now() + chrono::Duration::hours(2);
     let mut cases: Vec<_> = ranges.iter().map(|(a, b)| (at(a), at(b))).collect();

@@ -6,8 +6,8 @@
 //! `TASK_PRUNE_PAUSE` between two batches, until a batch comes back short; the next pass
 //! starts `TASK_PRUNE_INTERVAL` later. Replicas may prune at the same time: each batch
 //! is one transaction that skips rows another replica holds. What is deleted is counted
-//! in `digital_employee_pruned_total{kind}`. The usage ledger (`ai_calls`, `usage_hourly`)
-//! is never pruned here, so usage reports do not change.
+//! in `digital_employee_pruned_total{kind}`. The usage ledger (`ai_calls` and its
+//! rollups `usage_daily`, `usage_hourly`, `usage_minutely`) is never pruned here, so usage reports do not change.
 
 use std::time::Duration;
 

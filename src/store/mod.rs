@@ -209,10 +209,13 @@ pub trait Store:
     /// Sums of the tenant's AI calls with `from <= created_at < to`, one group per
     /// `group_by` key, sorted by key with the `None` group (no employee) last.
     ///
-    /// Whole hours are read from the hourly rollup kept with the calls (`usage_hourly`),
-    /// only the partial hours at either end from `ai_calls`; so a month costs about as
-    /// much as a day. When `to` is not in the past, the current hour has no later calls
-    /// yet and is read whole from the rollup too.
+    /// Whole UTC days are read from the daily rollup kept with the calls (`usage_daily`),
+    /// the whole hours of the partial days at either end from the hourly one
+    /// (`usage_hourly`), the whole minutes of the partial hours at the ends of those from
+    /// the minute one (`usage_minutely`) and only the partial minutes at the very ends
+    /// from `ai_calls`, all in one statement; so a month costs about as much as a day,
+    /// however many calls it holds. When `to` is not in the past, its day (or hour, or
+    /// minute) has no later calls yet and is read whole from a rollup too.
     async fn usage_report(
         &self,
         tenant: Uuid,
@@ -220,32 +223,69 @@ pub trait Store:
         to: DateTime<Utc>,
         group_by: UsageGroupBy,
     ) -> StoreResult<Vec<UsageGroup>> {
-        let mut parts = Vec::new();
-        for span in usage_spans(from, to, now()) {
-            parts.extend(match span {
-                UsageSpan::Calls(a, b) => self.usage_of_calls(tenant, a, b, group_by).await?,
-                UsageSpan::Hours(a, b) => self.usage_of_hours(tenant, a, b, group_by).await?,
-            });
+        let spans = usage_spans(from, to, now());
+        if spans.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(merge_usage(parts))
+        let slots = usage_slots(&spans, from);
+        Ok(merge_usage(
+            self.usage_of_slots(tenant, &slots, group_by).await?,
+        ))
     }
-    /// Sums over the `ai_calls` rows with `from <= created_at < to`, per key (unsorted).
-    async fn usage_of_calls(
+    /// Sums per key over the seven ranges of `slots`, each read from its source in
+    /// [`USAGE_SLOT_SOURCES`] (an empty range reads nothing), in one statement; unsorted,
+    /// and a key may come back once per range.
+    async fn usage_of_slots(
         &self,
         tenant: Uuid,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
+        slots: &UsageSlots,
         group_by: UsageGroupBy,
     ) -> StoreResult<Vec<UsageGroup>>;
-    /// Sums over the rollup rows of the whole hours in `from..to` (both on an hour), per
-    /// key (unsorted).
-    async fn usage_of_hours(
-        &self,
-        tenant: Uuid,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        group_by: UsageGroupBy,
-    ) -> StoreResult<Vec<UsageGroup>>;
+}
+
+/// A rollup of `ai_calls` kept with the calls: sums per tenant, unit (UTC), employee,
+/// provider and model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rollup {
+    /// `usage_daily` (UTC days).
+    Day,
+    /// `usage_hourly`.
+    Hour,
+    /// `usage_minutely`.
+    Minute,
+}
+
+impl Rollup {
+    /// The rollup's table and the column of its unit's start.
+    pub fn table(self) -> (&'static str, &'static str) {
+        match self {
+            Rollup::Day => ("usage_daily", "day"),
+            Rollup::Hour => ("usage_hourly", "hour"),
+            Rollup::Minute => ("usage_minutely", "minute"),
+        }
+    }
+
+    fn seconds(self) -> i64 {
+        match self {
+            Rollup::Day => 86_400,
+            Rollup::Hour => 3600,
+            Rollup::Minute => 60,
+        }
+    }
+
+    fn floor(self, t: DateTime<Utc>) -> DateTime<Utc> {
+        let secs = t.timestamp().div_euclid(self.seconds()) * self.seconds();
+        DateTime::from_timestamp(secs, 0).unwrap_or(t)
+    }
+
+    fn ceil(self, t: DateTime<Utc>) -> DateTime<Utc> {
+        let f = self.floor(t);
+        if f == t {
+            f
+        } else {
+            f + chrono::Duration::seconds(self.seconds())
+        }
+    }
 }
 
 /// Where a usage report reads one part of its range from.
@@ -253,53 +293,103 @@ pub trait Store:
 pub(crate) enum UsageSpan {
     /// Raw `ai_calls` rows in `[a, b)`.
     Calls(DateTime<Utc>, DateTime<Utc>),
-    /// Rollup rows of the whole hours in `[a, b)`.
-    Hours(DateTime<Utc>, DateTime<Utc>),
+    /// Rows of a rollup for the whole units in `[a, b)`.
+    Rollup(Rollup, DateTime<Utc>, DateTime<Utc>),
 }
 
-fn hour_floor(t: DateTime<Utc>) -> DateTime<Utc> {
-    let secs = t.timestamp().div_euclid(3600) * 3600;
-    DateTime::from_timestamp(secs, 0).unwrap_or(t)
-}
-
-fn hour_ceil(t: DateTime<Utc>) -> DateTime<Utc> {
-    let f = hour_floor(t);
-    if f == t {
-        f
-    } else {
-        f + chrono::Duration::hours(1)
-    }
-}
-
-/// Splits `[from, to)` into the partial hours at its ends (read from `ai_calls`) and the
-/// whole hours between (read from the rollup). A `to` at or after `now` reaches past
-/// every call recorded so far, so its hour counts as whole.
+/// Splits `[from, to)` into whole UTC days (read from the daily rollup), the whole hours
+/// of the partial days at its ends (from the hourly rollup), the whole minutes of the
+/// partial hours at the ends of those (from the minute rollup) and the partial minutes at
+/// its very ends (from `ai_calls`). A `to` at or after `now` reaches past every call
+/// recorded so far, so its hour counts as whole.
 pub(crate) fn usage_spans(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Vec<UsageSpan> {
+    let mut spans = Vec::with_capacity(7);
+    split_span(
+        from,
+        to,
+        to >= now,
+        &[Rollup::Day, Rollup::Hour, Rollup::Minute],
+        &mut spans,
+    );
+    spans
+}
+
+/// `[from, to)` as whole units of the first rollup and, at either end, what is left split
+/// by the finer ones; `open_end`: no call is recorded after `to` yet.
+fn split_span(
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    open_end: bool,
+    rollups: &[Rollup],
+    out: &mut Vec<UsageSpan>,
+) {
     if from >= to {
-        return Vec::new();
+        return;
     }
-    let first = hour_ceil(from);
-    let last = if to >= now {
-        hour_ceil(to)
+    let Some((&unit, finer)) = rollups.split_first() else {
+        out.push(UsageSpan::Calls(from, to));
+        return;
+    };
+    let first = unit.ceil(from);
+    let last = if open_end {
+        unit.ceil(to)
     } else {
-        hour_floor(to)
+        unit.floor(to)
     };
     if first >= last {
-        return vec![UsageSpan::Calls(from, to)];
+        return split_span(from, to, open_end, finer, out);
     }
-    let mut spans = Vec::with_capacity(3);
-    if from < first {
-        spans.push(UsageSpan::Calls(from, first));
+    split_span(from, first, false, finer, out);
+    out.push(UsageSpan::Rollup(unit, first, last));
+    split_span(last, to, open_end, finer, out);
+}
+
+/// The `[from, to)` ranges of a usage report, one per source of
+/// [`USAGE_SLOT_SOURCES`]; an unused one is empty (`from == to`).
+pub type UsageSlots = [(DateTime<Utc>, DateTime<Utc>); 7];
+
+/// Where each range of [`UsageSlots`] is read from (`None`: `ai_calls`): the finer sources
+/// at the start of a report's range, the coarsest in the middle, the finer ones again at
+/// its end.
+pub const USAGE_SLOT_SOURCES: [Option<Rollup>; 7] = [
+    None,
+    Some(Rollup::Minute),
+    Some(Rollup::Hour),
+    Some(Rollup::Day),
+    Some(Rollup::Hour),
+    Some(Rollup::Minute),
+    None,
+];
+
+/// Places the spans of [`usage_spans`] in the slots of one statement. Spans get coarser
+/// up to the coarsest one and finer after it, each source at most once on either side,
+/// so each span has a slot of its own.
+pub(crate) fn usage_slots(spans: &[UsageSpan], from: DateTime<Utc>) -> UsageSlots {
+    let rank = |s: &UsageSpan| match s {
+        UsageSpan::Calls(..) => 0,
+        UsageSpan::Rollup(Rollup::Minute, ..) => 1,
+        UsageSpan::Rollup(Rollup::Hour, ..) => 2,
+        UsageSpan::Rollup(Rollup::Day, ..) => 3,
+    };
+    let middle = spans
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, s)| rank(s))
+        .map_or(0, |(i, _)| i);
+    let mut slots = [(from, from); 7];
+    for (i, s) in spans.iter().enumerate() {
+        let r = rank(s);
+        let slot = if i <= middle { r } else { 6 - r };
+        let (UsageSpan::Calls(a, b) | UsageSpan::Rollup(_, a, b)) = *s;
+        if let Some(x) = slots.get_mut(slot) {
+            *x = (a, b);
+        }
     }
-    spans.push(UsageSpan::Hours(first, last));
-    if last < to {
-        spans.push(UsageSpan::Calls(last, to));
-    }
-    spans
+    slots
 }
 
 /// Adds up groups with the same key and sorts them as a report is sorted.
@@ -452,61 +542,174 @@ mod usage_tests {
             .unwrap_or_default()
     }
 
+    use Rollup::{Day, Hour, Minute};
+
+    fn days(a: &str, b: &str) -> UsageSpan {
+        UsageSpan::Rollup(Day, t(a), t(b))
+    }
+
+    fn hours(a: &str, b: &str) -> UsageSpan {
+        UsageSpan::Rollup(Hour, t(a), t(b))
+    }
+
+    fn minutes(a: &str, b: &str) -> UsageSpan {
+        UsageSpan::Rollup(Minute, t(a), t(b))
+    }
+
+    fn calls(a: &str, b: &str) -> UsageSpan {
+        UsageSpan::Calls(t(a), t(b))
+    }
+
     #[test]
-    fn partial_hours_at_the_ends_come_from_the_calls() {
+    fn partial_hours_come_from_minutes_and_partial_minutes_from_the_calls() {
         let now = t("2026-03-10T12:00:00Z");
+        assert_eq!(
+            usage_spans(t("2026-03-01T10:15:20Z"), t("2026-03-02T08:30:05Z"), now),
+            vec![
+                calls("2026-03-01T10:15:20Z", "2026-03-01T10:16:00Z"),
+                minutes("2026-03-01T10:16:00Z", "2026-03-01T11:00:00Z"),
+                hours("2026-03-01T11:00:00Z", "2026-03-02T08:00:00Z"),
+                minutes("2026-03-02T08:00:00Z", "2026-03-02T08:30:00Z"),
+                calls("2026-03-02T08:30:00Z", "2026-03-02T08:30:05Z"),
+            ]
+        );
+        // Ends on a minute need no calls.
         assert_eq!(
             usage_spans(t("2026-03-01T10:15:00Z"), t("2026-03-02T08:30:00Z"), now),
             vec![
-                UsageSpan::Calls(t("2026-03-01T10:15:00Z"), t("2026-03-01T11:00:00Z")),
-                UsageSpan::Hours(t("2026-03-01T11:00:00Z"), t("2026-03-02T08:00:00Z")),
-                UsageSpan::Calls(t("2026-03-02T08:00:00Z"), t("2026-03-02T08:30:00Z")),
+                minutes("2026-03-01T10:15:00Z", "2026-03-01T11:00:00Z"),
+                hours("2026-03-01T11:00:00Z", "2026-03-02T08:00:00Z"),
+                minutes("2026-03-02T08:00:00Z", "2026-03-02T08:30:00Z"),
             ]
         );
     }
 
     #[test]
-    fn whole_hours_need_no_calls() {
+    fn whole_days_need_nothing_finer_and_partial_days_take_hours() {
         let now = t("2026-03-10T12:00:00Z");
         assert_eq!(
             usage_spans(t("2026-03-01T00:00:00Z"), t("2026-03-02T00:00:00Z"), now),
-            vec![UsageSpan::Hours(
-                t("2026-03-01T00:00:00Z"),
-                t("2026-03-02T00:00:00Z")
-            )]
+            vec![days("2026-03-01T00:00:00Z", "2026-03-02T00:00:00Z")]
+        );
+        assert_eq!(
+            usage_spans(t("2026-03-01T05:00:00Z"), t("2026-03-03T07:00:00Z"), now),
+            vec![
+                hours("2026-03-01T05:00:00Z", "2026-03-02T00:00:00Z"),
+                days("2026-03-02T00:00:00Z", "2026-03-03T00:00:00Z"),
+                hours("2026-03-03T00:00:00Z", "2026-03-03T07:00:00Z"),
+            ]
         );
     }
 
     #[test]
-    fn a_range_inside_one_hour_reads_the_calls() {
+    fn the_default_month_reads_a_few_rows_of_each_rollup() {
+        // `to` = now, `from` 30 days before, neither on a second.
+        let now = t("2026-03-10T12:20:00.5Z");
+        assert_eq!(
+            usage_spans(t("2026-02-08T12:20:00.5Z"), now, now),
+            vec![
+                calls("2026-02-08T12:20:00.5Z", "2026-02-08T12:21:00Z"),
+                minutes("2026-02-08T12:21:00Z", "2026-02-08T13:00:00Z"),
+                hours("2026-02-08T13:00:00Z", "2026-02-09T00:00:00Z"),
+                days("2026-02-09T00:00:00Z", "2026-03-11T00:00:00Z"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_range_without_a_whole_hour_reads_minutes_and_calls() {
         let now = t("2026-03-10T12:00:00Z");
-        let (a, b) = (t("2026-03-01T10:15:00Z"), t("2026-03-01T10:45:00Z"));
+        assert_eq!(
+            usage_spans(t("2026-03-01T10:15:00Z"), t("2026-03-01T10:45:30Z"), now),
+            vec![
+                minutes("2026-03-01T10:15:00Z", "2026-03-01T10:45:00Z"),
+                calls("2026-03-01T10:45:00Z", "2026-03-01T10:45:30Z"),
+            ]
+        );
+        // Across one hour boundary with no whole hour between: minutes across it.
+        assert_eq!(
+            usage_spans(t("2026-03-01T10:15:10Z"), t("2026-03-01T11:45:00Z"), now),
+            vec![
+                calls("2026-03-01T10:15:10Z", "2026-03-01T10:16:00Z"),
+                minutes("2026-03-01T10:16:00Z", "2026-03-01T11:45:00Z"),
+            ]
+        );
+        // Inside one minute, or across one minute boundary: the calls alone.
+        let (a, b) = (t("2026-03-01T10:15:10Z"), t("2026-03-01T10:15:50Z"));
         assert_eq!(usage_spans(a, b, now), vec![UsageSpan::Calls(a, b)]);
-        // Across one hour boundary with no whole hour between.
-        let (a, b) = (t("2026-03-01T10:15:00Z"), t("2026-03-01T11:45:00Z"));
+        let (a, b) = (t("2026-03-01T10:15:10Z"), t("2026-03-01T10:16:50Z"));
         assert_eq!(usage_spans(a, b, now), vec![UsageSpan::Calls(a, b)]);
         assert!(usage_spans(b, a, now).is_empty());
         assert!(usage_spans(a, a, now).is_empty());
     }
 
     #[test]
-    fn an_end_not_in_the_past_takes_its_hour_whole() {
+    fn an_end_not_in_the_past_takes_its_day_or_hour_whole() {
         let now = t("2026-03-10T12:20:00Z");
         assert_eq!(
             usage_spans(t("2026-03-10T00:00:00Z"), t("2026-03-10T12:20:01Z"), now),
-            vec![UsageSpan::Hours(
-                t("2026-03-10T00:00:00Z"),
-                t("2026-03-10T13:00:00Z")
-            )]
+            vec![days("2026-03-10T00:00:00Z", "2026-03-11T00:00:00Z")]
+        );
+        assert_eq!(
+            usage_spans(t("2026-03-10T03:00:00Z"), t("2026-03-10T12:20:01Z"), now),
+            vec![hours("2026-03-10T03:00:00Z", "2026-03-10T13:00:00Z")]
+        );
+        // Inside the current hour: its minutes up to the current one, whole.
+        assert_eq!(
+            usage_spans(t("2026-03-10T12:05:30Z"), t("2026-03-10T12:20:01Z"), now),
+            vec![
+                calls("2026-03-10T12:05:30Z", "2026-03-10T12:06:00Z"),
+                minutes("2026-03-10T12:06:00Z", "2026-03-10T12:21:00Z"),
+            ]
         );
         // An end in the past keeps its partial hour exact.
         assert_eq!(
-            usage_spans(t("2026-03-10T00:00:00Z"), t("2026-03-10T12:19:00Z"), now),
+            usage_spans(t("2026-03-10T00:00:00Z"), t("2026-03-10T12:19:10Z"), now),
             vec![
-                UsageSpan::Hours(t("2026-03-10T00:00:00Z"), t("2026-03-10T12:00:00Z")),
-                UsageSpan::Calls(t("2026-03-10T12:00:00Z"), t("2026-03-10T12:19:00Z")),
+                hours("2026-03-10T00:00:00Z", "2026-03-10T12:00:00Z"),
+                minutes("2026-03-10T12:00:00Z", "2026-03-10T12:19:00Z"),
+                calls("2026-03-10T12:19:00Z", "2026-03-10T12:19:10Z"),
             ]
         );
+    }
+
+    #[test]
+    fn each_span_gets_its_own_slot_in_source_order() {
+        let now = t("2026-03-10T12:20:00.5Z");
+        let from = t("2026-02-08T12:20:00.5Z");
+        let spans = usage_spans(from, t("2026-03-09T05:30:10Z"), now);
+        assert_eq!(spans.len(), 7);
+        let slots = usage_slots(&spans, from);
+        for (i, (slot, span)) in slots.iter().zip(&spans).enumerate() {
+            let (UsageSpan::Calls(a, b) | UsageSpan::Rollup(_, a, b)) = *span;
+            assert_eq!(*slot, (a, b), "slot {i}");
+            let source = match span {
+                UsageSpan::Calls(..) => None,
+                UsageSpan::Rollup(r, ..) => Some(*r),
+            };
+            assert_eq!(USAGE_SLOT_SOURCES[i], source, "slot {i}");
+        }
+        // Inside one day: hours in the middle, the day slot and the other hour slot empty.
+        let from = t("2026-03-01T10:15:20Z");
+        let spans = usage_spans(from, t("2026-03-01T20:30:05Z"), now);
+        let slots = usage_slots(&spans, from);
+        assert_eq!(
+            slots,
+            [
+                (from, t("2026-03-01T10:16:00Z")),
+                (t("2026-03-01T10:16:00Z"), t("2026-03-01T11:00:00Z")),
+                (t("2026-03-01T11:00:00Z"), t("2026-03-01T20:00:00Z")),
+                (from, from),
+                (from, from),
+                (t("2026-03-01T20:00:00Z"), t("2026-03-01T20:30:00Z")),
+                (t("2026-03-01T20:30:00Z"), t("2026-03-01T20:30:05Z")),
+            ]
+        );
+        // Inside one minute: the calls alone.
+        let (a, b) = (t("2026-03-01T10:15:10Z"), t("2026-03-01T10:15:50Z"));
+        let slots = usage_slots(&usage_spans(a, b, now), a);
+        assert_eq!(slots[0], (a, b));
+        assert!(slots[1..].iter().all(|(x, y)| x == y));
     }
 
     #[test]

@@ -543,8 +543,47 @@ impl Store for PgStore {
                 calls.iter().map($f).collect::<Vec<_>>()
             };
         }
-        // The hourly rollup is kept by the same statement: the inserted rows, grouped
-        // and upserted in key order (so concurrent batches lock rows in one order).
+        // The daily, hourly and minute rollups are kept by the same statement: the inserted
+        // rows, grouped and upserted in key order (so concurrent batches lock rows in one
+        // order).
+        macro_rules! rollup {
+            ($table:literal, $unit:literal) => {
+                concat!(
+                    "INSERT INTO ",
+                    $table,
+                    " AS u (tenant_id, ",
+                    $unit,
+                    ", employee_id, provider, model, \
+                     requests, successes, errors, cache_hits, input_tokens, output_tokens, \
+                     cached_tokens, cache_write_tokens, cost_nanos, reasoning_tokens) \
+                     SELECT tenant_id, date_trunc('",
+                    $unit,
+                    "', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', \
+                     COALESCE(employee_id, '00000000-0000-0000-0000-000000000000'::uuid), \
+                     provider, model, COUNT(*), \
+                     COUNT(*) FILTER (WHERE status = 'ok'), \
+                     COUNT(*) FILTER (WHERE status = 'error'), \
+                     COUNT(*) FILTER (WHERE status = 'cache_hit'), \
+                     SUM(input_tokens)::bigint, SUM(output_tokens)::bigint, \
+                     SUM(cached_tokens)::bigint, SUM(cache_write_tokens)::bigint, \
+                     SUM(cost_nanos)::bigint, SUM(reasoning_tokens)::bigint \
+                     FROM ins GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5 \
+                     ON CONFLICT (tenant_id, ",
+                    $unit,
+                    ", employee_id, provider, model) DO UPDATE \
+                     SET requests = u.requests + EXCLUDED.requests, \
+                     successes = u.successes + EXCLUDED.successes, \
+                     errors = u.errors + EXCLUDED.errors, \
+                     cache_hits = u.cache_hits + EXCLUDED.cache_hits, \
+                     input_tokens = u.input_tokens + EXCLUDED.input_tokens, \
+                     output_tokens = u.output_tokens + EXCLUDED.output_tokens, \
+                     cached_tokens = u.cached_tokens + EXCLUDED.cached_tokens, \
+                     cache_write_tokens = u.cache_write_tokens + EXCLUDED.cache_write_tokens, \
+                     cost_nanos = u.cost_nanos + EXCLUDED.cost_nanos, \
+                     reasoning_tokens = u.reasoning_tokens + EXCLUDED.reasoning_tokens"
+                )
+            };
+        }
         sqlx::query(concat!(
             "WITH ins AS (INSERT INTO ai_calls (",
             ai_call_cols!(),
@@ -554,32 +593,13 @@ impl Store for PgStore {
              $17::timestamptz[], $18::uuid[], $19::int8[]) \
              RETURNING tenant_id, created_at, employee_id, provider, model, status, \
              input_tokens, output_tokens, cached_tokens, cache_write_tokens, cost_nanos, \
-             reasoning_tokens) \
-             INSERT INTO usage_hourly AS u (tenant_id, hour, employee_id, provider, model, \
-             requests, successes, errors, cache_hits, input_tokens, output_tokens, \
-             cached_tokens, cache_write_tokens, cost_nanos, reasoning_tokens) \
-             SELECT tenant_id, \
-             date_trunc('hour', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', \
-             COALESCE(employee_id, '00000000-0000-0000-0000-000000000000'::uuid), \
-             provider, model, COUNT(*), \
-             COUNT(*) FILTER (WHERE status = 'ok'), \
-             COUNT(*) FILTER (WHERE status = 'error'), \
-             COUNT(*) FILTER (WHERE status = 'cache_hit'), \
-             SUM(input_tokens)::bigint, SUM(output_tokens)::bigint, \
-             SUM(cached_tokens)::bigint, SUM(cache_write_tokens)::bigint, \
-             SUM(cost_nanos)::bigint, SUM(reasoning_tokens)::bigint \
-             FROM ins GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5 \
-             ON CONFLICT (tenant_id, hour, employee_id, provider, model) DO UPDATE \
-             SET requests = u.requests + EXCLUDED.requests, \
-             successes = u.successes + EXCLUDED.successes, \
-             errors = u.errors + EXCLUDED.errors, \
-             cache_hits = u.cache_hits + EXCLUDED.cache_hits, \
-             input_tokens = u.input_tokens + EXCLUDED.input_tokens, \
-             output_tokens = u.output_tokens + EXCLUDED.output_tokens, \
-             cached_tokens = u.cached_tokens + EXCLUDED.cached_tokens, \
-             cache_write_tokens = u.cache_write_tokens + EXCLUDED.cache_write_tokens, \
-             cost_nanos = u.cost_nanos + EXCLUDED.cost_nanos, \
-             reasoning_tokens = u.reasoning_tokens + EXCLUDED.reasoning_tokens"
+             reasoning_tokens), \
+             minutes AS (",
+            rollup!("usage_minutely", "minute"),
+            "), days AS (",
+            rollup!("usage_daily", "day"),
+            ") ",
+            rollup!("usage_hourly", "hour"),
         ))
         .bind(col!(|c| c.id))
         .bind(col!(|c| c.tenant_id))
@@ -625,91 +645,104 @@ impl Store for PgStore {
         rows.iter().map(ai_call_row).collect()
     }
 
-    async fn usage_of_calls(
+    async fn usage_of_slots(
         &self,
         tenant: Uuid,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
+        slots: &UsageSlots,
         group_by: UsageGroupBy,
     ) -> StoreResult<Vec<UsageGroup>> {
-        // SUM(bigint) is numeric in PostgreSQL: cast back (an overflow errors, never wraps).
-        macro_rules! usage_sql {
-            ($key:literal) => {
-                concat!(
-                    "SELECT ",
-                    $key,
-                    " AS key, COUNT(*) AS requests, \
-                     COUNT(*) FILTER (WHERE status = 'ok') AS successes, \
-                     COUNT(*) FILTER (WHERE status = 'error') AS errors, \
-                     COUNT(*) FILTER (WHERE status = 'cache_hit') AS cache_hits, \
-                     SUM(input_tokens)::bigint AS input_tokens, \
-                     SUM(output_tokens)::bigint AS output_tokens, \
-                     SUM(cached_tokens)::bigint AS cached_tokens, \
-                     SUM(cache_write_tokens)::bigint AS cache_write_tokens, \
-                     SUM(reasoning_tokens)::bigint AS reasoning_tokens, \
-                     SUM(cost_nanos)::bigint AS cost_nanos \
-                     FROM ai_calls WHERE tenant_id = $1 AND created_at >= $2 AND created_at < $3 \
-                     GROUP BY 1"
-                )
-            };
+        let mut q = sqlx::query(usage_sql(group_by)).bind(tenant);
+        for (a, b) in slots {
+            q = q.bind(*a).bind(*b);
         }
-        let sql = match group_by {
-            UsageGroupBy::Employee => usage_sql!("employee_id::text"),
-            UsageGroupBy::Model => usage_sql!("model"),
-            UsageGroupBy::Day => usage_sql!("to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"),
-            UsageGroupBy::Provider => usage_sql!("provider"),
-        };
-        let rows = sqlx::query(sql)
-            .bind(tenant)
-            .bind(from)
-            .bind(to)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = q.fetch_all(&self.pool).await?;
         rows.iter().map(usage_row).collect()
     }
+}
 
-    async fn usage_of_hours(
-        &self,
-        tenant: Uuid,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        group_by: UsageGroupBy,
-    ) -> StoreResult<Vec<UsageGroup>> {
-        macro_rules! hours_sql {
-            ($key:literal) => {
-                concat!(
-                    "SELECT ",
-                    $key,
-                    " AS key, SUM(requests)::bigint AS requests, \
-                     SUM(successes)::bigint AS successes, SUM(errors)::bigint AS errors, \
-                     SUM(cache_hits)::bigint AS cache_hits, \
-                     SUM(input_tokens)::bigint AS input_tokens, \
-                     SUM(output_tokens)::bigint AS output_tokens, \
-                     SUM(cached_tokens)::bigint AS cached_tokens, \
-                     SUM(cache_write_tokens)::bigint AS cache_write_tokens, \
-                     SUM(reasoning_tokens)::bigint AS reasoning_tokens, \
-                     SUM(cost_nanos)::bigint AS cost_nanos \
-                     FROM usage_hourly WHERE tenant_id = $1 AND hour >= $2 AND hour < $3 \
-                     GROUP BY 1"
-                )
-            };
-        }
-        let sql = match group_by {
-            UsageGroupBy::Employee => hours_sql!(
-                "NULLIF(employee_id, '00000000-0000-0000-0000-000000000000'::uuid)::text"
-            ),
-            UsageGroupBy::Model => hours_sql!("model"),
-            UsageGroupBy::Day => hours_sql!("to_char(hour AT TIME ZONE 'UTC', 'YYYY-MM-DD')"),
-            UsageGroupBy::Provider => hours_sql!("provider"),
-        };
-        let rows = sqlx::query(sql)
-            .bind(tenant)
-            .bind(from)
-            .bind(to)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(usage_row).collect()
-    }
+/// The statement of a usage report grouped by `group_by`: one `SELECT ... GROUP BY` per
+/// slot of [`USAGE_SLOT_SOURCES`] (`$1` the tenant, `$2`/`$3` the first slot's range,
+/// ...), joined by `UNION ALL`. `SUM(bigint)` is numeric in PostgreSQL: cast back (an
+/// overflow errors, never wraps).
+fn usage_sql(group_by: UsageGroupBy) -> &'static str {
+    static SQL: std::sync::LazyLock<[String; 4]> = std::sync::LazyLock::new(|| {
+        [
+            UsageGroupBy::Employee,
+            UsageGroupBy::Model,
+            UsageGroupBy::Day,
+            UsageGroupBy::Provider,
+        ]
+        .map(|g| {
+            let parts: Vec<String> = USAGE_SLOT_SOURCES
+                .iter()
+                .enumerate()
+                .map(|(i, source)| {
+                    let (a, b) = (2 + 2 * i, 3 + 2 * i);
+                    match source {
+                        None => {
+                            let key = match g {
+                                UsageGroupBy::Employee => "employee_id::text".to_string(),
+                                UsageGroupBy::Model => "model".into(),
+                                UsageGroupBy::Day => {
+                                    "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')".into()
+                                }
+                                UsageGroupBy::Provider => "provider".into(),
+                            };
+                            format!(
+                                "(SELECT {key} AS key, COUNT(*) AS requests, \
+                                 COUNT(*) FILTER (WHERE status = 'ok') AS successes, \
+                                 COUNT(*) FILTER (WHERE status = 'error') AS errors, \
+                                 COUNT(*) FILTER (WHERE status = 'cache_hit') AS cache_hits, \
+                                 SUM(input_tokens)::bigint AS input_tokens, \
+                                 SUM(output_tokens)::bigint AS output_tokens, \
+                                 SUM(cached_tokens)::bigint AS cached_tokens, \
+                                 SUM(cache_write_tokens)::bigint AS cache_write_tokens, \
+                                 SUM(reasoning_tokens)::bigint AS reasoning_tokens, \
+                                 SUM(cost_nanos)::bigint AS cost_nanos \
+                                 FROM ai_calls WHERE tenant_id = $1 AND created_at >= ${a} \
+                                 AND created_at < ${b} GROUP BY 1)"
+                            )
+                        }
+                        Some(r) => {
+                            let (table, unit) = r.table();
+                            let key = match g {
+                                UsageGroupBy::Employee => "NULLIF(employee_id, \
+                                     '00000000-0000-0000-0000-000000000000'::uuid)::text"
+                                    .to_string(),
+                                UsageGroupBy::Model => "model".into(),
+                                UsageGroupBy::Day => {
+                                    format!("to_char({unit} AT TIME ZONE 'UTC', 'YYYY-MM-DD')")
+                                }
+                                UsageGroupBy::Provider => "provider".into(),
+                            };
+                            format!(
+                                "(SELECT {key} AS key, SUM(requests)::bigint AS requests, \
+                                 SUM(successes)::bigint AS successes, \
+                                 SUM(errors)::bigint AS errors, \
+                                 SUM(cache_hits)::bigint AS cache_hits, \
+                                 SUM(input_tokens)::bigint AS input_tokens, \
+                                 SUM(output_tokens)::bigint AS output_tokens, \
+                                 SUM(cached_tokens)::bigint AS cached_tokens, \
+                                 SUM(cache_write_tokens)::bigint AS cache_write_tokens, \
+                                 SUM(reasoning_tokens)::bigint AS reasoning_tokens, \
+                                 SUM(cost_nanos)::bigint AS cost_nanos \
+                                 FROM {table} WHERE tenant_id = $1 AND {unit} >= ${a} \
+                                 AND {unit} < ${b} GROUP BY 1)"
+                            )
+                        }
+                    }
+                })
+                .collect();
+            parts.join(" UNION ALL ")
+        })
+    });
+    let i = match group_by {
+        UsageGroupBy::Employee => 0,
+        UsageGroupBy::Model => 1,
+        UsageGroupBy::Day => 2,
+        UsageGroupBy::Provider => 3,
+    };
+    SQL.get(i).map_or("", String::as_str)
 }
 
 /// A key insert `sql` with the key's fields bound as `$1`–`$8` (id, tenant, name, prefix,

@@ -754,64 +754,11 @@ impl Store for SqliteStore {
                     ])
                     .map_err(writer::engine)?;
                 }
-                // The hourly rollup, in the same transaction: one upsert per group of
-                // the batch, in key order.
-                let mut hours: std::collections::BTreeMap<
-                    (String, String, String, String, String),
-                    UsageGroup,
-                > = std::collections::BTreeMap::new();
-                for c in &calls {
-                    let t = ts(&c.created_at);
-                    let key = (
-                        c.tenant_id.to_string(),
-                        format!("{}:00:00.000000Z", t.get(..13).unwrap_or(&t)),
-                        c.employee_id.map(|e| e.to_string()).unwrap_or_default(),
-                        c.provider.clone(),
-                        c.model.clone(),
-                    );
-                    add_call(hours.entry(key).or_default(), c);
-                }
-                let mut up = conn
-                    .prepare_cached(
-                        "INSERT INTO usage_hourly (tenant_id, hour, employee_id, provider, \
-                         model, requests, successes, errors, cache_hits, input_tokens, \
-                         output_tokens, cached_tokens, cache_write_tokens, cost_nanos, \
-                         reasoning_tokens) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
-                         ?15) \
-                         ON CONFLICT (tenant_id, hour, employee_id, provider, model) DO UPDATE \
-                         SET requests = requests + excluded.requests, \
-                         successes = successes + excluded.successes, \
-                         errors = errors + excluded.errors, \
-                         cache_hits = cache_hits + excluded.cache_hits, \
-                         input_tokens = input_tokens + excluded.input_tokens, \
-                         output_tokens = output_tokens + excluded.output_tokens, \
-                         cached_tokens = cached_tokens + excluded.cached_tokens, \
-                         cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens, \
-                         cost_nanos = cost_nanos + excluded.cost_nanos, \
-                         reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens",
-                    )
-                    .map_err(writer::engine)?;
-                for ((tenant, hour, employee, provider, model), g) in &hours {
-                    up.execute(rusqlite::params![
-                        tenant,
-                        hour,
-                        employee,
-                        provider,
-                        model,
-                        g.requests,
-                        g.successes,
-                        g.errors,
-                        g.cache_hits,
-                        g.input_tokens,
-                        g.output_tokens,
-                        g.cached_tokens,
-                        g.cache_write_tokens,
-                        g.cost_nanos,
-                        g.reasoning_tokens,
-                    ])
-                    .map_err(writer::engine)?;
-                }
+                // The daily, hourly and minute rollups, in the same transaction: one
+                // upsert per group of the batch, in key order.
+                rollup_rs(conn, &calls, 10, "usage_daily", "day", "T00:00:00.000000Z")?;
+                rollup_rs(conn, &calls, 13, "usage_hourly", "hour", ":00:00.000000Z")?;
+                rollup_rs(conn, &calls, 16, "usage_minutely", "minute", ":00.000000Z")?;
                 Ok(())
             })
             .await
@@ -838,87 +785,166 @@ impl Store for SqliteStore {
         rows.iter().map(ai_call_row).collect()
     }
 
-    async fn usage_of_calls(
+    async fn usage_of_slots(
         &self,
         tenant: Uuid,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
+        slots: &UsageSlots,
         group_by: UsageGroupBy,
     ) -> StoreResult<Vec<UsageGroup>> {
-        // Times are stored as fixed-width UTC text, so text comparison is time order and
-        // the first ten characters are the UTC day.
-        macro_rules! usage_sql {
-            ($key:literal) => {
-                concat!(
-                    "SELECT ",
-                    $key,
-                    " AS key, COUNT(*) AS requests, \
-                     SUM(CASE WHEN status = 'ok' THEN 1 ELSE 0 END) AS successes, \
-                     SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END) AS errors, \
-                     SUM(CASE WHEN status = 'cache_hit' THEN 1 ELSE 0 END) AS cache_hits, \
-                     SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens, \
-                     SUM(cached_tokens) AS cached_tokens, \
-                     SUM(cache_write_tokens) AS cache_write_tokens, \
-                     SUM(reasoning_tokens) AS reasoning_tokens, \
-                     SUM(cost_nanos) AS cost_nanos \
-                     FROM ai_calls WHERE tenant_id = ? AND created_at >= ? AND created_at < ? \
-                     GROUP BY 1"
-                )
-            };
+        let mut q = sqlx::query(usage_sql(group_by)).bind(tenant.to_string());
+        for (a, b) in slots {
+            q = q.bind(ts(a)).bind(ts(b));
         }
-        let sql = match group_by {
-            UsageGroupBy::Employee => usage_sql!("employee_id"),
-            UsageGroupBy::Model => usage_sql!("model"),
-            UsageGroupBy::Day => usage_sql!("substr(created_at, 1, 10)"),
-            UsageGroupBy::Provider => usage_sql!("provider"),
-        };
-        let rows = sqlx::query(sql)
-            .bind(tenant.to_string())
-            .bind(ts(&from))
-            .bind(ts(&to))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = q.fetch_all(&self.pool).await?;
         rows.iter().map(usage_row).collect()
     }
+}
 
-    async fn usage_of_hours(
-        &self,
-        tenant: Uuid,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        group_by: UsageGroupBy,
-    ) -> StoreResult<Vec<UsageGroup>> {
-        macro_rules! hours_sql {
-            ($key:literal) => {
-                concat!(
-                    "SELECT ",
-                    $key,
-                    " AS key, SUM(requests) AS requests, SUM(successes) AS successes, \
-                     SUM(errors) AS errors, SUM(cache_hits) AS cache_hits, \
-                     SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens, \
-                     SUM(cached_tokens) AS cached_tokens, \
-                     SUM(cache_write_tokens) AS cache_write_tokens, \
-                     SUM(reasoning_tokens) AS reasoning_tokens, \
-                     SUM(cost_nanos) AS cost_nanos \
-                     FROM usage_hourly WHERE tenant_id = ? AND hour >= ? AND hour < ? \
-                     GROUP BY 1"
-                )
-            };
-        }
-        let sql = match group_by {
-            UsageGroupBy::Employee => hours_sql!("NULLIF(employee_id, '')"),
-            UsageGroupBy::Model => hours_sql!("model"),
-            UsageGroupBy::Day => hours_sql!("substr(hour, 1, 10)"),
-            UsageGroupBy::Provider => hours_sql!("provider"),
-        };
-        let rows = sqlx::query(sql)
-            .bind(tenant.to_string())
-            .bind(ts(&from))
-            .bind(ts(&to))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(usage_row).collect()
+/// The statement of a usage report grouped by `group_by`: one `SELECT ... GROUP BY` per
+/// slot of [`USAGE_SLOT_SOURCES`] (`?1` the tenant, `?2`/`?3` the first slot's range,
+/// ...), joined by `UNION ALL`. Times are stored as fixed-width UTC text, so text
+/// comparison is time order and the first ten characters are the UTC day.
+fn usage_sql(group_by: UsageGroupBy) -> &'static str {
+    static SQL: std::sync::LazyLock<[String; 4]> = std::sync::LazyLock::new(|| {
+        [
+            UsageGroupBy::Employee,
+            UsageGroupBy::Model,
+            UsageGroupBy::Day,
+            UsageGroupBy::Provider,
+        ]
+        .map(|g| {
+            let parts: Vec<String> = USAGE_SLOT_SOURCES
+                .iter()
+                .enumerate()
+                .map(|(i, source)| {
+                    let (a, b) = (2 + 2 * i, 3 + 2 * i);
+                    match source {
+                        None => {
+                            let key = match g {
+                                UsageGroupBy::Employee => "employee_id",
+                                UsageGroupBy::Model => "model",
+                                UsageGroupBy::Day => "substr(created_at, 1, 10)",
+                                UsageGroupBy::Provider => "provider",
+                            };
+                            format!(
+                                "SELECT {key} AS key, COUNT(*) AS requests, \
+                                 SUM(CASE WHEN status = 'ok' THEN 1 ELSE 0 END) AS successes, \
+                                 SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END) AS errors, \
+                                 SUM(CASE WHEN status = 'cache_hit' THEN 1 ELSE 0 END) \
+                                 AS cache_hits, \
+                                 SUM(input_tokens) AS input_tokens, \
+                                 SUM(output_tokens) AS output_tokens, \
+                                 SUM(cached_tokens) AS cached_tokens, \
+                                 SUM(cache_write_tokens) AS cache_write_tokens, \
+                                 SUM(reasoning_tokens) AS reasoning_tokens, \
+                                 SUM(cost_nanos) AS cost_nanos \
+                                 FROM ai_calls WHERE tenant_id = ?1 AND created_at >= ?{a} \
+                                 AND created_at < ?{b} GROUP BY 1"
+                            )
+                        }
+                        Some(r) => {
+                            let (table, unit) = r.table();
+                            let key = match g {
+                                UsageGroupBy::Employee => "NULLIF(employee_id, '')".to_string(),
+                                UsageGroupBy::Model => "model".into(),
+                                UsageGroupBy::Day => format!("substr({unit}, 1, 10)"),
+                                UsageGroupBy::Provider => "provider".into(),
+                            };
+                            format!(
+                                "SELECT {key} AS key, SUM(requests) AS requests, \
+                                 SUM(successes) AS successes, SUM(errors) AS errors, \
+                                 SUM(cache_hits) AS cache_hits, \
+                                 SUM(input_tokens) AS input_tokens, \
+                                 SUM(output_tokens) AS output_tokens, \
+                                 SUM(cached_tokens) AS cached_tokens, \
+                                 SUM(cache_write_tokens) AS cache_write_tokens, \
+                                 SUM(reasoning_tokens) AS reasoning_tokens, \
+                                 SUM(cost_nanos) AS cost_nanos \
+                                 FROM {table} WHERE tenant_id = ?1 AND {unit} >= ?{a} \
+                                 AND {unit} < ?{b} GROUP BY 1"
+                            )
+                        }
+                    }
+                })
+                .collect();
+            parts.join(" UNION ALL ")
+        })
+    });
+    let i = match group_by {
+        UsageGroupBy::Employee => 0,
+        UsageGroupBy::Model => 1,
+        UsageGroupBy::Day => 2,
+        UsageGroupBy::Provider => 3,
+    };
+    SQL.get(i).map_or("", String::as_str)
+}
+
+/// Adds `calls` to the rollup `table`, whose unit column `unit` holds the calls' stored
+/// time cut to its first `prefix` characters and completed with `rest` (10: the day, 13:
+/// the hour, 16: the minute). One upsert per group, in key order.
+fn rollup_rs(
+    conn: &rusqlite::Connection,
+    calls: &[AiCallRecord],
+    prefix: usize,
+    table: &str,
+    unit: &str,
+    rest: &str,
+) -> StoreResult<()> {
+    let mut groups: std::collections::BTreeMap<
+        (String, String, String, String, String),
+        UsageGroup,
+    > = std::collections::BTreeMap::new();
+    for c in calls {
+        let t = ts(&c.created_at);
+        let key = (
+            c.tenant_id.to_string(),
+            format!("{}{rest}", t.get(..prefix).unwrap_or(&t)),
+            c.employee_id.map(|e| e.to_string()).unwrap_or_default(),
+            c.provider.clone(),
+            c.model.clone(),
+        );
+        add_call(groups.entry(key).or_default(), c);
     }
+    let mut up = conn
+        .prepare_cached(&format!(
+            "INSERT INTO {table} (tenant_id, {unit}, employee_id, provider, model, requests, \
+             successes, errors, cache_hits, input_tokens, output_tokens, cached_tokens, \
+             cache_write_tokens, cost_nanos, reasoning_tokens) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+             ON CONFLICT (tenant_id, {unit}, employee_id, provider, model) DO UPDATE \
+             SET requests = requests + excluded.requests, \
+             successes = successes + excluded.successes, \
+             errors = errors + excluded.errors, \
+             cache_hits = cache_hits + excluded.cache_hits, \
+             input_tokens = input_tokens + excluded.input_tokens, \
+             output_tokens = output_tokens + excluded.output_tokens, \
+             cached_tokens = cached_tokens + excluded.cached_tokens, \
+             cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens, \
+             cost_nanos = cost_nanos + excluded.cost_nanos, \
+             reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens"
+        ))
+        .map_err(writer::engine)?;
+    for ((tenant, at, employee, provider, model), g) in &groups {
+        up.execute(rusqlite::params![
+            tenant,
+            at,
+            employee,
+            provider,
+            model,
+            g.requests,
+            g.successes,
+            g.errors,
+            g.cache_hits,
+            g.input_tokens,
+            g.output_tokens,
+            g.cached_tokens,
+            g.cache_write_tokens,
+            g.cost_nanos,
+            g.reasoning_tokens,
+        ])
+        .map_err(writer::engine)?;
+    }
+    Ok(())
 }
 
 impl SqliteStore {
