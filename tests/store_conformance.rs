@@ -749,3 +749,62 @@ async fn usage_report_matches_the_calls_for_any_range(backend: Backend) {
         }
     }
 }
+
+/// During a rolling upgrade, replicas of the release before migration 0021 keep writing
+/// `ai_calls` (and `usage_hourly`) with statements that know nothing of the day and minute
+/// rollups: the table's trigger keeps those whole, so reports read from them still count
+/// every call (PostgreSQL; SQLite has one process and migrates it before serving).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_rollups_count_calls_written_by_an_older_release() {
+    use sqlx::Connection;
+    let Some(db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let store = db.migrated_store().await;
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    // The insert of the release before: the call and its hourly sums, nothing else.
+    sqlx::raw_sql(
+        "WITH ins AS (INSERT INTO ai_calls (id, tenant_id, task_id, provider, model, status, \
+         error_kind, http_status, latency_us, input_tokens, output_tokens, cached_tokens, \
+         cache_write_tokens, cost_nanos, cache_hit, streamed, created_at, employee_id) \
+         VALUES (gen_random_uuid(), '00000000-0000-0000-0000-000000000001', NULL, 'openai', \
+         'openai/gpt-4o', 'ok', NULL, 200, 1000, 7, 3, 0, 0, 5000, false, false, \
+         '2025-05-10T10:30:30Z', NULL), \
+         (gen_random_uuid(), '00000000-0000-0000-0000-000000000001', NULL, 'openai', \
+         'openai/gpt-4o', 'error', 'timeout', NULL, 1000, 0, 0, 0, 0, 0, false, false, \
+         '2025-05-10T10:31:00Z', NULL) RETURNING *) \
+         INSERT INTO usage_hourly SELECT tenant_id, '2025-05-10T10:00:00Z'::timestamptz, \
+         '00000000-0000-0000-0000-000000000000'::uuid, provider, model, COUNT(*), \
+         COUNT(*) FILTER (WHERE status = 'ok'), COUNT(*) FILTER (WHERE status = 'error'), 0, \
+         SUM(input_tokens), SUM(output_tokens), 0, 0, SUM(cost_nanos), 0 FROM ins \
+         GROUP BY tenant_id, provider, model",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+    // Whole days (the daily rollup), then minutes inside an hour (the minute rollup).
+    for (from, to) in [
+        ("2025-05-01T00:00:00Z", "2025-06-01T00:00:00Z"),
+        ("2025-05-10T10:05:00Z", "2025-05-10T10:45:00Z"),
+    ] {
+        let got = store
+            .usage_report(DEFAULT_TENANT_ID, at(from), at(to), UsageGroupBy::Model)
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 1, "{from}..{to}: {got:?}");
+        let g = &got[0];
+        assert_eq!(g.key.as_deref(), Some("openai/gpt-4o"));
+        assert_eq!(
+            (
+                g.requests,
+                g.successes,
+                g.errors,
+                g.input_tokens,
+                g.cost_nanos
+            ),
+            (2, 1, 1, 7, 5000),
+            "{from}..{to}"
+        );
+    }
+}

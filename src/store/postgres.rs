@@ -543,9 +543,9 @@ impl Store for PgStore {
                 calls.iter().map($f).collect::<Vec<_>>()
             };
         }
-        // The daily, hourly and minute rollups are kept by the same statement: the inserted
-        // rows, grouped and upserted in key order (so concurrent batches lock rows in one
-        // order).
+        // The hourly rollup is kept by the same statement: the inserted rows, grouped and
+        // upserted in key order (so concurrent batches lock rows in one order). The daily
+        // and minute ones are kept by the table's statement trigger (migration 0021).
         macro_rules! rollup {
             ($table:literal, $unit:literal) => {
                 concat!(
@@ -593,12 +593,7 @@ impl Store for PgStore {
              $17::timestamptz[], $18::uuid[], $19::int8[]) \
              RETURNING tenant_id, created_at, employee_id, provider, model, status, \
              input_tokens, output_tokens, cached_tokens, cache_write_tokens, cost_nanos, \
-             reasoning_tokens), \
-             minutes AS (",
-            rollup!("usage_minutely", "minute"),
-            "), days AS (",
-            rollup!("usage_daily", "day"),
-            ") ",
+             reasoning_tokens) ",
             rollup!("usage_hourly", "hour"),
         ))
         .bind(col!(|c| c.id))
