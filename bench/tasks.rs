@@ -5,7 +5,8 @@
 //! 2000), `BENCH_SUBMITTERS` (concurrent HTTP clients, default 32), `WORKER_CONCURRENCY`,
 //! `TENANT_MAX_RUNNING` (default 0: the capped claim path when set), `BENCH_EVENT_NOTIFY`
 //! (PostgreSQL; `off` drops the trigger that notifies `de_events` on every step-log append,
-//! to see what the notifications cost).
+//! to see what the notifications cost), `BENCH_USAGE_ROLLUPS` (PostgreSQL; `off` drops the
+//! trigger that keeps the day and minute usage rollups, to see what they cost).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
@@ -65,6 +66,14 @@ async fn main() {
         use sqlx::Connection;
         let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
         sqlx::raw_sql("DROP TRIGGER task_events_notify ON task_events")
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+    if db != "sqlite" && std::env::var("BENCH_USAGE_ROLLUPS").is_ok_and(|v| v == "off") {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql("DROP TRIGGER ai_calls_rollups ON ai_calls")
             .execute(&mut c)
             .await
             .unwrap();

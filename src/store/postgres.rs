@@ -655,10 +655,11 @@ impl Store for PgStore {
     }
 }
 
-/// The statement of a usage report grouped by `group_by`: one `SELECT ... GROUP BY` per
-/// slot of [`USAGE_SLOT_SOURCES`] (`$1` the tenant, `$2`/`$3` the first slot's range,
-/// ...), joined by `UNION ALL`. `SUM(bigint)` is numeric in PostgreSQL: cast back (an
-/// overflow errors, never wraps).
+/// The statement of a usage report grouped by `group_by`: the rows of each slot of
+/// [`USAGE_SLOT_SOURCES`] (`$1` the tenant, `$2`/`$3` the first slot's range, ...), a call
+/// counting as one request, joined by `UNION ALL` and summed per key by one aggregate
+/// (one plan node to build and run, not one per slot). `SUM` is numeric in PostgreSQL:
+/// cast back (an overflow errors, never wraps).
 fn usage_sql(group_by: UsageGroupBy) -> &'static str {
     static SQL: std::sync::LazyLock<[String; 4]> = std::sync::LazyLock::new(|| {
         [
@@ -673,62 +674,62 @@ fn usage_sql(group_by: UsageGroupBy) -> &'static str {
                 .enumerate()
                 .map(|(i, source)| {
                     let (a, b) = (2 + 2 * i, 3 + 2 * i);
-                    match source {
-                        None => {
-                            let key = match g {
+                    let (key, counts, table, at) = match source {
+                        None => (
+                            match g {
                                 UsageGroupBy::Employee => "employee_id::text".to_string(),
                                 UsageGroupBy::Model => "model".into(),
                                 UsageGroupBy::Day => {
                                     "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')".into()
                                 }
                                 UsageGroupBy::Provider => "provider".into(),
-                            };
-                            format!(
-                                "(SELECT {key} AS key, COUNT(*) AS requests, \
-                                 COUNT(*) FILTER (WHERE status = 'ok') AS successes, \
-                                 COUNT(*) FILTER (WHERE status = 'error') AS errors, \
-                                 COUNT(*) FILTER (WHERE status = 'cache_hit') AS cache_hits, \
-                                 SUM(input_tokens)::bigint AS input_tokens, \
-                                 SUM(output_tokens)::bigint AS output_tokens, \
-                                 SUM(cached_tokens)::bigint AS cached_tokens, \
-                                 SUM(cache_write_tokens)::bigint AS cache_write_tokens, \
-                                 SUM(reasoning_tokens)::bigint AS reasoning_tokens, \
-                                 SUM(cost_nanos)::bigint AS cost_nanos \
-                                 FROM ai_calls WHERE tenant_id = $1 AND created_at >= ${a} \
-                                 AND created_at < ${b} GROUP BY 1)"
-                            )
-                        }
+                            },
+                            "1, (status = 'ok')::int, (status = 'error')::int, \
+                             (status = 'cache_hit')::int",
+                            "ai_calls",
+                            "created_at",
+                        ),
                         Some(r) => {
                             let (table, unit) = r.table();
-                            let key = match g {
-                                UsageGroupBy::Employee => "NULLIF(employee_id, \
-                                     '00000000-0000-0000-0000-000000000000'::uuid)::text"
-                                    .to_string(),
-                                UsageGroupBy::Model => "model".into(),
-                                UsageGroupBy::Day => {
-                                    format!("to_char({unit} AT TIME ZONE 'UTC', 'YYYY-MM-DD')")
-                                }
-                                UsageGroupBy::Provider => "provider".into(),
-                            };
-                            format!(
-                                "(SELECT {key} AS key, SUM(requests)::bigint AS requests, \
-                                 SUM(successes)::bigint AS successes, \
-                                 SUM(errors)::bigint AS errors, \
-                                 SUM(cache_hits)::bigint AS cache_hits, \
-                                 SUM(input_tokens)::bigint AS input_tokens, \
-                                 SUM(output_tokens)::bigint AS output_tokens, \
-                                 SUM(cached_tokens)::bigint AS cached_tokens, \
-                                 SUM(cache_write_tokens)::bigint AS cache_write_tokens, \
-                                 SUM(reasoning_tokens)::bigint AS reasoning_tokens, \
-                                 SUM(cost_nanos)::bigint AS cost_nanos \
-                                 FROM {table} WHERE tenant_id = $1 AND {unit} >= ${a} \
-                                 AND {unit} < ${b} GROUP BY 1)"
+                            (
+                                match g {
+                                    UsageGroupBy::Employee => "NULLIF(employee_id, \
+                                         '00000000-0000-0000-0000-000000000000'::uuid)::text"
+                                        .to_string(),
+                                    UsageGroupBy::Model => "model".into(),
+                                    UsageGroupBy::Day => {
+                                        format!("to_char({unit} AT TIME ZONE 'UTC', 'YYYY-MM-DD')")
+                                    }
+                                    UsageGroupBy::Provider => "provider".into(),
+                                },
+                                "requests, successes, errors, cache_hits",
+                                table,
+                                unit,
                             )
                         }
-                    }
+                    };
+                    format!(
+                        "SELECT {key}, {counts}, input_tokens, output_tokens, cached_tokens, \
+                         cache_write_tokens, reasoning_tokens, cost_nanos FROM {table} \
+                         WHERE tenant_id = $1 AND {at} >= ${a} AND {at} < ${b}"
+                    )
                 })
                 .collect();
-            parts.join(" UNION ALL ")
+            format!(
+                "SELECT key, SUM(requests)::bigint AS requests, \
+                 SUM(successes)::bigint AS successes, SUM(errors)::bigint AS errors, \
+                 SUM(cache_hits)::bigint AS cache_hits, \
+                 SUM(input_tokens)::bigint AS input_tokens, \
+                 SUM(output_tokens)::bigint AS output_tokens, \
+                 SUM(cached_tokens)::bigint AS cached_tokens, \
+                 SUM(cache_write_tokens)::bigint AS cache_write_tokens, \
+                 SUM(reasoning_tokens)::bigint AS reasoning_tokens, \
+                 SUM(cost_nanos)::bigint AS cost_nanos \
+                 FROM ({}) AS p (key, requests, successes, errors, cache_hits, input_tokens, \
+                 output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, \
+                 cost_nanos) GROUP BY key",
+                parts.join(" UNION ALL ")
+            )
         })
     });
     let i = match group_by {
