@@ -731,6 +731,11 @@ async fn usage_report_matches_the_calls_for_any_range(backend: Backend) {
     let mut cases: Vec<_> = ranges.iter().map(|(a, b)| (at(a), at(b))).collect();
     // An end in the future: the current hour counts whole.
     cases.push((at("2025-06-30T21:30:00Z"), far));
+    // The last time the API accepts: its day is read whole, and stays in year 9999.
+    cases.push((
+        at("2025-06-30T21:30:00Z"),
+        at("9999-12-31T23:59:59.999999Z"),
+    ));
     for (from, to) in cases {
         for by in [
             UsageGroupBy::Day,

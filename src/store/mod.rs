@@ -288,6 +288,12 @@ impl Rollup {
     }
 }
 
+/// The last time a bound of a usage report may take (the API refuses later ones).
+const LATEST_TIME: DateTime<Utc> = match DateTime::from_timestamp(253_402_300_799, 999_999_000) {
+    Some(t) => t,
+    None => DateTime::<Utc>::MAX_UTC,
+};
+
 /// Where a usage report reads one part of its range from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum UsageSpan {
@@ -335,8 +341,10 @@ fn split_span(
         return;
     };
     let first = unit.ceil(from);
+    // An open end's unit is read whole, but never past the last storable time: SQLite
+    // keeps times as four-digit-year text, so year 10000 would sort before every call.
     let last = if open_end {
-        unit.ceil(to)
+        unit.ceil(to).min(LATEST_TIME.max(to))
     } else {
         unit.floor(to)
     };
@@ -670,6 +678,17 @@ mod usage_tests {
                 minutes("2026-03-10T12:00:00Z", "2026-03-10T12:19:00Z"),
                 calls("2026-03-10T12:19:00Z", "2026-03-10T12:19:10Z"),
             ]
+        );
+    }
+
+    #[test]
+    fn an_open_end_at_the_last_time_stays_in_year_9999() {
+        let now = t("2026-03-10T12:20:00Z");
+        let end = t("9999-12-31T23:59:59.999999Z");
+        assert_eq!(LATEST_TIME, end);
+        assert_eq!(
+            usage_spans(t("2026-03-01T00:00:00Z"), end, now),
+            vec![UsageSpan::Rollup(Day, t("2026-03-01T00:00:00Z"), end)]
         );
     }
 
