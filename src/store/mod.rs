@@ -307,7 +307,7 @@ pub(crate) enum UsageSpan {
 /// of the partial days at its ends (from the hourly rollup), the whole minutes of the
 /// partial hours at the ends of those (from the minute rollup) and the partial minutes at
 /// its very ends (from `ai_calls`). A `to` at or after `now` reaches past every call
-/// recorded so far, so its hour counts as whole.
+/// recorded so far, so its day (or hour, or minute) counts as whole.
 pub(crate) fn usage_spans(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
