@@ -6,7 +6,9 @@
 //! `TENANT_MAX_RUNNING` (default 0: the capped claim path when set), `BENCH_EVENT_NOTIFY`
 //! (PostgreSQL; `off` drops the trigger that notifies `de_events` on every step-log append,
 //! to see what the notifications cost), `BENCH_USAGE_ROLLUPS` (PostgreSQL; `off` drops the
-//! trigger that keeps the day and minute usage rollups, to see what they cost).
+//! trigger that keeps the day and minute usage rollups, to see what they cost), `BENCH_SQL`
+//! (PostgreSQL; statements run in the scratch schema after migrating, to try a schema
+//! change before writing its migration).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
@@ -74,6 +76,14 @@ async fn main() {
         use sqlx::Connection;
         let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
         sqlx::raw_sql("DROP TRIGGER ai_calls_rollups ON ai_calls")
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+    if let (false, Ok(sql)) = (db == "sqlite", std::env::var("BENCH_SQL")) {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
             .execute(&mut c)
             .await
             .unwrap();

@@ -228,13 +228,13 @@ pub trait Store:
             return Ok(Vec::new());
         }
         let slots = usage_slots(&spans, from);
-        Ok(merge_usage(
-            self.usage_of_slots(tenant, &slots, group_by).await?,
-        ))
+        let mut groups = self.usage_of_slots(tenant, &slots, group_by).await?;
+        sort_usage(&mut groups);
+        Ok(groups)
     }
     /// Sums per key over the seven ranges of `slots`, each read from its source in
-    /// [`USAGE_SLOT_SOURCES`] (an empty range reads nothing), in one statement; unsorted,
-    /// and a key may come back once per range.
+    /// [`USAGE_SLOT_SOURCES`] (an empty range reads nothing), in one statement
+    /// ([`usage_statements`]); one group per key, unsorted.
     async fn usage_of_slots(
         &self,
         tenant: Uuid,
@@ -400,21 +400,89 @@ pub(crate) fn usage_slots(spans: &[UsageSpan], from: DateTime<Utc>) -> UsageSlot
     slots
 }
 
-/// Adds up groups with the same key and sorts them as a report is sorted.
-pub(crate) fn merge_usage(parts: Vec<UsageGroup>) -> Vec<UsageGroup> {
-    let mut by_key: std::collections::HashMap<Option<String>, UsageGroup> =
-        std::collections::HashMap::with_capacity(parts.len());
-    for g in parts {
-        match by_key.entry(g.key.clone()) {
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(g);
-            }
-            std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().absorb(&g),
-        }
+/// How one backend spells the parts of a usage report's statement.
+pub(crate) struct UsageDialect {
+    /// The key of a group read from `ai_calls`.
+    pub calls_key: fn(UsageGroupBy) -> String,
+    /// The key of a group read from a rollup whose unit column is the second argument.
+    pub rollup_key: fn(UsageGroupBy, &str) -> String,
+    /// `requests, successes, errors, cache_hits` of one `ai_calls` row, named so.
+    pub call_counts: &'static str,
+    /// The placeholder sigil before a parameter's number (`$` or `?`).
+    pub sigil: char,
+    /// What follows each `SUM(..)` (PostgreSQL sums bigints as numeric: cast back, an
+    /// overflow errors, never wraps).
+    pub sum_cast: &'static str,
+}
+
+/// The statements of a usage report, one per [`UsageGroupBy`] in the order of
+/// [`usage_statement_index`]: the rows of each slot of [`USAGE_SLOT_SOURCES`] (parameter
+/// 1 the tenant, 2 and 3 the first slot's range, ...), a call counting as one request,
+/// joined by `UNION ALL` and summed per key by one aggregate (one plan node to build and
+/// run, not one per slot).
+pub(crate) fn usage_statements(d: &UsageDialect) -> [String; 4] {
+    USAGE_GROUP_BYS.map(|g| {
+        let parts: Vec<String> = USAGE_SLOT_SOURCES
+            .iter()
+            .enumerate()
+            .map(|(i, source)| {
+                let (a, b) = (2 + 2 * i, 3 + 2 * i);
+                let (key, counts, table, at) = match source {
+                    None => ((d.calls_key)(g), d.call_counts, "ai_calls", "created_at"),
+                    Some(r) => {
+                        let (table, unit) = r.table();
+                        (
+                            (d.rollup_key)(g, unit),
+                            "requests, successes, errors, cache_hits",
+                            table,
+                            unit,
+                        )
+                    }
+                };
+                let p = d.sigil;
+                format!(
+                    "SELECT {key} AS key, {counts}, input_tokens, output_tokens, \
+                     cached_tokens, cache_write_tokens, reasoning_tokens, cost_nanos \
+                     FROM {table} WHERE tenant_id = {p}1 AND {at} >= {p}{a} AND {at} < {p}{b}"
+                )
+            })
+            .collect();
+        let sums = [
+            "requests",
+            "successes",
+            "errors",
+            "cache_hits",
+            "input_tokens",
+            "output_tokens",
+            "cached_tokens",
+            "cache_write_tokens",
+            "reasoning_tokens",
+            "cost_nanos",
+        ]
+        .map(|c| format!("SUM({c}){} AS {c}", d.sum_cast))
+        .join(", ");
+        format!(
+            "SELECT key, {sums} FROM ({}) AS p GROUP BY key",
+            parts.join(" UNION ALL ")
+        )
+    })
+}
+
+const USAGE_GROUP_BYS: [UsageGroupBy; 4] = [
+    UsageGroupBy::Employee,
+    UsageGroupBy::Model,
+    UsageGroupBy::Day,
+    UsageGroupBy::Provider,
+];
+
+/// The place of `group_by`'s statement in [`usage_statements`].
+pub(crate) fn usage_statement_index(group_by: UsageGroupBy) -> usize {
+    match group_by {
+        UsageGroupBy::Employee => 0,
+        UsageGroupBy::Model => 1,
+        UsageGroupBy::Day => 2,
+        UsageGroupBy::Provider => 3,
     }
-    let mut groups: Vec<UsageGroup> = by_key.into_values().collect();
-    sort_usage(&mut groups);
-    groups
 }
 
 pub type DynStore = Arc<dyn Store>;
@@ -732,19 +800,52 @@ mod usage_tests {
     }
 
     #[test]
-    fn merged_groups_add_up_and_sort_with_none_last() {
+    fn groups_sort_by_key_bytes_with_none_last() {
         let g = |key: Option<&str>, n: i64| UsageGroup {
             key: key.map(str::to_string),
             requests: n,
-            cost_nanos: n * 10,
             ..UsageGroup::default()
         };
-        let merged = merge_usage(vec![
+        let mut groups = vec![
             g(None, 1),
             g(Some("b"), 2),
-            g(Some("a"), 3),
-            g(Some("b"), 4),
-        ]);
-        assert_eq!(merged, vec![g(Some("a"), 3), g(Some("b"), 6), g(None, 1)]);
+            g(Some("B"), 3),
+            g(Some("a"), 4),
+        ];
+        sort_usage(&mut groups);
+        assert_eq!(
+            groups,
+            vec![
+                g(Some("B"), 3),
+                g(Some("a"), 4),
+                g(Some("b"), 2),
+                g(None, 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn usage_statements_name_each_slot_range_once_in_order() {
+        let d = UsageDialect {
+            calls_key: |_| "k".into(),
+            rollup_key: |_, unit| unit.into(),
+            call_counts: "1 AS requests, 0 AS successes, 0 AS errors, 0 AS cache_hits",
+            sigil: '$',
+            sum_cast: "",
+        };
+        for (g, sql) in USAGE_GROUP_BYS.iter().zip(usage_statements(&d)) {
+            assert_eq!(USAGE_GROUP_BYS[usage_statement_index(*g)], *g);
+            assert!(!sql.contains("$16"), "{sql}");
+            for (i, source) in USAGE_SLOT_SOURCES.iter().enumerate() {
+                let table = source.map_or("ai_calls", |r| r.table().0);
+                let at = source.map_or("created_at", |r| r.table().1);
+                let part = format!(
+                    "FROM {table} WHERE tenant_id = $1 AND {at} >= ${} AND {at} < ${}",
+                    2 + 2 * i,
+                    3 + 2 * i
+                );
+                assert!(sql.contains(&part), "{part} in {sql}");
+            }
+        }
     }
 }

@@ -546,44 +546,6 @@ impl Store for PgStore {
         // The hourly rollup is kept by the same statement: the inserted rows, grouped and
         // upserted in key order (so concurrent batches lock rows in one order). The daily
         // and minute ones are kept by the table's statement trigger (migration 0021).
-        macro_rules! rollup {
-            ($table:literal, $unit:literal) => {
-                concat!(
-                    "INSERT INTO ",
-                    $table,
-                    " AS u (tenant_id, ",
-                    $unit,
-                    ", employee_id, provider, model, \
-                     requests, successes, errors, cache_hits, input_tokens, output_tokens, \
-                     cached_tokens, cache_write_tokens, cost_nanos, reasoning_tokens) \
-                     SELECT tenant_id, date_trunc('",
-                    $unit,
-                    "', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', \
-                     COALESCE(employee_id, '00000000-0000-0000-0000-000000000000'::uuid), \
-                     provider, model, COUNT(*), \
-                     COUNT(*) FILTER (WHERE status = 'ok'), \
-                     COUNT(*) FILTER (WHERE status = 'error'), \
-                     COUNT(*) FILTER (WHERE status = 'cache_hit'), \
-                     SUM(input_tokens)::bigint, SUM(output_tokens)::bigint, \
-                     SUM(cached_tokens)::bigint, SUM(cache_write_tokens)::bigint, \
-                     SUM(cost_nanos)::bigint, SUM(reasoning_tokens)::bigint \
-                     FROM ins GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5 \
-                     ON CONFLICT (tenant_id, ",
-                    $unit,
-                    ", employee_id, provider, model) DO UPDATE \
-                     SET requests = u.requests + EXCLUDED.requests, \
-                     successes = u.successes + EXCLUDED.successes, \
-                     errors = u.errors + EXCLUDED.errors, \
-                     cache_hits = u.cache_hits + EXCLUDED.cache_hits, \
-                     input_tokens = u.input_tokens + EXCLUDED.input_tokens, \
-                     output_tokens = u.output_tokens + EXCLUDED.output_tokens, \
-                     cached_tokens = u.cached_tokens + EXCLUDED.cached_tokens, \
-                     cache_write_tokens = u.cache_write_tokens + EXCLUDED.cache_write_tokens, \
-                     cost_nanos = u.cost_nanos + EXCLUDED.cost_nanos, \
-                     reasoning_tokens = u.reasoning_tokens + EXCLUDED.reasoning_tokens"
-                )
-            };
-        }
         sqlx::query(concat!(
             "WITH ins AS (INSERT INTO ai_calls (",
             ai_call_cols!(),
@@ -593,8 +555,32 @@ impl Store for PgStore {
              $17::timestamptz[], $18::uuid[], $19::int8[]) \
              RETURNING tenant_id, created_at, employee_id, provider, model, status, \
              input_tokens, output_tokens, cached_tokens, cache_write_tokens, cost_nanos, \
-             reasoning_tokens) ",
-            rollup!("usage_hourly", "hour"),
+             reasoning_tokens) \
+             INSERT INTO usage_hourly AS u (tenant_id, hour, employee_id, provider, model, \
+             requests, successes, errors, cache_hits, input_tokens, output_tokens, \
+             cached_tokens, cache_write_tokens, cost_nanos, reasoning_tokens) \
+             SELECT tenant_id, date_trunc('hour', created_at AT TIME ZONE 'UTC') \
+             AT TIME ZONE 'UTC', \
+             COALESCE(employee_id, '00000000-0000-0000-0000-000000000000'::uuid), \
+             provider, model, COUNT(*), \
+             COUNT(*) FILTER (WHERE status = 'ok'), \
+             COUNT(*) FILTER (WHERE status = 'error'), \
+             COUNT(*) FILTER (WHERE status = 'cache_hit'), \
+             SUM(input_tokens)::bigint, SUM(output_tokens)::bigint, \
+             SUM(cached_tokens)::bigint, SUM(cache_write_tokens)::bigint, \
+             SUM(cost_nanos)::bigint, SUM(reasoning_tokens)::bigint \
+             FROM ins GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5 \
+             ON CONFLICT (tenant_id, hour, employee_id, provider, model) DO UPDATE \
+             SET requests = u.requests + EXCLUDED.requests, \
+             successes = u.successes + EXCLUDED.successes, \
+             errors = u.errors + EXCLUDED.errors, \
+             cache_hits = u.cache_hits + EXCLUDED.cache_hits, \
+             input_tokens = u.input_tokens + EXCLUDED.input_tokens, \
+             output_tokens = u.output_tokens + EXCLUDED.output_tokens, \
+             cached_tokens = u.cached_tokens + EXCLUDED.cached_tokens, \
+             cache_write_tokens = u.cache_write_tokens + EXCLUDED.cache_write_tokens, \
+             cost_nanos = u.cost_nanos + EXCLUDED.cost_nanos, \
+             reasoning_tokens = u.reasoning_tokens + EXCLUDED.reasoning_tokens",
         ))
         .bind(col!(|c| c.id))
         .bind(col!(|c| c.tenant_id))
@@ -655,90 +641,33 @@ impl Store for PgStore {
     }
 }
 
-/// The statement of a usage report grouped by `group_by`: the rows of each slot of
-/// [`USAGE_SLOT_SOURCES`] (`$1` the tenant, `$2`/`$3` the first slot's range, ...), a call
-/// counting as one request, joined by `UNION ALL` and summed per key by one aggregate
-/// (one plan node to build and run, not one per slot). `SUM` is numeric in PostgreSQL:
-/// cast back (an overflow errors, never wraps).
+/// The statement of a usage report grouped by `group_by` ([`usage_statements`]).
 fn usage_sql(group_by: UsageGroupBy) -> &'static str {
     static SQL: std::sync::LazyLock<[String; 4]> = std::sync::LazyLock::new(|| {
-        [
-            UsageGroupBy::Employee,
-            UsageGroupBy::Model,
-            UsageGroupBy::Day,
-            UsageGroupBy::Provider,
-        ]
-        .map(|g| {
-            let parts: Vec<String> = USAGE_SLOT_SOURCES
-                .iter()
-                .enumerate()
-                .map(|(i, source)| {
-                    let (a, b) = (2 + 2 * i, 3 + 2 * i);
-                    let (key, counts, table, at) = match source {
-                        None => (
-                            match g {
-                                UsageGroupBy::Employee => "employee_id::text".to_string(),
-                                UsageGroupBy::Model => "model".into(),
-                                UsageGroupBy::Day => {
-                                    "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')".into()
-                                }
-                                UsageGroupBy::Provider => "provider".into(),
-                            },
-                            "1, (status = 'ok')::int, (status = 'error')::int, \
-                             (status = 'cache_hit')::int",
-                            "ai_calls",
-                            "created_at",
-                        ),
-                        Some(r) => {
-                            let (table, unit) = r.table();
-                            (
-                                match g {
-                                    UsageGroupBy::Employee => "NULLIF(employee_id, \
-                                         '00000000-0000-0000-0000-000000000000'::uuid)::text"
-                                        .to_string(),
-                                    UsageGroupBy::Model => "model".into(),
-                                    UsageGroupBy::Day => {
-                                        format!("to_char({unit} AT TIME ZONE 'UTC', 'YYYY-MM-DD')")
-                                    }
-                                    UsageGroupBy::Provider => "provider".into(),
-                                },
-                                "requests, successes, errors, cache_hits",
-                                table,
-                                unit,
-                            )
-                        }
-                    };
-                    format!(
-                        "SELECT {key}, {counts}, input_tokens, output_tokens, cached_tokens, \
-                         cache_write_tokens, reasoning_tokens, cost_nanos FROM {table} \
-                         WHERE tenant_id = $1 AND {at} >= ${a} AND {at} < ${b}"
-                    )
-                })
-                .collect();
-            format!(
-                "SELECT key, SUM(requests)::bigint AS requests, \
-                 SUM(successes)::bigint AS successes, SUM(errors)::bigint AS errors, \
-                 SUM(cache_hits)::bigint AS cache_hits, \
-                 SUM(input_tokens)::bigint AS input_tokens, \
-                 SUM(output_tokens)::bigint AS output_tokens, \
-                 SUM(cached_tokens)::bigint AS cached_tokens, \
-                 SUM(cache_write_tokens)::bigint AS cache_write_tokens, \
-                 SUM(reasoning_tokens)::bigint AS reasoning_tokens, \
-                 SUM(cost_nanos)::bigint AS cost_nanos \
-                 FROM ({}) AS p (key, requests, successes, errors, cache_hits, input_tokens, \
-                 output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, \
-                 cost_nanos) GROUP BY key",
-                parts.join(" UNION ALL ")
-            )
+        usage_statements(&UsageDialect {
+            calls_key: |g| match g {
+                UsageGroupBy::Employee => "employee_id::text".into(),
+                UsageGroupBy::Model => "model".into(),
+                UsageGroupBy::Day => "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')".into(),
+                UsageGroupBy::Provider => "provider".into(),
+            },
+            rollup_key: |g, unit| match g {
+                UsageGroupBy::Employee => {
+                    "NULLIF(employee_id, '00000000-0000-0000-0000-000000000000'::uuid)::text".into()
+                }
+                UsageGroupBy::Model => "model".into(),
+                UsageGroupBy::Day => format!("to_char({unit} AT TIME ZONE 'UTC', 'YYYY-MM-DD')"),
+                UsageGroupBy::Provider => "provider".into(),
+            },
+            call_counts: "1 AS requests, (status = 'ok')::int AS successes, \
+                          (status = 'error')::int AS errors, \
+                          (status = 'cache_hit')::int AS cache_hits",
+            sigil: '$',
+            sum_cast: "::bigint",
         })
     });
-    let i = match group_by {
-        UsageGroupBy::Employee => 0,
-        UsageGroupBy::Model => 1,
-        UsageGroupBy::Day => 2,
-        UsageGroupBy::Provider => 3,
-    };
-    SQL.get(i).map_or("", String::as_str)
+    SQL.get(usage_statement_index(group_by))
+        .map_or("", String::as_str)
 }
 
 /// A key insert `sql` with the key's fields bound as `$1`–`$8` (id, tenant, name, prefix,

@@ -800,79 +800,32 @@ impl Store for SqliteStore {
     }
 }
 
-/// The statement of a usage report grouped by `group_by`: the rows of each slot of
-/// [`USAGE_SLOT_SOURCES`] (`?1` the tenant, `?2`/`?3` the first slot's range, ...), a call
-/// counting as one request, joined by `UNION ALL` and summed per key by one aggregate.
-/// Times are stored as fixed-width UTC text, so text comparison is time order and the
-/// first ten characters are the UTC day.
+/// The statement of a usage report grouped by `group_by` ([`usage_statements`]). Times
+/// are stored as fixed-width UTC text, so text comparison is time order and the first ten
+/// characters are the UTC day.
 fn usage_sql(group_by: UsageGroupBy) -> &'static str {
     static SQL: std::sync::LazyLock<[String; 4]> = std::sync::LazyLock::new(|| {
-        [
-            UsageGroupBy::Employee,
-            UsageGroupBy::Model,
-            UsageGroupBy::Day,
-            UsageGroupBy::Provider,
-        ]
-        .map(|g| {
-            let parts: Vec<String> = USAGE_SLOT_SOURCES
-                .iter()
-                .enumerate()
-                .map(|(i, source)| {
-                    let (a, b) = (2 + 2 * i, 3 + 2 * i);
-                    let (key, counts, table, at) = match source {
-                        None => (
-                            match g {
-                                UsageGroupBy::Employee => "employee_id".to_string(),
-                                UsageGroupBy::Model => "model".into(),
-                                UsageGroupBy::Day => "substr(created_at, 1, 10)".into(),
-                                UsageGroupBy::Provider => "provider".into(),
-                            },
-                            "1 AS requests, status = 'ok' AS successes, \
-                             status = 'error' AS errors, status = 'cache_hit' AS cache_hits",
-                            "ai_calls",
-                            "created_at",
-                        ),
-                        Some(r) => {
-                            let (table, unit) = r.table();
-                            (
-                                match g {
-                                    UsageGroupBy::Employee => "NULLIF(employee_id, '')".to_string(),
-                                    UsageGroupBy::Model => "model".into(),
-                                    UsageGroupBy::Day => format!("substr({unit}, 1, 10)"),
-                                    UsageGroupBy::Provider => "provider".into(),
-                                },
-                                "requests, successes, errors, cache_hits",
-                                table,
-                                unit,
-                            )
-                        }
-                    };
-                    format!(
-                        "SELECT {key} AS key, {counts}, input_tokens, output_tokens, \
-                         cached_tokens, cache_write_tokens, reasoning_tokens, cost_nanos \
-                         FROM {table} WHERE tenant_id = ?1 AND {at} >= ?{a} AND {at} < ?{b}"
-                    )
-                })
-                .collect();
-            format!(
-                "SELECT key, SUM(requests) AS requests, SUM(successes) AS successes, \
-                 SUM(errors) AS errors, SUM(cache_hits) AS cache_hits, \
-                 SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens, \
-                 SUM(cached_tokens) AS cached_tokens, \
-                 SUM(cache_write_tokens) AS cache_write_tokens, \
-                 SUM(reasoning_tokens) AS reasoning_tokens, SUM(cost_nanos) AS cost_nanos \
-                 FROM ({}) GROUP BY key",
-                parts.join(" UNION ALL ")
-            )
+        usage_statements(&UsageDialect {
+            calls_key: |g| match g {
+                UsageGroupBy::Employee => "employee_id".into(),
+                UsageGroupBy::Model => "model".into(),
+                UsageGroupBy::Day => "substr(created_at, 1, 10)".into(),
+                UsageGroupBy::Provider => "provider".into(),
+            },
+            rollup_key: |g, unit| match g {
+                UsageGroupBy::Employee => "NULLIF(employee_id, '')".into(),
+                UsageGroupBy::Model => "model".into(),
+                UsageGroupBy::Day => format!("substr({unit}, 1, 10)"),
+                UsageGroupBy::Provider => "provider".into(),
+            },
+            call_counts: "1 AS requests, status = 'ok' AS successes, \
+                          status = 'error' AS errors, status = 'cache_hit' AS cache_hits",
+            sigil: '?',
+            sum_cast: "",
         })
     });
-    let i = match group_by {
-        UsageGroupBy::Employee => 0,
-        UsageGroupBy::Model => 1,
-        UsageGroupBy::Day => 2,
-        UsageGroupBy::Provider => 3,
-    };
-    SQL.get(i).map_or("", String::as_str)
+    SQL.get(usage_statement_index(group_by))
+        .map_or("", String::as_str)
 }
 
 /// Adds `calls` to the rollup `table`, whose unit column `unit` holds the calls' stored
