@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use common::{KEY, ScratchDb};
 use digital_employee::app::App;
-use digital_employee::store::{DEFAULT_TENANT_ID, DynStore, NewTask, TaskStatus, now};
+use digital_employee::store::{
+    DEFAULT_TENANT_ID, DynStore, NewTask, TaskEmployee, TaskStatus, now,
+};
 use sqlx::Connection;
 /// Rows of the fill per statement (one transaction each).
 const CHUNK: i64 = 50_000;
@@ -57,7 +59,7 @@ fn pct(mut v: Vec<Duration>) -> (f64, f64) {
 fn new_task(employee: uuid::Uuid) -> NewTask {
     NewTask {
         tenant_id: DEFAULT_TENANT_ID,
-        employee_id: employee,
+        employee: TaskEmployee::Id(employee),
         input: serde_json::json!("claim me"),
         priority: 0,
         run_at: now(),

@@ -17,7 +17,7 @@ use digital_employee::ai::sandbox::{Fault, SandboxEngine, SandboxSetup, ScriptSt
 use digital_employee::ai::types::Usage;
 use digital_employee::app::App;
 use digital_employee::store::{
-    DEFAULT_TENANT_ID, DynStore, Finish, Lease, NewTask, StepUpdate, Task, TaskStatus,
+    DEFAULT_TENANT_ID, DynStore, Finish, Lease, NewTask, StepUpdate, Task, TaskEmployee, TaskStatus,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -680,7 +680,7 @@ async fn new_task(
     let (t, created) = store
         .create_task(&NewTask {
             tenant_id: DEFAULT_TENANT_ID,
-            employee_id: employee,
+            employee: TaskEmployee::Id(employee),
             input: json!("hello"),
             priority: 0,
             run_at: if due_now {

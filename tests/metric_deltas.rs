@@ -14,7 +14,7 @@ use common::tasks::*;
 use common::{Backend, TestApp, TestDb, test_config};
 use digital_employee::ai::sandbox::{Fault, FaultRule, SandboxEngine, SandboxSetup};
 use digital_employee::app::App;
-use digital_employee::store::{DEFAULT_TENANT_ID, NewTask, now};
+use digital_employee::store::{DEFAULT_TENANT_ID, NewTask, TaskEmployee, now};
 use serde_json::json;
 use tokio::sync::{Mutex, MutexGuard};
 use uuid::Uuid;
@@ -168,7 +168,7 @@ async fn a_rescued_task_is_counted_once(backend: Backend) {
     let (t, _) = store
         .create_task(&NewTask {
             tenant_id: DEFAULT_TENANT_ID,
-            employee_id: emp.id,
+            employee: TaskEmployee::Id(emp.id),
             input: json!("hello"),
             priority: 0,
             run_at: now(),

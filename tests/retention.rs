@@ -23,7 +23,7 @@ backend_tests!(
 fn new_task(employee: Uuid, parent: Option<Uuid>) -> NewTask {
     NewTask {
         tenant_id: DEFAULT_TENANT_ID,
-        employee_id: employee,
+        employee: TaskEmployee::Id(employee),
         input: json!("hello"),
         priority: 0,
         run_at: now(),
@@ -103,7 +103,7 @@ async fn exists(s: &DynStore, id: Uuid) -> bool {
 async fn prune_takes_old_ended_tasks_and_keeps_the_rest(backend: Backend) {
     let db = TestDb::new(backend).await.unwrap();
     let s = db.migrated_store().await;
-    let e = Uuid::now_v7();
+    let e = common::hire(&s, DEFAULT_TENANT_ID).await;
     let mk = async |parent: Option<Uuid>| s.create_task(&new_task(e, parent)).await.unwrap().0.id;
     let t0 = now();
     let ended = t0 - chrono::Duration::days(3);

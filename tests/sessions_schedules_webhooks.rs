@@ -827,7 +827,9 @@ async fn a_task_ended_in_the_store_alone_is_delivered(backend: Backend) {
         .store
         .create_task(&digital_employee::store::NewTask {
             tenant_id: DEFAULT_TENANT_ID,
-            employee_id: Uuid::parse_str(e["id"].as_str().unwrap()).unwrap(),
+            employee: digital_employee::store::TaskEmployee::Id(
+                Uuid::parse_str(e["id"].as_str().unwrap()).unwrap(),
+            ),
             input: json!("never run"),
             priority: 0,
             run_at: digital_employee::store::now() + chrono::Duration::hours(1),

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::Utc;
-use common::{Backend, TestDb};
+use common::{Backend, TestDb, hire};
 use digital_employee::store::*;
 use serde_json::json;
 use uuid::Uuid;
@@ -33,12 +33,13 @@ backend_tests!(
     concurrent_submits_and_ends_each_get_their_own_answer,
     a_bad_write_does_not_fail_the_writes_beside_it,
     a_task_end_writes_its_session_turn_in_the_same_write,
+    a_task_goes_only_to_an_employee_of_its_tenant,
 );
 
 fn new_task(employee: Uuid, priority: i32) -> NewTask {
     NewTask {
         tenant_id: DEFAULT_TENANT_ID,
-        employee_id: employee,
+        employee: TaskEmployee::Id(employee),
         input: json!("hello"),
         priority,
         run_at: now(),
@@ -60,7 +61,7 @@ const LEASE: Duration = Duration::from_secs(30);
 async fn claim_orders_by_priority_then_age_and_respects_run_at(backend: Backend) {
     let db = TestDb::new(backend).await.unwrap();
     let s = db.migrated_store().await;
-    let e = Uuid::now_v7();
+    let e = hire(&s, DEFAULT_TENANT_ID).await;
     let (low, _) = s.create_task(&new_task(e, 0)).await.unwrap();
     let (high, _) = s.create_task(&new_task(e, 5)).await.unwrap();
     let (low2, _) = s.create_task(&new_task(e, 0)).await.unwrap();
@@ -92,7 +93,10 @@ async fn claim_orders_by_priority_then_age_and_respects_run_at(backend: Backend)
 async fn step_events_keep_order_and_are_fenced(backend: Backend) {
     let db = TestDb::new(backend).await.unwrap();
     let s = db.migrated_store().await;
-    let (t, _) = s.create_task(&new_task(Uuid::now_v7(), 0)).await.unwrap();
+    let (t, _) = s
+        .create_task(&new_task(hire(&s, DEFAULT_TENANT_ID).await, 0))
+        .await
+        .unwrap();
     let lease = s.claim_tasks("w1", 1, LEASE, 0).await.unwrap()[0]
         .lease()
         .unwrap();
@@ -156,13 +160,16 @@ async fn step_events_keep_order_and_are_fenced(backend: Backend) {
         (t.tokens_in, t.tokens_out, t.cost_nanos, t.steps),
         (20, 10, 14, 2)
     );
-    // A write that fails half-way (an unknown tenant breaks a foreign key) changes
-    // nothing and leaves the store usable for the next write.
-    let mut orphan = new_task(Uuid::now_v7(), 0);
+    // A refused write (an unknown tenant has no employees) changes nothing and leaves
+    // the store usable for the next write.
+    let mut orphan = new_task(hire(&s, DEFAULT_TENANT_ID).await, 0);
     orphan.tenant_id = Uuid::now_v7();
     assert!(s.create_task(&orphan).await.is_err());
     assert!(s.create_task(&orphan).await.is_err());
-    let (t2, _) = s.create_task(&new_task(Uuid::now_v7(), 0)).await.unwrap();
+    let (t2, _) = s
+        .create_task(&new_task(hire(&s, DEFAULT_TENANT_ID).await, 0))
+        .await
+        .unwrap();
     assert_eq!(s.list_events(t2.id, 0, 10).await.unwrap().len(), 1);
 }
 
@@ -193,7 +200,11 @@ async fn a_claim_can_carry_the_employee(backend: Backend) {
         .await
         .unwrap();
     s.create_task(&new_task(e.id, 1)).await.unwrap();
-    s.create_task(&new_task(Uuid::now_v7(), 0)).await.unwrap();
+    let gone = hire(&s, DEFAULT_TENANT_ID).await;
+    s.create_task(&new_task(gone, 0)).await.unwrap();
+    s.delete_employee(DEFAULT_TENANT_ID, gone, None)
+        .await
+        .unwrap();
     let got = s
         .claim_tasks_with_employees("w1", 10, LEASE, 0)
         .await
@@ -212,7 +223,7 @@ async fn a_claim_can_carry_the_employee(backend: Backend) {
 async fn concurrent_claims_never_share_a_task(backend: Backend) {
     let db = TestDb::new(backend).await.unwrap();
     let s = db.migrated_store().await;
-    let e = Uuid::now_v7();
+    let e = hire(&s, DEFAULT_TENANT_ID).await;
     for _ in 0..60 {
         s.create_task(&new_task(e, 0)).await.unwrap();
     }
@@ -242,7 +253,10 @@ async fn concurrent_claims_never_share_a_task(backend: Backend) {
 async fn late_completion_is_rejected_after_rescue(backend: Backend) {
     let db = TestDb::new(backend).await.unwrap();
     let s = db.migrated_store().await;
-    let (t, _) = s.create_task(&new_task(Uuid::now_v7(), 0)).await.unwrap();
+    let (t, _) = s
+        .create_task(&new_task(hire(&s, DEFAULT_TENANT_ID).await, 0))
+        .await
+        .unwrap();
     let a = s.claim_tasks("a", 1, Duration::ZERO, 0).await.unwrap();
     let lease_a = a[0].lease().unwrap();
     // The lease of `a` has expired: the reaper rescues the task.
@@ -295,7 +309,7 @@ async fn late_completion_is_rejected_after_rescue(backend: Backend) {
 async fn rescue_fails_a_task_whose_attempts_are_used(backend: Backend) {
     let db = TestDb::new(backend).await.unwrap();
     let s = db.migrated_store().await;
-    let mut n = new_task(Uuid::now_v7(), 0);
+    let mut n = new_task(hire(&s, DEFAULT_TENANT_ID).await, 0);
     n.max_attempts = 1;
     let (t, _) = s.create_task(&n).await.unwrap();
     s.claim_tasks("a", 1, Duration::ZERO, 0).await.unwrap();
@@ -311,7 +325,7 @@ async fn idempotency_key_returns_the_existing_task(backend: Backend) {
     let db = TestDb::new(backend).await.unwrap();
     let s = db.migrated_store().await;
     let other = s.create_tenant("other").await.unwrap();
-    let mut n = new_task(Uuid::now_v7(), 0);
+    let mut n = new_task(hire(&s, DEFAULT_TENANT_ID).await, 0);
     n.idempotency_key = Some("k1".into());
     n.request_hash = Some("h1".into());
     let (a, created) = s.create_task(&n).await.unwrap();
@@ -322,6 +336,7 @@ async fn idempotency_key_returns_the_existing_task(backend: Backend) {
     assert_eq!(b.id, a.id);
     assert_eq!(b.request_hash.as_deref(), Some("h1"));
     n.tenant_id = other.id;
+    n.employee = TaskEmployee::Id(hire(&s, other.id).await);
     let (c, created) = s.create_task(&n).await.unwrap();
     assert!(created, "keys are per tenant");
     assert_ne!(c.id, a.id);
@@ -334,7 +349,7 @@ async fn idempotency_key_returns_the_existing_task(backend: Backend) {
 async fn cancel_queued_running_and_finished(backend: Backend) {
     let db = TestDb::new(backend).await.unwrap();
     let s = db.migrated_store().await;
-    let e = Uuid::now_v7();
+    let e = hire(&s, DEFAULT_TENANT_ID).await;
     let (q, _) = s.create_task(&new_task(e, 0)).await.unwrap();
     assert!(matches!(
         s.cancel_task(DEFAULT_TENANT_ID, q.id).await.unwrap(),
@@ -366,7 +381,10 @@ async fn cancel_queued_running_and_finished(backend: Backend) {
 async fn approval_resumes_a_waiting_task(backend: Backend) {
     let db = TestDb::new(backend).await.unwrap();
     let s = db.migrated_store().await;
-    let (t, _) = s.create_task(&new_task(Uuid::now_v7(), 0)).await.unwrap();
+    let (t, _) = s
+        .create_task(&new_task(hire(&s, DEFAULT_TENANT_ID).await, 0))
+        .await
+        .unwrap();
     let c = s.claim_tasks("w", 1, LEASE, 0).await.unwrap();
     let lease = c[0].lease().unwrap();
     assert!(
@@ -407,7 +425,7 @@ async fn approval_resumes_a_waiting_task(backend: Backend) {
 async fn sessions_memory_and_schedule_fires(backend: Backend) {
     let db = TestDb::new(backend).await.unwrap();
     let s = db.migrated_store().await;
-    let e = Uuid::now_v7();
+    let e = hire(&s, DEFAULT_TENANT_ID).await;
     let sid = Uuid::now_v7();
     s.ensure_session(DEFAULT_TENANT_ID, sid, e).await.unwrap();
     s.ensure_session(DEFAULT_TENANT_ID, sid, e).await.unwrap();
@@ -581,11 +599,12 @@ async fn one_tenant_cannot_starve_another(backend: Backend) {
     let db = TestDb::new(backend).await.unwrap();
     let s = db.migrated_store().await;
     let b = s.create_tenant("tenant-b").await.unwrap().id;
-    let e = Uuid::now_v7();
+    let e = hire(&s, DEFAULT_TENANT_ID).await;
     for _ in 0..1000 {
         s.create_task(&new_task(e, 100)).await.unwrap();
     }
-    let mut lone = new_task(e, 0);
+    let eb = hire(&s, b).await;
+    let mut lone = new_task(eb, 0);
     lone.tenant_id = b;
     let (lone, _) = s.create_task(&lone).await.unwrap();
     let batch = s.claim_tasks("w1", 16, LEASE, 0).await.unwrap();
@@ -606,7 +625,7 @@ async fn one_tenant_cannot_starve_another(backend: Backend) {
     let (again, _) = s
         .create_task(&NewTask {
             tenant_id: b,
-            ..new_task(e, -100)
+            ..new_task(eb, -100)
         })
         .await
         .unwrap();
@@ -635,14 +654,15 @@ async fn tenant_max_running_holds_across_concurrent_claimers(backend: Backend) {
     .await
     .unwrap();
     let b = s.create_tenant("tenant-b").await.unwrap().id;
-    let e = Uuid::now_v7();
+    let e = hire(&s, DEFAULT_TENANT_ID).await;
     for _ in 0..100 {
         s.create_task(&new_task(e, 100)).await.unwrap();
     }
+    let eb = hire(&s, b).await;
     for _ in 0..2 {
         s.create_task(&NewTask {
             tenant_id: b,
-            ..new_task(e, 0)
+            ..new_task(eb, 0)
         })
         .await
         .unwrap();
@@ -703,7 +723,7 @@ async fn tenant_max_running_holds_across_concurrent_claimers(backend: Backend) {
 async fn a_subtask_is_claimed_past_its_tenants_cap(backend: Backend) {
     let db = TestDb::new(backend).await.unwrap();
     let s = db.migrated_store().await;
-    let e = Uuid::now_v7();
+    let e = hire(&s, DEFAULT_TENANT_ID).await;
     s.create_task(&new_task(e, 0)).await.unwrap();
     let parent = s.claim_tasks("w1", 4, LEASE, 1).await.unwrap();
     assert_eq!(parent.len(), 1);
@@ -805,7 +825,7 @@ async fn sessions_are_scoped_by_tenant(backend: Backend) {
 async fn concurrent_submits_and_ends_each_get_their_own_answer(backend: Backend) {
     let db = TestDb::new(backend).await.unwrap();
     let s = db.migrated_store().await;
-    let e = Uuid::now_v7();
+    let e = hire(&s, DEFAULT_TENANT_ID).await;
     let mut submits = Vec::new();
     for i in 0..200 {
         let s = s.clone();
@@ -910,19 +930,23 @@ async fn concurrent_submits_and_ends_each_get_their_own_answer(backend: Backend)
     }
 }
 
-/// A submit the database refuses (its tenant does not exist) fails alone: the submits
-/// that went with it in the same batch are written and answered.
+/// A submit the database refuses fails alone: the submits that went with it in the same
+/// batch are written and answered. (PostgreSQL: `jsonb` refuses a NUL character, which
+/// fails the batch statement as a whole; SQLite: the tenant does not exist.)
 async fn a_bad_write_does_not_fail_the_writes_beside_it(backend: Backend) {
     let db = TestDb::new(backend).await.unwrap();
     let s = db.migrated_store().await;
-    let e = Uuid::now_v7();
+    let e = hire(&s, DEFAULT_TENANT_ID).await;
     let mut submits = Vec::new();
     for i in 0..60 {
         let s = s.clone();
         let mut t = new_task(e, 0);
         let bad = i % 10 == 3;
         if bad {
-            t.tenant_id = Uuid::now_v7();
+            match backend {
+                Backend::Postgres => t.input = json!("a\u{0}b"),
+                Backend::Sqlite => t.tenant_id = Uuid::now_v7(),
+            }
         }
         submits.push(tokio::spawn(async move { (bad, s.create_task(&t).await) }));
     }
@@ -949,7 +973,7 @@ async fn a_bad_write_does_not_fail_the_writes_beside_it(backend: Backend) {
 async fn a_task_end_writes_its_session_turn_in_the_same_write(backend: Backend) {
     let db = TestDb::new(backend).await.unwrap();
     let s = db.migrated_store().await;
-    let e = Uuid::now_v7();
+    let e = hire(&s, DEFAULT_TENANT_ID).await;
     let sid = Uuid::now_v7();
     s.ensure_session(DEFAULT_TENANT_ID, sid, e).await.unwrap();
     let turn = |session: Uuid, task: Uuid, answer: &str| {
@@ -1025,4 +1049,97 @@ async fn a_task_end_writes_its_session_turn_in_the_same_write(backend: Backend) 
             .unwrap()
             .is_empty()
     );
+}
+
+/// The insert finds a task's employee among its own tenant's, by id or by name, at the
+/// time of the insert: another tenant's employee, a deleted one and a name no longer
+/// given are refused (`NotFound`), also inside a batch of good submits, which are
+/// answered as usual; a replayed idempotency key still returns its task.
+async fn a_task_goes_only_to_an_employee_of_its_tenant(backend: Backend) {
+    let db = TestDb::new(backend).await.unwrap();
+    let s = db.migrated_store().await;
+    let b = s.create_tenant("tenant-b").await.unwrap().id;
+    let mine = hire(&s, DEFAULT_TENANT_ID).await;
+    let theirs = s.get_employee(b, hire(&s, b).await).await.unwrap();
+    let mine_named = s.get_employee(DEFAULT_TENANT_ID, mine).await.unwrap();
+    let by = |e: TaskEmployee| NewTask {
+        employee: e,
+        ..new_task(mine, 0)
+    };
+
+    let (t, created) = s
+        .create_task(&by(TaskEmployee::Name(mine_named.fields.name.clone())))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(t.employee_id, mine, "a name is stored as its employee's id");
+
+    let refused = [
+        TaskEmployee::Id(theirs.id),
+        TaskEmployee::Name(theirs.fields.name.clone()),
+        TaskEmployee::Id(Uuid::now_v7()),
+        TaskEmployee::Name("nobody".into()),
+    ];
+    // All at once (one batch on PostgreSQL), between good submits.
+    let mut calls = Vec::new();
+    for (i, e) in refused.iter().enumerate() {
+        for good in [true, false] {
+            let s = s.clone();
+            let t = if good {
+                by(TaskEmployee::Id(mine))
+            } else {
+                by(e.clone())
+            };
+            calls.push(tokio::spawn(
+                async move { (i, good, s.create_task(&t).await) },
+            ));
+        }
+    }
+    for c in calls {
+        match c.await.unwrap() {
+            (_, true, Ok((t, true))) => assert_eq!(t.employee_id, mine),
+            (_, false, Err(StoreError::NotFound)) => {}
+            (i, good, other) => panic!("{:?} (good={good}): {other:?}", refused.get(i)),
+        }
+    }
+    let listed = s
+        .list_tasks(DEFAULT_TENANT_ID, &TaskFilter::default(), None, 100)
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 5, "one by name and four good ones");
+    assert!(listed.items.iter().all(|t| t.employee_id == mine));
+    assert!(
+        s.list_tasks(b, &TaskFilter::default(), None, 100)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+
+    // A renamed employee is found by its new name only; a deleted one not at all, but a
+    // replayed key returns the task it named.
+    let mut renamed = mine_named.fields.clone();
+    renamed.name = "renamed".into();
+    s.update_employee(DEFAULT_TENANT_ID, mine, mine_named.version, &renamed)
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.create_task(&by(TaskEmployee::Name(mine_named.fields.name.clone())))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    let mut keyed = by(TaskEmployee::Name("renamed".into()));
+    keyed.idempotency_key = Some("once".into());
+    let (first, created) = s.create_task(&keyed).await.unwrap();
+    assert!(created);
+    assert_eq!(first.employee_id, mine);
+    s.delete_employee(DEFAULT_TENANT_ID, mine, None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.create_task(&by(TaskEmployee::Id(mine))).await,
+        Err(StoreError::NotFound)
+    ));
+    let (again, created) = s.create_task(&keyed).await.unwrap();
+    assert_eq!((again.id, created), (first.id, false));
 }

@@ -14,7 +14,7 @@ use common::{Backend, TestApp, TestDb, test_config};
 use digital_employee::ai::sandbox::{Fault, SandboxSetup, ScriptStep, ScriptedCall};
 use digital_employee::app::App;
 use digital_employee::store::{
-    DEFAULT_TENANT_ID, Finish, NewTask, ScheduleFields, StepUpdate, TaskStatus, now,
+    DEFAULT_TENANT_ID, Finish, NewTask, ScheduleFields, StepUpdate, TaskEmployee, TaskStatus, now,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -105,7 +105,7 @@ async fn task_runs_the_tool_loop_to_success(backend: Backend) {
         .store
         .create_task(&NewTask {
             tenant_id: other.id,
-            employee_id: Uuid::now_v7(),
+            employee: TaskEmployee::Id(common::hire(&app.store, other.id).await),
             input: json!("x"),
             priority: 0,
             run_at: now() + chrono::Duration::hours(1),
@@ -315,7 +315,7 @@ async fn stalled_worker_is_rescued_and_its_late_completion_rejected(backend: Bac
     let (t, _) = store
         .create_task(&NewTask {
             tenant_id: DEFAULT_TENANT_ID,
-            employee_id: emp.id,
+            employee: TaskEmployee::Id(emp.id),
             input: json!("hello"),
             priority: 0,
             run_at: now(),

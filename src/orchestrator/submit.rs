@@ -1,7 +1,7 @@
 //! The one way a task enters the queue. `POST /v1/tasks`, the `delegate` tool and the
 //! scheduler (and every later front door) hand a [`Submit`] to [`submit`], which
-//! validates it, resolves the employee, opens or checks the session, inserts the task with
-//! its first event and wakes the claimers of this replica.
+//! validates it, opens or checks the session, inserts the task with its first event (the
+//! insert finds the employee among the tenant's) and wakes the claimers of this replica.
 //!
 //! Validation lives here, once: [`validate`] is a pure function of the request and the
 //! task configuration, unit-tested below. Callers keep only their own concerns (HTTP
@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::config::TaskConfig;
 use crate::egress::EgressPolicy;
 use crate::state::AppState;
-use crate::store::{Employee, NewTask, StoreError, Task, now};
+use crate::store::{Employee, NewTask, StoreError, Task, TaskEmployee, now};
 use crate::telemetry::traces;
 use tracing::Instrument;
 
@@ -316,8 +316,9 @@ pub async fn resolve_employee(
     }
 }
 
-/// Validates, resolves the employee, checks the session, inserts the task (with its
-/// first event) and wakes this replica's claimers. A replay of an idempotency key returns
+/// Validates, checks the session, inserts the task (with its first event; an employee
+/// the tenant does not have is an invalid `employee` field) and wakes this replica's
+/// claimers. A replay of an idempotency key returns
 /// the first task (`created: false`), or [`SubmitError::IdempotencyConflict`] when the
 /// request differs.
 pub async fn submit(state: &AppState, req: Submit) -> Result<Submitted, SubmitError> {
@@ -351,10 +352,17 @@ pub async fn submit(state: &AppState, req: Submit) -> Result<Submitted, SubmitEr
 async fn submit_in(state: &AppState, req: Submit) -> Result<Submitted, SubmitError> {
     let valid = validate(&req, &state.config.tasks, &state.egress)?;
     let tenant = req.tenant_id;
-    let employee = match req.employee {
-        EmployeeRef::Key(key) => resolve_employee(state, tenant, &key).await?,
-        EmployeeRef::Id(id) => resolve_employee(state, tenant, &id.to_string()).await?,
-        EmployeeRef::Resolved(e) if e.tenant_id == tenant => *e,
+    // The insert finds the employee among the tenant's itself (no round trip of its own);
+    // only a session, which must be the employee's, needs it found first.
+    let (mut employee, key) = match req.employee {
+        EmployeeRef::Key(key) => match Uuid::parse_str(&key) {
+            Ok(id) => (TaskEmployee::Id(id), key),
+            Err(_) => (TaskEmployee::Name(key.clone()), key),
+        },
+        EmployeeRef::Id(id) => (TaskEmployee::Id(id), id.to_string()),
+        EmployeeRef::Resolved(e) if e.tenant_id == tenant => {
+            (TaskEmployee::Id(e.id), e.id.to_string())
+        }
         EmployeeRef::Resolved(_) => {
             return Err(SubmitError::invalid(
                 "employee",
@@ -363,7 +371,8 @@ async fn submit_in(state: &AppState, req: Submit) -> Result<Submitted, SubmitErr
         }
     };
     if let Some(sid) = req.session_id {
-        match state.store.ensure_session(tenant, sid, employee.id).await {
+        let e = resolve_employee(state, tenant, &key).await?;
+        match state.store.ensure_session(tenant, sid, e.id).await {
             Ok(_) => {}
             Err(StoreError::NotFound) => {
                 return Err(SubmitError::invalid(
@@ -373,6 +382,7 @@ async fn submit_in(state: &AppState, req: Submit) -> Result<Submitted, SubmitErr
             }
             Err(e) => return Err(e.into()),
         }
+        employee = TaskEmployee::Id(e.id);
     }
     let (idempotency_key, request_hash) = match req.idempotency {
         Some(i) => (Some(i.key), i.body_hash),
@@ -380,7 +390,7 @@ async fn submit_in(state: &AppState, req: Submit) -> Result<Submitted, SubmitErr
     };
     let new = NewTask {
         tenant_id: tenant,
-        employee_id: employee.id,
+        employee,
         input: req.input,
         priority: valid.priority,
         run_at: valid.run_at,
@@ -396,10 +406,19 @@ async fn submit_in(state: &AppState, req: Submit) -> Result<Submitted, SubmitErr
         // The submit span's context (tracing on): the run continues this trace.
         trace_context: traces::current_traceparent(),
     };
-    let (task, created) = state.store.create_task(&new).await?;
+    let (task, created) = match state.store.create_task(&new).await {
+        Ok(done) => done,
+        Err(StoreError::NotFound) => {
+            return Err(SubmitError::invalid(
+                "employee",
+                format!("no employee '{key}' in this tenant"),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
     if created {
         state.tasks.wake();
-        tracing::info!(task_id = %task.id, employee_id = %employee.id, "task submitted");
+        tracing::info!(task_id = %task.id, employee_id = %task.employee_id, "task submitted");
     } else if task.request_hash != new.request_hash {
         return Err(SubmitError::IdempotencyConflict);
     }

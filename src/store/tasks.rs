@@ -155,11 +155,21 @@ impl Task {
     }
 }
 
+/// The employee a new task is for, as the submit named it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TaskEmployee {
+    Id(Uuid),
+    /// Found by name among the tenant's employees when the task is inserted.
+    Name(String),
+}
+
 /// A task to insert.
 #[derive(Clone, Debug)]
 pub struct NewTask {
     pub tenant_id: Uuid,
-    pub employee_id: Uuid,
+    /// Found among the task's tenant's employees by the insert itself: no other tenant's
+    /// employee, nor one deleted meanwhile, can take the task.
+    pub employee: TaskEmployee,
     pub input: Value,
     pub priority: i32,
     pub run_at: DateTime<Utc>,
@@ -340,6 +350,7 @@ pub trait TaskStore: Send + Sync {
     async fn find_employee_by_name(&self, tenant: Uuid, name: &str) -> StoreResult<Employee>;
     /// Inserts the task and its first `status` event. With an idempotency key already
     /// used in the tenant, inserts nothing and returns the existing task and `false`.
+    /// `NotFound` when the tenant has no such employee (and no task with the key).
     async fn create_task(&self, t: &NewTask) -> StoreResult<(Task, bool)>;
     async fn get_task(&self, tenant: Uuid, id: Uuid) -> StoreResult<Task>;
     /// Newest first; `before` is the id of the last row of the previous page.

@@ -508,3 +508,23 @@ pub async fn expire_lease(db: &TestDb, task: &str) {
     )
     .await;
 }
+
+/// A new employee of `tenant` (a unique name, the sandbox model), for tasks written
+/// straight to the store: the store takes a task only for an employee of its tenant.
+pub async fn hire(s: &DynStore, tenant: uuid::Uuid) -> uuid::Uuid {
+    let fields = store::EmployeeFields {
+        name: format!("e-{}", uuid::Uuid::now_v7()),
+        role: "r".into(),
+        instructions: String::new(),
+        model_policy: vec!["sandbox/sandbox-1".into()],
+        allowed_tools: Vec::new(),
+        max_steps: 5,
+        token_budget: 1000,
+        temperature: 0.0,
+        redact_prompts: false,
+        approval_tools: Vec::new(),
+        output_schema: None,
+        input_timeout_seconds: 86_400,
+    };
+    s.create_employee(tenant, &fields).await.unwrap().id
+}

@@ -270,7 +270,11 @@ impl TaskStore for PgStore {
         if let Some(task) = self.submits.submit(t.clone()).await? {
             return Ok((task, true));
         }
-        // The idempotency key is taken: the existing task.
+        // Not inserted: its idempotency key is taken (the existing task), or the tenant
+        // has no such employee.
+        if t.idempotency_key.is_none() {
+            return Err(StoreError::NotFound);
+        }
         let row = sqlx::query(concat!(
             "SELECT ",
             task_cols!(),
@@ -278,8 +282,9 @@ impl TaskStore for PgStore {
         ))
         .bind(t.tenant_id)
         .bind(&t.idempotency_key)
-        .fetch_one(&self.pool)
-        .await?;
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
         Ok((task_row(&row)?, false))
     }
 
@@ -1140,7 +1145,9 @@ impl PgStore {
 }
 
 /// `create_task`, group-committed (ADR 0018): the rows of many submits, their `queued`
-/// events and one wake-up of the workers in one statement.
+/// events and one wake-up of the workers in one statement. Each row's employee is found
+/// by the statement among its tenant's (by id or by name); a submit whose tenant has no
+/// such employee inserts nothing.
 pub(super) struct SubmitBatch;
 
 #[async_trait]
@@ -1158,14 +1165,17 @@ impl BatchOp for SubmitBatch {
              priority, run_at, max_attempts, idempotency_key, request_hash, parent_task_id, \
              depth, session_id, callback_url, metadata, created_at, updated_at, output_schema, \
              trace_context) \
-             SELECT j.id, j.tenant_id, j.employee_id, j.input, 'queued', j.priority, j.run_at, \
+             SELECT j.id, j.tenant_id, e.id, j.input, 'queued', j.priority, j.run_at, \
              j.max_attempts, j.idem, j.hash, j.parent, j.depth, j.session, j.callback, \
              j.metadata, $17, $17, j.schema, j.trace \
              FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::jsonb[], $5::int4[], \
              $6::timestamptz[], $7::int4[], $8::text[], $9::text[], $10::uuid[], $11::int4[], \
-             $12::uuid[], $13::text[], $14::jsonb[], $15::jsonb[], $16::text[]) \
+             $12::uuid[], $13::text[], $14::jsonb[], $15::jsonb[], $16::text[], $20::text[]) \
              AS j(id, tenant_id, employee_id, input, priority, run_at, max_attempts, idem, \
-             hash, parent, depth, session, callback, metadata, schema, trace) \
+             hash, parent, depth, session, callback, metadata, schema, trace, employee_name) \
+             CROSS JOIN LATERAL (SELECT x.id FROM employees x WHERE x.id = j.employee_id \
+             AND x.tenant_id = j.tenant_id UNION ALL SELECT x.id FROM employees x \
+             WHERE x.tenant_id = j.tenant_id AND x.name = j.employee_name LIMIT 1) e \
              ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL \
              DO NOTHING RETURNING ",
             task_cols!(),
@@ -1176,7 +1186,15 @@ impl BatchOp for SubmitBatch {
         ))
         .bind(&ids)
         .bind(items.iter().map(|t| t.tenant_id).collect::<Vec<_>>())
-        .bind(items.iter().map(|t| t.employee_id).collect::<Vec<_>>())
+        .bind(
+            items
+                .iter()
+                .map(|t| match &t.employee {
+                    TaskEmployee::Id(id) => Some(*id),
+                    TaskEmployee::Name(_) => None,
+                })
+                .collect::<Vec<_>>(),
+        )
         .bind(items.iter().map(|t| Json(&t.input)).collect::<Vec<_>>())
         .bind(items.iter().map(|t| t.priority).collect::<Vec<_>>())
         .bind(items.iter().map(|t| t.run_at).collect::<Vec<_>>())
@@ -1218,6 +1236,15 @@ impl BatchOp for SubmitBatch {
         .bind(now())
         .bind(Json(&queued.payload))
         .bind(TASKS_CHANNEL)
+        .bind(
+            items
+                .iter()
+                .map(|t| match &t.employee {
+                    TaskEmployee::Id(_) => None,
+                    TaskEmployee::Name(name) => Some(name.as_str()),
+                })
+                .collect::<Vec<_>>(),
+        )
         .fetch_all(pool)
         .await?;
         let mut inserted = std::collections::HashMap::with_capacity(rows.len());

@@ -242,10 +242,39 @@ fn outbox_rs(conn: &rusqlite::Connection, task: &str) -> StoreResult<()> {
     Ok(())
 }
 
+/// The id of the tenant's employee `e` names, if it has one.
+fn task_employee_rs(
+    conn: &rusqlite::Connection,
+    tenant: Uuid,
+    e: &TaskEmployee,
+) -> StoreResult<Option<String>> {
+    use rusqlite::OptionalExtension;
+    let (sql, key) = match e {
+        TaskEmployee::Id(id) => (
+            "SELECT id FROM employees WHERE id = ?2 AND tenant_id = ?1",
+            id.to_string(),
+        ),
+        TaskEmployee::Name(name) => (
+            "SELECT id FROM employees WHERE tenant_id = ?1 AND name = ?2",
+            name.clone(),
+        ),
+    };
+    conn.prepare_cached(sql)
+        .map_err(engine)?
+        .query_row(rusqlite::params![tenant.to_string(), key], |r| {
+            r.get::<_, String>(0)
+        })
+        .optional()
+        .map_err(engine)
+}
+
 fn create_task_rs(conn: &rusqlite::Connection, t: &NewTask) -> StoreResult<(Task, bool)> {
     let id = Uuid::now_v7().to_string();
     let created = ts(&now());
-    let inserted = {
+    // No such employee in the tenant: nothing is inserted (an existing task with the
+    // idempotency key is still returned).
+    let employee = task_employee_rs(conn, t.tenant_id, &t.employee)?;
+    let inserted = if let Some(employee) = employee {
         let mut st = conn
             .prepare_cached(concat!(
                 "INSERT INTO tasks (id, tenant_id, employee_id, input, status, priority, run_at, \
@@ -262,7 +291,7 @@ fn create_task_rs(conn: &rusqlite::Connection, t: &NewTask) -> StoreResult<(Task
             .query(rusqlite::params![
                 id,
                 t.tenant_id.to_string(),
-                t.employee_id.to_string(),
+                employee,
                 t.input.to_string(),
                 t.priority,
                 ts(&t.run_at),
@@ -283,6 +312,8 @@ fn create_task_rs(conn: &rusqlite::Connection, t: &NewTask) -> StoreResult<(Task
             Some(r) => Some(task_from(r)?),
             None => None,
         }
+    } else {
+        None
     };
     if let Some(task) = inserted {
         append_rs(
@@ -292,7 +323,7 @@ fn create_task_rs(conn: &rusqlite::Connection, t: &NewTask) -> StoreResult<(Task
         )?;
         return Ok((task, true));
     }
-    // The idempotency key is taken: the existing task.
+    // The idempotency key is taken (the existing task), or no such employee.
     let mut st = conn
         .prepare_cached(concat!(
             "SELECT ",
