@@ -173,9 +173,9 @@ async fn step_events_keep_order_and_are_fenced(backend: Backend) {
     assert_eq!(s.list_events(t2.id, 0, 10).await.unwrap().len(), 1);
 }
 
-/// PostgreSQL reads each claimed task's employee in the claim's statement; it must equal
-/// the stored employee (and be absent when the employee is gone). Other backends may
-/// leave it to the caller (`None`).
+/// Each claimed task's employee is read with the claim (PostgreSQL: in its statement;
+/// SQLite: in its transaction); it must equal the stored employee (and be absent when the
+/// employee is gone).
 async fn a_claim_can_carry_the_employee(backend: Backend) {
     let db = TestDb::new(backend).await.unwrap();
     let s = db.migrated_store().await;
@@ -211,13 +211,8 @@ async fn a_claim_can_carry_the_employee(backend: Backend) {
         .unwrap();
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].0.employee_id, e.id, "priority order kept");
-    match backend {
-        Backend::Postgres => {
-            assert_eq!(got[0].1.as_ref(), Some(&e));
-            assert_eq!(got[1].1, None, "no such employee");
-        }
-        Backend::Sqlite => assert!(got.iter().all(|(_, e)| e.is_none())),
-    }
+    assert_eq!(got[0].1.as_ref(), Some(&e));
+    assert_eq!(got[1].1, None, "no such employee");
 }
 
 async fn concurrent_claims_never_share_a_task(backend: Backend) {

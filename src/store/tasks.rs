@@ -378,8 +378,9 @@ pub trait TaskStore: Send + Sync {
         lease: std::time::Duration,
         tenant_max_running: u32,
     ) -> StoreResult<Vec<Task>>;
-    /// [`TaskStore::claim_tasks`], with each task's employee when the backend reads it in
-    /// the same statement (`None`: not read here; the caller reads it).
+    /// [`TaskStore::claim_tasks`], with each task's employee when the backend reads it
+    /// with the claim (`None`: not read here, or gone; the caller reads it). Both backends
+    /// do (PostgreSQL in the claim's statement, SQLite in its transaction).
     async fn claim_tasks_with_employees(
         &self,
         owner: &str,

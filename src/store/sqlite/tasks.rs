@@ -458,6 +458,57 @@ fn claim_tasks_rs(
     Ok(tasks)
 }
 
+/// Each claimed task with its employee, read in the claim's transaction (`None` when it
+/// no longer exists), so a worker starts without a read of its own. The row comes as
+/// JSON shaped as [`Employee`] serialises, one decoder for every backend.
+fn with_employees_rs(
+    conn: &rusqlite::Connection,
+    tasks: Vec<Task>,
+) -> StoreResult<Vec<(Task, Option<Employee>)>> {
+    use rusqlite::OptionalExtension;
+    let mut st = conn
+        .prepare_cached(
+            "SELECT json_object('id', id, 'tenant_id', tenant_id, 'name', name, 'role', role, \
+             'instructions', instructions, 'model_policy', json(model_policy), \
+             'allowed_tools', json(allowed_tools), 'max_steps', max_steps, \
+             'token_budget', token_budget, 'temperature', temperature, \
+             'redact_prompts', json(CASE WHEN redact_prompts THEN 'true' ELSE 'false' END), \
+             'version', version, 'created_at', created_at, 'updated_at', updated_at, \
+             'approval_tools', json(approval_tools), 'output_schema', json(output_schema), \
+             'input_timeout_seconds', input_timeout_seconds) \
+             FROM employees WHERE id = ?1 AND tenant_id = ?2",
+        )
+        .map_err(engine)?;
+    let mut seen: std::collections::HashMap<(Uuid, Uuid), Option<Employee>> =
+        std::collections::HashMap::new();
+    let mut out = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        let key = (task.tenant_id, task.employee_id);
+        let employee = match seen.get(&key) {
+            Some(e) => e.clone(),
+            None => {
+                let json: Option<String> = st
+                    .query_row(
+                        rusqlite::params![task.employee_id.to_string(), task.tenant_id.to_string()],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(engine)?;
+                let e = json
+                    .map(|j| {
+                        serde_json::from_str::<Employee>(&j)
+                            .map_err(|e| StoreError::Corrupt(format!("employee row: {e}")))
+                    })
+                    .transpose()?;
+                seen.insert(key, e.clone());
+                e
+            }
+        };
+        out.push((task, employee));
+    }
+    Ok(out)
+}
+
 fn renew_lease_rs(
     conn: &rusqlite::Connection,
     lease: &Lease,
@@ -905,6 +956,22 @@ impl TaskStore for SqliteStore {
         let owner = owner.to_string();
         self.hot
             .run(move |c| claim_tasks_rs(c, &owner, n, lease, tenant_max_running))
+            .await
+    }
+
+    async fn claim_tasks_with_employees(
+        &self,
+        owner: &str,
+        n: u32,
+        lease: Duration,
+        tenant_max_running: u32,
+    ) -> StoreResult<Vec<(Task, Option<Employee>)>> {
+        let owner = owner.to_string();
+        self.hot
+            .run(move |c| {
+                let tasks = claim_tasks_rs(c, &owner, n, lease, tenant_max_running)?;
+                with_employees_rs(c, tasks)
+            })
             .await
     }
 
