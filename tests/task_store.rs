@@ -502,24 +502,10 @@ async fn sessions_memory_and_schedule_fires(backend: Backend) {
 async fn due_schedules_are_shared_fairly_between_tenants(backend: Backend) {
     let db = TestDb::new(backend).await.unwrap();
     let s = db.migrated_store().await;
-    let fields = |name: &str| EmployeeFields {
-        name: name.into(),
-        role: "r".into(),
-        instructions: String::new(),
-        model_policy: vec!["sandbox/sandbox-1".into()],
-        allowed_tools: Vec::new(),
-        max_steps: 5,
-        token_budget: 1000,
-        temperature: 0.0,
-        redact_prompts: false,
-        approval_tools: Vec::new(),
-        output_schema: None,
-        input_timeout_seconds: 86_400,
-    };
     let busy = DEFAULT_TENANT_ID;
     let quiet = s.create_tenant("quiet").await.unwrap().id;
-    let busy_emp = s.create_employee(busy, &fields("busy")).await.unwrap().id;
-    let quiet_emp = s.create_employee(quiet, &fields("quiet")).await.unwrap().id;
+    let busy_emp = hire(&s, busy).await;
+    let quiet_emp = hire(&s, quiet).await;
     let schedule = |employee_id| ScheduleFields {
         employee_id,
         cron: "0 0 1 1 *".into(),
