@@ -371,13 +371,13 @@ impl TaskStore for PgStore {
             .bind(i64::from(n))
             .bind(i64::from(tenant_max_running));
         let rows = if tenant_max_running == 0 {
-            claim.fetch_all(&self.pool).await?
+            claim.fetch_all(&self.hot).await?
         } else {
             // The cap counts running tasks in the claim's snapshot. Claimers that ran
             // concurrently could each see room for the same slot, so capped claims take
             // turns: the lock is taken before the claim statement, whose snapshot then
             // includes everything the previous holder claimed.
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.hot.begin().await?;
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(CLAIM_LOCK)
                 .execute(&mut *tx)
