@@ -658,16 +658,21 @@ async fn embeddings_are_deterministic_unit_vectors_accounted_and_priced() {
         "dimensions": 8}))
     .await;
     assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    // Up to 2048 inputs in a request (as the API description says), texts or token lists.
+    let (v, _) = embed(
+        json!({"model": "sandbox-embed", "input": vec![[7, 8]; 2048],
+        "dimensions": 4}),
+    )
+    .await;
+    assert_eq!(v["data"].as_array().unwrap().len(), 2048);
 
-    let r = app
-        .post_json(
-            "/v1/embeddings",
-            &json!({"model": "sandbox-embed", "input": "x", "dimensions": 100000}),
-        )
-        .send()
-        .await
-        .unwrap();
-    common::assert_error(r, 422, "validation_error").await;
+    for body in [
+        json!({"model": "sandbox-embed", "input": "x", "dimensions": 100000}),
+        json!({"model": "sandbox-embed", "input": vec!["x"; 2049], "dimensions": 4}),
+    ] {
+        let r = app.post_json("/v1/embeddings", &body).send().await.unwrap();
+        common::assert_error(r, 422, "validation_error").await;
+    }
 
     // Every call is in ai_calls with its cost.
     let deadline = Instant::now() + Duration::from_secs(10);

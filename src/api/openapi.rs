@@ -571,8 +571,10 @@ fn protocol_requests(model_pattern: &str) -> Vec<(&'static str, serde_json::Valu
     let text = json!({"type": "string", "pattern": NO_NUL});
     let nullable = |t: &str| json!({"type": [t, "null"]});
     let opt_text = json!({"type": ["string", "null"], "pattern": NO_NUL});
-    let tokens = json!({"type": "array", "minItems": 1, "maxItems": 64,
+    let tokens = json!({"type": "array", "minItems": 1,
         "items": {"type": "integer", "minimum": 0, "maximum": 4_294_967_295_u32}});
+    // As many inputs as the gateway takes in one request (OpenAI's limit).
+    let inputs = crate::ai::openai::MAX_EMBEDDING_INPUTS;
     let messages = json!({"type": "array", "minItems": 1, "items": open(
         json!(["role", "content"]),
         json!({"role": {"type": "string", "enum": ["user", "assistant"]}, "content": text}),
@@ -616,8 +618,8 @@ fn protocol_requests(model_pattern: &str) -> Vec<(&'static str, serde_json::Valu
             open(
                 json!(["model", "input"]),
                 json!({"model": model,
-                    "input": {"anyOf": [text, {"type": "array", "minItems": 1, "maxItems": 64, "items": text},
-                        tokens, {"type": "array", "minItems": 1, "maxItems": 16, "items": tokens}]},
+                    "input": {"anyOf": [text, {"type": "array", "minItems": 1, "maxItems": inputs, "items": text},
+                        tokens, {"type": "array", "minItems": 1, "maxItems": inputs, "items": tokens}]},
                     "dimensions": {"type": ["integer", "null"], "minimum": 1, "maximum": 4096},
                     "encoding_format": {"type": ["string", "null"], "enum": ["float", "base64", null]}}),
             ),
