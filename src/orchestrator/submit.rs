@@ -296,24 +296,38 @@ pub fn validate_callback_url(u: &str, egress: &EgressPolicy) -> Result<(), Submi
         .map_err(|r| SubmitError::invalid("callback_url", r.message()))
 }
 
-/// The tenant's employee by id or name; a missing one is an invalid `employee` field.
-pub async fn resolve_employee(
-    state: &AppState,
-    tenant: Uuid,
-    key: &str,
-) -> Result<Employee, SubmitError> {
-    let found = match Uuid::parse_str(key) {
-        Ok(id) => state.store.get_employee(tenant, id).await,
-        Err(_) => state.store.find_employee_by_name(tenant, key).await,
-    };
+/// What an `employee` key names: an id when it reads as one, otherwise a name.
+fn employee_key(key: &str) -> TaskEmployee {
+    match Uuid::parse_str(key) {
+        Ok(id) => TaskEmployee::Id(id),
+        Err(_) => TaskEmployee::Name(key.to_string()),
+    }
+}
+
+/// A store answer about the employee `key` named: a missing one is an invalid `employee`
+/// field.
+fn employee_found<T>(found: Result<T, StoreError>, key: &str) -> Result<T, SubmitError> {
     match found {
-        Ok(e) => Ok(e),
+        Ok(v) => Ok(v),
         Err(StoreError::NotFound) => Err(SubmitError::invalid(
             "employee",
             format!("no employee '{key}' in this tenant"),
         )),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The tenant's employee by id or name; a missing one is an invalid `employee` field.
+pub async fn resolve_employee(
+    state: &AppState,
+    tenant: Uuid,
+    key: &str,
+) -> Result<Employee, SubmitError> {
+    let found = match employee_key(key) {
+        TaskEmployee::Id(id) => state.store.get_employee(tenant, id).await,
+        TaskEmployee::Name(name) => state.store.find_employee_by_name(tenant, &name).await,
+    };
+    employee_found(found, key)
 }
 
 /// Validates, checks the session, inserts the task (with its first event; an employee
@@ -355,10 +369,7 @@ async fn submit_in(state: &AppState, req: Submit) -> Result<Submitted, SubmitErr
     // The insert finds the employee among the tenant's itself (no round trip of its own);
     // only a session, which must be the employee's, needs it found first.
     let (mut employee, key) = match req.employee {
-        EmployeeRef::Key(key) => match Uuid::parse_str(&key) {
-            Ok(id) => (TaskEmployee::Id(id), key),
-            Err(_) => (TaskEmployee::Name(key.clone()), key),
-        },
+        EmployeeRef::Key(key) => (employee_key(&key), key),
         EmployeeRef::Id(id) => (TaskEmployee::Id(id), id.to_string()),
         EmployeeRef::Resolved(e) if e.tenant_id == tenant => {
             (TaskEmployee::Id(e.id), e.id.to_string())
@@ -406,16 +417,7 @@ async fn submit_in(state: &AppState, req: Submit) -> Result<Submitted, SubmitErr
         // The submit span's context (tracing on): the run continues this trace.
         trace_context: traces::current_traceparent(),
     };
-    let (task, created) = match state.store.create_task(&new).await {
-        Ok(done) => done,
-        Err(StoreError::NotFound) => {
-            return Err(SubmitError::invalid(
-                "employee",
-                format!("no employee '{key}' in this tenant"),
-            ));
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let (task, created) = employee_found(state.store.create_task(&new).await, &key)?;
     if created {
         state.tasks.wake();
         tracing::info!(task_id = %task.id, employee_id = %task.employee_id, "task submitted");

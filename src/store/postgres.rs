@@ -35,9 +35,10 @@ pub struct PgStore {
     finishes: batch::Batcher<tasks::FinishBatch>,
 }
 
-/// Connections of the hot pool: each batch kind has at most
-/// [`batch::MAX_IN_FLIGHT`] statements out (submits, ends, call records), plus claims.
-pub const HOT_POOL_SIZE: u32 = 3 * batch::MAX_IN_FLIGHT as u32 + 2;
+/// Connections of the hot pool: submits and ends have at most [`batch::MAX_IN_FLIGHT`]
+/// statements out each, the call-record writer and the claim loop one each; two more so
+/// that a slow statement never makes another wait for a connection.
+pub const HOT_POOL_SIZE: u32 = 2 * batch::MAX_IN_FLIGHT as u32 + 4;
 
 impl PgStore {
     pub async fn connect(opts: &ConnectOptions) -> StoreResult<Self> {
