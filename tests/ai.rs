@@ -66,7 +66,7 @@ impl Vendor {
             &format!("{}/v1", self.base),
             Secret::new(key),
             None,
-            reqwest::Client::new(),
+            digital_employee::ai::client::VendorClient::new(&Default::default()).unwrap(),
         ))
     }
 
@@ -75,7 +75,7 @@ impl Vendor {
             "anthropic",
             &self.base,
             Secret::new(KEY),
-            reqwest::Client::new(),
+            digital_employee::ai::client::VendorClient::new(&Default::default()).unwrap(),
         ))
     }
 }

@@ -72,10 +72,7 @@ impl Fake {
     }
 
     fn providers(&self) -> Vec<Arc<dyn Provider>> {
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(5))
-            .build()
-            .unwrap();
+        let client = digital_employee::ai::client::VendorClient::new(&Default::default()).unwrap();
         vec![
             Arc::new(OpenAiProvider::new(
                 "openai",
@@ -99,17 +96,28 @@ impl Fake {
         let providers = self.providers();
         self.runtime.block_on(async {
             let req = ChatRequest::new("m", vec![Message::user("hi")]);
+            // Whatever the body, each call ends: with an answer, an error, or (were the
+            // client to hang on it) this bound, which fails the case.
+            let bound = std::time::Duration::from_secs(5);
             for p in &providers {
-                let _ = p.chat(&req).await;
-                if let Ok(mut s) = p.chat_stream(&req).await {
-                    let mut n = 0;
-                    while let Some(_item) = s.next().await {
-                        n += 1;
-                        if n > 10_000 {
-                            break;
+                let call = tokio::time::timeout(bound, p.chat(&req)).await;
+                assert!(call.is_ok(), "a chat call on a fuzzed body did not end");
+                let stream = tokio::time::timeout(bound, async {
+                    if let Ok(mut s) = p.chat_stream(&req).await {
+                        let mut n = 0;
+                        while let Some(_item) = s.next().await {
+                            n += 1;
+                            if n > 10_000 {
+                                break;
+                            }
                         }
                     }
-                }
+                })
+                .await;
+                assert!(
+                    stream.is_ok(),
+                    "a streamed call on a fuzzed body did not end"
+                );
             }
         });
     }

@@ -10,8 +10,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::client::{self, Endpoint, VendorClient, VendorResponse};
 use super::error::{AiError, ErrorKind, RequestError};
-use super::provider::{self, EventStream, Provider};
+use super::provider::{EventStream, Provider};
 use super::sse::{self, Step};
 use super::types::*;
 use crate::config::Secret;
@@ -1019,13 +1020,21 @@ impl EventParser {
 
 // ---------------------------------------------------------------- client
 
+/// The `anthropic-version` header every call carries.
+fn version_header() -> [(http::HeaderName, http::HeaderValue); 1] {
+    [(
+        http::HeaderName::from_static("anthropic-version"),
+        http::HeaderValue::from_static(API_VERSION),
+    )]
+}
+
 pub struct AnthropicProvider {
     name: String,
     /// `…/v1/messages` with `x-api-key`.
-    endpoint: provider::Endpoint,
+    endpoint: Endpoint,
     /// `…/v1/messages/count_tokens`, same key.
-    counting: provider::Endpoint,
-    http: reqwest::Client,
+    counting: Endpoint,
+    http: VendorClient,
 }
 
 impl AnthropicProvider {
@@ -1033,26 +1042,23 @@ impl AnthropicProvider {
         name: impl Into<String>,
         base_url: &str,
         api_key: Secret,
-        http: reqwest::Client,
+        http: VendorClient,
     ) -> Self {
         let url = format!("{}/v1/messages", base_url.trim_end_matches('/'));
         let key = Some(("x-api-key", api_key.expose()));
         Self {
             name: name.into(),
-            counting: provider::Endpoint::new(format!("{url}/count_tokens"), key),
-            endpoint: provider::Endpoint::new(url, key),
+            counting: Endpoint::new(&format!("{url}/count_tokens"), key),
+            endpoint: Endpoint::new(&url, key),
             http,
         }
     }
 
-    async fn send(&self, body: &AnRequest) -> Result<reqwest::Response, AiError> {
-        let req = self
-            .endpoint
-            .post(&self.http)
-            .header("anthropic-version", API_VERSION)
-            .json(body);
+    async fn send(&self, body: &AnRequest) -> Result<VendorResponse, AiError> {
         // Anthropic's 529 ("overloaded") classifies as a server fault, like 503.
-        provider::send(req).await
+        self.http
+            .post_json(&self.endpoint, client::to_json(body)?, &version_header())
+            .await
     }
 }
 
@@ -1064,7 +1070,7 @@ impl Provider for AnthropicProvider {
 
     async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, AiError> {
         let resp = self.send(&request_from_internal(req, false)).await?;
-        let mut out = response_from_wire(provider::json_body(resp).await?);
+        let mut out = response_from_wire(client::json_body(resp).await?);
         if let Some(s) = Structured::of(req) {
             s.unwrap_response(&mut out);
         }
@@ -1080,14 +1086,11 @@ impl Provider for AnthropicProvider {
                 obj.remove(k);
             }
         }
-        let resp = provider::send(
-            self.counting
-                .post(&self.http)
-                .header("anthropic-version", API_VERSION)
-                .json(&body),
-        )
-        .await?;
-        let v: Value = provider::json_body(resp).await?;
+        let resp = self
+            .http
+            .post_json(&self.counting, client::to_json(&body)?, &version_header())
+            .await?;
+        let v: Value = client::json_body(resp).await?;
         v.get("input_tokens")
             .and_then(Value::as_u64)
             .map(Some)

@@ -119,21 +119,6 @@ impl AiError {
     pub fn is_provider_fault(&self) -> bool {
         self.is_retryable() || self.kind == ErrorKind::StreamBroken
     }
-
-    pub fn from_reqwest(e: &reqwest::Error) -> Self {
-        if e.is_timeout() {
-            Self::new(ErrorKind::Timeout, "the vendor did not answer in time")
-        } else if e.is_connect() {
-            Self::new(ErrorKind::Connection, "cannot connect to the vendor")
-        } else if e.is_decode() {
-            Self::new(
-                ErrorKind::Malformed,
-                "the vendor's answer could not be read",
-            )
-        } else {
-            Self::new(ErrorKind::Connection, "the connection to the vendor failed")
-        }
-    }
 }
 
 /// A received wire request (gateway, sandbox) that does not convert to a neutral
@@ -177,7 +162,7 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// Parses `Retry-After` (seconds or an HTTP date), at most [`MAX_RETRY_AFTER`]. Whatever
 /// the vendor sends, this never panics: a value that is not a number or a date is `None`.
-pub fn parse_retry_after(v: Option<&reqwest::header::HeaderValue>) -> Option<Duration> {
+pub fn parse_retry_after(v: Option<&http::HeaderValue>) -> Option<Duration> {
     let s = v?.to_str().ok()?.trim();
     if let Ok(secs) = s.parse::<f64>() {
         if secs.is_nan() || secs < 0.0 {
@@ -220,7 +205,7 @@ mod tests {
 
     #[test]
     fn retry_after_never_panics_and_is_clamped() {
-        use reqwest::header::HeaderValue;
+        use http::HeaderValue;
         let parse = |s: &str| parse_retry_after(Some(&HeaderValue::from_str(s).unwrap()));
         assert_eq!(parse("5"), Some(Duration::from_secs(5)));
         assert_eq!(parse("0.25"), Some(Duration::from_millis(250)));
@@ -297,11 +282,11 @@ mod tests {
 
     #[test]
     fn retry_after_seconds_and_dates() {
-        let v = reqwest::header::HeaderValue::from_static("3");
+        let v = http::HeaderValue::from_static("3");
         assert_eq!(parse_retry_after(Some(&v)), Some(Duration::from_secs(3)));
-        let v = reqwest::header::HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT");
+        let v = http::HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT");
         assert_eq!(parse_retry_after(Some(&v)), Some(Duration::ZERO));
-        let v = reqwest::header::HeaderValue::from_static("soon");
+        let v = http::HeaderValue::from_static("soon");
         assert_eq!(parse_retry_after(Some(&v)), None);
     }
 }

@@ -10,6 +10,7 @@ pub mod accounting;
 pub mod anthropic;
 pub mod budget;
 pub mod cache;
+pub mod client;
 pub mod error;
 pub mod num;
 pub mod openai;
@@ -24,7 +25,6 @@ pub mod sse;
 pub mod types;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::config::{AiConfig, ProviderFormat};
 use crate::store::DynStore;
@@ -39,12 +39,7 @@ pub async fn build(
     cfg: &AiConfig,
     store: DynStore,
 ) -> anyhow::Result<(Arc<AiRouter>, accounting::Writer, budget::Settler)> {
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
-        .tcp_nodelay(true)
-        .build()?;
+    let http = client::VendorClient::new(&client::ProxySettings::from_env())?;
     let mut providers: Vec<Arc<dyn provider::Provider>> = vec![Arc::new(
         sandbox::SandboxProvider::new("sandbox", Arc::new(sandbox::SandboxEngine::default())),
     )];

@@ -8,8 +8,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::client::{self, Endpoint, VendorClient, VendorResponse};
 use super::error::{AiError, ErrorKind, RequestError};
-use super::provider::{self, EventStream, Provider};
+use super::provider::{EventStream, Provider};
 use super::sse::{self, Step};
 use super::types::*;
 use crate::config::Secret;
@@ -878,11 +879,11 @@ pub fn embedding_request_from_internal(req: &EmbeddingRequest) -> OaEmbeddingReq
 pub struct OpenAiProvider {
     name: String,
     /// `…/chat/completions` with `Authorization: Bearer …` (or Azure-style `api-key`).
-    endpoint: provider::Endpoint,
+    endpoint: Endpoint,
     /// `…/embeddings`, same credential.
-    embeddings: provider::Endpoint,
+    embeddings: Endpoint,
     modern_limits: bool,
-    http: reqwest::Client,
+    http: VendorClient,
 }
 
 impl OpenAiProvider {
@@ -891,7 +892,7 @@ impl OpenAiProvider {
         base_url: &str,
         api_key: Secret,
         api_version: Option<String>,
-        http: reqwest::Client,
+        http: VendorClient,
     ) -> Self {
         let base_url = base_url.trim_end_matches('/').to_string();
         // The official API prefers max_completion_tokens; compatible servers know max_tokens.
@@ -910,15 +911,17 @@ impl OpenAiProvider {
         };
         Self {
             name: name.into(),
-            endpoint: provider::Endpoint::new(url_of("chat/completions"), credential),
-            embeddings: provider::Endpoint::new(url_of("embeddings"), credential),
+            endpoint: Endpoint::new(&url_of("chat/completions"), credential),
+            embeddings: Endpoint::new(&url_of("embeddings"), credential),
             modern_limits,
             http,
         }
     }
 
-    async fn send(&self, body: &OaRequest) -> Result<reqwest::Response, AiError> {
-        provider::send(self.endpoint.post(&self.http).json(body)).await
+    async fn send(&self, body: &OaRequest) -> Result<VendorResponse, AiError> {
+        self.http
+            .post_json(&self.endpoint, client::to_json(body)?, &[])
+            .await
     }
 }
 
@@ -932,7 +935,7 @@ impl Provider for OpenAiProvider {
         let resp = self
             .send(&request_from_internal(req, false, self.modern_limits))
             .await?;
-        response_from_wire(provider::json_body(resp).await?)
+        response_from_wire(client::json_body(resp).await?)
     }
 
     async fn chat_stream(&self, req: &ChatRequest) -> Result<EventStream, AiError> {
@@ -962,8 +965,11 @@ impl Provider for OpenAiProvider {
 
     async fn embed(&self, req: &EmbeddingRequest) -> Result<EmbeddingResponse, AiError> {
         let body = embedding_request_from_internal(req);
-        let resp = provider::send(self.embeddings.post(&self.http).json(&body)).await?;
-        embedding_response_from_wire(provider::json_body(resp).await?, req.input.len())
+        let resp = self
+            .http
+            .post_json(&self.embeddings, client::to_json(&body)?, &[])
+            .await?;
+        embedding_response_from_wire(client::json_body(resp).await?, req.input.len())
     }
 }
 

@@ -11,7 +11,7 @@
 //! after that ends the stream with an error item, never a silent truncation.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -1094,28 +1094,35 @@ impl AiRouter {
         streamed: bool,
     ) -> i64 {
         let cost = self.prices.cost(pname, model, u).unwrap_or(0);
-        let (svc, mdl) = (pname.to_string(), self.label(pname, model));
-        metrics::counter!(m::AI_REQUESTS_TOTAL, "service" => svc.clone(), "model" => mdl.clone(), "status" => "success")
-            .increment(1);
-        metrics::histogram!(m::AI_REQUEST_DURATION_SECONDS, "service" => svc.clone(), "model" => mdl.clone())
-            .record(latency.as_secs_f64());
-        for (kind, n) in [
-            ("input", u.input_tokens),
-            ("output", u.output_tokens),
-            ("cached_input", u.cached_input_tokens),
-            ("cache_write", u.cache_write_tokens),
-            ("reasoning", u.reasoning_tokens),
-        ] {
+        let labels = (pname.to_string(), self.label(pname, model));
+        let handles = CALL_METRICS
+            .get(&labels, || {
+                (labels.clone(), Arc::new(CallMetrics::register(&labels)))
+            })
+            .unwrap_or_else(|| Arc::new(CallMetrics::register(&labels)));
+        handles.answered.increment(1);
+        handles.duration.record(latency.as_secs_f64());
+        for (i, n) in [
+            u.input_tokens,
+            u.output_tokens,
+            u.cached_input_tokens,
+            u.cache_write_tokens,
+            u.reasoning_tokens,
+        ]
+        .into_iter()
+        .enumerate()
+        {
             if n > 0 {
-                metrics::counter!(m::AI_TOKENS_USED_TOTAL, "service" => svc.clone(), "model" => mdl.clone(), "type" => kind)
-                    .increment(n);
+                handles.tokens(&labels, i).increment(n);
             }
         }
         if cost > 0 {
             // The facade's counters are integers, so spend is a gauge that only grows;
             // `increase()` in the budget alert reads it like a counter. The exact integer
             // cost lives in `ai_calls`.
-            metrics::gauge!(m::AI_COST_USD_TOTAL, "service" => svc, "model" => mdl)
+            handles
+                .cost
+                .get_or_init(|| metrics::gauge!(m::AI_COST_USD_TOTAL, "service" => labels.0.clone(), "model" => labels.1.clone()))
                 .increment(usd(cost));
         }
         self.send(AiCallRecord::new(
@@ -1188,6 +1195,49 @@ impl AiRouter {
         }
     }
 }
+
+/// The metrics of answered calls of one service and model label. Token counters and the
+/// cost gauge are registered on their first non-zero value, so a series appears only once
+/// it has something to say.
+struct CallMetrics {
+    answered: metrics::Counter,
+    duration: metrics::Histogram,
+    /// By [`TOKEN_KINDS`].
+    tokens: [OnceLock<metrics::Counter>; 5],
+    cost: OnceLock<metrics::Gauge>,
+}
+
+/// The `type` label of `ai_tokens_used_total`, in [`CallMetrics::tokens`] order.
+const TOKEN_KINDS: [&str; 5] = [
+    "input",
+    "output",
+    "cached_input",
+    "cache_write",
+    "reasoning",
+];
+
+impl CallMetrics {
+    fn register((svc, mdl): &(String, String)) -> Self {
+        Self {
+            answered: metrics::counter!(m::AI_REQUESTS_TOTAL, "service" => svc.clone(), "model" => mdl.clone(), "status" => "success"),
+            duration: metrics::histogram!(m::AI_REQUEST_DURATION_SECONDS, "service" => svc.clone(), "model" => mdl.clone()),
+            tokens: Default::default(),
+            cost: OnceLock::new(),
+        }
+    }
+
+    /// The token counter of kind `i` of [`TOKEN_KINDS`].
+    fn tokens(&self, (svc, mdl): &(String, String), i: usize) -> &metrics::Counter {
+        self.tokens[i].get_or_init(|| {
+            metrics::counter!(m::AI_TOKENS_USED_TOTAL, "service" => svc.clone(), "model" => mdl.clone(), "type" => TOKEN_KINDS[i])
+        })
+    }
+}
+
+/// Answered-call metrics by (service, model label); the labels are bounded by
+/// [`model_label`].
+static CALL_METRICS: std::sync::LazyLock<m::Handles<(String, String), Arc<CallMetrics>>> =
+    std::sync::LazyLock::new(m::Handles::new);
 
 /// Longest model name accepted from a caller.
 pub const MAX_MODEL_NAME: usize = 128;

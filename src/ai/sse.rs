@@ -86,7 +86,7 @@ pub enum Step {
 /// event. A body that ends before `parse` says `Done`, breaks, or is unreadable ends the
 /// stream with a `StreamBroken` error item — never a silent, truncated success.
 pub fn events(
-    resp: reqwest::Response,
+    resp: super::client::VendorResponse,
     parse: impl FnMut(&SseEvent) -> Step + Send + 'static,
 ) -> EventStream {
     struct St<B, P> {
@@ -98,7 +98,7 @@ pub fn events(
     }
     let broken = |m: String| Err(AiError::new(ErrorKind::StreamBroken, m));
     let st = St {
-        bytes: resp.bytes_stream(),
+        bytes: Box::pin(super::client::body_stream(resp)),
         dec: SseDecoder::new(),
         parse,
         queue: VecDeque::new(),
@@ -118,9 +118,8 @@ pub fn events(
                     st.queue
                         .push_back(broken("the vendor stream ended early".into()));
                 }
-                Some(Err(e)) => {
+                Some(Err(mut err)) => {
                     st.done = true;
-                    let mut err = AiError::from_reqwest(&e);
                     err.kind = ErrorKind::StreamBroken;
                     st.queue.push_back(Err(err));
                 }

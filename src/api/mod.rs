@@ -264,13 +264,9 @@ async fn request_context(State(state): State<AppState>, req: Request, next: Next
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    let method_label = method.as_str().to_owned();
-    metrics::counter!(m::HTTP_REQUESTS_TOTAL,
-        "method" => method_label.clone(), "endpoint" => endpoint.clone(), "status" => status.to_string())
-    .increment(1);
-    metrics::histogram!(m::HTTP_REQUEST_DURATION_SECONDS,
-        "method" => method_label, "endpoint" => endpoint)
-    .record(elapsed);
+    let (requests, duration) = http_metrics(&method, &endpoint, status);
+    requests.increment(1);
+    duration.record(elapsed);
     span.in_scope(|| {
         tracing::info!(
             method = %method,
@@ -281,6 +277,53 @@ async fn request_context(State(state): State<AppState>, req: Request, next: Next
         );
     });
     resp
+}
+
+/// Handles of the HTTP metrics of one route, by method and status.
+type RouteMetrics = m::Handles<(axum::http::Method, u16), (metrics::Counter, metrics::Histogram)>;
+
+/// The request counter and duration histogram of a request's labels: cached per route
+/// template, standard method and status; registered through the macros otherwise.
+fn http_metrics(
+    method: &axum::http::Method,
+    endpoint: &str,
+    status: u16,
+) -> (metrics::Counter, metrics::Histogram) {
+    static ROUTES: std::sync::LazyLock<m::Handles<String, Arc<RouteMetrics>>> =
+        std::sync::LazyLock::new(m::Handles::new);
+    let register = || {
+        let method = method.as_str().to_owned();
+        (
+            metrics::counter!(m::HTTP_REQUESTS_TOTAL,
+                "method" => method.clone(), "endpoint" => endpoint.to_owned(), "status" => status.to_string()),
+            metrics::histogram!(m::HTTP_REQUEST_DURATION_SECONDS,
+                "method" => method, "endpoint" => endpoint.to_owned()),
+        )
+    };
+    use axum::http::Method;
+    let standard = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+    ]
+    .contains(method);
+    if !standard {
+        return register();
+    }
+    let Some(route) = ROUTES.get(endpoint, || {
+        (endpoint.to_owned(), Arc::new(m::Handles::new()))
+    }) else {
+        return register();
+    };
+    route
+        .get(&(method.clone(), status), || {
+            ((method.clone(), status), register())
+        })
+        .unwrap_or_else(register)
 }
 
 /// The span of one request: with tracing on, an HTTP server span named after the route
