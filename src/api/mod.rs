@@ -367,9 +367,10 @@ fn valid_request_id(v: &str) -> bool {
 /// Auth by default: only [`PUBLIC_PATHS`] pass without a valid key.
 async fn require_auth(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    let public = PUBLIC_PATHS
-        .iter()
-        .any(|p| path == *p || path.starts_with(&format!("{p}/")));
+    let public = PUBLIC_PATHS.iter().any(|p| {
+        path.strip_prefix(p)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    });
     // Requests are counted for draining only once they are known to be real work, so
     // probes never hold up a shutdown.
     if public {

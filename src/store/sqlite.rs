@@ -197,7 +197,7 @@ impl SqliteStore {
 }
 
 fn ts(t: &DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    crate::api::time::rfc3339_micros(t)
 }
 
 fn parse_ts(s: &str) -> StoreResult<DateTime<Utc>> {
@@ -756,9 +756,9 @@ impl Store for SqliteStore {
                 }
                 // The daily, hourly and minute rollups, in the same transaction: one
                 // upsert per group of the batch, in key order.
-                rollup_rs(conn, &calls, 10, "usage_daily", "day", "T00:00:00.000000Z")?;
-                rollup_rs(conn, &calls, 13, "usage_hourly", "hour", ":00:00.000000Z")?;
-                rollup_rs(conn, &calls, 16, "usage_minutely", "minute", ":00.000000Z")?;
+                rollup_rs(conn, &calls, 86_400, "usage_daily", "day")?;
+                rollup_rs(conn, &calls, 3_600, "usage_hourly", "hour")?;
+                rollup_rs(conn, &calls, 60, "usage_minutely", "minute")?;
                 Ok(())
             })
             .await
@@ -834,23 +834,22 @@ fn usage_sql(group_by: UsageGroupBy) -> &'static str {
 fn rollup_rs(
     conn: &rusqlite::Connection,
     calls: &[AiCallRecord],
-    prefix: usize,
+    unit_secs: i64,
     table: &str,
     unit: &str,
-    rest: &str,
 ) -> StoreResult<()> {
-    let mut groups: std::collections::BTreeMap<
-        (String, String, String, String, String),
-        UsageGroup,
-    > = std::collections::BTreeMap::new();
+    // Grouped on borrowed keys and whole units of time; the texts the table keeps are
+    // written once per group.
+    let mut groups: std::collections::BTreeMap<(Uuid, i64, Option<Uuid>, &str, &str), UsageGroup> =
+        std::collections::BTreeMap::new();
     for c in calls {
-        let t = ts(&c.created_at);
+        let bucket = c.created_at.timestamp().div_euclid(unit_secs);
         let key = (
-            c.tenant_id.to_string(),
-            format!("{}{rest}", t.get(..prefix).unwrap_or(&t)),
-            c.employee_id.map(|e| e.to_string()).unwrap_or_default(),
-            c.provider.clone(),
-            c.model.clone(),
+            c.tenant_id,
+            bucket,
+            c.employee_id,
+            c.provider.as_str(),
+            c.model.as_str(),
         );
         add_call(groups.entry(key).or_default(), c);
     }
@@ -873,11 +872,14 @@ fn rollup_rs(
              reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens"
         ))
         .map_err(writer::engine)?;
-    for ((tenant, at, employee, provider, model), g) in &groups {
+    for ((tenant, bucket, employee, provider, model), g) in &groups {
+        let at = DateTime::from_timestamp(bucket * unit_secs, 0).ok_or_else(|| {
+            StoreError::Corrupt(format!("a call's time is out of range: {bucket} {unit}s"))
+        })?;
         up.execute(rusqlite::params![
-            tenant,
-            at,
-            employee,
+            tenant.to_string(),
+            ts(&at),
+            employee.map(|e| e.to_string()).unwrap_or_default(),
             provider,
             model,
             g.requests,

@@ -181,42 +181,6 @@ fn key(out: &mut Vec<u8>, name: &str) {
     out.push(b':');
 }
 
-/// Writes `now` as RFC 3339 with microseconds and `Z` (`2026-12-01T09:30:05.123456Z`),
-/// digit by digit: the same text as chrono's `to_rfc3339_opts(Micros, true)`, without
-/// its format machinery (it ran on every line).
-fn push_timestamp(out: &mut Vec<u8>, now: chrono::DateTime<chrono::Utc>) {
-    use chrono::{Datelike, Timelike};
-    fn digits(out: &mut Vec<u8>, n: u32, width: u32) {
-        for p in (0..width).rev() {
-            out.push(b'0' + (n / 10u32.pow(p) % 10) as u8);
-        }
-    }
-    let year = now.year();
-    if !(0..=9999).contains(&year) {
-        out.extend_from_slice(
-            now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-                .as_bytes(),
-        );
-        return;
-    }
-    digits(out, year.unsigned_abs(), 4);
-    out.push(b'-');
-    digits(out, now.month(), 2);
-    out.push(b'-');
-    digits(out, now.day(), 2);
-    out.push(b'T');
-    digits(out, now.hour(), 2);
-    out.push(b':');
-    digits(out, now.minute(), 2);
-    out.push(b':');
-    // A leap second shows as :60, as chrono shows it.
-    let nanos = now.nanosecond();
-    digits(out, now.second() + nanos / 1_000_000_000, 2);
-    out.push(b'.');
-    digits(out, nanos % 1_000_000_000 / 1_000, 6);
-    out.push(b'Z');
-}
-
 thread_local! {
     /// Each thread's line buffer, reused from line to line.
     static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -270,7 +234,7 @@ where
         let write_line = |out: &mut Vec<u8>| {
             out.clear();
             out.extend_from_slice(b"{\"timestamp\":\"");
-            push_timestamp(out, chrono::Utc::now());
+            crate::api::time::push_rfc3339_micros(out, &chrono::Utc::now());
             out.extend_from_slice(b"\",\"level\":\"");
             out.extend_from_slice(meta.level().as_str().as_bytes());
             out.push(b'"');
@@ -473,33 +437,5 @@ mod tests {
         }
         assert!(text.contains("order 1234567890123"), "{text}");
         assert!(text.contains("[REDACTED_EMAIL]"));
-    }
-
-    #[test]
-    fn timestamps_read_as_chrono_writes_them() {
-        use chrono::TimeZone;
-        let cases = [
-            chrono::Utc::now(),
-            chrono::Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
-            chrono::Utc
-                .with_ymd_and_hms(1999, 12, 31, 23, 59, 59)
-                .unwrap()
-                + chrono::Duration::microseconds(999_999),
-            // A leap second.
-            chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
-                .unwrap()
-                .and_hms_nano_opt(23, 59, 59, 1_500_000_000)
-                .unwrap()
-                .and_utc(),
-            chrono::Utc.with_ymd_and_hms(12026, 6, 30, 1, 0, 0).unwrap(),
-        ];
-        for t in cases {
-            let mut out = Vec::new();
-            push_timestamp(&mut out, t);
-            assert_eq!(
-                String::from_utf8(out).unwrap(),
-                t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-            );
-        }
     }
 }
