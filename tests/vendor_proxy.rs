@@ -1,5 +1,5 @@
 //! Vendor calls honour the forward proxy the environment names (`HTTP_PROXY`,
-//! `ALL_PROXY`, `NO_PROXY`, read into [`ProxySettings`]): through it, the answer comes
+//! `ALL_PROXY`, `NO_PROXY`, read into `config::VendorProxy`): through it, the answer comes
 //! back whole; hosts `NO_PROXY` lists, and a client without a proxy, go straight to the
 //! vendor.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -10,12 +10,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
-use digital_employee::ai::client::{ProxySettings, VendorClient};
+use digital_employee::ai::client::VendorClient;
 use digital_employee::ai::openai::OpenAiProvider;
 use digital_employee::ai::provider::Provider;
 use digital_employee::ai::sandbox::SandboxEngine;
 use digital_employee::ai::types::{ChatRequest, Message};
-use digital_employee::config::Secret;
+use digital_employee::config::{Secret, VendorProxy as ProxySettings};
 
 const KEY: &str = "sk-sandbox-proxy";
 
@@ -88,7 +88,7 @@ async fn vendor_calls_go_through_the_proxy_the_environment_names() {
 
     // HTTP_PROXY: the call goes through the proxy and its answer comes back whole.
     let answer = call(ProxySettings {
-        http: Some(proxy.clone()),
+        http: Some(Secret::new(proxy.clone())),
         ..Default::default()
     })
     .await;
@@ -104,7 +104,7 @@ async fn vendor_calls_go_through_the_proxy_the_environment_names() {
 
     // NO_PROXY naming the vendor's host: straight to the vendor.
     call(ProxySettings {
-        all: Some(proxy.clone()),
+        all: Some(Secret::new(proxy.clone())),
         no_proxy: Some("127.0.0.1".into()),
         ..Default::default()
     })
@@ -121,7 +121,7 @@ async fn vendor_calls_go_through_the_proxy_the_environment_names() {
 
     // A proxy URL that does not parse is refused by name, its value not repeated.
     let err = VendorClient::new(&ProxySettings {
-        https: Some("http://user:s3cret@[::1".into()),
+        https: Some(Secret::new("http://user:s3cret@[::1")),
         ..Default::default()
     })
     .err()

@@ -8,7 +8,7 @@
 //! circuit breakers belong to the router; this client only connects (with a connect
 //! timeout), sends and hands back the response.
 //!
-//! When the environment names an HTTP proxy ([`ProxySettings`]), vendor calls go
+//! When the environment names an HTTP proxy ([`VendorProxy`]), vendor calls go
 //! through the general-purpose client, which speaks to proxies, instead.
 
 use std::sync::Arc;
@@ -27,6 +27,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls_platform_verifier::BuilderVerifierExt;
 
 use super::error::{AiError, ErrorKind, parse_retry_after};
+use crate::config::{Secret, VendorProxy};
 
 /// How long a TCP (and TLS) connection to a vendor may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,71 +43,34 @@ const MAX_BUFFER: usize = 64 * 1024;
 static USER_AGENT: HeaderValue =
     HeaderValue::from_static(concat!("digital-employee/", env!("CARGO_PKG_VERSION")));
 
-/// A forward proxy for vendor calls, as the environment names it (`HTTPS_PROXY`,
-/// `HTTP_PROXY`, `ALL_PROXY`, each also lowercase; `NO_PROXY` lists hosts that bypass
-/// it). Proxy URLs may carry credentials, so this type has no `Debug`.
-#[derive(Clone, Default)]
-pub struct ProxySettings {
-    /// For `https://` vendors.
-    pub https: Option<String>,
-    /// For `http://` vendors.
-    pub http: Option<String>,
-    /// For both, where the scheme's own is unset.
-    pub all: Option<String>,
-    /// Comma-separated hosts, domains and ranges reached directly.
-    pub no_proxy: Option<String>,
-}
-
-impl ProxySettings {
-    /// Reads the variables; an upper-case name wins over its lower-case twin, an empty
-    /// value counts as unset.
-    pub fn from_env() -> Self {
-        let var = |name: &str| {
-            [name.to_owned(), name.to_lowercase()]
-                .iter()
-                .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
-        };
-        Self {
-            https: var("HTTPS_PROXY"),
-            http: var("HTTP_PROXY"),
-            all: var("ALL_PROXY"),
-            no_proxy: var("NO_PROXY"),
+/// The client that sends through `proxy`'s proxies; a proxy URL that does not parse is
+/// an error naming the variable (its value is not repeated: it may hold a password).
+fn proxied_client(proxy: &VendorProxy) -> anyhow::Result<reqwest::Client> {
+    let no_proxy = proxy
+        .no_proxy
+        .as_deref()
+        .and_then(reqwest::NoProxy::from_string);
+    let mut builder = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .pool_idle_timeout(IDLE_TIMEOUT)
+        .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
+        .tcp_nodelay(true);
+    type MakeProxy = fn(&str) -> reqwest::Result<reqwest::Proxy>;
+    let proxies: [(&str, &Option<Secret>, MakeProxy); 3] = [
+        ("HTTPS_PROXY", &proxy.https, |u| reqwest::Proxy::https(u)),
+        ("HTTP_PROXY", &proxy.http, |u| reqwest::Proxy::http(u)),
+        ("ALL_PROXY", &proxy.all, |u| reqwest::Proxy::all(u)),
+    ];
+    for (name, url, make) in proxies {
+        if let Some(url) = url {
+            let p = make(url.expose())
+                .map_err(|_| anyhow::anyhow!("{name} is not a valid proxy URL"))?
+                .no_proxy(no_proxy.clone());
+            builder = builder.proxy(p);
         }
     }
-
-    fn any(&self) -> bool {
-        self.https.is_some() || self.http.is_some() || self.all.is_some()
-    }
-
-    /// The client that sends through these proxies; a proxy URL that does not parse is
-    /// an error naming the variable (its value is not repeated: it may hold a password).
-    fn client(&self) -> anyhow::Result<reqwest::Client> {
-        let no_proxy = self
-            .no_proxy
-            .as_deref()
-            .and_then(reqwest::NoProxy::from_string);
-        let mut builder = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .pool_idle_timeout(IDLE_TIMEOUT)
-            .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
-            .tcp_nodelay(true);
-        type MakeProxy = fn(&str) -> reqwest::Result<reqwest::Proxy>;
-        let proxies: [(&str, &Option<String>, MakeProxy); 3] = [
-            ("HTTPS_PROXY", &self.https, |u| reqwest::Proxy::https(u)),
-            ("HTTP_PROXY", &self.http, |u| reqwest::Proxy::http(u)),
-            ("ALL_PROXY", &self.all, |u| reqwest::Proxy::all(u)),
-        ];
-        for (name, url, make) in proxies {
-            if let Some(url) = url {
-                let proxy = make(url)
-                    .map_err(|_| anyhow::anyhow!("{name} is not a valid proxy URL"))?
-                    .no_proxy(no_proxy.clone());
-                builder = builder.proxy(proxy);
-            }
-        }
-        Ok(builder.build()?)
-    }
+    Ok(builder.build()?)
 }
 
 /// A vendor answer's body, read as it arrives; a broken connection is an error.
@@ -137,11 +101,11 @@ impl VendorClient {
     /// A client that speaks HTTP and HTTPS (TLS 1.2 and 1.3, certificates checked by
     /// the platform's verifier against the system's roots), through `proxy` when it names
     /// one.
-    pub fn new(proxy: &ProxySettings) -> anyhow::Result<Self> {
+    pub fn new(proxy: &VendorProxy) -> anyhow::Result<Self> {
         if proxy.any() {
             tracing::info!("vendor calls go through the HTTP proxy the environment names");
             return Ok(Self {
-                transport: Transport::Proxied(proxy.client()?),
+                transport: Transport::Proxied(proxied_client(proxy)?),
             });
         }
         let mut tcp = HttpConnector::new();

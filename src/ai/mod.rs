@@ -39,7 +39,7 @@ pub async fn build(
     cfg: &AiConfig,
     store: DynStore,
 ) -> anyhow::Result<(Arc<AiRouter>, accounting::Writer, budget::Settler)> {
-    let http = client::VendorClient::new(&client::ProxySettings::from_env())?;
+    let http = client::VendorClient::new(&cfg.vendor_proxy)?;
     let mut providers: Vec<Arc<dyn provider::Provider>> = vec![Arc::new(
         sandbox::SandboxProvider::new("sandbox", Arc::new(sandbox::SandboxEngine::default())),
     )];

@@ -125,6 +125,41 @@ pub struct AiConfig {
     /// (a `ping` event on `/v1/messages`, an SSE comment elsewhere); 0 = never.
     #[serde(serialize_with = "ser_secs")]
     pub stream_ping_interval: Duration,
+    /// `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` (each also lower-case), `NO_PROXY`: the
+    /// forward proxy of vendor calls.
+    pub vendor_proxy: VendorProxy,
+}
+
+/// A forward proxy for vendor calls, as the environment names it. Proxy URLs may carry
+/// credentials, so they are secrets (redacted in `Debug` and in the configuration dump).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct VendorProxy {
+    /// For `https://` vendors.
+    pub https: Option<Secret>,
+    /// For `http://` vendors.
+    pub http: Option<Secret>,
+    /// For both, where the scheme's own is unset.
+    pub all: Option<Secret>,
+    /// Comma-separated hosts, domains and address ranges reached directly.
+    pub no_proxy: Option<String>,
+}
+
+impl VendorProxy {
+    /// Whether any proxy is named.
+    pub fn any(&self) -> bool {
+        self.https.is_some() || self.http.is_some() || self.all.is_some()
+    }
+
+    /// Reads the variables; an upper-case name wins over its lower-case twin.
+    fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Self {
+        let var = |name: &str| get(name).or_else(|| get(&name.to_lowercase()));
+        Self {
+            https: var("HTTPS_PROXY").map(Secret::new),
+            http: var("HTTP_PROXY").map(Secret::new),
+            all: var("ALL_PROXY").map(Secret::new),
+            no_proxy: var("NO_PROXY"),
+        }
+    }
 }
 
 impl AiConfig {
@@ -196,6 +231,7 @@ impl AiConfig {
                 "a whole number of tokens, 1 or more",
             )?,
             budget_hold: positive_secs(get, "BUDGET_HOLD_SECONDS", "900")?,
+            vendor_proxy: VendorProxy::from_lookup(get),
         })
     }
 }
@@ -368,5 +404,35 @@ mod tests {
         }
         let c = cfg(&[("AI_PRICES", r#"{"m":{"input":1,"output":2,"reasoning":4}}"#)]).unwrap();
         assert_eq!(c.ai.prices["m"].reasoning, Some(4.0));
+    }
+
+    #[test]
+    fn vendor_proxy_reads_either_case_upper_first_and_stays_secret() {
+        let c = cfg(&[]).unwrap();
+        assert!(!c.ai.vendor_proxy.any());
+        let c = cfg(&[
+            ("HTTPS_PROXY", "http://user:pw@proxy:3128"),
+            ("https_proxy", "http://other:3128"),
+            ("http_proxy", "http://lower:3128"),
+            ("ALL_PROXY", "  "),
+            ("no_proxy", "localhost,10.0.0.0/8"),
+        ])
+        .unwrap();
+        let p = &c.ai.vendor_proxy;
+        assert!(p.any());
+        assert_eq!(
+            p.https.as_ref().map(Secret::expose),
+            Some("http://user:pw@proxy:3128")
+        );
+        assert_eq!(
+            p.http.as_ref().map(Secret::expose),
+            Some("http://lower:3128")
+        );
+        assert!(p.all.is_none(), "a blank value counts as unset");
+        assert_eq!(p.no_proxy.as_deref(), Some("localhost,10.0.0.0/8"));
+        assert!(
+            !format!("{p:?}").contains("pw@"),
+            "proxy URLs stay out of Debug"
+        );
     }
 }

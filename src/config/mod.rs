@@ -30,6 +30,7 @@
 //! | `OPENAI_BASE_URL` | `https://api.openai.com/v1` | OpenAI-format endpoint (any compatible server) |
 //! | `ANTHROPIC_BASE_URL` | `https://api.anthropic.com` | Anthropic endpoint |
 //! | `AI_PROVIDERS` | empty | JSON list of extra providers `[{"name","format":"openai"\|"anthropic","base_url","api_key"?,"api_version"?}]` |
+//! | `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` (and lowercase), `NO_PROXY` | unset | forward proxy for vendor calls (secret: may hold credentials); `NO_PROXY` hosts bypass it |
 //! | `AI_MODEL_ALIASES` | empty | JSON map alias → fallback chain, e.g. `{"fast":["openai/gpt-4o-mini","anthropic/claude-3-5-haiku-latest"]}` |
 //! | `AI_PRICES` | built-in table | JSON map overriding prices (USD per million tokens) |
 //! | `AI_RETRY_AFTER_MAX` | `60` | longest `Retry-After` (seconds) honoured before moving on |
@@ -132,7 +133,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use ai::{AiConfig, PriceSpec, ProviderFormat, ProviderSpec};
+pub use ai::{AiConfig, PriceSpec, ProviderFormat, ProviderSpec, VendorProxy};
 pub use console::ConsoleConfig;
 pub use database::{DatabaseUrl, redact_url_password};
 pub use security::RedisFailure;

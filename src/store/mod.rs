@@ -12,6 +12,7 @@ mod responses;
 mod sessions;
 pub mod sqlite;
 mod tasks;
+pub mod timestamp;
 mod webhooks;
 
 use std::sync::Arc;

@@ -197,7 +197,7 @@ impl SqliteStore {
 }
 
 fn ts(t: &DateTime<Utc>) -> String {
-    crate::api::time::rfc3339_micros(t)
+    super::timestamp::rfc3339_micros(t)
 }
 
 fn parse_ts(s: &str) -> StoreResult<DateTime<Utc>> {

@@ -234,7 +234,7 @@ where
         let write_line = |out: &mut Vec<u8>| {
             out.clear();
             out.extend_from_slice(b"{\"timestamp\":\"");
-            crate::api::time::push_rfc3339_micros(out, &chrono::Utc::now());
+            crate::store::timestamp::push_rfc3339_micros(out, &chrono::Utc::now());
             out.extend_from_slice(b"\",\"level\":\"");
             out.extend_from_slice(meta.level().as_str().as_bytes());
             out.push(b'"');
