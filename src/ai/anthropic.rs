@@ -1057,7 +1057,7 @@ impl AnthropicProvider {
     async fn send(&self, body: &AnRequest) -> Result<VendorResponse, AiError> {
         // Anthropic's 529 ("overloaded") classifies as a server fault, like 503.
         self.http
-            .post_json(&self.endpoint, client::to_json(body)?, &version_header())
+            .post_json(&self.endpoint, body, &version_header())
             .await
     }
 }
@@ -1088,7 +1088,7 @@ impl Provider for AnthropicProvider {
         }
         let resp = self
             .http
-            .post_json(&self.counting, client::to_json(&body)?, &version_header())
+            .post_json(&self.counting, &body, &version_header())
             .await?;
         let v: Value = client::json_body(resp).await?;
         v.get("input_tokens")

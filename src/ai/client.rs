@@ -133,15 +133,16 @@ impl VendorClient {
         })
     }
 
-    /// POSTs `body` (JSON) to `endpoint` with its credential, the current span's
+    /// POSTs `body` as JSON to `endpoint` with its credential, the current span's
     /// `traceparent` and `extra` headers. A non-2xx answer becomes the error its status
     /// classifies (with `Retry-After` and the vendor's message, truncated).
     pub async fn post_json(
         &self,
         endpoint: &Endpoint,
-        body: Vec<u8>,
+        body: &impl serde::Serialize,
         extra: &[(HeaderName, HeaderValue)],
     ) -> Result<VendorResponse, AiError> {
+        let body = to_json(body)?;
         let Some(uri) = &endpoint.uri else {
             return Err(AiError::new(
                 ErrorKind::Connection,
@@ -277,7 +278,7 @@ fn secret_header(name: &'static str, value: &str) -> Option<(HeaderName, HeaderV
 
 /// Serialises a request body; a value that does not serialise is the caller's bug, told
 /// as a bad request rather than sent.
-pub fn to_json(body: &impl serde::Serialize) -> Result<Vec<u8>, AiError> {
+fn to_json(body: &impl serde::Serialize) -> Result<Vec<u8>, AiError> {
     serde_json::to_vec(body).map_err(|e| {
         AiError::new(
             ErrorKind::BadRequest,

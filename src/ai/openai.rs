@@ -919,9 +919,7 @@ impl OpenAiProvider {
     }
 
     async fn send(&self, body: &OaRequest) -> Result<VendorResponse, AiError> {
-        self.http
-            .post_json(&self.endpoint, client::to_json(body)?, &[])
-            .await
+        self.http.post_json(&self.endpoint, body, &[]).await
     }
 }
 
@@ -965,10 +963,7 @@ impl Provider for OpenAiProvider {
 
     async fn embed(&self, req: &EmbeddingRequest) -> Result<EmbeddingResponse, AiError> {
         let body = embedding_request_from_internal(req);
-        let resp = self
-            .http
-            .post_json(&self.embeddings, client::to_json(&body)?, &[])
-            .await?;
+        let resp = self.http.post_json(&self.embeddings, &body, &[]).await?;
         embedding_response_from_wire(client::json_body(resp).await?, req.input.len())
     }
 }

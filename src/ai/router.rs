@@ -1095,11 +1095,9 @@ impl AiRouter {
     ) -> i64 {
         let cost = self.prices.cost(pname, model, u).unwrap_or(0);
         let labels = (pname.to_string(), self.label(pname, model));
-        let handles = CALL_METRICS
-            .get(&labels, || {
-                (labels.clone(), Arc::new(CallMetrics::register(&labels)))
-            })
-            .unwrap_or_else(|| Arc::new(CallMetrics::register(&labels)));
+        let handles = CALL_METRICS.get(&labels, || {
+            (labels.clone(), Arc::new(CallMetrics::register(&labels)))
+        });
         handles.answered.increment(1);
         handles.duration.record(latency.as_secs_f64());
         for (i, n) in [

@@ -283,7 +283,8 @@ async fn request_context(State(state): State<AppState>, req: Request, next: Next
 type RouteMetrics = m::Handles<(axum::http::Method, u16), (metrics::Counter, metrics::Histogram)>;
 
 /// The request counter and duration histogram of a request's labels: cached per route
-/// template, standard method and status; registered through the macros otherwise.
+/// template, standard method and status; a non-standard method (any token a client
+/// sends) is registered each time, never cached.
 fn http_metrics(
     method: &axum::http::Method,
     endpoint: &str,
@@ -314,16 +315,13 @@ fn http_metrics(
     if !standard {
         return register();
     }
-    let Some(route) = ROUTES.get(endpoint, || {
-        (endpoint.to_owned(), Arc::new(m::Handles::new()))
-    }) else {
-        return register();
-    };
-    route
+    ROUTES
+        .get(endpoint, || {
+            (endpoint.to_owned(), Arc::new(m::Handles::new()))
+        })
         .get(&(method.clone(), status), || {
             ((method.clone(), status), register())
         })
-        .unwrap_or_else(register)
 }
 
 /// The span of one request: with tracing on, an HTTP server span named after the route

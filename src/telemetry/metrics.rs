@@ -127,15 +127,16 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Handles of labelled metrics, registered once per label set and reused: a request
 /// then costs an atomic add instead of building labels and looking them up in the
-/// recorder's registry. Used only once the recorder is installed (a handle taken before
-/// would stay a no-op); until then the caller records through the macros. Label sets are
+/// recorder's registry. Nothing is kept before the recorder is installed (a handle taken
+/// then would stay a no-op): until then every lookup registers anew. Label sets are
 /// bounded by the caller (route templates, standard methods, configured models), and the
 /// cache stops growing at [`MAX_CACHED`] entries.
 pub struct Handles<K, V> {
     map: std::sync::RwLock<std::collections::HashMap<K, V>>,
 }
 
-/// The most label sets one cache holds; beyond it, lookups miss and the macros serve.
+/// The most label sets one cache holds; beyond it, every lookup of a new set registers
+/// it anew (the recorder's registry still holds one series per set).
 pub const MAX_CACHED: usize = 4096;
 
 impl<K: std::hash::Hash + Eq, V: Clone> Handles<K, V> {
@@ -146,22 +147,24 @@ impl<K: std::hash::Hash + Eq, V: Clone> Handles<K, V> {
     }
 
     /// The handles of `key` (`Q` borrowed from it), registered with `make` on the first
-    /// use; `None` before the recorder is installed.
-    pub fn get<Q>(&self, key: &Q, make: impl FnOnce() -> (K, V)) -> Option<V>
+    /// use and kept once the recorder is installed.
+    pub fn get<Q>(&self, key: &Q, make: impl FnOnce() -> (K, V)) -> V
     where
         K: std::borrow::Borrow<Q>,
         Q: std::hash::Hash + Eq + ?Sized,
     {
-        HANDLE.get()?;
+        if HANDLE.get().is_none() {
+            return make().1;
+        }
         if let Some(v) = self.map.read().unwrap_or_else(|p| p.into_inner()).get(key) {
-            return Some(v.clone());
+            return v.clone();
         }
         let (k, v) = make();
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         if map.len() < MAX_CACHED {
             map.entry(k).or_insert_with(|| v.clone());
         }
-        Some(v)
+        v
     }
 }
 
