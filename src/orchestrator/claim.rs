@@ -79,11 +79,11 @@ pub async fn claim_and_run<T, C, CF, R, RF>(
                     },
                 },
             };
-            let fut = run(item);
-            runs.spawn(async move {
-                fut.await;
-                drop(permit);
-            });
+            // The slot is given back when the run ends. `map` keeps the run's future
+            // once in the task; an `async move` block awaiting it would hold it twice.
+            runs.spawn(futures_util::FutureExt::map(run(item), move |()| {
+                drop(permit)
+            }));
         }
         drop(first);
         if n < batch {

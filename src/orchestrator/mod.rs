@@ -175,35 +175,39 @@ impl Sink for TaskSink<'_> {
 /// Runs one claimed task to its end, renewing the lease meanwhile. With tracing on the
 /// attempt is an `invoke_agent` span continuing the trace stored at submit (the parent,
 /// whichever replica this is: ADR 0014).
-async fn execute(
+fn execute(
     state: AppState,
     task: Task,
     employee: Option<Employee>,
     hard_stop: CancellationToken,
-) {
-    if !traces::enabled() {
-        return execute_attempt(state, task, employee, hard_stop).await;
-    }
-    let agent = employee.as_ref().map(|e| e.fields.name.as_str());
-    let span = tracing::info_span!(
-        "invoke_agent",
-        otel.name = %match agent {
-            Some(name) => format!("invoke_agent {name}"),
-            None => "invoke_agent".to_string(),
-        },
-        otel.kind = "internal",
-        gen_ai.operation.name = "invoke_agent",
-        gen_ai.agent.id = %task.employee_id,
-        gen_ai.agent.name = agent,
-        task.id = %task.id,
-        task.attempt = task.attempt,
-    );
-    if let Some(tp) = &task.trace_context {
-        traces::set_parent(&span, tp);
-    }
-    execute_attempt(state, task, employee, hard_stop)
-        .instrument(span)
-        .await
+) -> impl Future<Output = ()> + Send + 'static {
+    // A plain function handing back the attempt's future, in a span or in none: as an
+    // async fn it would keep its own copy of the arguments beside the attempt's, and
+    // awaiting in two branches (traced, untraced) would reserve room for two attempts,
+    // in every running task's allocation (bench/README.md, memory with tasks in flight).
+    let span = if traces::enabled() {
+        let agent = employee.as_ref().map(|e| e.fields.name.as_str());
+        let span = tracing::info_span!(
+            "invoke_agent",
+            otel.name = %match agent {
+                Some(name) => format!("invoke_agent {name}"),
+                None => "invoke_agent".to_string(),
+            },
+            otel.kind = "internal",
+            gen_ai.operation.name = "invoke_agent",
+            gen_ai.agent.id = %task.employee_id,
+            gen_ai.agent.name = agent,
+            task.id = %task.id,
+            task.attempt = task.attempt,
+        );
+        if let Some(tp) = &task.trace_context {
+            traces::set_parent(&span, tp);
+        }
+        span
+    } else {
+        tracing::Span::none()
+    };
+    execute_attempt(state, task, employee, hard_stop).instrument(span)
 }
 
 async fn execute_attempt(
@@ -213,15 +217,16 @@ async fn execute_attempt(
     hard_stop: CancellationToken,
 ) {
     let Some(lease) = task.lease() else { return };
-    let cfg = state.config.tasks.clone();
+    let cfg = &state.config.tasks;
     let started = Instant::now();
-    let run = run_task(&state, &task, employee, &lease);
-    tokio::pin!(run);
+    // On the heap: moved into a pinned place inline, the run's future would take its
+    // room twice in the task's allocation, and a running task holds it the whole run.
+    let mut run = Box::pin(run_task(&state, &task, employee, &lease));
     let mut renew = tokio::time::interval(cfg.lease / 3);
     renew.tick().await;
     let outcome = loop {
         tokio::select! {
-            o = &mut run => break Some(o),
+            o = run.as_mut() => break Some(o),
             _ = renew.tick() => {
                 match state.store.renew_lease(&lease, cfg.lease).await {
                     Ok(Some(_)) => {}
@@ -235,6 +240,7 @@ async fn execute_attempt(
             _ = hard_stop.cancelled() => break None,
         }
     };
+    drop(run);
     let Some(outcome) = outcome else {
         // Shutdown: hand the task back for another replica, attempt given back.
         let f = Finish {
