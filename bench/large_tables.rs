@@ -6,7 +6,8 @@
 //!
 //! Environment: `BENCH_DB` (`sqlite` or a `postgres://` URL), `BENCH_SCALE` (default 1;
 //! `0.001` fills 1,000 tasks and 10,000 events for a smoke run), `BENCH_EVENTS_PER_TASK`
-//! (10), `BENCH_ROUNDS` (200 requests or claims per figure).
+//! (10), `BENCH_ROUNDS` (200 requests or claims per figure), `BENCH_KEEP` (set: the
+//! scratch database is kept and its URL printed, to look at plans afterwards).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "common.rs"]
@@ -363,5 +364,9 @@ async fn main() {
 
     let _ = tx.send(());
     let _ = running.await;
-    scratch.remove().await;
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        eprintln!("kept the scratch database: {}", scratch.url);
+    } else {
+        scratch.remove().await;
+    }
 }
