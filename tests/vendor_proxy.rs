@@ -15,7 +15,7 @@ use digital_employee::ai::openai::OpenAiProvider;
 use digital_employee::ai::provider::Provider;
 use digital_employee::ai::sandbox::SandboxEngine;
 use digital_employee::ai::types::{ChatRequest, Message};
-use digital_employee::config::{Secret, VendorProxy as ProxySettings};
+use digital_employee::config::{Secret, VendorProxy};
 
 const KEY: &str = "sk-sandbox-proxy";
 
@@ -66,7 +66,7 @@ async fn vendor_calls_go_through_the_proxy_the_environment_names() {
     }))
     .await;
 
-    let call = |settings: ProxySettings| {
+    let call = |settings: VendorProxy| {
         let vendor = vendor.clone();
         async move {
             let provider = OpenAiProvider::new(
@@ -87,7 +87,7 @@ async fn vendor_calls_go_through_the_proxy_the_environment_names() {
     };
 
     // HTTP_PROXY: the call goes through the proxy and its answer comes back whole.
-    let answer = call(ProxySettings {
+    let answer = call(VendorProxy {
         http: Some(Secret::new(proxy.clone())),
         ..Default::default()
     })
@@ -103,7 +103,7 @@ async fn vendor_calls_go_through_the_proxy_the_environment_names() {
     );
 
     // NO_PROXY naming the vendor's host: straight to the vendor.
-    call(ProxySettings {
+    call(VendorProxy {
         all: Some(Secret::new(proxy.clone())),
         no_proxy: Some("127.0.0.1".into()),
         ..Default::default()
@@ -116,11 +116,11 @@ async fn vendor_calls_go_through_the_proxy_the_environment_names() {
     );
 
     // No proxy: the direct client.
-    call(ProxySettings::default()).await;
+    call(VendorProxy::default()).await;
     assert_eq!(forwarded.load(Ordering::SeqCst), 1);
 
     // A proxy URL that does not parse is refused by name, its value not repeated.
-    let err = VendorClient::new(&ProxySettings {
+    let err = VendorClient::new(&VendorProxy {
         https: Some(Secret::new("http://user:s3cret@[::1")),
         ..Default::default()
     })

@@ -50,6 +50,20 @@ pub const HOT_POOL_SIZE: u32 = 2 * batch::MAX_IN_FLIGHT as u32 + 4;
 /// the table, which keeps index scans at any size.
 pub const REPORT_POOL_SIZE: u32 = 4;
 
+/// A pool of at most `size` connections, opened on first use, named `name` in
+/// `pg_stat_activity`, that keeps one generic plan per statement.
+fn generic_plan_pool(options: &PgConnectOptions, name: &str, size: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(size)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_lazy_with(
+            options
+                .clone()
+                .application_name(name)
+                .options([("plan_cache_mode", "force_generic_plan")]),
+        )
+}
+
 impl PgStore {
     pub async fn connect(opts: &ConnectOptions) -> StoreResult<Self> {
         let options = PgConnectOptions::from_str(&opts.url)?.application_name("digital-employee");
@@ -64,23 +78,8 @@ impl PgStore {
         // time per task. Their connections keep one generic plan per statement (re-made
         // when statistics change). The usage reports do the same on a pool of their own
         // (see [`REPORT_POOL_SIZE`]); every other statement keeps custom plans.
-        let hot = PgPoolOptions::new()
-            .max_connections(HOT_POOL_SIZE)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_lazy_with(
-                options
-                    .clone()
-                    .application_name("digital-employee-hot")
-                    .options([("plan_cache_mode", "force_generic_plan")]),
-            );
-        let reports = PgPoolOptions::new()
-            .max_connections(REPORT_POOL_SIZE)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_lazy_with(
-                options
-                    .application_name("digital-employee-reports")
-                    .options([("plan_cache_mode", "force_generic_plan")]),
-            );
+        let hot = generic_plan_pool(&options, "digital-employee-hot", HOT_POOL_SIZE);
+        let reports = generic_plan_pool(&options, "digital-employee-reports", REPORT_POOL_SIZE);
         Ok(Self {
             submits: batch::Batcher::start(tasks::SubmitBatch, hot.clone()),
             finishes: batch::Batcher::start(tasks::FinishBatch, hot.clone()),
