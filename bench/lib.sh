@@ -33,6 +33,15 @@ rss_mib() {
     awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"
 }
 
+# rss_parts PID: "anon A, file F, shmem S MiB", the parts of the resident memory: the heap
+# and stacks, files mapped into the process (the binary, SQLite's database when mapped),
+# shared memory (SQLite's WAL index, the -shm file).
+rss_parts() {
+    awk '/^RssAnon:/ { a = $2 } /^RssFile:/ { f = $2 } /^RssShmem:/ { s = $2 }
+         END { printf "anon %.1f, file %.1f, shmem %.1f MiB", a / 1024, f / 1024, s / 1024 }' \
+        "/proc/$1/status"
+}
+
 # wrk_summary OUTPUT: "req/s p50 p99" from `wrk --latency` output.
 wrk_summary() {
     awk '/Requests\/sec/ { rps = $2 }

@@ -104,7 +104,7 @@ if [ "$duration" -gt 0 ]; then
         sleep "$sample"
         t=$((SECONDS - start))
         rss=$(rss_mib "$gw")
-        echo "  t=${t}s RSS ${rss} MiB"
+        echo "  t=${t}s RSS ${rss} MiB ($(rss_parts "$gw"))"
         if [ -z "$base" ] && [ "$t" -ge "$warmup" ]; then base=$rss; fi
         last=$rss
     done

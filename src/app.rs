@@ -209,7 +209,7 @@ impl App {
             stop_listeners.clone(),
             move || {
                 handle.run_upkeep();
-                telemetry::process::sample(sampled_store.pool_stats());
+                telemetry::process::sample(&sampled_store.pool_stats());
                 std::future::ready(())
             },
         ));

@@ -342,9 +342,9 @@ async fn documented_metrics_are_exported_with_plausible_values(backend: Backend)
     if let Some(limit) = memory_limit {
         assert_eq!(value("digital_employee_memory_limit_bytes"), limit as f64);
     }
-    assert_eq!(value("db_pool_max_connections"), 4.0);
-    let idle = value("db_pool_connections{state=\"idle\"}");
-    let in_use = value("db_pool_connections{state=\"in_use\"}");
+    assert_eq!(value("db_pool_max_connections{pool=\"main\"}"), 4.0);
+    let idle = value("db_pool_connections{pool=\"main\",state=\"idle\"}");
+    let in_use = value("db_pool_connections{pool=\"main\",state=\"in_use\"}");
     assert!(idle + in_use <= 4.0);
     app.stop().await.unwrap();
 }

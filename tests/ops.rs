@@ -278,10 +278,37 @@ async fn metrics_cover_process_pool_and_build(backend: Backend) {
     };
     assert!(value("process_resident_memory_bytes") > 1e6);
     assert!(value("process_open_fds") >= 3.0);
-    assert_eq!(value("db_pool_max_connections"), 4.0);
-    let idle = value("db_pool_connections{state=\"idle\"}");
-    let in_use = value("db_pool_connections{state=\"in_use\"}");
+    assert_eq!(value("db_pool_max_connections{pool=\"main\"}"), 4.0);
+    let idle = value("db_pool_connections{pool=\"main\",state=\"idle\"}");
+    let in_use = value("db_pool_connections{pool=\"main\",state=\"in_use\"}");
     assert!(idle >= 0.0 && in_use >= 0.0 && idle + in_use <= 4.0);
+    // The backend's other pools are published beside the main one, each with its bound.
+    let others: &[(&str, f64)] = match backend {
+        Backend::Sqlite => &[("writer", 1.0)],
+        Backend::Postgres => &[
+            (
+                "hot",
+                f64::from(digital_employee::store::postgres::HOT_POOL_SIZE),
+            ),
+            (
+                "reports",
+                f64::from(digital_employee::store::postgres::REPORT_POOL_SIZE),
+            ),
+        ],
+    };
+    for (pool, max) in others {
+        assert_eq!(
+            value(&format!("db_pool_max_connections{{pool=\"{pool}\"}}")),
+            *max,
+            "{pool}"
+        );
+        let open = value(&format!(
+            "db_pool_connections{{pool=\"{pool}\",state=\"idle\"}}"
+        )) + value(&format!(
+            "db_pool_connections{{pool=\"{pool}\",state=\"in_use\"}}"
+        ));
+        assert!(open <= *max, "{pool}: {open} connections open");
+    }
     assert_eq!(
         value(&format!(
             "digital_employee_build_info{{version=\"{}\"}}",

@@ -115,10 +115,15 @@ impl DatabaseSettings {
     pub(super) fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let data_dir = PathBuf::from(get("DATA_DIR").unwrap_or_else(|| "./data".into()));
         let database_url = database_url(get, &data_dir)?;
+        let default_connections = if database_url.is_postgres() {
+            POSTGRES_CONNECTIONS
+        } else {
+            sqlite_readers(std::thread::available_parallelism().map_or(1, |n| n.get()))
+        };
         let db_max_connections: u32 = parse(
             get,
             "DB_MAX_CONNECTIONS",
-            "16",
+            &default_connections.to_string(),
             "a positive number of connections",
         )?;
         if db_max_connections == 0 {
@@ -146,6 +151,18 @@ impl DatabaseSettings {
             aws_s3_bucket: get("AWS_S3_BUCKET"),
         })
     }
+}
+
+/// `DB_MAX_CONNECTIONS` on PostgreSQL when unset.
+const POSTGRES_CONNECTIONS: u32 = 16;
+
+/// `DB_MAX_CONNECTIONS` on SQLite when unset: twice the CPUs, from 4 to 16. SQLite's
+/// readers run in this process, one thread each, so readers beyond the cores add no
+/// throughput; each keeps a page cache of its own (up to 512 KiB) that fills as the
+/// database grows, so sixteen readers on two cores held about 9 MiB more than four and
+/// took minutes to reach it.
+fn sqlite_readers(cpus: usize) -> u32 {
+    u32::try_from(cpus.saturating_mul(2)).map_or(16, |n| n.clamp(4, 16))
 }
 
 /// `DATABASE_URL`; else PostgreSQL from `DB_HOST` and the other `DB_*` parts; else the
@@ -239,6 +256,24 @@ mod tests {
             "postgres://app:p%40ss%2Fword@postgresql-service:5432/digital_employee"
         );
         assert!(!format!("{c:?}").contains("p%40ss"));
+    }
+
+    #[test]
+    fn the_default_pool_size_depends_on_the_backend() {
+        let pg = cfg(&[("DATABASE_URL", "postgres://u@h/db")]).unwrap();
+        assert_eq!(pg.db_max_connections, POSTGRES_CONNECTIONS);
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let lite = cfg(&[("DATABASE_URL", "sqlite://./x.db")]).unwrap();
+        assert_eq!(lite.db_max_connections, sqlite_readers(cpus));
+        let set = cfg(&[
+            ("DATABASE_URL", "sqlite://./x.db"),
+            ("DB_MAX_CONNECTIONS", "9"),
+        ]);
+        assert_eq!(set.unwrap().db_max_connections, 9);
+        assert_eq!(
+            [1, 2, 3, 4, 8, 64, usize::MAX].map(sqlite_readers),
+            [4, 4, 6, 8, 16, 16, 16]
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! | `DATA_DIR` | `./data` | where the embedded SQLite database lives |
 //! | `DATABASE_URL` | `sqlite://$DATA_DIR/digital-employee.db` | `sqlite://…` or `postgres://…` |
 //! | `DB_HOST`, `DB_PORT`, `DB_NAME`, `DB_USER`, `DB_PASSWORD` | unset, `5432`, `digital_employee`, `user`, empty | PostgreSQL by parts, used when `DB_HOST` is set and `DATABASE_URL` is not |
-//! | `DB_MAX_CONNECTIONS` | `16` | database pool size |
+//! | `DB_MAX_CONNECTIONS` | `16` (PostgreSQL); twice the CPUs, 4 to 16 (SQLite) | database pool size |
 //! | `REDIS_URL` | unset | `redis://…`; or `REDIS_HOST` + `REDIS_PORT` (`6379`) |
 //! | `AI_SERVICE_TIMEOUT` | `30` | seconds per vendor attempt |
 //! | `AI_SERVICE_RETRY_COUNT` | `3` | retries per candidate |

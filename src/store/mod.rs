@@ -100,10 +100,26 @@ impl SchemaStatus {
 /// Connection pool occupancy, for the pool gauges.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PoolStats {
+    /// Which pool: `main` (the `DB_MAX_CONNECTIONS` pool), `hot` (PostgreSQL's task-path
+    /// statements), `reports` (PostgreSQL's usage reports), `writer` (SQLite's one write
+    /// connection besides the task writer thread).
+    pub pool: &'static str,
     /// Connections open now (idle + in use).
     pub size: u32,
     pub idle: u32,
     pub max: u32,
+}
+
+impl PoolStats {
+    /// The occupancy of `pool` now, named `name`.
+    pub fn of<DB: sqlx::Database>(name: &'static str, pool: &sqlx::Pool<DB>) -> Self {
+        PoolStats {
+            pool: name,
+            size: pool.size(),
+            idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
+            max: pool.options().get_max_connections(),
+        }
+    }
 }
 
 /// A page of rows plus the cursor of the next page, if any.
@@ -136,9 +152,9 @@ pub trait Store:
     async fn migrate(&self) -> StoreResult<Vec<i64>>;
     /// Closes the pool (waits for connections to be returned).
     async fn close(&self);
-    /// Pool occupancy; `None` for stores without a pool.
-    fn pool_stats(&self) -> Option<PoolStats> {
-        None
+    /// Occupancy of each connection pool; empty for stores without one.
+    fn pool_stats(&self) -> Vec<PoolStats> {
+        Vec::new()
     }
 
     async fn create_tenant(&self, name: &str) -> StoreResult<Tenant>;

@@ -411,12 +411,11 @@ impl Store for SqliteStore {
         self.pool.close().await;
     }
 
-    fn pool_stats(&self) -> Option<PoolStats> {
-        Some(PoolStats {
-            size: self.pool.size(),
-            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
-            max: self.pool.options().get_max_connections(),
-        })
+    fn pool_stats(&self) -> Vec<PoolStats> {
+        vec![
+            PoolStats::of("main", &self.pool),
+            PoolStats::of("writer", &self.writer),
+        ]
     }
 
     async fn create_tenant(&self, name: &str) -> StoreResult<Tenant> {

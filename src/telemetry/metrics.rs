@@ -70,9 +70,11 @@ pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
 /// Gauge: the container's (cgroup) memory limit, bytes; absent when there is none. The
 /// `HighMemoryUsage` alert divides the resident memory by it.
 pub const MEMORY_LIMIT_BYTES: &str = "digital_employee_memory_limit_bytes";
-/// Gauge `{state}`: database pool connections, `state` = `idle` or `in_use`.
+/// Gauge `{pool, state}`: database pool connections, `state` = `idle` or `in_use`;
+/// `pool` = `main` (the `DB_MAX_CONNECTIONS` pool), `hot`, `reports` (PostgreSQL) or
+/// `writer` (SQLite).
 pub const DB_POOL_CONNECTIONS: &str = "db_pool_connections";
-/// Gauge: the pool's upper bound (`DB_MAX_CONNECTIONS`).
+/// Gauge `{pool}`: the pool's upper bound (`DB_MAX_CONNECTIONS` for `main`).
 pub const DB_POOL_MAX_CONNECTIONS: &str = "db_pool_max_connections";
 
 /// Counter: tasks that reached an end, by `status` (succeeded, failed, cancelled).
@@ -336,11 +338,11 @@ fn describe() {
     );
     metrics::describe_gauge!(
         DB_POOL_CONNECTIONS,
-        "Database pool connections by state (idle, in_use)"
+        "Database pool connections by pool and state (idle, in_use)"
     );
     metrics::describe_gauge!(
         DB_POOL_MAX_CONNECTIONS,
-        "Largest number of connections the database pool may open"
+        "Largest number of connections each database pool may open"
     );
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     // Unlabelled counters are exported from start, at 0, so a scrape (and an alert's

@@ -44,8 +44,8 @@ fn parse_memory_limit(text: &str) -> Option<u64> {
     (v > 0 && v < V1_UNLIMITED).then_some(v)
 }
 
-/// Sets the process gauges and, when given, the pool gauges.
-pub fn sample(pool: Option<PoolStats>) {
+/// Sets the process gauges and the gauges of each given pool.
+pub fn sample(pools: &[PoolStats]) {
     if let Some(limit) = memory_limit_bytes() {
         metrics::gauge!(m::MEMORY_LIMIT_BYTES).set(limit as f64);
     }
@@ -55,11 +55,12 @@ pub fn sample(pool: Option<PoolStats>) {
     if let Some(fds) = open_fds() {
         metrics::gauge!(m::PROCESS_OPEN_FDS).set(fds as f64);
     }
-    if let Some(p) = pool {
-        metrics::gauge!(m::DB_POOL_CONNECTIONS, "state" => "idle").set(f64::from(p.idle));
-        metrics::gauge!(m::DB_POOL_CONNECTIONS, "state" => "in_use")
+    for p in pools {
+        metrics::gauge!(m::DB_POOL_CONNECTIONS, "pool" => p.pool, "state" => "idle")
+            .set(f64::from(p.idle));
+        metrics::gauge!(m::DB_POOL_CONNECTIONS, "pool" => p.pool, "state" => "in_use")
             .set(f64::from(p.size.saturating_sub(p.idle)));
-        metrics::gauge!(m::DB_POOL_MAX_CONNECTIONS).set(f64::from(p.max));
+        metrics::gauge!(m::DB_POOL_MAX_CONNECTIONS, "pool" => p.pool).set(f64::from(p.max));
     }
 }
 
