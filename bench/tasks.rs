@@ -3,7 +3,8 @@
 //!
 //! Environment: `BENCH_DB` (`sqlite` or a `postgres://` URL), `BENCH_TASKS` (default
 //! 2000), `BENCH_SUBMITTERS` (concurrent HTTP clients, default 32), `WORKER_CONCURRENCY`,
-//! `TENANT_MAX_RUNNING` (default 0: the capped claim path when set), `BENCH_EVENT_NOTIFY`
+//! `TENANT_MAX_RUNNING` (default 0: the capped claim path when set), `DB_MAX_CONNECTIONS`
+//! (default 32), `BENCH_EVENT_NOTIFY`
 //! (PostgreSQL; `off` drops the trigger that notifies `de_events` on every step-log append,
 //! to see what the notifications cost), `BENCH_USAGE_ROLLUPS` (PostgreSQL; `off` drops the
 //! trigger that keeps the day and minute usage rollups, to see what they cost), `BENCH_SQL`
@@ -40,6 +41,7 @@ async fn main() {
         .unwrap_or(32);
     let workers = std::env::var("WORKER_CONCURRENCY").unwrap_or_else(|_| "32".into());
     let tenant_cap = std::env::var("TENANT_MAX_RUNNING").unwrap_or_else(|_| "0".into());
+    let connections = std::env::var("DB_MAX_CONNECTIONS").unwrap_or_else(|_| "32".into());
     let scratch = common::ScratchDb::new(&db).await;
     let url = scratch.url.clone();
     let vars: HashMap<&str, String> = [
@@ -50,7 +52,7 @@ async fn main() {
         ("RATE_LIMIT_REQUESTS", "1000000000".into()),
         ("RATE_LIMIT_WINDOW_SECONDS", "1".into()),
         ("DATABASE_URL", url.clone()),
-        ("DB_MAX_CONNECTIONS", "32".into()),
+        ("DB_MAX_CONNECTIONS", connections.clone()),
         ("WORKER_CONCURRENCY", workers.clone()),
         ("TENANT_MAX_RUNNING", tenant_cap.clone()),
         ("LOG_LEVEL", "warn".into()),
@@ -159,10 +161,11 @@ async fn main() {
     lat.sort();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
     println!(
-        "db={} workers={} cap={} tasks={} submit_rate={:.0}/s end_to_end={:.0} tasks/s submit_p50={:.2}ms submit_p99={:.2}ms",
+        "db={} workers={} cap={} connections={} tasks={} submit_rate={:.0}/s end_to_end={:.0} tasks/s submit_p50={:.2}ms submit_p99={:.2}ms",
         if db == "sqlite" { "sqlite" } else { "postgres" },
         workers,
         tenant_cap,
+        connections,
         total,
         total as f64 / submitted.as_secs_f64(),
         total as f64 / elapsed.as_secs_f64(),
