@@ -118,7 +118,7 @@ impl DatabaseSettings {
         let default_connections = if database_url.is_postgres() {
             POSTGRES_CONNECTIONS
         } else {
-            sqlite_readers(std::thread::available_parallelism().map_or(1, |n| n.get()))
+            sqlite_readers(super::cpus())
         };
         let db_max_connections: u32 = parse(
             get,
@@ -262,9 +262,11 @@ mod tests {
     fn the_default_pool_size_depends_on_the_backend() {
         let pg = cfg(&[("DATABASE_URL", "postgres://u@h/db")]).unwrap();
         assert_eq!(pg.db_max_connections, POSTGRES_CONNECTIONS);
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let lite = cfg(&[("DATABASE_URL", "sqlite://./x.db")]).unwrap();
-        assert_eq!(lite.db_max_connections, sqlite_readers(cpus));
+        assert_eq!(
+            lite.db_max_connections,
+            sqlite_readers(crate::config::cpus())
+        );
         let set = cfg(&[
             ("DATABASE_URL", "sqlite://./x.db"),
             ("DB_MAX_CONNECTIONS", "9"),

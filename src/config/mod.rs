@@ -141,6 +141,11 @@ pub use server::AppEnv;
 pub use tasks::TaskConfig;
 pub use telemetry::{Sampling, TracingConfig};
 
+/// The CPUs this process may run on (1 when the system cannot tell).
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 use database::DatabaseSettings;
 use parse::ser_secs;
 use security::SecuritySettings;

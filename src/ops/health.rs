@@ -633,9 +633,7 @@ async fn check_system(opts: &Options) -> anyhow::Result<Map<String, Value>> {
         0.0
     };
     let load = sysinfo::load_average()?;
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let cpus = crate::config::cpus();
     let mut m = Map::new();
     m.insert(
         "healthy".into(),
