@@ -296,8 +296,10 @@ fn statuses(path: &str, op: &utoipa::openapi::path::Operation) -> Vec<&'static s
 
 /// A name: letters, digits, `-`, `_`, `.`, starting with a letter or digit, 1–64 long.
 const NAME: &str = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$";
-/// A text holding something other than white space (and, like every text, no NUL).
-const NOT_BLANK: &str = r"^[^\x00]*[^\s\x00][^\x00]*$";
+/// A text holding something other than white space (and, like every text, no NUL). The
+/// information separators U+001C–U+001F count as white space, as they do for the server
+/// (`orchestrator::is_blank`) and for Python, but not for every regex engine's `\s`.
+const NOT_BLANK: &str = r"^[^\x00]*[^\s\x00\x1c-\x1f][^\x00]*$";
 /// Any text without the NUL character, which the API refuses everywhere.
 const NO_NUL: &str = r"^[^\x00]*$";
 /// An instant both stores keep (years 1971–9998, so no offset moves it out of range),
