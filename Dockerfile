@@ -22,8 +22,10 @@ WORKDIR /build
 # 1. Dependency layer: only the manifests, plus an empty lib and main so that
 #    cargo can build every dependency. This layer is reused until Cargo.toml
 #    or Cargo.lock change. (If Cargo.toml ever declares [[bench]]/[[test]]
-#    targets with explicit paths, stub those paths here as well.)
+#    targets with explicit paths, stub those paths here as well.) .cargo/config.toml
+#    sets the flags the bundled SQLite is compiled with.
 COPY Cargo.toml Cargo.lock ./
+COPY .cargo ./.cargo
 RUN mkdir -p src \
     && printf 'fn main() {}\n' > src/main.rs \
     && : > src/lib.rs \

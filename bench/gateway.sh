@@ -2,11 +2,12 @@
 # Router overhead: the same chat completion sent straight to the sandbox vendor and
 # through the gateway (/v1/chat/completions → router → sandbox over HTTP, zero vendor
 # latency, cache off), at fixed rates and flat out. Reports p50/p99 of both, the added
-# latency, the maximum throughput, RSS under load, and the router's own overhead
-# histogram (ai_gateway_overhead_seconds). Then the other protocols at PROTOCOL_RATE
-# (1000/s): /v1/messages (Anthropic in) against the sandbox's own /v1/messages, and
-# /v1/responses (stored, and with "store": false) against the direct chat completion
-# it makes.
+# latency, the maximum throughput, RSS under load, the CPU time the gateway and the
+# vendor each spend per request flat out (from /proc/PID/stat), and the router's own
+# overhead histogram (ai_gateway_overhead_seconds). Then the other protocols at
+# PROTOCOL_RATE (1000/s): /v1/messages (Anthropic in) against the sandbox's own
+# /v1/messages, and /v1/responses (stored, and with "store": false) against the direct
+# chat completion it makes.
 #
 # BUDGET=on puts a tenant budget in force, so every call reserves and settles; off by
 # default.
@@ -39,7 +40,8 @@ trap cleanup EXIT
 export BENCH_KEY=bench-key-0123456789 CONNS=$conns
 
 env -i PATH="$PATH" "$bin" sandbox --port 0 >"$work/sandbox.log" 2>&1 &
-pids+=($!)
+vendor_pid=$!
+pids+=("$vendor_pid")
 vendor=$(wait_field "$work/sandbox.log" "sandbox vendor listening" addr)
 
 otel=()
@@ -120,8 +122,12 @@ for rate in $rates; do
         echo "rate $rate/s  nginx:   $(wrk_summary "$ref")  (reference: the second hop alone)"
     fi
 done
+gw_cpu=$(cpu_ticks "$gw_pid")
+vendor_cpu=$(cpu_ticks "$vendor_pid")
 flat=$(RATE=0 wrk -t2 -c"$conns" -d"$duration" --latency -s bench/chat.lua "http://$api/v1/chat/completions")
 echo "flat out gateway: $(wrk_summary "$flat")  RSS $(rss_mib "$gw_pid") MiB"
+echo "  CPU: gateway $(cpu_per_request "$gw_cpu" "$(cpu_ticks "$gw_pid")" "$flat")," \
+    "vendor $(cpu_per_request "$vendor_cpu" "$(cpu_ticks "$vendor_pid")" "$flat")"
 flat=$(RATE=0 wrk -t2 -c"$conns" -d"$duration" --latency -s bench/chat.lua "http://$vendor/v1/chat/completions")
 echo "flat out direct:  $(wrk_summary "$flat")"
 # The other protocols at one rate: each against the direct vendor call it makes.

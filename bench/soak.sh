@@ -39,50 +39,11 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 export BENCH_KEY=bench-key-0123456789 CONNS=32
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-
 # The vendor: every model answers at once except gpt-4o, which takes SLOW_MS.
 echo "{\"faults\": [{\"model\": \"gpt-4o\", \"fault\": {\"kind\": \"latency\", \"ms\": $slow_ms}}]}" >"$work/setup.json"
 env -i PATH="$PATH" "$bin" sandbox --port 0 --setup "$work/setup.json" >"$work/sandbox.log" 2>&1 &
 pids+=($!)
 vendor=$(wait_field "$work/sandbox.log" "sandbox vendor listening" addr)
-
-# start_gateway NAME [VAR=VALUE...]: starts `serve` on free ports, sets $api, $metrics, $gw.
-start_gateway() {
-    local name=$1
-    shift
-    local port mport
-    port=$(free_port)
-    mport=$(free_port)
-    env -i PATH="$PATH" HOST=127.0.0.1 PORT="$port" PROMETHEUS_METRICS_PORT="$mport" \
-        DATA_DIR="$work/data-$name" API_KEY_WHITELIST=$BENCH_KEY AI_CACHE=off LOG_LEVEL=warn \
-        RATE_LIMIT_REQUESTS=1000000000 RATE_LIMIT_WINDOW_SECONDS=1 AI_SERVICE_TIMEOUT=300 \
-        OPENAI_BASE_URL="http://$vendor/v1" OPENAI_API_KEY=sk-bench "$@" \
-        "$bin" serve >"$work/$name.log" 2>&1 &
-    gw=$!
-    pids+=("$gw")
-    api="127.0.0.1:$port"
-    metrics="127.0.0.1:$mport"
-    for _ in $(seq 1 600); do
-        curl -fs -o /dev/null "http://$api/ready" && return 0
-        sleep 0.05
-    done
-    echo "the $name gateway did not become ready" >&2
-    cat "$work/$name.log" >&2
-    exit 1
-}
-
-# employee NAME MODEL
-employee() {
-    curl -fs -o /dev/null -X POST "http://$api/v1/employees" -H "X-API-Key: $BENCH_KEY" \
-        -H 'Content-Type: application/json' \
-        -d "{\"name\": \"$1\", \"role\": \"benchmark\", \"model_policy\": [\"openai/$2\"]}"
-}
-
-# gauge NAME_WITH_LABELS: its value on the metrics endpoint (0 when absent).
-gauge() {
-    curl -fs "http://$metrics/metrics" | awk -v s="$1" '$1 == s { print $2; found = 1 } END { if (!found) print 0 }'
-}
 
 status=0
 
@@ -130,33 +91,7 @@ echo "== in flight: ${inflight} tasks against a vendor that answers in ${slow_ms
 start_gateway inflight WORKER_CONCURRENCY=$inflight_workers DB_MAX_CONNECTIONS=32
 employee slow gpt-4o
 idle=$(rss_mib "$gw")
-python3 - "$api" "$BENCH_KEY" "$inflight" <<'PY'
-import http.client, json, sys, threading
-addr, key, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-host, port = addr.split(":")
-lock = threading.Lock()
-left = [n]
-bad = [0]
-def submit():
-    c = http.client.HTTPConnection(host, int(port), timeout=60)
-    while True:
-        with lock:
-            if left[0] == 0:
-                return
-            left[0] -= 1
-            i = left[0]
-        c.request("POST", "/v1/tasks", json.dumps({"employee": "slow", "input": f"task {i}"}),
-                  {"X-API-Key": key, "Content-Type": "application/json"})
-        r = c.getresponse()
-        r.read()
-        if r.status != 202:
-            with lock:
-                bad[0] += 1
-threads = [threading.Thread(target=submit) for _ in range(16)]
-for t in threads: t.start()
-for t in threads: t.join()
-print(f"  submitted {n} tasks ({bad[0]} refused)")
-PY
+submit_tasks slow "$inflight"
 peak=$idle
 for _ in $(seq 1 10); do
     sleep 2

@@ -188,3 +188,29 @@ pub(super) fn engine(e: rusqlite::Error) -> StoreError {
         _ => StoreError::Engine(e.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The bundled SQLite is built with the flags of `.cargo/config.toml`: without
+    /// allocation statistics (a process-wide lock around every allocation) and without
+    /// the memory manager (one page cache, behind one lock, shared by every connection).
+    #[test]
+    fn the_bundled_sqlite_has_no_process_wide_allocation_locks() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let mut stmt = conn.prepare("PRAGMA compile_options").unwrap();
+        let options: Vec<String> = stmt
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(options.iter().any(|o| o == "THREADSAFE=1"), "{options:?}");
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "built with allocation statistics: {options:?}"
+        );
+        assert!(
+            !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+            "built with the memory manager: {options:?}"
+        );
+    }
+}
