@@ -27,16 +27,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
-bin=${BIN:-target/release/digital-employee}
-[ -x "$bin" ] || { echo "build first: cargo build --release (or set BIN to a binary)" >&2; exit 2; }
-command -v wrk >/dev/null || { echo "install wrk (apt-get install wrk)" >&2; exit 2; }
+bench_init
 duration=${DURATION:-15s}
 rates=${RATES:-"500 1000 2000"}
 conns=${CONNS:-32}
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
 export BENCH_KEY=bench-key-0123456789 CONNS=$conns
 
 env -i PATH="$PATH" "$bin" sandbox --port 0 >"$work/sandbox.log" 2>&1 &

@@ -2,6 +2,23 @@
 # Shared helpers for the benchmark scripts: start processes, wait for their JSON
 # "listening" lines, read RSS. Sourced, not run.
 
+# bench_init: the common start of a load script. $bin is BIN or the release build and must
+# exist; wrk must be installed; $work is a new scratch folder and $pids an empty array of
+# processes, all killed (and $work removed) when the script exits.
+bench_init() {
+    bin=${BIN:-target/release/digital-employee}
+    [ -x "$bin" ] || { echo "build first: cargo build --release (or set BIN)" >&2; exit 2; }
+    command -v wrk >/dev/null || { echo "install wrk (apt-get install wrk)" >&2; exit 2; }
+    work=$(mktemp -d)
+    pids=()
+    trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+
 # wait_field FILE MESSAGE FIELD: the FIELD of the first JSON log line whose message is MESSAGE.
 wait_field() {
     local file=$1 message=$2 field=$3

@@ -14,18 +14,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
-bin=${BIN:-target/release/digital-employee}
-[ -x "$bin" ] || { echo "build first: cargo build --release (or set BIN)" >&2; exit 2; }
-command -v wrk >/dev/null || { echo "install wrk (apt-get install wrk)" >&2; exit 2; }
+bench_init
 readers=${READERS:-2 4 16}
 fill=${FILL:-10000}
 duration=${DURATION:-10s}
 task_rate=${TASK_RATE:-500}
 rounds=${ROUNDS:-2}
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
 export BENCH_KEY=bench-key-0123456789 CONNS=32
 
 env -i PATH="$PATH" "$bin" sandbox --port 0 >"$work/sandbox.log" 2>&1 &

@@ -21,9 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
-bin=${BIN:-target/release/digital-employee}
-[ -x "$bin" ] || { echo "build first: cargo build --release (or set BIN)" >&2; exit 2; }
-command -v wrk >/dev/null || { echo "install wrk (apt-get install wrk)" >&2; exit 2; }
+bench_init
 duration=${SOAK_DURATION:-600}
 warmup=${SOAK_WARMUP:-60}
 sample=${SOAK_SAMPLE:-10}
@@ -34,10 +32,6 @@ inflight=${INFLIGHT_TASKS:-10000}
 slow_ms=${SLOW_MS:-60000}
 inflight_max=${INFLIGHT_MAX_MIB:-200}
 inflight_workers=${INFLIGHT_WORKERS:-4096}
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
 export BENCH_KEY=bench-key-0123456789 CONNS=32
 # The vendor: every model answers at once except gpt-4o, which takes SLOW_MS.
 echo "{\"faults\": [{\"model\": \"gpt-4o\", \"fault\": {\"kind\": \"latency\", \"ms\": $slow_ms}}]}" >"$work/setup.json"
