@@ -93,6 +93,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 # start_gateway NAME [VAR=VALUE...]: starts `serve` on free ports against the sandbox vendor,
 # sets $api, $metrics and $gw (its pid); exits when it is not ready within 30 s.
+# shellcheck disable=SC2154 # $vendor is set by the caller (see above)
 start_gateway() {
     local name=$1
     shift
@@ -100,7 +101,7 @@ start_gateway() {
     port=$(free_port)
     mport=$(free_port)
     env -i PATH="$PATH" HOST=127.0.0.1 PORT="$port" PROMETHEUS_METRICS_PORT="$mport" \
-        DATA_DIR="$work/data-$name" API_KEY_WHITELIST=$BENCH_KEY AI_CACHE=off LOG_LEVEL=warn \
+        DATA_DIR="$work/data-$name" API_KEY_WHITELIST="$BENCH_KEY" AI_CACHE=off LOG_LEVEL=warn \
         RATE_LIMIT_REQUESTS=1000000000 RATE_LIMIT_WINDOW_SECONDS=1 AI_SERVICE_TIMEOUT=300 \
         OPENAI_BASE_URL="http://$vendor/v1" OPENAI_API_KEY=sk-bench "$@" \
         "$bin" serve >"$work/$name.log" 2>&1 &

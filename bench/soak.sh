@@ -82,7 +82,7 @@ if [ "$duration" -gt 0 ]; then
 fi
 
 echo "== in flight: ${inflight} tasks against a vendor that answers in ${slow_ms} ms, ${inflight_workers} running at once"
-start_gateway inflight WORKER_CONCURRENCY=$inflight_workers DB_MAX_CONNECTIONS=32
+start_gateway inflight WORKER_CONCURRENCY="$inflight_workers" DB_MAX_CONNECTIONS=32
 employee slow gpt-4o
 idle=$(rss_mib "$gw")
 submit_tasks slow "$inflight"
