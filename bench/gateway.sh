@@ -33,10 +33,7 @@ rates=${RATES:-"500 1000 2000"}
 conns=${CONNS:-32}
 export BENCH_KEY=bench-key-0123456789 CONNS=$conns
 
-env -i PATH="$PATH" "$bin" sandbox --port 0 >"$work/sandbox.log" 2>&1 &
-vendor_pid=$!
-pids+=("$vendor_pid")
-vendor=$(wait_field "$work/sandbox.log" "sandbox vendor listening" addr)
+start_vendor
 
 otel=()
 if [ "${TRACING:-off}" = on ]; then

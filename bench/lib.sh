@@ -87,13 +87,22 @@ wrk_summary() {
 # free_port: a TCP port free on 127.0.0.1 at the time of asking.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-# The helpers below drive one `serve` process. They read $bin (the binary), $work (a scratch
-# folder), $vendor (the sandbox vendor's address) and $BENCH_KEY, and append every process
-# they start to the array $pids for the caller's clean-up.
+# The helpers below start the sandbox vendor and drive one `serve` process against it. They
+# read $bin (the binary), $work (a scratch folder), $vendor (the vendor's address, set by
+# start_vendor) and $BENCH_KEY, and append every process they start to the array $pids for
+# the caller's clean-up (bench_init sets up $bin, $work and $pids).
+
+# start_vendor [ARGS...]: starts the sandbox vendor on a free port (ARGS go to `sandbox`,
+# e.g. --setup FILE), sets $vendor (its address) and $vendor_pid.
+start_vendor() {
+    env -i PATH="$PATH" "$bin" sandbox --port 0 "$@" >"$work/sandbox.log" 2>&1 &
+    vendor_pid=$!
+    pids+=("$vendor_pid")
+    vendor=$(wait_field "$work/sandbox.log" "sandbox vendor listening" addr)
+}
 
 # start_gateway NAME [VAR=VALUE...]: starts `serve` on free ports against the sandbox vendor,
 # sets $api, $metrics and $gw (its pid); exits when it is not ready within 30 s.
-# shellcheck disable=SC2154 # $vendor is set by the caller (see above)
 start_gateway() {
     local name=$1
     shift

@@ -55,18 +55,10 @@ for p in $peers; do
 done
 if [ -n "${PEERS_INSTALL_ONLY:-}" ]; then exit 0; fi
 
-[ -x "$bin" ] || { echo "build first: cargo build --release (or set BIN)" >&2; exit 2; }
-command -v wrk >/dev/null || { echo "install wrk (apt-get install wrk)" >&2; exit 2; }
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
+bench_init
 export BENCH_KEY=bench-key-0123456789
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-env -i PATH="$PATH" "$bin" sandbox --port 0 >"$work/sandbox.log" 2>&1 &
-pids+=($!)
-vendor=$(wait_field "$work/sandbox.log" "sandbox vendor listening" addr)
+start_vendor
 
 # wait_ready URL PID: polls URL until it answers 200; prints the milliseconds since $t0.
 wait_ready() {

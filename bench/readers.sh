@@ -22,9 +22,7 @@ task_rate=${TASK_RATE:-500}
 rounds=${ROUNDS:-2}
 export BENCH_KEY=bench-key-0123456789 CONNS=32
 
-env -i PATH="$PATH" "$bin" sandbox --port 0 >"$work/sandbox.log" 2>&1 &
-pids+=($!)
-vendor=$(wait_field "$work/sandbox.log" "sandbox vendor listening" addr)
+start_vendor
 
 # wait_succeeded N: polls the metrics until N tasks succeeded or failed (deadline 300 s).
 wait_succeeded() {

@@ -35,9 +35,7 @@ inflight_workers=${INFLIGHT_WORKERS:-4096}
 export BENCH_KEY=bench-key-0123456789 CONNS=32
 # The vendor: every model answers at once except gpt-4o, which takes SLOW_MS.
 echo "{\"faults\": [{\"model\": \"gpt-4o\", \"fault\": {\"kind\": \"latency\", \"ms\": $slow_ms}}]}" >"$work/setup.json"
-env -i PATH="$PATH" "$bin" sandbox --port 0 --setup "$work/setup.json" >"$work/sandbox.log" 2>&1 &
-pids+=($!)
-vendor=$(wait_field "$work/sandbox.log" "sandbox vendor listening" addr)
+start_vendor --setup "$work/setup.json"
 
 status=0
 
