@@ -21,6 +21,7 @@
 #
 # BIN names another build to measure (default target/release/digital-employee), so two
 # builds can be compared in interleaved runs. PROTOCOLS=off skips the other protocols.
+# API_THREADS is passed to the gateway when set (0 = the API on the shared runtime).
 #
 #   cargo build --release && bench/gateway.sh
 set -euo pipefail
@@ -34,6 +35,11 @@ conns=${CONNS:-32}
 export BENCH_KEY=bench-key-0123456789 CONNS=$conns
 
 start_vendor
+
+threads=()
+if [ -n "${API_THREADS:-}" ]; then
+    threads=(API_THREADS="$API_THREADS")
+fi
 
 otel=()
 if [ "${TRACING:-off}" = on ]; then
@@ -57,7 +63,7 @@ PY
     echo "tracing on: every request exported to the sink on port $sink_port"
 fi
 
-env -i PATH="$PATH" "${otel[@]}" HOST=127.0.0.1 PORT=0 PROMETHEUS_METRICS_PORT=0 \
+env -i PATH="$PATH" "${threads[@]}" "${otel[@]}" HOST=127.0.0.1 PORT=0 PROMETHEUS_METRICS_PORT=0 \
     DATA_DIR="$work/data" API_KEY_WHITELIST=$BENCH_KEY AI_CACHE=off LOG_LEVEL="${GATEWAY_LOG_LEVEL:-info}" \
     RATE_LIMIT_REQUESTS=1000000000 RATE_LIMIT_WINDOW_SECONDS=1 \
     OPENAI_BASE_URL="http://$vendor/v1" OPENAI_API_KEY=sk-bench \

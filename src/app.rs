@@ -17,6 +17,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod threads;
+
+use threads::ApiThreads;
+
 use crate::auth::ratelimit::RateLimiter;
 use crate::auth::{Authenticator, Scope, keys, redact};
 use crate::config::Config;
@@ -125,7 +129,9 @@ impl App {
             )?,
             None => RateLimiter::memory(config.rate_limit_window),
         };
-        let (ai, ai_writer, budget_settler) = crate::ai::build(&config.ai, store.clone())
+        // One vendor connection pool for the shared runtime, one per API thread.
+        let lanes = config.api_threads + 1;
+        let (ai, ai_writer, budget_settler) = crate::ai::build(&config.ai, store.clone(), lanes)
             .await
             .context("setting up the AI providers")?;
         let egress = Arc::new(EgressPolicy::new(config.egress_allow_cidrs.clone()));
@@ -276,7 +282,18 @@ impl App {
         let api_router = crate::api::router_with_pages(state.clone(), crate::console::router());
         let token = stop_listeners.clone();
         let header_timeout = state.config.request_header_timeout;
-        let api = tasks.spawn(serve_api(api_listener, api_router, header_timeout, token));
+        let mut api = match state.config.api_threads {
+            0 => {
+                Api::Shared(tasks.spawn(serve_api(api_listener, api_router, header_timeout, token)))
+            }
+            count => Api::Threads(ApiThreads::start(
+                count,
+                api_listener,
+                api_router,
+                header_timeout,
+                token,
+            )?),
+        };
         // Task workers, reaper, scheduler: they stop claiming at once on shutdown and
         // get the same grace period as requests (see `orchestrator`).
         let workers = crate::orchestrator::Workers::start(&state, &tasks);
@@ -320,10 +337,9 @@ impl App {
         let left = grace
             .saturating_sub(started.elapsed())
             .max(Duration::from_secs(1));
-        match tokio::time::timeout(left, api).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::error!(error = %e, "API listener failed"),
-            Ok(Err(e)) => tracing::error!(error = %e, "API listener task failed"),
+        match tokio::time::timeout(left, api.served()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = format!("{e:#}"), "API serving failed"),
             Err(_) => tracing::warn!("connections still open after the grace period; closing"),
         }
         stop_writer.cancel();
@@ -331,8 +347,33 @@ impl App {
         state.mcp.shutdown(Duration::from_secs(5)).await;
         flush_key_usage(&state).await;
         state.store.close().await;
+        // Last: connections opened on the API threads belong to their event loops.
+        if let Api::Threads(threads) = api {
+            threads.finish().await;
+        }
         tracing::info!("shutdown complete");
         Ok(())
+    }
+}
+
+/// Where the API is served.
+enum Api {
+    /// On the shared runtime (`API_THREADS=0`).
+    Shared(tokio::task::JoinHandle<std::io::Result<()>>),
+    /// On threads of its own.
+    Threads(ApiThreads),
+}
+
+impl Api {
+    /// Resolves when the API has stopped serving.
+    async fn served(&mut self) -> anyhow::Result<()> {
+        match self {
+            Api::Shared(task) => match task.await {
+                Ok(served) => served.context("API listener failed"),
+                Err(e) => Err(anyhow::anyhow!("API listener task failed: {e}")),
+            },
+            Api::Threads(threads) => threads.served().await,
+        }
     }
 }
 
@@ -368,19 +409,25 @@ async fn serve_api(
     header_timeout: Duration,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto::Builder;
-    use hyper_util::service::TowerToHyperService;
+    let connections = Connections::new(router, header_timeout, stop.clone());
+    accept_until(listener, &stop, |stream, peer| {
+        connections.reserve();
+        connections.serve(stream, peer);
+    })
+    .await;
+    connections.drain().await;
+    Ok(())
+}
 
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
-    let builder = Arc::new(builder);
-    let connections = TaskTracker::new();
+/// Accepts connections on `listener` until `stop` is cancelled, handing each (with
+/// `TCP_NODELAY` set) to `each`; the listener is closed when it returns.
+async fn accept_until(
+    listener: TcpListener,
+    stop: &CancellationToken,
+    mut each: impl FnMut(tokio::net::TcpStream, SocketAddr),
+) {
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -390,10 +437,72 @@ async fn serve_api(
                     continue;
                 }
             },
-            _ = stop.cancelled() => break,
+            () = stop.cancelled() => break,
         };
-        let (stream, peer) = stream;
         let _ = stream.set_nodelay(true);
+        each(stream, peer);
+    }
+}
+
+/// The API's connections on one runtime: each served on a task of the runtime that
+/// calls [`Connections::serve`], with the header-read deadline, the peer address in every
+/// request, and a graceful end on `stop`. Clones share the count of open connections.
+#[derive(Clone)]
+struct Connections {
+    builder: Arc<hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>>,
+    router: axum::Router,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+    /// Connections reserved for or served by this runtime and not yet closed.
+    open: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Connections {
+    fn new(router: axum::Router, header_timeout: Duration, stop: CancellationToken) -> Self {
+        use hyper_util::rt::{TokioExecutor, TokioTimer};
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout);
+        Connections {
+            builder: Arc::new(builder),
+            router,
+            stop,
+            tracker: TaskTracker::new(),
+            open: Arc::default(),
+        }
+    }
+
+    /// Open connections, counting those reserved but not yet served.
+    fn open(&self) -> usize {
+        self.open.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts a connection about to be handed to [`Connections::serve`] (or dropped with
+    /// [`Connections::unreserve`]).
+    fn reserve(&self) {
+        self.open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Takes back a reservation whose connection was not served.
+    fn unreserve(&self) {
+        self.open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Serves `stream` (reserved) on a task of the current runtime until it closes.
+    fn serve(&self, stream: tokio::net::TcpStream, peer: SocketAddr) {
+        use hyper_util::rt::TokioIo;
+        use hyper_util::service::TowerToHyperService;
+
+        /// Ends the reservation when the connection's task ends, however it ends.
+        struct Closed(Arc<std::sync::atomic::AtomicUsize>);
+        impl Drop for Closed {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let closed = Closed(self.open.clone());
         // Every request knows the address it came from (failed-authentication limits).
         let service = TowerToHyperService::new(
             tower::ServiceBuilder::new()
@@ -402,11 +511,12 @@ async fn serve_api(
                         .insert(axum::extract::ConnectInfo(peer));
                     req
                 })
-                .service(router.clone()),
+                .service(self.router.clone()),
         );
-        let builder = builder.clone();
-        let stop = stop.clone();
-        connections.spawn(async move {
+        let builder = self.builder.clone();
+        let stop = self.stop.clone();
+        self.tracker.spawn(async move {
+            let _closed = closed;
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::pin!(conn);
             tokio::select! {
@@ -416,15 +526,17 @@ async fn serve_api(
                     }
                     return;
                 }
-                _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+                () = stop.cancelled() => conn.as_mut().graceful_shutdown(),
             }
             let _ = conn.await;
         });
     }
-    drop(listener);
-    connections.close();
-    connections.wait().await;
-    Ok(())
+
+    /// Waits until every connection served here has closed (call after the last serve).
+    async fn drain(&self) {
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is called, not

@@ -66,7 +66,7 @@ impl Vendor {
             &format!("{}/v1", self.base),
             Secret::new(key),
             None,
-            digital_employee::ai::client::VendorClient::new(&Default::default()).unwrap(),
+            digital_employee::ai::client::VendorClient::new(&Default::default(), 1).unwrap(),
         ))
     }
 
@@ -75,7 +75,7 @@ impl Vendor {
             "anthropic",
             &self.base,
             Secret::new(KEY),
-            digital_employee::ai::client::VendorClient::new(&Default::default()).unwrap(),
+            digital_employee::ai::client::VendorClient::new(&Default::default(), 1).unwrap(),
         ))
     }
 }

@@ -72,7 +72,8 @@ impl Fake {
     }
 
     fn providers(&self) -> Vec<Arc<dyn Provider>> {
-        let client = digital_employee::ai::client::VendorClient::new(&Default::default()).unwrap();
+        let client =
+            digital_employee::ai::client::VendorClient::new(&Default::default(), 1).unwrap();
         vec![
             Arc::new(OpenAiProvider::new(
                 "openai",

@@ -74,7 +74,7 @@ async fn vendor_calls_go_through_the_proxy_the_environment_names() {
                 &format!("{vendor}/v1"),
                 Secret::new(KEY),
                 None,
-                VendorClient::new(&settings).unwrap(),
+                VendorClient::new(&settings, 1).unwrap(),
             );
             provider
                 .chat(&ChatRequest::new(
@@ -120,10 +120,13 @@ async fn vendor_calls_go_through_the_proxy_the_environment_names() {
     assert_eq!(forwarded.load(Ordering::SeqCst), 1);
 
     // A proxy URL that does not parse is refused by name, its value not repeated.
-    let err = VendorClient::new(&VendorProxy {
-        https: Some(Secret::new("http://user:s3cret@[::1")),
-        ..Default::default()
-    })
+    let err = VendorClient::new(
+        &VendorProxy {
+            https: Some(Secret::new("http://user:s3cret@[::1")),
+            ..Default::default()
+        },
+        1,
+    )
     .err()
     .expect("a malformed proxy URL is refused");
     let text = format!("{err:#}");

@@ -134,23 +134,25 @@ impl Writer {
                     if n == 0 {
                         break;
                     }
-                    if buf.len() < BATCH {
-                        let until = tokio::time::Instant::now() + LINGER;
-                        while buf.len() < BATCH {
-                            let room = BATCH - buf.len();
-                            tokio::select! {
-                                got = self.rx.recv_many(&mut buf, room) => {
-                                    if got == 0 { break; }
-                                }
-                                _ = tokio::time::sleep_until(until) => break,
-                                _ = stop.cancelled() => break,
-                            }
-                        }
-                    }
-                    self.flush(&mut buf).await;
                 }
-                _ = stop.cancelled() => break,
+                () = stop.cancelled() => break,
             }
+            // The rest of a batch is collected once, after the linger, not record by
+            // record: while the writer sleeps, a sender does not wake it, so a steady
+            // trickle of calls costs one wake-up per batch instead of one per call.
+            if buf.len() < BATCH {
+                tokio::select! {
+                    () = tokio::time::sleep(LINGER) => {}
+                    () = stop.cancelled() => {}
+                }
+                while buf.len() < BATCH {
+                    match self.rx.try_recv() {
+                        Ok(record) => buf.push(record),
+                        Err(_) => break,
+                    }
+                }
+            }
+            self.flush(&mut buf).await;
         }
         self.rx.close();
         while self.rx.recv_many(&mut buf, BATCH).await > 0 {

@@ -1,5 +1,11 @@
 //! The HTTP client of vendor calls: hyper's pooled HTTP/1.1 client over rustls (the
-//! platform's certificate verifier), one per process, shared by every provider.
+//! platform's certificate verifier), shared by every provider.
+//!
+//! The client keeps one connection pool per *lane*: lane 0 for the shared runtime (task
+//! workers, and the API when `API_THREADS=0`), one more for each API thread. An API
+//! thread's calls use its own lane ([`use_lane`]), so a vendor connection is opened,
+//! driven and reused on the thread that serves the request: no hand-off to another
+//! thread's event loop and back per call.
 //!
 //! Vendor calls are the gateway's hot path, so they skip the general-purpose client the
 //! tools and webhooks use: a request is built straight from the endpoint's parsed URI and
@@ -11,6 +17,7 @@
 //! When the environment names an HTTP proxy ([`VendorProxy`]), vendor calls go
 //! through the general-purpose client, which speaks to proxies, instead.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -79,16 +86,29 @@ pub type VendorBody = UnsyncBoxBody<Bytes, AiError>;
 /// A vendor answer: status, headers and a body still to be read.
 pub type VendorResponse = Response<VendorBody>;
 
-/// The process's vendor HTTP client; cheap to clone (the pool is shared).
+thread_local! {
+    /// The connection pool this thread's vendor calls use (see the module docs).
+    static LANE: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Makes this thread's vendor calls use the pools of `lane` (an API thread calls it once
+/// at its start; other threads stay on lane 0). A lane past the client's count wraps.
+pub fn use_lane(lane: usize) {
+    LANE.with(|l| l.set(lane));
+}
+
+/// The process's vendor HTTP client; cheap to clone (the pools are shared).
 #[derive(Clone)]
 pub struct VendorClient {
     transport: Transport,
 }
 
+type DirectClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
 #[derive(Clone)]
 enum Transport {
-    /// Straight to the vendor.
-    Direct(Box<Client<HttpsConnector<HttpConnector>, Full<Bytes>>>),
+    /// Straight to the vendor: one client (and so one pool) per lane.
+    Direct(Arc<[DirectClient]>),
     /// Through the proxy the environment names.
     Proxied(reqwest::Client),
 }
@@ -100,8 +120,8 @@ fn broken() -> AiError {
 impl VendorClient {
     /// A client that speaks HTTP and HTTPS (TLS 1.2 and 1.3, certificates checked by
     /// the platform's verifier against the system's roots), through `proxy` when it names
-    /// one.
-    pub fn new(proxy: &VendorProxy) -> anyhow::Result<Self> {
+    /// one, with `lanes` connection pools (at least one; the proxied client keeps one).
+    pub fn new(proxy: &VendorProxy, lanes: usize) -> anyhow::Result<Self> {
         if proxy.any() {
             tracing::info!("vendor calls go through the HTTP proxy the environment names");
             return Ok(Self {
@@ -122,14 +142,18 @@ impl VendorClient {
             .https_or_http()
             .enable_http1()
             .wrap_connector(tcp);
-        let inner = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(IDLE_TIMEOUT)
-            .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
-            .http1_max_buf_size(MAX_BUFFER)
-            .build(https);
+        let clients: Vec<DirectClient> = (0..lanes.max(1))
+            .map(|_| {
+                Client::builder(TokioExecutor::new())
+                    .pool_timer(TokioTimer::new())
+                    .pool_idle_timeout(IDLE_TIMEOUT)
+                    .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
+                    .http1_max_buf_size(MAX_BUFFER)
+                    .build(https.clone())
+            })
+            .collect();
         Ok(Self {
-            transport: Transport::Direct(Box::new(inner)),
+            transport: Transport::Direct(clients.into()),
         })
     }
 
@@ -167,7 +191,8 @@ impl VendorClient {
             headers.insert(name.clone(), value.clone());
         }
         let resp = match &self.transport {
-            Transport::Direct(client) => {
+            Transport::Direct(clients) => {
+                let client = &clients[LANE.with(Cell::get) % clients.len()];
                 let mut req = Request::new(Full::new(Bytes::from(body)));
                 *req.method_mut() = Method::POST;
                 *req.uri_mut() = uri.clone();

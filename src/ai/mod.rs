@@ -33,13 +33,15 @@ pub use router::{AiRouter, CallContext, RouteError, Routed, RouterConfig};
 
 /// Builds the router from configuration: the in-process sandbox always, OpenAI and
 /// Anthropic when keyed (or given a base URL), and every extra provider named in
-/// `AI_PROVIDERS`. Returns the router, the writer that must be run to persist
-/// `ai_calls` and the settler that must be run to settle budget reservations.
+/// `AI_PROVIDERS`; vendor connections are pooled per lane (`lanes`, see [`client`]).
+/// Returns the router, the writer that must be run to persist `ai_calls` and the
+/// settler that must be run to settle budget reservations.
 pub async fn build(
     cfg: &AiConfig,
     store: DynStore,
+    lanes: usize,
 ) -> anyhow::Result<(Arc<AiRouter>, accounting::Writer, budget::Settler)> {
-    let http = client::VendorClient::new(&cfg.vendor_proxy)?;
+    let http = client::VendorClient::new(&cfg.vendor_proxy, lanes)?;
     let mut providers: Vec<Arc<dyn provider::Provider>> = vec![Arc::new(
         sandbox::SandboxProvider::new("sandbox", Arc::new(sandbox::SandboxEngine::default())),
     )];

@@ -103,6 +103,9 @@ const REASONING: &[(&str, f64)] = &[("sandbox-reasoning", 3.0)];
 #[derive(Clone, Debug)]
 pub struct PriceTable {
     entries: HashMap<String, Price>,
+    /// The entries named `provider/model`, by provider then model: looked up per call
+    /// without building the `provider/model` string.
+    qualified: HashMap<String, HashMap<String, Price>>,
 }
 
 impl Default for PriceTable {
@@ -128,7 +131,10 @@ impl Default for PriceTable {
                 )
             })
             .collect();
-        Self { entries }
+        Self {
+            entries,
+            qualified: HashMap::new(),
+        }
     }
 }
 
@@ -137,16 +143,28 @@ impl PriceTable {
     pub fn with_overrides(overrides: HashMap<String, PriceSpec>) -> Self {
         let mut t = Self::default();
         for (k, v) in overrides {
-            t.entries.insert(k, v.into());
+            let price: Price = v.into();
+            if let Some((provider, model)) = k.split_once('/') {
+                t.qualified
+                    .entry(provider.to_string())
+                    .or_default()
+                    .insert(model.to_string(), price);
+            }
+            t.entries.insert(k, price);
         }
         t
+    }
+
+    /// The entry named `provider/model` exactly.
+    fn qualified(&self, provider: &str, model: &str) -> Option<&Price> {
+        self.qualified.get(provider)?.get(model)
     }
 
     /// The price of `provider/model`: exact `provider/model`, exact model, then the
     /// longest known model name that prefixes it (dated snapshots such as
     /// `gpt-4o-2024-08-06` or `claude-sonnet-4-20250514` price as their family).
     pub fn lookup(&self, provider: &str, model: &str) -> Option<Price> {
-        if let Some(p) = self.entries.get(&format!("{provider}/{model}")) {
+        if let Some(p) = self.qualified(provider, model) {
             return Some(*p);
         }
         if let Some(p) = self.entries.get(model) {
@@ -162,8 +180,7 @@ impl PriceTable {
     /// Whether the table names this model itself (`provider/model` or `model`), not by
     /// prefix: the test for a model name fit to be a metric label.
     pub fn names(&self, provider: &str, model: &str) -> bool {
-        self.entries.contains_key(model)
-            || self.entries.contains_key(&format!("{provider}/{model}"))
+        self.entries.contains_key(model) || self.qualified(provider, model).is_some()
     }
 
     /// Every name the table holds (`model` or `provider/model`), sorted.
@@ -277,5 +294,35 @@ mod tests {
         )]));
         assert_eq!(o.context_window("local", "llama3"), Some(8192));
         assert_eq!(o.lookup("other", "llama3"), None);
+        assert!(o.names("local", "llama3"));
+        assert!(!o.names("other", "llama3"));
+    }
+
+    #[test]
+    fn a_qualified_entry_may_name_a_model_with_slashes() {
+        let spec = |input| PriceSpec {
+            input,
+            output: 0.0,
+            cached_input: None,
+            cache_write: None,
+            reasoning: None,
+            context_window: None,
+        };
+        let t = PriceTable::with_overrides(HashMap::from([
+            ("together/meta-llama/Llama-3".to_string(), spec(1.0)),
+            ("meta-llama/Llama-3-8B".to_string(), spec(2.0)),
+        ]));
+        assert_eq!(
+            t.lookup("together", "meta-llama/Llama-3").unwrap().input,
+            1000
+        );
+        assert_eq!(t.lookup("other", "meta-llama/Llama-3"), None);
+        // Named by model alone, it prices on every provider; by `provider/model` too.
+        assert_eq!(
+            t.lookup("groq", "meta-llama/Llama-3-8B").unwrap().input,
+            2000
+        );
+        assert_eq!(t.lookup("meta-llama", "Llama-3-8B").unwrap().input, 2000);
+        assert!(t.names("together", "meta-llama/Llama-3"));
     }
 }

@@ -59,6 +59,7 @@
 //! | `EGRESS_ALLOW_CIDRS` | empty | comma-separated ranges (`127.0.0.1/32,10.20.0.0/16`) that webhook tools, completion callbacks and `http_request` may reach although the egress policy refuses internal addresses |
 //! | `REQUEST_HEADER_TIMEOUT` | `10` | seconds a client gets to send the request headers |
 //! | `REQUEST_BODY_TIMEOUT` | `30` | seconds a client gets to send the request body |
+//! | `API_THREADS` | the CPUs | threads that serve the API, each with its own event loop and vendor connections (`0` = serve it on the runtime the workers share) |
 //! | `BACKUP_DIR` | `./backups` | where `digital-employee backup` writes `db_backup_*` files and `backup.log` |
 //! | `RETENTION_DAYS` | `7` | backups older than this many days are deleted after a backup (`0` keeps all) |
 //! | `AWS_S3_BUCKET` | unset | when set, each backup is also uploaded with the `aws` CLI to `s3://BUCKET/backups/` |
@@ -301,6 +302,9 @@ pub struct Config {
     /// `REQUEST_BODY_TIMEOUT`.
     #[serde(serialize_with = "ser_secs")]
     pub request_body_timeout: Duration,
+    /// `API_THREADS`: threads that serve the API, each with its own event loop and vendor
+    /// connections; `0` serves it on the shared runtime.
+    pub api_threads: usize,
     /// The AI Service Layer's settings.
     pub ai: AiConfig,
     /// The Task Orchestrator's and Agent Runtime's settings.
@@ -337,6 +341,7 @@ impl Config {
             shutdown_drain_delay,
             request_header_timeout,
             request_body_timeout,
+            api_threads,
         } = ServerSettings::from_lookup(&get)?;
         let TelemetrySettings {
             log_level,
@@ -418,6 +423,7 @@ impl Config {
             egress_allow_cidrs,
             request_header_timeout,
             request_body_timeout,
+            api_threads,
             ai,
             tasks,
             console,
@@ -495,6 +501,18 @@ mod tests {
         assert!(c.cors_allowed_origins.is_empty());
         assert!(c.redact_extra_patterns.is_empty());
         assert_eq!(c.request_header_timeout, Duration::from_secs(10));
+        assert_eq!(c.api_threads, cpus());
+    }
+
+    #[test]
+    fn api_threads_takes_zero_to_256() {
+        assert_eq!(cfg(&[("API_THREADS", "0")]).unwrap().api_threads, 0);
+        assert_eq!(cfg(&[("API_THREADS", "3")]).unwrap().api_threads, 3);
+        for bad in ["-1", "257", "two"] {
+            let e = cfg(&[("API_THREADS", bad)]).unwrap_err();
+            assert_eq!(e.var, "API_THREADS", "{bad}");
+            assert!(e.to_string().contains("0 to 256"), "{e}");
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The deployment profile and the listeners: bind address, ports, the largest request
-//! body, request read timeouts and graceful shutdown.
+//! body, request read timeouts, the API's threads and graceful shutdown.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -53,11 +53,15 @@ pub(super) struct ServerSettings {
     pub(super) shutdown_drain_delay: Duration,
     pub(super) request_header_timeout: Duration,
     pub(super) request_body_timeout: Duration,
+    pub(super) api_threads: usize,
 }
+
+/// The most API threads `API_THREADS` may ask for (a typo guard, not a tuning limit).
+const MAX_API_THREADS: usize = 256;
 
 impl ServerSettings {
     /// `HOST`, `PORT`, `PROMETHEUS_METRICS_PORT`, `MAX_BODY_BYTES`, `SHUTDOWN_*` and
-    /// `REQUEST_*_TIMEOUT`.
+    /// `REQUEST_*_TIMEOUT` and `API_THREADS`.
     pub(super) fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let host = parse(get, "HOST", "0.0.0.0", "an IP address such as 0.0.0.0")?;
         let port = parse(get, "PORT", "8000", "a TCP port number (0-65535)")?;
@@ -80,6 +84,15 @@ impl ServerSettings {
                 expected: "a positive number of bytes",
             });
         }
+        const THREADS: &str = "a number of threads from 0 to 256 (0 = the shared runtime)";
+        let api_threads: usize = parse(get, "API_THREADS", &super::cpus().to_string(), THREADS)?;
+        if api_threads > MAX_API_THREADS {
+            return Err(ConfigError {
+                var: "API_THREADS",
+                value: api_threads.to_string(),
+                expected: THREADS,
+            });
+        }
         Ok(Self {
             host,
             port,
@@ -89,6 +102,7 @@ impl ServerSettings {
             shutdown_drain_delay: secs(get, "SHUTDOWN_DRAIN_DELAY", "1")?,
             request_header_timeout: positive_secs(get, "REQUEST_HEADER_TIMEOUT", "10")?,
             request_body_timeout: positive_secs(get, "REQUEST_BODY_TIMEOUT", "30")?,
+            api_threads,
         })
     }
 }
