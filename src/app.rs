@@ -359,7 +359,7 @@ impl App {
 /// Where the API is served.
 enum Api {
     /// On the shared runtime (`API_THREADS=0`).
-    Shared(tokio::task::JoinHandle<std::io::Result<()>>),
+    Shared(tokio::task::JoinHandle<()>),
     /// On threads of its own.
     Threads(ApiThreads),
 }
@@ -368,10 +368,9 @@ impl Api {
     /// Resolves when the API has stopped serving.
     async fn served(&mut self) -> anyhow::Result<()> {
         match self {
-            Api::Shared(task) => match task.await {
-                Ok(served) => served.context("API listener failed"),
-                Err(e) => Err(anyhow::anyhow!("API listener task failed: {e}")),
-            },
+            Api::Shared(task) => task
+                .await
+                .map_err(|e| anyhow::anyhow!("API listener task failed: {e}")),
             Api::Threads(threads) => threads.served().await,
         }
     }
@@ -408,7 +407,7 @@ async fn serve_api(
     router: axum::Router,
     header_timeout: Duration,
     stop: CancellationToken,
-) -> std::io::Result<()> {
+) {
     let connections = Connections::new(router, header_timeout, stop.clone());
     accept_until(listener, &stop, |stream, peer| {
         connections.reserve();
@@ -416,7 +415,6 @@ async fn serve_api(
     })
     .await;
     connections.drain().await;
-    Ok(())
 }
 
 /// Accepts connections on `listener` until `stop` is cancelled, handing each (with

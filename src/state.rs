@@ -100,6 +100,9 @@ pub struct Lifecycle {
     draining: AtomicBool,
     in_flight: AtomicUsize,
     idle: Notify,
+    /// The `http_requests_in_flight` gauge, looked up once (at the first request, when
+    /// the recorder is installed) instead of twice per request.
+    gauge: std::sync::OnceLock<metrics::Gauge>,
 }
 
 impl Lifecycle {
@@ -118,8 +121,13 @@ impl Lifecycle {
     /// Counts a request until the guard drops.
     pub fn track(self: &Arc<Self>) -> InFlightGuard {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
-        metrics::gauge!(telemetry::metrics::HTTP_REQUESTS_IN_FLIGHT).increment(1.0);
+        self.gauge().increment(1.0);
         InFlightGuard(self.clone())
+    }
+
+    fn gauge(&self) -> &metrics::Gauge {
+        self.gauge
+            .get_or_init(|| metrics::gauge!(telemetry::metrics::HTTP_REQUESTS_IN_FLIGHT))
     }
 
     /// Waits until no request is in flight.
@@ -139,7 +147,7 @@ pub struct InFlightGuard(Arc<Lifecycle>);
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        metrics::gauge!(telemetry::metrics::HTTP_REQUESTS_IN_FLIGHT).decrement(1.0);
+        self.0.gauge().decrement(1.0);
         if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.0.idle.notify_waiters();
         }
