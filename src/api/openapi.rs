@@ -296,10 +296,11 @@ fn statuses(path: &str, op: &utoipa::openapi::path::Operation) -> Vec<&'static s
 
 /// A name: letters, digits, `-`, `_`, `.`, starting with a letter or digit, 1–64 long.
 const NAME: &str = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$";
-/// A text holding something other than white space (and, like every text, no NUL). The
-/// information separators U+001C–U+001F count as white space, as they do for the server
-/// (`orchestrator::is_blank`) and for Python, but not for every regex engine's `\s`.
-const NOT_BLANK: &str = r"^[^\x00]*[^\s\x00\x1c-\x1f][^\x00]*$";
+/// A text holding something other than white space (and, like every text, no NUL).
+/// White space is spelled out as the server counts it (`orchestrator::is_blank`: Unicode
+/// White_Space plus the information separators U+001C–U+001F), not as `\s`, which differs
+/// between regex engines (ECMAScript's leaves out U+0085 and adds U+FEFF).
+const NOT_BLANK: &str = r"^[^\x00]*[^\x00\x09-\x0d\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$";
 /// Any text without the NUL character, which the API refuses everywhere.
 const NO_NUL: &str = r"^[^\x00]*$";
 /// An instant both stores keep (years 1971–9998, so no offset moves it out of range),
@@ -834,4 +835,35 @@ pub fn docs_router(providers: &[String]) -> Router<AppState> {
             async move { axum::Json(doc.as_ref().clone()) }
         }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NOT_BLANK;
+
+    #[test]
+    fn the_not_blank_pattern_agrees_with_the_server() {
+        let re = regex::Regex::new(NOT_BLANK).unwrap();
+        let texts = [
+            "a",
+            " a ",
+            "\u{85}",
+            "\u{feff}",
+            "\u{1c}",
+            "\u{3000}",
+            "\u{a0}x",
+            "\t\n",
+            " ",
+            "\u{2000}\u{200a}",
+            "\u{200b}",
+            "é",
+        ];
+        for text in texts {
+            assert_eq!(
+                re.is_match(text),
+                !crate::orchestrator::is_blank(text),
+                "{text:?}"
+            );
+        }
+    }
 }
