@@ -205,6 +205,15 @@ pub fn usd(nanos: i64) -> f64 {
     nanos as f64 / 1e9
 }
 
+/// Nano-dollars as exact dollars with nine decimals (`1500` → `0.000001500`), from the
+/// integer: no floating point, so exact at any size.
+pub fn usd_text(nanos: i64) -> String {
+    const NANOS_PER_USD: u64 = 1_000_000_000;
+    let sign = if nanos < 0 { "-" } else { "" };
+    let n = nanos.unsigned_abs();
+    format!("{sign}{}.{:09}", n / NANOS_PER_USD, n % NANOS_PER_USD)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,6 +305,22 @@ mod tests {
         assert_eq!(o.lookup("other", "llama3"), None);
         assert!(o.names("local", "llama3"));
         assert!(!o.names("other", "llama3"));
+    }
+
+    #[test]
+    fn dollars_are_exact() {
+        assert_eq!(usd_text(0), "0.000000000");
+        assert_eq!(usd_text(1_500), "0.000001500");
+        assert_eq!(usd_text(750_000_000), "0.750000000");
+        assert_eq!(usd_text(1_000_000_001), "1.000000001");
+        assert_eq!(usd_text(12_345_678_901), "12.345678901");
+        assert_eq!(usd_text(-5), "-0.000000005");
+        assert_eq!(usd_text(-2_000_000_001), "-2.000000001");
+        assert_eq!(usd_text(i64::MAX), "9223372036.854775807");
+        // What float formatting gives, where a float holds the amount exactly enough.
+        for n in [1_i64, 999, 123_456_789, 1_000_000_000, 987_654_321_012] {
+            assert_eq!(usd_text(n), format!("{:.9}", usd(n)), "{n}");
+        }
     }
 
     #[test]

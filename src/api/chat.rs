@@ -248,22 +248,14 @@ pub fn decorate(
         h.insert("x-de-model", v);
     }
     if let Some(c) = cost
-        && let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(usd_text(c)))
+        && let Ok(v) =
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(crate::ai::pricing::usd_text(c)))
     {
         h.insert("x-de-cost-usd", v);
     }
     if cache_hit {
         h.insert("x-de-cache", HeaderValue::from_static("hit"));
     }
-}
-
-/// Nano-dollars as US dollars with nine decimals (`1500` → `0.000001500`), from the
-/// integer: exact at any size, and no float formatting per response.
-fn usd_text(nanos: i64) -> String {
-    const NANOS_PER_USD: u64 = 1_000_000_000;
-    let sign = if nanos < 0 { "-" } else { "" };
-    let n = nanos.unsigned_abs();
-    format!("{sign}{}.{:09}", n / NANOS_PER_USD, n % NANOS_PER_USD)
 }
 
 /// Maps "every candidate failed" to the status that says most about why.
@@ -293,23 +285,5 @@ pub fn upstream(e: RouteError) -> ApiError {
         status,
         message: e.to_string(),
         attempts: e.attempts,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::usd_text;
-
-    #[test]
-    fn cost_header_text_is_the_nine_decimal_dollar_amount() {
-        assert_eq!(usd_text(0), "0.000000000");
-        assert_eq!(usd_text(1_500), "0.000001500");
-        assert_eq!(usd_text(750_000_000), "0.750000000");
-        assert_eq!(usd_text(12_345_678_901), "12.345678901");
-        assert_eq!(usd_text(-2_000_000_001), "-2.000000001");
-        // What the float formatting gave, where a float holds the amount exactly enough.
-        for n in [1_i64, 999, 123_456_789, 1_000_000_000, 987_654_321_012] {
-            assert_eq!(usd_text(n), format!("{:.9}", n as f64 / 1e9), "{n}");
-        }
     }
 }

@@ -88,13 +88,6 @@ fn key_name(g: GroupBy) -> &'static str {
     }
 }
 
-/// Exact dollars from nano-dollars, nine decimals, no floating point.
-pub fn usd(nanos: i64) -> String {
-    let sign = if nanos < 0 { "-" } else { "" };
-    let n = nanos.unsigned_abs();
-    format!("{sign}{}.{:09}", n / 1_000_000_000, n % 1_000_000_000)
-}
-
 const COLUMNS: [&str; 12] = [
     "requests",
     "successes",
@@ -122,7 +115,7 @@ fn cells(s: &UsageSums) -> [String; 12] {
         s.cached_tokens.to_string(),
         s.cache_write_tokens.to_string(),
         s.reasoning_tokens.to_string(),
-        usd(s.cost_nanos),
+        crate::ai::pricing::usd_text(s.cost_nanos),
         s.cost_nanos.to_string(),
     ]
 }
@@ -229,14 +222,6 @@ mod tests {
                 },
             ],
         )
-    }
-
-    #[test]
-    fn dollars_are_exact() {
-        assert_eq!(usd(0), "0.000000000");
-        assert_eq!(usd(1_000_000_001), "1.000000001");
-        assert_eq!(usd(-5), "-0.000000005");
-        assert_eq!(usd(i64::MAX), "9223372036.854775807");
     }
 
     #[test]
