@@ -14,6 +14,7 @@ use super::client::{self, Endpoint, VendorClient, VendorResponse};
 use super::error::{AiError, ErrorKind, RequestError};
 use super::provider::{EventStream, Provider};
 use super::sse::{self, Step};
+use super::text_or_list::text_or_list;
 use super::types::*;
 use crate::config::Secret;
 
@@ -58,12 +59,13 @@ pub struct AnRequest {
     pub output_format: Option<Value>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum AnSystem {
     Text(String),
     Blocks(Vec<AnBlock>),
 }
+text_or_list!(AnSystem, Text, Blocks, AnBlock);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AnMessage {
@@ -71,12 +73,13 @@ pub struct AnMessage {
     pub content: AnContent,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum AnContent {
     Text(String),
     Blocks(Vec<AnBlock>),
 }
+text_or_list!(AnContent, Text, Blocks, AnBlock);
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -22,6 +22,7 @@ pub mod sandbox;
 pub mod sandbox_server;
 mod spans;
 pub mod sse;
+pub mod text_or_list;
 pub mod types;
 
 use std::sync::Arc;

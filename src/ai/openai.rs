@@ -12,6 +12,7 @@ use super::client::{self, Endpoint, VendorClient, VendorResponse};
 use super::error::{AiError, ErrorKind, RequestError};
 use super::provider::{EventStream, Provider};
 use super::sse::{self, Step};
+use super::text_or_list::text_or_list;
 use super::types::*;
 use crate::config::Secret;
 
@@ -53,12 +54,13 @@ pub struct OaRequest {
     pub extra: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum OaStop {
     One(String),
     Many(Vec<String>),
 }
+text_or_list!(OaStop, One, Many, String);
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct OaStreamOptions {
@@ -79,12 +81,13 @@ pub struct OaMessage {
     pub name: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum OaContent {
     Text(String),
     Parts(Vec<OaPart>),
 }
+text_or_list!(OaContent, Text, Parts, OaPart);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OaPart {

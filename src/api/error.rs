@@ -13,15 +13,12 @@ use utoipa::ToSchema;
 use crate::orchestrator::SubmitError;
 use crate::store::StoreError;
 
-tokio::task_local! {
-    /// The id of the request being served; set by the request middleware so that any
-    /// error built while serving it can name it.
-    pub static REQUEST_ID: String;
-}
-
-/// The id of the current request, or an empty string outside a request.
+/// The id of the current request (set by the request middleware, see
+/// [`crate::telemetry::logging::REQUEST`]), or an empty string outside a request.
 pub fn current_request_id() -> String {
-    REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
+    crate::telemetry::logging::REQUEST
+        .try_with(|r| r.id().to_owned())
+        .unwrap_or_default()
 }
 
 /// Body of every error response.

@@ -39,6 +39,13 @@ pub const NUL_MESSAGE: &str = "must not contain the NUL character (U+0000)";
 /// Parses JSON, classifying syntax errors (400) apart from shape errors (422). Text
 /// holding the NUL character, anywhere in the document, is a 422 naming its field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // The path of a failure is tracked only when there is one: a body that parses is read
+    // once, without the tracking; one that does not is read again to name the field.
+    match serde_json::from_slice::<T>(bytes) {
+        Ok(_) if has_escaped_nul(bytes) => return Err(nul_error(bytes)),
+        Ok(v) => return Ok(v),
+        Err(_) => {}
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     match serde_path_to_error::deserialize::<_, T>(de) {
         Ok(_) if has_escaped_nul(bytes) => Err(nul_error(bytes)),

@@ -46,9 +46,10 @@ use tracing::Instrument;
 use crate::auth::{AuthError, Principal};
 use crate::config::Secret;
 use crate::state::AppState;
+use crate::telemetry::logging::{REQUEST, RequestScope};
 use crate::telemetry::metrics as m;
 use crate::telemetry::traces;
-use error::{ApiError, REQUEST_ID};
+use error::ApiError;
 
 /// Paths served without credentials. Everything else requires a key.
 pub const PUBLIC_PATHS: &[&str] = &["/health", "/ready", "/openapi.json", "/docs"];
@@ -220,6 +221,9 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// Request id, in-flight tracking, access log and HTTP metrics.
+///
+/// The request id reaches log lines and errors through the [`REQUEST`] task-local. A
+/// span per request is opened only when traces are exported (it is the server span).
 async fn request_context(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id = req
@@ -229,54 +233,66 @@ async fn request_context(State(state): State<AppState>, req: Request, next: Next
         .filter(|v| valid_request_id(v))
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let endpoint = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| m::UNMATCHED_ENDPOINT.to_owned());
+    let header = HeaderValue::from_str(&request_id).ok();
+    let scope = RequestScope::new(request_id);
+    REQUEST
+        .scope(scope, async move {
+            let method = req.method().clone();
+            let path = req.uri().path().to_owned();
+            let endpoint = req
+                .extensions()
+                .get::<MatchedPath>()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_else(|| m::UNMATCHED_ENDPOINT.to_owned());
+            let span =
+                traces::enabled().then(|| request_span(&method, &endpoint, &path, req.headers()));
+            let mut resp = match &span {
+                Some(span) => next.run(req).instrument(span.clone()).await,
+                None => next.run(req).await,
+            };
 
-    let span = request_span(&request_id, &method, &endpoint, &path, req.headers());
-    let mut resp = REQUEST_ID
-        .scope(request_id.clone(), next.run(req).instrument(span.clone()))
-        .await;
-
-    let elapsed = started.elapsed().as_secs_f64();
-    let status = resp.status().as_u16();
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert(X_REQUEST_ID.clone(), v);
-    }
-    if traces::enabled() {
-        span.record("http.response.status_code", status);
-        if status >= 500 {
-            span.record("otel.status_code", "error");
-        }
-        // The server span's context: a caller links its own span to ours with it.
-        if let Some(v) = traces::traceparent_of(&span).and_then(|t| HeaderValue::from_str(&t).ok())
-        {
-            resp.headers_mut().insert(traces::TRACEPARENT, v);
-        }
-    }
-    // While draining, every connection closes after its response, so a proxy never reuses
-    // one that the shutdown is about to cut.
-    if state.lifecycle.is_draining() {
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    let (requests, duration) = http_metrics(&method, &endpoint, status);
-    requests.increment(1);
-    duration.record(elapsed);
-    span.in_scope(|| {
-        tracing::info!(
-            method = %method,
-            path = %path,
-            status_code = status,
-            response_time = elapsed,
-            "request completed"
-        );
-    });
-    resp
+            let elapsed = started.elapsed().as_secs_f64();
+            let status = resp.status().as_u16();
+            if let Some(v) = header {
+                resp.headers_mut().insert(X_REQUEST_ID.clone(), v);
+            }
+            if let Some(span) = &span {
+                span.record("http.response.status_code", status);
+                if status >= 500 {
+                    span.record("otel.status_code", "error");
+                }
+                // The server span's context: a caller links its own span to ours with it.
+                if let Some(v) =
+                    traces::traceparent_of(span).and_then(|t| HeaderValue::from_str(&t).ok())
+                {
+                    resp.headers_mut().insert(traces::TRACEPARENT, v);
+                }
+            }
+            // While draining, every connection closes after its response, so a proxy never
+            // reuses one that the shutdown is about to cut.
+            if state.lifecycle.is_draining() {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            let (requests, duration) = http_metrics(&method, &endpoint, status);
+            requests.increment(1);
+            duration.record(elapsed);
+            let log = || {
+                tracing::info!(
+                    method = method.as_str(),
+                    path = %path,
+                    status_code = status,
+                    response_time = elapsed,
+                    "request completed"
+                );
+            };
+            match &span {
+                Some(span) => span.in_scope(log),
+                None => log(),
+            }
+            resp
+        })
+        .await
 }
 
 /// Handles of the HTTP metrics of one route, by method and status.
@@ -324,22 +340,17 @@ fn http_metrics(
         })
 }
 
-/// The span of one request: with tracing on, an HTTP server span named after the route
-/// template and continuing the caller's `traceparent`; otherwise just the request id
-/// every log line of the request carries.
+/// The span of one request when traces are exported: an HTTP server span named after
+/// the route template, continuing the caller's `traceparent`.
 fn request_span(
-    request_id: &str,
     method: &axum::http::Method,
     endpoint: &str,
     path: &str,
     headers: &axum::http::HeaderMap,
 ) -> tracing::Span {
-    if !traces::enabled() {
-        return tracing::info_span!("request", request_id = %request_id);
-    }
     let span = tracing::info_span!(
         "request",
-        request_id = %request_id,
+        request_id = %error::current_request_id(),
         otel.name = %format!("{method} {endpoint}"),
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,

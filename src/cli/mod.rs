@@ -100,14 +100,19 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Usage(args) => usage::run(args, config).await,
         }
     });
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "command failed");
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // What the runtime's tasks log as they are dropped, then the lines still buffered
+    // (see telemetry::log_sink).
+    drop(runtime);
+    crate::telemetry::log_sink::flush();
+    code
 }
 
 #[cfg(test)]

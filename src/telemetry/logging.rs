@@ -1,8 +1,8 @@
 //! JSON-lines logging.
 //!
 //! Each line is one JSON object: `timestamp` (RFC 3339, UTC), `level`, `message`,
-//! `target`, then the fields of the enclosing spans (so `request_id` appears on every
-//! line logged while serving a request), then the event's own fields. The log analyzer
+//! `target`, then the fields of the enclosing spans, then `request_id` on every line
+//! logged while serving a request ([`REQUEST`]), then the event's own fields. The log analyzer
 //! reads exactly these names. A name appears once: an event's field wins over a span's,
 //! an inner span's over an outer's, and a field may not take one of the line's own keys.
 //! Lines are written straight from the fields into a reused buffer, without an
@@ -22,7 +22,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-/// Installs the global JSON logger on stdout. `level` is a tracing filter such as
+/// Installs the global JSON logger on stdout (buffered: [`super::log_sink`]). `level` is a tracing filter such as
 /// `info`; noisy dependencies are held at `warn` unless the filter names them.
 /// Calling it twice is harmless (the first logger stays).
 pub fn init(level: &str) {
@@ -53,9 +53,44 @@ pub fn init_with_traces(level: &str, tracer: Option<opentelemetry_sdk::trace::Sd
     });
     let _ = tracing_subscriber::registry()
         .with(filter)
-        .with(JsonLayer::new(std::io::stdout))
+        .with(JsonLayer::new(super::log_sink::Buffered::stdout()))
         .with(otel)
         .try_init();
+    // A panicking thread's last lines are written before the panic's own report.
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            super::log_sink::flush();
+            previous(info);
+        }));
+    });
+}
+
+tokio::task_local! {
+    /// The request being served: set by the API's request middleware around the
+    /// request's future, so every line logged while serving it carries its
+    /// `request_id` (without a span per request, see [`JsonLayer`]) and every error
+    /// built for it can name it.
+    pub static REQUEST: RequestScope;
+}
+
+/// A request's id, and the id as log lines print it (redacted, as every logged string).
+pub struct RequestScope {
+    id: String,
+    logged: String,
+}
+
+impl RequestScope {
+    pub fn new(id: String) -> Self {
+        let logged = redacted(id.clone());
+        Self { id, logged }
+    }
+
+    /// The id as the caller sent it or as it was minted.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
 }
 
 /// Span fields that are trace attributes only.
@@ -266,6 +301,14 @@ where
                     }
                 }
             }
+            // The request being served, as if from an outermost span: a span's or the
+            // event's own `request_id` wins.
+            if !written.contains(&"request_id") && !own.iter().any(|(k, _)| *k == "request_id") {
+                let _ = REQUEST.try_with(|r| {
+                    key(out, "request_id");
+                    let _ = serde_json::to_writer(&mut *out, r.logged.as_str());
+                });
+            }
             if let Some((trace_id, span_id)) = &ids {
                 key(out, "trace_id");
                 let _ = serde_json::to_writer(&mut *out, trace_id);
@@ -281,7 +324,7 @@ where
             }
             out.extend_from_slice(b"}\n");
             // One write per line so concurrent lines never interleave.
-            let _ = self.make_writer.make_writer().write_all(out);
+            let _ = self.make_writer.make_writer_for(meta).write_all(out);
         };
         LINE.with(|line| match line.try_borrow_mut() {
             Ok(mut buf) => {
