@@ -6,16 +6,15 @@
 //! answer translated back; streams are re-encoded event by event
 //! (`ai::anthropic::StreamEncoder`). Errors on these paths take Anthropic's shape
 //! (`{"type":"error","error":{"type","message"},"request_id"}`), rewritten from ours by
-//! [`anthropic_errors`] so every failure — auth, rate limit, validation, upstream — gets
+//! [`in_anthropic_shape`] (in the API's guard) so every failure — auth, rate limit, validation, upstream — gets
 //! it. `anthropic-version` is accepted and not required.
 
 use std::convert::Infallible;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -152,7 +151,8 @@ pub async fn count_tokens(
 }
 
 /// Whether `path` is served in Anthropic's error shape.
-fn anthropic_path(path: &str) -> bool {
+/// Whether a request path gets its errors in Anthropic's shape.
+pub fn anthropic_path(path: &str) -> bool {
     path == "/v1/messages" || path.starts_with("/v1/messages/")
 }
 
@@ -173,15 +173,11 @@ fn error_type(status: StatusCode) -> &'static str {
 /// Largest error body rewritten; ours are far smaller.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
-/// Rewrites our error bodies on the Messages paths into Anthropic's shape:
+/// Rewrites our error body of a response on a Messages path into Anthropic's shape:
 /// `{"type":"error","error":{"type","message"},"request_id"}`. A validation error's
 /// field leads its message; 415 and 422 become 400, the status Anthropic uses for every
 /// invalid request. Headers (`Retry-After`, `X-Request-Id`, rate-limit headers) stay.
-pub async fn anthropic_errors(req: Request, next: Next) -> Response {
-    if !anthropic_path(req.uri().path()) {
-        return next.run(req).await;
-    }
-    let resp = next.run(req).await;
+pub async fn in_anthropic_shape(resp: Response) -> Response {
     let status = resp.status();
     if status.is_success() || status.is_informational() || status.is_redirection() {
         return resp;

@@ -75,9 +75,8 @@ pub fn router_with_pages(state: AppState, pages: Router<AppState>) -> Router {
     // request clones the whole chain of boxes beneath the layer it passes (quadratic in
     // the number of calls). So the layers are composed first, with `ServiceBuilder`, and
     // each group is applied in one call: one box per group, cloned once per request.
-    let api_layers = ServiceBuilder::new()
-        .layer(middleware::from_fn(messages::anthropic_errors))
-        .layer(middleware::from_fn_with_state(state.clone(), require_auth));
+    let api_layers =
+        ServiceBuilder::new().layer(middleware::from_fn_with_state(state.clone(), guard));
     // Outermost first. `request_context` needs the matched route (its span and metrics
     // are labelled with the template), so these run once a route has matched.
     let edge_layers = ServiceBuilder::new()
@@ -280,7 +279,7 @@ async fn request_context(State(state): State<AppState>, req: Request, next: Next
             let log = || {
                 tracing::info!(
                     method = method.as_str(),
-                    path = %path,
+                    path = path.as_str(),
                     status_code = status,
                     response_time = elapsed,
                     "request completed"
@@ -371,6 +370,17 @@ fn request_span(
 /// Accepts a caller's request id if it is short printable ASCII; otherwise we mint one.
 fn valid_request_id(v: &str) -> bool {
     !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// The API routes' guard: auth by default ([`require_auth`]), and on the Messages paths
+/// errors in Anthropic's shape ([`messages::in_anthropic_shape`]). One layer, not two:
+/// every layer costs each request a boxed future and a clone of the routes beneath it.
+async fn guard(state: State<AppState>, req: Request, next: Next) -> Response {
+    if messages::anthropic_path(req.uri().path()) {
+        messages::in_anthropic_shape(require_auth(state, req, next).await).await
+    } else {
+        require_auth(state, req, next).await
+    }
 }
 
 /// Auth by default: only [`PUBLIC_PATHS`] pass without a valid key.
