@@ -796,6 +796,23 @@ async fn chat_schedules_tools_keys_tenants_and_usage_pages(backend: Backend) {
     let csv = r.text().await.unwrap();
     assert!(csv.starts_with("employee,employee_name,requests"), "{csv}");
     assert!(csv.contains("\"talker\""), "{csv}");
+    // The cost is exact dollars with nine decimals (from the integer nano-dollars).
+    let row = csv
+        .lines()
+        .find(|l| l.contains("\"talker\""))
+        .unwrap_or_default();
+    let (whole, frac) = row
+        .rsplit(',')
+        .next()
+        .and_then(|c| c.split_once('.'))
+        .unwrap_or_default();
+    assert!(
+        !whole.is_empty()
+            && whole.bytes().all(|b| b.is_ascii_digit())
+            && frac.len() == 9
+            && frac.bytes().all(|b| b.is_ascii_digit()),
+        "{csv}"
+    );
     let (status, _) = b.get("/usage?from=2025-13-01").await;
     assert_eq!(status, 200, "a bad date is reported on the page");
 

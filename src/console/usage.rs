@@ -273,7 +273,7 @@ pub async fn csv(
             .and_then(|id| names.get(&id).cloned())
             .unwrap_or_default();
         out.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{:.9}\n",
+            "{},{},{},{},{},{},{},{},{}\n",
             csv_field(&key),
             csv_field(&name),
             g.requests,
@@ -282,7 +282,8 @@ pub async fn csv(
             g.cache_hits,
             g.input_tokens,
             g.output_tokens,
-            crate::ai::pricing::usd(g.cost_nanos)
+            // Exact, from the integer nano-dollars (a float loses digits past $9M).
+            crate::ai::pricing::usd_text(g.cost_nanos)
         ));
     }
     let filename = format!(
