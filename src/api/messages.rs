@@ -6,8 +6,8 @@
 //! answer translated back; streams are re-encoded event by event
 //! (`ai::anthropic::StreamEncoder`). Errors on these paths take Anthropic's shape
 //! (`{"type":"error","error":{"type","message"},"request_id"}`), rewritten from ours by
-//! [`in_anthropic_shape`] (in the API's guard) so every failure — auth, rate limit, validation, upstream — gets
-//! it. `anthropic-version` is accepted and not required.
+//! [`in_anthropic_shape`] (in the API's guard) so every failure — auth, rate limit,
+//! validation, upstream — gets it. `anthropic-version` is accepted and not required.
 
 use std::convert::Infallible;
 
@@ -151,7 +151,6 @@ pub async fn count_tokens(
 }
 
 /// Whether `path` is served in Anthropic's error shape.
-/// Whether a request path gets its errors in Anthropic's shape.
 pub fn anthropic_path(path: &str) -> bool {
     path == "/v1/messages" || path.starts_with("/v1/messages/")
 }

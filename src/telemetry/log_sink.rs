@@ -224,26 +224,7 @@ impl<'a> MakeWriter<'a> for Buffered {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A shared byte vector as an output.
-    #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Shared {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            lock(&self.0).extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Shared {
-        fn text(&self) -> String {
-            String::from_utf8(lock(&self.0).clone()).unwrap_or_default()
-        }
-    }
+    use crate::telemetry::logging::tests::Buf as Shared;
 
     fn sink(linger: Duration) -> (Arc<Sink>, Shared) {
         let out = Shared::default();

@@ -2,8 +2,8 @@
 //!
 //! Each line is one JSON object: `timestamp` (RFC 3339, UTC), `level`, `message`,
 //! `target`, then the fields of the enclosing spans, then `request_id` on every line
-//! logged while serving a request ([`REQUEST`]), then the event's own fields. The log analyzer
-//! reads exactly these names. A name appears once: an event's field wins over a span's,
+//! logged while serving a request ([`REQUEST`]), then the event's own fields. The log
+//! analyzer reads exactly these names. A name appears once: an event's field wins over a span's,
 //! an inner span's over an outer's, and a field may not take one of the line's own keys.
 //! Lines are written straight from the fields into a reused buffer, without an
 //! intermediate JSON value.
@@ -22,8 +22,9 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-/// Installs the global JSON logger on stdout (buffered: [`super::log_sink`]). `level` is a tracing filter such as
-/// `info`; noisy dependencies are held at `warn` unless the filter names them.
+/// Installs the global JSON logger on stdout (buffered: [`super::log_sink`]). `level` is
+/// a tracing filter such as `info`; noisy dependencies are held at `warn` unless the
+/// filter names them.
 /// Calling it twice is harmless (the first logger stays).
 pub fn init(level: &str) {
     init_with_traces(level, None);
@@ -341,13 +342,14 @@ where
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::Value;
     use std::sync::{Arc, Mutex};
 
+    /// A shared byte vector as an output (also the log sink's tests').
     #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
+    pub(crate) struct Buf(Arc<Mutex<Vec<u8>>>);
 
     impl Write for Buf {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
@@ -356,6 +358,13 @@ mod tests {
         }
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
+        }
+    }
+
+    impl Buf {
+        /// What has been written so far.
+        pub(crate) fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap_or_default()
         }
     }
 
