@@ -7,17 +7,16 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use futures_util::StreamExt;
 use serde_json::json;
 
 use super::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::ApiJson;
+use super::extract::{ApiJson, json_response};
 use crate::ai::budget::Refusal;
 use crate::ai::error::ErrorKind;
 use crate::ai::openai::{self, OaRequest};
@@ -64,7 +63,7 @@ pub async fn completions(
         let routed = state.ai.chat(&chain, &req, ctx).await.map_err(upstream)?;
         let mut wire = openai::response_to_wire(&routed.response, created);
         wire.id = id;
-        let mut resp = Json(wire).into_response();
+        let mut resp = json_response(&wire);
         decorate(
             &mut resp,
             &routed.provider,

@@ -4,14 +4,13 @@
 //! endpoint (the Anthropic format) are skipped as bad requests; the sandbox answers
 //! deterministic unit vectors of the requested dimension.
 
-use axum::Json;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use super::Caller;
 use super::chat::{Route, decorate, route, upstream};
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::ApiJson;
+use super::extract::{ApiJson, json_response};
 use crate::ai::openai::{self, OaEmbeddingRequest};
 use crate::auth::Scope;
 use crate::state::AppState;
@@ -41,8 +40,10 @@ pub async fn create(
     let (req, base64) = openai::embedding_request_to_internal(wire)
         .map_err(|e| ApiError::validation(e.field, e.message))?;
     let routed = state.ai.embed(&chain, &req, ctx).await.map_err(upstream)?;
-    let mut resp =
-        Json(openai::embedding_response_to_wire(&routed.response, base64)).into_response();
+    let mut resp = json_response(&openai::embedding_response_to_wire(
+        &routed.response,
+        base64,
+    ));
     decorate(
         &mut resp,
         &routed.provider,

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use super::Caller;
 use super::chat::{KeepAlive, Route, decorate, route, sse_response, stream_failure, upstream};
 use super::error::{ApiError, ApiResult};
-use super::extract::ApiJson;
+use super::extract::{ApiJson, json_response};
 use crate::ai::anthropic::{self, AnRequest, StreamEncoder};
 use crate::ai::sse;
 use crate::ai::types::StreamEvent;
@@ -61,7 +61,7 @@ pub async fn create(
         let routed = state.ai.chat(&chain, &req, ctx).await.map_err(upstream)?;
         let mut wire = anthropic::response_to_wire(&routed.response);
         wire.id = id;
-        let mut resp = Json(wire).into_response();
+        let mut resp = json_response(&wire);
         decorate(
             &mut resp,
             &routed.provider,

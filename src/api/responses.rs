@@ -13,7 +13,7 @@ use std::convert::Infallible;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use chrono::Utc;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -22,7 +22,7 @@ use uuid::Uuid;
 use super::Caller;
 use super::chat::{KeepAlive, Route, decorate, route, sse_response, stream_failure, upstream};
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::ApiJson;
+use super::extract::{ApiJson, json_response};
 use crate::ai::responses::{self, Echo, RsRequest, StreamEncoder};
 use crate::ai::sse;
 use crate::ai::types::{ChatResponse, Message};
@@ -81,7 +81,7 @@ pub async fn create(
         let routed = state.ai.chat(&chain, &req, ctx).await.map_err(upstream)?;
         let object = echo.completed(&routed.response);
         saver.save(&object, &routed.response).await;
-        let mut resp = Json(object).into_response();
+        let mut resp = json_response(&object);
         decorate(
             &mut resp,
             &routed.provider,

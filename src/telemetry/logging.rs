@@ -376,6 +376,18 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn keys_are_written_as_json_strings() {
+        let mut out = Vec::new();
+        key(&mut out, "request_id");
+        key(&mut out, "http.status");
+        key(&mut out, "odd\"name\\");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#","request_id":,"http.status":,"odd\"name\\":"#
+        );
+    }
+
+    #[test]
     fn lines_carry_span_and_event_fields() {
         let buf = Buf::default();
         let subscriber = tracing_subscriber::registry().with(JsonLayer::new(buf.clone()));
