@@ -166,6 +166,89 @@ fn completion_object() -> String {
     "chat.completion".into()
 }
 
+impl OaResponse {
+    /// The answer as JSON, byte for byte what its `Serialize` writes (the tests compare
+    /// the two), but with its keys and punctuation written as literals: the gateway
+    /// writes one per call. Values go through serde_json, so strings are escaped alike.
+    pub fn to_json(&self) -> serde_json::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(512 + self.choices.len() * 256);
+        out.extend_from_slice(b"{\"id\":");
+        value(&mut out, &self.id)?;
+        out.extend_from_slice(b",\"object\":");
+        value(&mut out, &self.object)?;
+        out.extend_from_slice(b",\"created\":");
+        value(&mut out, &self.created)?;
+        out.extend_from_slice(b",\"model\":");
+        value(&mut out, &self.model)?;
+        out.extend_from_slice(b",\"choices\":[");
+        for (i, c) in self.choices.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"index\":");
+            value(&mut out, &c.index)?;
+            out.extend_from_slice(b",\"message\":");
+            c.message.write_json(&mut out)?;
+            out.extend_from_slice(b",\"finish_reason\":");
+            value(&mut out, &c.finish_reason)?;
+            out.extend_from_slice(b",\"logprobs\":");
+            value(&mut out, &c.logprobs)?;
+            out.push(b'}');
+        }
+        out.push(b']');
+        if let Some(u) = &self.usage {
+            out.extend_from_slice(b",\"usage\":{\"prompt_tokens\":");
+            value(&mut out, &u.prompt_tokens)?;
+            out.extend_from_slice(b",\"completion_tokens\":");
+            value(&mut out, &u.completion_tokens)?;
+            out.extend_from_slice(b",\"total_tokens\":");
+            value(&mut out, &u.total_tokens)?;
+            if let Some(d) = &u.prompt_tokens_details {
+                out.extend_from_slice(b",\"prompt_tokens_details\":{\"cached_tokens\":");
+                value(&mut out, &d.cached_tokens)?;
+                out.push(b'}');
+            }
+            if let Some(d) = &u.completion_tokens_details {
+                out.extend_from_slice(b",\"completion_tokens_details\":{\"reasoning_tokens\":");
+                value(&mut out, &d.reasoning_tokens)?;
+                out.push(b'}');
+            }
+            out.push(b'}');
+        }
+        out.push(b'}');
+        Ok(out)
+    }
+}
+
+impl OaMessage {
+    /// [`OaResponse::to_json`]'s part for a message.
+    fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        out.extend_from_slice(b"{\"role\":");
+        value(out, &self.role)?;
+        out.extend_from_slice(b",\"content\":");
+        value(out, &self.content)?;
+        if let Some(calls) = &self.tool_calls {
+            out.extend_from_slice(b",\"tool_calls\":");
+            value(out, calls)?;
+        }
+        if let Some(id) = &self.tool_call_id {
+            out.extend_from_slice(b",\"tool_call_id\":");
+            value(out, id)?;
+        }
+        if let Some(name) = &self.name {
+            out.extend_from_slice(b",\"name\":");
+            value(out, name)?;
+        }
+        out.push(b'}');
+        Ok(())
+    }
+}
+
+/// Appends `v` as JSON.
+fn value(out: &mut Vec<u8>, v: &impl Serialize) -> serde_json::Result<()> {
+    serde_json::to_writer(out, v)
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OaChoice {
     pub index: u32,
@@ -974,6 +1057,106 @@ impl Provider for OpenAiProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Answers of every shape the wire allows, for comparing the hand-written JSON with
+    /// serde's.
+    fn answers() -> Vec<OaResponse> {
+        let message = |content: Option<OaContent>| OaMessage {
+            role: "assistant".into(),
+            content,
+            tool_calls: None,
+            tool_call_id: None,
+            name: None,
+        };
+        let choice = |index, message, finish: Option<&str>| OaChoice {
+            index,
+            message,
+            finish_reason: finish.map(str::to_owned),
+            logprobs: None,
+        };
+        let plain = OaResponse {
+            id: "chatcmpl-1".into(),
+            object: "chat.completion".into(),
+            created: 1_700_000_000,
+            model: "gpt-4o-mini".into(),
+            choices: vec![choice(
+                0,
+                message(Some(OaContent::Text("Hi.".into()))),
+                Some("stop"),
+            )],
+            usage: None,
+        };
+        let mut all = vec![plain.clone()];
+        let mut r = plain.clone();
+        r.usage = Some(OaUsage {
+            prompt_tokens: 12,
+            completion_tokens: 16,
+            total_tokens: 28,
+            prompt_tokens_details: Some(OaPromptDetails { cached_tokens: 3 }),
+            completion_tokens_details: Some(OaCompletionDetails {
+                reasoning_tokens: 7,
+            }),
+        });
+        all.push(r.clone());
+        r.usage = Some(OaUsage {
+            prompt_tokens: u64::MAX,
+            ..OaUsage::default()
+        });
+        r.created = -5;
+        all.push(r);
+        let mut r = plain.clone();
+        r.id = "quote \" backslash \\ newline \n tab \t bell \u{7} é ✓ 😀".into();
+        r.model = String::new();
+        r.choices = vec![
+            choice(0, message(None), None),
+            choice(
+                1,
+                OaMessage {
+                    role: "assistant".into(),
+                    content: Some(OaContent::Parts(vec![
+                        OaPart {
+                            kind: "text".into(),
+                            text: Some("a \"part\"".into()),
+                        },
+                        OaPart {
+                            kind: "refusal".into(),
+                            text: None,
+                        },
+                    ])),
+                    tool_calls: Some(vec![OaToolCall {
+                        id: "call_1".into(),
+                        kind: "function".into(),
+                        function: OaFunctionCall {
+                            name: "lookup".into(),
+                            arguments: "{\"q\": \"x\"}".into(),
+                        },
+                    }]),
+                    tool_call_id: Some("call_0".into()),
+                    name: Some("helper".into()),
+                },
+                Some("tool_calls"),
+            ),
+        ];
+        r.choices[1].logprobs =
+            Some(serde_json::json!({"content": [{"token": "a", "logprob": -0.5}]}));
+        all.push(r);
+        let mut r = plain;
+        r.choices.clear();
+        all.push(r);
+        all
+    }
+
+    #[test]
+    fn the_answer_json_is_serdes_byte_for_byte() {
+        for answer in answers() {
+            let expected = serde_json::to_vec(&answer).unwrap();
+            let written = answer.to_json().unwrap();
+            assert_eq!(
+                String::from_utf8(written).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+        }
+    }
 
     #[test]
     fn wire_request_round_trips_through_internal() {

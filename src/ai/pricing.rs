@@ -209,9 +209,33 @@ pub fn usd(nanos: i64) -> f64 {
 /// integer: no floating point, so exact at any size.
 pub fn usd_text(nanos: i64) -> String {
     const NANOS_PER_USD: u64 = 1_000_000_000;
-    let sign = if nanos < 0 { "-" } else { "" };
     let n = nanos.unsigned_abs();
-    format!("{sign}{}.{:09}", n / NANOS_PER_USD, n % NANOS_PER_USD)
+    // Written digit by digit (it is on every gateway answer): sign, whole dollars (at
+    // most 11 digits), the point, nine decimals.
+    let mut text = [0u8; 22];
+    let mut at = text.len();
+    let mut rest = n % NANOS_PER_USD;
+    for _ in 0..9 {
+        at -= 1;
+        text[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    at -= 1;
+    text[at] = b'.';
+    let mut whole = n / NANOS_PER_USD;
+    loop {
+        at -= 1;
+        text[at] = b'0' + (whole % 10) as u8;
+        whole /= 10;
+        if whole == 0 {
+            break;
+        }
+    }
+    if nanos < 0 {
+        at -= 1;
+        text[at] = b'-';
+    }
+    String::from_utf8_lossy(&text[at..]).into_owned()
 }
 
 #[cfg(test)]
@@ -317,6 +341,7 @@ mod tests {
         assert_eq!(usd_text(-5), "-0.000000005");
         assert_eq!(usd_text(-2_000_000_001), "-2.000000001");
         assert_eq!(usd_text(i64::MAX), "9223372036.854775807");
+        assert_eq!(usd_text(i64::MIN), "-9223372036.854775808");
         // What float formatting gives, where a float holds the amount exactly enough.
         for n in [1_i64, 999, 123_456_789, 1_000_000_000, 987_654_321_012] {
             assert_eq!(usd_text(n), format!("{:.9}", usd(n)), "{n}");

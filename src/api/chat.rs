@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use futures_util::StreamExt;
 use serde_json::json;
 
 use super::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{ApiJson, json_response};
+use super::extract::{ApiJson, json_bytes_response};
 use crate::ai::budget::Refusal;
 use crate::ai::error::ErrorKind;
 use crate::ai::openai::{self, OaRequest};
@@ -63,7 +63,7 @@ pub async fn completions(
         let routed = state.ai.chat(&chain, &req, ctx).await.map_err(upstream)?;
         let mut wire = openai::response_to_wire(&routed.response, created);
         wire.id = id;
-        let mut resp = json_response(&wire);
+        let mut resp = json_bytes_response(wire.to_json());
         decorate(
             &mut resp,
             &routed.provider,
@@ -228,6 +228,10 @@ impl KeepAlive {
     }
 }
 
+const X_DE_MODEL: HeaderName = HeaderName::from_static("x-de-model");
+const X_DE_COST_USD: HeaderName = HeaderName::from_static("x-de-cost-usd");
+const X_DE_CACHE: HeaderName = HeaderName::from_static("x-de-cache");
+
 /// The gateway's response headers: `X-De-Model` (the candidate that answered),
 /// `X-De-Cost-Usd` (when known) and `X-De-Cache: hit`.
 pub fn decorate(
@@ -244,16 +248,16 @@ pub fn decorate(
     name.push('/');
     name.push_str(model);
     if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(name)) {
-        h.insert("x-de-model", v);
+        h.insert(X_DE_MODEL, v);
     }
     if let Some(c) = cost
         && let Ok(v) =
             HeaderValue::from_maybe_shared(bytes::Bytes::from(crate::ai::pricing::usd_text(c)))
     {
-        h.insert("x-de-cost-usd", v);
+        h.insert(X_DE_COST_USD, v);
     }
     if cache_hit {
-        h.insert("x-de-cache", HeaderValue::from_static("hit"));
+        h.insert(X_DE_CACHE, HeaderValue::from_static("hit"));
     }
 }
 

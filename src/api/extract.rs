@@ -45,10 +45,19 @@ const ANSWER_HEADERS: usize = 12;
 /// for an answer, not piece by piece through a growing writer.
 pub fn json_response<T: Serialize>(value: &T) -> Response {
     let mut buf = Vec::with_capacity(ANSWER_CAPACITY);
-    if let Err(e) = serde_json::to_writer(&mut buf, value) {
-        return ApiError::Internal(anyhow::Error::new(e).context("cannot encode the answer"))
-            .into_response();
-    }
+    json_bytes_response(serde_json::to_writer(&mut buf, value).map(|()| buf))
+}
+
+/// JSON already written (or the error of writing it) as a `200 application/json`
+/// response; an error is a 500 that does not say why.
+pub fn json_bytes_response(json: serde_json::Result<Vec<u8>>) -> Response {
+    let buf = match json {
+        Ok(buf) => buf,
+        Err(e) => {
+            return ApiError::Internal(anyhow::Error::new(e).context("cannot encode the answer"))
+                .into_response();
+        }
+    };
     let mut resp = Response::new(Body::from(buf));
     // Room for the headers the gateway and its middleware add (the model, the cost, the
     // request id, the rate limit's), so the map is not regrown on the way out.

@@ -225,15 +225,19 @@ async fn method_not_allowed() -> ApiError {
 /// span per request is opened only when traces are exported (it is the server span).
 async fn request_context(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let request_id = req
+    let sent = req
         .headers()
         .get(&X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| valid_request_id(v))
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let header = HeaderValue::from_str(&request_id).ok();
-    let scope = RequestScope::new(request_id);
+        .map(str::to_owned);
+    let (header, scope) = match sent {
+        Some(id) => (HeaderValue::from_str(&id).ok(), RequestScope::new(id)),
+        None => {
+            let id = uuid::Uuid::now_v7().to_string();
+            (HeaderValue::from_str(&id).ok(), RequestScope::minted(id))
+        }
+    };
     REQUEST
         .scope(scope, async move {
             let method = req.method().clone();

@@ -198,7 +198,7 @@ impl Authenticator {
                 tenant_id: DEFAULT_TENANT_ID,
                 key_id: None,
                 scope: Scope::Admin,
-                subject: format!("wl:{}", hex::encode(&digest[..8])),
+                subject: whitelist_subject(&digest),
                 rate_limit: None,
             });
         }
@@ -292,6 +292,28 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     }
 }
 
+/// The subject of a whitelist key: `wl:` and the first 8 bytes of its digest in hex.
+pub(crate) fn whitelist_subject(digest: &[u8; 32]) -> String {
+    let mut hex = [0u8; 16];
+    // 8 bytes are always 16 hex digits, which are ASCII.
+    let _ = hex::encode_to_slice(&digest[..8], &mut hex);
+    let mut subject = String::with_capacity(3 + hex.len());
+    subject.push_str("wl:");
+    subject.push_str(std::str::from_utf8(&hex).unwrap_or_default());
+    subject
+}
+
 pub(crate) fn sha256(s: &str) -> [u8; 32] {
     Sha256::digest(s.as_bytes()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_whitelist_subject_is_wl_and_the_digest_start_in_hex() {
+        let digest = super::sha256("bench-key-0123456789");
+        let subject = super::whitelist_subject(&digest);
+        assert_eq!(subject, format!("wl:{}", hex::encode(&digest[..8])));
+        assert_eq!(subject.len(), 19);
+    }
 }

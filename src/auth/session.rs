@@ -127,7 +127,7 @@ impl Authenticator {
     fn whitelist_subject_active(&self, subject: &str) -> bool {
         self.whitelist
             .iter()
-            .any(|d| format!("wl:{}", hex::encode(&d[..8])) == subject)
+            .any(|d| super::whitelist_subject(d) == subject)
     }
 
     /// Opens a session for `principal`; returns the session id for the cookie. Stale

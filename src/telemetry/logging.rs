@@ -83,9 +83,18 @@ pub struct RequestScope {
 }
 
 impl RequestScope {
+    /// An id the caller sent: redacted for the log lines like any text from outside.
     pub fn new(id: String) -> Self {
-        let logged = redacted(id.clone());
+        let logged = redact_text(id.clone());
         Self { id, logged }
+    }
+
+    /// An id the service minted (a UUID), which has nothing to redact.
+    pub fn minted(id: String) -> Self {
+        Self {
+            logged: id.clone(),
+            id,
+        }
     }
 
     /// The id as the caller sent it or as it was minted.
@@ -159,10 +168,53 @@ impl Collect<'_> {
     }
 }
 
-/// `text` with whatever the process-wide redactor finds replaced.
-fn redacted(text: String) -> String {
+/// `text` with whatever the process-wide redactor finds replaced, not remembered.
+fn redact_text(text: String) -> String {
     let (clean, n) = crate::auth::redact::global().redact_cow(&text);
     if n == 0 {
+        return text;
+    }
+    clean.into_owned()
+}
+
+/// How many strings each thread remembers as clean ([`CLEAN`]), and the longest.
+const CLEAN_KEPT: usize = 8;
+const CLEAN_MAX_LEN: usize = 128;
+
+thread_local! {
+    /// Short strings this thread's lines carried lately that the redactor left as they
+    /// were, and where the next one goes: an access log repeats its method, path and
+    /// message line after line, and a repeat skips the redactor's scan (the redactor is
+    /// fixed for the process's life). Only strings with nothing to redact are kept.
+    static CLEAN: std::cell::RefCell<(Vec<String>, usize)> =
+        const { std::cell::RefCell::new((Vec::new(), 0)) };
+}
+
+/// `text` with whatever the process-wide redactor finds replaced.
+fn redacted(text: String) -> String {
+    let short = text.len() <= CLEAN_MAX_LEN;
+    if short
+        && CLEAN
+            .try_with(|c| c.borrow().0.contains(&text))
+            .unwrap_or(false)
+    {
+        return text;
+    }
+    let (clean, n) = crate::auth::redact::global().redact_cow(&text);
+    if n == 0 {
+        if short {
+            // (A text seen once per request, such as a request id, goes through
+            // `redact_text` instead, so as not to push these out.)
+            let _ = CLEAN.try_with(|c| {
+                let (kept, next) = &mut *c.borrow_mut();
+                if kept.len() < CLEAN_KEPT {
+                    kept.push(text.clone());
+                } else {
+                    kept[*next] = text.clone();
+                    *next = (*next + 1) % CLEAN_KEPT;
+                }
+            });
+        }
         return text;
     }
     clean.into_owned()
@@ -373,6 +425,27 @@ pub(crate) mod tests {
         fn make_writer(&'a self) -> Buf {
             self.clone()
         }
+    }
+
+    #[test]
+    fn repeated_strings_are_redacted_alike() {
+        let secret = "key de_0123456789ab_s3cr3tValue here";
+        for _ in 0..3 {
+            assert_eq!(
+                redacted("/v1/chat/completions".into()),
+                "/v1/chat/completions"
+            );
+            let out = redacted(secret.into());
+            assert!(!out.contains("s3cr3tValue"), "{out}");
+        }
+        // More clean strings than are kept, then the first again: still itself.
+        for i in 0..2 * CLEAN_KEPT {
+            assert_eq!(redacted(format!("/v1/tasks/{i}")), format!("/v1/tasks/{i}"));
+        }
+        assert_eq!(redacted("/v1/tasks/0".into()), "/v1/tasks/0");
+        let kept = CLEAN.with(|c| c.borrow().0.clone());
+        assert!(kept.len() <= CLEAN_KEPT);
+        assert!(kept.iter().all(|k| !k.contains("s3cr3t")), "{kept:?}");
     }
 
     #[test]
