@@ -49,6 +49,24 @@ fn delta(before: &str, after: &str, series: &str) -> f64 {
     common::metric(after, series) - common::metric(before, series)
 }
 
+/// The scrape once each of `series` has grown since `before`. A worker counts a task's
+/// end after the store has recorded it, which the API may show first; the caller then
+/// checks that everything was counted exactly once.
+async fn counted(app: &TestApp, before: &str, series: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = app.metrics().await;
+        if series.iter().all(|s| delta(before, &now, s) >= 1.0) {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never counted: {series:?}\n{now}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A sandbox vendor over HTTP.
 struct Vendor {
     base: String,
@@ -125,7 +143,15 @@ async fn a_task_counts_its_claim_tool_call_end_and_duration_once(backend: Backen
         .await,
     );
     wait_status(&app, &id, "succeeded").await;
-    let after = app.metrics().await;
+    let after = counted(
+        &app,
+        &before,
+        &[
+            "tasks_total{status=\"succeeded\"}",
+            "task_duration_seconds_count",
+        ],
+    )
+    .await;
     for (series, want) in [
         ("tasks_total{status=\"succeeded\"}", 1.0),
         ("tasks_total{status=\"failed\"}", 0.0),
@@ -198,7 +224,7 @@ async fn a_rescued_task_is_counted_once(backend: Backend) {
     let app = TestApp::start(app, db).await;
     let done = wait_status(&app, &t.id.to_string(), "succeeded").await;
     assert_eq!(done["attempt"], 2);
-    let after = app.metrics().await;
+    let after = counted(&app, &before, &["tasks_total{status=\"succeeded\"}"]).await;
     assert_eq!(
         total(&after, "tasks_rescued_total") - total(&before, "tasks_rescued_total"),
         1.0,
@@ -238,7 +264,7 @@ async fn each_retry_is_counted(backend: Backend) {
     );
     wait_status(&app, &id, "failed").await;
     assert_eq!(vendor.count("down"), 3);
-    let after = app.metrics().await;
+    let after = counted(&app, &before, &["tasks_total{status=\"failed\"}"]).await;
     assert_eq!(
         delta(&before, &after, "tasks_retried_total"),
         2.0,
