@@ -252,12 +252,16 @@ fn too_slow() -> AiError {
     AiError::new(ErrorKind::Timeout, "the vendor did not answer in time")
 }
 
+fn cannot_connect() -> AiError {
+    AiError::new(ErrorKind::Connection, "cannot connect to the vendor")
+}
+
 /// What a failed connect is: a time-out, or a refused or failed connect.
 fn connect_error(e: &(dyn std::error::Error + 'static)) -> AiError {
     if timed_out(e) {
         too_slow()
     } else {
-        AiError::new(ErrorKind::Connection, "cannot connect to the vendor")
+        cannot_connect()
     }
 }
 
@@ -271,7 +275,7 @@ fn proxied_error(e: &reqwest::Error) -> AiError {
     if e.is_timeout() {
         too_slow()
     } else if e.is_connect() {
-        AiError::new(ErrorKind::Connection, "cannot connect to the vendor")
+        cannot_connect()
     } else {
         broken()
     }

@@ -85,7 +85,7 @@ pub struct RequestScope {
 impl RequestScope {
     /// An id the caller sent: redacted for the log lines like any text from outside.
     pub fn new(id: String) -> Self {
-        let logged = redact_text(id.clone());
+        let logged = redacted(id.clone(), false);
         Self { id, logged }
     }
 
@@ -158,7 +158,7 @@ impl Collect<'_> {
             return;
         }
         let value = match value {
-            FieldValue::Str(text) => FieldValue::Str(redacted(text)),
+            FieldValue::Str(text) => FieldValue::Str(redacted(text, true)),
             other => other,
         };
         match self.fields.iter_mut().find(|(k, _)| *k == name) {
@@ -166,15 +166,6 @@ impl Collect<'_> {
             None => self.fields.push((name, value)),
         }
     }
-}
-
-/// `text` with whatever the process-wide redactor finds replaced, not remembered.
-fn redact_text(text: String) -> String {
-    let (clean, n) = crate::auth::redact::global().redact_cow(&text);
-    if n == 0 {
-        return text;
-    }
-    clean.into_owned()
 }
 
 /// How many strings each thread remembers as clean ([`CLEAN`]), and the longest.
@@ -190,9 +181,11 @@ thread_local! {
         const { std::cell::RefCell::new((Vec::new(), 0)) };
 }
 
-/// `text` with whatever the process-wide redactor finds replaced.
-fn redacted(text: String) -> String {
-    let short = text.len() <= CLEAN_MAX_LEN;
+/// `text` with whatever the process-wide redactor finds replaced. With `remember`, a
+/// short text with nothing to redact is remembered ([`CLEAN`]); a text seen once per
+/// request, such as a request id, is redacted without, so as not to push those out.
+fn redacted(text: String, remember: bool) -> String {
+    let short = remember && text.len() <= CLEAN_MAX_LEN;
     if short
         && CLEAN
             .try_with(|c| c.borrow().0.contains(&text))
@@ -203,8 +196,6 @@ fn redacted(text: String) -> String {
     let (clean, n) = crate::auth::redact::global().redact_cow(&text);
     if n == 0 {
         if short {
-            // (A text seen once per request, such as a request id, goes through
-            // `redact_text` instead, so as not to push these out.)
             let _ = CLEAN.try_with(|c| {
                 let (kept, next) = &mut *c.borrow_mut();
                 if kept.len() < CLEAN_KEPT {
@@ -432,17 +423,20 @@ pub(crate) mod tests {
         let secret = "key de_0123456789ab_s3cr3tValue here";
         for _ in 0..3 {
             assert_eq!(
-                redacted("/v1/chat/completions".into()),
+                redacted("/v1/chat/completions".into(), true),
                 "/v1/chat/completions"
             );
-            let out = redacted(secret.into());
+            let out = redacted(secret.into(), true);
             assert!(!out.contains("s3cr3tValue"), "{out}");
         }
         // More clean strings than are kept, then the first again: still itself.
         for i in 0..2 * CLEAN_KEPT {
-            assert_eq!(redacted(format!("/v1/tasks/{i}")), format!("/v1/tasks/{i}"));
+            assert_eq!(
+                redacted(format!("/v1/tasks/{i}"), true),
+                format!("/v1/tasks/{i}")
+            );
         }
-        assert_eq!(redacted("/v1/tasks/0".into()), "/v1/tasks/0");
+        assert_eq!(redacted("/v1/tasks/0".into(), true), "/v1/tasks/0");
         let kept = CLEAN.with(|c| c.borrow().0.clone());
         assert!(kept.len() <= CLEAN_KEPT);
         assert!(kept.iter().all(|k| !k.contains("s3cr3t")), "{kept:?}");
